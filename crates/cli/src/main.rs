@@ -1,0 +1,58 @@
+//! `pinnersage`: the command-line entry point. Thin by design: argument parsing, file reading and
+//! printing; the algorithms live in `pinnersage-core`.
+
+mod bench;
+mod cluster;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// PinnerSage: multi-interest user profiles from item embeddings and engagement logs.
+///
+/// Each user's recent engagements are clustered with Ward's method, cut at a merge threshold
+/// alpha, and every cluster is summarised by its medoid (a real item) and an importance that
+/// decays with age. Recommendations sample medoids by importance and retrieve their neighbours.
+#[derive(Debug, Parser)]
+#[command(name = "pinnersage", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Cluster(cluster::ClusterArgs),
+    Bench(bench::BenchArgs),
+}
+
+/// An error caused by the user's input (bad file, bad value): exit code 2, like usage errors.
+#[derive(Debug)]
+pub struct InputError(pub String);
+
+impl std::fmt::Display for InputError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InputError {}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Cluster(args) => cluster::run(&args),
+        Command::Bench(args) => bench::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.downcast_ref::<InputError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! The `pinnersage` binary as users call it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use pinnersage_catalog::npy;
+use serde_json::Value;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pinnersage"))
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("the binary runs")
+}
+
+/// A fresh scratch directory per test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("pinnersage-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Two tight groups of actions on the unit circle: rows 0,2,4 near east, 1,3 near north.
+fn two_interests(dir: &Path) -> (PathBuf, PathBuf) {
+    let x = [
+        1.0, 0.0, 0.0, 1.0, 0.995, 0.0998, 0.0998, 0.995, 0.995, -0.0998,
+    ];
+    let day = 86_400;
+    let t = [0, 10 * day, 20 * day, 30 * day, 40 * day];
+    let (xp, tp) = (dir.join("x.npy"), dir.join("t.npy"));
+    npy::write_f32_matrix(&xp, &x, 5, 2).unwrap();
+    npy::write_i64_vector(&tp, &t).unwrap();
+    (xp, tp)
+}
+
+#[test]
+fn cluster_prints_the_documented_json() {
+    let dir = scratch("json");
+    let (x, t) = two_interests(&dir);
+    let out = run(&[
+        "cluster",
+        "--embeddings",
+        s(&x),
+        "--times",
+        s(&t),
+        "--alpha",
+        "0.5",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let clusters = v["clusters"].as_array().unwrap();
+    assert_eq!(clusters.len(), 2);
+    let first = clusters[0].as_object().unwrap();
+    let mut keys: Vec<&str> = first.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["importance", "medoid", "members", "size"]);
+    assert_eq!(clusters[0]["members"], serde_json::json!([0, 2, 4]));
+    assert_eq!(clusters[0]["medoid"], 0);
+    assert_eq!(clusters[0]["size"], 3);
+    assert_eq!(clusters[1]["members"], serde_json::json!([1, 3]));
+    // now = latest time (day 40); ages 40, 20, 0 days and 30, 10 days; lambda 0.01.
+    let imp = |ages: &[f64]| ages.iter().map(|a| (-0.01 * a).exp()).sum::<f64>();
+    assert!((clusters[0]["importance"].as_f64().unwrap() - imp(&[40.0, 20.0, 0.0])).abs() < 1e-12);
+    assert!((clusters[1]["importance"].as_f64().unwrap() - imp(&[30.0, 10.0])).abs() < 1e-12);
+}
+
+#[test]
+fn without_times_every_action_counts_as_now_and_linkage_is_optional() {
+    let dir = scratch("now");
+    let (x, _) = two_interests(&dir);
+    let out = run(&[
+        "cluster",
+        "--embeddings",
+        s(&x),
+        "--alpha",
+        "0.5",
+        "--json",
+        "--linkage",
+    ]);
+    assert!(out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["clusters"][0]["importance"], 3.0);
+    assert_eq!(v["clusters"][1]["importance"], 2.0);
+    let linkage = v["linkage"].as_array().unwrap();
+    assert_eq!(linkage.len(), 4);
+    assert_eq!(linkage[3][3], 5);
+
+    let table = run(&["cluster", "--embeddings", s(&x), "--alpha", "0.5"]);
+    let text = String::from_utf8(table.stdout).unwrap();
+    assert!(
+        text.starts_with("2 interests from 5 actions x 2 dims"),
+        "{text}"
+    );
+}
+
+#[test]
+fn cluster_matches_scipy_on_a_fixture() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/scipy");
+    let name = "normalized_m500_d64";
+    let alphas = npy::read(dir.join(format!("{name}.alphas.npy")))
+        .unwrap()
+        .to_f64_vec();
+    let labels = npy::read(dir.join(format!("{name}.labels.npy")))
+        .unwrap()
+        .to_f64_vec();
+    let x = dir.join(format!("{name}.X.npy"));
+    let m = 500;
+    for (a, alpha) in alphas.iter().enumerate() {
+        let out = run(&[
+            "cluster",
+            "--embeddings",
+            s(&x),
+            "--alpha",
+            &alpha.to_string(),
+            "--json",
+        ]);
+        assert!(out.status.success());
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut ours = vec![usize::MAX; m];
+        for (k, c) in v["clusters"].as_array().unwrap().iter().enumerate() {
+            for r in c["members"].as_array().unwrap() {
+                ours[r.as_u64().unwrap() as usize] = k;
+            }
+        }
+        // Same partition: rows share a cluster here exactly when they share one in scipy.
+        let theirs = &labels[a * m..(a + 1) * m];
+        for i in 0..m {
+            for j in (i + 1..m).step_by(7) {
+                assert_eq!(
+                    ours[i] == ours[j],
+                    theirs[i] == theirs[j],
+                    "alpha {alpha}: rows {i}, {j}"
+                );
+            }
+        }
+    }
+}
+
+/// Runs a failing command and returns its single stderr line.
+fn fails_with_code_2(args: &[&str]) -> String {
+    let out = run(args);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(out.stdout.is_empty());
+    err
+}
+
+#[test]
+fn malformed_inputs_get_one_line_naming_file_and_problem() {
+    let dir = scratch("errors");
+    let (x, t) = two_interests(&dir);
+    let missing = dir.join("missing.npy");
+    let err = fails_with_code_2(&["cluster", "--embeddings", s(&missing)]);
+    assert!(
+        err.starts_with(&format!("error: {}: cannot read", missing.display())),
+        "{err}"
+    );
+
+    let text = dir.join("text.npy");
+    std::fs::write(&text, "1,2,3\n").unwrap();
+    let err = fails_with_code_2(&["cluster", "--embeddings", s(&text)]);
+    assert!(err.contains("text.npy: not an NPY file"), "{err}");
+
+    let nan = dir.join("nan.npy");
+    npy::write_f32_matrix(&nan, &[1.0, 2.0, f32::NAN, 4.0], 2, 2).unwrap();
+    let err = fails_with_code_2(&["cluster", "--embeddings", s(&nan)]);
+    assert!(
+        err.contains("nan.npy: value at row 1, column 0 is not finite"),
+        "{err}"
+    );
+
+    let short = dir.join("short.npy");
+    npy::write_i64_vector(&short, &[1, 2]).unwrap();
+    let err = fails_with_code_2(&["cluster", "--embeddings", s(&x), "--times", s(&short)]);
+    assert!(err.contains("short.npy: has 2 times but"), "{err}");
+
+    let err = fails_with_code_2(&["cluster", "--embeddings", s(&t)]);
+    assert!(err.contains("t.npy: expected a 2-D array"), "{err}");
+
+    let err = fails_with_code_2(&["cluster", "--embeddings", s(&x), "--alpha", "-1"]);
+    assert!(err.contains("alpha must be finite and >= 0"), "{err}");
+
+    let huge = dir.join("huge.npy");
+    npy::write_f32_matrix(&huge, &[1e20, 0.0], 1, 2).unwrap();
+    let err = fails_with_code_2(&["cluster", "--embeddings", s(&huge)]);
+    assert!(err.contains("huge.npy: embedding row 0, column 0"), "{err}");
+}
+
+#[test]
+fn help_teaches_usage() {
+    let out = run(&["cluster", "--help"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    for needle in [
+        "--embeddings",
+        "--times",
+        "--alpha",
+        "--lambda",
+        "--max-actions",
+        "Example:",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in:\n{text}");
+    }
+}
+
+#[test]
+fn bench_reports_one_row_per_file() {
+    let dir = scratch("bench");
+    let (x, _) = two_interests(&dir);
+    let out = run(&["bench", "cluster", s(&x), "--repeat", "2", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["m"], 5);
+    assert!(v["profile_ms"].as_f64().unwrap() > 0.0);
+}

@@ -1,0 +1,293 @@
+//! A user's multi-interest profile: Ward clusters cut at alpha, each summarised by its medoid and
+//! its importance.
+
+use crate::distance::SqDistances;
+use crate::embeddings::Embeddings;
+use crate::error::{CoreError, Result};
+use crate::importance::{DEFAULT_LAMBDA, importance};
+use crate::medoid::medoid;
+use crate::sample::{SplitMix64, sample_weighted};
+use crate::ward::{Dendrogram, ward};
+
+/// Default merge threshold for **L2-normalised** embeddings (squared-distance scale).
+///
+/// Two single actions merge when `||a − b||² ≤ alpha`, i.e. cosine `≥ 1 − alpha/2 = 0.125`;
+/// larger clusters need proportionally tighter centroids (Ward's cost grows with their sizes).
+/// Chosen on MovieLens-small with MiniLM embeddings so that light users (20–40 actions) get 3–5
+/// interests and heavy users (1,000+ actions) around 100, the paper's range; see
+/// `docs/alpha.md`. Other embedding scales need their own alpha.
+pub const DEFAULT_ALPHA: f64 = 1.75;
+
+/// Default cap on actions per user: the most recent 2,000 are clustered (16 MB of distances).
+pub const DEFAULT_MAX_ACTIONS: usize = 2_000;
+
+/// The knobs of the per-user model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileParams {
+    /// Merge threshold on the squared-distance Ward height; `>= 0`.
+    pub alpha: f64,
+    /// Importance decay rate per day; `>= 0`.
+    pub lambda: f64,
+    /// Only the most recent `max_actions` actions are clustered; `>= 1`.
+    pub max_actions: usize,
+}
+
+impl Default for ProfileParams {
+    fn default() -> Self {
+        Self {
+            alpha: DEFAULT_ALPHA,
+            lambda: DEFAULT_LAMBDA,
+            max_actions: DEFAULT_MAX_ACTIONS,
+        }
+    }
+}
+
+impl ProfileParams {
+    /// Checks every parameter's domain.
+    ///
+    /// ```
+    /// use pinnersage_core::ProfileParams;
+    /// assert!(ProfileParams::default().validate().is_ok());
+    /// assert!(ProfileParams { alpha: -1.0, ..Default::default() }.validate().is_err());
+    /// ```
+    pub fn validate(&self) -> Result<()> {
+        let check = |name, value: f64| {
+            if value.is_finite() && value >= 0.0 {
+                Ok(())
+            } else {
+                Err(CoreError::InvalidParameter {
+                    name,
+                    expected: "finite and >= 0",
+                    value,
+                })
+            }
+        };
+        check("alpha", self.alpha)?;
+        check("lambda", self.lambda)?;
+        if self.max_actions == 0 {
+            return Err(CoreError::InvalidParameter {
+                name: "max_actions",
+                expected: ">= 1",
+                value: 0.0,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// One user's actions: item embeddings (one row per action, any order), unix times in seconds
+/// and optional non-negative weights (for example repin 1.0, click 0.5).
+#[derive(Debug, Clone, Copy)]
+pub struct Actions<'a> {
+    embeddings: Embeddings<'a>,
+    times: &'a [i64],
+    weights: Option<&'a [f32]>,
+}
+
+impl<'a> Actions<'a> {
+    /// Validates that `times` and `weights` have one entry per row and that weights are finite
+    /// and non-negative.
+    ///
+    /// ```
+    /// use pinnersage_core::{Actions, Embeddings};
+    /// let x = Embeddings::new(&[0.0, 1.0], 1).unwrap();
+    /// assert!(Actions::new(x, &[5, 6], None).is_ok());
+    /// assert!(Actions::new(x, &[5], None).is_err());
+    /// assert!(Actions::new(x, &[5, 6], Some(&[1.0, -1.0])).is_err());
+    /// ```
+    pub fn new(
+        embeddings: Embeddings<'a>,
+        times: &'a [i64],
+        weights: Option<&'a [f32]>,
+    ) -> Result<Self> {
+        let m = embeddings.rows();
+        if times.len() != m {
+            return Err(CoreError::DimensionMismatch {
+                what: "times (one per embedding row)",
+                expected: m,
+                found: times.len(),
+            });
+        }
+        if let Some(w) = weights {
+            if w.len() != m {
+                return Err(CoreError::DimensionMismatch {
+                    what: "weights (one per embedding row)",
+                    expected: m,
+                    found: w.len(),
+                });
+            }
+            if let Some(row) = w.iter().position(|v| !v.is_finite() || *v < 0.0) {
+                return Err(CoreError::InvalidWeight { row, value: w[row] });
+            }
+        }
+        Ok(Self {
+            embeddings,
+            times,
+            weights,
+        })
+    }
+
+    /// Number of actions.
+    pub fn len(&self) -> usize {
+        self.times.len()
+    }
+
+    /// Always false: `Embeddings` cannot be empty.
+    pub fn is_empty(&self) -> bool {
+        self.times.is_empty()
+    }
+
+    /// The most recent `cap` action rows in ascending row order (all rows when there are fewer).
+    /// Among equal times the later row is the more recent.
+    pub fn most_recent(&self, cap: usize) -> Vec<usize> {
+        let mut rows: Vec<usize> = (0..self.len()).collect();
+        if rows.len() > cap {
+            rows.sort_unstable_by_key(|&i| std::cmp::Reverse((self.times[i], i)));
+            rows.truncate(cap);
+            rows.sort_unstable();
+        }
+        rows
+    }
+}
+
+/// One interest of a user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cluster {
+    /// Row (into the caller's actions) of the member that represents the cluster.
+    pub medoid: usize,
+    /// Rows of all members, ascending.
+    pub members: Vec<usize>,
+    /// `Σ w·exp(−λ·age_days)` over the members.
+    pub importance: f64,
+    /// Latest action time among the members (unix seconds).
+    pub latest_time: i64,
+}
+
+impl Cluster {
+    /// Number of member actions.
+    pub fn size(&self) -> usize {
+        self.members.len()
+    }
+}
+
+/// A user's clusters, sorted by importance (descending), then size (descending), then medoid row.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Profile {
+    /// The clusters in profile order.
+    pub clusters: Vec<Cluster>,
+}
+
+impl Profile {
+    /// Samples up to `k` clusters in proportion to importance, without replacement, returning
+    /// indices into `clusters` in draw order.
+    ///
+    /// ```
+    /// use pinnersage_core::{Cluster, Profile, sample::{SplitMix64, sample_seed}};
+    /// let c = |medoid, importance| Cluster { medoid, members: vec![medoid], importance, latest_time: 0 };
+    /// let p = Profile { clusters: vec![c(0, 3.0), c(1, 2.0), c(2, 1.0), c(3, 0.5)] };
+    /// let mut rng = SplitMix64::new(sample_seed(b"user-42", 20_000, 0));
+    /// let picked = p.sample(3, &mut rng);
+    /// assert_eq!(picked.len(), 3);
+    /// ```
+    pub fn sample(&self, k: usize, rng: &mut SplitMix64) -> Vec<usize> {
+        let weights: Vec<f64> = self.clusters.iter().map(|c| c.importance).collect();
+        sample_weighted(&weights, k, rng)
+    }
+}
+
+/// Builds profiles. Holds the parameters and reusable buffers, so one `Clusterer` per thread can
+/// process many users without reallocating.
+///
+/// ```
+/// use pinnersage_core::{Actions, Clusterer, Embeddings, ProfileParams};
+/// let data = [0.0, 0.0, 0.0, 0.1, 5.0, 5.0, 5.0, 5.1, 5.1, 5.0];
+/// let x = Embeddings::new(&data, 2).unwrap();
+/// let day = 86_400;
+/// let times = [0, day, 2 * day, 3 * day, 4 * day];
+/// let actions = Actions::new(x, &times, None).unwrap();
+/// let params = ProfileParams { alpha: 1.0, ..Default::default() };
+/// let profile = Clusterer::new(params).unwrap().profile(&actions, 4 * day).unwrap();
+/// assert_eq!(profile.clusters.len(), 2);
+/// assert_eq!(profile.clusters[0].members, vec![2, 3, 4]);
+/// assert_eq!(profile.clusters[0].medoid, 2);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Clusterer {
+    params: ProfileParams,
+    distances: SqDistances,
+    gathered: Vec<f32>,
+}
+
+impl Clusterer {
+    /// A clusterer with validated parameters.
+    pub fn new(params: ProfileParams) -> Result<Self> {
+        params.validate()?;
+        Ok(Self {
+            params,
+            distances: SqDistances::default(),
+            gathered: Vec::new(),
+        })
+    }
+
+    /// The parameters in use.
+    pub fn params(&self) -> &ProfileParams {
+        &self.params
+    }
+
+    /// The full Ward dendrogram of `x` (all rows, no cap).
+    pub fn dendrogram(&mut self, x: Embeddings<'_>) -> Dendrogram {
+        self.distances.compute(x);
+        ward(&mut self.distances)
+    }
+
+    /// Clusters the user's most recent actions (at most `max_actions`), cuts at alpha and
+    /// summarises every cluster; importance is measured at `now` (unix seconds).
+    pub fn profile(&mut self, actions: &Actions<'_>, now: i64) -> Result<Profile> {
+        let kept = actions.most_recent(self.params.max_actions);
+        let full = actions.embeddings;
+        let (tree, x) = if kept.len() == actions.len() {
+            (self.dendrogram(full), full)
+        } else {
+            let mut gathered = std::mem::take(&mut self.gathered);
+            gathered.clear();
+            kept.iter()
+                .for_each(|&i| gathered.extend_from_slice(full.row(i)));
+            let sub = Embeddings::new(&gathered, full.dim())?;
+            let tree = self.dendrogram(sub);
+            self.gathered = gathered;
+            (tree, full)
+        };
+        let mut clusters: Vec<Cluster> = tree
+            .cut(self.params.alpha)
+            .into_iter()
+            .map(|local| {
+                let members: Vec<usize> = local.iter().map(|&l| kept[l]).collect();
+                let medoid = medoid(x, &members).unwrap_or(members[0]);
+                let latest_time = members
+                    .iter()
+                    .map(|&i| actions.times[i])
+                    .max()
+                    .unwrap_or(now);
+                Cluster {
+                    medoid,
+                    importance: importance(
+                        &members,
+                        actions.times,
+                        actions.weights,
+                        now,
+                        self.params.lambda,
+                    ),
+                    latest_time,
+                    members,
+                }
+            })
+            .collect();
+        clusters.sort_by(|a, b| {
+            b.importance
+                .total_cmp(&a.importance)
+                .then(b.size().cmp(&a.size()))
+                .then(a.medoid.cmp(&b.medoid))
+        });
+        Ok(Profile { clusters })
+    }
+}

@@ -1,0 +1,63 @@
+//! Runtime dispatch of the hot loops to the best instruction set the CPU has.
+//!
+//! The loops are written as plain, branch-free Rust over fixed-width chunks, which LLVM
+//! vectorises; [`multiversion!`] compiles one copy per x86-64 level (v4: AVX-512, v3: AVX2+FMA,
+//! and the baseline) and picks one at run time. No fast-math is involved, so every copy computes
+//! bit-identical results and profiles stay deterministic across machines.
+
+/// Instruction-set levels the hot loops are compiled for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Level {
+    /// x86-64-v4 (AVX-512 F/BW/DQ/VL).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    V4,
+    /// x86-64-v3 (AVX2, FMA).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    V3,
+    /// Whatever the build targets.
+    Baseline,
+}
+
+/// The best level this CPU supports (std caches the detection).
+pub(crate) fn level() -> Level {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512dq")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+        {
+            return Level::V4;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return Level::V3;
+        }
+    }
+    Level::Baseline
+}
+
+/// Defines `fn $name(args) -> ret` that runs the `#[inline(always)]` function `$body` compiled
+/// for the best available [`Level`].
+macro_rules! multiversion {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? => $body:path;) => {
+        $(#[$m])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512cd,avx2,fma,bmi1,bmi2,lzcnt,popcnt,f16c,movbe,xsave")]
+                fn v4($($arg: $ty),*) $(-> $ret)? { $body($($arg),*) }
+                #[target_feature(enable = "avx2,fma,bmi1,bmi2,lzcnt,popcnt")]
+                fn v3($($arg: $ty),*) $(-> $ret)? { $body($($arg),*) }
+                match $crate::simd::level() {
+                    // SAFETY: the CPU supports the features each copy was compiled for.
+                    $crate::simd::Level::V4 => return unsafe { v4($($arg),*) },
+                    $crate::simd::Level::V3 => return unsafe { v3($($arg),*) },
+                    $crate::simd::Level::Baseline => {}
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+pub(crate) use multiversion;

@@ -1,0 +1,239 @@
+//! Ward agglomerative clustering by nearest-neighbour chain, and the cut at a merge threshold.
+//!
+//! The recurrence works on **squared** Euclidean distances with the Lance–Williams form for Ward:
+//!
+//! ```text
+//! d(Ci ∪ Cj, Ck) = ((ni + nk)·d(i,k) + (nj + nk)·d(j,k) − nk·d(i,j)) / (ni + nj + nk)
+//! ```
+//!
+//! so merge heights are scipy's / fastcluster's Ward heights **squared**. The chain follows
+//! scipy's `nn_chain` step for step: it starts at the lowest active index, prefers the element
+//! below the top of the chain on ties (which prevents cycles), otherwise takes the lowest index
+//! among equally near clusters, and stores a merged cluster in the larger of the two slots.
+
+use crate::distance::SqDistances;
+
+/// One merge as the chain produced it: slots `a < b` were joined at `height` into slot `b`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct SlotMerge {
+    a: u32,
+    b: u32,
+    height: f32,
+}
+
+/// One row of a scipy-style linkage matrix.
+///
+/// Cluster ids follow scipy: `0..n` are the input rows, `n + t` is the cluster formed by row `t`
+/// of the linkage. `height` is the Ward merge cost on squared distances, i.e. the **square** of
+/// the third column of `scipy.cluster.hierarchy.linkage(X, 'ward')`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinkageRow {
+    /// The smaller of the two joined cluster ids.
+    pub left: usize,
+    /// The larger of the two joined cluster ids.
+    pub right: usize,
+    /// Ward merge height (squared-distance scale).
+    pub height: f64,
+    /// Number of rows in the merged cluster.
+    pub size: usize,
+}
+
+/// The full result of Ward clustering over `n` rows: `n - 1` merges.
+///
+/// ```
+/// use pinnersage_core::{Embeddings, distance::SqDistances, ward::ward};
+/// let data = [0.0, 0.0, 0.0, 1.0, 10.0, 0.0, 10.0, 1.0];
+/// let mut d = SqDistances::default();
+/// d.compute(Embeddings::new(&data, 2).unwrap());
+/// let tree = ward(&mut d);
+/// assert_eq!(tree.cut(2.0), vec![vec![0, 1], vec![2, 3]]);
+/// assert_eq!(tree.cut(0.5), vec![vec![0], vec![1], vec![2], vec![3]]);
+/// assert_eq!(tree.linkage().len(), 3);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dendrogram {
+    n: usize,
+    merges: Vec<SlotMerge>,
+}
+
+crate::simd::multiversion! {
+    /// Runs Ward clustering on the distances in `dist`, which are overwritten in the process.
+    pub fn ward(dist: &mut SqDistances) -> Dendrogram => ward_impl;
+}
+
+#[inline(always)]
+fn ward_impl(dist: &mut SqDistances) -> Dendrogram {
+    let n = dist.len();
+    let d = dist.raw_mut();
+    let mut size = vec![1.0f32; n];
+    let mut active: Vec<u32> = (0..n as u32).collect();
+    let mut chain: Vec<usize> = Vec::with_capacity(n);
+    let mut merges = Vec::with_capacity(n.saturating_sub(1));
+
+    // `dead[j]` is +inf once slot j is merged away and 0 before, and the diagonal holds +inf, so
+    // a nearest-neighbour search is a plain SIMD scan of `row + dead`.
+    let mut dead = vec![0.0f32; n];
+    for i in 0..n {
+        d[i * n + i] = f32::INFINITY;
+    }
+    for _ in 1..n {
+        if chain.is_empty() {
+            chain.push(active[0] as usize);
+        }
+        let (x, y, height) = loop {
+            let top = chain[chain.len() - 1];
+            let below = (chain.len() > 1).then(|| chain[chain.len() - 2]);
+            let (best, best_d) = nearest(&d[top * n..(top + 1) * n], &dead, top, below);
+            if Some(best) == below {
+                break (top.min(best), top.max(best), best_d);
+            }
+            chain.push(best);
+        };
+        chain.truncate(chain.len() - 2);
+
+        // Lance–Williams for Ward, over the whole row at once (vectorised; dead and diagonal
+        // entries stay +inf or are masked by `dead`), then mirrored into column y for live k.
+        let (nx, ny) = (size[x], size[y]);
+        let (before_y, from_y) = d.split_at_mut(y * n); // x < y, so row x is before row y
+        let (row_x, row_y) = (&before_y[x * n..(x + 1) * n], &mut from_y[..n]);
+        for ((dy, &dx), &nk) in row_y.iter_mut().zip(row_x).zip(&size) {
+            *dy = ((nx + nk) * dx + (ny + nk) * *dy - nk * height) / (nx + ny + nk);
+        }
+        for &k in &active {
+            let k = k as usize;
+            d[k * n + y] = d[y * n + k];
+        }
+        d[y * n + y] = f32::INFINITY;
+        dead[x] = f32::INFINITY;
+        size[y] += size[x];
+        size[x] = 0.0;
+        if let Ok(pos) = active.binary_search(&(x as u32)) {
+            active.remove(pos);
+        }
+        merges.push(SlotMerge {
+            a: x as u32,
+            b: y as u32,
+            height,
+        });
+    }
+    Dendrogram { n, merges }
+}
+
+/// The nearest live neighbour of `top` in its `row`: the smallest `row[j] + dead[j]`, preferring `below` when
+/// it ties with the minimum, otherwise the lowest index holding the minimum.
+#[inline(always)]
+fn nearest(row: &[f32], dead: &[f32], top: usize, below: Option<usize>) -> (usize, f32) {
+    const LANES: usize = 16;
+    let mut mins = [f32::INFINITY; LANES];
+    let mut at = [0u32; LANES];
+    let (rows, deads) = (row.chunks_exact(LANES), dead.chunks_exact(LANES));
+    let tail_start = row.len() - rows.remainder().len();
+    let mut best = (f32::INFINITY, usize::MAX);
+    for (k, (&r, &p)) in rows.remainder().iter().zip(deads.remainder()).enumerate() {
+        if r + p < best.0 {
+            best = (r + p, tail_start + k);
+        }
+    }
+    for (c, (r, p)) in rows.zip(deads).enumerate() {
+        for l in 0..LANES {
+            let v = r[l] + p[l];
+            let better = v < mins[l];
+            mins[l] = if better { v } else { mins[l] };
+            at[l] = if better { c as u32 } else { at[l] };
+        }
+    }
+    // Strict `<` kept each lane's first minimum; the lowest index wins among lanes and the tail.
+    for l in 0..LANES {
+        let idx = at[l] as usize * LANES + l;
+        if mins[l] < best.0 || (mins[l] == best.0 && idx < best.1) {
+            best = (mins[l], idx);
+        }
+    }
+    match below {
+        Some(b) if row[b] <= best.0 => (b, row[b]),
+        // Every live distance overflowed to +inf (absurd scales): take the first live other row.
+        _ if best.1 == usize::MAX => {
+            let j = (0..row.len())
+                .find(|&j| dead[j] == 0.0 && j != top)
+                .unwrap_or(top);
+            (j, f32::INFINITY)
+        }
+        _ => (best.1, best.0),
+    }
+}
+
+impl Dendrogram {
+    /// Number of clustered rows.
+    pub fn leaves(&self) -> usize {
+        self.n
+    }
+
+    /// Cuts the tree at `alpha`: the maximal subtrees whose every merge height is `<= alpha`.
+    ///
+    /// This equals `fcluster(linkage(X, 'ward'), t=sqrt(alpha), criterion='distance')`. Rows never
+    /// merged at or below `alpha` are singletons. Clusters are listed by their smallest row; each
+    /// cluster's rows are ascending.
+    pub fn cut(&self, alpha: f64) -> Vec<Vec<usize>> {
+        let mut parent: Vec<u32> = (0..self.n as u32).collect();
+        let mut subtree_max = vec![0.0f64; self.n];
+        for m in &self.merges {
+            let (a, b) = (m.a as usize, m.b as usize);
+            let h = f64::from(m.height).max(subtree_max[a]).max(subtree_max[b]);
+            subtree_max[b] = h;
+            if h <= alpha {
+                let (ra, rb) = (find(&mut parent, a), find(&mut parent, b));
+                parent[ra.max(rb)] = ra.min(rb) as u32;
+            }
+        }
+        let mut cluster_of_root = vec![usize::MAX; self.n];
+        let mut clusters: Vec<Vec<usize>> = Vec::new();
+        for i in 0..self.n {
+            let r = find(&mut parent, i);
+            if cluster_of_root[r] == usize::MAX {
+                cluster_of_root[r] = clusters.len();
+                clusters.push(Vec::new());
+            }
+            clusters[cluster_of_root[r]].push(i);
+        }
+        clusters
+    }
+
+    /// The merges as a scipy-style linkage: sorted by height (stable), clusters relabelled so
+    /// that row `t` creates cluster `n + t`, exactly as `scipy.cluster.hierarchy.linkage` does.
+    pub fn linkage(&self) -> Vec<LinkageRow> {
+        let mut order: Vec<usize> = (0..self.merges.len()).collect();
+        order.sort_by(|&p, &q| self.merges[p].height.total_cmp(&self.merges[q].height));
+        // Union-find over cluster ids 0..2n-1, as scipy's `label` does.
+        let mut parent: Vec<u32> = (0..(2 * self.n).max(1) as u32).collect();
+        let mut size = vec![1usize; (2 * self.n).max(1)];
+        let mut rows = Vec::with_capacity(self.merges.len());
+        for (t, &p) in order.iter().enumerate() {
+            let m = self.merges[p];
+            let (ra, rb) = (
+                find(&mut parent, m.a as usize),
+                find(&mut parent, m.b as usize),
+            );
+            let new = self.n + t;
+            parent[ra] = new as u32;
+            parent[rb] = new as u32;
+            size[new] = size[ra] + size[rb];
+            rows.push(LinkageRow {
+                left: ra.min(rb),
+                right: ra.max(rb),
+                height: f64::from(m.height),
+                size: size[new],
+            });
+        }
+        rows
+    }
+}
+
+/// Root of `i` with path halving.
+fn find(parent: &mut [u32], mut i: usize) -> usize {
+    while parent[i] as usize != i {
+        let grand = parent[parent[i] as usize];
+        parent[i] = grand;
+        i = grand as usize;
+    }
+    i
+}
