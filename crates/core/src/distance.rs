@@ -89,7 +89,7 @@ impl SqDistances {
     pub fn compute(&mut self, x: Embeddings<'_>) {
         let (n, d) = (x.rows(), x.dim());
         self.n = n;
-        self.centre_rows(x);
+        centre_rows(x, &mut self.centred, &mut self.norms);
         crate::hugepages::reserve_huge(&mut self.data, n * n);
         // Every entry is overwritten below, so only newly grown space gets zeroed.
         self.data.resize(n * n, 0.0);
@@ -123,29 +123,49 @@ impl SqDistances {
         }
         gram_to_distances(&mut self.data, n, &self.norms, x);
     }
+}
 
+crate::simd::multiversion! {
     /// Fills `centred` with the rows minus their mean and `norms` with their squared norms.
-    fn centre_rows(&mut self, x: Embeddings<'_>) {
-        let (n, d) = (x.rows(), x.dim());
-        let mut mean = vec![0.0f64; d];
-        for i in 0..n {
-            for (m, &v) in mean.iter_mut().zip(x.row(i)) {
-                *m += f64::from(v);
-            }
-        }
-        let mean: Vec<f32> = mean.iter().map(|m| (m / n as f64) as f32).collect();
-        self.centred.clear();
-        self.centred.reserve(n * d);
-        self.norms.clear();
-        for i in 0..n {
-            let start = self.centred.len();
-            self.centred
-                .extend(x.row(i).iter().zip(&mean).map(|(&v, &m)| v - m));
-            let row = &self.centred[start..];
-            self.norms
-                .push(row.iter().map(|&v| f64::from(v) * f64::from(v)).sum());
+    fn centre_rows(x: Embeddings<'_>, centred: &mut Vec<f32>, norms: &mut Vec<f64>) => centre_rows_impl;
+}
+
+#[inline(always)]
+fn centre_rows_impl(x: Embeddings<'_>, centred: &mut Vec<f32>, norms: &mut Vec<f64>) {
+    let (n, d) = (x.rows(), x.dim());
+    let mut mean = vec![0.0f64; d];
+    for i in 0..n {
+        for (m, &v) in mean.iter_mut().zip(x.row(i)) {
+            *m += f64::from(v);
         }
     }
+    let mean: Vec<f32> = mean.iter().map(|m| (m / n as f64) as f32).collect();
+    centred.clear();
+    centred.reserve(n * d);
+    norms.clear();
+    for i in 0..n {
+        let start = centred.len();
+        centred.extend(x.row(i).iter().zip(&mean).map(|(&v, &m)| v - m));
+        norms.push(sq_norm(&centred[start..]));
+    }
+}
+
+/// `Σ v²` with `f64` accumulation in 8 fixed lanes (vectorisable, deterministic order).
+#[inline(always)]
+fn sq_norm(a: &[f32]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let chunks = a.chunks_exact(8);
+    let tail: f64 = chunks
+        .remainder()
+        .iter()
+        .map(|&v| f64::from(v) * f64::from(v))
+        .sum();
+    for c in chunks {
+        for l in 0..8 {
+            acc[l] += f64::from(c[l]) * f64::from(c[l]);
+        }
+    }
+    acc.iter().sum::<f64>() + tail
 }
 
 crate::simd::multiversion! {

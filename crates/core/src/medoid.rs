@@ -2,23 +2,28 @@
 
 use crate::embeddings::Embeddings;
 
-/// The medoid of the rows `members` of `x`: the member minimising the summed squared distance to
-/// all members. Returns `None` for an empty member list.
-///
-/// Under squared Euclidean distance `Σ_j ||x_m − x_j||² = n·||x_m − c||² + Σ_j ||x_j − c||²`
-/// with `c` the centroid, so the medoid is the member nearest to the centroid. That is what is
-/// computed (in `f64`, `O(n·d)` instead of `O(n²·d)`). **Ties** (for example duplicated rows)
-/// go to the member that comes first in `members`.
-///
-/// ```
-/// use pinnersage_core::{Embeddings, medoid::medoid};
-/// let data = [0.0, 0.0, 1.0, 0.0, 2.0, 0.0, 10.0, 0.0];
-/// let x = Embeddings::new(&data, 2).unwrap();
-/// assert_eq!(medoid(x, &[0, 1, 2]), Some(1));
-/// assert_eq!(medoid(x, &[0, 1, 2, 3]), Some(2));
-/// assert_eq!(medoid(x, &[]), None);
-/// ```
-pub fn medoid(x: Embeddings<'_>, members: &[usize]) -> Option<usize> {
+crate::simd::multiversion! {
+    /// The medoid of the rows `members` of `x`: the member minimising the summed squared distance to
+    /// all members. Returns `None` for an empty member list.
+    ///
+    /// Under squared Euclidean distance `Σ_j ||x_m − x_j||² = n·||x_m − c||² + Σ_j ||x_j − c||²`
+    /// with `c` the centroid, so the medoid is the member nearest to the centroid. That is what is
+    /// computed (in `f64`, `O(n·d)` instead of `O(n²·d)`). **Ties** (for example duplicated rows)
+    /// go to the member that comes first in `members`.
+    ///
+    /// ```
+    /// use pinnersage_core::{Embeddings, medoid::medoid};
+    /// let data = [0.0, 0.0, 1.0, 0.0, 2.0, 0.0, 10.0, 0.0];
+    /// let x = Embeddings::new(&data, 2).unwrap();
+    /// assert_eq!(medoid(x, &[0, 1, 2]), Some(1));
+    /// assert_eq!(medoid(x, &[0, 1, 2, 3]), Some(2));
+    /// assert_eq!(medoid(x, &[]), None);
+    /// ```
+    pub fn medoid(x: Embeddings<'_>, members: &[usize]) -> Option<usize> => medoid_impl;
+}
+
+#[inline(always)]
+fn medoid_impl(x: Embeddings<'_>, members: &[usize]) -> Option<usize> {
     let first = *members.first()?;
     if members.len() <= 2 {
         return Some(first);
@@ -33,12 +38,20 @@ pub fn medoid(x: Embeddings<'_>, members: &[usize]) -> Option<usize> {
     centroid.iter_mut().for_each(|c| *c *= inv);
     let mut best = (f64::INFINITY, first);
     for &i in members {
-        let dist: f64 = x
-            .row(i)
+        let mut acc = [0.0f64; 8];
+        let (row, cen) = (x.row(i).chunks_exact(8), centroid.chunks_exact(8));
+        let tail: f64 = row
+            .remainder()
             .iter()
-            .zip(&centroid)
+            .zip(cen.remainder())
             .map(|(&v, &c)| (f64::from(v) - c).powi(2))
             .sum();
+        for (r, c) in row.zip(cen) {
+            for l in 0..8 {
+                acc[l] += (f64::from(r[l]) - c[l]).powi(2);
+            }
+        }
+        let dist = acc.iter().sum::<f64>() + tail;
         if dist < best.0 {
             best = (dist, i);
         }
