@@ -93,35 +93,41 @@ impl SqDistances {
         crate::hugepages::reserve_huge(&mut self.data, n * n);
         // Every entry is overwritten below, so only newly grown space gets zeroed.
         self.data.resize(n * n, 0.0);
-        // Upper triangle of the Gram matrix of the centred rows, Y · Yᵀ, one block of rows at
-        // a time: block [r0, r1) needs only the columns from r0 on, which halves the work.
-        for r0 in (0..n).step_by(GEMM_BLOCK) {
-            let rows = GEMM_BLOCK.min(n - r0);
-            let y = &self.centred[r0 * d..];
-            let out = &mut self.data[r0 * n + r0..];
-            // SAFETY: `y` holds (n - r0) rows of d values, read as a `rows x d` matrix and as a
-            // `d x (n - r0)` transposed one; `out` starts at (r0, r0) and the `rows x (n - r0)`
-            // window with row stride n ends inside the n x n buffer. No overlap with `y`.
-            unsafe {
-                matrixmultiply::sgemm(
-                    rows,
-                    d,
-                    n - r0,
-                    1.0,
-                    y.as_ptr(),
-                    d as isize,
-                    1,
-                    y.as_ptr(),
-                    1,
-                    d as isize,
-                    0.0,
-                    out.as_mut_ptr(),
-                    n as isize,
-                    1,
-                );
-            }
-        }
+        gram_upper(&self.centred, n, d, &mut self.data);
         gram_to_distances(&mut self.data, n, &self.norms, x);
+    }
+}
+
+/// Upper triangle of the Gram matrix `Y · Yᵀ` of the `n x d` rows `y` into the `n x n` `out`, one
+/// block of rows at a time: block `[r0, r1)` needs only the columns from `r0` on, which halves
+/// the work. Entries left of the diagonal blocks are not written.
+fn gram_upper(y: &[f32], n: usize, d: usize, out: &mut [f32]) {
+    assert!(y.len() >= n * d && out.len() >= n * n);
+    for r0 in (0..n).step_by(GEMM_BLOCK) {
+        let rows = GEMM_BLOCK.min(n - r0);
+        let y = &y[r0 * d..];
+        let out = &mut out[r0 * n + r0..];
+        // SAFETY: `y` holds (n - r0) rows of d values, read as a `rows x d` matrix and as a
+        // `d x (n - r0)` transposed one; `out` starts at (r0, r0) and the `rows x (n - r0)`
+        // window with row stride n ends inside the n x n buffer (checked above). No overlap.
+        unsafe {
+            matrixmultiply::sgemm(
+                rows,
+                d,
+                n - r0,
+                1.0,
+                y.as_ptr(),
+                d as isize,
+                1,
+                y.as_ptr(),
+                1,
+                d as isize,
+                0.0,
+                out.as_mut_ptr(),
+                n as isize,
+                1,
+            );
+        }
     }
 }
 
@@ -212,5 +218,44 @@ fn gram_to_distances_impl(data: &mut [f32], n: usize, norms: &[f64], x: Embeddin
     }
     for i in 0..n {
         data[i * n + i] = 0.0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sample::SplitMix64;
+
+    /// The runtime-dispatched copies and the baseline copies agree bit for bit.
+    #[test]
+    fn dispatched_and_baseline_copies_agree_exactly() {
+        let mut rng = SplitMix64::new(5);
+        let (m, d) = (130, 40);
+        let mut x: Vec<f32> = (0..m * d).map(|_| rng.next_f64() as f32 + 3.0).collect();
+        x.copy_within(0..d, 7 * d);
+        let emb = Embeddings::new(&x, d).unwrap();
+
+        let (mut centred, mut norms) = (Vec::new(), Vec::new());
+        centre_rows(emb, &mut centred, &mut norms);
+        let (mut centred_base, mut norms_base) = (Vec::new(), Vec::new());
+        centre_rows_impl(emb, &mut centred_base, &mut norms_base);
+        assert_eq!((&centred, &norms), (&centred_base, &norms_base));
+
+        let mut gram = vec![0.0f32; m * m];
+        gram_upper(&centred, m, d, &mut gram);
+        let mut base = gram.clone();
+        gram_to_distances(&mut gram, m, &norms, emb);
+        gram_to_distances_impl(&mut base, m, &norms, emb);
+        assert_eq!(gram, base);
+
+        let mut dist = SqDistances::default();
+        dist.compute(emb);
+        assert_eq!(dist.data, gram);
+        assert_eq!(dist.get(0, 7), 0.0);
+        for i in 0..m {
+            for j in 0..m {
+                assert_eq!(dist.get(i, j), dist.get(j, i));
+            }
+        }
     }
 }

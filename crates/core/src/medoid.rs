@@ -58,3 +58,21 @@ fn medoid_impl(x: Embeddings<'_>, members: &[usize]) -> Option<usize> {
     }
     Some(best.1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sample::SplitMix64;
+
+    #[test]
+    fn dispatched_and_baseline_copies_agree() {
+        let mut rng = SplitMix64::new(11);
+        let (m, d) = (90, 33);
+        let x: Vec<f32> = (0..m * d).map(|_| rng.next_f64() as f32).collect();
+        let emb = Embeddings::new(&x, d).unwrap();
+        for len in [1, 2, 3, 17, 90] {
+            let members: Vec<usize> = (0..len).map(|i| (i * 7) % m).collect();
+            assert_eq!(medoid(emb, &members), medoid_impl(emb, &members));
+        }
+    }
+}
