@@ -26,22 +26,7 @@ const TILE: usize = 64;
 /// ```
 #[inline(always)]
 pub fn sq_euclidean(a: &[f32], b: &[f32]) -> f64 {
-    debug_assert_eq!(a.len(), b.len());
-    let mut acc = [0.0f64; 8];
-    let mut ca = a.chunks_exact(8);
-    let mut cb = b.chunks_exact(8);
-    for (xa, xb) in (&mut ca).zip(&mut cb) {
-        for l in 0..8 {
-            let t = f64::from(xa[l] - xb[l]);
-            acc[l] += t * t;
-        }
-    }
-    let mut tail = 0.0f64;
-    for (&p, &q) in ca.remainder().iter().zip(cb.remainder()) {
-        let t = f64::from(p - q);
-        tail += t * t;
-    }
-    acc.iter().sum::<f64>() + tail
+    crate::simd::sum_sq(a, b, |p, q| f64::from(p - q))
 }
 
 /// A dense symmetric `n x n` matrix of squared Euclidean distances (`f32`, row-major, zero
@@ -156,22 +141,10 @@ fn centre_rows_impl(x: Embeddings<'_>, centred: &mut Vec<f32>, norms: &mut Vec<f
     }
 }
 
-/// `Σ v²` with `f64` accumulation in 8 fixed lanes (vectorisable, deterministic order).
+/// `Σ v²` with `f64` accumulation.
 #[inline(always)]
 fn sq_norm(a: &[f32]) -> f64 {
-    let mut acc = [0.0f64; 8];
-    let chunks = a.chunks_exact(8);
-    let tail: f64 = chunks
-        .remainder()
-        .iter()
-        .map(|&v| f64::from(v) * f64::from(v))
-        .sum();
-    for c in chunks {
-        for l in 0..8 {
-            acc[l] += f64::from(c[l]) * f64::from(c[l]);
-        }
-    }
-    acc.iter().sum::<f64>() + tail
+    crate::simd::sum_sq(a, a, |v, _| f64::from(v))
 }
 
 crate::simd::multiversion! {

@@ -38,20 +38,7 @@ fn medoid_impl(x: Embeddings<'_>, members: &[usize]) -> Option<usize> {
     centroid.iter_mut().for_each(|c| *c *= inv);
     let mut best = (f64::INFINITY, first);
     for &i in members {
-        let mut acc = [0.0f64; 8];
-        let (row, cen) = (x.row(i).chunks_exact(8), centroid.chunks_exact(8));
-        let tail: f64 = row
-            .remainder()
-            .iter()
-            .zip(cen.remainder())
-            .map(|(&v, &c)| (f64::from(v) - c).powi(2))
-            .sum();
-        for (r, c) in row.zip(cen) {
-            for l in 0..8 {
-                acc[l] += (f64::from(r[l]) - c[l]).powi(2);
-            }
-        }
-        let dist = acc.iter().sum::<f64>() + tail;
+        let dist = crate::simd::sum_sq(x.row(i), &centroid, |v, c| f64::from(v) - c);
         if dist < best.0 {
             best = (dist, i);
         }

@@ -61,3 +61,24 @@ macro_rules! multiversion {
     };
 }
 pub(crate) use multiversion;
+
+/// `Σ_k diff(a[k], b[k])²` accumulated in `f64` over 8 fixed lanes: vectorisable, and the
+/// summation order (hence the result) is the same in every compiled copy.
+#[inline(always)]
+pub(crate) fn sum_sq<A: Copy, B: Copy>(a: &[A], b: &[B], diff: impl Fn(A, B) -> f64) -> f64 {
+    debug_assert_eq!(a.len(), b.len());
+    let mut acc = [0.0f64; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f64 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(&p, &q)| diff(p, q).powi(2))
+        .sum();
+    for (p, q) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += diff(p[l], q[l]).powi(2);
+        }
+    }
+    acc.iter().sum::<f64>() + tail
+}
