@@ -197,14 +197,13 @@ fn gram_to_distances_impl(data: &mut [f32], n: usize, norms: &[f64], x: Embeddin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sample::SplitMix64;
+    use crate::sample::uniform_rows;
 
     /// The runtime-dispatched copies and the baseline copies agree bit for bit.
     #[test]
     fn dispatched_and_baseline_copies_agree_exactly() {
-        let mut rng = SplitMix64::new(5);
         let (m, d) = (130, 40);
-        let mut x: Vec<f32> = (0..m * d).map(|_| rng.next_f64() as f32 + 3.0).collect();
+        let mut x: Vec<f32> = uniform_rows(5, m, d).iter().map(|v| v + 3.0).collect();
         x.copy_within(0..d, 7 * d);
         let emb = Embeddings::new(&x, d).unwrap();
 

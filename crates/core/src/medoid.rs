@@ -49,13 +49,11 @@ fn medoid_impl(x: Embeddings<'_>, members: &[usize]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sample::SplitMix64;
 
     #[test]
     fn dispatched_and_baseline_copies_agree() {
-        let mut rng = SplitMix64::new(11);
         let (m, d) = (90, 33);
-        let x: Vec<f32> = (0..m * d).map(|_| rng.next_f64() as f32).collect();
+        let x = crate::sample::uniform_rows(11, m, d);
         let emb = Embeddings::new(&x, d).unwrap();
         for len in [1, 2, 3, 17, 90] {
             let members: Vec<usize> = (0..len).map(|i| (i * 7) % m).collect();

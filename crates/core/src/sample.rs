@@ -105,3 +105,10 @@ pub fn sample_weighted(weights: &[f64], k: usize, rng: &mut SplitMix64) -> Vec<u
     }
     picked
 }
+
+/// `m x d` values uniform in `[0, 1)` from `seed`, for unit tests.
+#[cfg(test)]
+pub(crate) fn uniform_rows(seed: u64, m: usize, d: usize) -> Vec<f32> {
+    let mut rng = SplitMix64::new(seed);
+    (0..m * d).map(|_| rng.next_f64() as f32).collect()
+}

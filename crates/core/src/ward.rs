@@ -247,15 +247,13 @@ fn find(parent: &mut [u32], mut i: usize) -> usize {
 mod tests {
     use super::*;
     use crate::Embeddings;
-    use crate::sample::SplitMix64;
 
     /// The runtime-dispatched copy (AVX-512 or AVX2 where available) and the baseline copy
     /// must agree bit for bit: determinism does not depend on the CPU.
     #[test]
     fn dispatched_and_baseline_copies_agree_exactly() {
-        let mut rng = SplitMix64::new(3);
         for (m, d) in [(2, 1), (37, 5), (300, 24)] {
-            let mut x: Vec<f32> = (0..m * d).map(|_| rng.next_f64() as f32).collect();
+            let mut x = crate::sample::uniform_rows(3 + m as u64, m, d);
             x.copy_within(0..d, d); // a duplicated row
             let emb = Embeddings::new(&x, d).unwrap();
             let mut a = SqDistances::default();
