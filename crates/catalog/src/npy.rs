@@ -89,71 +89,201 @@ fn err(path: &Path, problem: impl Into<String>) -> NpyError {
     }
 }
 
+/// What an NPY header says about the data that follows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Header {
+    /// The array's shape.
+    pub shape: Vec<usize>,
+    /// The element type.
+    pub dtype: DType,
+    /// Whether elements are stored big-endian.
+    pub big_endian: bool,
+    /// Whether the array is stored column-major.
+    pub fortran_order: bool,
+    /// Byte offset of the first element.
+    pub data_start: usize,
+}
+
+impl Header {
+    /// Parses and validates the header of the NPY file `path` whose bytes are `bytes`, including
+    /// that the data length matches the shape.
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<Self, NpyError> {
+        if bytes.len() < 10 || &bytes[..6] != MAGIC {
+            return Err(err(path, "not an NPY file (missing the \\x93NUMPY magic)"));
+        }
+        let (header_len, header_start) = match bytes[6] {
+            1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+            2 | 3 if bytes.len() >= 12 => (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            ),
+            v => return Err(err(path, format!("unsupported NPY format version {v}"))),
+        };
+        let data_start = header_start + header_len;
+        let header = bytes
+            .get(header_start..data_start)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .ok_or_else(|| err(path, "truncated or non-text NPY header"))?;
+        let descr = dict_value(header, "descr")
+            .and_then(|v| v.strip_prefix('\'').and_then(|v| v.split('\'').next()))
+            .ok_or_else(|| err(path, "NPY header has no 'descr'"))?;
+        let (dtype, big_endian) = parse_descr(descr).ok_or_else(|| {
+            err(
+                path,
+                format!("unsupported dtype '{descr}' (use float32/float64 or an integer type)"),
+            )
+        })?;
+        let fortran_order = match dict_value(header, "fortran_order") {
+            Some(v) if v.starts_with("True") => true,
+            Some(v) if v.starts_with("False") => false,
+            _ => return Err(err(path, "NPY header has no valid 'fortran_order'")),
+        };
+        let shape = dict_value(header, "shape")
+            .and_then(parse_shape)
+            .ok_or_else(|| err(path, "NPY header has no valid 'shape'"))?;
+        let expected = shape
+            .iter()
+            .try_fold(dtype.width(), |acc, &s| acc.checked_mul(s))
+            .ok_or_else(|| err(path, "shape overflows"))?;
+        let available = bytes.len().saturating_sub(data_start);
+        if available != expected {
+            return Err(err(
+                path,
+                format!(
+                    "data is {available} bytes but shape {shape:?} of {descr} needs {expected}"
+                ),
+            ));
+        }
+        Ok(Self {
+            shape,
+            dtype,
+            big_endian,
+            fortran_order,
+            data_start,
+        })
+    }
+
+    /// Element `i` (counted in storage order) of the data `bytes` (the whole file) as `f64`.
+    fn element(&self, bytes: &[u8], i: usize) -> f64 {
+        let w = self.dtype.width();
+        let at = self.data_start + i * w;
+        let mut buf = [0u8; 8];
+        buf[..w].copy_from_slice(&bytes[at..at + w]);
+        if self.big_endian {
+            buf[..w].reverse();
+        }
+        match self.dtype {
+            DType::F32 => f64::from(f32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]])),
+            DType::F64 => f64::from_le_bytes(buf),
+            DType::Int(w) => {
+                let shift = 64 - 8 * w as u32;
+                ((i64::from_le_bytes(buf) << shift) >> shift) as f64
+            }
+            DType::UInt(_) => u64::from_le_bytes(buf) as f64,
+        }
+    }
+}
+
 fn parse(path: &Path, bytes: Vec<u8>) -> Result<NpyArray, NpyError> {
-    if bytes.len() < 10 || &bytes[..6] != MAGIC {
-        return Err(err(path, "not an NPY file (missing the \\x93NUMPY magic)"));
-    }
-    let (header_len, header_start) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (
-            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-            12,
-        ),
-        v => return Err(err(path, format!("unsupported NPY format version {v}"))),
-    };
-    let data_start = header_start + header_len;
-    let header = bytes
-        .get(header_start..data_start)
-        .and_then(|h| std::str::from_utf8(h).ok())
-        .ok_or_else(|| err(path, "truncated or non-text NPY header"))?;
-    let descr = dict_value(header, "descr")
-        .and_then(|v| v.strip_prefix('\'').and_then(|v| v.split('\'').next()))
-        .map(str::to_owned)
-        .ok_or_else(|| err(path, "NPY header has no 'descr'"))?;
-    let (dtype, big_endian) = parse_descr(&descr).ok_or_else(|| {
-        err(
-            path,
-            format!("unsupported dtype '{descr}' (use float32/float64 or an integer type)"),
-        )
-    })?;
-    let fortran = match dict_value(header, "fortran_order") {
-        Some(v) if v.starts_with("True") => true,
-        Some(v) if v.starts_with("False") => false,
-        _ => return Err(err(path, "NPY header has no valid 'fortran_order'")),
-    };
-    let shape = dict_value(header, "shape")
-        .and_then(parse_shape)
-        .ok_or_else(|| err(path, "NPY header has no valid 'shape'"))?;
-    let count = shape
-        .iter()
-        .try_fold(1usize, |acc, &s| acc.checked_mul(s))
-        .ok_or_else(|| err(path, "shape overflows"))?;
-    let expected = count
-        .checked_mul(dtype.width())
-        .ok_or_else(|| err(path, "shape overflows"))?;
+    let header = Header::parse(path, &bytes)?;
     let mut bytes = bytes;
-    let available = bytes.len() - data_start.min(bytes.len());
-    if available != expected {
-        return Err(err(
-            path,
-            format!("data is {available} bytes but shape {shape:?} of {descr} needs {expected}"),
-        ));
+    let width = header.dtype.width();
+    bytes.drain(..header.data_start);
+    if header.big_endian {
+        bytes.chunks_exact_mut(width).for_each(|c| c.reverse());
     }
-    bytes.drain(..data_start);
-    if big_endian {
-        bytes
-            .chunks_exact_mut(dtype.width())
-            .for_each(|c| c.reverse());
-    }
-    if fortran && shape.len() > 1 {
-        bytes = fortran_to_c(&bytes, &shape, dtype.width());
+    if header.fortran_order && header.shape.len() > 1 {
+        bytes = fortran_to_c(&bytes, &header.shape, width);
     }
     Ok(NpyArray {
         path: path.to_path_buf(),
-        shape,
-        dtype,
+        shape: header.shape,
+        dtype: header.dtype,
         data: bytes,
     })
+}
+
+/// A 2-D NPY matrix read in place from a memory map, row by row, without loading it: for
+/// importing embedding matrices larger than memory.
+#[derive(Debug)]
+pub struct MappedMatrix {
+    path: PathBuf,
+    map: memmap2::Mmap,
+    header: Header,
+    rows: usize,
+    cols: usize,
+}
+
+impl MappedMatrix {
+    /// Maps the file and checks that it is a non-empty 2-D numeric array.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, NpyError> {
+        let path = path.as_ref();
+        let file = fs::File::open(path).map_err(|e| err(path, format!("cannot read: {e}")))?;
+        // SAFETY: the map is read-only; pinnersage does not modify input files while importing
+        // them (a concurrent writer could change what we read, never memory safety of Rust data
+        // we own, since we only copy values out).
+        let map = unsafe { memmap2::Mmap::map(&file) }
+            .map_err(|e| err(path, format!("cannot map: {e}")))?;
+        let header = Header::parse(path, &map)?;
+        let (rows, cols) = match header.shape[..] {
+            [r, c] if r > 0 && c > 0 => (r, c),
+            [_, _] => {
+                return Err(err(
+                    path,
+                    format!("array is empty (shape {:?})", header.shape),
+                ));
+            }
+            _ => {
+                return Err(err(
+                    path,
+                    format!(
+                        "expected a 2-D array (rows x dim), found shape {:?}",
+                        header.shape
+                    ),
+                ));
+            }
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            map,
+            header,
+            rows,
+            cols,
+        })
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Number of columns.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Row `r` converted to `f32` into `out` (resized to `cols`); fails on a value that is not
+    /// finite in `f32`, naming the row and column.
+    pub fn row_into(&self, r: usize, out: &mut Vec<f32>) -> Result<(), NpyError> {
+        out.clear();
+        for c in 0..self.cols {
+            let i = if self.header.fortran_order {
+                c * self.rows + r
+            } else {
+                r * self.cols + c
+            };
+            let v = self.header.element(&self.map, i);
+            let f = v as f32;
+            if !f.is_finite() {
+                return Err(err(
+                    &self.path,
+                    format!("value at row {r}, column {c} is not finite in float32 ({v})"),
+                ));
+            }
+            out.push(f);
+        }
+        Ok(())
+    }
 }
 
 /// The text after `'key':` in a Python dict literal.

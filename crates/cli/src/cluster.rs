@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::InputError;
 
-/// Cluster one user's actions into interests (Ward, cut at alpha) and print them.
+/// Cluster one user's actions into interests (Ward, cut at alpha) and print them
 ///
 /// Rows of the embeddings file are the user's actions, in any order. Each interest is printed with
 /// its medoid (the member row nearest to all others), its member rows, its size and its

@@ -3,6 +3,7 @@
 
 mod bench;
 mod cluster;
+mod items;
 
 use std::process::ExitCode;
 
@@ -23,7 +24,16 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Cluster(cluster::ClusterArgs),
+    #[command(subcommand)]
+    Import(ImportCommand),
+    Catalog(items::CatalogArgs),
     Bench(bench::BenchArgs),
+}
+
+/// Import data into a data directory.
+#[derive(Debug, Subcommand)]
+enum ImportCommand {
+    Items(items::ImportItemsArgs),
 }
 
 /// An error caused by the user's input (bad file, bad value): exit code 2, like usage errors.
@@ -42,6 +52,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Cluster(args) => cluster::run(&args),
+        Command::Import(ImportCommand::Items(args)) => items::run_import(&args),
+        Command::Catalog(args) => items::run_catalog(&args),
         Command::Bench(args) => bench::run(&args),
     };
     match result {

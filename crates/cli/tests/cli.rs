@@ -233,3 +233,54 @@ fn bench_reports_one_row_per_file() {
     assert_eq!(v["m"], 5);
     assert!(v["profile_ms"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn import_items_then_look_them_up() {
+    let dir = scratch("import");
+    let data = dir.join("data");
+    let items = dir.join("items.csv");
+    std::fs::write(&items, "id,a,b\nm1,3,4\nm2,1,0\n").unwrap();
+    let out = run(&[
+        "import",
+        "items",
+        "--data-dir",
+        s(&data),
+        "--normalize",
+        s(&items),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with("imported 2 items x 2 dims, L2-normalised into"),
+        "{text}"
+    );
+
+    let out = run(&["catalog", "--data-dir", s(&data), "--id", "m1", "--json"]);
+    assert!(out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["meta"]["rows"], 2);
+    assert_eq!(v["items"][0]["row"], 0);
+    assert!((v["items"][0]["norm"].as_f64().unwrap() - 1.0).abs() < 1e-6);
+
+    // Unknown ids and a bad re-import exit 2; the catalog stays as it was.
+    let out = run(&["catalog", "--data-dir", s(&data), "--id", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    let bad = dir.join("bad.csv");
+    std::fs::write(&bad, "m1,1,2\nm1,3,4\n").unwrap();
+    let err = fails_with_code_2(&["import", "items", "--data-dir", s(&data), s(&bad)]);
+    assert!(
+        err.contains("bad.csv: line 2: item id \"m1\" duplicates item 0"),
+        "{err}"
+    );
+    let out = run(&["catalog", "--data-dir", s(&data), "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["meta"]["source"], s(&items));
+
+    let empty = dir.join("empty-data");
+    let err = fails_with_code_2(&["catalog", "--data-dir", s(&empty)]);
+    assert!(err.contains("no item catalog in"), "{err}");
+}

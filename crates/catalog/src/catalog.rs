@@ -1,0 +1,484 @@
+//! The item catalog: external item ids <-> dense rows, and the embedding matrix, memory-mapped.
+//!
+//! On disk, under `DATA_DIR/catalog/gen-NNNNNN/` (see [`crate::generation`]):
+//!
+//! | file | content |
+//! |---|---|
+//! | `meta.json` | format version, rows, dimension, whether rows are L2-normalised, source |
+//! | `embeddings.f32` | `rows x dim` little-endian `f32`, row-major, no header |
+//! | `ids.bin` | the ids' UTF-8 bytes, concatenated in row order |
+//! | `ids.offsets` | `rows + 1` little-endian `u64` offsets into `ids.bin` |
+//! | `ids.sorted` | `rows` little-endian `u32` row numbers, sorted by id bytes (binary search) |
+//!
+//! Everything is memory-mapped on open, so opening a million-item catalog takes milliseconds and
+//! the pages are shared by every process that serves from it.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::generation::{Generations, Staging};
+
+/// The catalog's on-disk format version.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// What can go wrong with a catalog; every message names the path concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// No catalog has been imported into the data directory yet.
+    #[error("no item catalog in {}: import one with `pinnersage import items`", .0.display())]
+    Missing(PathBuf),
+    /// A file system operation failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A catalog file is inconsistent (damaged or written by something else).
+    #[error("{}: corrupt catalog: {problem}", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is inconsistent.
+        problem: String,
+    },
+    /// An input file is invalid; the message names the file and where.
+    #[error("{0}")]
+    Input(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CatalogError + '_ {
+    move |source| CatalogError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The catalog's `meta.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CatalogMeta {
+    /// [`FORMAT_VERSION`] of the writer.
+    pub format_version: u32,
+    /// Number of items.
+    pub rows: usize,
+    /// Embedding dimension.
+    pub dim: usize,
+    /// Whether every row was L2-normalised on import.
+    pub normalized: bool,
+    /// Where the items came from (the imported file names).
+    pub source: String,
+}
+
+/// The directory of the catalog's generations inside a data directory.
+pub fn catalog_root(data_dir: &Path) -> PathBuf {
+    data_dir.join("catalog")
+}
+
+/// An opened, memory-mapped item catalog.
+///
+/// ```
+/// use pinnersage_catalog::catalog::{Catalog, CatalogBuilder};
+/// let dir = std::env::temp_dir().join(format!("catalog-doc-{}", std::process::id()));
+/// let mut b = CatalogBuilder::new(&dir, 2, false).unwrap();
+/// b.push("apple", &mut [1.0, 0.0]).unwrap();
+/// b.push("pear", &mut [0.0, 1.0]).unwrap();
+/// b.commit("doc").unwrap();
+/// let c = Catalog::open(&dir).unwrap();
+/// assert_eq!(c.row_of("pear"), Some(1));
+/// assert_eq!(c.embedding(1), &[0.0, 1.0]);
+/// assert_eq!(c.id(0), "apple");
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// ```
+#[derive(Debug)]
+pub struct Catalog {
+    dir: PathBuf,
+    meta: CatalogMeta,
+    embeddings: memmap2::Mmap,
+    ids: memmap2::Mmap,
+    offsets: memmap2::Mmap,
+    sorted: memmap2::Mmap,
+}
+
+fn map(path: &Path, expected_len: Option<usize>) -> Result<memmap2::Mmap, CatalogError> {
+    let file = fs::File::open(path).map_err(io_err(path))?;
+    // SAFETY: catalog files are written once into a staging directory and never modified after
+    // the generation is published; readers only map published generations.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io_err(path))?;
+    if let Some(len) = expected_len.filter(|&len| len != map.len()) {
+        return Err(CatalogError::Corrupt {
+            path: path.to_path_buf(),
+            problem: format!("{} bytes, expected {len}", map.len()),
+        });
+    }
+    Ok(map)
+}
+
+impl Catalog {
+    /// Opens the current catalog generation of the data directory `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Self, CatalogError> {
+        if cfg!(target_endian = "big") {
+            return Err(CatalogError::Input(
+                "pinnersage catalogs need a little-endian CPU".into(),
+            ));
+        }
+        let root = catalog_root(data_dir);
+        let dir = Generations::new(&root)
+            .current()
+            .map_err(io_err(&root))?
+            .ok_or_else(|| CatalogError::Missing(data_dir.to_path_buf()))?;
+        let meta_path = dir.join("meta.json");
+        let meta: CatalogMeta = serde_json::from_slice(
+            &fs::read(&meta_path).map_err(io_err(&meta_path))?,
+        )
+        .map_err(|e| CatalogError::Corrupt {
+            path: meta_path.clone(),
+            problem: e.to_string(),
+        })?;
+        if meta.format_version != FORMAT_VERSION {
+            return Err(CatalogError::Corrupt {
+                path: meta_path,
+                problem: format!(
+                    "format version {} (this pinnersage reads {FORMAT_VERSION}); re-import the items",
+                    meta.format_version
+                ),
+            });
+        }
+        let n = meta.rows;
+        let embeddings = map(&dir.join("embeddings.f32"), Some(n * meta.dim * 4))?;
+        let offsets = map(&dir.join("ids.offsets"), Some((n + 1) * 8))?;
+        let sorted = map(&dir.join("ids.sorted"), Some(n * 4))?;
+        let ids = map(&dir.join("ids.bin"), None)?;
+        let catalog = Self {
+            dir,
+            meta,
+            embeddings,
+            ids,
+            offsets,
+            sorted,
+        };
+        catalog.check_ids()?;
+        Ok(catalog)
+    }
+
+    /// Offsets must rise to the end of `ids.bin`, each id must be UTF-8, and `ids.sorted` must
+    /// be a permutation of the rows.
+    fn check_ids(&self) -> Result<(), CatalogError> {
+        let corrupt = |file: &str, problem: String| CatalogError::Corrupt {
+            path: self.dir.join(file),
+            problem,
+        };
+        let mut prev = 0;
+        for r in 0..=self.rows() {
+            let o = self.offset(r);
+            if o < prev || o > self.ids.len() {
+                return Err(corrupt("ids.offsets", format!("offset {r} out of order")));
+            }
+            prev = o;
+        }
+        if prev != self.ids.len() {
+            return Err(corrupt(
+                "ids.offsets",
+                "does not end at the end of ids.bin".into(),
+            ));
+        }
+        if std::str::from_utf8(&self.ids).is_err() {
+            return Err(corrupt("ids.bin", "not UTF-8".into()));
+        }
+        let mut seen = vec![false; self.rows()];
+        for k in 0..self.rows() {
+            let r = self.sorted_row(k) as usize;
+            if r >= self.rows() || std::mem::replace(&mut seen[r], true) {
+                return Err(corrupt(
+                    "ids.sorted",
+                    format!("entry {k} is not a fresh row"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn offset(&self, r: usize) -> usize {
+        let b = &self.offsets[r * 8..r * 8 + 8];
+        u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize
+    }
+
+    fn sorted_row(&self, k: usize) -> u32 {
+        u32::from_le_bytes(self.sorted[k * 4..k * 4 + 4].try_into().expect("4 bytes"))
+    }
+
+    /// The generation directory this catalog was opened from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The catalog's metadata.
+    pub fn meta(&self) -> &CatalogMeta {
+        &self.meta
+    }
+
+    /// Number of items.
+    pub fn rows(&self) -> usize {
+        self.meta.rows
+    }
+
+    /// Embedding dimension.
+    pub fn dim(&self) -> usize {
+        self.meta.dim
+    }
+
+    /// The whole `rows x dim` embedding matrix.
+    pub fn embeddings(&self) -> &[f32] {
+        // SAFETY: the map is page-aligned (so 4-byte aligned), its length was checked to be
+        // rows·dim·4 on open, and every bit pattern is a valid f32.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.embeddings.as_ptr().cast::<f32>(),
+                self.rows() * self.dim(),
+            )
+        }
+    }
+
+    /// The embedding of `row`. Panics if `row >= rows()`.
+    pub fn embedding(&self, row: usize) -> &[f32] {
+        &self.embeddings()[row * self.dim()..(row + 1) * self.dim()]
+    }
+
+    /// The external id of `row`. Panics if `row >= rows()`.
+    pub fn id(&self, row: usize) -> &str {
+        let bytes = &self.ids[self.offset(row)..self.offset(row + 1)];
+        // Checked to be UTF-8 on open, and offsets fall on id boundaries written by us.
+        std::str::from_utf8(bytes).unwrap_or("")
+    }
+
+    /// The row of the item with external id `id`, by binary search.
+    pub fn row_of(&self, id: &str) -> Option<usize> {
+        let (mut lo, mut hi) = (0, self.rows());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let row = self.sorted_row(mid) as usize;
+            match self.id(row).as_bytes().cmp(id.as_bytes()) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(row),
+            }
+        }
+        None
+    }
+}
+
+/// Why a row was refused by [`CatalogBuilder::push`].
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RowError {
+    /// The vector has the wrong length.
+    #[error("has {found} values, expected {expected}")]
+    Dimension {
+        /// The catalog's dimension.
+        expected: usize,
+        /// The row's length.
+        found: usize,
+    },
+    /// A value is NaN or infinite.
+    #[error("value {col} is not finite ({value})")]
+    NonFinite {
+        /// 0-based position in the vector.
+        col: usize,
+        /// The value.
+        value: f32,
+    },
+    /// The id is empty.
+    #[error("the item id is empty")]
+    EmptyId,
+    /// The id was already imported.
+    #[error("item id {id:?} duplicates item {first_row} (0-based) of this import")]
+    Duplicate {
+        /// The id.
+        id: String,
+        /// The row that had it first.
+        first_row: usize,
+    },
+    /// The vector is all zeros and cannot be L2-normalised.
+    #[error("the vector has zero length and cannot be L2-normalised")]
+    ZeroNorm,
+    /// More than 2³² − 1 items.
+    #[error("more than 4,294,967,295 items")]
+    TooMany,
+}
+
+/// Writes a new catalog generation row by row; nothing is visible until [`commit`].
+///
+/// [`commit`]: CatalogBuilder::commit
+#[derive(Debug)]
+pub struct CatalogBuilder {
+    data_dir: PathBuf,
+    generations: Generations,
+    staging: Staging,
+    embeddings: BufWriter<fs::File>,
+    dim: usize,
+    normalize: bool,
+    ids: Vec<Box<str>>,
+    rows_by_id: HashMap<Box<str>, u32>,
+    write_error: Option<std::io::Error>,
+}
+
+/// What a successful import produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportSummary {
+    /// The new generation's directory.
+    pub generation: PathBuf,
+    /// Its metadata.
+    pub meta: CatalogMeta,
+}
+
+impl CatalogBuilder {
+    /// Starts a new catalog generation of `dim`-dimensional items in `data_dir`.
+    pub fn new(data_dir: &Path, dim: usize, normalize: bool) -> Result<Self, CatalogError> {
+        if dim == 0 {
+            return Err(CatalogError::Input("embedding dimension is zero".into()));
+        }
+        let generations = Generations::new(catalog_root(data_dir));
+        let staging = generations.stage().map_err(io_err(generations.root()))?;
+        let path = staging.path().join("embeddings.f32");
+        let embeddings =
+            BufWriter::with_capacity(1 << 20, fs::File::create(&path).map_err(io_err(&path))?);
+        Ok(Self {
+            data_dir: data_dir.to_path_buf(),
+            generations,
+            staging,
+            embeddings,
+            dim,
+            normalize,
+            ids: Vec::new(),
+            rows_by_id: HashMap::new(),
+            write_error: None,
+        })
+    }
+
+    /// Number of rows pushed so far.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether no row was pushed yet.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Appends one item; `vector` is normalised in place if the builder normalises. The error
+    /// says what is wrong with the row; importers add which file and line it came from. A disk
+    /// write failure is reported by [`commit`](Self::commit).
+    pub fn push(&mut self, id: &str, vector: &mut [f32]) -> Result<(), RowError> {
+        if id.is_empty() {
+            return Err(RowError::EmptyId);
+        }
+        if vector.len() != self.dim {
+            return Err(RowError::Dimension {
+                expected: self.dim,
+                found: vector.len(),
+            });
+        }
+        if let Some(col) = vector.iter().position(|v| !v.is_finite()) {
+            return Err(RowError::NonFinite {
+                col,
+                value: vector[col],
+            });
+        }
+        if let Some(&first) = self.rows_by_id.get(id) {
+            return Err(RowError::Duplicate {
+                id: id.to_owned(),
+                first_row: first as usize,
+            });
+        }
+        if self.normalize {
+            let norm = vector
+                .iter()
+                .map(|&v| f64::from(v) * f64::from(v))
+                .sum::<f64>()
+                .sqrt();
+            if norm == 0.0 {
+                return Err(RowError::ZeroNorm);
+            }
+            vector
+                .iter_mut()
+                .for_each(|v| *v = (f64::from(*v) / norm) as f32);
+        }
+        let row = u32::try_from(self.ids.len()).map_err(|_| RowError::TooMany)?;
+        if self.write_error.is_none() {
+            let bytes: Vec<u8> = vector.iter().flat_map(|v| v.to_le_bytes()).collect();
+            self.write_error = self.embeddings.write_all(&bytes).err();
+        }
+        let id: Box<str> = id.into();
+        self.rows_by_id.insert(id.clone(), row);
+        self.ids.push(id);
+        Ok(())
+    }
+
+    /// Writes the id files and metadata, syncs everything and publishes the generation.
+    pub fn commit(self, source: &str) -> Result<ImportSummary, CatalogError> {
+        let Self {
+            data_dir,
+            generations,
+            staging,
+            embeddings,
+            dim,
+            normalize,
+            ids,
+            rows_by_id: _,
+            write_error,
+        } = self;
+        if ids.is_empty() {
+            return Err(CatalogError::Input(format!("{source}: no items to import")));
+        }
+        let dir = staging.path().to_path_buf();
+        let emb_path = dir.join("embeddings.f32");
+        if let Some(e) = write_error {
+            return Err(io_err(&emb_path)(e));
+        }
+        embeddings
+            .into_inner()
+            .map_err(|e| io_err(&emb_path)(e.into_error()))?
+            .sync_all()
+            .map_err(io_err(&emb_path))?;
+
+        let mut order: Vec<u32> = (0..ids.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| ids[a as usize].as_bytes().cmp(ids[b as usize].as_bytes()));
+        let mut offsets = Vec::with_capacity((ids.len() + 1) * 8);
+        let mut bytes = Vec::new();
+        offsets.extend(0u64.to_le_bytes());
+        for id in &ids {
+            bytes.extend_from_slice(id.as_bytes());
+            offsets.extend((bytes.len() as u64).to_le_bytes());
+        }
+        let sorted: Vec<u8> = order.iter().flat_map(|r| r.to_le_bytes()).collect();
+        let meta = CatalogMeta {
+            format_version: FORMAT_VERSION,
+            rows: ids.len(),
+            dim,
+            normalized: normalize,
+            source: source.to_owned(),
+        };
+        let meta_json = serde_json::to_vec_pretty(&meta).expect("metadata serialises");
+        for (name, content) in [
+            ("ids.bin", &bytes),
+            ("ids.offsets", &offsets),
+            ("ids.sorted", &sorted),
+            ("meta.json", &meta_json),
+        ] {
+            write_synced(&dir.join(name), content)?;
+        }
+        let generation = generations
+            .publish(staging)
+            .map_err(io_err(&catalog_root(&data_dir)))?;
+        Ok(ImportSummary { generation, meta })
+    }
+}
+
+fn write_synced(path: &Path, content: &[u8]) -> Result<(), CatalogError> {
+    let mut f = fs::File::create(path).map_err(io_err(path))?;
+    f.write_all(content).map_err(io_err(path))?;
+    f.sync_all().map_err(io_err(path))
+}

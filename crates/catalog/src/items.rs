@@ -1,0 +1,195 @@
+//! Importing items into the catalog from the files teams have: NPY embeddings with an ids text
+//! file, or CSV/TSV (`id, v1, ..., vd`). Every refusal names the file and the line or row.
+
+use std::fs;
+use std::path::Path;
+
+use crate::catalog::{CatalogBuilder, CatalogError, ImportSummary, RowError};
+use crate::npy::MappedMatrix;
+
+/// How to read an items file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemsFormat {
+    /// An `m x d` NPY matrix plus a text file of `m` ids, one per line, in row order.
+    Npy,
+    /// Comma- or tab-separated `id, v1, ..., vd` rows, with or without a header line.
+    Delimited(u8),
+}
+
+impl ItemsFormat {
+    /// The format implied by the file's extension (`.npy`, `.csv`, `.tsv`).
+    pub fn from_path(path: &Path) -> Result<Self, CatalogError> {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        match ext.as_deref() {
+            Some("npy") => Ok(Self::Npy),
+            Some("csv") => Ok(Self::Delimited(b',')),
+            Some("tsv") | Some("tab") => Ok(Self::Delimited(b'\t')),
+            other => Err(CatalogError::Input(format!(
+                "{}: unsupported items file type {}; use .npy (with --ids) or .csv/.tsv",
+                path.display(),
+                other.map_or("(no extension)".to_owned(), |e| format!(".{e}"))
+            ))),
+        }
+    }
+}
+
+/// Imports `file` (and `ids` for NPY) as a new catalog generation of `data_dir`, replacing the
+/// current catalog only once everything was read and validated.
+///
+/// ```
+/// use pinnersage_catalog::{catalog::Catalog, items::import_items};
+/// let dir = std::env::temp_dir().join(format!("items-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let csv = dir.join("items.csv");
+/// std::fs::write(&csv, "id,x,y\nshoe,3,4\nhat,0,2\n").unwrap();
+/// let summary = import_items(&dir, &csv, None, true).unwrap();
+/// assert_eq!((summary.meta.rows, summary.meta.dim), (2, 2));
+/// let catalog = Catalog::open(&dir).unwrap();
+/// assert_eq!(catalog.embedding(catalog.row_of("shoe").unwrap()), &[0.6, 0.8]);
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// ```
+pub fn import_items(
+    data_dir: &Path,
+    file: &Path,
+    ids: Option<&Path>,
+    normalize: bool,
+) -> Result<ImportSummary, CatalogError> {
+    match ItemsFormat::from_path(file)? {
+        ItemsFormat::Npy => {
+            let ids = ids.ok_or_else(|| {
+                CatalogError::Input(format!(
+                    "{}: NPY embeddings need --ids FILE (one item id per line, in row order)",
+                    file.display()
+                ))
+            })?;
+            import_npy(data_dir, file, ids, normalize)
+        }
+        ItemsFormat::Delimited(sep) => {
+            if let Some(ids) = ids {
+                return Err(CatalogError::Input(format!(
+                    "{}: --ids is only for NPY files; CSV rows carry their id in the first column",
+                    ids.display()
+                )));
+            }
+            import_delimited(data_dir, file, sep, normalize)
+        }
+    }
+}
+
+fn input(msg: String) -> CatalogError {
+    CatalogError::Input(msg)
+}
+
+fn import_npy(
+    data_dir: &Path,
+    file: &Path,
+    ids_path: &Path,
+    normalize: bool,
+) -> Result<ImportSummary, CatalogError> {
+    let matrix = MappedMatrix::open(file).map_err(|e| input(e.to_string()))?;
+    let text = fs::read(ids_path)
+        .map_err(|e| input(format!("{}: cannot read: {e}", ids_path.display())))?;
+    let text = String::from_utf8(text).map_err(|e| {
+        input(format!(
+            "{}: not UTF-8 text (byte {})",
+            ids_path.display(),
+            e.utf8_error().valid_up_to()
+        ))
+    })?;
+    let ids: Vec<&str> = text
+        .lines()
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .collect();
+    if ids.len() != matrix.rows() {
+        return Err(input(format!(
+            "{}: has {} ids but {} has {} rows",
+            ids_path.display(),
+            ids.len(),
+            file.display(),
+            matrix.rows()
+        )));
+    }
+    let mut builder = CatalogBuilder::new(data_dir, matrix.cols(), normalize)?;
+    let mut row = Vec::with_capacity(matrix.cols());
+    for (r, id) in ids.iter().enumerate() {
+        matrix
+            .row_into(r, &mut row)
+            .map_err(|e| input(e.to_string()))?;
+        builder.push(id, &mut row).map_err(|e| match e {
+            RowError::EmptyId | RowError::Duplicate { .. } => {
+                input(format!("{}: line {}: {e}", ids_path.display(), r + 1))
+            }
+            _ => input(format!("{}: row {r}: {e}", file.display())),
+        })?;
+    }
+    builder.commit(&format!("{} + {}", file.display(), ids_path.display()))
+}
+
+fn import_delimited(
+    data_dir: &Path,
+    file: &Path,
+    sep: u8,
+    normalize: bool,
+) -> Result<ImportSummary, CatalogError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .delimiter(sep)
+        .from_path(file)
+        .map_err(|e| input(format!("{}: cannot read: {e}", file.display())))?;
+    let mut builder: Option<CatalogBuilder> = None;
+    let mut record = csv::StringRecord::new();
+    let mut values = Vec::new();
+    let mut first = true;
+    loop {
+        match reader.read_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                return Err(input(format!("{}: line {line}: {e}", file.display())));
+            }
+        }
+        let line = record.position().map_or(0, |p| p.line());
+        if std::mem::take(&mut first) && is_header(&record) {
+            continue;
+        }
+        let id = record.get(0).unwrap_or("").trim();
+        values.clear();
+        for (c, field) in record.iter().enumerate().skip(1) {
+            let v: f32 = field.trim().parse().map_err(|_| {
+                input(format!(
+                    "{}: line {line}, column {}: {field:?} is not a number",
+                    file.display(),
+                    c + 1
+                ))
+            })?;
+            values.push(v);
+        }
+        if builder.is_none() {
+            if values.is_empty() {
+                return Err(input(format!(
+                    "{}: line {line}: no embedding values after the id",
+                    file.display()
+                )));
+            }
+            builder = Some(CatalogBuilder::new(data_dir, values.len(), normalize)?);
+        }
+        if let Some(b) = builder.as_mut() {
+            b.push(id, &mut values)
+                .map_err(|e| input(format!("{}: line {line}: {e}", file.display())))?;
+        }
+    }
+    let builder = builder.ok_or_else(|| input(format!("{}: no items", file.display())))?;
+    builder.commit(&file.display().to_string())
+}
+
+/// A first line whose second field is not a number is a header.
+fn is_header(record: &csv::StringRecord) -> bool {
+    record
+        .get(1)
+        .is_some_and(|f| f.trim().parse::<f32>().is_err())
+}

@@ -1,0 +1,215 @@
+//! Importing items: every format, every bad-input case (error text asserted), atomic replacement.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use pinnersage_catalog::catalog::{Catalog, CatalogError};
+use pinnersage_catalog::items::import_items;
+use pinnersage_catalog::npy;
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ps-items-{}-{name}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
+    let p = dir.join(name);
+    fs::write(&p, content).unwrap();
+    p
+}
+
+fn import_err(data: &Path, file: &Path, ids: Option<&Path>, normalize: bool) -> String {
+    match import_items(data, file, ids, normalize) {
+        Err(CatalogError::Input(msg)) => msg,
+        other => panic!("expected an input error, got {other:?}"),
+    }
+}
+
+#[test]
+fn npy_with_ids_round_trips_and_looks_up_by_id() {
+    let dir = scratch("npy");
+    let x = dir.join("x.npy");
+    npy::write_f32_matrix(&x, &[3.0, 4.0, 0.0, 1.0, -2.0, 0.0], 3, 2).unwrap();
+    let ids = write(&dir, "ids.txt", "b\r\na\nc\n");
+    let summary = import_items(&dir, &x, Some(&ids), false).unwrap();
+    assert_eq!(
+        (summary.meta.rows, summary.meta.dim, summary.meta.normalized),
+        (3, 2, false)
+    );
+    let c = Catalog::open(&dir).unwrap();
+    assert_eq!((c.rows(), c.dim()), (3, 2));
+    assert_eq!(c.embeddings(), &[3.0, 4.0, 0.0, 1.0, -2.0, 0.0]);
+    assert_eq!([c.id(0), c.id(1), c.id(2)], ["b", "a", "c"]);
+    assert_eq!(
+        [c.row_of("a"), c.row_of("b"), c.row_of("c"), c.row_of("d")],
+        [Some(1), Some(0), Some(2), None]
+    );
+}
+
+#[test]
+fn csv_with_header_tsv_without_and_normalisation() {
+    let dir = scratch("csv");
+    let csv = write(
+        &dir,
+        "items.csv",
+        "item_id,e0,e1\nshoe,3,4\n\"hat, red\",0,2\n",
+    );
+    import_items(&dir, &csv, None, true).unwrap();
+    let c = Catalog::open(&dir).unwrap();
+    assert!(c.meta().normalized);
+    assert_eq!(c.embedding(c.row_of("shoe").unwrap()), &[0.6, 0.8]);
+    assert_eq!(c.embedding(c.row_of("hat, red").unwrap()), &[0.0, 1.0]);
+
+    let tsv = write(&dir, "items.tsv", "10\t1.5\t-1\t0\n20\t0\t0\t2e-3\n");
+    import_items(&dir, &tsv, None, false).unwrap();
+    let c = Catalog::open(&dir).unwrap();
+    assert_eq!((c.rows(), c.dim()), (2, 3));
+    assert_eq!(c.embedding(1), &[0.0, 0.0, 2e-3]);
+}
+
+#[test]
+fn bad_files_are_refused_with_file_and_place() {
+    let dir = scratch("bad");
+    let d = dir.display().to_string();
+    let cases: Vec<(&str, &str, String)> = vec![
+        (
+            "dup.csv",
+            "a,1,2\nb,3,4\na,5,6\n",
+            format!(
+                "{d}/dup.csv: line 3: item id \"a\" duplicates item 0 (0-based) of this import"
+            ),
+        ),
+        (
+            "ragged.csv",
+            "a,1,2\nb,3\n",
+            format!("{d}/ragged.csv: line 2: has 1 values, expected 2"),
+        ),
+        (
+            "word.csv",
+            "a,1,2\nb,3,x\n",
+            format!("{d}/word.csv: line 2, column 3: \"x\" is not a number"),
+        ),
+        (
+            "nan.csv",
+            "a,1,NaN\n",
+            format!("{d}/nan.csv: line 1: value 1 is not finite (NaN)"),
+        ),
+        ("empty.csv", "", format!("{d}/empty.csv: no items")),
+        (
+            "header_only.csv",
+            "id,x,y\n",
+            format!("{d}/header_only.csv: no items"),
+        ),
+        (
+            "noid.csv",
+            "a,1\n,2\n",
+            format!("{d}/noid.csv: line 2: the item id is empty"),
+        ),
+        (
+            "novalues.csv",
+            "a\n",
+            format!("{d}/novalues.csv: line 1: no embedding values after the id"),
+        ),
+    ];
+    for (name, content, expected) in cases {
+        let f = write(&dir, name, content);
+        assert_eq!(import_err(&dir, &f, None, false), expected, "{name}");
+    }
+    let zero = write(&dir, "zero.csv", "a,0,0\n");
+    assert_eq!(
+        import_err(&dir, &zero, None, true),
+        format!("{d}/zero.csv: line 1: the vector has zero length and cannot be L2-normalised")
+    );
+    let pq = write(&dir, "items.parquet", "");
+    assert!(import_err(&dir, &pq, None, false).contains("unsupported items file type .parquet"));
+
+    let x = dir.join("x.npy");
+    npy::write_f32_matrix(&x, &[1.0, 2.0, f32::INFINITY, 4.0], 2, 2).unwrap();
+    let ids2 = write(&dir, "ids2.txt", "a\nb\n");
+    assert_eq!(
+        import_err(&dir, &x, Some(&ids2), false),
+        format!("{d}/x.npy: value at row 1, column 0 is not finite in float32 (inf)")
+    );
+    assert_eq!(
+        import_err(&dir, &x, None, false),
+        format!("{d}/x.npy: NPY embeddings need --ids FILE (one item id per line, in row order)")
+    );
+    let ok = dir.join("ok.npy");
+    npy::write_f32_matrix(&ok, &[1.0, 2.0, 3.0, 4.0], 2, 2).unwrap();
+    let ids3 = write(&dir, "ids3.txt", "a\nb\nc\n");
+    assert_eq!(
+        import_err(&dir, &ok, Some(&ids3), false),
+        format!("{d}/ids3.txt: has 3 ids but {d}/ok.npy has 2 rows")
+    );
+    let dup = write(&dir, "dup.txt", "a\na\n");
+    assert_eq!(
+        import_err(&dir, &ok, Some(&dup), false),
+        format!("{d}/dup.txt: line 2: item id \"a\" duplicates item 0 (0-based) of this import")
+    );
+    // Nothing was ever imported: no catalog, and no staging directories left behind.
+    assert!(matches!(Catalog::open(&dir), Err(CatalogError::Missing(_))));
+    let leftovers: Vec<_> = fs::read_dir(dir.join("catalog")).unwrap().collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn a_failed_reimport_keeps_the_catalog_and_a_good_one_replaces_it() {
+    let dir = scratch("replace");
+    let v1 = write(&dir, "v1.csv", "a,1,0\nb,0,1\n");
+    let first = import_items(&dir, &v1, None, false).unwrap().generation;
+    let opened_before = Catalog::open(&dir).unwrap();
+
+    let bad = write(&dir, "bad.csv", "a,1,0\nb,0,1\nc,oops,1\n");
+    assert!(import_err(&dir, &bad, None, false).contains("line 3"));
+    let still = Catalog::open(&dir).unwrap();
+    assert_eq!((still.dir(), still.rows()), (first.as_path(), 2));
+
+    let v2 = write(&dir, "v2.csv", "x,1,1,1\n");
+    let second = import_items(&dir, &v2, None, false).unwrap().generation;
+    let now = Catalog::open(&dir).unwrap();
+    assert_eq!((now.dir(), now.rows(), now.dim()), (second.as_path(), 1, 3));
+    // A reader that opened the previous generation keeps working.
+    assert_eq!(opened_before.embedding(1), &[0.0, 1.0]);
+    let v3 = write(&dir, "v3.csv", "y,2\n");
+    import_items(&dir, &v3, None, false).unwrap();
+    assert!(
+        !first.exists(),
+        "generations older than the previous one are removed"
+    );
+    assert!(second.exists());
+}
+
+#[test]
+fn damaged_catalog_files_are_reported_not_trusted() {
+    let dir = scratch("corrupt");
+    let f = write(&dir, "a.csv", "a,1,2\nb,3,4\n");
+    let generation = import_items(&dir, &f, None, false).unwrap().generation;
+    let emb = generation.join("embeddings.f32");
+    let bytes = fs::read(&emb).unwrap();
+    fs::write(&emb, &bytes[..bytes.len() - 4]).unwrap();
+    let err = Catalog::open(&dir).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("{}: corrupt catalog: 12 bytes, expected 16", emb.display())
+    );
+}
+
+#[test]
+fn fortran_ordered_float64_npy_is_read_in_row_order() {
+    let dir = scratch("fortran");
+    let header = "{'descr': '<f8', 'fortran_order': True, 'shape': (2, 3), }\n";
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    for v in [1.0f64, 4.0, 2.0, 5.0, 3.0, 6.0] {
+        bytes.extend(v.to_le_bytes());
+    }
+    let x = dir.join("f.npy");
+    fs::write(&x, bytes).unwrap();
+    let ids = write(&dir, "ids.txt", "p\nq\n");
+    import_items(&dir, &x, Some(&ids), false).unwrap();
+    let c = Catalog::open(&dir).unwrap();
+    assert_eq!(c.embeddings(), &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+}
