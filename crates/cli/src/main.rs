@@ -1,6 +1,7 @@
 //! `pinnersage`: the command-line entry point. Thin by design: argument parsing, file reading and
 //! printing; the algorithms live in `pinnersage-core`.
 
+mod batch;
 mod bench;
 mod cluster;
 mod items;
@@ -27,6 +28,8 @@ enum Command {
     #[command(subcommand)]
     Import(ImportCommand),
     Catalog(items::CatalogArgs),
+    Batch(batch::BatchArgs),
+    Profile(batch::ProfileArgs),
     Bench(bench::BenchArgs),
 }
 
@@ -34,6 +37,7 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum ImportCommand {
     Items(items::ImportItemsArgs),
+    Events(batch::ImportEventsArgs),
 }
 
 /// An error caused by the user's input (bad file, bad value): exit code 2, like usage errors.
@@ -53,7 +57,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Cluster(args) => cluster::run(&args),
         Command::Import(ImportCommand::Items(args)) => items::run_import(&args),
+        Command::Import(ImportCommand::Events(args)) => batch::run_import_events(&args),
         Command::Catalog(args) => items::run_catalog(&args),
+        Command::Batch(args) => batch::run_batch_cmd(&args),
+        Command::Profile(args) => batch::run_profile(&args),
         Command::Bench(args) => bench::run(&args),
     };
     match result {

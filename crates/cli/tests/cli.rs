@@ -284,3 +284,103 @@ fn import_items_then_look_them_up() {
     let err = fails_with_code_2(&["catalog", "--data-dir", s(&empty)]);
     assert!(err.contains("no item catalog in"), "{err}");
 }
+
+#[test]
+fn events_batch_profile_end_to_end() {
+    let dir = scratch("batch");
+    let data = dir.join("data");
+    let items = dir.join("items.csv");
+    std::fs::write(
+        &items,
+        "id,a,b,c\nsun,1,0,0\nstar,0.99,0.1,0\nsea,0,1,0\nlake,0,0.99,0.1\n",
+    )
+    .unwrap();
+    assert!(
+        run(&[
+            "import",
+            "items",
+            "--data-dir",
+            s(&data),
+            "--normalize",
+            s(&items)
+        ])
+        .status
+        .success()
+    );
+    let events = dir.join("events.csv");
+    std::fs::write(
+        &events,
+        "userId,movieId,ts\nann,sun,2023-11-14T00:00:00Z\nann,star,2023-11-13T00:00:00Z\nann,sea,2023-11-01T00:00:00Z\nann,ghost,2023-11-01T00:00:00Z\n",
+    )
+    .unwrap();
+    let cols = [
+        "--user-col",
+        "userId",
+        "--item-col",
+        "movieId",
+        "--time-col",
+        "ts",
+    ];
+    let mut args = vec!["import", "events", "--data-dir", s(&data)];
+    args.extend(cols);
+    args.push(s(&events));
+    let out = run(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(
+            "4 new events, 0 already stored, 0 invalid skipped, 1 on items not in the catalog"
+        ),
+        "{text}"
+    );
+
+    let now = "1699920000"; // 2023-11-14T00:00:00Z
+    let out = run(&[
+        "batch",
+        "--data-dir",
+        s(&data),
+        "--now",
+        now,
+        "--alpha",
+        "0.5",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with("batch: 1 users, 3 actions, clusters per user mean 2.0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("skipped 1 events on items not in the catalog"),
+        "{text}"
+    );
+
+    let out = run(&["profile", "--data-dir", s(&data), "--user", "ann", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let clusters = v["clusters"].as_array().unwrap();
+    assert_eq!(clusters.len(), 2);
+    assert_eq!(clusters[0]["size"], 2);
+    assert!(["sun", "star"].contains(&clusters[0]["medoid"].as_str().unwrap()));
+    assert_eq!(clusters[1]["medoid"], "sea");
+
+    let err = fails_with_code_2(&["profile", "--data-dir", s(&data), "--user", "bob"]);
+    assert!(err.contains("no profile for user \"bob\""), "{err}");
+    let err = fails_with_code_2(&["batch", "--data-dir", s(&data), "--now", "0"]);
+    assert!(err.contains("no events between"), "{err}");
+    // A bad flag value is a usage error (clap: exit 2, message plus a hint).
+    let out = run(&["batch", "--data-dir", s(&data), "--shard", "3/3"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must be I/N with 0 <= I < N"));
+    let bad = dir.join("bad.csv");
+    std::fs::write(&bad, "user,item,timestamp\nann,sun,soon\n").unwrap();
+    let err = fails_with_code_2(&["import", "events", "--data-dir", s(&data), s(&bad)]);
+    assert!(err.contains("bad.csv: line 2: timestamp"), "{err}");
+}

@@ -25,6 +25,7 @@
 pub mod distance;
 pub mod embeddings;
 pub mod error;
+pub mod hash;
 mod hugepages;
 pub mod importance;
 pub mod medoid;

@@ -3,6 +3,8 @@
 //! The generator and the seed derivation are part of the API contract: the same user, day and
 //! seed give the same sample in every release, so a page refresh is stable within a day.
 
+use crate::hash::{mix64, stable_hash};
+
 /// SplitMix64: a small, fast, statistically sound generator with a stable output sequence.
 ///
 /// ```
@@ -36,15 +38,8 @@ impl SplitMix64 {
     }
 }
 
-/// The SplitMix64 finaliser: a bijective 64-bit mixer.
-fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// A sampling seed for `user` (its id as bytes) on `day` (days since the unix epoch) under a
-/// deployment-wide `seed`: FNV-1a over the id, mixed with the day and the seed.
+/// deployment-wide `seed`: the id's [`stable_hash`], mixed with the day and the seed.
 ///
 /// ```
 /// use pinnersage_core::sample::sample_seed;
@@ -53,12 +48,7 @@ fn mix64(mut z: u64) -> u64 {
 /// assert_ne!(sample_seed(b"u1", 19_000, 0), sample_seed(b"u2", 19_000, 0));
 /// ```
 pub fn sample_seed(user: &[u8], day: i64, seed: u64) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in user {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    mix64(mix64(h ^ mix64(day as u64)) ^ seed)
+    mix64(stable_hash(user) ^ mix64(day as u64) ^ seed)
 }
 
 /// Draws up to `k` distinct indices of `weights` with probability proportional to weight, one

@@ -1,0 +1,302 @@
+//! The daily batch: every user's events in the window -> Ward clusters -> a new profile
+//! generation, published atomically.
+//!
+//! Users are streamed from the event store in key order and processed in chunks; each chunk is
+//! clustered in parallel (rayon, one reusable [`Clusterer`] per worker) and written in one redb
+//! transaction. Memory is bounded by the chunk, never by the number of users.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use pinnersage_catalog::catalog::{Catalog, CatalogError};
+use pinnersage_core::hash::stable_hash;
+use pinnersage_core::importance::SECONDS_PER_DAY;
+use pinnersage_core::{Actions, Clusterer, CoreError, Embeddings, ProfileParams};
+use pinnersage_store::events::{EventStore, EventStoreError, StoredEvent};
+use pinnersage_store::profiles::{
+    GenerationMeta, ProfileStoreError, ProfileWriter, StoredCluster, StoredProfile,
+};
+use rayon::prelude::*;
+
+/// Settings of one batch run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchConfig {
+    /// The moment profiles are computed for (unix seconds): the window ends here and importance
+    /// is measured from here.
+    pub now: i64,
+    /// Days of history per user.
+    pub window_days: u32,
+    /// Clustering parameters.
+    pub params: ProfileParams,
+    /// Process only users with `stable_hash(user) % count == index`.
+    pub shard: Option<Shard>,
+    /// Users per parallel chunk.
+    pub chunk_users: usize,
+}
+
+/// One of `count` disjoint parts of the users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// This shard, `0..count`.
+    pub index: u32,
+    /// Number of shards.
+    pub count: u32,
+}
+
+impl Shard {
+    /// Parses `I/N` with `I < N`.
+    ///
+    /// ```
+    /// use pinnersage_pipeline::batch::Shard;
+    /// assert_eq!(Shard::parse("1/4"), Ok(Shard { index: 1, count: 4 }));
+    /// assert!(Shard::parse("4/4").is_err());
+    /// ```
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (i, n) = text
+            .split_once('/')
+            .ok_or_else(|| format!("shard {text:?} is not I/N"))?;
+        let (index, count) = (i.trim().parse::<u32>(), n.trim().parse::<u32>());
+        match (index, count) {
+            (Ok(index), Ok(count)) if count > 0 && index < count => Ok(Self { index, count }),
+            _ => Err(format!("shard {text:?} must be I/N with 0 <= I < N")),
+        }
+    }
+
+    /// Whether `user` belongs to this shard.
+    pub fn contains(&self, user: &str) -> bool {
+        stable_hash(user.as_bytes()) % u64::from(self.count) == u64::from(self.index)
+    }
+}
+
+/// What a batch run did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchSummary {
+    /// The published profile generation.
+    pub generation: PathBuf,
+    /// Users with a profile.
+    pub users: u64,
+    /// Actions clustered (after the per-user cap).
+    pub actions: u64,
+    /// Events in the window whose item is not in the catalog (skipped).
+    pub unknown_item_events: u64,
+    /// Users with events in the window but none on a catalog item (no profile).
+    pub users_without_known_items: u64,
+    /// Mean number of clusters per user.
+    pub clusters_mean: f64,
+    /// Median number of clusters per user.
+    pub clusters_p50: u32,
+    /// 99th percentile of clusters per user.
+    pub clusters_p99: u32,
+    /// Wall time in seconds.
+    pub seconds: f64,
+}
+
+/// Batch failures.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// The catalog is missing or unreadable.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// The event store failed.
+    #[error(transparent)]
+    Events(#[from] EventStoreError),
+    /// Writing profiles failed.
+    #[error(transparent)]
+    Profiles(#[from] ProfileStoreError),
+    /// Parameters are invalid.
+    #[error("{0}")]
+    Config(String),
+    /// No events in the window.
+    #[error(
+        "no events between {from} and {to} (unix seconds): nothing to cluster; --now defaults to the current time, pass --now for historical data"
+    )]
+    NoEvents {
+        /// Window start.
+        from: i64,
+        /// Window end.
+        to: i64,
+    },
+}
+
+/// One user's result inside a chunk.
+struct UserResult {
+    user: String,
+    profile: Option<StoredProfile>,
+    actions: u64,
+    unknown: u64,
+}
+
+/// Runs the batch over the data directory and publishes the new profile generation.
+/// `progress(users_done)` is called after every chunk.
+pub fn run_batch(
+    data_dir: &Path,
+    config: &BatchConfig,
+    progress: &dyn Fn(u64),
+) -> Result<BatchSummary, BatchError> {
+    let start = Instant::now();
+    Clusterer::new(config.params.clone()).map_err(|e| BatchError::Config(e.to_string()))?;
+    if config.window_days == 0 || config.chunk_users == 0 {
+        return Err(BatchError::Config(
+            "window days and chunk size must be at least 1".into(),
+        ));
+    }
+    let catalog = Catalog::open(data_dir)?;
+    let events = EventStore::open(data_dir)?;
+    let mut writer = ProfileWriter::begin(data_dir)?;
+    let from = config
+        .now
+        .saturating_sub(i64::from(config.window_days) * SECONDS_PER_DAY as i64);
+    let mut totals = (0u64, 0u64, 0u64, 0u64); // users seen, actions, unknown, users without items
+    let mut cluster_counts: Vec<u32> = Vec::new();
+    let mut chunk: Vec<(String, Vec<StoredEvent>)> = Vec::with_capacity(config.chunk_users);
+    let mut users_iter = events.users(from, config.now);
+    loop {
+        let next = users_iter.next().transpose()?;
+        let done = next.is_none();
+        if let Some((user, evs)) = next {
+            if config.shard.is_none_or(|s| s.contains(&user)) {
+                chunk.push((user, evs));
+            }
+        }
+        if chunk.len() >= config.chunk_users || (done && !chunk.is_empty()) {
+            let results = cluster_chunk(&catalog, config, &chunk)?;
+            let mut profiles = Vec::with_capacity(results.len());
+            for r in results {
+                totals.0 += 1;
+                totals.1 += r.actions;
+                totals.2 += r.unknown;
+                match r.profile {
+                    Some(p) => {
+                        cluster_counts.push(p.clusters.len() as u32);
+                        profiles.push((r.user, p));
+                    }
+                    None => totals.3 += 1,
+                }
+            }
+            writer.write(&profiles)?;
+            chunk.clear();
+            progress(totals.0);
+        }
+        if done {
+            break;
+        }
+    }
+    if totals.0 == 0 {
+        return Err(BatchError::NoEvents {
+            from,
+            to: config.now,
+        });
+    }
+    let generation = writer.publish(GenerationMeta {
+        now: config.now,
+        window_days: config.window_days,
+        alpha: config.params.alpha,
+        lambda: config.params.lambda,
+        max_actions: config.params.max_actions,
+        shard: config.shard.map(|s| (s.index, s.count)),
+        users: 0,
+    })?;
+    cluster_counts.sort_unstable();
+    let pct = |q: f64| -> u32 {
+        if cluster_counts.is_empty() {
+            return 0;
+        }
+        cluster_counts[((cluster_counts.len() - 1) as f64 * q).round() as usize]
+    };
+    let n = cluster_counts.len() as u64;
+    Ok(BatchSummary {
+        generation,
+        users: n,
+        actions: totals.1,
+        unknown_item_events: totals.2,
+        users_without_known_items: totals.3,
+        clusters_mean: if n == 0 {
+            0.0
+        } else {
+            cluster_counts.iter().map(|&c| f64::from(c)).sum::<f64>() / n as f64
+        },
+        clusters_p50: pct(0.5),
+        clusters_p99: pct(0.99),
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Clusters a chunk of users in parallel.
+fn cluster_chunk(
+    catalog: &Catalog,
+    config: &BatchConfig,
+    chunk: &[(String, Vec<StoredEvent>)],
+) -> Result<Vec<UserResult>, BatchError> {
+    chunk
+        .par_iter()
+        .map_init(
+            || {
+                let clusterer = Clusterer::new(config.params.clone()).expect("validated above");
+                (
+                    clusterer,
+                    Vec::<f32>::new(),
+                    Vec::<i64>::new(),
+                    Vec::<f32>::new(),
+                    Vec::<usize>::new(),
+                )
+            },
+            |(clusterer, emb, times, weights, rows), (user, events)| {
+                emb.clear();
+                times.clear();
+                weights.clear();
+                rows.clear();
+                for e in events {
+                    if let Some(row) = catalog.row_of(&e.item) {
+                        emb.extend_from_slice(catalog.embedding(row));
+                        times.push(e.time);
+                        weights.push(e.weight);
+                        rows.push(row);
+                    }
+                }
+                let unknown = (events.len() - rows.len()) as u64;
+                if rows.is_empty() {
+                    return Ok(UserResult {
+                        user: user.clone(),
+                        profile: None,
+                        actions: 0,
+                        unknown,
+                    });
+                }
+                let profile = profile_of(clusterer, emb, catalog.dim(), times, weights, config.now)
+                    .map_err(|e| BatchError::Config(format!("user {user:?}: {e}")))?;
+                let actions = profile.clusters.iter().map(|c| c.size() as u64).sum();
+                let stored = StoredProfile {
+                    clusters: profile
+                        .clusters
+                        .iter()
+                        .map(|c| StoredCluster {
+                            medoid: catalog.id(rows[c.medoid]).to_owned(),
+                            size: c.size() as u32,
+                            importance: c.importance,
+                            latest_time: c.latest_time,
+                        })
+                        .collect(),
+                };
+                Ok(UserResult {
+                    user: user.clone(),
+                    profile: Some(stored),
+                    actions,
+                    unknown,
+                })
+            },
+        )
+        .collect()
+}
+
+fn profile_of(
+    clusterer: &mut Clusterer,
+    emb: &[f32],
+    dim: usize,
+    times: &[i64],
+    weights: &[f32],
+    now: i64,
+) -> Result<pinnersage_core::Profile, CoreError> {
+    let x = Embeddings::new(emb, dim)?;
+    let actions = Actions::new(x, times, Some(weights))?;
+    clusterer.profile(&actions, now)
+}

@@ -1,0 +1,116 @@
+//! Event timestamps: unix seconds (integer or decimal) or RFC 3339 date-times.
+
+/// Parses `text` as unix seconds (`1537747200`, `1537747200.5`, rounded down) or as an RFC 3339
+/// date-time (`2018-09-24T00:00:00Z`, `2018-09-24 02:00:00+02:00`, fractions ignored).
+///
+/// ```
+/// use pinnersage_pipeline::timestamp::parse_timestamp;
+/// assert_eq!(parse_timestamp("1537747200"), Ok(1_537_747_200));
+/// assert_eq!(parse_timestamp("1537747200.9"), Ok(1_537_747_200));
+/// assert_eq!(parse_timestamp("2018-09-24T00:00:00Z"), Ok(1_537_747_200));
+/// assert_eq!(parse_timestamp("2018-09-24 02:30:00.25+02:30"), Ok(1_537_747_200));
+/// assert!(parse_timestamp("yesterday").is_err());
+/// ```
+pub fn parse_timestamp(text: &str) -> Result<i64, String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err("empty timestamp".into());
+    }
+    if t.bytes()
+        .all(|b| b.is_ascii_digit() || b == b'-' || b == b'.' || b == b'+')
+        && !t[1..].contains('-')
+    {
+        return match t.parse::<f64>() {
+            Ok(v) if v.is_finite() && v.abs() < 9.0e15 => Ok(v.floor() as i64),
+            _ => Err(format!("{t:?} is not a unix timestamp")),
+        };
+    }
+    parse_rfc3339(t).ok_or_else(|| {
+        format!("{t:?} is neither unix seconds nor an RFC 3339 date-time (2018-09-24T10:00:00Z)")
+    })
+}
+
+fn parse_rfc3339(t: &str) -> Option<i64> {
+    let b = t.as_bytes();
+    let num = |s: &[u8]| -> Option<i64> {
+        if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(s).ok()?.parse().ok()
+    };
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (year, month, day) = (num(&b[0..4])?, num(&b[5..7])?, num(&b[8..10])?);
+    let (hour, minute, second) = (num(&b[11..13])?, num(&b[14..16])?, num(&b[17..19])?);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let mut rest = &b[19..];
+    if rest.first() == Some(&b'.') {
+        let digits = rest[1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 {
+            return None;
+        }
+        rest = &rest[1 + digits..];
+    }
+    let offset = match rest {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let minutes = num(&[*h1, *h2])? * 60 + num(&[*m1, *m2])?;
+            if *sign == b'+' {
+                minutes * 60
+            } else {
+                -minutes * 60
+            }
+        }
+        _ => return None,
+    };
+    Some(days_from_civil(year, month, day) * 86_400 + hour * 3_600 + minute * 60 + second - offset)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calendar_edges() {
+        assert_eq!(parse_timestamp("1970-01-01T00:00:00Z"), Ok(0));
+        assert_eq!(parse_timestamp("2000-02-29T12:00:00Z"), Ok(951_825_600));
+        assert_eq!(parse_timestamp("1969-12-31T23:59:59Z"), Ok(-1));
+        assert_eq!(
+            parse_timestamp("2024-12-31T23:59:59-01:00"),
+            Ok(1_735_693_199)
+        );
+        assert_eq!(parse_timestamp("-5"), Ok(-5));
+        for bad in [
+            "2018-13-01T00:00:00Z",
+            "2018-09-24T00:00:00",
+            "2018-09-24",
+            "1e3x",
+            "12:00",
+            "",
+        ] {
+            assert!(parse_timestamp(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! Events in, profiles out, on a real data directory.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use pinnersage_catalog::catalog::CatalogBuilder;
+use pinnersage_core::ProfileParams;
+use pinnersage_pipeline::batch::{BatchConfig, BatchError, Shard, run_batch};
+use pinnersage_pipeline::import_events::{
+    EventColumns, ImportError, ImportOptions, ImportReport, import_events,
+};
+use pinnersage_store::events::EventStore;
+use pinnersage_store::profiles::{ProfileStore, StoredProfile};
+
+const DAY: i64 = 86_400;
+const NOW: i64 = 1_700_000_000;
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ps-pipe-{}-{name}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// 3 topics x 10 items on orthogonal axes of R^4 (plus a little spread): `t{topic}-{k}`.
+fn topic_catalog(dir: &Path) {
+    let mut b = CatalogBuilder::new(dir, 4, true).unwrap();
+    for t in 0..3 {
+        for k in 0..10 {
+            let mut v = [0.05f32 * k as f32, 0.0, 0.0, 0.0];
+            v[t + 1] = 1.0;
+            b.push(&format!("t{t}-{k}"), &mut v).unwrap();
+        }
+    }
+    b.commit("topics").unwrap();
+}
+
+/// Users u0..u{n}: user i engages topics 0..=(i % 3), 4 items each, spread over 30 days.
+fn events_csv(dir: &Path, users: usize) -> PathBuf {
+    let mut text = String::from("user,item,timestamp,action\n");
+    for u in 0..users {
+        for t in 0..=(u % 3) {
+            for k in 0..4 {
+                let time = NOW - ((u + t * 4 + k) as i64 % 30) * DAY;
+                text.push_str(&format!("u{u},t{t}-{k},{time},click\n"));
+            }
+        }
+    }
+    text.push_str("u0,not-an-item,1699999999,click\n");
+    let p = dir.join("events.csv");
+    fs::write(&p, text).unwrap();
+    p
+}
+
+fn config(shard: Option<Shard>) -> BatchConfig {
+    BatchConfig {
+        now: NOW,
+        window_days: 90,
+        params: ProfileParams {
+            alpha: 0.5,
+            ..Default::default()
+        },
+        shard,
+        chunk_users: 7,
+    }
+}
+
+fn all_profiles(dir: &Path, users: usize) -> BTreeMap<String, StoredProfile> {
+    let store = ProfileStore::open(dir).unwrap();
+    (0..users)
+        .filter_map(|u| {
+            store
+                .get(&format!("u{u}"))
+                .unwrap()
+                .map(|p| (format!("u{u}"), p))
+        })
+        .collect()
+}
+
+#[test]
+fn batch_recovers_each_users_topics() {
+    let dir = scratch("recover");
+    topic_catalog(&dir);
+    let csv = events_csv(&dir, 30);
+    let report =
+        import_events(&dir, std::slice::from_ref(&csv), &ImportOptions::default()).unwrap();
+    assert_eq!(
+        report,
+        ImportReport {
+            rows: 241,
+            inserted: 241,
+            duplicates: 0,
+            invalid: 0,
+            unknown_items: Some(1)
+        }
+    );
+    // Idempotent re-import.
+    let again = import_events(&dir, &[csv], &ImportOptions::default()).unwrap();
+    assert_eq!((again.inserted, again.duplicates), (0, 241));
+
+    let summary = run_batch(&dir, &config(None), &|_| {}).unwrap();
+    assert_eq!(summary.users, 30);
+    assert_eq!(summary.actions, 240);
+    assert_eq!(summary.unknown_item_events, 1);
+    assert_eq!((summary.clusters_p50, summary.clusters_p99), (2, 3));
+    let profiles = all_profiles(&dir, 30);
+    for (u, p) in &profiles {
+        let i: usize = u[1..].parse().unwrap();
+        let mut topics: Vec<String> = p
+            .clusters
+            .iter()
+            .map(|c| c.medoid[..2].to_owned())
+            .collect();
+        topics.sort();
+        let expected: Vec<String> = (0..=(i % 3)).map(|t| format!("t{t}")).collect();
+        assert_eq!(topics, expected, "{u}");
+        assert!(p.clusters.iter().all(|c| c.size == 4));
+        assert!(
+            p.clusters
+                .windows(2)
+                .all(|w| w[0].importance >= w[1].importance)
+        );
+    }
+}
+
+#[test]
+fn shards_partition_the_users_and_their_union_is_the_whole() {
+    let dir = scratch("shards");
+    topic_catalog(&dir);
+    import_events(&dir, &[events_csv(&dir, 40)], &ImportOptions::default()).unwrap();
+    run_batch(&dir, &config(None), &|_| {}).unwrap();
+    let whole = all_profiles(&dir, 40);
+    let mut union = BTreeMap::new();
+    for index in 0..3 {
+        let summary = run_batch(&dir, &config(Some(Shard { index, count: 3 })), &|_| {}).unwrap();
+        let part = all_profiles(&dir, 40);
+        assert_eq!(part.len() as u64, summary.users);
+        for (u, p) in part {
+            assert!(union.insert(u, p).is_none(), "a user in two shards");
+        }
+    }
+    assert_eq!(union, whole);
+}
+
+#[test]
+fn a_failed_batch_publishes_nothing() {
+    let dir = scratch("nothing");
+    topic_catalog(&dir);
+    import_events(&dir, &[events_csv(&dir, 5)], &ImportOptions::default()).unwrap();
+    let first = run_batch(&dir, &config(None), &|_| {}).unwrap().generation;
+    let empty = BatchConfig {
+        now: NOW + 1000 * DAY,
+        ..config(None)
+    };
+    assert!(matches!(
+        run_batch(&dir, &empty, &|_| {}),
+        Err(BatchError::NoEvents { .. })
+    ));
+    let bad = BatchConfig {
+        params: ProfileParams {
+            alpha: -1.0,
+            ..Default::default()
+        },
+        ..config(None)
+    };
+    assert!(matches!(
+        run_batch(&dir, &bad, &|_| {}),
+        Err(BatchError::Config(_))
+    ));
+    assert_eq!(ProfileStore::open(&dir).unwrap().dir(), first);
+    let left: Vec<_> = fs::read_dir(dir.join("profiles"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 2, "CURRENT and one generation: {left:?}");
+}
+
+#[test]
+fn json_lines_rfc3339_and_custom_columns() {
+    let dir = scratch("jsonl");
+    let p = dir.join("e.jsonl");
+    fs::write(
+        &p,
+        "{\"uid\": \"a\", \"pin\": 7, \"ts\": \"2023-11-14T22:13:20Z\", \"weight\": 2}\n\n{\"uid\": \"a\", \"pin\": \"8\", \"ts\": 1700000001, \"id\": \"e-1\"}\n",
+    )
+    .unwrap();
+    let options = ImportOptions {
+        columns: EventColumns {
+            user: "uid".into(),
+            item: "pin".into(),
+            time: "ts".into(),
+            ..Default::default()
+        },
+        skip_invalid: false,
+    };
+    let report = import_events(&dir, &[p], &options).unwrap();
+    assert_eq!(
+        (report.rows, report.inserted, report.unknown_items),
+        (2, 2, None)
+    );
+    let events = EventStore::open(&dir)
+        .unwrap()
+        .user_events("a", 0, i64::MAX)
+        .unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(
+        (events[0].item.as_str(), events[0].time, events[0].weight),
+        ("7", 1_700_000_000, 2.0)
+    );
+    assert_eq!(events[1].item, "8");
+}
+
+fn input_error(dir: &Path, name: &str, content: &str, options: &ImportOptions) -> String {
+    let p = dir.join(name);
+    fs::write(&p, content).unwrap();
+    match import_events(dir, &[p], options) {
+        Err(ImportError::Input(msg)) => msg,
+        other => panic!("{name}: expected an input error, got {other:?}"),
+    }
+}
+
+#[test]
+fn malformed_rows_name_file_and_line_and_store_nothing() {
+    let dir = scratch("bad");
+    let d = dir.display().to_string();
+    let strict = ImportOptions::default();
+    let cases = [
+        (
+            "nocol.csv",
+            "user,item\nu,i\n",
+            format!(
+                "{d}/nocol.csv: line 1: no column \"timestamp\" (columns: user, item); name it with the --*-col options"
+            ),
+        ),
+        (
+            "time.csv",
+            "user,item,timestamp\nu,i,1\nu,i,yesterday\n",
+            format!(
+                "{d}/time.csv: line 3: timestamp: \"yesterday\" is neither unix seconds nor an RFC 3339 date-time (2018-09-24T10:00:00Z)"
+            ),
+        ),
+        (
+            "empty_user.csv",
+            "user,item,timestamp\n,i,1\n",
+            format!("{d}/empty_user.csv: line 2: missing \"user\""),
+        ),
+        (
+            "weight.csv",
+            "user,item,timestamp,weight\nu,i,1,-2\n",
+            format!("{d}/weight.csv: line 2: weight: \"-2\" is not a finite weight >= 0"),
+        ),
+        (
+            "obj.jsonl",
+            "{\"user\":\"u\",\"item\":\"i\",\"timestamp\":1}\n[1,2]\n",
+            format!(
+                "{d}/obj.jsonl: line 2: not a JSON object: invalid type: sequence, expected a map at line 1 column 0"
+            ),
+        ),
+        (
+            "nested.jsonl",
+            "{\"user\":{\"a\":1},\"item\":\"i\",\"timestamp\":1}\n",
+            format!(
+                "{d}/nested.jsonl: line 1: field \"user\" must be a string or a number, got {{\"a\":1}}"
+            ),
+        ),
+        (
+            "events.parquet",
+            "",
+            format!(
+                "{d}/events.parquet: unsupported events file type .parquet; use .csv, .tsv or .jsonl"
+            ),
+        ),
+    ];
+    for (name, content, expected) in &cases {
+        assert_eq!(
+            &input_error(&dir, name, content, &strict),
+            expected,
+            "{name}"
+        );
+    }
+    // The valid first rows of refused files were not stored.
+    assert!(
+        EventStore::open(&dir)
+            .unwrap()
+            .user_events("u", i64::MIN, i64::MAX)
+            .unwrap()
+            .is_empty()
+    );
+
+    let lenient = ImportOptions {
+        skip_invalid: true,
+        ..Default::default()
+    };
+    let p = dir.join("mixed.csv");
+    fs::write(&p, "user,item,timestamp\nu,i,1\nu,i,never\nu,j,2\n").unwrap();
+    let report = import_events(&dir, &[p], &lenient).unwrap();
+    assert_eq!((report.rows, report.inserted, report.invalid), (3, 2, 1));
+}

@@ -1,0 +1,346 @@
+//! The durable event log: every engagement, in an embedded, journaled LSM store (fjall).
+//!
+//! Two keyspaces, written together in one atomic batch:
+//!
+//! - `by_user`: `[u32 BE user length][user][time][dedupe hash]` -> `[u8 action length][action]
+//!   [f32 LE weight][item]`. A user's events are one contiguous, time-ordered key range, so
+//!   "this user's events in the last N days" is a single range scan, and a full scan visits
+//!   users one after another (the batch job streams it).
+//! - `by_time`: `[time][u32 BE user length][user][dedupe hash]` -> empty: "all events since T".
+//!
+//! `time` is the unix second with its sign bit flipped, big-endian, so keys sort by time. The
+//! dedupe hash is the [`stable_hash`] of the event id when the event has one, else of
+//! (item, action): the same event imported twice lands on the same key and is stored once.
+
+use std::path::{Path, PathBuf};
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use pinnersage_core::hash::stable_hash;
+
+/// One engagement as users give it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// External user id.
+    pub user: String,
+    /// External item id.
+    pub item: String,
+    /// Unix time in seconds.
+    pub time: i64,
+    /// Action type (for example `click`, `repin`); empty when not given.
+    pub action: String,
+    /// Weight of the action in importance; 1 when not given.
+    pub weight: f32,
+    /// Client-side event id, if any: makes retries idempotent.
+    pub id: Option<String>,
+}
+
+/// One stored event of a known user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    /// External item id.
+    pub item: String,
+    /// Unix time in seconds.
+    pub time: i64,
+    /// Action type (may be empty).
+    pub action: String,
+    /// Weight.
+    pub weight: f32,
+}
+
+/// Errors of the event store, naming the store's directory.
+#[derive(Debug, thiserror::Error)]
+pub enum EventStoreError {
+    /// The storage engine failed.
+    #[error("event store {}: {source}", path.display())]
+    Engine {
+        /// The store's directory.
+        path: PathBuf,
+        /// The engine's error.
+        source: fjall::Error,
+    },
+    /// A stored key or value does not decode (damaged store).
+    #[error("event store {}: undecodable record: {problem}", path.display())]
+    Corrupt {
+        /// The store's directory.
+        path: PathBuf,
+        /// What could not be decoded.
+        problem: String,
+    },
+    /// An event cannot be stored as given.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// How many events an insert added and how many were already stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InsertStats {
+    /// Events that were new.
+    pub inserted: u64,
+    /// Events that were already in the store (same key), left as they were.
+    pub duplicates: u64,
+}
+
+/// The event log of a data directory (`DATA_DIR/events`).
+pub struct EventStore {
+    path: PathBuf,
+    db: Database,
+    by_user: Keyspace,
+    by_time: Keyspace,
+}
+
+impl std::fmt::Debug for EventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+/// Largest user or item id, in bytes.
+pub const MAX_ID_BYTES: usize = 1024;
+
+fn time_key(t: i64) -> [u8; 8] {
+    ((t as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn time_from_key(b: [u8; 8]) -> i64 {
+    (u64::from_be_bytes(b) ^ (1 << 63)) as i64
+}
+
+fn dedupe_hash(e: &Event) -> u64 {
+    match &e.id {
+        Some(id) => stable_hash(format!("id\0{id}").as_bytes()),
+        None => stable_hash(format!("ev\0{}\0{}", e.item, e.action).as_bytes()),
+    }
+}
+
+fn user_prefix(user: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + user.len() + 16);
+    k.extend((user.len() as u32).to_be_bytes());
+    k.extend(user.as_bytes());
+    k
+}
+
+impl EventStore {
+    /// Opens (creating if needed) the event store of `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Self, EventStoreError> {
+        let path = data_dir.join("events");
+        let engine = |source| EventStoreError::Engine {
+            path: path.clone(),
+            source,
+        };
+        let db = Database::builder(&path).open().map_err(engine)?;
+        let by_user = db
+            .keyspace("by_user", KeyspaceCreateOptions::default)
+            .map_err(engine)?;
+        let by_time = db
+            .keyspace("by_time", KeyspaceCreateOptions::default)
+            .map_err(engine)?;
+        Ok(Self {
+            path,
+            db,
+            by_user,
+            by_time,
+        })
+    }
+
+    fn engine(&self, source: fjall::Error) -> EventStoreError {
+        EventStoreError::Engine {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn corrupt(&self, problem: &str) -> EventStoreError {
+        EventStoreError::Corrupt {
+            path: self.path.clone(),
+            problem: problem.to_owned(),
+        }
+    }
+
+    /// Stores `events` atomically and durably (the journal is fsynced before this returns).
+    /// Events already stored (same user, time and id, or same item and action without an id)
+    /// are counted as duplicates and left unchanged.
+    pub fn insert(&self, events: &[Event]) -> Result<InsertStats, EventStoreError> {
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
+        let mut stats = InsertStats::default();
+        let mut seen_in_batch = std::collections::HashSet::new();
+        for e in events {
+            if e.user.is_empty() || e.item.is_empty() {
+                return Err(EventStoreError::Invalid(
+                    "user and item ids must not be empty".into(),
+                ));
+            }
+            if e.user.len() > MAX_ID_BYTES || e.item.len() > MAX_ID_BYTES || e.action.len() > 255 {
+                return Err(EventStoreError::Invalid(format!(
+                    "ids are limited to {MAX_ID_BYTES} bytes and actions to 255"
+                )));
+            }
+            if !e.weight.is_finite() || e.weight < 0.0 {
+                return Err(EventStoreError::Invalid(format!(
+                    "weight must be finite and >= 0, got {}",
+                    e.weight
+                )));
+            }
+            let hash = dedupe_hash(e).to_be_bytes();
+            let mut key = user_prefix(&e.user);
+            key.extend(time_key(e.time));
+            key.extend(hash);
+            let fresh = seen_in_batch.insert(key.clone())
+                && !self
+                    .by_user
+                    .contains_key(&key)
+                    .map_err(|s| self.engine(s))?;
+            if !fresh {
+                stats.duplicates += 1;
+                continue;
+            }
+            let mut value = Vec::with_capacity(1 + e.action.len() + 4 + e.item.len());
+            value.push(e.action.len() as u8);
+            value.extend(e.action.as_bytes());
+            value.extend(e.weight.to_le_bytes());
+            value.extend(e.item.as_bytes());
+            let mut tkey = time_key(e.time).to_vec();
+            tkey.extend(user_prefix(&e.user));
+            tkey.extend(hash);
+            batch.insert(&self.by_user, key, value);
+            batch.insert(&self.by_time, tkey, []);
+            stats.inserted += 1;
+        }
+        batch.commit().map_err(|s| self.engine(s))?;
+        Ok(stats)
+    }
+
+    fn decode(&self, key: &[u8], value: &[u8]) -> Result<(String, StoredEvent), EventStoreError> {
+        let bad = || self.corrupt("short key or value");
+        let ulen = u32::from_be_bytes(
+            key.get(..4)
+                .ok_or_else(bad)?
+                .try_into()
+                .map_err(|_| bad())?,
+        ) as usize;
+        let user = key.get(4..4 + ulen).ok_or_else(bad)?;
+        let t: [u8; 8] = key
+            .get(4 + ulen..12 + ulen)
+            .ok_or_else(bad)?
+            .try_into()
+            .map_err(|_| bad())?;
+        let alen = *value.first().ok_or_else(bad)? as usize;
+        let action = value.get(1..1 + alen).ok_or_else(bad)?;
+        let w: [u8; 4] = value
+            .get(1 + alen..5 + alen)
+            .ok_or_else(bad)?
+            .try_into()
+            .map_err(|_| bad())?;
+        let item = value.get(5 + alen..).ok_or_else(bad)?;
+        let text =
+            |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| self.corrupt("non-UTF-8 id"));
+        Ok((
+            text(user)?,
+            StoredEvent {
+                item: text(item)?,
+                time: time_from_key(t),
+                action: text(action)?,
+                weight: f32::from_le_bytes(w),
+            },
+        ))
+    }
+
+    /// The events of `user` with `from <= time <= to`, oldest first.
+    pub fn user_events(
+        &self,
+        user: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<StoredEvent>, EventStoreError> {
+        let prefix = user_prefix(user);
+        let mut lo = prefix.clone();
+        lo.extend(time_key(from));
+        let mut hi = prefix;
+        hi.extend(time_key(to));
+        hi.extend([0xff; 8]);
+        self.by_user
+            .range(lo..=hi)
+            .map(|g| {
+                let (k, v) = g.into_inner().map_err(|s| self.engine(s))?;
+                self.decode(&k, &v).map(|(_, e)| e)
+            })
+            .collect()
+    }
+
+    /// Every user's events with `from <= time <= to`, one user at a time in key order, streamed
+    /// from disk. Users without events in the window are skipped.
+    pub fn users(&self, from: i64, to: i64) -> UserEvents<'_> {
+        UserEvents {
+            store: self,
+            iter: Box::new(self.by_user.iter()),
+            pending: None,
+            from,
+            to,
+        }
+    }
+
+    /// Approximate number of stored events (cheap).
+    pub fn approximate_len(&self) -> usize {
+        self.by_user.approximate_len()
+    }
+
+    /// The store's directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Iterator over `(user, events in the window)`, from [`EventStore::users`].
+pub struct UserEvents<'a> {
+    store: &'a EventStore,
+    iter: Box<dyn Iterator<Item = fjall::Guard> + 'a>,
+    pending: Option<(String, StoredEvent)>,
+    from: i64,
+    to: i64,
+}
+
+impl Iterator for UserEvents<'_> {
+    type Item = Result<(String, Vec<StoredEvent>), EventStoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut current: Option<(String, Vec<StoredEvent>)> = None;
+        loop {
+            let next = match self.pending.take() {
+                Some(p) => Some(p),
+                None => match self.iter.next() {
+                    None => None,
+                    Some(guard) => match guard
+                        .into_inner()
+                        .map_err(|s| self.store.engine(s))
+                        .and_then(|(k, v)| self.store.decode(&k, &v))
+                    {
+                        Ok(ev) => Some(ev),
+                        Err(e) => return Some(Err(e)),
+                    },
+                },
+            };
+            let Some((user, event)) = next else {
+                return current.filter(|(_, events)| !events.is_empty()).map(Ok);
+            };
+            match &mut current {
+                Some((u, events)) if *u == user => {
+                    if (self.from..=self.to).contains(&event.time) {
+                        events.push(event);
+                    }
+                }
+                Some((_, events)) if !events.is_empty() => {
+                    self.pending = Some((user, event));
+                    return current.map(Ok);
+                }
+                _ => {
+                    let mut events = Vec::new();
+                    if (self.from..=self.to).contains(&event.time) {
+                        events.push(event);
+                    }
+                    current = Some((user, events));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! # pinnersage-store
+//!
+//! Embedded, crash-safe storage of a data directory:
+//!
+//! - [`events`]: the append-heavy event log, in fjall (a journaled LSM tree);
+//! - [`profiles`]: the profiles each batch writes, in redb (ACID B-tree, fast point reads), one
+//!   file per generation, switched atomically.
+#![warn(missing_docs)]
+
+pub mod events;
+pub mod profiles;

@@ -1,0 +1,270 @@
+//! Profile generations: each batch writes every user's clusters into a new redb file
+//! (`DATA_DIR/profiles/gen-NNNNNN/profiles.redb`) that becomes visible atomically when the batch
+//! publishes it; readers keep using the previous generation until then.
+
+use std::path::{Path, PathBuf};
+
+use pinnersage_catalog::generation::{Generations, Staging};
+use redb::{Database, ReadableDatabase, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+const PROFILES: TableDefinition<&str, &[u8]> = TableDefinition::new("profiles");
+const FILE: &str = "profiles.redb";
+const META: &str = "meta.json";
+
+/// One stored interest of a user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredCluster {
+    /// External id of the medoid item.
+    pub medoid: String,
+    /// Number of actions in the cluster.
+    pub size: u32,
+    /// Importance at the batch's `now`.
+    pub importance: f64,
+    /// Latest action time in the cluster (unix seconds).
+    pub latest_time: i64,
+}
+
+/// A user's stored profile: clusters in profile order (importance, then size, then medoid).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StoredProfile {
+    /// The clusters.
+    pub clusters: Vec<StoredCluster>,
+}
+
+impl StoredProfile {
+    /// Compact binary encoding: `u32` count, then per cluster `u16` id length, id, `u32` size,
+    /// `f64` importance, `i64` latest time (all little-endian).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(4 + self.clusters.len() * 40);
+        out.extend((self.clusters.len() as u32).to_le_bytes());
+        for c in &self.clusters {
+            out.extend((c.medoid.len() as u16).to_le_bytes());
+            out.extend(c.medoid.as_bytes());
+            out.extend(c.size.to_le_bytes());
+            out.extend(c.importance.to_le_bytes());
+            out.extend(c.latest_time.to_le_bytes());
+        }
+        out
+    }
+
+    /// Decodes [`encode`](Self::encode)'s output; `None` if the bytes are malformed.
+    ///
+    /// ```
+    /// use pinnersage_store::profiles::{StoredCluster, StoredProfile};
+    /// let p = StoredProfile { clusters: vec![StoredCluster {
+    ///     medoid: "item-9".into(), size: 4, importance: 3.5, latest_time: 1_700_000_000 }] };
+    /// assert_eq!(StoredProfile::decode(&p.encode()), Some(p));
+    /// assert_eq!(StoredProfile::decode(&[1, 0, 0]), None);
+    /// ```
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        let mut r = bytes;
+        let mut take = |n: usize| -> Option<&[u8]> {
+            let (head, tail) = (r.get(..n)?, r.get(n..)?);
+            r = tail;
+            Some(head)
+        };
+        let count = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
+        let mut clusters = Vec::with_capacity(count.min(1 << 16));
+        for _ in 0..count {
+            let len = u16::from_le_bytes(take(2)?.try_into().ok()?) as usize;
+            let medoid = String::from_utf8(take(len)?.to_vec()).ok()?;
+            let size = u32::from_le_bytes(take(4)?.try_into().ok()?);
+            let importance = f64::from_le_bytes(take(8)?.try_into().ok()?);
+            let latest_time = i64::from_le_bytes(take(8)?.try_into().ok()?);
+            clusters.push(StoredCluster {
+                medoid,
+                size,
+                importance,
+                latest_time,
+            });
+        }
+        take(0).filter(|_| r.is_empty())?;
+        Some(Self { clusters })
+    }
+}
+
+/// What a profile generation was computed with (its `meta.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerationMeta {
+    /// The batch's `now` (unix seconds).
+    pub now: i64,
+    /// Window length in days.
+    pub window_days: u32,
+    /// Merge threshold.
+    pub alpha: f64,
+    /// Importance decay per day.
+    pub lambda: f64,
+    /// Cap on actions per user.
+    pub max_actions: usize,
+    /// `(index, count)` when the batch processed one shard of the users.
+    pub shard: Option<(u32, u32)>,
+    /// Number of users with a profile.
+    pub users: u64,
+}
+
+/// Errors of the profile store, naming the file concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileStoreError {
+    /// No batch has published profiles yet.
+    #[error("no profiles in {}: run `pinnersage batch` first", .0.display())]
+    Missing(PathBuf),
+    /// The storage engine or the file system failed.
+    #[error("{}: {message}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
+    /// A stored profile does not decode.
+    #[error("{}: corrupt profile of user {user:?}", path.display())]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// The user whose record is damaged.
+        user: String,
+    },
+}
+
+fn io(path: &Path) -> impl Fn(&dyn std::fmt::Display) -> ProfileStoreError + '_ {
+    move |e| ProfileStoreError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+fn generations(data_dir: &Path) -> Generations {
+    Generations::new(data_dir.join("profiles"))
+}
+
+/// Writes one profile generation; nothing is visible until [`ProfileWriter::publish`].
+pub struct ProfileWriter {
+    staging: Staging,
+    generations: Generations,
+    db: Database,
+    users: u64,
+}
+
+impl ProfileWriter {
+    /// Starts a new generation in `data_dir`.
+    pub fn begin(data_dir: &Path) -> Result<Self, ProfileStoreError> {
+        let generations = generations(data_dir);
+        let staging = generations
+            .stage()
+            .map_err(|e| io(generations.root())(&e))?;
+        let file = staging.path().join(FILE);
+        let db = Database::create(&file).map_err(|e| io(&file)(&e))?;
+        Ok(Self {
+            staging,
+            generations,
+            db,
+            users: 0,
+        })
+    }
+
+    /// Writes a chunk of profiles in one transaction.
+    pub fn write(&mut self, profiles: &[(String, StoredProfile)]) -> Result<(), ProfileStoreError> {
+        let file = self.staging.path().join(FILE);
+        let err = io(&file);
+        let txn = self.db.begin_write().map_err(|e| err(&e))?;
+        {
+            let mut table = txn.open_table(PROFILES).map_err(|e| err(&e))?;
+            for (user, profile) in profiles {
+                table
+                    .insert(user.as_str(), profile.encode().as_slice())
+                    .map_err(|e| err(&e))?;
+            }
+        }
+        txn.commit().map_err(|e| err(&e))?;
+        self.users += profiles.len() as u64;
+        Ok(())
+    }
+
+    /// Number of profiles written so far.
+    pub fn users(&self) -> u64 {
+        self.users
+    }
+
+    /// Writes `meta` (with the user count filled in) and makes the generation current.
+    pub fn publish(self, mut meta: GenerationMeta) -> Result<PathBuf, ProfileStoreError> {
+        let Self {
+            staging,
+            generations,
+            db,
+            users,
+        } = self;
+        drop(db); // closes the file; every transaction was committed durably
+        meta.users = users;
+        let meta_path = staging.path().join(META);
+        let json = serde_json::to_vec_pretty(&meta).expect("metadata serialises");
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&meta_path)?;
+            f.write_all(&json)?;
+            f.sync_all()
+        };
+        write().map_err(|e| io(&meta_path)(&e))?;
+        generations
+            .publish(staging)
+            .map_err(|e| io(generations.root())(&e))
+    }
+}
+
+/// The current profile generation of a data directory, opened for reading. redb allows one open
+/// handle per file in a process: share one `ProfileStore` (it is `Sync`) rather than opening the
+/// same generation twice.
+pub struct ProfileStore {
+    dir: PathBuf,
+    meta: GenerationMeta,
+    db: Database,
+}
+
+impl ProfileStore {
+    /// Opens the current generation.
+    pub fn open(data_dir: &Path) -> Result<Self, ProfileStoreError> {
+        let generations = generations(data_dir);
+        let dir = generations
+            .current()
+            .map_err(|e| io(generations.root())(&e))?
+            .ok_or_else(|| ProfileStoreError::Missing(data_dir.to_path_buf()))?;
+        let meta_path = dir.join(META);
+        let meta = std::fs::read(&meta_path)
+            .map_err(|e| io(&meta_path)(&e))
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| io(&meta_path)(&e)))?;
+        let file = dir.join(FILE);
+        let db = Database::open(&file).map_err(|e| io(&file)(&e))?;
+        Ok(Self { dir, meta, db })
+    }
+
+    /// The generation's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// What the generation was computed with.
+    pub fn meta(&self) -> &GenerationMeta {
+        &self.meta
+    }
+
+    /// The profile of `user`, if the batch produced one.
+    pub fn get(&self, user: &str) -> Result<Option<StoredProfile>, ProfileStoreError> {
+        let file = self.dir.join(FILE);
+        let err = io(&file);
+        let txn = self.db.begin_read().map_err(|e| err(&e))?;
+        let table = match txn.open_table(PROFILES) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(err(&e)),
+        };
+        let Some(bytes) = table.get(user).map_err(|e| err(&e))? else {
+            return Ok(None);
+        };
+        StoredProfile::decode(bytes.value())
+            .map(Some)
+            .ok_or_else(|| ProfileStoreError::Corrupt {
+                path: file.clone(),
+                user: user.to_owned(),
+            })
+    }
+}

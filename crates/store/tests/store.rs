@@ -1,0 +1,170 @@
+//! The event log and profile generations on a real disk.
+
+use std::path::PathBuf;
+
+use pinnersage_store::events::{Event, EventStore, InsertStats};
+use pinnersage_store::profiles::{
+    GenerationMeta, ProfileStore, ProfileStoreError, ProfileWriter, StoredCluster, StoredProfile,
+};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ps-store-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn ev(user: &str, item: &str, time: i64, action: &str) -> Event {
+    Event {
+        user: user.into(),
+        item: item.into(),
+        time,
+        action: action.into(),
+        weight: 1.0,
+        id: None,
+    }
+}
+
+#[test]
+fn events_are_grouped_by_user_in_time_order_and_deduplicated() {
+    let dir = scratch("events");
+    {
+        let store = EventStore::open(&dir).unwrap();
+        let batch = vec![
+            ev("u2", "b", 300, "click"),
+            ev("u1", "a", 200, "repin"),
+            ev("u1", "c", -50, "click"),
+            ev("u1", "a", 100, "click"),
+            ev("u10", "z", 5, ""),
+            ev("u1", "a", 100, "click"), // duplicate inside the batch
+        ];
+        assert_eq!(
+            store.insert(&batch).unwrap(),
+            InsertStats {
+                inserted: 5,
+                duplicates: 1
+            }
+        );
+        // Re-importing the same events adds nothing.
+        assert_eq!(
+            store.insert(&batch[..3]).unwrap(),
+            InsertStats {
+                inserted: 0,
+                duplicates: 3
+            }
+        );
+        // Same user and time but another item, or an explicit id, is a different event.
+        let mut with_id = ev("u1", "a", 100, "click");
+        with_id.id = Some("evt-1".into());
+        assert_eq!(
+            store
+                .insert(&[ev("u1", "b", 100, "click"), with_id.clone()])
+                .unwrap()
+                .inserted,
+            2
+        );
+        assert_eq!(store.insert(&[with_id]).unwrap().duplicates, 1);
+    }
+    // Durable: reopen and read back.
+    let store = EventStore::open(&dir).unwrap();
+    let u1 = store.user_events("u1", i64::MIN, i64::MAX).unwrap();
+    let times: Vec<i64> = u1.iter().map(|e| e.time).collect();
+    assert_eq!(times, vec![-50, 100, 100, 100, 200]);
+    assert_eq!(u1[4].action, "repin");
+    assert_eq!(u1[4].item, "a");
+    let window = store.user_events("u1", 100, 150).unwrap();
+    assert_eq!(window.len(), 3);
+    assert!(
+        store
+            .user_events("nobody", i64::MIN, i64::MAX)
+            .unwrap()
+            .is_empty()
+    );
+
+    let users: Vec<(String, usize)> = store
+        .users(0, 1000)
+        .map(|r| r.map(|(u, e)| (u, e.len())).unwrap())
+        .collect();
+    // "u1" sorts before "u2" before "u10" (length-prefixed keys); u1's event at -50 is outside.
+    assert_eq!(
+        users,
+        vec![("u1".into(), 4), ("u2".into(), 1), ("u10".into(), 1)]
+    );
+    let late: Vec<String> = store.users(250, 1000).map(|r| r.unwrap().0).collect();
+    assert_eq!(late, vec!["u2".to_string()]);
+}
+
+#[test]
+fn invalid_events_are_refused_before_anything_is_written() {
+    let dir = scratch("invalid");
+    let store = EventStore::open(&dir).unwrap();
+    let mut bad = ev("u", "i", 1, "click");
+    bad.weight = f32::NAN;
+    let err = store.insert(&[ev("u", "ok", 1, "click"), bad]).unwrap_err();
+    assert!(err.to_string().contains("weight must be finite"), "{err}");
+    assert!(
+        store
+            .user_events("u", i64::MIN, i64::MAX)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.insert(&[ev("", "i", 1, "")]).is_err());
+}
+
+#[test]
+fn profile_generations_switch_atomically() {
+    let dir = scratch("profiles");
+    assert!(matches!(
+        ProfileStore::open(&dir),
+        Err(ProfileStoreError::Missing(_))
+    ));
+    let meta = GenerationMeta {
+        now: 10,
+        window_days: 90,
+        alpha: 1.75,
+        lambda: 0.01,
+        max_actions: 2000,
+        shard: None,
+        users: 0,
+    };
+    let profile = |m: &str| StoredProfile {
+        clusters: vec![StoredCluster {
+            medoid: m.into(),
+            size: 3,
+            importance: 2.5,
+            latest_time: 9,
+        }],
+    };
+    let mut w = ProfileWriter::begin(&dir).unwrap();
+    w.write(&[("alice".into(), profile("x")), ("bob".into(), profile("y"))])
+        .unwrap();
+    let first = w.publish(meta.clone()).unwrap();
+    let old = ProfileStore::open(&dir).unwrap();
+    assert_eq!(old.meta().users, 2);
+    assert_eq!(old.get("alice").unwrap(), Some(profile("x")));
+    assert_eq!(old.get("carol").unwrap(), None);
+
+    // A second batch in progress is invisible; an abandoned one leaves nothing behind.
+    let mut w = ProfileWriter::begin(&dir).unwrap();
+    w.write(&[("alice".into(), profile("z"))]).unwrap();
+    assert_eq!(old.get("alice").unwrap(), Some(profile("x")));
+    let second = w
+        .publish(GenerationMeta {
+            now: 20,
+            ..meta.clone()
+        })
+        .unwrap();
+    let new = ProfileStore::open(&dir).unwrap();
+    assert_eq!(new.dir(), second);
+    assert_eq!(new.get("alice").unwrap(), Some(profile("z")));
+    assert_eq!(new.get("bob").unwrap(), None);
+    // The reader of the previous generation still works.
+    assert_eq!(old.get("bob").unwrap(), Some(profile("y")));
+    assert!(first.exists());
+    {
+        let mut w = ProfileWriter::begin(&dir).unwrap();
+        w.write(&[("dave".into(), profile("q"))]).unwrap();
+    }
+    drop(new); // redb allows one handle per file and process
+    assert_eq!(ProfileStore::open(&dir).unwrap().dir(), second);
+}
