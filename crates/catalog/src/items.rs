@@ -1,11 +1,13 @@
-//! Importing items into the catalog from the files teams have: NPY embeddings with an ids text
-//! file, or CSV/TSV (`id, v1, ..., vd`). Every refusal names the file and the line or row.
+//! Importing items into the catalog from the files teams have: Parquet (an id column and a list
+//! column), NPY embeddings with an ids text file, or CSV/TSV (`id, v1, ..., vd`). Every refusal
+//! names the file and the line or row.
 
 use std::fs;
 use std::path::Path;
 
 use crate::catalog::{CatalogBuilder, CatalogError, ImportSummary, RowError};
 use crate::npy::MappedMatrix;
+use crate::parquet_io::{ParquetReader, first_list_column, text_column, vector_column};
 
 /// How to read an items file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,10 +16,13 @@ pub enum ItemsFormat {
     Npy,
     /// Comma- or tab-separated `id, v1, ..., vd` rows, with or without a header line.
     Delimited(u8),
+    /// Parquet with an id column (`id`, `item` or `item_id`: strings or integers) and a vector
+    /// column (`embedding`, `vector`, or the first list column: lists of floats).
+    Parquet,
 }
 
 impl ItemsFormat {
-    /// The format implied by the file's extension (`.npy`, `.csv`, `.tsv`).
+    /// The format implied by the file's extension (`.parquet`, `.npy`, `.csv`, `.tsv`).
     pub fn from_path(path: &Path) -> Result<Self, CatalogError> {
         let ext = path
             .extension()
@@ -27,8 +32,9 @@ impl ItemsFormat {
             Some("npy") => Ok(Self::Npy),
             Some("csv") => Ok(Self::Delimited(b',')),
             Some("tsv") | Some("tab") => Ok(Self::Delimited(b'\t')),
+            Some("parquet") | Some("pq") => Ok(Self::Parquet),
             other => Err(CatalogError::Input(format!(
-                "{}: unsupported items file type {}; use .npy (with --ids) or .csv/.tsv",
+                "{}: unsupported items file type {}; use .parquet, .npy (with --ids) or .csv/.tsv",
                 path.display(),
                 other.map_or("(no extension)".to_owned(), |e| format!(".{e}"))
             ))),
@@ -67,16 +73,72 @@ pub fn import_items(
             })?;
             import_npy(data_dir, file, ids, normalize)
         }
-        ItemsFormat::Delimited(sep) => {
+        format => {
             if let Some(ids) = ids {
                 return Err(CatalogError::Input(format!(
-                    "{}: --ids is only for NPY files; CSV rows carry their id in the first column",
+                    "{}: --ids is only for NPY files; CSV and Parquet rows carry their own id",
                     ids.display()
                 )));
             }
-            import_delimited(data_dir, file, sep, normalize)
+            match format {
+                ItemsFormat::Delimited(sep) => import_delimited(data_dir, file, sep, normalize),
+                _ => import_parquet(data_dir, file, normalize),
+            }
         }
     }
+}
+
+fn import_parquet(
+    data_dir: &Path,
+    file: &Path,
+    normalize: bool,
+) -> Result<ImportSummary, CatalogError> {
+    let mut reader = ParquetReader::open(file).map_err(input)?;
+    let id_col = reader
+        .find_column(&["id", "item", "item_id"])
+        .ok_or_else(|| {
+            input(format!(
+                "{}: no id column (looked for id, item, item_id; columns: {})",
+                file.display(),
+                reader.column_names()
+            ))
+        })?;
+    let vec_col = reader
+        .find_column(&["embedding", "vector", "emb"])
+        .or_else(|| first_list_column(reader.schema()))
+        .ok_or_else(|| {
+            input(format!(
+                "{}: no embedding column (a list of floats named embedding, vector or emb; columns: {})",
+                file.display(),
+                reader.column_names()
+            ))
+        })?;
+    let in_file = |e: String| input(format!("{}: {e}", file.display()));
+    let mut builder: Option<CatalogBuilder> = None;
+    while let Some(batch) = reader.next_batch() {
+        let (first_row, batch) = batch.map_err(input)?;
+        let ids = text_column(&batch, &id_col).map_err(in_file)?;
+        let vectors = vector_column(&batch, &vec_col).map_err(in_file)?;
+        for (k, (id, vector)) in ids.into_iter().zip(vectors).enumerate() {
+            let row = first_row + k;
+            let at = |msg: &dyn std::fmt::Display| {
+                input(format!("{}: row {row}: {msg}", file.display()))
+            };
+            let mut vector = vector.ok_or_else(|| at(&format!("{vec_col:?} is null")))?;
+            if builder.is_none() {
+                if vector.is_empty() {
+                    return Err(at(&"the embedding is empty"));
+                }
+                builder = Some(CatalogBuilder::new(data_dir, vector.len(), normalize)?);
+            }
+            if let Some(b) = builder.as_mut() {
+                b.push(id.as_deref().unwrap_or(""), &mut vector)
+                    .map_err(|e| at(&e))?;
+            }
+        }
+    }
+    let builder = builder.ok_or_else(|| input(format!("{}: no items", file.display())))?;
+    builder.commit(&file.display().to_string())
 }
 
 fn input(msg: String) -> CatalogError {

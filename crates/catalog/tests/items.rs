@@ -122,8 +122,8 @@ fn bad_files_are_refused_with_file_and_place() {
         import_err(&dir, &zero, None, true),
         format!("{d}/zero.csv: line 1: the vector has zero length and cannot be L2-normalised")
     );
-    let pq = write(&dir, "items.parquet", "");
-    assert!(import_err(&dir, &pq, None, false).contains("unsupported items file type .parquet"));
+    let pq = write(&dir, "items.xlsx", "");
+    assert!(import_err(&dir, &pq, None, false).contains("unsupported items file type .xlsx"));
 
     let x = dir.join("x.npy");
     npy::write_f32_matrix(&x, &[1.0, 2.0, f32::INFINITY, 4.0], 2, 2).unwrap();
@@ -212,4 +212,85 @@ fn fortran_ordered_float64_npy_is_read_in_row_order() {
     import_items(&dir, &x, Some(&ids), false).unwrap();
     let c = Catalog::open(&dir).unwrap();
     assert_eq!(c.embeddings(), &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+}
+
+#[test]
+fn parquet_items_with_integer_ids_and_clear_errors() {
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, Int64Array, StringArray};
+    use arrow_schema::{DataType, Field};
+    use pinnersage_catalog::parquet_io::{ParquetWriter, vector_array, vector_field};
+
+    let dir = scratch("parquet");
+    let p = dir.join("items.parquet");
+    let mut w = ParquetWriter::create(
+        &p,
+        vec![
+            Field::new("item_id", DataType::Int64, false),
+            vector_field("vec", 2),
+        ],
+    )
+    .unwrap();
+    w.write(vec![
+        Arc::new(Int64Array::from(vec![10, 20])) as ArrayRef,
+        vector_array(vec![3.0, 4.0, 0.0, 2.0], 2),
+    ])
+    .unwrap();
+    w.finish().unwrap();
+    import_items(&dir, &p, None, true).unwrap();
+    let c = Catalog::open(&dir).unwrap();
+    assert_eq!(c.embedding(c.row_of("10").unwrap()), &[0.6, 0.8]);
+    assert_eq!(c.row_of("20"), Some(1));
+
+    let q = dir.join("noid.parquet");
+    let mut w = ParquetWriter::create(
+        &q,
+        vec![
+            Field::new("name", DataType::Utf8, false),
+            vector_field("embedding", 2),
+        ],
+    )
+    .unwrap();
+    w.write(vec![
+        Arc::new(StringArray::from(vec!["a"])) as ArrayRef,
+        vector_array(vec![1.0, 0.0], 2),
+    ])
+    .unwrap();
+    w.finish().unwrap();
+    assert_eq!(
+        import_err(&dir, &q, None, false),
+        format!(
+            "{}: no id column (looked for id, item, item_id; columns: name, embedding)",
+            q.display()
+        )
+    );
+    let r = dir.join("dup.parquet");
+    let mut w = ParquetWriter::create(
+        &r,
+        vec![
+            Field::new("id", DataType::Utf8, false),
+            vector_field("embedding", 1),
+        ],
+    )
+    .unwrap();
+    w.write(vec![
+        Arc::new(StringArray::from(vec!["a", "a"])) as ArrayRef,
+        vector_array(vec![1.0, 2.0], 1),
+    ])
+    .unwrap();
+    w.finish().unwrap();
+    assert_eq!(
+        import_err(&dir, &r, None, false),
+        format!(
+            "{}: row 1: item id \"a\" duplicates item 0 (0-based) of this import",
+            r.display()
+        )
+    );
+    let junk = write(&dir, "junk.parquet", "not parquet");
+    assert!(
+        import_err(&dir, &junk, None, false).contains("junk.parquet: not a readable Parquet file")
+    );
+    // The good catalog is still the current one.
+    assert_eq!(Catalog::open(&dir).unwrap().rows(), 2);
 }

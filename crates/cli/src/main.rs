@@ -30,6 +30,7 @@ enum Command {
     Catalog(items::CatalogArgs),
     Batch(batch::BatchArgs),
     Profile(batch::ProfileArgs),
+    Synth(batch::SynthArgs),
     Bench(bench::BenchArgs),
 }
 
@@ -61,6 +62,7 @@ fn main() -> ExitCode {
         Command::Catalog(args) => items::run_catalog(&args),
         Command::Batch(args) => batch::run_batch_cmd(&args),
         Command::Profile(args) => batch::run_profile(&args),
+        Command::Synth(args) => batch::run_synth(&args),
         Command::Bench(args) => bench::run(&args),
     };
     match result {

@@ -29,6 +29,7 @@ pub mod hash;
 mod hugepages;
 pub mod importance;
 pub mod medoid;
+pub mod metrics;
 pub mod profile;
 pub mod sample;
 mod simd;

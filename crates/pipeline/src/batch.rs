@@ -17,6 +17,11 @@ use pinnersage_store::profiles::{
     GenerationMeta, ProfileStoreError, ProfileWriter, StoredCluster, StoredProfile,
 };
 use rayon::prelude::*;
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Float64Array, Int64Array, StringArray, UInt32Array};
+use arrow_schema::{DataType, Field};
+use pinnersage_catalog::parquet_io::ParquetWriter;
 
 /// Settings of one batch run.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +37,9 @@ pub struct BatchConfig {
     pub shard: Option<Shard>,
     /// Users per parallel chunk.
     pub chunk_users: usize,
+    /// Also write the profiles to this Parquet file (one row per cluster: `user`, `rank`,
+    /// `medoid`, `size`, `importance`, `latest_time`).
+    pub parquet_out: Option<PathBuf>,
 }
 
 /// One of `count` disjoint parts of the users.
@@ -106,6 +114,9 @@ pub enum BatchError {
     /// Parameters are invalid.
     #[error("{0}")]
     Config(String),
+    /// The Parquet output could not be written.
+    #[error("{0}")]
+    Output(String),
     /// No events in the window.
     #[error(
         "no events between {from} and {to} (unix seconds): nothing to cluster; --now defaults to the current time, pass --now for historical data"
@@ -143,6 +154,12 @@ pub fn run_batch(
     let catalog = Catalog::open(data_dir)?;
     let events = EventStore::open(data_dir)?;
     let mut writer = ProfileWriter::begin(data_dir)?;
+    let mut parquet = config
+        .parquet_out
+        .as_deref()
+        .map(ProfilesParquet::create)
+        .transpose()
+        .map_err(BatchError::Output)?;
     let from = config
         .now
         .saturating_sub(i64::from(config.window_days) * SECONDS_PER_DAY as i64);
@@ -174,6 +191,9 @@ pub fn run_batch(
                 }
             }
             writer.write(&profiles)?;
+            if let Some(out) = parquet.as_mut() {
+                out.write(&profiles).map_err(BatchError::Output)?;
+            }
             chunk.clear();
             progress(totals.0);
         }
@@ -186,6 +206,9 @@ pub fn run_batch(
             from,
             to: config.now,
         });
+    }
+    if let Some(out) = parquet {
+        out.finish().map_err(BatchError::Output)?;
     }
     let generation = writer.publish(GenerationMeta {
         now: config.now,
@@ -221,6 +244,50 @@ pub fn run_batch(
     })
 }
 
+/// Reusable per-thread buffers for [`cluster_user`].
+#[derive(Debug, Default)]
+pub struct UserBuffers {
+    embeddings: Vec<f32>,
+    times: Vec<i64>,
+    weights: Vec<f32>,
+    /// For each clustered action, the index of its event in the user's event list.
+    pub event_index: Vec<usize>,
+    rows: Vec<usize>,
+}
+
+/// Clusters one user's events: resolves items through the catalog (unknown items are skipped),
+/// gathers their embeddings and builds the profile. Cluster members index
+/// `buffers.event_index`, which maps them back to `events`. `None` if no item is known.
+pub fn cluster_user(
+    clusterer: &mut Clusterer,
+    catalog: &Catalog,
+    events: &[StoredEvent],
+    now: i64,
+    buffers: &mut UserBuffers,
+) -> Result<Option<pinnersage_core::Profile>, CoreError> {
+    let b = buffers;
+    b.embeddings.clear();
+    b.times.clear();
+    b.weights.clear();
+    b.event_index.clear();
+    b.rows.clear();
+    for (k, e) in events.iter().enumerate() {
+        if let Some(row) = catalog.row_of(&e.item) {
+            b.embeddings.extend_from_slice(catalog.embedding(row));
+            b.times.push(e.time);
+            b.weights.push(e.weight);
+            b.event_index.push(k);
+            b.rows.push(row);
+        }
+    }
+    if b.rows.is_empty() {
+        return Ok(None);
+    }
+    let x = Embeddings::new(&b.embeddings, catalog.dim())?;
+    let actions = Actions::new(x, &b.times, Some(&b.weights))?;
+    clusterer.profile(&actions, now).map(Some)
+}
+
 /// Clusters a chunk of users in parallel.
 fn cluster_chunk(
     catalog: &Catalog,
@@ -232,45 +299,28 @@ fn cluster_chunk(
         .map_init(
             || {
                 let clusterer = Clusterer::new(config.params.clone()).expect("validated above");
-                (
-                    clusterer,
-                    Vec::<f32>::new(),
-                    Vec::<i64>::new(),
-                    Vec::<f32>::new(),
-                    Vec::<usize>::new(),
-                )
+                (clusterer, UserBuffers::default())
             },
-            |(clusterer, emb, times, weights, rows), (user, events)| {
-                emb.clear();
-                times.clear();
-                weights.clear();
-                rows.clear();
-                for e in events {
-                    if let Some(row) = catalog.row_of(&e.item) {
-                        emb.extend_from_slice(catalog.embedding(row));
-                        times.push(e.time);
-                        weights.push(e.weight);
-                        rows.push(row);
-                    }
-                }
-                let unknown = (events.len() - rows.len()) as u64;
-                if rows.is_empty() {
+            |(clusterer, buffers), (user, events)| {
+                let profile = cluster_user(clusterer, catalog, events, config.now, buffers)
+                    .map_err(|e| BatchError::Config(format!("user {user:?}: {e}")))?;
+                let known = buffers.rows.len();
+                let unknown = (events.len() - known) as u64;
+                let Some(profile) = profile else {
                     return Ok(UserResult {
                         user: user.clone(),
                         profile: None,
                         actions: 0,
                         unknown,
                     });
-                }
-                let profile = profile_of(clusterer, emb, catalog.dim(), times, weights, config.now)
-                    .map_err(|e| BatchError::Config(format!("user {user:?}: {e}")))?;
+                };
                 let actions = profile.clusters.iter().map(|c| c.size() as u64).sum();
                 let stored = StoredProfile {
                     clusters: profile
                         .clusters
                         .iter()
                         .map(|c| StoredCluster {
-                            medoid: catalog.id(rows[c.medoid]).to_owned(),
+                            medoid: catalog.id(buffers.rows[c.medoid]).to_owned(),
                             size: c.size() as u32,
                             importance: c.importance,
                             latest_time: c.latest_time,
@@ -288,15 +338,50 @@ fn cluster_chunk(
         .collect()
 }
 
-fn profile_of(
-    clusterer: &mut Clusterer,
-    emb: &[f32],
-    dim: usize,
-    times: &[i64],
-    weights: &[f32],
-    now: i64,
-) -> Result<pinnersage_core::Profile, CoreError> {
-    let x = Embeddings::new(emb, dim)?;
-    let actions = Actions::new(x, times, Some(weights))?;
-    clusterer.profile(&actions, now)
+/// The `--out` Parquet file of a batch: one row per cluster.
+struct ProfilesParquet(ParquetWriter);
+
+impl ProfilesParquet {
+    fn create(path: &Path) -> Result<Self, String> {
+        ParquetWriter::create(
+            path,
+            vec![
+                Field::new("user", DataType::Utf8, false),
+                Field::new("rank", DataType::UInt32, false),
+                Field::new("medoid", DataType::Utf8, false),
+                Field::new("size", DataType::UInt32, false),
+                Field::new("importance", DataType::Float64, false),
+                Field::new("latest_time", DataType::Int64, false),
+            ],
+        )
+        .map(Self)
+    }
+
+    fn write(&mut self, profiles: &[(String, StoredProfile)]) -> Result<(), String> {
+        let rows = profiles
+            .iter()
+            .flat_map(|(u, p)| p.clusters.iter().enumerate().map(move |(r, c)| (u, r, c)));
+        let (mut user, mut rank, mut medoid, mut size, mut importance, mut latest) =
+            (vec![], vec![], vec![], vec![], vec![], vec![]);
+        for (u, r, c) in rows {
+            user.push(u.as_str());
+            rank.push(r as u32);
+            medoid.push(c.medoid.as_str());
+            size.push(c.size);
+            importance.push(c.importance);
+            latest.push(c.latest_time);
+        }
+        self.0.write(vec![
+            Arc::new(StringArray::from(user)) as ArrayRef,
+            Arc::new(UInt32Array::from(rank)),
+            Arc::new(StringArray::from(medoid)),
+            Arc::new(UInt32Array::from(size)),
+            Arc::new(Float64Array::from(importance)),
+            Arc::new(Int64Array::from(latest)),
+        ])
+    }
+
+    fn finish(self) -> Result<PathBuf, String> {
+        self.0.finish()
+    }
 }

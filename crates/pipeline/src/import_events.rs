@@ -1,4 +1,4 @@
-//! Importing engagement logs (CSV/TSV or JSON lines) into the event store.
+//! Importing engagement logs (Parquet, CSV/TSV or JSON lines) into the event store.
 //!
 //! Without `skip_invalid` a file is validated completely before anything from it is stored, so a
 //! malformed row never leaves a file half-imported; with it, bad rows are counted and skipped.
@@ -9,9 +9,10 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use pinnersage_catalog::catalog::{Catalog, CatalogError};
+use pinnersage_catalog::parquet_io::{ParquetReader, number_column, text_column, time_column};
 use pinnersage_store::events::{Event, EventStore, EventStoreError};
 
-use crate::timestamp::parse_timestamp;
+use pinnersage_catalog::timestamp::parse_timestamp;
 
 /// Column (or JSON field) names of an events file.
 #[derive(Debug, Clone, PartialEq)]
@@ -84,6 +85,22 @@ pub enum ImportError {
 
 const BATCH: usize = 10_000;
 
+/// Where a row is: a line of a text file (1-based) or a row of a Parquet file (0-based).
+#[derive(Debug, Clone, Copy)]
+enum Loc {
+    Line(u64),
+    Row(u64),
+}
+
+impl std::fmt::Display for Loc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Loc::Line(n) => write!(f, "line {n}"),
+            Loc::Row(n) => write!(f, "row {n}"),
+        }
+    }
+}
+
 /// Imports every file into the event store of `data_dir`.
 pub fn import_events(
     data_dir: &Path,
@@ -108,14 +125,13 @@ pub fn import_events(
     };
     for file in files {
         if !options.skip_invalid {
-            for_each_row(file, &options.columns, |line, row| {
-                row.map(|_| ()).map_err(|p| {
-                    ImportError::Input(format!("{}: line {line}: {p}", file.display()))
-                })
+            for_each_row(file, &options.columns, |loc, row| {
+                row.map(|_| ())
+                    .map_err(|p| ImportError::Input(format!("{}: {loc}: {p}", file.display())))
             })?;
         }
         let mut batch = Vec::with_capacity(BATCH);
-        for_each_row(file, &options.columns, |line, row| {
+        for_each_row(file, &options.columns, |loc, row| {
             report.rows += 1;
             match row {
                 Ok(event) => {
@@ -124,13 +140,10 @@ pub fn import_events(
                     }
                     batch.push(event);
                 }
-                Err(p) if options.skip_invalid => {
-                    let _ = (line, p);
-                    report.invalid += 1;
-                }
+                Err(_) if options.skip_invalid => report.invalid += 1,
                 Err(p) => {
                     return Err(ImportError::Input(format!(
-                        "{}: line {line}: {p}",
+                        "{}: {loc}: {p}",
                         file.display()
                     )));
                 }
@@ -154,6 +167,7 @@ pub fn import_events(
 enum Format {
     Delimited(u8),
     JsonLines,
+    Parquet,
 }
 
 impl Format {
@@ -166,8 +180,9 @@ impl Format {
             Some("csv") => Ok(Self::Delimited(b',')),
             Some("tsv") | Some("tab") => Ok(Self::Delimited(b'\t')),
             Some("jsonl") | Some("ndjson") | Some("json") => Ok(Self::JsonLines),
+            Some("parquet") | Some("pq") => Ok(Self::Parquet),
             other => Err(ImportError::Input(format!(
-                "{}: unsupported events file type {}; use .csv, .tsv or .jsonl",
+                "{}: unsupported events file type {}; use .parquet, .csv, .tsv or .jsonl",
                 path.display(),
                 other.map_or("(no extension)".to_owned(), |e| format!(".{e}"))
             ))),
@@ -179,7 +194,7 @@ impl Format {
 fn for_each_row(
     file: &Path,
     columns: &EventColumns,
-    mut f: impl FnMut(u64, Result<Event, String>) -> Result<(), ImportError>,
+    mut f: impl FnMut(Loc, Result<Event, String>) -> Result<(), ImportError>,
 ) -> Result<(), ImportError> {
     let unreadable = |e: &dyn std::fmt::Display| {
         ImportError::Input(format!("{}: cannot read: {e}", file.display()))
@@ -219,7 +234,7 @@ fn for_each_row(
                     Ok(true) => {}
                     Err(e) => {
                         let line = e.position().map_or(0, |p| p.line());
-                        f(line, Err(e.to_string()))?;
+                        f(Loc::Line(line), Err(e.to_string()))?;
                         continue;
                     }
                 }
@@ -238,7 +253,7 @@ fn for_each_row(
                     get(w),
                     get(id),
                 );
-                f(line, row)?;
+                f(Loc::Line(line), row)?;
             }
         }
         Format::JsonLines => {
@@ -282,11 +297,65 @@ fn for_each_row(
                             id.as_deref(),
                         )
                     });
-                f(line_no, row)?;
+                f(Loc::Line(line_no), row)?;
             }
             Ok(())
         }
+        Format::Parquet => for_each_parquet_row(file, columns, f),
     }
+}
+
+fn for_each_parquet_row(
+    file: &Path,
+    columns: &EventColumns,
+    mut f: impl FnMut(Loc, Result<Event, String>) -> Result<(), ImportError>,
+) -> Result<(), ImportError> {
+    let input = |e: String| ImportError::Input(e);
+    let in_file = |e: String| ImportError::Input(format!("{}: {e}", file.display()));
+    let mut reader = ParquetReader::open(file).map_err(input)?;
+    let user = reader.require_column(&columns.user).map_err(input)?;
+    let item = reader.require_column(&columns.item).map_err(input)?;
+    let time = reader.require_column(&columns.time).map_err(input)?;
+    let action = reader.find_column(&[columns.action.as_str()]);
+    let weight = reader.find_column(&[columns.weight.as_str()]);
+    let id = reader.find_column(&[columns.id.as_str()]);
+    while let Some(batch) = reader.next_batch() {
+        let (first, batch) = batch.map_err(input)?;
+        let users = text_column(&batch, &user).map_err(in_file)?;
+        let items = text_column(&batch, &item).map_err(in_file)?;
+        let times = time_column(&batch, &time).map_err(in_file)?;
+        let n = users.len();
+        let optional_text = |c: &Option<String>| -> Result<Vec<Option<String>>, ImportError> {
+            c.as_ref().map_or(Ok(vec![None; n]), |c| {
+                text_column(&batch, c).map_err(in_file)
+            })
+        };
+        let (actions, ids) = (optional_text(&action)?, optional_text(&id)?);
+        let weights = weight.as_ref().map_or(Ok(vec![None; n]), |c| {
+            number_column(&batch, c).map_err(in_file)
+        })?;
+        for k in 0..n {
+            let row = match &times[k] {
+                Some(Err(e)) => Err(format!("{}: {e}", columns.time)),
+                Some(Ok(t)) => {
+                    let t = t.to_string();
+                    let w = weights[k].map(|w| w.to_string());
+                    build_event(
+                        columns,
+                        users[k].as_deref(),
+                        items[k].as_deref(),
+                        Some(&t),
+                        actions[k].as_deref(),
+                        w.as_deref(),
+                        ids[k].as_deref(),
+                    )
+                }
+                None => Err(format!("missing {:?}", columns.time)),
+            };
+            f(Loc::Row((first + k) as u64), row)?;
+        }
+    }
+    Ok(())
 }
 
 fn build_event(

@@ -7,4 +7,3 @@
 
 pub mod batch;
 pub mod import_events;
-pub mod timestamp;

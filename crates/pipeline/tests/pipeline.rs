@@ -63,6 +63,7 @@ fn config(shard: Option<Shard>) -> BatchConfig {
         },
         shard,
         chunk_users: 7,
+        parquet_out: None,
     }
 }
 
@@ -265,10 +266,10 @@ fn malformed_rows_name_file_and_line_and_store_nothing() {
             ),
         ),
         (
-            "events.parquet",
+            "events.xml",
             "",
             format!(
-                "{d}/events.parquet: unsupported events file type .parquet; use .csv, .tsv or .jsonl"
+                "{d}/events.xml: unsupported events file type .xml; use .parquet, .csv, .tsv or .jsonl"
             ),
         ),
     ];
@@ -296,4 +297,194 @@ fn malformed_rows_name_file_and_line_and_store_nothing() {
     fs::write(&p, "user,item,timestamp\nu,i,1\nu,i,never\nu,j,2\n").unwrap();
     let report = import_events(&dir, &[p], &lenient).unwrap();
     assert_eq!((report.rows, report.inserted, report.invalid), (3, 2, 1));
+}
+
+/// Synthetic data end to end through Parquet: recovered clusters are scored against the true
+/// interests with the adjusted Rand index (ARI), per user, weighted by actions.
+#[test]
+fn synthetic_parquet_run_recovers_true_interests() {
+    use pinnersage_catalog::catalog::Catalog;
+    use pinnersage_catalog::items::import_items;
+    use pinnersage_catalog::parquet_io::{ParquetReader, number_column, text_column};
+    use pinnersage_catalog::synth::{SynthConfig, generate};
+    use pinnersage_core::Clusterer;
+    use pinnersage_core::metrics::adjusted_rand_index;
+    use pinnersage_pipeline::batch::{UserBuffers, cluster_user};
+    use std::collections::HashMap;
+
+    let dir = scratch("synth");
+    let cfg = SynthConfig {
+        users: 150,
+        items: 3_000,
+        dim: 32,
+        seed: 7,
+        topics: Some(40),
+        ..Default::default()
+    };
+    let synth = generate(&dir.join("synth"), &cfg, &|_| {}).unwrap();
+    import_items(&dir, &synth.items_file, None, false).unwrap();
+    let report = import_events(
+        &dir,
+        std::slice::from_ref(&synth.events_file),
+        &ImportOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        (report.inserted + report.duplicates, report.unknown_items),
+        (synth.events, Some(0))
+    );
+
+    let out = dir.join("profiles.parquet");
+    let batch = BatchConfig {
+        now: cfg.now,
+        window_days: cfg.days,
+        params: ProfileParams::default(),
+        shard: None,
+        chunk_users: 64,
+        parquet_out: Some(out.clone()),
+    };
+    let summary = run_batch(&dir, &batch, &|_| {}).unwrap();
+    assert_eq!(summary.users, 150);
+    // The Parquet output holds every cluster of every user.
+    let mut reader = ParquetReader::open(&out).unwrap();
+    let mut rows = 0;
+    while let Some(b) = reader.next_batch() {
+        let (_, b) = b.unwrap();
+        rows += text_column(&b, "medoid").unwrap().len();
+    }
+    let profiles = all_profiles(&dir, 150);
+    assert_eq!(
+        rows,
+        profiles.values().map(|p| p.clusters.len()).sum::<usize>()
+    );
+
+    // Ground truth per (user, item, time), from the synthetic events file.
+    let mut truth: HashMap<(String, String, i64), u32> = HashMap::new();
+    let mut reader = ParquetReader::open(&synth.events_file).unwrap();
+    while let Some(b) = reader.next_batch() {
+        let (_, b) = b.unwrap();
+        let (u, i) = (
+            text_column(&b, "user").unwrap(),
+            text_column(&b, "item").unwrap(),
+        );
+        let (t, k) = (
+            number_column(&b, "timestamp").unwrap(),
+            number_column(&b, "true_interest").unwrap(),
+        );
+        for r in 0..u.len() {
+            truth.insert(
+                (
+                    u[r].clone().unwrap(),
+                    i[r].clone().unwrap(),
+                    t[r].unwrap() as i64,
+                ),
+                k[r].unwrap() as u32,
+            );
+        }
+    }
+    let catalog = Catalog::open(&dir).unwrap();
+    let store = EventStore::open(&dir).unwrap();
+    let mut clusterer = Clusterer::new(ProfileParams::default()).unwrap();
+    let mut buffers = UserBuffers::default();
+    let (mut weighted, mut total) = (0.0, 0.0);
+    for user in profiles.keys() {
+        let events = store.user_events(user, i64::MIN, i64::MAX).unwrap();
+        let profile = cluster_user(&mut clusterer, &catalog, &events, cfg.now, &mut buffers)
+            .unwrap()
+            .unwrap();
+        let mut ours = vec![0usize; buffers.event_index.len()];
+        for (k, c) in profile.clusters.iter().enumerate() {
+            c.members.iter().for_each(|&m| ours[m] = k);
+        }
+        let theirs: Vec<u32> = buffers
+            .event_index
+            .iter()
+            .map(|&e| truth[&(user.clone(), events[e].item.clone(), events[e].time)])
+            .collect();
+        let n = ours.len() as f64;
+        weighted += adjusted_rand_index(&ours, &theirs) * n;
+        total += n;
+    }
+    let ari = weighted / total;
+    eprintln!(
+        "synthetic: action-weighted mean ARI = {ari:.3} over {} users",
+        profiles.len()
+    );
+    assert!(
+        ari > 0.6,
+        "clusters should recover the true interests, ARI {ari}"
+    );
+}
+
+#[test]
+fn parquet_events_with_timestamp_types_and_missing_columns() {
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, StringArray, TimestampMillisecondArray};
+    use arrow_schema::{DataType, Field, TimeUnit};
+    use pinnersage_catalog::parquet_io::ParquetWriter;
+
+    let dir = scratch("pq-events");
+    let p = dir.join("e.parquet");
+    let mut w = ParquetWriter::create(
+        &p,
+        vec![
+            Field::new("user", DataType::Utf8, false),
+            Field::new("item", DataType::Utf8, false),
+            Field::new(
+                "timestamp",
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                false,
+            ),
+        ],
+    )
+    .unwrap();
+    w.write(vec![
+        Arc::new(StringArray::from(vec!["u", "u"])) as ArrayRef,
+        Arc::new(StringArray::from(vec!["a", "b"])),
+        Arc::new(TimestampMillisecondArray::from(vec![
+            1_700_000_000_500,
+            1_700_000_001_000,
+        ])),
+    ])
+    .unwrap();
+    w.finish().unwrap();
+    let report = import_events(&dir, &[p], &ImportOptions::default()).unwrap();
+    assert_eq!(report.inserted, 2);
+    let events = EventStore::open(&dir)
+        .unwrap()
+        .user_events("u", 0, i64::MAX)
+        .unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.time).collect::<Vec<_>>(),
+        vec![1_700_000_000, 1_700_000_001]
+    );
+
+    let q = dir.join("short.parquet");
+    let mut w = ParquetWriter::create(
+        &q,
+        vec![
+            Field::new("user", DataType::Utf8, false),
+            Field::new("item", DataType::Utf8, false),
+        ],
+    )
+    .unwrap();
+    w.write(vec![
+        Arc::new(StringArray::from(vec!["u"])) as ArrayRef,
+        Arc::new(StringArray::from(vec!["a"])),
+    ])
+    .unwrap();
+    w.finish().unwrap();
+    match import_events(&dir, std::slice::from_ref(&q), &ImportOptions::default()) {
+        Err(ImportError::Input(msg)) => {
+            assert_eq!(
+                msg,
+                format!(
+                    "{}: no column \"timestamp\" (columns: user, item)",
+                    q.display()
+                )
+            )
+        }
+        other => panic!("{other:?}"),
+    }
 }

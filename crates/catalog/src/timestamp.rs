@@ -4,7 +4,7 @@
 /// date-time (`2018-09-24T00:00:00Z`, `2018-09-24 02:00:00+02:00`, fractions ignored).
 ///
 /// ```
-/// use pinnersage_pipeline::timestamp::parse_timestamp;
+/// use pinnersage_catalog::timestamp::parse_timestamp;
 /// assert_eq!(parse_timestamp("1537747200"), Ok(1_537_747_200));
 /// assert_eq!(parse_timestamp("1537747200.9"), Ok(1_537_747_200));
 /// assert_eq!(parse_timestamp("2018-09-24T00:00:00Z"), Ok(1_537_747_200));
