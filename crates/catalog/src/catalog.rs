@@ -250,9 +250,12 @@ impl Catalog {
 
     /// The external id of `row`. Panics if `row >= rows()`.
     pub fn id(&self, row: usize) -> &str {
-        let bytes = &self.ids[self.offset(row)..self.offset(row + 1)];
         // Checked to be UTF-8 on open, and offsets fall on id boundaries written by us.
-        std::str::from_utf8(bytes).unwrap_or("")
+        std::str::from_utf8(self.id_bytes(row)).unwrap_or("")
+    }
+
+    fn id_bytes(&self, row: usize) -> &[u8] {
+        &self.ids[self.offset(row)..self.offset(row + 1)]
     }
 
     /// The row of the item with external id `id`, by binary search.
@@ -261,7 +264,7 @@ impl Catalog {
         while lo < hi {
             let mid = (lo + hi) / 2;
             let row = self.sorted_row(mid) as usize;
-            match self.id(row).as_bytes().cmp(id.as_bytes()) {
+            match self.id_bytes(row).cmp(id.as_bytes()) {
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
                 std::cmp::Ordering::Equal => return Some(row),
