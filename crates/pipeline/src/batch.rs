@@ -129,6 +129,9 @@ pub enum BatchError {
     },
 }
 
+/// Users and their events in the window, as streamed from the store.
+type Chunk = Vec<(String, Vec<StoredEvent>)>;
+
 /// One user's result inside a chunk.
 struct UserResult {
     user: String,
@@ -151,7 +154,9 @@ pub fn run_batch(
             "window days and chunk size must be at least 1".into(),
         ));
     }
-    let catalog = Catalog::open(data_dir)?;
+    let mut catalog = Catalog::open(data_dir)?;
+    catalog.build_hash_index();
+    let catalog = catalog;
     let events = EventStore::open(data_dir)?;
     let mut writer = ProfileWriter::begin(data_dir)?;
     let mut parquet = config
@@ -165,17 +170,35 @@ pub fn run_batch(
         .saturating_sub(i64::from(config.window_days) * SECONDS_PER_DAY as i64);
     let mut totals = (0u64, 0u64, 0u64, 0u64); // users seen, actions, unknown, users without items
     let mut cluster_counts: Vec<u32> = Vec::new();
-    let mut chunk: Vec<(String, Vec<StoredEvent>)> = Vec::with_capacity(config.chunk_users);
-    let mut users_iter = events.users(from, config.now);
-    loop {
-        let next = users_iter.next().transpose()?;
-        let done = next.is_none();
-        if let Some((user, evs)) = next {
-            if config.shard.is_none_or(|s| s.contains(&user)) {
-                chunk.push((user, evs));
+    std::thread::scope(|scope| -> Result<(), BatchError> {
+        // One thread streams users from the store while the pool clusters the previous chunk.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk, EventStoreError>>(2);
+        let events = &events;
+        scope.spawn(move || {
+            let mut chunk = Vec::with_capacity(config.chunk_users);
+            for next in events.users(from, config.now) {
+                match next {
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                    Ok((user, evs)) if config.shard.is_none_or(|s| s.contains(&user)) => {
+                        chunk.push((user, evs));
+                    }
+                    Ok(_) => {}
+                }
+                if chunk.len() >= config.chunk_users
+                    && tx.send(Ok(std::mem::take(&mut chunk))).is_err()
+                {
+                    return; // the consumer stopped
+                }
             }
-        }
-        if chunk.len() >= config.chunk_users || (done && !chunk.is_empty()) {
+            if !chunk.is_empty() {
+                let _ = tx.send(Ok(chunk));
+            }
+        });
+        for chunk in rx {
+            let chunk = chunk?;
             let results = cluster_chunk(&catalog, config, &chunk)?;
             let mut profiles = Vec::with_capacity(results.len());
             for r in results {
@@ -194,13 +217,10 @@ pub fn run_batch(
             if let Some(out) = parquet.as_mut() {
                 out.write(&profiles).map_err(BatchError::Output)?;
             }
-            chunk.clear();
             progress(totals.0);
         }
-        if done {
-            break;
-        }
-    }
+        Ok(())
+    })?;
     if totals.0 == 0 {
         return Err(BatchError::NoEvents {
             from,
@@ -292,7 +312,7 @@ pub fn cluster_user(
 fn cluster_chunk(
     catalog: &Catalog,
     config: &BatchConfig,
-    chunk: &[(String, Vec<StoredEvent>)],
+    chunk: &Chunk,
 ) -> Result<Vec<UserResult>, BatchError> {
     chunk
         .par_iter()
