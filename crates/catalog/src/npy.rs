@@ -172,16 +172,24 @@ impl Header {
         if self.big_endian {
             buf[..w].reverse();
         }
-        match self.dtype {
-            DType::F32 => f64::from(f32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]])),
-            DType::F64 => f64::from_le_bytes(buf),
-            DType::Int(w) => {
-                let shift = 64 - 8 * w as u32;
-                ((i64::from_le_bytes(buf) << shift) >> shift) as f64
-            }
-            DType::UInt(_) => u64::from_le_bytes(buf) as f64,
-        }
+        decode(self.dtype, buf)
     }
+}
+
+/// A little-endian element (zero-padded to 8 bytes) as `f64`.
+fn decode(dtype: DType, buf: [u8; 8]) -> f64 {
+    match dtype {
+        DType::F32 => f64::from(f32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]])),
+        DType::F64 => f64::from_le_bytes(buf),
+        DType::Int(w) => sign_extend(w, buf) as f64,
+        DType::UInt(_) => u64::from_le_bytes(buf) as f64,
+    }
+}
+
+/// A little-endian signed integer of `width` bytes (zero-padded to 8) as `i64`.
+fn sign_extend(width: usize, buf: [u8; 8]) -> i64 {
+    let shift = 64 - 8 * width as u32;
+    (i64::from_le_bytes(buf) << shift) >> shift
 }
 
 fn parse(path: &Path, bytes: Vec<u8>) -> Result<NpyArray, NpyError> {
@@ -345,19 +353,15 @@ fn fortran_to_c(bytes: &[u8], shape: &[usize], width: usize) -> Vec<u8> {
 
 impl NpyArray {
     fn element(&self, i: usize) -> f64 {
+        decode(self.dtype, self.raw(i))
+    }
+
+    /// Element `i`'s little-endian bytes, zero-padded to 8.
+    fn raw(&self, i: usize) -> [u8; 8] {
         let w = self.dtype.width();
-        let b = &self.data[i * w..(i + 1) * w];
         let mut buf = [0u8; 8];
-        buf[..w].copy_from_slice(b);
-        match self.dtype {
-            DType::F32 => f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-            DType::F64 => f64::from_le_bytes(buf),
-            DType::Int(w) => {
-                let shift = 64 - 8 * w as u32;
-                ((i64::from_le_bytes(buf) << shift) >> shift) as f64
-            }
-            DType::UInt(_) => u64::from_le_bytes(buf) as f64,
-        }
+        buf[..w].copy_from_slice(&self.data[i * w..(i + 1) * w]);
+        buf
     }
 
     fn problem(&self, problem: impl Into<String>) -> NpyError {
@@ -426,16 +430,11 @@ impl NpyArray {
                 )));
             }
         }
-        let w = self.dtype.width();
         (0..self.len())
             .map(|i| {
-                let mut buf = [0u8; 8];
-                buf[..w].copy_from_slice(&self.data[i * w..(i + 1) * w]);
+                let buf = self.raw(i);
                 match self.dtype {
-                    DType::Int(_) => {
-                        let shift = 64 - 8 * w as u32;
-                        Ok((i64::from_le_bytes(buf) << shift) >> shift)
-                    }
+                    DType::Int(w) => Ok(sign_extend(w, buf)),
                     DType::UInt(_) => i64::try_from(u64::from_le_bytes(buf))
                         .map_err(|_| self.problem(format!("value at index {i} exceeds i64"))),
                     DType::F32 | DType::F64 => {

@@ -251,44 +251,36 @@ pub fn vector_column(batch: &RecordBatch, name: &str) -> Result<Vec<Option<Vec<f
         }
     };
     let rows = col.len();
-    let mut out = Vec::with_capacity(rows);
-    match col.data_type() {
+    let collect = |is_null: &dyn Fn(usize) -> bool, value: &dyn Fn(usize) -> ArrayRef| {
+        (0..rows)
+            .map(|i| {
+                if is_null(i) {
+                    Ok(None)
+                } else {
+                    values_of(&value(i)).map(Some)
+                }
+            })
+            .collect::<Result<Vec<_>, String>>()
+    };
+    let out = match col.data_type() {
         DataType::FixedSizeList(_, _) => {
             let list = col.as_fixed_size_list();
-            for i in 0..rows {
-                out.push(if list.is_null(i) {
-                    None
-                } else {
-                    Some(values_of(&list.value(i))?)
-                });
-            }
+            collect(&|i| list.is_null(i), &|i| list.value(i))?
         }
         DataType::List(_) => {
             let list = col.as_list::<i32>();
-            for i in 0..rows {
-                out.push(if list.is_null(i) {
-                    None
-                } else {
-                    Some(values_of(&list.value(i))?)
-                });
-            }
+            collect(&|i| list.is_null(i), &|i| list.value(i))?
         }
         DataType::LargeList(_) => {
             let list = col.as_list::<i64>();
-            for i in 0..rows {
-                out.push(if list.is_null(i) {
-                    None
-                } else {
-                    Some(values_of(&list.value(i))?)
-                });
-            }
+            collect(&|i| list.is_null(i), &|i| list.value(i))?
         }
         other => {
             return Err(format!(
                 "column {name:?} holds {other}, expected a list of floats"
             ));
         }
-    }
+    };
     Ok(out)
 }
 
