@@ -1,8 +1,7 @@
 //! `pinnersage import events`, `pinnersage batch` and `pinnersage profile`.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
 use clap::Args;
@@ -16,6 +15,7 @@ use serde_json::json;
 
 use crate::InputError;
 use crate::items::DataDirArg;
+use crate::progress::Progress;
 
 /// Import engagement logs (user, item, time[, action, weight, id]) into the event store.
 ///
@@ -201,30 +201,11 @@ pub fn run_batch_cmd(args: &BatchArgs) -> Result<()> {
         chunk_users: args.chunk_users,
         parquet_out: args.out.clone(),
     };
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let bar = indicatif::ProgressBar::new_spinner();
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} {elapsed} {pos} users clustered ({per_sec})",
-            )
-            .expect("valid template"),
-        );
-        bar.enable_steady_tick(Duration::from_millis(200));
-        bar
+    let progress = Progress::new("users clustered", None);
+    let result = run_batch(&args.data.data_dir, &config, &|users| {
+        progress.update(users)
     });
-    let last_line = std::cell::Cell::new(Instant::now());
-    let progress = |users: u64| match &bar {
-        Some(bar) => bar.set_position(users),
-        None if last_line.get().elapsed() >= Duration::from_secs(5) => {
-            eprintln!("batch: {users} users clustered");
-            last_line.set(Instant::now());
-        }
-        None => {}
-    };
-    let result = run_batch(&args.data.data_dir, &config, &progress);
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
+    progress.finish();
     let summary = result.map_err(|e| match e {
         BatchError::Config(_) | BatchError::NoEvents { .. } | BatchError::Output(_) => {
             InputError(e.to_string()).into()
@@ -269,23 +250,12 @@ pub fn run_synth(args: &SynthArgs) -> Result<()> {
         mean_actions: args.mean_actions,
     };
     let start = Instant::now();
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let bar = indicatif::ProgressBar::new(args.users as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} users ({eta} left)")
-                .expect("valid template"),
-        );
-        bar
-    });
+    let progress = Progress::new("users", Some(args.users as u64));
     let summary = pinnersage_catalog::synth::generate(&args.out, &config, &|done| {
-        if let Some(bar) = &bar {
-            bar.set_position(done as u64);
-        }
+        progress.update(done as u64)
     })
     .map_err(InputError)?;
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
+    progress.finish();
     println!(
         "wrote {} items ({} topics) and {} events of {} users in {:.1} s:\n  {}\n  {}\nnext: pinnersage import items {} && pinnersage import events {} && pinnersage batch --now {}",
         args.items,

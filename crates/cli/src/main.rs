@@ -5,6 +5,7 @@ mod batch;
 mod bench;
 mod cluster;
 mod items;
+mod progress;
 
 use std::process::ExitCode;
 

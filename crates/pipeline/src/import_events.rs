@@ -107,6 +107,16 @@ pub fn import_events(
     files: &[PathBuf],
     options: &ImportOptions,
 ) -> Result<ImportReport, ImportError> {
+    import_events_with_progress(data_dir, files, options, &|_| {})
+}
+
+/// [`import_events`], calling `progress(rows stored or skipped so far)` after every stored batch.
+pub fn import_events_with_progress(
+    data_dir: &Path,
+    files: &[PathBuf],
+    options: &ImportOptions,
+    progress: &dyn Fn(u64),
+) -> Result<ImportReport, ImportError> {
     let catalog = match Catalog::open(data_dir) {
         Ok(c) => Some(c),
         Err(CatalogError::Missing(_)) => None,
@@ -153,6 +163,7 @@ pub fn import_events(
                 report.inserted += stats.inserted;
                 report.duplicates += stats.duplicates;
                 batch.clear();
+                progress(report.rows);
             }
             Ok(())
         })?;
