@@ -24,10 +24,7 @@ pub enum ItemsFormat {
 impl ItemsFormat {
     /// The format implied by the file's extension (`.parquet`, `.npy`, `.csv`, `.tsv`).
     pub fn from_path(path: &Path) -> Result<Self, CatalogError> {
-        let ext = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase);
+        let ext = crate::extension(path);
         match ext.as_deref() {
             Some("npy") => Ok(Self::Npy),
             Some("csv") => Ok(Self::Delimited(b',')),

@@ -13,3 +13,15 @@ pub mod npy;
 pub mod parquet_io;
 pub mod synth;
 pub mod timestamp;
+
+/// The file's extension in lower case (`"parquet"` for `x.PARQUET`), used to pick a reader.
+///
+/// ```
+/// assert_eq!(pinnersage_catalog::extension(std::path::Path::new("a/E.Parquet")).as_deref(), Some("parquet"));
+/// assert_eq!(pinnersage_catalog::extension(std::path::Path::new("noext")), None);
+/// ```
+pub fn extension(path: &std::path::Path) -> Option<String> {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+}

@@ -9,7 +9,6 @@ use pinnersage_core::distance::SqDistances;
 use pinnersage_core::importance::DEFAULT_LAMBDA;
 use pinnersage_core::profile::DEFAULT_ALPHA;
 use pinnersage_core::ward::ward;
-use pinnersage_core::{Actions, Embeddings};
 use serde_json::json;
 
 use crate::InputError;
@@ -62,10 +61,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     for path in &args.files {
         let input = read_input(path, None, None)?;
         let (m, d) = (input.matrix.rows, input.matrix.cols);
-        let in_file =
-            |e: pinnersage_core::CoreError| InputError(format!("{}: {e}", path.display()));
-        let x = Embeddings::new(&input.matrix.data, d).map_err(in_file)?;
-        let actions = Actions::new(x, &input.times, None).map_err(in_file)?;
+        let actions = input.actions(path)?;
+        let x = actions.embeddings();
         let mut clusterer = clusterer(args.alpha, DEFAULT_LAMBDA, m.max(1))?;
         let mut clusters = 0;
         let profile_ms = best_ms(args.repeat, || {

@@ -62,6 +62,16 @@ pub struct ClusterInput {
     pub now: i64,
 }
 
+impl ClusterInput {
+    /// The input as validated actions; errors name `file` (the embeddings file).
+    pub fn actions(&self, file: &Path) -> Result<Actions<'_>> {
+        let in_file =
+            |e: pinnersage_core::CoreError| InputError(format!("{}: {e}", file.display()));
+        let x = Embeddings::new(&self.matrix.data, self.matrix.cols).map_err(in_file)?;
+        Ok(Actions::new(x, &self.times, None).map_err(in_file)?)
+    }
+}
+
 /// Reads the embeddings (and times) files, naming the file in every error.
 pub fn read_input(
     embeddings: &Path,
@@ -108,12 +118,13 @@ pub fn clusterer(alpha: f64, lambda: f64, max_actions: usize) -> Result<Clustere
 pub fn run(args: &ClusterArgs) -> Result<()> {
     let mut clusterer = clusterer(args.alpha, args.lambda, args.max_actions)?;
     let input = read_input(&args.embeddings, args.times.as_deref(), args.now)?;
-    let in_file =
-        |e: pinnersage_core::CoreError| InputError(format!("{}: {e}", args.embeddings.display()));
-    let x = Embeddings::new(&input.matrix.data, input.matrix.cols).map_err(in_file)?;
-    let actions = Actions::new(x, &input.times, None).map_err(in_file)?;
-    let profile = clusterer.profile(&actions, input.now).map_err(in_file)?;
-    let linkage = args.linkage.then(|| clusterer.dendrogram(x).linkage());
+    let actions = input.actions(&args.embeddings)?;
+    let profile = clusterer
+        .profile(&actions, input.now)
+        .map_err(|e| InputError(format!("{}: {e}", args.embeddings.display())))?;
+    let linkage = args
+        .linkage
+        .then(|| clusterer.dendrogram(actions.embeddings()).linkage());
     if args.json {
         let mut out = json!({ "clusters": profile_json(&profile) });
         if let Some(rows) = linkage {

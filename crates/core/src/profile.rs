@@ -127,6 +127,11 @@ impl<'a> Actions<'a> {
         })
     }
 
+    /// The actions' embeddings.
+    pub fn embeddings(&self) -> Embeddings<'a> {
+        self.embeddings
+    }
+
     /// Number of actions.
     pub fn len(&self) -> usize {
         self.times.len()

@@ -148,7 +148,10 @@ pub fn run_batch(
     progress: &dyn Fn(u64),
 ) -> Result<BatchSummary, BatchError> {
     let start = Instant::now();
-    Clusterer::new(config.params.clone()).map_err(|e| BatchError::Config(e.to_string()))?;
+    config
+        .params
+        .validate()
+        .map_err(|e| BatchError::Config(e.to_string()))?;
     if config.window_days == 0 || config.chunk_users == 0 {
         return Err(BatchError::Config(
             "window days and chunk size must be at least 1".into(),

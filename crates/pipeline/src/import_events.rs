@@ -183,10 +183,7 @@ enum Format {
 
 impl Format {
     fn of(path: &Path) -> Result<Self, ImportError> {
-        let ext = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase);
+        let ext = pinnersage_catalog::extension(path);
         match ext.as_deref() {
             Some("csv") => Ok(Self::Delimited(b',')),
             Some("tsv") | Some("tab") => Ok(Self::Delimited(b'\t')),
