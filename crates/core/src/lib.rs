@@ -22,6 +22,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod blend;
 pub mod distance;
 pub mod embeddings;
 pub mod error;
@@ -32,6 +33,7 @@ pub mod medoid;
 pub mod metrics;
 pub mod profile;
 pub mod sample;
+pub mod scan;
 mod simd;
 pub mod ward;
 

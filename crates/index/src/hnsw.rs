@@ -1,0 +1,281 @@
+//! HNSW search through usearch: built in parallel, saved to one file, memory-mapped back.
+
+use std::path::Path;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use usearch::{IndexOptions, MetricKind, ScalarKind};
+
+use crate::{AnnIndex, IndexError, Metric, Neighbor, check_dim};
+
+/// How vectors are stored inside the HNSW index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Quantization {
+    /// 32-bit floats (exact distances).
+    #[default]
+    F32,
+    /// 16-bit floats: half the memory, distances to ~3 significant digits.
+    F16,
+}
+
+impl std::str::FromStr for Quantization {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" => Ok(Quantization::F32),
+            "f16" => Ok(Quantization::F16),
+            _ => Err(format!("unknown quantization {s:?} (expected f32 or f16)")),
+        }
+    }
+}
+
+/// HNSW construction and search parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct HnswParams {
+    /// Links per node (`M`).
+    pub connectivity: usize,
+    /// Candidate list size while building (`ef_construction`).
+    pub expansion_add: usize,
+    /// Candidate list size while searching (`ef_search`); raised to `k` when smaller.
+    pub expansion_search: usize,
+    /// Distance.
+    pub metric: Metric,
+    /// Stored scalar type.
+    pub quantization: Quantization,
+}
+
+impl Default for HnswParams {
+    fn default() -> Self {
+        Self {
+            connectivity: 16,
+            expansion_add: 128,
+            expansion_search: 64,
+            metric: Metric::Cosine,
+            quantization: Quantization::F32,
+        }
+    }
+}
+
+impl HnswParams {
+    /// Rejects parameters usearch would misbehave with.
+    pub fn validate(&self) -> Result<(), IndexError> {
+        let check = |name: &str, v: usize, lo: usize, hi: usize| {
+            if (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err(IndexError::Options(format!(
+                    "{name} must be in {lo}..={hi}, got {v}"
+                )))
+            }
+        };
+        check("connectivity (M)", self.connectivity, 2, 256)?;
+        check("ef_construction", self.expansion_add, 1, 4096)?;
+        check("ef_search", self.expansion_search, 1, 4096)
+    }
+
+    fn options(&self, dim: usize) -> IndexOptions {
+        IndexOptions {
+            dimensions: dim,
+            metric: match self.metric {
+                Metric::Cosine => MetricKind::Cos,
+                Metric::L2 => MetricKind::L2sq,
+            },
+            quantization: match self.quantization {
+                Quantization::F32 => ScalarKind::F32,
+                Quantization::F16 => ScalarKind::F16,
+            },
+            connectivity: self.connectivity,
+            expansion_add: self.expansion_add,
+            expansion_search: self.expansion_search,
+            multi: false,
+        }
+    }
+}
+
+/// A usearch HNSW index whose keys are catalog rows.
+pub struct HnswIndex {
+    index: usearch::Index,
+    metric: Metric,
+    dim: usize,
+}
+
+impl std::fmt::Debug for HnswIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HnswIndex")
+            .field("len", &self.index.size())
+            .field("dim", &self.dim)
+            .field("metric", &self.metric)
+            .finish()
+    }
+}
+
+fn usearch_err(e: impl std::fmt::Display) -> IndexError {
+    IndexError::Usearch(e.to_string())
+}
+
+/// Search threads usearch keeps a context for: at least the machine's parallelism, and enough
+/// for a server's worker and blocking threads.
+fn search_threads() -> usize {
+    std::thread::available_parallelism().map_or(4, |n| n.get()) * 4 + 64
+}
+
+impl HnswIndex {
+    /// Builds an index over `rows` of the row-major matrix `vectors` (`dim` columns) on the
+    /// rayon pool, calling `progress(n)` as every `n` rows are added.
+    ///
+    /// ```
+    /// use pinnersage_index::{AnnIndex, HnswIndex, HnswParams};
+    /// let vectors: Vec<f32> = (0..200).map(|i| ((i * 37 % 101) as f32).sin()).collect();
+    /// let index = HnswIndex::build(&vectors, 4, &(0..50).collect::<Vec<_>>(),
+    ///     &HnswParams::default(), &|_| {}).unwrap();
+    /// assert_eq!(index.len(), 50);
+    /// assert_eq!(index.search(&vectors[8..12], 1).unwrap()[0].row, 2);
+    /// ```
+    pub fn build(
+        vectors: &[f32],
+        dim: usize,
+        rows: &[u32],
+        params: &HnswParams,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<Self, IndexError> {
+        params.validate()?;
+        if dim == 0 || vectors.len() % dim != 0 {
+            return Err(IndexError::Options(format!(
+                "{} values do not make rows of dimension {dim}",
+                vectors.len()
+            )));
+        }
+        let total = vectors.len() / dim;
+        if let Some(&bad) = rows.iter().find(|&&r| r as usize >= total) {
+            return Err(IndexError::Options(format!(
+                "row {bad} is outside the matrix ({total} rows)"
+            )));
+        }
+        let index = usearch::Index::new(&params.options(dim)).map_err(usearch_err)?;
+        let threads = rayon::current_num_threads().max(1);
+        index
+            .reserve_capacity_and_threads(rows.len(), threads.max(search_threads()))
+            .map_err(usearch_err)?;
+        rows.par_chunks(256).try_for_each(|chunk| {
+            for &row in chunk {
+                let r = row as usize;
+                index
+                    .add(row as u64, &vectors[r * dim..(r + 1) * dim])
+                    .map_err(usearch_err)?;
+            }
+            progress(chunk.len() as u64);
+            Ok::<_, IndexError>(())
+        })?;
+        Ok(Self {
+            index,
+            metric: params.metric,
+            dim,
+        })
+    }
+
+    /// Writes the index to `path` (one file).
+    pub fn save(&self, path: &Path) -> Result<(), IndexError> {
+        let p = path_str(path)?;
+        self.index.save(p).map_err(usearch_err)
+    }
+
+    /// Memory-maps an index saved by [`save`](Self::save) (the file must stay unchanged while
+    /// it is in use; generations guarantee that). `expansion_search` overrides the stored
+    /// `ef_search` when given.
+    pub fn view(
+        path: &Path,
+        params: &HnswParams,
+        dim: usize,
+        load_into_memory: bool,
+    ) -> Result<Self, IndexError> {
+        let p = path_str(path)?;
+        let index = usearch::Index::new(&params.options(dim)).map_err(usearch_err)?;
+        if load_into_memory {
+            index.load(p).map_err(usearch_err)?;
+        } else {
+            index.view(p).map_err(usearch_err)?;
+        }
+        if index.dimensions() != dim {
+            return Err(IndexError::Unusable(format!(
+                "{} has dimension {}, the catalog has {dim}",
+                path.display(),
+                index.dimensions()
+            )));
+        }
+        index.change_expansion_search(params.expansion_search);
+        index
+            .reserve_capacity_and_threads(index.size(), search_threads())
+            .map_err(usearch_err)?;
+        Ok(Self {
+            index,
+            metric: params.metric,
+            dim,
+        })
+    }
+
+    /// Changes `ef_search`.
+    pub fn set_expansion_search(&self, ef: usize) {
+        self.index.change_expansion_search(ef);
+    }
+
+    /// Bytes of memory the index uses (graph and, unless viewed, vectors).
+    pub fn memory_usage(&self) -> usize {
+        self.index.memory_usage()
+    }
+
+    fn matches(&self, m: usearch::ffi::Matches) -> Vec<Neighbor> {
+        m.keys
+            .iter()
+            .zip(&m.distances)
+            .map(|(&key, &distance)| Neighbor {
+                row: key as u32,
+                distance,
+            })
+            .collect()
+    }
+}
+
+fn path_str(path: &Path) -> Result<&str, IndexError> {
+    path.to_str()
+        .ok_or_else(|| IndexError::Options(format!("{} is not valid UTF-8", path.display())))
+}
+
+impl AnnIndex for HnswIndex {
+    fn len(&self) -> usize {
+        self.index.size()
+    }
+    fn dim(&self) -> usize {
+        self.dim
+    }
+    fn metric(&self) -> Metric {
+        self.metric
+    }
+    fn search(&self, query: &[f32], k: usize) -> Result<Vec<Neighbor>, IndexError> {
+        check_dim(self.dim, query.len())?;
+        if k == 0 || self.index.size() == 0 {
+            return Ok(Vec::new());
+        }
+        let m = self.index.search(query, k).map_err(usearch_err)?;
+        Ok(self.matches(m))
+    }
+    fn search_filtered(
+        &self,
+        query: &[f32],
+        k: usize,
+        keep: &(dyn Fn(u32) -> bool + Sync),
+    ) -> Result<Vec<Neighbor>, IndexError> {
+        check_dim(self.dim, query.len())?;
+        if k == 0 || self.index.size() == 0 {
+            return Ok(Vec::new());
+        }
+        let m = self
+            .index
+            .filtered_search(query, k, |key| keep(key as u32))
+            .map_err(usearch_err)?;
+        Ok(self.matches(m))
+    }
+    fn kind(&self) -> &'static str {
+        "hnsw"
+    }
+}

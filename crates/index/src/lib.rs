@@ -1,0 +1,137 @@
+//! Nearest-neighbour search over the item catalog.
+//!
+//! [`AnnIndex`] is the small trait serving and evaluation search through. Two implementations:
+//! [`HnswIndex`] (usearch's HNSW, the default; saved to a file and memory-mapped back) and
+//! [`ExactIndex`] (a SIMD scan: small catalogs and ground truth). Rows of the catalog are the
+//! keys. [`persist`] builds an index for a data directory's catalog as a new generation and
+//! opens the current one.
+#![warn(missing_docs)]
+
+pub mod exact;
+pub mod hnsw;
+pub mod persist;
+pub mod refine;
+
+pub use exact::ExactIndex;
+pub use hnsw::{HnswIndex, HnswParams, Quantization};
+
+use serde::{Deserialize, Serialize};
+
+/// The distance an index ranks by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Metric {
+    /// `1 − cos(q, x)`; the score is the cosine similarity.
+    #[default]
+    Cosine,
+    /// `‖q − x‖²`; the score is its negation.
+    L2,
+}
+
+impl Metric {
+    /// The score of a distance: higher is closer (cosine similarity, or `−‖q − x‖²`).
+    ///
+    /// ```
+    /// use pinnersage_index::Metric;
+    /// assert_eq!(Metric::Cosine.score(0.25), 0.75);
+    /// assert_eq!(Metric::L2.score(2.0), -2.0);
+    /// ```
+    pub fn score(self, distance: f32) -> f32 {
+        match self {
+            Metric::Cosine => 1.0 - distance,
+            Metric::L2 => -distance,
+        }
+    }
+
+    /// The name used in flags and metadata.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Cosine => "cosine",
+            Metric::L2 => "l2",
+        }
+    }
+}
+
+impl std::str::FromStr for Metric {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cosine" | "cos" => Ok(Metric::Cosine),
+            "l2" | "l2sq" => Ok(Metric::L2),
+            _ => Err(format!("unknown metric {s:?} (expected cosine or l2)")),
+        }
+    }
+}
+
+/// One search result: a catalog row and its distance to the query (lower is closer).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Neighbor {
+    /// The item's row in the catalog.
+    pub row: u32,
+    /// Its distance to the query under the index's [`Metric`].
+    pub distance: f32,
+}
+
+/// Errors of building, loading and searching an index.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// A query or vector of the wrong length.
+    #[error("vector has {got} dimensions, the index has {expected}")]
+    Dimension {
+        /// The index's dimension.
+        expected: usize,
+        /// The vector's length.
+        got: usize,
+    },
+    /// An error reported by usearch.
+    #[error("usearch: {0}")]
+    Usearch(String),
+    /// A file could not be read or written.
+    #[error("{}: {source}", .path.display())]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The data directory has no index, or one that does not fit its catalog.
+    #[error("{0}")]
+    Unusable(String),
+    /// Bad build options.
+    #[error("{0}")]
+    Options(String),
+}
+
+/// Nearest-neighbour search over catalog rows. Implementations are safe to share across
+/// threads.
+pub trait AnnIndex: Send + Sync {
+    /// Number of rows that can be returned.
+    fn len(&self) -> usize;
+    /// Whether no row can be returned.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The vector dimension.
+    fn dim(&self) -> usize;
+    /// The metric results are ranked by.
+    fn metric(&self) -> Metric;
+    /// Up to `k` rows nearest to `query`, closest first.
+    fn search(&self, query: &[f32], k: usize) -> Result<Vec<Neighbor>, IndexError>;
+    /// Like [`search`](Self::search), restricted to rows for which `keep` is true.
+    fn search_filtered(
+        &self,
+        query: &[f32],
+        k: usize,
+        keep: &(dyn Fn(u32) -> bool + Sync),
+    ) -> Result<Vec<Neighbor>, IndexError>;
+    /// A short description for logs and metrics (`"hnsw"`, `"exact"`).
+    fn kind(&self) -> &'static str;
+}
+
+fn check_dim(expected: usize, got: usize) -> Result<(), IndexError> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(IndexError::Dimension { expected, got })
+    }
+}

@@ -1,0 +1,334 @@
+//! The index of a data directory: `DATA_DIR/index/gen-NNNNNN/` holds `meta.json`, the usearch
+//! file (`index.usearch`, HNSW only), the indexed rows when some were left out (`rows.u32`) and
+//! the near-duplicate map (`collapsed.tsv`). Generations switch atomically, like the catalog's.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use pinnersage_catalog::catalog::Catalog;
+use pinnersage_catalog::generation::Generations;
+use serde::{Deserialize, Serialize};
+
+use crate::refine::collapse_near_duplicates;
+use crate::{AnnIndex, ExactIndex, HnswIndex, HnswParams, IndexError};
+
+const META: &str = "meta.json";
+const HNSW_FILE: &str = "index.usearch";
+const ROWS: &str = "rows.u32";
+const COLLAPSED: &str = "collapsed.tsv";
+
+/// Which index implementation a generation uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum IndexKind {
+    /// usearch HNSW (approximate, fast on large catalogs).
+    #[default]
+    Hnsw,
+    /// Exact SIMD scan (small catalogs, ground truth).
+    Exact,
+}
+
+impl std::str::FromStr for IndexKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "hnsw" => Ok(IndexKind::Hnsw),
+            "exact" => Ok(IndexKind::Exact),
+            _ => Err(format!("unknown index kind {s:?} (expected hnsw or exact)")),
+        }
+    }
+}
+
+/// What an index generation was built from and with (`meta.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexMeta {
+    /// The implementation.
+    pub kind: IndexKind,
+    /// HNSW parameters (metric also applies to the exact scan).
+    pub params: HnswParams,
+    /// The catalog generation directory name the rows refer to (e.g. `gen-000002`).
+    pub catalog_generation: String,
+    /// Rows in that catalog.
+    pub catalog_rows: usize,
+    /// Vector dimension.
+    pub dim: usize,
+    /// Rows in the index.
+    pub indexed: usize,
+    /// Rows left out by the exclusion list.
+    pub excluded: usize,
+    /// Where the exclusion list came from.
+    pub exclude_source: Option<String>,
+    /// Cosine threshold of near-duplicate collapsing, when enabled.
+    pub collapse_threshold: Option<f32>,
+    /// Rows dropped as near duplicates of a kept row.
+    pub collapsed: usize,
+    /// Wall-clock build time.
+    pub build_seconds: f64,
+}
+
+/// Options of [`build`].
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// The implementation.
+    pub kind: IndexKind,
+    /// HNSW parameters (metric also applies to the exact scan).
+    pub params: HnswParams,
+    /// Collapse items whose cosine to an earlier kept item is at least this.
+    pub collapse_threshold: Option<f32>,
+    /// Item ids never to recommend.
+    pub exclude: Vec<String>,
+    /// Where `exclude` came from (recorded in the metadata).
+    pub exclude_source: Option<String>,
+}
+
+/// Reports a build's phases and progress.
+pub trait BuildProgress: Sync {
+    /// A phase of `total` steps starts.
+    fn phase(&self, name: &str, total: u64);
+    /// `n` more steps are done.
+    fn advance(&self, n: u64);
+}
+
+impl BuildProgress for () {
+    fn phase(&self, _: &str, _: u64) {}
+    fn advance(&self, _: u64) {}
+}
+
+/// The result of [`build`].
+#[derive(Debug, Clone)]
+pub struct BuiltIndex {
+    /// The published generation.
+    pub dir: PathBuf,
+    /// Its metadata.
+    pub meta: IndexMeta,
+    /// Exclusion ids that are not in the catalog.
+    pub unknown_exclusions: usize,
+}
+
+/// The index root of a data directory.
+pub fn index_root(data_dir: &Path) -> PathBuf {
+    data_dir.join("index")
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> IndexError + '_ {
+    move |source| IndexError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn generation_name(dir: &Path) -> String {
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Builds an index over the catalog of `data_dir` and publishes it as the current index
+/// generation. Nothing becomes visible unless every step succeeds.
+pub fn build(
+    data_dir: &Path,
+    catalog: &Catalog,
+    options: &BuildOptions,
+    progress: &dyn BuildProgress,
+) -> Result<BuiltIndex, IndexError> {
+    options.params.validate()?;
+    let started = Instant::now();
+    let dim = catalog.dim();
+    let mut excluded_rows = vec![false; catalog.rows()];
+    let mut unknown_exclusions = 0;
+    for id in &options.exclude {
+        match catalog.row_of(id) {
+            Some(r) => excluded_rows[r] = true,
+            None => unknown_exclusions += 1,
+        }
+    }
+    let excluded = excluded_rows.iter().filter(|&&e| e).count();
+    let mut rows: Vec<u32> = (0..catalog.rows() as u32)
+        .filter(|&r| !excluded_rows[r as usize])
+        .collect();
+    let vectors = catalog.embeddings();
+    let build_hnsw = |rows: &[u32], phase: &str| {
+        progress.phase(phase, rows.len() as u64);
+        HnswIndex::build(vectors, dim, rows, &options.params, &|n| {
+            progress.advance(n)
+        })
+    };
+    let exact = |rows: &[u32]| {
+        ExactIndex::new(vectors, dim, options.params.metric).map(|e| e.with_rows(rows))
+    };
+
+    let mut hnsw = None;
+    let mut dropped = Vec::new();
+    if let Some(threshold) = options.collapse_threshold {
+        let candidates: Box<dyn AnnIndex + '_> = match options.kind {
+            IndexKind::Hnsw => Box::new(build_hnsw(&rows, "indexing for near duplicates")?),
+            IndexKind::Exact => Box::new(exact(&rows)?),
+        };
+        progress.phase("finding near duplicates", 0);
+        let collapsed =
+            collapse_near_duplicates(candidates.as_ref(), vectors, dim, &rows, threshold, 10)?;
+        rows = collapsed.kept;
+        dropped = collapsed.dropped;
+    }
+    if options.kind == IndexKind::Hnsw {
+        hnsw = Some(build_hnsw(&rows, "indexing")?);
+    }
+
+    let generations = Generations::new(index_root(data_dir));
+    fs::create_dir_all(generations.root()).map_err(io_err(generations.root()))?;
+    let staging = generations.stage().map_err(io_err(generations.root()))?;
+    let dir = staging.path().to_path_buf();
+    if let Some(hnsw) = &hnsw {
+        hnsw.save(&dir.join(HNSW_FILE))?;
+        sync(&dir.join(HNSW_FILE))?;
+    }
+    if rows.len() != catalog.rows() {
+        let bytes: Vec<u8> = rows.iter().flat_map(|r| r.to_le_bytes()).collect();
+        write_synced(&dir.join(ROWS), &bytes)?;
+    }
+    if !dropped.is_empty() {
+        let mut text = String::from("dropped\trepresentative\n");
+        for (d, r) in &dropped {
+            text.push_str(&format!(
+                "{}\t{}\n",
+                catalog.id(*d as usize),
+                catalog.id(*r as usize)
+            ));
+        }
+        write_synced(&dir.join(COLLAPSED), text.as_bytes())?;
+    }
+    let meta = IndexMeta {
+        kind: options.kind,
+        params: options.params,
+        catalog_generation: generation_name(catalog.dir()),
+        catalog_rows: catalog.rows(),
+        dim,
+        indexed: rows.len(),
+        excluded,
+        exclude_source: options.exclude_source.clone(),
+        collapse_threshold: options.collapse_threshold,
+        collapsed: dropped.len(),
+        build_seconds: started.elapsed().as_secs_f64(),
+    };
+    let json = serde_json::to_vec_pretty(&meta).expect("metadata serialises");
+    write_synced(&dir.join(META), &json)?;
+    let dir = generations
+        .publish(staging)
+        .map_err(io_err(generations.root()))?;
+    Ok(BuiltIndex {
+        dir,
+        meta,
+        unknown_exclusions,
+    })
+}
+
+fn sync(path: &Path) -> Result<(), IndexError> {
+    fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(io_err(path))
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), IndexError> {
+    let mut f = fs::File::create(path).map_err(io_err(path))?;
+    f.write_all(bytes).map_err(io_err(path))?;
+    f.sync_all().map_err(io_err(path))
+}
+
+/// The catalog's embedding matrix, shared (lets an [`ExactIndex`] own its catalog).
+#[derive(Debug, Clone)]
+pub struct CatalogVectors(pub Arc<Catalog>);
+
+impl AsRef<[f32]> for CatalogVectors {
+    fn as_ref(&self) -> &[f32] {
+        self.0.embeddings()
+    }
+}
+
+/// An opened index generation.
+#[derive(Clone)]
+pub struct OpenedIndex {
+    /// The searchable index.
+    pub index: Arc<dyn AnnIndex>,
+    /// Its metadata.
+    pub meta: IndexMeta,
+    /// The generation number (changes with every build; part of cache keys).
+    pub version: u64,
+    /// The generation directory.
+    pub dir: PathBuf,
+}
+
+/// Opens the current index generation of `data_dir` for `catalog` (memory-mapped unless
+/// `load_into_memory`), with `ef_search` overriding the stored value when given.
+pub fn open(
+    data_dir: &Path,
+    catalog: Arc<Catalog>,
+    ef_search: Option<usize>,
+    load_into_memory: bool,
+) -> Result<OpenedIndex, IndexError> {
+    let generations = Generations::new(index_root(data_dir));
+    let dir = generations
+        .current()
+        .map_err(io_err(generations.root()))?
+        .ok_or_else(|| {
+            IndexError::Unusable(format!(
+                "no index in {}: run `pinnersage index build --data-dir {}` first",
+                generations.root().display(),
+                data_dir.display()
+            ))
+        })?;
+    let meta_path = dir.join(META);
+    let bytes = fs::read(&meta_path).map_err(io_err(&meta_path))?;
+    let mut meta: IndexMeta = serde_json::from_slice(&bytes)
+        .map_err(|e| IndexError::Unusable(format!("{}: {e}", meta_path.display())))?;
+    let current_catalog = generation_name(catalog.dir());
+    if meta.catalog_generation != current_catalog || meta.catalog_rows != catalog.rows() {
+        return Err(IndexError::Unusable(format!(
+            "the index in {} was built for catalog {} but the current catalog is {}: run \
+             `pinnersage index build --data-dir {}` again",
+            dir.display(),
+            meta.catalog_generation,
+            current_catalog,
+            data_dir.display()
+        )));
+    }
+    if let Some(ef) = ef_search {
+        meta.params.expansion_search = ef;
+        meta.params.validate()?;
+    }
+    let version = generation_name(&dir)
+        .strip_prefix("gen-")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let index: Arc<dyn AnnIndex> = match meta.kind {
+        IndexKind::Hnsw => Arc::new(HnswIndex::view(
+            &dir.join(HNSW_FILE),
+            &meta.params,
+            meta.dim,
+            load_into_memory,
+        )?),
+        IndexKind::Exact => {
+            let dim = catalog.dim();
+            let exact = ExactIndex::new(CatalogVectors(catalog), dim, meta.params.metric)?;
+            let rows_path = dir.join(ROWS);
+            if rows_path.exists() {
+                let bytes = fs::read(&rows_path).map_err(io_err(&rows_path))?;
+                let rows: Vec<u32> = bytes
+                    .chunks_exact(4)
+                    .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
+                    .collect();
+                Arc::new(exact.with_rows(&rows))
+            } else {
+                Arc::new(exact)
+            }
+        }
+    };
+    Ok(OpenedIndex {
+        index,
+        meta,
+        version,
+        dir,
+    })
+}

@@ -1,0 +1,188 @@
+//! The persisted index against the exact scan: recall, save + view, exclusions, near-duplicate
+//! collapsing, staleness.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use pinnersage_catalog::catalog::{Catalog, CatalogBuilder};
+use pinnersage_core::sample::SplitMix64;
+use pinnersage_index::persist::{self, BuildOptions, IndexKind};
+use pinnersage_index::{AnnIndex, ExactIndex, HnswParams, Metric};
+
+/// Clustered unit vectors: `n` items around 50 centres.
+fn vectors(n: usize, dim: usize, seed: u64) -> Vec<f32> {
+    let mut rng = SplitMix64::new(seed);
+    let mut gauss = move || {
+        let (u, v) = (rng.next_f64().max(1e-12), rng.next_f64());
+        ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+    };
+    let centres: Vec<f32> = (0..50 * dim).map(|_| gauss()).collect();
+    let mut out = Vec::with_capacity(n * dim);
+    for i in 0..n {
+        let c = &centres[(i % 50) * dim..(i % 50 + 1) * dim];
+        out.extend(c.iter().map(|&x| x + 0.6 * gauss()));
+    }
+    out
+}
+
+fn catalog(dir: &Path, data: &[f32], dim: usize) -> Arc<Catalog> {
+    let mut b = CatalogBuilder::new(dir, dim, true).unwrap();
+    for (i, row) in data.chunks_exact(dim).enumerate() {
+        b.push(&format!("item-{i}"), &mut row.to_vec()).unwrap();
+    }
+    b.commit("test").unwrap();
+    let mut c = Catalog::open(dir).unwrap();
+    c.build_hash_index();
+    Arc::new(c)
+}
+
+fn recall_at_10(approx: &dyn AnnIndex, exact: &dyn AnnIndex, queries: &[f32], dim: usize) -> f64 {
+    let mut hits = 0;
+    let mut total = 0;
+    for q in queries.chunks_exact(dim) {
+        let truth: Vec<u32> = exact.search(q, 10).unwrap().iter().map(|n| n.row).collect();
+        let got = approx.search(q, 10).unwrap();
+        hits += got.iter().filter(|n| truth.contains(&n.row)).count();
+        total += truth.len();
+    }
+    hits as f64 / total as f64
+}
+
+#[test]
+fn hnsw_recall_against_exact_survives_save_and_view() {
+    let dir = tempfile::tempdir().unwrap();
+    let dim = 32;
+    let data = vectors(5_000, dim, 1);
+    let catalog = catalog(dir.path(), &data, dim);
+    let built = persist::build(dir.path(), &catalog, &BuildOptions::default(), &()).unwrap();
+    assert_eq!(built.meta.indexed, 5_000);
+    assert_eq!(built.meta.catalog_generation, "gen-000001");
+
+    let opened = persist::open(dir.path(), catalog.clone(), Some(128), false).unwrap();
+    assert_eq!(opened.index.kind(), "hnsw");
+    assert_eq!(opened.index.len(), 5_000);
+    assert_eq!(opened.version, 1);
+    let exact = ExactIndex::new(catalog.embeddings(), dim, Metric::Cosine).unwrap();
+    let queries = vectors(200, dim, 2);
+    let recall = recall_at_10(opened.index.as_ref(), &exact, &queries, dim);
+    assert!(recall >= 0.95, "recall@10 {recall}");
+
+    // Scores agree with the exact scan for the top hit.
+    let q = catalog.embedding(7);
+    let (a, e) = (
+        &opened.index.search(q, 1).unwrap()[0],
+        &exact.search(q, 1).unwrap()[0],
+    );
+    assert_eq!((a.row, e.row), (7, 7));
+    assert!(a.distance.abs() < 1e-5 && e.distance.abs() < 1e-5);
+
+    // Many threads searching the viewed index at once get what one thread gets.
+    let sequential: Vec<Vec<u32>> = (0..1_600)
+        .map(|row| {
+            opened
+                .index
+                .search(catalog.embedding(row), 5)
+                .unwrap()
+                .iter()
+                .map(|n| n.row)
+                .collect()
+        })
+        .collect();
+    std::thread::scope(|s| {
+        for t in 0..16 {
+            let (index, catalog, sequential) = (opened.index.clone(), catalog.clone(), &sequential);
+            s.spawn(move || {
+                for (row, want) in sequential.iter().enumerate().skip(t * 100).take(100) {
+                    let hits: Vec<u32> = index
+                        .search(catalog.embedding(row), 5)
+                        .unwrap()
+                        .iter()
+                        .map(|n| n.row)
+                        .collect();
+                    assert_eq!(&hits, want);
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn exclusions_and_near_duplicates_are_left_out_and_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let dim = 16;
+    let mut data = vectors(1_000, dim, 3);
+    // Rows 500..510 duplicate rows 0..10 up to a tiny perturbation.
+    for i in 0..10 {
+        for k in 0..dim {
+            data[(500 + i) * dim + k] = data[i * dim + k] * 1.0001;
+        }
+    }
+    let catalog = catalog(dir.path(), &data, dim);
+    for kind in [IndexKind::Hnsw, IndexKind::Exact] {
+        let options = BuildOptions {
+            kind,
+            collapse_threshold: Some(0.9999),
+            exclude: vec!["item-3".into(), "item-4".into(), "no-such-item".into()],
+            exclude_source: Some("exclude.txt".into()),
+            ..BuildOptions::default()
+        };
+        let built = persist::build(dir.path(), &catalog, &options, &()).unwrap();
+        assert_eq!(built.unknown_exclusions, 1);
+        assert_eq!(built.meta.excluded, 2);
+        // 500..510 collapse into 0..10, except 503 and 504 whose originals are excluded.
+        assert_eq!(built.meta.collapsed, 8, "{kind:?}");
+        assert_eq!(built.meta.indexed, 1_000 - 2 - 8);
+        let collapsed = std::fs::read_to_string(built.dir.join("collapsed.tsv")).unwrap();
+        assert!(collapsed.contains("item-500\titem-0\n"), "{collapsed}");
+
+        let opened = persist::open(dir.path(), catalog.clone(), None, false).unwrap();
+        assert_eq!(opened.index.len(), 990);
+        for row in [3usize, 4, 500, 509] {
+            let hits = opened.index.search(catalog.embedding(row), 20).unwrap();
+            assert!(
+                hits.iter().all(|n| ![3, 4, 500, 509].contains(&n.row)),
+                "{kind:?}"
+            );
+        }
+        let hits = opened.index.search(catalog.embedding(500), 1).unwrap();
+        assert_eq!(
+            hits[0].row, 0,
+            "the representative answers for its duplicate"
+        );
+    }
+}
+
+#[test]
+fn missing_and_stale_indexes_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let dim = 8;
+    let data = vectors(300, dim, 4);
+    let c1 = catalog(dir.path(), &data, dim);
+    let err = persist::open(dir.path(), c1.clone(), None, false)
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains("run `pinnersage index build"),
+        "{err}"
+    );
+    persist::build(dir.path(), &c1, &BuildOptions::default(), &()).unwrap();
+    let c2 = catalog(dir.path(), &data, dim); // re-import: catalog gen-000002
+    let err = persist::open(dir.path(), c2, None, false).err().unwrap();
+    assert!(
+        err.to_string()
+            .contains("built for catalog gen-000001 but the current catalog is gen-000002"),
+        "{err}"
+    );
+    let bad = BuildOptions {
+        params: HnswParams {
+            connectivity: 1,
+            ..HnswParams::default()
+        },
+        ..BuildOptions::default()
+    };
+    let err = persist::build(dir.path(), &c1, &bad, &()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "connectivity (M) must be in 2..=256, got 1"
+    );
+}
