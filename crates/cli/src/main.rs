@@ -6,6 +6,7 @@ mod bench;
 mod cluster;
 mod items;
 mod progress;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -32,6 +33,9 @@ enum Command {
     Batch(batch::BatchArgs),
     Profile(batch::ProfileArgs),
     Synth(batch::SynthArgs),
+    #[command(subcommand)]
+    Index(serve::IndexCommand),
+    Serve(serve::ServeArgs),
     Bench(bench::BenchArgs),
 }
 
@@ -64,6 +68,8 @@ fn main() -> ExitCode {
         Command::Batch(args) => batch::run_batch_cmd(&args),
         Command::Profile(args) => batch::run_profile(&args),
         Command::Synth(args) => batch::run_synth(&args),
+        Command::Index(cmd) => serve::run_index(&cmd),
+        Command::Serve(args) => serve::run_serve(&args),
         Command::Bench(args) => bench::run(&args),
     };
     match result {

@@ -14,10 +14,12 @@ use pinnersage_core::importance::SECONDS_PER_DAY;
 use pinnersage_core::{Actions, Clusterer, CoreError, Embeddings, ProfileParams};
 use pinnersage_store::events::{EventStore, EventStoreError, StoredEvent};
 use pinnersage_store::profiles::{
-    GenerationMeta, ProfileStoreError, ProfileWriter, StoredCluster, StoredProfile,
+    GenerationMeta, ProfileStoreError, ProfileWriter, StoredCluster, StoredItem, StoredProfile,
 };
 use rayon::prelude::*;
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use arrow_array::{ArrayRef, Float64Array, Int64Array, StringArray, UInt32Array};
 use arrow_schema::{DataType, Field};
@@ -173,6 +175,7 @@ pub fn run_batch(
         .saturating_sub(i64::from(config.window_days) * SECONDS_PER_DAY as i64);
     let mut totals = (0u64, 0u64, 0u64, 0u64); // users seen, actions, unknown, users without items
     let mut cluster_counts: Vec<u32> = Vec::new();
+    let engagements: Vec<AtomicU32> = (0..catalog.rows()).map(|_| AtomicU32::new(0)).collect();
     std::thread::scope(|scope| -> Result<(), BatchError> {
         // One thread streams users from the store while the pool clusters the previous chunk.
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk, EventStoreError>>(2);
@@ -202,7 +205,7 @@ pub fn run_batch(
         });
         for chunk in rx {
             let chunk = chunk?;
-            let results = cluster_chunk(&catalog, config, &chunk)?;
+            let results = cluster_chunk(&catalog, config, &chunk, &engagements)?;
             let mut profiles = Vec::with_capacity(results.len());
             for r in results {
                 totals.0 += 1;
@@ -233,6 +236,7 @@ pub fn run_batch(
     if let Some(out) = parquet {
         out.finish().map_err(BatchError::Output)?;
     }
+    writer.write_popular(&most_engaged(&catalog, &engagements, POPULAR_ITEMS))?;
     let generation = writer.publish(GenerationMeta {
         now: config.now,
         window_days: config.window_days,
@@ -311,11 +315,35 @@ pub fn cluster_user(
     clusterer.profile(&actions, now).map(Some)
 }
 
+/// Items kept in a generation's most-engaged list (the fallback for users without a profile).
+pub const POPULAR_ITEMS: usize = 1_000;
+
+/// The `n` items with the most engagements (ties: lower row first), with their counts.
+fn most_engaged(catalog: &Catalog, engagements: &[AtomicU32], n: usize) -> Vec<(String, u64)> {
+    let mut ranked: Vec<(u32, usize)> = engagements
+        .iter()
+        .enumerate()
+        .map(|(row, c)| (c.load(Ordering::Relaxed), row))
+        .filter(|&(c, _)| c > 0)
+        .collect();
+    let by_count = |a: &(u32, usize), b: &(u32, usize)| b.0.cmp(&a.0).then(a.1.cmp(&b.1));
+    if ranked.len() > n {
+        ranked.select_nth_unstable_by(n, by_count);
+        ranked.truncate(n);
+    }
+    ranked.sort_unstable_by(by_count);
+    ranked
+        .into_iter()
+        .map(|(c, row)| (catalog.id(row).to_owned(), u64::from(c)))
+        .collect()
+}
+
 /// Clusters a chunk of users in parallel.
 fn cluster_chunk(
     catalog: &Catalog,
     config: &BatchConfig,
     chunk: &Chunk,
+    engagements: &[AtomicU32],
 ) -> Result<Vec<UserResult>, BatchError> {
     chunk
         .par_iter()
@@ -328,6 +356,9 @@ fn cluster_chunk(
                 let profile = cluster_user(clusterer, catalog, events, config.now, buffers)
                     .map_err(|e| BatchError::Config(format!("user {user:?}: {e}")))?;
                 let known = buffers.rows.len();
+                for &row in &buffers.rows {
+                    engagements[row].fetch_add(1, Ordering::Relaxed);
+                }
                 let unknown = (events.len() - known) as u64;
                 let Some(profile) = profile else {
                     return Ok(UserResult {
@@ -338,7 +369,23 @@ fn cluster_chunk(
                     });
                 };
                 let actions = profile.clusters.iter().map(|c| c.size() as u64).sum();
+                let mut seen = HashSet::with_capacity(known);
+                let mut items = Vec::with_capacity(known);
+                for (k, c) in profile.clusters.iter().enumerate() {
+                    let mut members = c.members.clone();
+                    members.sort_unstable_by_key(|&m| std::cmp::Reverse(buffers.times[m]));
+                    for m in members {
+                        let row = buffers.rows[m];
+                        if seen.insert(row) {
+                            items.push(StoredItem {
+                                item: catalog.id(row).to_owned(),
+                                cluster: k as u32,
+                            });
+                        }
+                    }
+                }
                 let stored = StoredProfile {
+                    items,
                     clusters: profile
                         .clusters
                         .iter()

@@ -5,10 +5,12 @@
 use std::path::{Path, PathBuf};
 
 use pinnersage_catalog::generation::{Generations, Staging};
-use redb::{Database, ReadableDatabase, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 const PROFILES: TableDefinition<&str, &[u8]> = TableDefinition::new("profiles");
+/// Most engaged items of the window: rank -> (item id, engagements).
+const POPULAR: TableDefinition<u32, (&str, u64)> = TableDefinition::new("popular");
 const FILE: &str = "profiles.redb";
 const META: &str = "meta.json";
 
@@ -25,18 +27,33 @@ pub struct StoredCluster {
     pub latest_time: i64,
 }
 
-/// A user's stored profile: clusters in profile order (importance, then size, then medoid).
+/// One distinct item the user engaged with in the window, and the cluster it fell in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredItem {
+    /// External item id.
+    pub item: String,
+    /// Index into [`StoredProfile::clusters`].
+    pub cluster: u32,
+}
+
+/// A user's stored profile: clusters in profile order (importance, then size, then medoid), and
+/// the distinct items clustered (grouped by cluster, most recent first within one), which serving
+/// uses to leave out what the user has already seen and to show cluster members.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct StoredProfile {
     /// The clusters.
     pub clusters: Vec<StoredCluster>,
+    /// The distinct items.
+    pub items: Vec<StoredItem>,
 }
 
 impl StoredProfile {
-    /// Compact binary encoding: `u32` count, then per cluster `u16` id length, id, `u32` size,
-    /// `f64` importance, `i64` latest time (all little-endian).
+    /// Compact binary encoding (little-endian): `u32` cluster count, then per cluster `u16` id
+    /// length, id, `u32` size, `f64` importance, `i64` latest time; then `u32` item count and per
+    /// item `u16` id length, id, `u32` cluster.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(4 + self.clusters.len() * 40);
+        let ids: usize = self.items.iter().map(|i| i.item.len() + 6).sum();
+        let mut out = Vec::with_capacity(8 + self.clusters.len() * 40 + ids);
         out.extend((self.clusters.len() as u32).to_le_bytes());
         for c in &self.clusters {
             out.extend((c.medoid.len() as u16).to_le_bytes());
@@ -45,6 +62,12 @@ impl StoredProfile {
             out.extend(c.importance.to_le_bytes());
             out.extend(c.latest_time.to_le_bytes());
         }
+        out.extend((self.items.len() as u32).to_le_bytes());
+        for i in &self.items {
+            out.extend((i.item.len() as u16).to_le_bytes());
+            out.extend(i.item.as_bytes());
+            out.extend(i.cluster.to_le_bytes());
+        }
         out
     }
 
@@ -52,8 +75,12 @@ impl StoredProfile {
     ///
     /// ```
     /// use pinnersage_store::profiles::{StoredCluster, StoredProfile};
-    /// let p = StoredProfile { clusters: vec![StoredCluster {
-    ///     medoid: "item-9".into(), size: 4, importance: 3.5, latest_time: 1_700_000_000 }] };
+    /// use pinnersage_store::profiles::StoredItem;
+    /// let p = StoredProfile {
+    ///     clusters: vec![StoredCluster {
+    ///         medoid: "item-9".into(), size: 4, importance: 3.5, latest_time: 1_700_000_000 }],
+    ///     items: vec![StoredItem { item: "item-9".into(), cluster: 0 }],
+    /// };
     /// assert_eq!(StoredProfile::decode(&p.encode()), Some(p));
     /// assert_eq!(StoredProfile::decode(&[1, 0, 0]), None);
     /// ```
@@ -79,8 +106,19 @@ impl StoredProfile {
                 latest_time,
             });
         }
+        let count = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
+        let mut items = Vec::with_capacity(count.min(1 << 16));
+        for _ in 0..count {
+            let len = u16::from_le_bytes(take(2)?.try_into().ok()?) as usize;
+            let item = String::from_utf8(take(len)?.to_vec()).ok()?;
+            let cluster = u32::from_le_bytes(take(4)?.try_into().ok()?);
+            if cluster as usize >= clusters.len() {
+                return None;
+            }
+            items.push(StoredItem { item, cluster });
+        }
         take(0).filter(|_| r.is_empty())?;
-        Some(Self { clusters })
+        Some(Self { clusters, items })
     }
 }
 
@@ -181,6 +219,23 @@ impl ProfileWriter {
         Ok(())
     }
 
+    /// Records the window's most engaged items (best first), the fallback for users without a
+    /// profile.
+    pub fn write_popular(&mut self, items: &[(String, u64)]) -> Result<(), ProfileStoreError> {
+        let file = self.staging.path().join(FILE);
+        let err = io(&file);
+        let txn = self.db.begin_write().map_err(|e| err(&e))?;
+        {
+            let mut table = txn.open_table(POPULAR).map_err(|e| err(&e))?;
+            for (rank, (item, count)) in items.iter().enumerate() {
+                table
+                    .insert(rank as u32, (item.as_str(), *count))
+                    .map_err(|e| err(&e))?;
+            }
+        }
+        txn.commit().map_err(|e| err(&e))
+    }
+
     /// Number of profiles written so far.
     pub fn users(&self) -> u64 {
         self.users
@@ -245,6 +300,25 @@ impl ProfileStore {
     /// What the generation was computed with.
     pub fn meta(&self) -> &GenerationMeta {
         &self.meta
+    }
+
+    /// The window's most engaged items, best first (see [`ProfileWriter::write_popular`]).
+    pub fn popular(&self) -> Result<Vec<(String, u64)>, ProfileStoreError> {
+        let file = self.dir.join(FILE);
+        let err = io(&file);
+        let txn = self.db.begin_read().map_err(|e| err(&e))?;
+        let table = match txn.open_table(POPULAR) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(err(&e)),
+        };
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(|e| err(&e))? {
+            let (_, value) = entry.map_err(|e| err(&e))?;
+            let (item, count) = value.value();
+            out.push((item.to_owned(), count));
+        }
+        Ok(out)
     }
 
     /// The profile of `user`, if the batch produced one.

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use pinnersage_store::events::{Event, EventStore, InsertStats};
 use pinnersage_store::profiles::{
-    GenerationMeta, ProfileStore, ProfileStoreError, ProfileWriter, StoredCluster, StoredProfile,
+    GenerationMeta, ProfileStore, ProfileStoreError, ProfileWriter, StoredCluster, StoredItem,
+    StoredProfile,
 };
 
 fn scratch(name: &str) -> PathBuf {
@@ -134,15 +135,31 @@ fn profile_generations_switch_atomically() {
             importance: 2.5,
             latest_time: 9,
         }],
+        items: vec![
+            StoredItem {
+                item: m.into(),
+                cluster: 0,
+            },
+            StoredItem {
+                item: format!("{m}-2"),
+                cluster: 0,
+            },
+        ],
     };
     let mut w = ProfileWriter::begin(&dir).unwrap();
     w.write(&[("alice".into(), profile("x")), ("bob".into(), profile("y"))])
+        .unwrap();
+    w.write_popular(&[("x".into(), 7), ("y".into(), 3)])
         .unwrap();
     let first = w.publish(meta.clone()).unwrap();
     let old = ProfileStore::open(&dir).unwrap();
     assert_eq!(old.meta().users, 2);
     assert_eq!(old.get("alice").unwrap(), Some(profile("x")));
     assert_eq!(old.get("carol").unwrap(), None);
+    assert_eq!(
+        old.popular().unwrap(),
+        [("x".to_string(), 7), ("y".to_string(), 3)]
+    );
 
     // A second batch in progress is invisible; an abandoned one leaves nothing behind.
     let mut w = ProfileWriter::begin(&dir).unwrap();

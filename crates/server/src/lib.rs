@@ -1,0 +1,11 @@
+//! Serving: the recommendation engine ([`recommend`]), its medoid cache ([`cache`]), request
+//! metrics ([`metrics`]) and the HTTP API ([`http`]).
+#![warn(missing_docs)]
+
+pub mod cache;
+pub mod http;
+pub mod metrics;
+pub mod recommend;
+
+pub use http::{AppState, router, serve, shutdown_signal};
+pub use recommend::{Engine, EngineConfig, Resample};

@@ -1,0 +1,143 @@
+//! Request metrics in the Prometheus text format, kept in atomics (no locks on the hot path).
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Routes measured, by label.
+pub const ROUTES: [&str; 8] = [
+    "recommendations",
+    "profile",
+    "similar",
+    "healthz",
+    "metrics",
+    "openapi",
+    "page",
+    "other",
+];
+/// Status codes counted individually; anything else is counted as `other`.
+const STATUSES: [u16; 8] = [200, 202, 400, 404, 405, 413, 422, 500];
+/// Latency histogram bucket bounds, seconds.
+const BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+#[derive(Default)]
+struct Route {
+    statuses: [AtomicU64; STATUSES.len() + 1],
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+/// Counters and latency histograms per route.
+#[derive(Default)]
+pub struct Metrics {
+    routes: [Route; ROUTES.len()],
+}
+
+impl Metrics {
+    /// Records one request to `route` (a label of [`ROUTES`]; unknown labels count as
+    /// `other`).
+    pub fn record(&self, route: &str, status: u16, elapsed: Duration) {
+        let r = ROUTES
+            .iter()
+            .position(|&x| x == route)
+            .unwrap_or(ROUTES.len() - 1);
+        let route = &self.routes[r];
+        let s = STATUSES
+            .iter()
+            .position(|&x| x == status)
+            .unwrap_or(STATUSES.len());
+        route.statuses[s].fetch_add(1, Ordering::Relaxed);
+        let secs = elapsed.as_secs_f64();
+        if let Some(b) = BUCKETS.iter().position(|&le| secs <= le) {
+            route.buckets[b].fetch_add(1, Ordering::Relaxed);
+        }
+        route.count.fetch_add(1, Ordering::Relaxed);
+        route
+            .sum_nanos
+            .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// Appends the request metrics in the Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        out.push_str("# HELP pinnersage_http_requests_total HTTP requests by route and status.\n");
+        out.push_str("# TYPE pinnersage_http_requests_total counter\n");
+        for (name, route) in ROUTES.iter().zip(&self.routes) {
+            for (i, counter) in route.statuses.iter().enumerate() {
+                let n = counter.load(Ordering::Relaxed);
+                if n == 0 {
+                    continue;
+                }
+                let status = STATUSES
+                    .get(i)
+                    .map_or("other".to_string(), |s| s.to_string());
+                let _ = writeln!(
+                    out,
+                    "pinnersage_http_requests_total{{route=\"{name}\",status=\"{status}\"}} {n}"
+                );
+            }
+        }
+        out.push_str("# HELP pinnersage_http_request_duration_seconds Time to answer, by route.\n");
+        out.push_str("# TYPE pinnersage_http_request_duration_seconds histogram\n");
+        for (name, route) in ROUTES.iter().zip(&self.routes) {
+            let count = route.count.load(Ordering::Relaxed);
+            if count == 0 {
+                continue;
+            }
+            let mut cumulative = 0;
+            for (le, b) in BUCKETS.iter().zip(&route.buckets) {
+                cumulative += b.load(Ordering::Relaxed);
+                let _ = writeln!(
+                    out,
+                    "pinnersage_http_request_duration_seconds_bucket{{route=\"{name}\",le=\"{le}\"}} {cumulative}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "pinnersage_http_request_duration_seconds_bucket{{route=\"{name}\",le=\"+Inf\"}} {count}"
+            );
+            let sum = route.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+            let _ = writeln!(
+                out,
+                "pinnersage_http_request_duration_seconds_sum{{route=\"{name}\"}} {sum}"
+            );
+            let _ = writeln!(
+                out,
+                "pinnersage_http_request_duration_seconds_count{{route=\"{name}\"}} {count}"
+            );
+        }
+    }
+}
+
+/// Appends one gauge or counter with its help text.
+pub fn write_metric(out: &mut String, name: &str, kind: &str, help: &str, value: f64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative_and_statuses_are_labelled() {
+        let m = Metrics::default();
+        m.record("similar", 200, Duration::from_micros(300));
+        m.record("similar", 404, Duration::from_millis(3));
+        m.record("nonsense", 418, Duration::from_secs(9));
+        let mut out = String::new();
+        m.render(&mut out);
+        assert!(out.contains("pinnersage_http_requests_total{route=\"similar\",status=\"200\"} 1"));
+        assert!(out.contains("pinnersage_http_requests_total{route=\"similar\",status=\"404\"} 1"));
+        assert!(out.contains("pinnersage_http_requests_total{route=\"other\",status=\"other\"} 1"));
+        assert!(out.contains("_bucket{route=\"similar\",le=\"0.0005\"} 1"));
+        assert!(out.contains("_bucket{route=\"similar\",le=\"0.005\"} 2"));
+        assert!(out.contains("_bucket{route=\"other\",le=\"2.5\"} 0"));
+        assert!(out.contains("_bucket{route=\"other\",le=\"+Inf\"} 1"));
+        assert!(out.contains("_count{route=\"similar\"} 2"));
+    }
+}
