@@ -1,0 +1,387 @@
+//! The real server on an ephemeral port, over real HTTP, on a real data directory (catalog,
+//! event store, batch profiles, persisted HNSW index).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pinnersage_catalog::catalog::{Catalog, CatalogBuilder};
+use pinnersage_core::ProfileParams;
+use pinnersage_core::sample::SplitMix64;
+use pinnersage_index::persist::{self, BuildOptions};
+use pinnersage_pipeline::batch::{BatchConfig, run_batch};
+use pinnersage_server::metrics::Metrics;
+use pinnersage_server::{AppState, Engine, EngineConfig};
+use pinnersage_store::events::{Event, EventStore};
+use serde_json::Value;
+
+const NOW: i64 = 1_700_000_000;
+const DIM: usize = 16;
+const ITEMS: usize = 3_000;
+const TOPICS: usize = 12;
+
+/// Items around `TOPICS` centres; 40 users engaging with 2 or 3 topics each (30 events).
+fn make_data_dir(dir: &Path) {
+    let mut rng = SplitMix64::new(11);
+    let mut gauss = move || {
+        let (u, v) = (rng.next_f64().max(1e-12), rng.next_f64());
+        ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+    };
+    let centres: Vec<f32> = (0..TOPICS * DIM).map(|_| gauss()).collect();
+    let mut b = CatalogBuilder::new(dir, DIM, true).unwrap();
+    for i in 0..ITEMS {
+        let c = &centres[(i % TOPICS) * DIM..(i % TOPICS + 1) * DIM];
+        let mut v: Vec<f32> = c.iter().map(|&x| x + 0.3 * gauss()).collect();
+        b.push(&format!("i{i}"), &mut v).unwrap();
+    }
+    b.commit("test").unwrap();
+    let store = EventStore::open(dir).unwrap();
+    let mut events = Vec::new();
+    for u in 0..40usize {
+        let topics = [u % TOPICS, (u * 5 + 1) % TOPICS, (u * 7 + 3) % TOPICS];
+        for e in 0..30usize {
+            let topic = topics[e % (2 + u % 2)];
+            let item = topic + TOPICS * ((u * 31 + e * 17) % (ITEMS / TOPICS));
+            events.push(Event {
+                user: format!("u{u}"),
+                item: format!("i{item}"),
+                time: NOW - (e as i64) * 3_600 * 7,
+                action: "click".into(),
+                weight: 1.0,
+                id: None,
+            });
+        }
+    }
+    store.insert(&events).unwrap();
+    drop(store);
+    batch(dir, NOW);
+    let catalog = Catalog::open(dir).unwrap();
+    persist::build(dir, &catalog, &BuildOptions::default(), &()).unwrap();
+}
+
+fn batch(dir: &Path, now: i64) {
+    let config = BatchConfig {
+        now,
+        window_days: 90,
+        params: ProfileParams::default(),
+        shard: None,
+        chunk_users: 16,
+        parquet_out: None,
+    };
+    run_batch(dir, &config, &|_| {}).unwrap();
+}
+
+/// A running server; shut down (gracefully) on drop.
+struct Server {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(dir: &Path) -> Self {
+        let mut catalog = Catalog::open(dir).unwrap();
+        catalog.build_hash_index();
+        let catalog = Arc::new(catalog);
+        let index = persist::open(dir, catalog.clone(), None, false).unwrap();
+        let engine = Engine::new(dir, catalog, index, EngineConfig::default()).unwrap();
+        let state = AppState {
+            engine: Arc::new(engine),
+            metrics: Arc::new(Metrics::default()),
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                let shutdown = async {
+                    let _ = rx.await;
+                };
+                pinnersage_server::serve(listener, state, Duration::from_millis(100), shutdown)
+                    .await
+                    .unwrap();
+            });
+        });
+        let addr = addr_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        Self {
+            addr,
+            stop: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// `(status, body)` of a request.
+    fn request(&self, method: &str, path: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        )
+        .unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        (status, body.to_owned())
+    }
+
+    fn get_json(&self, path: &str) -> (u16, Value) {
+        let (status, body) = self.request("GET", path);
+        let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
+        (status, json)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn ids(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["item"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn error_code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap()
+}
+
+#[test]
+fn every_endpoint_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    make_data_dir(dir.path());
+    let server = Server::start(dir.path());
+
+    let (status, health) = server.get_json("/healthz");
+    assert_eq!(status, 200);
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["index"]["items"], ITEMS);
+    assert_eq!(health["profiles"], "gen-000001");
+
+    // Profile: clusters by importance with members.
+    let (status, profile) = server.get_json("/v1/users/u3/profile");
+    assert_eq!(status, 200, "{profile}");
+    let clusters = profile["clusters"].as_array().unwrap();
+    assert!(clusters.len() >= 2, "{profile}");
+    let importances: Vec<f64> = clusters
+        .iter()
+        .map(|c| c["importance"].as_f64().unwrap())
+        .collect();
+    assert!(
+        importances.windows(2).all(|w| w[0] >= w[1]),
+        "{importances:?}"
+    );
+    let seen: Vec<String> = clusters
+        .iter()
+        .flat_map(|c| {
+            c["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m.as_str().unwrap().to_owned())
+        })
+        .collect();
+    assert!(!seen.is_empty());
+
+    // Recommendations: k results, from the sampled medoids, none seen, none a medoid, stable.
+    let (status, reco) = server.get_json("/v1/users/u3/recommendations?k=30");
+    assert_eq!(status, 200, "{reco}");
+    assert_eq!(reco["fallback"], false);
+    assert_eq!(reco["user"], "u3");
+    let items = ids(&reco["items"]);
+    assert_eq!(items.len(), 30);
+    let medoids = ids(&reco["medoids"]);
+    assert_eq!(medoids.len(), 3.min(clusters.len()));
+    let mut unique = items.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 30, "no duplicates");
+    for r in reco["items"].as_array().unwrap() {
+        let item = r["item"].as_str().unwrap();
+        assert!(medoids.contains(&r["medoid"].as_str().unwrap().to_owned()));
+        assert!(
+            !medoids.contains(&item.to_owned()),
+            "a medoid is never recommended"
+        );
+        assert!(!seen.contains(&item.to_owned()), "{item} was seen");
+        assert!(
+            r["score"].as_f64().unwrap() > 0.5,
+            "neighbours of the same topic"
+        );
+    }
+    let (_, again) = server.get_json("/v1/users/u3/recommendations?k=30");
+    assert_eq!(again, reco, "stable within a day");
+    let (_, fewer) = server.get_json("/v1/users/u3/recommendations?k=5&medoids=1");
+    assert_eq!(ids(&fewer["items"]).len(), 5);
+    assert_eq!(ids(&fewer["medoids"]).len(), 1);
+
+    // Fallback: most engaged items, marked.
+    let (status, fb) = server.get_json("/v1/users/stranger/recommendations?k=4");
+    assert_eq!(status, 200);
+    assert_eq!(fb["fallback"], true);
+    assert_eq!(ids(&fb["items"]).len(), 4);
+    assert!(fb["items"][0]["medoid"].is_null());
+    let counts: Vec<f64> = fb["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["score"].as_f64().unwrap())
+        .collect();
+    assert!(
+        counts.windows(2).all(|w| w[0] >= w[1]) && counts[0] >= 1.0,
+        "{counts:?}"
+    );
+
+    // Similar items.
+    let (status, sim) = server.get_json("/v1/items/i5/similar?k=7");
+    assert_eq!(status, 200);
+    let s = ids(&sim["items"]);
+    assert_eq!(s.len(), 7);
+    assert!(!s.contains(&"i5".to_string()));
+    let same_topic = s
+        .iter()
+        .filter(|id| id[1..].parse::<usize>().unwrap() % TOPICS == 5)
+        .count();
+    assert!(same_topic >= 6, "{s:?}");
+
+    // Errors: JSON, 4xx, specific codes.
+    for (path, status, code) in [
+        ("/v1/users/u3/recommendations?k=0", 400, "bad_request"),
+        ("/v1/users/u3/recommendations?k=1001", 400, "bad_request"),
+        ("/v1/users/u3/recommendations?k=abc", 400, "bad_query"),
+        ("/v1/users/u3/recommendations?medoids=0", 400, "bad_request"),
+        (
+            "/v1/users/u3/recommendations?exclude_seen=maybe",
+            400,
+            "bad_query",
+        ),
+        ("/v1/users/nobody/profile", 404, "no_profile"),
+        ("/v1/items/no-such-item/similar", 404, "unknown_item"),
+        ("/v1/items/i5/similar?k=100000", 400, "bad_request"),
+        ("/v2/whatever", 404, "not_found"),
+    ] {
+        let (got, body) = server.get_json(path);
+        assert_eq!(got, status, "{path}: {body}");
+        assert_eq!(error_code(&body), code, "{path}");
+    }
+    let (status, body) = server.request("POST", "/healthz");
+    assert_eq!(status, 405, "{body}");
+
+    // OpenAPI lists every route.
+    let (status, spec) = server.get_json("/openapi.json");
+    assert_eq!(status, 200);
+    for path in [
+        "/v1/users/{user}/recommendations",
+        "/v1/users/{user}/profile",
+        "/v1/items/{item}/similar",
+        "/healthz",
+        "/metrics",
+        "/openapi.json",
+    ] {
+        assert!(
+            spec["paths"].get(path).is_some(),
+            "{path} missing from the spec"
+        );
+    }
+
+    // Metrics: request counters, latency histograms, index size, cache counters.
+    let (status, text) = server.request("GET", "/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        text.contains("pinnersage_http_requests_total{route=\"recommendations\",status=\"200\"} 4"),
+        "{text}"
+    );
+    assert!(
+        text.contains("pinnersage_http_requests_total{route=\"recommendations\",status=\"400\"} 5")
+    );
+    assert!(text.contains("pinnersage_http_request_duration_seconds_count{route=\"similar\"}"));
+    assert!(text.contains(&format!("pinnersage_index_items {ITEMS}")));
+    assert!(text.contains("pinnersage_medoid_cache_hits_total"));
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in metrics"))
+}
+
+#[test]
+fn medoid_cache_is_shared_restart_serves_the_persisted_index_and_new_batches_are_picked_up() {
+    let dir = tempfile::tempdir().unwrap();
+    make_data_dir(dir.path());
+    let first_answer;
+    {
+        let server = Server::start(dir.path());
+        let (_, reco) = server.get_json("/v1/users/u7/recommendations?k=20");
+        first_answer = reco;
+        let (_, text) = server.request("GET", "/metrics");
+        let (hits, misses) = (
+            metric(&text, "pinnersage_medoid_cache_hits_total"),
+            metric(&text, "pinnersage_medoid_cache_misses_total"),
+        );
+        assert_eq!(
+            misses,
+            first_answer["medoids"].as_array().unwrap().len() as f64
+        );
+        // The same request again runs no ANN search.
+        server.get_json("/v1/users/u7/recommendations?k=20");
+        let (_, text) = server.request("GET", "/metrics");
+        assert_eq!(
+            metric(&text, "pinnersage_medoid_cache_misses_total"),
+            misses
+        );
+        assert_eq!(
+            metric(&text, "pinnersage_medoid_cache_hits_total"),
+            hits + misses
+        );
+        // Every user: many share medoids, so hits grow faster than misses.
+        for u in 0..40 {
+            server.get_json(&format!("/v1/users/u{u}/recommendations?k=20"));
+        }
+        let (_, text) = server.request("GET", "/metrics");
+        let (h, m) = (
+            metric(&text, "pinnersage_medoid_cache_hits_total"),
+            metric(&text, "pinnersage_medoid_cache_misses_total"),
+        );
+        assert!(h > 0.0 && m > 0.0 && h + m >= 40.0 * 2.0, "{h} {m}");
+    }
+    // A restart memory-maps the same index file and answers the same.
+    let server = Server::start(dir.path());
+    let (_, reco) = server.get_json("/v1/users/u7/recommendations?k=20");
+    assert_eq!(reco, first_answer);
+
+    // A new batch generation is served without a restart.
+    batch(dir.path(), NOW + 86_400);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, health) = server.get_json("/healthz");
+        if health["profiles"] == "gen-000002" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "new generation not picked up: {health}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, _) = server.get_json("/v1/users/u7/profile");
+    assert_eq!(status, 200);
+}
