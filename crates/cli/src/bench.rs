@@ -24,6 +24,8 @@ pub struct BenchArgs {
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
     Cluster(BenchClusterArgs),
+    Index(crate::bench_index::BenchIndexArgs),
+    Serve(crate::bench_serve::BenchServeArgs),
 }
 
 /// Time a full profile build (distances, Ward, cut, medoids, importance) on one thread for each
@@ -48,7 +50,11 @@ struct BenchClusterArgs {
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
-    let BenchCommand::Cluster(args) = &args.what;
+    let args = match &args.what {
+        BenchCommand::Cluster(a) => a,
+        BenchCommand::Index(a) => return crate::bench_index::run(a),
+        BenchCommand::Serve(a) => return crate::bench_serve::run(a),
+    };
     if args.repeat == 0 {
         return Err(InputError("--repeat must be at least 1".into()).into());
     }

@@ -3,6 +3,8 @@
 
 mod batch;
 mod bench;
+mod bench_index;
+mod bench_serve;
 mod cluster;
 mod items;
 mod progress;
