@@ -132,7 +132,11 @@ fn cache_counters(addr: SocketAddr) -> Result<(f64, f64)> {
 
 /// Runs `pinnersage bench serve`.
 pub fn run(args: &BenchServeArgs) -> Result<()> {
-    if args.users == 0 || args.connections == 0 || !(args.duration > 0.0) || !(args.rate >= 0.0) {
+    let valid_times = args.duration.is_finite()
+        && args.duration > 0.0
+        && args.rate.is_finite()
+        && args.rate >= 0.0;
+    if args.users == 0 || args.connections == 0 || !valid_times {
         return Err(InputError(
             "--users and --connections must be at least 1, --duration positive, --rate >= 0".into(),
         )
