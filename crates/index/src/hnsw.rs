@@ -77,8 +77,10 @@ impl HnswParams {
     fn options(&self, dim: usize) -> IndexOptions {
         IndexOptions {
             dimensions: dim,
+            // Cosine is an inner product on unit vectors: vectors and queries are normalised on
+            // the way in, which saves usearch two norms per distance (as hnswlib does).
             metric: match self.metric {
-                Metric::Cosine => MetricKind::Cos,
+                Metric::Cosine => MetricKind::IP,
                 Metric::L2 => MetricKind::L2sq,
             },
             quantization: match self.quantization {
@@ -157,12 +159,13 @@ impl HnswIndex {
         index
             .reserve_capacity_and_threads(rows.len(), threads.max(search_threads()))
             .map_err(usearch_err)?;
+        let metric = params.metric;
         rows.par_chunks(256).try_for_each(|chunk| {
+            let mut buffer = Vec::with_capacity(dim);
             for &row in chunk {
                 let r = row as usize;
-                index
-                    .add(row as u64, &vectors[r * dim..(r + 1) * dim])
-                    .map_err(usearch_err)?;
+                let v = prepare(metric, &vectors[r * dim..(r + 1) * dim], &mut buffer);
+                index.add(row as u64, v).map_err(usearch_err)?;
             }
             progress(chunk.len() as u64);
             Ok::<_, IndexError>(())
@@ -236,6 +239,23 @@ impl HnswIndex {
     }
 }
 
+/// The vector as the index stores it: unit length for cosine (a zero vector stays zero, at
+/// distance 1 from everything), unchanged for L2.
+fn prepare<'a>(metric: Metric, v: &'a [f32], buffer: &'a mut Vec<f32>) -> &'a [f32] {
+    match metric {
+        Metric::L2 => v,
+        Metric::Cosine => {
+            let norm = pinnersage_core::scan::dot(v, v).sqrt();
+            if (norm - 1.0).abs() < 1e-6 || norm == 0.0 {
+                return v;
+            }
+            buffer.clear();
+            buffer.extend(v.iter().map(|&x| x / norm));
+            buffer
+        }
+    }
+}
+
 fn path_str(path: &Path) -> Result<&str, IndexError> {
     path.to_str()
         .ok_or_else(|| IndexError::Options(format!("{} is not valid UTF-8", path.display())))
@@ -256,6 +276,8 @@ impl AnnIndex for HnswIndex {
         if k == 0 || self.index.size() == 0 {
             return Ok(Vec::new());
         }
+        let mut buffer = Vec::new();
+        let query = prepare(self.metric, query, &mut buffer);
         let m = self.index.search(query, k).map_err(usearch_err)?;
         Ok(self.matches(m))
     }
@@ -269,6 +291,8 @@ impl AnnIndex for HnswIndex {
         if k == 0 || self.index.size() == 0 {
             return Ok(Vec::new());
         }
+        let mut buffer = Vec::new();
+        let query = prepare(self.metric, query, &mut buffer);
         let m = self
             .index
             .filtered_search(query, k, |key| keep(key as u32))
@@ -279,3 +303,4 @@ impl AnnIndex for HnswIndex {
         "hnsw"
     }
 }
+
