@@ -303,4 +303,3 @@ impl AnnIndex for HnswIndex {
         "hnsw"
     }
 }
-

@@ -11,11 +11,11 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::metrics::{Metrics, write_metric};
-use crate::recommend::{Engine, EngineError, Recommended, Request as RecoRequest};
+use crate::recommend::{Engine, EngineError, Recommended, Request as RecoRequest, SampledMedoid};
 
 /// The OpenAPI description of every route.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -182,15 +182,49 @@ fn unix_now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-fn item_json(r: &Recommended) -> Value {
-    json!({"item": r.item, "score": r.score, "medoid": r.medoid})
+/// One result as JSON, ids borrowed from the catalog.
+#[derive(Serialize)]
+struct ItemOut<'a> {
+    item: &'a str,
+    score: f64,
+    medoid: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct MedoidOut<'a> {
+    item: &'a str,
+    importance: f64,
+}
+
+#[derive(Serialize)]
+struct RecommendationsOut<'a> {
+    user: &'a str,
+    items: Vec<ItemOut<'a>>,
+    medoids: Vec<MedoidOut<'a>>,
+    fallback: bool,
+}
+
+fn items_out<'a>(
+    engine: &'a Engine,
+    items: &[Recommended],
+    medoids: &[SampledMedoid],
+) -> Vec<ItemOut<'a>> {
+    let catalog = engine.catalog();
+    items
+        .iter()
+        .map(|r| ItemOut {
+            item: catalog.id(r.row as usize),
+            score: r.score,
+            medoid: r.medoid.map(|m| catalog.id(medoids[m].row as usize)),
+        })
+        .collect()
 }
 
 async fn recommendations(
     State(state): State<AppState>,
     user: Result<Path<String>, PathRejection>,
     query: Result<Query<RecoQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let Path(user) = user?;
     let Query(q) = query?;
     let req = RecoRequest {
@@ -199,15 +233,31 @@ async fn recommendations(
         exclude_seen: q.exclude_seen.unwrap_or(true),
         now: unix_now(),
     };
-    let reco = state.engine.recommend(&user, req)?;
-    Ok(Json(json!({
-        "user": user,
-        "items": reco.items.iter().map(item_json).collect::<Vec<_>>(),
-        "medoids": reco.medoids.iter()
-            .map(|m| json!({"item": m.item, "importance": m.importance}))
-            .collect::<Vec<_>>(),
-        "fallback": reco.fallback,
-    })))
+    let engine = &state.engine;
+    let reco = engine.recommend(&user, req)?;
+    let body = RecommendationsOut {
+        user: &user,
+        items: items_out(engine, &reco.items, &reco.medoids),
+        medoids: reco
+            .medoids
+            .iter()
+            .map(|m| MedoidOut {
+                item: engine.catalog().id(m.row as usize),
+                importance: m.importance,
+            })
+            .collect(),
+        fallback: reco.fallback,
+    };
+    Ok(json_response(&body))
+}
+
+/// Serialises `body` straight into the response (no intermediate `Value`).
+fn json_response(body: &impl Serialize) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            .into_response(),
+    }
 }
 
 /// Members shown per cluster in the profile response.
@@ -264,14 +314,31 @@ async fn similar(
     State(state): State<AppState>,
     item: Result<Path<String>, PathRejection>,
     query: Result<Query<SimilarQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let Path(item) = item?;
     let Query(q) = query?;
     let hits = state.engine.similar(&item, q.k.unwrap_or(20))?;
-    Ok(Json(json!({
-        "item": item,
-        "items": hits.iter().map(|h| json!({"item": h.item, "score": h.score})).collect::<Vec<_>>(),
-    })))
+    #[derive(Serialize)]
+    struct Neighbour<'a> {
+        item: &'a str,
+        score: f64,
+    }
+    #[derive(Serialize)]
+    struct SimilarOut<'a> {
+        item: &'a str,
+        items: Vec<Neighbour<'a>>,
+    }
+    let catalog = state.engine.catalog();
+    Ok(json_response(&SimilarOut {
+        item: &item,
+        items: hits
+            .iter()
+            .map(|h| Neighbour {
+                item: catalog.id(h.row as usize),
+                score: h.score,
+            })
+            .collect(),
+    }))
 }
 
 async fn healthz(State(state): State<AppState>) -> Json<Value> {

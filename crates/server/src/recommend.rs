@@ -12,10 +12,11 @@ use std::sync::{Arc, RwLock};
 
 use pinnersage_catalog::catalog::Catalog;
 use pinnersage_core::blend::blend_round_robin;
+use pinnersage_core::hash::stable_hash;
 use pinnersage_core::importance::SECONDS_PER_DAY;
 use pinnersage_core::sample::{SplitMix64, sample_seed, sample_weighted};
 use pinnersage_index::persist::OpenedIndex;
-use pinnersage_store::profiles::{ProfileStore, ProfileStoreError, StoredProfile};
+use pinnersage_store::profiles::{ProfileStore, ProfileStoreError, ProfileView, StoredProfile};
 
 use crate::cache::{MedoidCache, Neighbours};
 
@@ -83,23 +84,24 @@ pub struct Request {
     pub now: i64,
 }
 
-/// One recommended item.
-#[derive(Debug, Clone, PartialEq)]
+/// One recommended item (ids are resolved through [`Engine::catalog`] when answering).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Recommended {
-    /// External item id.
-    pub item: String,
+    /// The item's catalog row.
+    pub row: u32,
     /// Similarity to the medoid that produced it (cosine, or −squared L2); for fallbacks, the
     /// item's engagement count.
     pub score: f64,
-    /// The medoid that produced it (`None` for fallbacks).
-    pub medoid: Option<String>,
+    /// Index into [`Recommendation::medoids`] of the medoid that produced it (`None` for
+    /// fallbacks).
+    pub medoid: Option<usize>,
 }
 
 /// A sampled medoid.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SampledMedoid {
-    /// External item id.
-    pub item: String,
+    /// The medoid's catalog row.
+    pub row: u32,
     /// Its cluster's importance.
     pub importance: f64,
 }
@@ -214,71 +216,75 @@ impl Engine {
     pub fn recommend(&self, user: &str, req: Request) -> Result<Recommendation, EngineError> {
         check_bounds(req.k, req.medoids)?;
         let profiles = self.profiles.read().expect("not poisoned").clone();
-        let profile = match &profiles.store {
-            Some(store) => store.get(user).map_err(internal)?,
-            None => None,
-        };
-        let Some(profile) = profile.filter(|p| !p.clusters.is_empty()) else {
+        let Some(store) = &profiles.store else {
             return Ok(self.fallback(&profiles, req.k));
         };
-        let seed = match self.config.resample {
-            Resample::Daily => sample_seed(
-                user.as_bytes(),
-                req.now.div_euclid(SECONDS_PER_DAY as i64),
-                self.config.seed,
-            ),
-            Resample::PerRequest => sample_seed(
-                user.as_bytes(),
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos() as i64),
-                self.config.seed,
-            ),
+        store
+            .with_profile(user, |view| match view {
+                Some(view) if !view.clusters.is_empty() => self.personalised(user, &view, req),
+                _ => Ok(self.fallback(&profiles, req.k)),
+            })
+            .map_err(internal)?
+    }
+
+    fn personalised(
+        &self,
+        user: &str,
+        profile: &ProfileView<'_>,
+        req: Request,
+    ) -> Result<Recommendation, EngineError> {
+        let day = match self.config.resample {
+            Resample::Daily => req.now.div_euclid(SECONDS_PER_DAY as i64),
+            Resample::PerRequest => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as i64),
         };
+        let seed = sample_seed(user.as_bytes(), day, self.config.seed);
         let weights: Vec<f64> = profile.clusters.iter().map(|c| c.importance).collect();
         let picked = sample_weighted(&weights, req.medoids, &mut SplitMix64::new(seed));
         let per_medoid = req.k.div_ceil(picked.len().max(1));
         let fetch = (per_medoid * 2).next_power_of_two().max(MIN_FETCH);
         let mut lists: Vec<Neighbours> = Vec::with_capacity(picked.len());
-        let mut sources = Vec::with_capacity(picked.len());
-        let mut medoid_rows = HashSet::new();
+        let mut medoids = Vec::with_capacity(picked.len());
         for &c in &picked {
             let cluster = &profile.clusters[c];
             // A medoid missing from the catalog (re-imported since the batch) is skipped.
-            let Some(row) = self.catalog.row_of(&cluster.medoid) else {
+            let Some(row) = self.catalog.row_of(cluster.medoid) else {
                 continue;
             };
-            medoid_rows.insert(row as u32);
             lists.push(self.neighbours(row as u32, fetch)?);
-            sources.push(SampledMedoid {
-                item: cluster.medoid.clone(),
+            medoids.push(SampledMedoid {
+                row: row as u32,
                 importance: cluster.importance,
             });
         }
-        let seen: HashSet<u32> = if req.exclude_seen {
+        // Seen items are compared by id hash: no catalog lookup per seen item.
+        let seen: HashSet<u64, BuildIdentity> = if req.exclude_seen {
             profile
                 .items
                 .iter()
-                .filter_map(|i| self.catalog.row_of(&i.item).map(|r| r as u32))
+                .map(|(item, _)| stable_hash(item.as_bytes()))
                 .collect()
         } else {
-            HashSet::new()
+            HashSet::default()
         };
         let refs: Vec<&[(u32, f32)]> = lists.iter().map(|l| &l[..]).collect();
         let blended = blend_round_robin(&refs, req.k, |row| {
-            medoid_rows.contains(&row) || seen.contains(&row)
+            medoids.iter().any(|m| m.row == row)
+                || (!seen.is_empty()
+                    && seen.contains(&stable_hash(self.catalog.id(row as usize).as_bytes())))
         });
         let items = blended
             .into_iter()
             .map(|b| Recommended {
-                item: self.catalog.id(b.row as usize).to_owned(),
+                row: b.row,
                 score: f64::from(b.score),
-                medoid: Some(sources[b.source].item.clone()),
+                medoid: Some(b.source),
             })
             .collect();
         Ok(Recommendation {
             items,
-            medoids: sources,
+            medoids,
             fallback: false,
         })
     }
@@ -297,7 +303,7 @@ impl Engine {
             .filter(|&&(r, _)| r != row)
             .take(k)
             .map(|&(r, score)| Recommended {
-                item: self.catalog.id(r as usize).to_owned(),
+                row: r,
                 score: f64::from(score),
                 medoid: None,
             })
@@ -328,7 +334,7 @@ impl Engine {
                 .iter()
                 .take(k)
                 .map(|&(row, count)| Recommended {
-                    item: self.catalog.id(row as usize).to_owned(),
+                    row,
                     score: count as f64,
                     medoid: None,
                 })
@@ -336,6 +342,34 @@ impl Engine {
             medoids: Vec::new(),
             fallback: true,
         }
+    }
+}
+
+/// Hashes `u64` keys that are already well mixed (`stable_hash` outputs) by passing them through.
+#[derive(Default, Clone, Copy)]
+struct BuildIdentity;
+
+#[derive(Default)]
+struct IdentityHasher(u64);
+
+impl std::hash::Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | self.0 >> 56) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+impl std::hash::BuildHasher for BuildIdentity {
+    type Hasher = IdentityHasher;
+    fn build_hasher(&self) -> IdentityHasher {
+        IdentityHasher(0)
     }
 }
 

@@ -85,8 +85,58 @@ impl StoredProfile {
     /// assert_eq!(StoredProfile::decode(&[1, 0, 0]), None);
     /// ```
     pub fn decode(bytes: &[u8]) -> Option<Self> {
+        let view = ProfileView::parse(bytes)?;
+        Some(Self {
+            clusters: view
+                .clusters
+                .iter()
+                .map(|c| StoredCluster {
+                    medoid: c.medoid.to_owned(),
+                    size: c.size,
+                    importance: c.importance,
+                    latest_time: c.latest_time,
+                })
+                .collect(),
+            items: view
+                .items
+                .iter()
+                .map(|&(item, cluster)| StoredItem {
+                    item: item.to_owned(),
+                    cluster,
+                })
+                .collect(),
+        })
+    }
+}
+
+/// One cluster of a [`ProfileView`], borrowing its medoid id.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClusterView<'a> {
+    /// External id of the medoid item.
+    pub medoid: &'a str,
+    /// Number of actions in the cluster.
+    pub size: u32,
+    /// Importance at the batch's `now`.
+    pub importance: f64,
+    /// Latest action time in the cluster (unix seconds).
+    pub latest_time: i64,
+}
+
+/// A profile decoded in place from [`StoredProfile::encode`]'s bytes: ids borrow the bytes, so
+/// reading one costs two allocations whatever its size (the serving hot path).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileView<'a> {
+    /// Clusters, in profile order.
+    pub clusters: Vec<ClusterView<'a>>,
+    /// Distinct items and the index of their cluster.
+    pub items: Vec<(&'a str, u32)>,
+}
+
+impl<'a> ProfileView<'a> {
+    /// Parses and validates encoded bytes; `None` if they are malformed.
+    pub fn parse(bytes: &'a [u8]) -> Option<Self> {
         let mut r = bytes;
-        let mut take = |n: usize| -> Option<&[u8]> {
+        let mut take = |n: usize| -> Option<&'a [u8]> {
             let (head, tail) = (r.get(..n)?, r.get(n..)?);
             r = tail;
             Some(head)
@@ -95,11 +145,11 @@ impl StoredProfile {
         let mut clusters = Vec::with_capacity(count.min(1 << 16));
         for _ in 0..count {
             let len = u16::from_le_bytes(take(2)?.try_into().ok()?) as usize;
-            let medoid = String::from_utf8(take(len)?.to_vec()).ok()?;
+            let medoid = std::str::from_utf8(take(len)?).ok()?;
             let size = u32::from_le_bytes(take(4)?.try_into().ok()?);
             let importance = f64::from_le_bytes(take(8)?.try_into().ok()?);
             let latest_time = i64::from_le_bytes(take(8)?.try_into().ok()?);
-            clusters.push(StoredCluster {
+            clusters.push(ClusterView {
                 medoid,
                 size,
                 importance,
@@ -110,12 +160,12 @@ impl StoredProfile {
         let mut items = Vec::with_capacity(count.min(1 << 16));
         for _ in 0..count {
             let len = u16::from_le_bytes(take(2)?.try_into().ok()?) as usize;
-            let item = String::from_utf8(take(len)?.to_vec()).ok()?;
+            let item = std::str::from_utf8(take(len)?).ok()?;
             let cluster = u32::from_le_bytes(take(4)?.try_into().ok()?);
             if cluster as usize >= clusters.len() {
                 return None;
             }
-            items.push(StoredItem { item, cluster });
+            items.push((item, cluster));
         }
         take(0).filter(|_| r.is_empty())?;
         Some(Self { clusters, items })
@@ -319,6 +369,32 @@ impl ProfileStore {
             out.push((item.to_owned(), count));
         }
         Ok(out)
+    }
+
+    /// Calls `f` with a zero-copy view of `user`'s profile (`None` if the batch produced none).
+    pub fn with_profile<R>(
+        &self,
+        user: &str,
+        f: impl FnOnce(Option<ProfileView<'_>>) -> R,
+    ) -> Result<R, ProfileStoreError> {
+        let file = self.dir.join(FILE);
+        let err = io(&file);
+        let txn = self.db.begin_read().map_err(|e| err(&e))?;
+        let table = match txn.open_table(PROFILES) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(f(None)),
+            Err(e) => return Err(err(&e)),
+        };
+        let Some(guard) = table.get(user).map_err(|e| err(&e))? else {
+            return Ok(f(None));
+        };
+        match ProfileView::parse(guard.value()) {
+            Some(view) => Ok(f(Some(view))),
+            None => Err(ProfileStoreError::Corrupt {
+                path: file.clone(),
+                user: user.to_owned(),
+            }),
+        }
     }
 
     /// The profile of `user`, if the batch produced one.
