@@ -384,3 +384,124 @@ fn events_batch_profile_end_to_end() {
     let err = fails_with_code_2(&["import", "events", "--data-dir", s(&data), s(&bad)]);
     assert!(err.contains("bad.csv: line 2: timestamp"), "{err}");
 }
+
+#[test]
+fn index_build_and_serve_until_sigterm() {
+    use std::io::{BufRead, BufReader, Read, Write};
+
+    let dir = scratch("serve");
+    let data = dir.join("data");
+    let d = s(&data);
+    let err = fails_with_code_2(&["index", "build", "--data-dir", d]);
+    assert!(err.contains("import items"), "{err}");
+    let items = dir.join("items.csv");
+    std::fs::write(
+        &items,
+        "id,a,b,c\nsun,1,0,0\nstar,0.99,0.1,0\nsea,0,1,0\nlake,0,0.99,0.1\nsky,0.7,0.7,0\n",
+    )
+    .unwrap();
+    assert!(
+        run(&["import", "items", "--data-dir", d, s(&items)])
+            .status
+            .success()
+    );
+    let err = fails_with_code_2(&["serve", "--data-dir", d, "--addr", "127.0.0.1:0"]);
+    assert!(err.contains("run `pinnersage index build"), "{err}");
+    let err = fails_with_code_2(&["index", "build", "--data-dir", d, "--connectivity", "1"]);
+    assert!(
+        err.contains("connectivity (M) must be in 2..=256, got 1"),
+        "{err}"
+    );
+    let missing = dir.join("missing.txt");
+    let err = fails_with_code_2(&["index", "build", "--data-dir", d, "--exclude", s(&missing)]);
+    assert!(err.contains("missing.txt"), "{err}");
+
+    let exclude = dir.join("exclude.txt");
+    std::fs::write(&exclude, "lake\n\nnot-an-item\n").unwrap();
+    let out = run(&[
+        "index",
+        "build",
+        "--data-dir",
+        d,
+        "--kind",
+        "exact",
+        "--exclude",
+        s(&exclude),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("4 of 5 items (1 excluded, 0 near duplicates collapsed)"),
+        "{text}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 excluded ids are not in the catalog"));
+
+    /// Kills the server if the test fails before stopping it.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = KillOnDrop(
+        bin()
+            .args(["serve", "--data-dir", d, "--addr", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = BufReader::new(child.0.stderr.take().unwrap());
+    let mut addr = None;
+    let mut line = String::new();
+    while addr.is_none() && stderr.read_line(&mut line).unwrap() > 0 {
+        addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_owned);
+        line.clear();
+    }
+    let addr = addr.expect("the server prints its address");
+    let get = |path: &str| {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).unwrap();
+        raw
+    };
+    let health = get("/healthz");
+    assert!(
+        health.contains("\"kind\":\"exact\"") && health.contains("\"items\":4"),
+        "{health}"
+    );
+    let similar = get("/v1/items/sun/similar?k=2");
+    assert!(similar.starts_with("HTTP/1.1 200"), "{similar}");
+    assert!(
+        similar.contains("\"item\":\"star\"") && !similar.contains("lake"),
+        "{similar}"
+    );
+    // No batch yet: every user gets the (empty) fallback.
+    let reco = get("/v1/users/ann/recommendations");
+    assert!(reco.contains("\"fallback\":true"), "{reco}");
+
+    let term = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "graceful shutdown exits 0: {status:?}");
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("shut down"), "{rest}");
+}
