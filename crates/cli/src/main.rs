@@ -6,6 +6,7 @@ mod bench;
 mod bench_index;
 mod bench_serve;
 mod cluster;
+mod eval;
 mod items;
 mod progress;
 mod serve;
@@ -38,6 +39,7 @@ enum Command {
     #[command(subcommand)]
     Index(serve::IndexCommand),
     Serve(serve::ServeArgs),
+    Eval(eval::EvalArgs),
     Bench(bench::BenchArgs),
 }
 
@@ -72,6 +74,7 @@ fn main() -> ExitCode {
         Command::Synth(args) => batch::run_synth(&args),
         Command::Index(cmd) => serve::run_index(&cmd),
         Command::Serve(args) => serve::run_serve(&args),
+        Command::Eval(args) => eval::run(&args),
         Command::Bench(args) => bench::run(&args),
     };
     match result {

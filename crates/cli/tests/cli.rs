@@ -505,3 +505,63 @@ fn index_build_and_serve_until_sigterm() {
     stderr.read_to_string(&mut rest).unwrap();
     assert!(rest.contains("shut down"), "{rest}");
 }
+
+#[test]
+fn eval_writes_report_and_metrics_and_names_bad_inputs() {
+    let dir = scratch("eval");
+    let err = fails_with_code_2(&["eval", "--out", s(&dir.join("out"))]);
+    assert!(err.contains("pinnersage eval movielens"), "{err}");
+    // 6 items on two axes; 3 users alternating between them.
+    let x = [
+        1.0, 0.0, 0.99, 0.1, 0.98, 0.15, 0.0, 1.0, 0.1, 0.99, 0.15, 0.98,
+    ];
+    let emb = dir.join("emb.npy");
+    npy::write_f32_matrix(&emb, &x, 6, 2).unwrap();
+    let ids = dir.join("ids.txt");
+    std::fs::write(&ids, "a\nb\nc\nd\ne\nf\n").unwrap();
+    let mut csv = String::from("user,item,timestamp\n");
+    for u in 0..3 {
+        for (k, item) in ["a", "d", "b", "e", "c", "f"].iter().enumerate() {
+            csv.push_str(&format!("u{u},{item},{}\n", 1_000 + k * 86_400 + u));
+        }
+    }
+    let events = dir.join("events.csv");
+    std::fs::write(&events, csv).unwrap();
+    let out = dir.join("out");
+    let args = [
+        "eval",
+        "--events",
+        s(&events),
+        "--embeddings",
+        s(&emb),
+        "--ids",
+        s(&ids),
+        "--out",
+        s(&out),
+        "--min-train",
+        "2",
+        "--train-fraction",
+        "0.6",
+        "--bootstrap",
+        "50",
+    ];
+    let run_out = run(&args);
+    assert!(
+        run_out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run_out.stderr)
+    );
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("| last item (baseline) |"), "{report}");
+    let metrics: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["users"], 3);
+    assert_eq!(metrics["methods"][0]["name"], "last-item");
+    // Ids and rows disagree: one line naming both files.
+    std::fs::write(&ids, "a\nb\n").unwrap();
+    let err = fails_with_code_2(&args);
+    assert!(
+        err.contains("ids.txt has 2 ids but") && err.contains("emb.npy has 6 rows"),
+        "{err}"
+    );
+}

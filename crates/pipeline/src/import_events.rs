@@ -174,6 +174,30 @@ pub fn import_events_with_progress(
     Ok(report)
 }
 
+/// Reads every event of `file` into memory (for offline jobs that work without a data
+/// directory, like the evaluation). Malformed rows are an error naming file and row, unless
+/// `options.skip_invalid` (then they are counted in the second value).
+pub fn read_events(file: &Path, options: &ImportOptions) -> Result<(Vec<Event>, u64), ImportError> {
+    File::open(file)
+        .map_err(|e| ImportError::Input(format!("{}: cannot read: {e}", file.display())))?;
+    let mut events = Vec::new();
+    let mut invalid = 0;
+    for_each_row(file, &options.columns, |loc, row| {
+        match row {
+            Ok(event) => events.push(event),
+            Err(_) if options.skip_invalid => invalid += 1,
+            Err(p) => {
+                return Err(ImportError::Input(format!(
+                    "{}: {loc}: {p}",
+                    file.display()
+                )));
+            }
+        }
+        Ok(())
+    })?;
+    Ok((events, invalid))
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Format {
     Delimited(u8),

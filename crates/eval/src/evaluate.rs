@@ -1,0 +1,307 @@
+//! Running every method over every user, with lifts and bootstrap confidence intervals.
+
+use std::fmt::Write;
+
+use pinnersage_core::sample::SplitMix64;
+use pinnersage_index::{AnnIndex, ExactIndex, Metric};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::methods::{Method, queries};
+use crate::metrics::{RELEVANCE_COSINE, recall, relevance};
+use crate::split::UserSplit;
+
+/// Evaluation settings.
+#[derive(Debug, Clone)]
+pub struct EvalConfig {
+    /// Methods; the first is the baseline lifts are relative to.
+    pub methods: Vec<Method>,
+    /// Candidates per user: `floor(candidates / e)` neighbours per embedding (the paper: 400).
+    pub candidates: usize,
+    /// Ward merge threshold.
+    pub alpha: f64,
+    /// Seed of medoid sampling and of the bootstrap.
+    pub seed: u64,
+    /// Bootstrap resamples of users for the confidence intervals.
+    pub bootstrap: usize,
+}
+
+/// A metric's mean over users, its lift over the baseline, and 95% bootstrap intervals.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Stat {
+    /// Mean over users.
+    pub value: f64,
+    /// 95% percentile-bootstrap interval of the mean.
+    pub ci: [f64; 2],
+    /// `value / baseline − 1`.
+    pub lift: f64,
+    /// 95% interval of the lift (users resampled jointly for both methods).
+    pub lift_ci: [f64; 2],
+}
+
+/// One method's results.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MethodResult {
+    /// Stable name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Recall: share of test items found among the candidates.
+    pub recall: Stat,
+    /// Relevance: share of test items with cosine >= 0.8 to a candidate.
+    pub relevance: Stat,
+    /// Mean query embeddings per user.
+    pub embeddings_per_user: f64,
+    /// Mean candidates per user.
+    pub candidates_per_user: f64,
+}
+
+/// The evaluation's results.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    /// Users evaluated.
+    pub users: usize,
+    /// Users excluded for too little history.
+    pub excluded_users: usize,
+    /// Test items over all users.
+    pub test_items: usize,
+    /// Candidates per user.
+    pub candidates: usize,
+    /// Ward merge threshold.
+    pub alpha: f64,
+    /// Per method, baseline first.
+    pub methods: Vec<MethodResult>,
+}
+
+/// Per-user outcome of one method.
+#[derive(Debug, Clone, Copy, Default)]
+struct UserScore {
+    recall: f64,
+    relevance: f64,
+    embeddings: usize,
+    candidates: usize,
+}
+
+/// Evaluates `config.methods` on `users` over the item matrix `vectors` (`dim` columns, exact
+/// cosine retrieval, training items never retrieved). `progress(n)` is called as users finish.
+pub fn evaluate(
+    vectors: &[f32],
+    dim: usize,
+    users: &[UserSplit],
+    excluded_users: usize,
+    config: &EvalConfig,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Report, String> {
+    if config.methods.is_empty() || users.is_empty() {
+        return Err("nothing to evaluate: no methods or no users with enough history".into());
+    }
+    let index = ExactIndex::new(vectors, dim, Metric::Cosine).map_err(|e| e.to_string())?;
+    let rows = vectors.len() / dim;
+    let out_of_range = |r: u32| r as usize >= rows;
+    if let Some(u) = users.iter().find(|u| {
+        u.train.iter().any(|&(r, _)| out_of_range(r)) || u.test.iter().any(|&r| out_of_range(r))
+    }) {
+        return Err(format!(
+            "user {} refers to an item row outside the {rows} rows of the embedding matrix",
+            u.user
+        ));
+    }
+    let norms: Vec<f32> = vectors
+        .chunks_exact(dim)
+        .map(|r| pinnersage_core::scan::dot(r, r).sqrt())
+        .collect();
+    let popular = popular_items(users, rows);
+    let vector = |r: u32| &vectors[r as usize * dim..(r as usize + 1) * dim];
+    let done = std::sync::atomic::AtomicU64::new(0);
+    // scores[user][method]
+    let scores: Vec<Vec<UserScore>> = users
+        .par_iter()
+        .map(|user| {
+            let mut train: Vec<u32> = user.train.iter().map(|&(r, _)| r).collect();
+            train.sort_unstable();
+            train.dedup();
+            let keep = |r: u32| train.binary_search(&r).is_err();
+            let out = config
+                .methods
+                .iter()
+                .map(|method| {
+                    let candidates: Vec<u32> = if *method == Method::Popularity {
+                        popular
+                            .iter()
+                            .copied()
+                            .filter(|&r| keep(r))
+                            .take(config.candidates)
+                            .collect()
+                    } else {
+                        let qs = queries(method, user, vectors, dim, config.alpha, config.seed)
+                            .map_err(|e| e.to_string())?;
+                        let per = config.candidates / qs.len().max(1);
+                        let mut c = Vec::with_capacity(config.candidates);
+                        for q in &qs {
+                            for n in index
+                                .search_filtered(q, per, &keep)
+                                .map_err(|e| e.to_string())?
+                            {
+                                if !c.contains(&n.row) {
+                                    c.push(n.row);
+                                }
+                            }
+                        }
+                        return Ok(UserScore {
+                            recall: recall(&user.test, &c),
+                            relevance: relevance(&user.test, &c, &vector, &norms, RELEVANCE_COSINE),
+                            embeddings: qs.len(),
+                            candidates: c.len(),
+                        });
+                    };
+                    Ok(UserScore {
+                        recall: recall(&user.test, &candidates),
+                        relevance: relevance(
+                            &user.test,
+                            &candidates,
+                            &vector,
+                            &norms,
+                            RELEVANCE_COSINE,
+                        ),
+                        embeddings: 0,
+                        candidates: candidates.len(),
+                    })
+                })
+                .collect::<Result<Vec<_>, String>>();
+            progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1);
+            out
+        })
+        .collect::<Result<_, String>>()?;
+
+    let n = users.len();
+    let column = |m: usize, f: fn(&UserScore) -> f64| -> Vec<f64> {
+        scores.iter().map(|s| f(&s[m])).collect()
+    };
+    let mut rng = SplitMix64::new(config.seed ^ 0xB007);
+    let resamples: Vec<Vec<usize>> = (0..config.bootstrap)
+        .map(|_| {
+            (0..n)
+                .map(|_| (rng.next_u64() % n as u64) as usize)
+                .collect()
+        })
+        .collect();
+    let stat = |m: usize, f: fn(&UserScore) -> f64| -> Stat {
+        let (values, base) = (column(m, f), column(0, f));
+        let mean = |v: &[f64], idx: Option<&[usize]>| match idx {
+            None => v.iter().sum::<f64>() / v.len() as f64,
+            Some(idx) => idx.iter().map(|&i| v[i]).sum::<f64>() / idx.len() as f64,
+        };
+        let (value, base_value) = (mean(&values, None), mean(&base, None));
+        let mut means = Vec::with_capacity(resamples.len());
+        let mut lifts = Vec::with_capacity(resamples.len());
+        for idx in &resamples {
+            let (a, b) = (mean(&values, Some(idx)), mean(&base, Some(idx)));
+            means.push(a);
+            lifts.push(if b > 0.0 { a / b - 1.0 } else { f64::NAN });
+        }
+        Stat {
+            value,
+            ci: percentile_interval(&mut means),
+            lift: if base_value > 0.0 {
+                value / base_value - 1.0
+            } else {
+                f64::NAN
+            },
+            lift_ci: percentile_interval(&mut lifts),
+        }
+    };
+    let methods = config
+        .methods
+        .iter()
+        .enumerate()
+        .map(|(m, method)| MethodResult {
+            name: method.name(),
+            description: method.describe(),
+            recall: stat(m, |s| s.recall),
+            relevance: stat(m, |s| s.relevance),
+            embeddings_per_user: column(m, |s| s.embeddings as f64).iter().sum::<f64>() / n as f64,
+            candidates_per_user: column(m, |s| s.candidates as f64).iter().sum::<f64>() / n as f64,
+        })
+        .collect();
+    Ok(Report {
+        users: n,
+        excluded_users,
+        test_items: users.iter().map(|u| u.test.len()).sum(),
+        candidates: config.candidates,
+        alpha: config.alpha,
+        methods,
+    })
+}
+
+/// The 2.5th and 97.5th percentiles (NaN entries ignored; NaN when none is left).
+fn percentile_interval(v: &mut Vec<f64>) -> [f64; 2] {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return [f64::NAN, f64::NAN];
+    }
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    [at(0.025), at(0.975)]
+}
+
+/// Items by training engagements over all users, most engaged first (ties: lower row).
+fn popular_items(users: &[UserSplit], rows: usize) -> Vec<u32> {
+    let mut counts = vec![0u32; rows];
+    for u in users {
+        for &(r, _) in &u.train {
+            counts[r as usize] += 1;
+        }
+    }
+    let mut ranked: Vec<u32> = (0..rows as u32)
+        .filter(|&r| counts[r as usize] > 0)
+        .collect();
+    ranked.sort_by_key(|&r| (std::cmp::Reverse(counts[r as usize]), r));
+    ranked
+}
+
+impl Report {
+    /// The report as Markdown: one table, absolute values and lifts over the baseline.
+    pub fn to_markdown(&self, title: &str) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "# {title}\n");
+        let _ = writeln!(
+            out,
+            "{} users evaluated ({} excluded for too little history), {} test items, up to {} \
+             candidates per user (floor({}/e) exact cosine neighbours per embedding, training \
+             items excluded), alpha {}. Intervals: 95% bootstrap over users.\n",
+            self.users,
+            self.excluded_users,
+            self.test_items,
+            self.candidates,
+            self.candidates,
+            self.alpha
+        );
+        let _ = writeln!(
+            out,
+            "| method | embeddings/user | Recall | lift | Relevance (cos >= 0.8) | lift |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
+        let pct = |x: f64| format!("{:+.0}%", 100.0 * x);
+        for m in &self.methods {
+            let _ = writeln!(
+                out,
+                "| {} | {:.1} | {:.4} [{:.4}, {:.4}] | {} [{}, {}] | {:.4} [{:.4}, {:.4}] | {} [{}, {}] |",
+                m.description,
+                m.embeddings_per_user,
+                m.recall.value,
+                m.recall.ci[0],
+                m.recall.ci[1],
+                pct(m.recall.lift),
+                pct(m.recall.lift_ci[0]),
+                pct(m.recall.lift_ci[1]),
+                m.relevance.value,
+                m.relevance.ci[0],
+                m.relevance.ci[1],
+                pct(m.relevance.lift),
+                pct(m.relevance.lift_ci[0]),
+                pct(m.relevance.lift_ci[1]),
+            );
+        }
+        out
+    }
+}
