@@ -9,6 +9,7 @@ use pinnersage_catalog::npy;
 use pinnersage_core::profile::DEFAULT_ALPHA;
 use pinnersage_eval::methods::default_methods;
 use pinnersage_eval::split::{Engagement, SplitParams, split_by_time};
+use pinnersage_eval::svd::{SvdParams, item_embeddings};
 use pinnersage_eval::{EvalConfig, evaluate};
 use pinnersage_pipeline::import_events::{EventColumns, ImportOptions, read_events};
 
@@ -113,6 +114,21 @@ struct EvalOptions {
     /// Bootstrap resamples for the confidence intervals.
     #[arg(long, default_value_t = 1000)]
     bootstrap: usize,
+    /// Item embeddings to evaluate with: the given ones, co-engagement embeddings learned from
+    /// the training split (truncated SVD of the user x item matrix), or both (two tables).
+    #[arg(long, value_enum, default_value = "both")]
+    item_embeddings: ItemEmbeddings,
+    /// Dimension of the learned co-engagement embeddings.
+    #[arg(long, default_value_t = 64)]
+    svd_dim: usize,
+}
+
+/// Which item embeddings an evaluation uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ItemEmbeddings {
+    Given,
+    Svd,
+    Both,
 }
 
 /// Runs `pinnersage eval`.
@@ -234,31 +250,56 @@ fn run_files(files: &EvalFiles, options: &EvalOptions, title: &str) -> Result<()
         seed: options.seed,
         bootstrap: options.bootstrap,
     };
-    let progress =
-        std::sync::Mutex::new(Progress::new("users evaluated", Some(splits.len() as u64)));
-    let report = evaluate(
-        &matrix.data,
-        matrix.cols,
-        &splits,
-        excluded,
-        &config,
-        &|n| {
+    let mut kinds: Vec<(&str, String, Vec<f32>, usize)> = Vec::new();
+    if options.item_embeddings != ItemEmbeddings::Svd {
+        kinds.push((
+            "given",
+            format!(
+                "given embeddings ({}, {} dims)",
+                files.embeddings.display(),
+                matrix.cols
+            ),
+            matrix.data,
+            matrix.cols,
+        ));
+    }
+    if options.item_embeddings != ItemEmbeddings::Given {
+        if options.svd_dim == 0 {
+            return Err(InputError("--svd-dim must be at least 1".into()).into());
+        }
+        let params = SvdParams {
+            dim: options.svd_dim,
+            seed: options.seed,
+            ..SvdParams::default()
+        };
+        let (emb, _) = item_embeddings(&splits, ids.len(), params);
+        let dim = emb.len() / ids.len().max(1);
+        kinds.push((
+            "svd",
+            format!("co-engagement embeddings (truncated SVD of the training split, {dim} dims)"),
+            emb,
+            dim,
+        ));
+    }
+    let mut markdown = format!("# Offline evaluation: {title}\n");
+    let mut json = serde_json::Map::new();
+    for (key, label, vectors, dim) in &kinds {
+        eprintln!("evaluating with {label}");
+        let progress =
+            std::sync::Mutex::new(Progress::new("users evaluated", Some(splits.len() as u64)));
+        let report = evaluate(vectors, *dim, &splits, excluded, &config, &|n| {
             if let Ok(p) = progress.lock() {
                 p.update(n);
             }
-        },
-    )
-    .map_err(InputError)?;
-    progress.into_inner().expect("not poisoned").finish();
-    write_outputs(
-        &options.out,
-        &report.to_markdown(&format!("Offline evaluation: {title}")),
-        &report,
-    )?;
-    print!(
-        "{}",
-        report.to_markdown(&format!("Offline evaluation: {title}"))
-    );
+        })
+        .map_err(InputError)?;
+        progress.into_inner().expect("not poisoned").finish();
+        markdown.push('\n');
+        markdown.push_str(&report.to_markdown(&format!("Item embeddings: {label}")));
+        json.insert((*key).to_string(), serde_json::to_value(&report)?);
+    }
+    write_outputs(&options.out, &markdown, &serde_json::Value::Object(json))?;
+    print!("{markdown}");
     eprintln!(
         "wrote {}/report.md and {}/metrics.json",
         options.out.display(),
@@ -267,7 +308,7 @@ fn run_files(files: &EvalFiles, options: &EvalOptions, title: &str) -> Result<()
     Ok(())
 }
 
-fn write_outputs(out: &Path, markdown: &str, report: &pinnersage_eval::Report) -> Result<()> {
+fn write_outputs(out: &Path, markdown: &str, report: &serde_json::Value) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     std::fs::write(out.join("report.md"), markdown)
         .with_context(|| format!("writing {}", out.join("report.md").display()))?;

@@ -39,7 +39,7 @@ enum Command {
     #[command(subcommand)]
     Index(serve::IndexCommand),
     Serve(serve::ServeArgs),
-    Eval(eval::EvalArgs),
+    Eval(Box<eval::EvalArgs>),
     Bench(bench::BenchArgs),
 }
 

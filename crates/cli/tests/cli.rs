@@ -555,8 +555,11 @@ fn eval_writes_report_and_metrics_and_names_bad_inputs() {
     assert!(report.contains("| last item (baseline) |"), "{report}");
     let metrics: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
-    assert_eq!(metrics["users"], 3);
-    assert_eq!(metrics["methods"][0]["name"], "last-item");
+    for kind in ["given", "svd"] {
+        assert_eq!(metrics[kind]["users"], 3, "{metrics}");
+        assert_eq!(metrics[kind]["methods"][0]["name"], "last-item");
+    }
+    assert!(report.contains("co-engagement embeddings"), "{report}");
     // Ids and rows disagree: one line naming both files.
     std::fs::write(&ids, "a\nb\n").unwrap();
     let err = fails_with_code_2(&args);

@@ -260,10 +260,11 @@ fn popular_items(users: &[UserSplit], rows: usize) -> Vec<u32> {
 }
 
 impl Report {
-    /// The report as Markdown: one table, absolute values and lifts over the baseline.
+    /// The report as a Markdown section headed `## title`: one table, absolute values and lifts
+    /// over the baseline.
     pub fn to_markdown(&self, title: &str) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "# {title}\n");
+        let _ = writeln!(out, "## {title}\n");
         let _ = writeln!(
             out,
             "{} users evaluated ({} excluded for too little history), {} test items, up to {} \

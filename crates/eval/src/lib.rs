@@ -9,5 +9,6 @@ pub mod evaluate;
 pub mod methods;
 pub mod metrics;
 pub mod split;
+pub mod svd;
 
 pub use evaluate::{EvalConfig, Report, evaluate};
