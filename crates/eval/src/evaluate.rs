@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 
+use pinnersage_core::blend::blend_round_robin;
 use pinnersage_core::sample::SplitMix64;
 use pinnersage_index::{AnnIndex, ExactIndex, Metric};
 use rayon::prelude::*;
@@ -50,6 +51,8 @@ pub struct MethodResult {
     pub recall: Stat,
     /// Relevance: share of test items with cosine >= 0.8 to a candidate.
     pub relevance: Stat,
+    /// Recall@K and HitRate@K for K in [`CUTOFFS`].
+    pub at_k: Vec<AtK>,
     /// Mean query embeddings per user.
     pub embeddings_per_user: f64,
     /// Mean candidates per user.
@@ -73,11 +76,27 @@ pub struct Report {
     pub methods: Vec<MethodResult>,
 }
 
+/// Cut-offs of Recall@K and HitRate@K (comparable with multi-interest papers).
+pub const CUTOFFS: [usize; 3] = [20, 50, 100];
+
+/// Recall@K and HitRate@K of one method at one cut-off, over the blended candidate ranking.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct AtK {
+    /// The cut-off.
+    pub k: usize,
+    /// Share of test items among the first `k` candidates.
+    pub recall: Stat,
+    /// Share of users with at least one test item among the first `k` candidates.
+    pub hit_rate: Stat,
+}
+
 /// Per-user outcome of one method.
 #[derive(Debug, Clone, Copy, Default)]
 struct UserScore {
     recall: f64,
     relevance: f64,
+    recall_at: [f64; CUTOFFS.len()],
+    hit_at: [f64; CUTOFFS.len()],
     embeddings: usize,
     candidates: usize,
 }
@@ -125,46 +144,47 @@ pub fn evaluate(
                 .methods
                 .iter()
                 .map(|method| {
-                    let candidates: Vec<u32> = if *method == Method::Popularity {
-                        popular
+                    let (candidates, embeddings) = if *method == Method::Popularity {
+                        let c: Vec<u32> = popular
                             .iter()
                             .copied()
                             .filter(|&r| keep(r))
                             .take(config.candidates)
-                            .collect()
+                            .collect();
+                        (c, 0)
                     } else {
                         let qs = queries(method, user, vectors, dim, config.alpha, config.seed)
                             .map_err(|e| e.to_string())?;
                         let per = config.candidates / qs.len().max(1);
-                        let mut c = Vec::with_capacity(config.candidates);
+                        let mut lists = Vec::with_capacity(qs.len());
                         for q in &qs {
-                            for n in index
+                            let hits = index
                                 .search_filtered(q, per, &keep)
-                                .map_err(|e| e.to_string())?
-                            {
-                                if !c.contains(&n.row) {
-                                    c.push(n.row);
-                                }
-                            }
+                                .map_err(|e| e.to_string())?;
+                            lists.push(
+                                hits.iter()
+                                    .map(|n| (n.row, 1.0 - n.distance))
+                                    .collect::<Vec<_>>(),
+                            );
                         }
-                        return Ok(UserScore {
-                            recall: recall(&user.test, &c),
-                            relevance: relevance(&user.test, &c, &vector, &norms, RELEVANCE_COSINE),
-                            embeddings: qs.len(),
-                            candidates: c.len(),
-                        });
+                        // Ranked like serving: round-robin by rank, duplicates dropped.
+                        let refs: Vec<&[(u32, f32)]> = lists.iter().map(|l| &l[..]).collect();
+                        let c = blend_round_robin(&refs, config.candidates, |_| false)
+                            .into_iter()
+                            .map(|b| b.row)
+                            .collect();
+                        (c, qs.len())
                     };
+                    let c = &candidates;
+                    let top = |k: usize| &c[..k.min(c.len())];
                     Ok(UserScore {
-                        recall: recall(&user.test, &candidates),
-                        relevance: relevance(
-                            &user.test,
-                            &candidates,
-                            &vector,
-                            &norms,
-                            RELEVANCE_COSINE,
-                        ),
-                        embeddings: 0,
-                        candidates: candidates.len(),
+                        recall: recall(&user.test, c),
+                        relevance: relevance(&user.test, c, &vector, &norms, RELEVANCE_COSINE),
+                        recall_at: CUTOFFS.map(|k| recall(&user.test, top(k))),
+                        hit_at: CUTOFFS
+                            .map(|k| f64::from(u8::from(recall(&user.test, top(k)) > 0.0))),
+                        embeddings,
+                        candidates: c.len(),
                     })
                 })
                 .collect::<Result<Vec<_>, String>>();
@@ -174,7 +194,7 @@ pub fn evaluate(
         .collect::<Result<_, String>>()?;
 
     let n = users.len();
-    let column = |m: usize, f: fn(&UserScore) -> f64| -> Vec<f64> {
+    let column = |m: usize, f: &dyn Fn(&UserScore) -> f64| -> Vec<f64> {
         scores.iter().map(|s| f(&s[m])).collect()
     };
     let mut rng = SplitMix64::new(config.seed ^ 0xB007);
@@ -185,7 +205,7 @@ pub fn evaluate(
                 .collect()
         })
         .collect();
-    let stat = |m: usize, f: fn(&UserScore) -> f64| -> Stat {
+    let stat = |m: usize, f: &dyn Fn(&UserScore) -> f64| -> Stat {
         let (values, base) = (column(m, f), column(0, f));
         let mean = |v: &[f64], idx: Option<&[usize]>| match idx {
             None => v.iter().sum::<f64>() / v.len() as f64,
@@ -217,10 +237,19 @@ pub fn evaluate(
         .map(|(m, method)| MethodResult {
             name: method.name(),
             description: method.describe(),
-            recall: stat(m, |s| s.recall),
-            relevance: stat(m, |s| s.relevance),
-            embeddings_per_user: column(m, |s| s.embeddings as f64).iter().sum::<f64>() / n as f64,
-            candidates_per_user: column(m, |s| s.candidates as f64).iter().sum::<f64>() / n as f64,
+            recall: stat(m, &|s| s.recall),
+            relevance: stat(m, &|s| s.relevance),
+            at_k: CUTOFFS
+                .iter()
+                .enumerate()
+                .map(|(i, &k)| AtK {
+                    k,
+                    recall: stat(m, &|s| s.recall_at[i]),
+                    hit_rate: stat(m, &|s| s.hit_at[i]),
+                })
+                .collect(),
+            embeddings_per_user: column(m, &|s| s.embeddings as f64).iter().sum::<f64>() / n as f64,
+            candidates_per_user: column(m, &|s| s.candidates as f64).iter().sum::<f64>() / n as f64,
         })
         .collect();
     Ok(Report {
@@ -302,6 +331,24 @@ impl Report {
                 pct(m.relevance.lift_ci[0]),
                 pct(m.relevance.lift_ci[1]),
             );
+        }
+        let _ = writeln!(
+            out,
+            "\nRanked by round-robin blending of the embeddings' neighbour lists (as served):\n"
+        );
+        let mut header = String::from("| method |");
+        let mut rule = String::from("|---|");
+        for k in CUTOFFS {
+            let _ = write!(header, " Recall@{k} | HitRate@{k} |");
+            rule.push_str("---:|---:|");
+        }
+        let _ = writeln!(out, "{header}\n{rule}");
+        for m in &self.methods {
+            let _ = write!(out, "| {} |", m.description);
+            for a in &m.at_k {
+                let _ = write!(out, " {:.4} | {:.4} |", a.recall.value, a.hit_rate.value);
+            }
+            out.push('\n');
         }
         out
     }
