@@ -191,10 +191,7 @@ impl Engine {
     /// Switches to the data directory's current profile generation if it changed. Returns
     /// whether it switched.
     pub fn reload_profiles(&self) -> Result<bool, EngineError> {
-        let current =
-            pinnersage_catalog::generation::Generations::new(self.data_dir.join("profiles"))
-                .current()
-                .map_err(|e| EngineError::Internal(e.to_string()))?;
+        let current = ProfileStore::current_dir(&self.data_dir).map_err(internal)?;
         if current.is_none() || current == self.profile_generation() {
             return Ok(false);
         }

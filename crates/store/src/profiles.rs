@@ -85,9 +85,15 @@ impl StoredProfile {
     /// assert_eq!(StoredProfile::decode(&[1, 0, 0]), None);
     /// ```
     pub fn decode(bytes: &[u8]) -> Option<Self> {
-        let view = ProfileView::parse(bytes)?;
-        Some(Self {
-            clusters: view
+        ProfileView::parse(bytes).map(|v| v.to_stored())
+    }
+}
+
+impl ProfileView<'_> {
+    /// An owned copy.
+    pub fn to_stored(&self) -> StoredProfile {
+        StoredProfile {
+            clusters: self
                 .clusters
                 .iter()
                 .map(|c| StoredCluster {
@@ -97,7 +103,7 @@ impl StoredProfile {
                     latest_time: c.latest_time,
                 })
                 .collect(),
-            items: view
+            items: self
                 .items
                 .iter()
                 .map(|&(item, cluster)| StoredItem {
@@ -105,7 +111,7 @@ impl StoredProfile {
                     cluster,
                 })
                 .collect(),
-        })
+        }
     }
 }
 
@@ -326,12 +332,18 @@ pub struct ProfileStore {
 }
 
 impl ProfileStore {
+    /// The directory of the data directory's current generation, if one was ever published
+    /// (cheap: lets a reader notice a new generation without opening it).
+    pub fn current_dir(data_dir: &Path) -> Result<Option<PathBuf>, ProfileStoreError> {
+        let generations = generations(data_dir);
+        generations
+            .current()
+            .map_err(|e| io(generations.root())(&e))
+    }
+
     /// Opens the current generation.
     pub fn open(data_dir: &Path) -> Result<Self, ProfileStoreError> {
-        let generations = generations(data_dir);
-        let dir = generations
-            .current()
-            .map_err(|e| io(generations.root())(&e))?
+        let dir = Self::current_dir(data_dir)?
             .ok_or_else(|| ProfileStoreError::Missing(data_dir.to_path_buf()))?;
         let meta_path = dir.join(META);
         let meta = std::fs::read(&meta_path)
@@ -399,22 +411,6 @@ impl ProfileStore {
 
     /// The profile of `user`, if the batch produced one.
     pub fn get(&self, user: &str) -> Result<Option<StoredProfile>, ProfileStoreError> {
-        let file = self.dir.join(FILE);
-        let err = io(&file);
-        let txn = self.db.begin_read().map_err(|e| err(&e))?;
-        let table = match txn.open_table(PROFILES) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(err(&e)),
-        };
-        let Some(bytes) = table.get(user).map_err(|e| err(&e))? else {
-            return Ok(None);
-        };
-        StoredProfile::decode(bytes.value())
-            .map(Some)
-            .ok_or_else(|| ProfileStoreError::Corrupt {
-                path: file.clone(),
-                user: user.to_owned(),
-            })
+        self.with_profile(user, |view| view.map(|v| v.to_stored()))
     }
 }
