@@ -3,13 +3,14 @@
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use pinnersage_core::ProfileParams;
 use pinnersage_core::importance::DEFAULT_LAMBDA;
 use pinnersage_core::profile::{DEFAULT_ALPHA, DEFAULT_MAX_ACTIONS};
 use pinnersage_pipeline::batch::{BatchConfig, BatchError, Shard, run_batch};
 use pinnersage_pipeline::import_events::{EventColumns, ImportError, ImportOptions, import_events};
+use pinnersage_store::events::EventStoreError;
 use pinnersage_store::profiles::{ProfileStore, ProfileStoreError};
 use serde_json::json;
 
@@ -164,6 +165,9 @@ pub fn run_import_events(args: &ImportEventsArgs) -> Result<()> {
     let report =
         import_events(&args.data.data_dir, &args.files, &options).map_err(|e| match e {
             ImportError::Input(msg) => InputError(msg).into(),
+            ImportError::Store(e @ EventStoreError::InUse { .. }) => {
+                InputError(e.to_string()).into()
+            }
             other => anyhow::Error::from(other),
         })?;
     let secs = start.elapsed().as_secs_f64();
@@ -206,6 +210,9 @@ pub fn run_batch_cmd(args: &BatchArgs) -> Result<()> {
         progress.update(users)
     });
     progress.finish();
+    if let Err(BatchError::Events(EventStoreError::InUse { .. })) = &result {
+        return run_batch_on_server(args, &config);
+    }
     let summary = result.map_err(|e| match e {
         BatchError::Config(_) | BatchError::NoEvents { .. } | BatchError::Output(_) => {
             InputError(e.to_string()).into()
@@ -235,6 +242,69 @@ pub fn run_batch_cmd(args: &BatchArgs) -> Result<()> {
     if let Some(out) = &args.out {
         println!("wrote {}", out.display());
     }
+    Ok(())
+}
+
+/// A running server owns the event store: ask it to run the batch (it then serves the new
+/// generation at once and drops the online actions the batch covers).
+fn run_batch_on_server(args: &BatchArgs, config: &BatchConfig) -> Result<()> {
+    let data_dir = &args.data.data_dir;
+    if args.shard.is_some() || args.out.is_some() {
+        return Err(InputError(format!(
+            "a server owns the event store of {}; --shard and --out need it stopped (or run the batch through it without them)",
+            data_dir.display()
+        ))
+        .into());
+    }
+    let file = crate::serve::server_file(data_dir);
+    let addr: std::net::SocketAddr = std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["addr"].as_str().and_then(|a| a.parse().ok()))
+        .ok_or_else(|| {
+            InputError(format!(
+                "the event store of {} is in use by another process, and {} does not name a running server",
+                data_dir.display(),
+                file.display()
+            ))
+        })?;
+    eprintln!("a server at http://{addr} owns the event store: running the batch there");
+    let body = json!({
+        "now": config.now,
+        "window_days": config.window_days,
+        "alpha": config.params.alpha,
+        "lambda": config.params.lambda,
+        "max_actions": config.params.max_actions,
+    });
+    let (status, reply) = crate::http_client::Conn::open(addr)?
+        .post_json("/v1/admin/batch", body.to_string().as_bytes())?;
+    let reply: serde_json::Value = serde_json::from_slice(&reply)
+        .with_context(|| format!("the server at {addr} answered HTTP {status} without JSON"))?;
+    if status != 200 {
+        let message = reply["error"]["message"]
+            .as_str()
+            .unwrap_or("unknown error");
+        return Err(InputError(format!(
+            "the server's batch failed (HTTP {status}): {message}"
+        ))
+        .into());
+    }
+    let seconds = reply["seconds"].as_f64().unwrap_or(0.0);
+    let users = reply["users"].as_u64().unwrap_or(0);
+    println!(
+        "batch: {} users, {} actions, clusters per user mean {:.1} / p50 {} / p99 {}, {:.2} s ({:.0} users/s)",
+        users,
+        reply["actions"],
+        reply["clusters_mean"].as_f64().unwrap_or(0.0),
+        reply["clusters_p50"],
+        reply["clusters_p99"],
+        seconds,
+        users as f64 / seconds.max(1e-9)
+    );
+    println!(
+        "published {} (served now by http://{addr})",
+        reply["generation"].as_str().unwrap_or("?")
+    );
     Ok(())
 }
 

@@ -1,15 +1,15 @@
 //! `pinnersage bench serve`: a load generator for a running `pinnersage serve`, over keep-alive
 //! HTTP/1.1 connections, with Zipf-distributed users.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 use pinnersage_core::sample::SplitMix64;
 
 use crate::InputError;
+use crate::http_client::Conn;
 
 /// Load a running server with recommendation requests and report latency percentiles,
 /// throughput and the share of ANN searches the medoid cache removed.
@@ -53,52 +53,6 @@ pub struct BenchServeArgs {
     /// Seed of the user draw.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-}
-
-/// A keep-alive HTTP/1.1 connection.
-struct Conn {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-}
-
-impl Conn {
-    fn open(addr: SocketAddr) -> Result<Self> {
-        let s = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
-        s.set_nodelay(true)?;
-        Ok(Self {
-            reader: BufReader::new(s.try_clone()?),
-            writer: s,
-        })
-    }
-
-    /// GETs `path`; returns the status and body.
-    fn get(&mut self, path: &str) -> Result<(u16, Vec<u8>)> {
-        write!(self.writer, "GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n")?;
-        let mut line = String::new();
-        self.reader.read_line(&mut line)?;
-        let status: u16 = line
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .with_context(|| format!("bad status line {line:?}"))?;
-        let mut length = 0usize;
-        loop {
-            line.clear();
-            self.reader.read_line(&mut line)?;
-            let l = line.trim_end();
-            if l.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = l.split_once(':')
-                && name.eq_ignore_ascii_case("content-length")
-            {
-                length = value.trim().parse()?;
-            }
-        }
-        let mut body = vec![0; length];
-        self.reader.read_exact(&mut body)?;
-        Ok((status, body))
-    }
 }
 
 /// Cumulative Zipf distribution over `n` ranks.

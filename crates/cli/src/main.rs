@@ -7,6 +7,7 @@ mod bench_index;
 mod bench_serve;
 mod cluster;
 mod eval;
+mod http_client;
 mod items;
 mod progress;
 mod serve;

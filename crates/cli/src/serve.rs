@@ -11,8 +11,11 @@ use clap::{Args, Subcommand};
 use pinnersage_catalog::catalog::Catalog;
 use pinnersage_index::persist::{self, BuildOptions, BuildProgress, IndexKind};
 use pinnersage_index::{HnswParams, Metric, Quantization};
+use pinnersage_pipeline::online::DEFAULT_ONLINE_ACTIONS;
+use pinnersage_server::ingest::Ingest;
 use pinnersage_server::metrics::Metrics;
 use pinnersage_server::{AppState, Engine, EngineConfig, Resample};
+use pinnersage_store::events::EventStoreError;
 
 use crate::InputError;
 use crate::items::DataDirArg;
@@ -169,14 +172,19 @@ pub fn run_index(cmd: &IndexCommand) -> Result<()> {
 /// Serve recommendations over HTTP from a data directory.
 ///
 /// Needs a catalog (`import items`), an index (`index build`) and, for personalised results,
-/// profiles (`batch`; until then every user gets the fallback). A new profile generation
-/// published by `pinnersage batch` is picked up without a restart.
+/// profiles (`batch`; until then every user gets the fallback). The server owns the data
+/// directory's event store while it runs: events posted to it are stored durably (group
+/// commit) and clustered online at once, merged with the batch profile. `pinnersage batch`
+/// run against the same data directory hands the batch to the server, which publishes the new
+/// generation, switches to it and drops the online actions it covers.
 ///
-/// Endpoints (all GET, JSON; the full spec is at /openapi.json):
-///   /v1/users/{user}/recommendations?k=50&medoids=3&exclude_seen=true
-///   /v1/users/{user}/profile
-///   /v1/items/{item}/similar?k=20
-///   /healthz   /metrics (Prometheus)   /openapi.json
+/// Endpoints (JSON; the full spec is at /openapi.json):
+///   GET  /v1/users/{user}/recommendations?k=50&medoids=3&exclude_seen=true
+///   GET  /v1/users/{user}/profile
+///   GET  /v1/items/{item}/similar?k=20
+///   POST /v1/events         {"events":[{"user":"u1","item":"i9","ts":1700000000,"action":"click"}]}
+///   POST /v1/admin/batch    {"now":1700000000}  (all fields optional)
+///   GET  /healthz   /metrics (Prometheus)   /openapi.json
 ///
 /// Example:
 ///   pinnersage serve --data-dir data --addr 127.0.0.1:8080
@@ -210,6 +218,14 @@ pub struct ServeArgs {
     /// Worker threads (default: one per CPU).
     #[arg(long)]
     threads: Option<usize>,
+    /// Latest actions per user clustered online (the paper uses 20).
+    #[arg(long, default_value_t = DEFAULT_ONLINE_ACTIONS)]
+    online_actions: usize,
+}
+
+/// Where a running server records its address, so that `pinnersage batch` can reach it.
+pub fn server_file(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("server.json")
 }
 
 /// Runs `pinnersage serve` until SIGTERM or Ctrl-C.
@@ -228,8 +244,22 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
             resample: args.resample,
             seed: args.seed,
             cache_bytes: args.cache_mb << 20,
+            online_actions: args.online_actions,
         },
     )?;
+    if args.online_actions == 0 {
+        return Err(InputError("--online-actions must be at least 1".into()).into());
+    }
+    let (ingest, recovered) = Ingest::open(&engine, catalog.clone()).map_err(|e| match e {
+        EventStoreError::InUse { .. } => anyhow::Error::from(InputError(e.to_string())),
+        e => anyhow::Error::from(e),
+    })?;
+    if recovered > 0 {
+        eprintln!(
+            "recovered {recovered} events after the served batch: {} users have online clusters",
+            engine.online().users()
+        );
+    }
     if engine.profile_generation().is_none() {
         eprintln!(
             "note: no profiles yet (run `pinnersage batch --data-dir {}`); every user gets the fallback",
@@ -260,14 +290,23 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
         let state = AppState {
             engine: Arc::new(engine),
             metrics: Arc::new(Metrics::default()),
+            ingest: Some(Arc::new(ingest)),
         };
-        pinnersage_server::serve(
+        let file = server_file(data_dir);
+        std::fs::write(
+            &file,
+            serde_json::json!({"addr": addr.to_string(), "pid": std::process::id()}).to_string(),
+        )
+        .with_context(|| format!("writing {}", file.display()))?;
+        let served = pinnersage_server::serve(
             listener,
             state,
             Duration::from_secs_f64(args.reload_seconds),
             pinnersage_server::shutdown_signal(),
         )
-        .await?;
+        .await;
+        let _ = std::fs::remove_file(&file);
+        served?;
         eprintln!("shut down");
         Ok(())
     })

@@ -387,8 +387,6 @@ fn events_batch_profile_end_to_end() {
 
 #[test]
 fn index_build_and_serve_until_sigterm() {
-    use std::io::{BufRead, BufReader, Read, Write};
-
     let dir = scratch("serve");
     let data = dir.join("data");
     let d = s(&data);
@@ -440,45 +438,8 @@ fn index_build_and_serve_until_sigterm() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("1 excluded ids are not in the catalog"));
 
-    /// Kills the server if the test fails before stopping it.
-    struct KillOnDrop(std::process::Child);
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut child = KillOnDrop(
-        bin()
-            .args(["serve", "--data-dir", d, "--addr", "127.0.0.1:0"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut stderr = BufReader::new(child.0.stderr.take().unwrap());
-    let mut addr = None;
-    let mut line = String::new();
-    while addr.is_none() && stderr.read_line(&mut line).unwrap() > 0 {
-        addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .map(str::to_owned);
-        line.clear();
-    }
-    let addr = addr.expect("the server prints its address");
-    let get = |path: &str| {
-        let mut s = std::net::TcpStream::connect(&addr).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).unwrap();
-        raw
-    };
+    let server = RunningServer::start(d);
+    let get = |path: &str| server.request("GET", path, "");
     let health = get("/healthz");
     assert!(
         health.contains("\"kind\":\"exact\"") && health.contains("\"items\":4"),
@@ -494,16 +455,264 @@ fn index_build_and_serve_until_sigterm() {
     let reco = get("/v1/users/ann/recommendations");
     assert!(reco.contains("\"fallback\":true"), "{reco}");
 
-    let term = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
-    let status = child.0.wait().unwrap();
+    // The server owns the event store: events go in over HTTP, and `pinnersage batch` hands
+    // the batch to the server, which serves the new generation at once.
+    let posted = server.request(
+        "POST",
+        "/v1/events",
+        r#"{"events":[{"user":"ann","item":"sun","ts":1700000000},{"user":"ann","item":"sea","ts":1700000100}]}"#,
+    );
+    assert!(posted.starts_with("HTTP/1.1 202"), "{posted}");
+    let err = fails_with_code_2(&["import", "events", "--data-dir", d, s(&items)]);
+    assert!(err.contains("in use by another process"), "{err}");
+    let out = run(&["batch", "--data-dir", d, "--now", "1700000200"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("batch: 1 users, 2 actions"), "{text}");
+    assert!(text.contains("published gen-000001"), "{text}");
+    let profile = get("/v1/users/ann/profile");
+    assert!(
+        profile.contains("\"generation\":\"gen-000001\""),
+        "{profile}"
+    );
+    assert!(profile.contains("\"online_actions\":0"), "{profile}");
+
+    let mut server = server;
+    let status = server.terminate();
     assert!(status.success(), "graceful shutdown exits 0: {status:?}");
-    let mut rest = String::new();
-    stderr.read_to_string(&mut rest).unwrap();
+    let rest = server.rest_of_stderr();
     assert!(rest.contains("shut down"), "{rest}");
+    assert!(
+        !data.join("server.json").exists(),
+        "the address file is removed on shutdown"
+    );
+}
+
+/// A `pinnersage serve` child process; killed if a test fails before stopping it.
+struct RunningServer {
+    child: std::process::Child,
+    addr: String,
+    stderr: std::io::BufReader<std::process::ChildStderr>,
+}
+
+impl RunningServer {
+    /// Starts a server on an ephemeral port and waits for its address.
+    fn start(data_dir: &str) -> Self {
+        use std::io::BufRead;
+        let mut child = bin()
+            .args(["serve", "--data-dir", data_dir, "--addr", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut addr = None;
+        let mut line = String::new();
+        while addr.is_none() && stderr.read_line(&mut line).unwrap() > 0 {
+            addr = line
+                .split("http://")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(str::to_owned);
+            line.clear();
+        }
+        let addr = addr.expect("the server prints its address");
+        Self {
+            child,
+            addr,
+            stderr,
+        }
+    }
+
+    /// One request on a fresh connection; the raw response ("" if the connection failed).
+    fn request(&self, method: &str, path: &str, body: &str) -> String {
+        http(&self.addr, method, path, body).unwrap_or_default()
+    }
+
+    /// SIGTERM, then wait.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let term = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(term.success());
+        self.child.wait().unwrap()
+    }
+
+    /// SIGKILL, then wait.
+    fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    fn rest_of_stderr(&mut self) -> String {
+        use std::io::Read;
+        let mut rest = String::new();
+        self.stderr.read_to_string(&mut rest).unwrap();
+        rest
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`; the raw response.
+fn http(addr: &str, method: &str, path: &str, body: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)?;
+    Ok(raw)
+}
+
+#[test]
+fn kill_9_while_streaming_loses_no_acknowledged_event_and_stores_each_once() {
+    use pinnersage_store::events::EventStore;
+    use std::collections::BTreeSet;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let dir = scratch("kill9");
+    let data = dir.join("data");
+    let d = s(&data);
+    let items = dir.join("items.csv");
+    std::fs::write(&items, "id,a,b\ni0,1,0\ni1,0,1\ni2,1,1\ni3,1,-1\ni4,-1,0\n").unwrap();
+    assert!(
+        run(&["import", "items", "--data-dir", d, s(&items)])
+            .status
+            .success()
+    );
+    assert!(
+        run(&["index", "build", "--data-dir", d, "--kind", "exact"])
+            .status
+            .success()
+    );
+
+    const CYCLES: u64 = 6;
+    const PER_REQUEST: u64 = 25;
+    let base = 1_700_000_000u64;
+    let acked: Arc<Mutex<BTreeSet<u64>>> = Arc::default();
+    let mut sent_total = 0u64;
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    for cycle in 0..CYCLES {
+        let mut server = RunningServer::start(d);
+        let stop = Arc::new(AtomicBool::new(false));
+        let streamer = {
+            let (addr, acked, stop) = (server.addr.clone(), acked.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut seq = cycle * 1_000_000;
+                let mut sent = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let batch: Vec<u64> = (seq..seq + PER_REQUEST).collect();
+                    seq += PER_REQUEST;
+                    let events: Vec<String> = batch
+                        .iter()
+                        .map(|&n| {
+                            format!(
+                                r#"{{"user":"u{}","item":"i{}","ts":{},"id":"e{n}"}}"#,
+                                n % 7,
+                                n % 5,
+                                base + n
+                            )
+                        })
+                        .collect();
+                    let body = format!(r#"{{"events":[{}]}}"#, events.join(","));
+                    sent += PER_REQUEST;
+                    match http(&addr, "POST", "/v1/events", &body) {
+                        Ok(raw) if raw.starts_with("HTTP/1.1 202") => {
+                            acked.lock().unwrap().extend(batch);
+                        }
+                        _ => break, // killed mid-request: not acknowledged
+                    }
+                }
+                sent
+            })
+        };
+        // Let it stream for a while, then kill -9 at an arbitrary moment.
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(std::time::Duration::from_millis(150 + rng % 250));
+        server.kill9();
+        stop.store(true, Ordering::Relaxed);
+        sent_total += streamer.join().unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() as u64 >= CYCLES * PER_REQUEST,
+        "the streamer made progress: {}",
+        acked.len()
+    );
+
+    // A restarted server takes retries of acknowledged events as duplicates.
+    {
+        let server = RunningServer::start(d);
+        let retry: Vec<String> = acked
+            .iter()
+            .take(10)
+            .map(|&n| {
+                format!(
+                    r#"{{"user":"u{}","item":"i{}","ts":{},"id":"e{n}"}}"#,
+                    n % 7,
+                    n % 5,
+                    base + n
+                )
+            })
+            .collect();
+        let reply = server.request(
+            "POST",
+            "/v1/events",
+            &format!(r#"{{"events":[{}]}}"#, retry.join(",")),
+        );
+        assert!(
+            reply.contains("\"accepted\":0,\"duplicates\":10"),
+            "{reply}"
+        );
+    }
+
+    let store = EventStore::open(&data).unwrap();
+    let mut stored = Vec::new();
+    store
+        .for_each_after(i64::MIN, |user, e| {
+            stored.push((user.to_owned(), e.item, e.time))
+        })
+        .unwrap();
+    let times: BTreeSet<u64> = stored.iter().map(|(_, _, t)| *t as u64 - base).collect();
+    assert_eq!(times.len(), stored.len(), "every event is stored once");
+    for &n in &acked {
+        assert!(times.contains(&n), "acknowledged event {n} was lost");
+    }
+    for (user, item, t) in &stored {
+        let n = *t as u64 - base;
+        assert_eq!(
+            (user.as_str(), item.as_str()),
+            (
+                format!("u{}", n % 7).as_str(),
+                format!("i{}", n % 5).as_str()
+            )
+        );
+    }
+    assert!(stored.len() as u64 <= sent_total);
+    eprintln!(
+        "kill -9 x{CYCLES}: {} sent, {} acknowledged, {} stored, 0 lost",
+        sent_total,
+        acked.len(),
+        stored.len()
+    );
 }
 
 #[test]

@@ -30,6 +30,7 @@ pub mod hash;
 mod hugepages;
 pub mod importance;
 pub mod medoid;
+pub mod merge;
 pub mod metrics;
 pub mod profile;
 pub mod sample;

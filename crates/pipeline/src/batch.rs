@@ -149,6 +149,17 @@ pub fn run_batch(
     config: &BatchConfig,
     progress: &dyn Fn(u64),
 ) -> Result<BatchSummary, BatchError> {
+    run_batch_on(data_dir, &EventStore::open(data_dir)?, config, progress)
+}
+
+/// [`run_batch`] over an event store the caller has open (a running server owns the store of
+/// its data directory and runs batches through this).
+pub fn run_batch_on(
+    data_dir: &Path,
+    events: &EventStore,
+    config: &BatchConfig,
+    progress: &dyn Fn(u64),
+) -> Result<BatchSummary, BatchError> {
     let start = Instant::now();
     config
         .params
@@ -162,7 +173,6 @@ pub fn run_batch(
     let mut catalog = Catalog::open(data_dir)?;
     catalog.build_hash_index();
     let catalog = catalog;
-    let events = EventStore::open(data_dir)?;
     let mut writer = ProfileWriter::begin(data_dir)?;
     let mut parquet = config
         .parquet_out
@@ -179,7 +189,6 @@ pub fn run_batch(
     std::thread::scope(|scope| -> Result<(), BatchError> {
         // One thread streams users from the store while the pool clusters the previous chunk.
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk, EventStoreError>>(2);
-        let events = &events;
         scope.spawn(move || {
             let mut chunk = Vec::with_capacity(config.chunk_users);
             for next in events.users(from, config.now) {

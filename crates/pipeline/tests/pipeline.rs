@@ -488,3 +488,84 @@ fn parquet_events_with_timestamp_types_and_missing_columns() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn online_profiles_keep_the_latest_actions_after_the_boundary_and_roll_over() {
+    use pinnersage_catalog::catalog::Catalog;
+    use pinnersage_pipeline::ingest::Ingestor;
+    use pinnersage_pipeline::online::OnlineProfiles;
+    use pinnersage_store::events::Event;
+    use std::sync::Arc;
+
+    let dir = scratch("online");
+    topic_catalog(&dir);
+    let mut catalog = Catalog::open(&dir).unwrap();
+    catalog.build_hash_index();
+    let catalog = Arc::new(catalog);
+    let params = ProfileParams {
+        max_actions: 4,
+        ..ProfileParams::default()
+    };
+    let online = Arc::new(OnlineProfiles::new(catalog.clone(), params, 1_000).unwrap());
+    let store = Arc::new(EventStore::open(&dir).unwrap());
+    let ingestor = Ingestor::start(store.clone(), catalog.clone(), online.clone());
+    let ev = |user: &str, item: &str, time: i64| Event {
+        user: user.into(),
+        item: item.into(),
+        time,
+        action: "click".into(),
+        weight: 1.0,
+        id: None,
+    };
+    // u1: one action before the boundary (covered by the batch), then 3 on topic 0 and 3 on
+    // topic 2 (the oldest of which falls out of the latest 4).
+    let events = vec![
+        ev("u1", "t1-0", 900),
+        ev("u1", "t0-1", 1_001),
+        ev("u1", "t0-2", 1_002),
+        ev("u1", "t0-3", 1_003),
+        ev("u1", "t2-1", 1_004),
+        ev("u1", "t2-2", 1_005),
+        ev("u1", "t2-3", 1_006),
+        ev("u2", "t1-5", 2_000),
+    ];
+    let (tx, rx) = std::sync::mpsc::channel();
+    ingestor.submit(
+        events.clone(),
+        Box::new(move |outcome| tx.send(outcome).unwrap()),
+    );
+    assert_eq!(rx.recv().unwrap().unwrap(), vec![true; 8]);
+    let u1 = online.get("u1").unwrap();
+    let times: Vec<i64> = u1.actions.iter().map(|a| a.time).collect();
+    assert_eq!(times, vec![1_003, 1_004, 1_005, 1_006]);
+    let sizes: Vec<usize> = u1.clusters.iter().map(|c| c.members.len()).collect();
+    assert_eq!(sizes, vec![3, 1], "topic 2 (3 actions) first, then topic 0");
+    assert_eq!(catalog.id(u1.clusters[0].members[0] as usize), "t2-3");
+    // A retry stores nothing and changes nothing.
+    let (tx, rx) = std::sync::mpsc::channel();
+    ingestor.submit(events, Box::new(move |outcome| tx.send(outcome).unwrap()));
+    assert_eq!(rx.recv().unwrap().unwrap(), vec![false; 8]);
+    assert_eq!(online.get("u1").unwrap(), u1);
+    drop(ingestor);
+
+    // A fresh state recovers the same from the store.
+    let params = online.params().clone();
+    let recovered = OnlineProfiles::new(catalog.clone(), params.clone(), 1_000).unwrap();
+    assert_eq!(recovered.recover(&store).unwrap(), 7);
+    assert_eq!(recovered.get("u1"), online.get("u1"));
+    assert_eq!(recovered.users(), 2);
+
+    // A batch at 1_004 covers u1's first two kept actions; u2 stays whole.
+    assert_eq!(online.roll_over(1_004), 0);
+    let times: Vec<i64> = online
+        .get("u1")
+        .unwrap()
+        .actions
+        .iter()
+        .map(|a| a.time)
+        .collect();
+    assert_eq!(times, vec![1_005, 1_006]);
+    assert_eq!(online.since(), 1_004);
+    assert_eq!(online.roll_over(5_000), 2);
+    assert!(online.get("u1").is_none() && online.users() == 0);
+}

@@ -4,18 +4,22 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::ingest::{Ingest, IngestError, MAX_BODY_BYTES, unix_now};
 use crate::metrics::{Metrics, write_metric};
 use crate::recommend::{Engine, EngineError, Recommended, Request as RecoRequest, SampledMedoid};
+use pinnersage_core::ProfileParams;
+use pinnersage_pipeline::batch::BatchConfig;
 
 /// The OpenAPI description of every route.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -27,6 +31,8 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     /// Request metrics.
     pub metrics: Arc<Metrics>,
+    /// Event ingestion and batches (when the server owns the event store).
+    pub ingest: Option<Arc<Ingest>>,
 }
 
 /// A JSON error: `{"error":{"code":..,"message":..}}` with an HTTP status.
@@ -76,6 +82,43 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
+impl From<BytesRejection> for ApiError {
+    fn from(e: BytesRejection) -> Self {
+        let status = e.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "body_too_large"
+        } else {
+            "bad_body"
+        };
+        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            format!("request body over the limit of {MAX_BODY_BYTES} bytes")
+        } else {
+            e.body_text()
+        };
+        Self::new(status, code, message)
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::BadBody(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "bad_body", e.to_string())
+            }
+            IngestError::TooMany(_) => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_many_events",
+                e.to_string(),
+            ),
+            IngestError::Store(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_failed",
+                e.to_string(),
+            ),
+        }
+    }
+}
+
 impl From<PathRejection> for ApiError {
     fn from(e: PathRejection) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_path", e.body_text())
@@ -88,12 +131,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/users/{user}/recommendations", get(recommendations))
         .route("/v1/users/{user}/profile", get(profile))
         .route("/v1/items/{item}/similar", get(similar))
+        .route("/v1/events", post(events))
+        .route("/v1/admin/batch", post(admin_batch))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 
@@ -155,6 +201,8 @@ async fn track(State(state): State<AppState>, req: Request, next: Next) -> Respo
         Some("/v1/users/{user}/recommendations") => "recommendations",
         Some("/v1/users/{user}/profile") => "profile",
         Some("/v1/items/{item}/similar") => "similar",
+        Some("/v1/events") => "events",
+        Some("/v1/admin/batch") => "batch",
         Some("/healthz") => "healthz",
         Some("/metrics") => "metrics",
         Some("/openapi.json") => "openapi",
@@ -174,12 +222,6 @@ struct RecoQuery {
     k: Option<usize>,
     medoids: Option<usize>,
     exclude_seen: Option<bool>,
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// One result as JSON, ids borrowed from the catalog.
@@ -260,48 +302,168 @@ fn json_response(body: &impl Serialize) -> Response {
     }
 }
 
-/// Members shown per cluster in the profile response.
-const MEMBERS_SHOWN: usize = 5;
-
 async fn profile(
     State(state): State<AppState>,
     user: Result<Path<String>, PathRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let Path(user) = user?;
-    let Some(p) = state.engine.profile(&user)? else {
+    let engine = state.engine.clone();
+    let u = user.clone();
+    let served = tokio::task::spawn_blocking(move || engine.profile(&u))
+        .await
+        .map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })??;
+    let Some(p) = served else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "no_profile",
-            format!("user {user:?} has no profile in the current batch generation"),
+            format!(
+                "user {user:?} has no profile in the current batch generation and no online actions"
+            ),
         ));
     };
-    let mut members: Vec<Vec<&str>> = vec![Vec::new(); p.clusters.len()];
-    for i in &p.items {
-        let m = &mut members[i.cluster as usize];
-        if m.len() < MEMBERS_SHOWN {
-            m.push(&i.item);
-        }
+    #[derive(Serialize)]
+    struct ClusterOut<'a> {
+        medoid: &'a str,
+        size: u32,
+        importance: f64,
+        latest_time: i64,
+        members: Vec<&'a str>,
+        online: bool,
+        source: &'static str,
     }
-    let clusters: Vec<Value> = p
-        .clusters
-        .iter()
-        .zip(&members)
-        .map(|(c, m)| {
-            json!({
-                "medoid": c.medoid,
-                "size": c.size,
-                "importance": c.importance,
-                "latest_time": c.latest_time,
-                "members": m,
-                "online": false,
+    #[derive(Serialize)]
+    struct ProfileOut<'a> {
+        user: &'a str,
+        generation: Option<&'a str>,
+        online_actions: usize,
+        online_since: Option<i64>,
+        clusters: Vec<ClusterOut<'a>>,
+    }
+    let catalog = state.engine.catalog();
+    Ok(json_response(&ProfileOut {
+        user: &user,
+        generation: p.generation.as_deref(),
+        online_actions: p.online_actions,
+        online_since: (p.online_since != i64::MIN).then_some(p.online_since),
+        clusters: p
+            .interests
+            .iter()
+            .map(|i| ClusterOut {
+                medoid: catalog.id(i.medoid as usize),
+                size: i.size,
+                importance: i.importance,
+                latest_time: i.latest_time,
+                members: i.members.iter().map(|&r| catalog.id(r as usize)).collect(),
+                online: i.source != crate::recommend::Source::Batch,
+                source: i.source.as_str(),
             })
-        })
-        .collect();
-    Ok(Json(json!({
-        "user": user,
-        "generation": state.engine.profile_generation()
-            .and_then(|g| g.file_name().map(|n| n.to_string_lossy().into_owned())),
-        "clusters": clusters,
+            .collect(),
+    }))
+}
+
+fn ingest_of(state: &AppState) -> Result<Arc<Ingest>, ApiError> {
+    state.ingest.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ingestion_disabled",
+            "this server does not own an event store",
+        )
+    })
+}
+
+async fn events(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body?;
+    let ingest = ingest_of(&state)?;
+    let report = ingest.ingest(&body, state.engine.catalog()).await?;
+    state.metrics.record_rejected_events(report.rejected.len());
+    if report.accepted + report.duplicates == 0 {
+        #[derive(Serialize)]
+        struct AllRejected<'a> {
+            error: Value,
+            rejected: &'a [crate::ingest::Rejected],
+        }
+        let body = AllRejected {
+            error: json!({"code": "no_valid_events", "message": "every event was rejected; nothing was stored"}),
+            rejected: &report.rejected,
+        };
+        let mut response = json_response(&body);
+        *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+        return Ok(response);
+    }
+    let mut response = json_response(&report);
+    *response.status_mut() = StatusCode::ACCEPTED;
+    Ok(response)
+}
+
+/// Parameters of `POST /v1/admin/batch`, all optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchIn {
+    now: Option<i64>,
+    window_days: Option<u32>,
+    alpha: Option<f64>,
+    lambda: Option<f64>,
+    max_actions: Option<usize>,
+}
+
+async fn admin_batch(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body?;
+    let ingest = ingest_of(&state)?;
+    let q: BatchIn = if body.iter().all(u8::is_ascii_whitespace) {
+        BatchIn::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.to_string()))?
+    };
+    let defaults = ProfileParams::default();
+    let config = BatchConfig {
+        now: q.now.unwrap_or_else(unix_now),
+        window_days: q.window_days.unwrap_or(90),
+        params: ProfileParams {
+            alpha: q.alpha.unwrap_or(defaults.alpha),
+            lambda: q.lambda.unwrap_or(defaults.lambda),
+            max_actions: q.max_actions.unwrap_or(defaults.max_actions),
+        },
+        shard: None,
+        chunk_users: 4_096,
+        parquet_out: None,
+    };
+    let engine = state.engine.clone();
+    let summary = tokio::task::spawn_blocking(move || {
+        let summary = ingest.run_batch(&config);
+        if summary.is_ok() {
+            engine.reload_profiles()?;
+        }
+        Ok::<_, EngineError>(summary)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??
+    .map_err(|e| {
+        use pinnersage_pipeline::batch::BatchError;
+        let status = match e {
+            BatchError::Config(_) | BatchError::NoEvents { .. } => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, "batch_failed", e.to_string())
+    })?;
+    Ok(json_response(&json!({
+        "generation": summary.generation.file_name().map(|n| n.to_string_lossy().into_owned()),
+        "users": summary.users,
+        "actions": summary.actions,
+        "unknown_item_events": summary.unknown_item_events,
+        "users_without_known_items": summary.users_without_known_items,
+        "clusters_mean": summary.clusters_mean,
+        "clusters_p50": summary.clusters_p50,
+        "clusters_p99": summary.clusters_p99,
+        "seconds": summary.seconds,
     })))
 }
 
@@ -408,6 +570,47 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         "Items in the catalog.",
         e.catalog().rows() as f64,
     );
+    if let Some(ingest) = &state.ingest {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = ingest.counters();
+        let counters = [
+            (
+                "pinnersage_events_stored_total",
+                "Events stored (durable).",
+                c.stored.load(Relaxed),
+            ),
+            (
+                "pinnersage_events_duplicate_total",
+                "Events already stored (retries).",
+                c.duplicates.load(Relaxed),
+            ),
+            (
+                "pinnersage_event_commits_total",
+                "Group commits (one fsync each).",
+                c.commits.load(Relaxed),
+            ),
+            (
+                "pinnersage_event_commit_failures_total",
+                "Group commits that failed.",
+                c.failures.load(Relaxed),
+            ),
+            (
+                "pinnersage_events_rejected_total",
+                "Events refused by validation.",
+                state.metrics.rejected_events(),
+            ),
+        ];
+        for (name, help, value) in counters {
+            write_metric(&mut out, name, "counter", help, value as f64);
+        }
+        write_metric(
+            &mut out,
+            "pinnersage_online_users",
+            "gauge",
+            "Users with online actions since the served batch.",
+            e.online().users() as f64,
+        );
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 
@@ -427,6 +630,6 @@ async fn method_not_allowed() -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        "this route only answers GET; see /openapi.json",
+        "method not allowed on this route; see /openapi.json",
     )
 }

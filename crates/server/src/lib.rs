@@ -1,9 +1,10 @@
 //! Serving: the recommendation engine ([`recommend`]), its medoid cache ([`cache`]), request
-//! metrics ([`metrics`]) and the HTTP API ([`http`]).
+//! metrics ([`metrics`]), event ingestion ([`ingest`]) and the HTTP API ([`http`]).
 #![warn(missing_docs)]
 
 pub mod cache;
 pub mod http;
+pub mod ingest;
 pub mod metrics;
 pub mod recommend;
 

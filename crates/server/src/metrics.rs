@@ -5,10 +5,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Routes measured, by label.
-pub const ROUTES: [&str; 8] = [
+pub const ROUTES: [&str; 10] = [
     "recommendations",
     "profile",
     "similar",
+    "events",
+    "batch",
     "healthz",
     "metrics",
     "openapi",
@@ -16,7 +18,7 @@ pub const ROUTES: [&str; 8] = [
     "other",
 ];
 /// Status codes counted individually; anything else is counted as `other`.
-const STATUSES: [u16; 8] = [200, 202, 400, 404, 405, 413, 422, 500];
+const STATUSES: [u16; 9] = [200, 202, 400, 404, 405, 413, 422, 500, 503];
 /// Latency histogram bucket bounds, seconds.
 const BUCKETS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -34,9 +36,20 @@ struct Route {
 #[derive(Default)]
 pub struct Metrics {
     routes: [Route; ROUTES.len()],
+    rejected_events: AtomicU64,
 }
 
 impl Metrics {
+    /// Counts events refused by validation (the stored ones are counted by the ingestor).
+    pub fn record_rejected_events(&self, n: usize) {
+        self.rejected_events.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Events refused by validation so far.
+    pub fn rejected_events(&self) -> u64 {
+        self.rejected_events.load(Ordering::Relaxed)
+    }
+
     /// Records one request to `route` (a label of [`ROUTES`]; unknown labels count as
     /// `other`).
     pub fn record(&self, route: &str, status: u16, elapsed: Duration) {

@@ -5,18 +5,26 @@
 //! [`MedoidCache`] or the index, blend them round-robin by rank, drop duplicates, the medoids
 //! and (by default) items the user already engaged with. A user without a profile gets the
 //! window's most engaged items, marked as a fallback.
+//!
+//! A user's interests are the batch clusters merged with the online clusters of their actions
+//! since the batch (see [`pinnersage_core::merge`] for the rule); a user with online actions
+//! only is served from those.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use pinnersage_catalog::catalog::Catalog;
+use pinnersage_core::ProfileParams;
 use pinnersage_core::blend::blend_round_robin;
 use pinnersage_core::hash::stable_hash;
 use pinnersage_core::importance::SECONDS_PER_DAY;
+use pinnersage_core::merge::{Interest, merge_interests};
+use pinnersage_core::profile::DEFAULT_ALPHA;
 use pinnersage_core::sample::{SplitMix64, sample_seed, sample_weighted};
 use pinnersage_index::persist::OpenedIndex;
-use pinnersage_store::profiles::{ProfileStore, ProfileStoreError, ProfileView, StoredProfile};
+use pinnersage_pipeline::online::{DEFAULT_ONLINE_ACTIONS, OnlineProfiles, OnlineUser};
+use pinnersage_store::profiles::{ProfileStore, ProfileStoreError, ProfileView};
 
 use crate::cache::{MedoidCache, Neighbours};
 
@@ -59,6 +67,8 @@ pub struct EngineConfig {
     pub seed: u64,
     /// Medoid cache budget in bytes (0 disables it).
     pub cache_bytes: u64,
+    /// Latest actions per user clustered online.
+    pub online_actions: usize,
 }
 
 impl Default for EngineConfig {
@@ -67,6 +77,7 @@ impl Default for EngineConfig {
             resample: Resample::Daily,
             seed: 0,
             cache_bytes: 256 << 20,
+            online_actions: DEFAULT_ONLINE_ACTIONS,
         }
     }
 }
@@ -137,6 +148,82 @@ struct Profiles {
     popular: Vec<(u32, u64)>,
 }
 
+impl Profiles {
+    /// The generation's `now` (the online boundary), `i64::MIN` without a generation.
+    fn now(&self) -> i64 {
+        self.store.as_ref().map_or(i64::MIN, |s| s.meta().now)
+    }
+
+    /// The generation's merge threshold.
+    fn alpha(&self) -> f64 {
+        self.store
+            .as_ref()
+            .map_or(DEFAULT_ALPHA, |s| s.meta().alpha)
+    }
+}
+
+/// Where a served interest comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A batch cluster alone.
+    Batch,
+    /// A batch cluster with online actions folded in.
+    BatchAndOnline,
+    /// A new interest from online actions only.
+    Online,
+}
+
+impl Source {
+    /// `batch`, `batch+online` or `online`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Batch => "batch",
+            Source::BatchAndOnline => "batch+online",
+            Source::Online => "online",
+        }
+    }
+}
+
+/// One interest of a user as served: batch and online merged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServedInterest {
+    /// The medoid's catalog row.
+    pub medoid: u32,
+    /// Merged importance.
+    pub importance: f64,
+    /// Merged size (actions).
+    pub size: u32,
+    /// Latest action time.
+    pub latest_time: i64,
+    /// Where it comes from.
+    pub source: Source,
+    /// A few member rows: online members first (most recent first), then batch members.
+    pub members: Vec<u32>,
+}
+
+/// A user's merged profile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServedProfile {
+    /// Interests, most important first.
+    pub interests: Vec<ServedInterest>,
+    /// The batch generation's directory name, if the user has a batch profile.
+    pub generation: Option<String>,
+    /// Online actions kept for the user.
+    pub online_actions: usize,
+    /// The online boundary: actions after this time are online.
+    pub online_since: i64,
+}
+
+/// Members listed per interest in a [`ServedProfile`].
+pub const MEMBERS_SHOWN: usize = 5;
+
+/// A medoid to sample from: batch medoids stay ids until picked (no lookup for the rest).
+#[derive(Debug, Clone, Copy)]
+enum MedoidRef<'a> {
+    Id(&'a str),
+    Row(u32),
+}
+
 /// Shared, thread-safe engine state.
 pub struct Engine {
     data_dir: PathBuf,
@@ -144,6 +231,7 @@ pub struct Engine {
     index: OpenedIndex,
     cache: MedoidCache,
     profiles: RwLock<Arc<Profiles>>,
+    online: Arc<OnlineProfiles>,
     config: EngineConfig,
 }
 
@@ -157,14 +245,32 @@ impl Engine {
         config: EngineConfig,
     ) -> Result<Self, EngineError> {
         let profiles = load_profiles(data_dir, &catalog)?;
+        let params = ProfileParams {
+            alpha: profiles.alpha(),
+            max_actions: config.online_actions.max(1),
+            ..ProfileParams::default()
+        };
+        let online = OnlineProfiles::new(catalog.clone(), params, profiles.now())
+            .map_err(|e| EngineError::BadRequest(e.to_string()))?;
         Ok(Self {
             data_dir: data_dir.to_path_buf(),
             cache: MedoidCache::new(config.cache_bytes),
             catalog,
             index,
             profiles: RwLock::new(Arc::new(profiles)),
+            online: Arc::new(online),
             config,
         })
+    }
+
+    /// The online profiles (fed by the ingestion path).
+    pub fn online(&self) -> &Arc<OnlineProfiles> {
+        &self.online
+    }
+
+    /// Catalog `data_dir` this engine serves.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
     }
 
     /// The catalog.
@@ -196,38 +302,181 @@ impl Engine {
             return Ok(false);
         }
         let fresh = load_profiles(&self.data_dir, &self.catalog)?;
+        // Drop what the new generation covers, then serve it: for a moment a request may miss
+        // the actions between the two boundaries, never count them twice.
+        self.online.roll_over(fresh.now());
         *self.profiles.write().expect("not poisoned") = Arc::new(fresh);
         Ok(true)
     }
 
-    /// The stored profile of `user`, if any.
-    pub fn profile(&self, user: &str) -> Result<Option<StoredProfile>, EngineError> {
-        let p = self.profiles.read().expect("not poisoned").clone();
-        match &p.store {
-            None => Ok(None),
-            Some(store) => store.get(user).map_err(internal),
+    /// The merged batch + online profile of `user`; `None` if they have neither.
+    pub fn profile(&self, user: &str) -> Result<Option<ServedProfile>, EngineError> {
+        let profiles = self.profiles.read().expect("not poisoned").clone();
+        let online = self.online.get(user);
+        let build = |view: Option<&ProfileView<'_>>| -> Option<ServedProfile> {
+            if view.is_none_or(|v| v.clusters.is_empty()) && online.is_none() {
+                return None;
+            }
+            let interests = self.merged(view, online.as_deref(), profiles.alpha());
+            let generation = view.and(profiles.store.as_ref()).and_then(|s| {
+                s.dir()
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+            });
+            Some(ServedProfile {
+                interests,
+                generation,
+                online_actions: online.as_ref().map_or(0, |o| o.actions.len()),
+                online_since: self.online.since(),
+            })
+        };
+        match &profiles.store {
+            None => Ok(build(None)),
+            Some(store) => store
+                .with_profile(user, |view| build(view.as_ref()))
+                .map_err(internal),
         }
+    }
+
+    /// Batch clusters (from `view`) merged with the online clusters of `online`.
+    fn merged(
+        &self,
+        view: Option<&ProfileView<'_>>,
+        online: Option<&OnlineUser>,
+        alpha: f64,
+    ) -> Vec<ServedInterest> {
+        // Batch clusters whose medoid left the catalog (re-imported since) are skipped.
+        let batch: Vec<(usize, u32)> = view.map_or_else(Vec::new, |v| {
+            v.clusters
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| self.catalog.row_of(c.medoid).map(|r| (i, r as u32)))
+                .collect()
+        });
+        let empty = Vec::new();
+        let online_clusters = online.map_or(&empty, |o| &o.clusters);
+        let interest = |row: u32, importance: f64, size: u32| Interest {
+            medoid: self.catalog.embedding(row as usize),
+            importance,
+            size,
+        };
+        let batch_interests: Vec<Interest<'_>> = batch
+            .iter()
+            .map(|&(i, row)| {
+                let c = &view.expect("batch clusters come from a view").clusters[i];
+                interest(row, c.importance, c.size)
+            })
+            .collect();
+        let online_interests: Vec<Interest<'_>> = online_clusters
+            .iter()
+            .map(|c| interest(c.medoid, c.importance, c.members.len() as u32))
+            .collect();
+        merge_interests(&batch_interests, &online_interests, alpha)
+            .into_iter()
+            .map(|m| {
+                let mut members: Vec<u32> = m
+                    .online
+                    .iter()
+                    .flat_map(|&j| online_clusters[j].members.iter().copied())
+                    .take(MEMBERS_SHOWN)
+                    .collect();
+                let mut latest_time = m
+                    .online
+                    .iter()
+                    .map(|&j| online_clusters[j].latest_time)
+                    .max()
+                    .unwrap_or(i64::MIN);
+                let (medoid, source) = match m.batch {
+                    Some(b) => {
+                        let (i, row) = batch[b];
+                        let v = view.expect("batch clusters come from a view");
+                        latest_time = latest_time.max(v.clusters[i].latest_time);
+                        for (item, cluster) in &v.items {
+                            if members.len() >= MEMBERS_SHOWN {
+                                break;
+                            }
+                            if *cluster as usize == i
+                                && let Some(r) = self.catalog.row_of(item)
+                            {
+                                members.push(r as u32);
+                            }
+                        }
+                        let source = if m.has_online() {
+                            Source::BatchAndOnline
+                        } else {
+                            Source::Batch
+                        };
+                        (row, source)
+                    }
+                    None => (online_clusters[m.online[0]].medoid, Source::Online),
+                };
+                ServedInterest {
+                    medoid,
+                    importance: m.importance,
+                    size: m.size,
+                    latest_time,
+                    source,
+                    members,
+                }
+            })
+            .collect()
     }
 
     /// Recommendations for `user`.
     pub fn recommend(&self, user: &str, req: Request) -> Result<Recommendation, EngineError> {
         check_bounds(req.k, req.medoids)?;
         let profiles = self.profiles.read().expect("not poisoned").clone();
-        let Some(store) = &profiles.store else {
-            return Ok(self.fallback(&profiles, req.k));
+        let online = self.online.get(user);
+        let serve = |view: Option<ProfileView<'_>>| {
+            let view = view.filter(|v| !v.clusters.is_empty());
+            match (&view, &online) {
+                (None, None) => Ok(self.fallback(&profiles, req.k)),
+                (Some(v), None) => {
+                    let medoids: Vec<(MedoidRef<'_>, f64)> = v
+                        .clusters
+                        .iter()
+                        .map(|c| (MedoidRef::Id(c.medoid), c.importance))
+                        .collect();
+                    let seen = |hashes: &mut SeenSet| {
+                        hashes.extend(v.items.iter().map(|(item, _)| stable_hash(item.as_bytes())));
+                    };
+                    self.personalised(user, &medoids, seen, req)
+                }
+                (_, Some(o)) => {
+                    let medoids: Vec<(MedoidRef<'_>, f64)> = self
+                        .merged(view.as_ref(), Some(o), profiles.alpha())
+                        .iter()
+                        .map(|i| (MedoidRef::Row(i.medoid), i.importance))
+                        .collect();
+                    let seen = |hashes: &mut SeenSet| {
+                        if let Some(v) = &view {
+                            hashes.extend(
+                                v.items.iter().map(|(item, _)| stable_hash(item.as_bytes())),
+                            );
+                        }
+                        hashes.extend(
+                            o.actions
+                                .iter()
+                                .map(|a| stable_hash(self.catalog.id(a.row as usize).as_bytes())),
+                        );
+                    };
+                    self.personalised(user, &medoids, seen, req)
+                }
+            }
         };
-        store
-            .with_profile(user, |view| match view {
-                Some(view) if !view.clusters.is_empty() => self.personalised(user, &view, req),
-                _ => Ok(self.fallback(&profiles, req.k)),
-            })
-            .map_err(internal)?
+        match &profiles.store {
+            None => serve(None),
+            Some(store) => store.with_profile(user, serve).map_err(internal)?,
+        }
     }
 
+    /// Samples medoids by importance and blends their neighbours; `seen` adds the id hashes of
+    /// the user's engaged items (called only when they are to be excluded).
     fn personalised(
         &self,
         user: &str,
-        profile: &ProfileView<'_>,
+        interests: &[(MedoidRef<'_>, f64)],
+        seen: impl FnOnce(&mut SeenSet),
         req: Request,
     ) -> Result<Recommendation, EngineError> {
         let day = match self.config.resample {
@@ -237,34 +486,34 @@ impl Engine {
                 .map_or(0, |d| d.as_nanos() as i64),
         };
         let seed = sample_seed(user.as_bytes(), day, self.config.seed);
-        let weights: Vec<f64> = profile.clusters.iter().map(|c| c.importance).collect();
+        let weights: Vec<f64> = interests
+            .iter()
+            .map(|&(_, importance)| importance)
+            .collect();
         let picked = sample_weighted(&weights, req.medoids, &mut SplitMix64::new(seed));
         let per_medoid = req.k.div_ceil(picked.len().max(1));
         let fetch = (per_medoid * 2).next_power_of_two().max(MIN_FETCH);
         let mut lists: Vec<Neighbours> = Vec::with_capacity(picked.len());
         let mut medoids = Vec::with_capacity(picked.len());
         for &c in &picked {
-            let cluster = &profile.clusters[c];
+            let (medoid, importance) = interests[c];
             // A medoid missing from the catalog (re-imported since the batch) is skipped.
-            let Some(row) = self.catalog.row_of(cluster.medoid) else {
-                continue;
+            let row = match medoid {
+                MedoidRef::Row(row) => row,
+                MedoidRef::Id(id) => match self.catalog.row_of(id) {
+                    Some(row) => row as u32,
+                    None => continue,
+                },
             };
-            lists.push(self.neighbours(row as u32, fetch)?);
-            medoids.push(SampledMedoid {
-                row: row as u32,
-                importance: cluster.importance,
-            });
+            lists.push(self.neighbours(row, fetch)?);
+            medoids.push(SampledMedoid { row, importance });
         }
         // Seen items are compared by id hash: no catalog lookup per seen item.
-        let seen: HashSet<u64, BuildIdentity> = if req.exclude_seen {
-            profile
-                .items
-                .iter()
-                .map(|(item, _)| stable_hash(item.as_bytes()))
-                .collect()
-        } else {
-            HashSet::default()
-        };
+        let mut seen_hashes = SeenSet::default();
+        if req.exclude_seen {
+            seen(&mut seen_hashes);
+        }
+        let seen = seen_hashes;
         let refs: Vec<&[(u32, f32)]> = lists.iter().map(|l| &l[..]).collect();
         let blended = blend_round_robin(&refs, req.k, |row| {
             medoids.iter().any(|m| m.row == row)
@@ -341,6 +590,9 @@ impl Engine {
         }
     }
 }
+
+/// Id hashes of the items a user engaged with.
+type SeenSet = HashSet<u64, BuildIdentity>;
 
 /// Hashes `u64` keys that are already well mixed (`stable_hash` outputs) by passing them through.
 #[derive(Default, Clone, Copy)]

@@ -12,6 +12,7 @@ use pinnersage_core::ProfileParams;
 use pinnersage_core::sample::SplitMix64;
 use pinnersage_index::persist::{self, BuildOptions};
 use pinnersage_pipeline::batch::{BatchConfig, run_batch};
+use pinnersage_server::ingest::Ingest;
 use pinnersage_server::metrics::Metrics;
 use pinnersage_server::{AppState, Engine, EngineConfig};
 use pinnersage_store::events::{Event, EventStore};
@@ -86,10 +87,12 @@ impl Server {
         catalog.build_hash_index();
         let catalog = Arc::new(catalog);
         let index = persist::open(dir, catalog.clone(), None, false).unwrap();
-        let engine = Engine::new(dir, catalog, index, EngineConfig::default()).unwrap();
+        let engine = Engine::new(dir, catalog.clone(), index, EngineConfig::default()).unwrap();
+        let (ingest, _recovered) = Ingest::open(&engine, catalog).unwrap();
         let state = AppState {
             engine: Arc::new(engine),
             metrics: Arc::new(Metrics::default()),
+            ingest: Some(Arc::new(ingest)),
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -120,16 +123,32 @@ impl Server {
 
     /// `(status, body)` of a request.
     fn request(&self, method: &str, path: &str) -> (u16, String) {
+        self.send(method, path, b"")
+    }
+
+    /// `(status, JSON body)` of a POST.
+    fn post_json(&self, path: &str, body: &str) -> (u16, Value) {
+        let (status, text) = self.send("POST", path, body.as_bytes());
+        let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"));
+        (status, json)
+    }
+
+    fn send(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
         let mut s = TcpStream::connect(self.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
         write!(
             s,
-            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
         )
         .unwrap();
+        // A server may answer (413) before reading a huge body and close: that is fine.
+        let _ = s.write_all(body);
         let mut raw = String::new();
-        s.read_to_string(&mut raw).unwrap();
-        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        let _ = s.read_to_string(&mut raw);
+        let (head, body) = raw
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("{method} {path}: no response: {raw:?}"));
         let status = head.split(' ').nth(1).unwrap().parse().unwrap();
         (status, body.to_owned())
     }
@@ -295,6 +314,8 @@ fn every_endpoint_over_http() {
         "/healthz",
         "/metrics",
         "/openapi.json",
+        "/v1/events",
+        "/v1/admin/batch",
     ] {
         assert!(
             spec["paths"].get(path).is_some(),
@@ -368,8 +389,12 @@ fn medoid_cache_is_shared_restart_serves_the_persisted_index_and_new_batches_are
     let (_, reco) = server.get_json("/v1/users/u7/recommendations?k=20");
     assert_eq!(reco, first_answer);
 
-    // A new batch generation is served without a restart.
-    batch(dir.path(), NOW + 86_400);
+    // A new batch generation (run by the server, which owns the event store) is served without
+    // a restart.
+    let (status, summary) =
+        server.post_json("/v1/admin/batch", &format!("{{\"now\": {}}}", NOW + 86_400));
+    assert_eq!(status, 200, "{summary}");
+    assert_eq!(summary["generation"], "gen-000002");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let (_, health) = server.get_json("/healthz");
@@ -384,4 +409,262 @@ fn medoid_cache_is_shared_restart_serves_the_persisted_index_and_new_batches_are
     }
     let (status, _) = server.get_json("/v1/users/u7/profile");
     assert_eq!(status, 200);
+}
+
+fn event(user: &str, item: usize, ts: i64, id: &str) -> String {
+    format!(r#"{{"user":"{user}","item":"i{item}","ts":{ts},"action":"click","id":"{id}"}}"#)
+}
+
+fn events_body(events: &[String]) -> String {
+    format!(r#"{{"events":[{}]}}"#, events.join(","))
+}
+
+fn clusters(profile: &Value) -> &Vec<Value> {
+    profile["clusters"].as_array().unwrap()
+}
+
+#[test]
+fn posted_events_are_validated_one_by_one_stored_once_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    make_data_dir(dir.path());
+    let t = NOW + 600; // after the batch: online
+    {
+        let server = Server::start(dir.path());
+        let body = format!(
+            r#"{{"events":[
+                {},
+                {{"user":"newbie","item":"i7","ts":"2023-11-14T22:23:20Z"}},
+                {{"user":"newbie","item":"nope","ts":{t}}},
+                {{"user":"newbie","item":"i8","ts":-5}},
+                {{"user":"newbie","item":"i8","ts":99999999999}},
+                {{"user":"newbie","item":"i8"}},
+                {{"user":["x"],"item":"i8","ts":{t}}},
+                {{"user":"","item":"i8","ts":{t}}},
+                {{"user":42,"item":"i19","ts":{t},"weight":2.5}},
+                "not an object",
+                {{"user":"newbie","item":"i9","ts":"yesterday"}}
+            ]}}"#,
+            event("newbie", 31, t, "e1")
+        );
+        let (status, report) = server.post_json("/v1/events", &body);
+        assert_eq!(status, 202, "{report}");
+        assert_eq!(report["accepted"], 3, "{report}");
+        assert_eq!(report["duplicates"], 0);
+        let rejected: Vec<(u64, &str)> = report["rejected"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["index"].as_u64().unwrap(), r["code"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            rejected,
+            vec![
+                (2, "unknown_item"),
+                (3, "bad_timestamp"),
+                (4, "future_timestamp"),
+                (5, "bad_event"),
+                (6, "bad_event"),
+                (7, "bad_event"),
+                (9, "bad_event"),
+                (10, "bad_timestamp"),
+            ]
+        );
+        let messages = report["rejected"].to_string();
+        assert!(
+            messages.contains("item \\\"nope\\\" is not in the catalog"),
+            "{messages}"
+        );
+        assert!(messages.contains("missing field `ts`"), "{messages}");
+
+        // A retry of the same events is acknowledged and not counted again.
+        let (status, again) = server.post_json("/v1/events", &body);
+        assert_eq!(status, 202);
+        assert_eq!(
+            (again["accepted"].as_u64(), again["duplicates"].as_u64()),
+            (Some(0), Some(3))
+        );
+
+        // Whole-request errors: JSON errors with a 4xx, the server keeps serving.
+        for (body, status, code) in [
+            ("{not json".to_owned(), 400, "bad_body"),
+            (r#"{"events":[]}"#.to_owned(), 400, "bad_body"),
+            (r#"{"evnts":[]}"#.to_owned(), 400, "bad_body"),
+            (r#"[1,2]"#.to_owned(), 400, "bad_body"),
+            (
+                events_body(&vec![event("x", 1, t, "z"); 10_001]),
+                413,
+                "too_many_events",
+            ),
+            (" ".repeat(5 << 20), 413, "body_too_large"),
+            (
+                events_body(&[r#"{"user":"x","item":"nope","ts":1}"#.to_owned()]),
+                422,
+                "no_valid_events",
+            ),
+        ] {
+            let (got, reply) = server.send("POST", "/v1/events", body.as_bytes());
+            assert_eq!(got, status, "{}: {reply}", &body[..body.len().min(40)]);
+            let reply: Value = serde_json::from_str(&reply).unwrap();
+            assert_eq!(error_code(&reply), code, "{reply}");
+        }
+        let (status, _) = server.get_json("/healthz");
+        assert_eq!(status, 200);
+        let (_, text) = server.request("GET", "/metrics");
+        assert_eq!(metric(&text, "pinnersage_events_stored_total"), 3.0);
+        assert_eq!(metric(&text, "pinnersage_events_duplicate_total"), 3.0);
+
+        // The new user is served from online clusters alone, without their own items.
+        let (status, profile) = server.get_json("/v1/users/newbie/profile");
+        assert_eq!(status, 200, "{profile}");
+        assert_eq!(profile["online_actions"], 2);
+        assert!(profile["generation"].is_null());
+        assert!(
+            clusters(&profile)
+                .iter()
+                .all(|c| c["source"] == "online" && c["online"] == true)
+        );
+        let (_, reco) = server.get_json("/v1/users/newbie/recommendations?k=30");
+        assert_eq!(reco["fallback"], false, "{reco}");
+        let got = ids(&reco["items"]);
+        assert_eq!(got.len(), 30);
+        assert!(!got.iter().any(|i| i == "i31" || i == "i7"), "{got:?}");
+    }
+    // After a restart the online state is rebuilt from the store: nothing acknowledged is lost.
+    let server = Server::start(dir.path());
+    let (_, profile) = server.get_json("/v1/users/newbie/profile");
+    assert_eq!(profile["online_actions"], 2, "{profile}");
+    let (_, profile) = server.get_json("/v1/users/42/profile");
+    assert_eq!(profile["clusters"][0]["medoid"], "i19");
+    assert_eq!(profile["clusters"][0]["importance"], 2.5);
+    drop(server);
+    // Exactly the accepted events are in the store, once.
+    let store = EventStore::open(dir.path()).unwrap();
+    let mut after = Vec::new();
+    store
+        .for_each_after(NOW, |user, e| after.push((user.to_owned(), e.item)))
+        .unwrap();
+    after.sort();
+    let want = [("42", "i19"), ("newbie", "i31"), ("newbie", "i7")];
+    assert_eq!(
+        after,
+        want.map(|(u, i)| (u.to_owned(), i.to_owned())).to_vec()
+    );
+}
+
+#[test]
+fn online_clusters_merge_with_the_batch_profile_and_roll_over_with_the_next_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    make_data_dir(dir.path());
+    let server = Server::start(dir.path());
+    let (_, before) = server.get_json("/v1/users/u3/profile");
+    let batch_clusters = clusters(&before).clone();
+    assert!(
+        batch_clusters
+            .iter()
+            .all(|c| c["source"] == "batch" && c["online"] == false)
+    );
+    assert_eq!(before["online_actions"], 0);
+
+    // u3 engages with topic 7 (not among their topics 3, 4, 0) and once more with the medoid
+    // of their top batch cluster.
+    let top = &batch_clusters[0];
+    let top_medoid: usize = top["medoid"].as_str().unwrap()[1..].parse().unwrap();
+    let mut events: Vec<String> = (0..6)
+        .map(|k| {
+            event(
+                "u3",
+                7 + 12 * (k + 40),
+                NOW + 60 + k as i64,
+                &format!("n{k}"),
+            )
+        })
+        .collect();
+    events.push(event("u3", top_medoid, NOW + 120, "again"));
+    let (status, report) = server.post_json("/v1/events", &events_body(&events));
+    assert_eq!(status, 202, "{report}");
+    assert_eq!(report["accepted"], 7);
+
+    // Visible at once (the 202 came after the online update).
+    let (_, after) = server.get_json("/v1/users/u3/profile");
+    assert_eq!(after["online_actions"], 7);
+    let merged = clusters(&after);
+    let online_only: Vec<&Value> = merged.iter().filter(|c| c["source"] == "online").collect();
+    assert_eq!(online_only.len(), 1, "{after}");
+    let new_topic = online_only[0];
+    assert_eq!(new_topic["size"], 6);
+    assert_eq!(
+        new_topic["importance"], 6.0,
+        "online actions count fully at the boundary"
+    );
+    let medoid: usize = new_topic["medoid"].as_str().unwrap()[1..].parse().unwrap();
+    assert_eq!(medoid % 12, 7);
+    // The repeat of the top medoid folds into its batch cluster: same medoid, one more action.
+    let folded = merged
+        .iter()
+        .find(|c| c["medoid"] == top["medoid"])
+        .unwrap();
+    assert_eq!(folded["source"], "batch+online");
+    assert_eq!(folded["size"], top["size"].as_u64().unwrap() + 1);
+    let gain = folded["importance"].as_f64().unwrap() - top["importance"].as_f64().unwrap();
+    assert!((gain - 1.0).abs() < 1e-9, "{gain}");
+    assert_eq!(merged.len(), batch_clusters.len() + 1);
+
+    // With every interest sampled, the new one produces recommendations from topic 7.
+    let (_, reco) = server.get_json("/v1/users/u3/recommendations?k=60&medoids=20");
+    let medoids: Vec<&str> = reco["medoids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["item"].as_str().unwrap())
+        .collect();
+    assert!(
+        medoids.contains(&new_topic["medoid"].as_str().unwrap()),
+        "{reco}"
+    );
+    let from_new: Vec<String> = reco["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["medoid"] == new_topic["medoid"])
+        .map(|i| i["item"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(!from_new.is_empty());
+    let seen: Vec<String> = events
+        .iter()
+        .map(|e| {
+            serde_json::from_str::<Value>(e).unwrap()["item"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        ids(&reco["items"]).iter().all(|i| !seen.contains(i)),
+        "online items are seen items"
+    );
+
+    // The next batch covers the day: the online state is dropped and the batch now holds it.
+    let (status, summary) =
+        server.post_json("/v1/admin/batch", &format!("{{\"now\": {}}}", NOW + 3_600));
+    assert_eq!(status, 200, "{summary}");
+    let (_, rolled) = server.get_json("/v1/users/u3/profile");
+    assert_eq!(rolled["online_actions"], 0, "{rolled}");
+    assert!(clusters(&rolled).iter().all(|c| c["source"] == "batch"));
+    let total = |p: &Value| -> u64 {
+        clusters(p)
+            .iter()
+            .map(|c| c["size"].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(total(&rolled), total(&before) + 7);
+    let (_, text) = server.request("GET", "/metrics");
+    assert_eq!(metric(&text, "pinnersage_online_users"), 0.0);
+
+    // Bad batch parameters are a 400 and change nothing.
+    let (status, reply) = server.post_json("/v1/admin/batch", r#"{"alpha": -1}"#);
+    assert_eq!(status, 400, "{reply}");
+    let (status, reply) = server.post_json("/v1/admin/batch", r#"{"alpah": 1}"#);
+    assert_eq!((status, error_code(&reply)), (400, "bad_body"));
+    let (_, health) = server.get_json("/healthz");
+    assert_eq!(health["profiles"], "gen-000002");
 }

@@ -69,6 +69,15 @@ pub enum EventStoreError {
     /// An event cannot be stored as given.
     #[error("{0}")]
     Invalid(String),
+    /// Another process (a running server, another import) has the store open.
+    #[error(
+        "event store {} is in use by another process: a running `pinnersage serve` owns it (post events to its /v1/events; `pinnersage batch` runs through it)",
+        path.display()
+    )]
+    InUse {
+        /// The store's directory.
+        path: PathBuf,
+    },
 }
 
 /// How many events an insert added and how many were already stored.
@@ -121,6 +130,33 @@ fn user_prefix(user: &str) -> Vec<u8> {
     k
 }
 
+/// Checks the limits every stored event must meet.
+fn validate(e: &Event) -> Result<(), EventStoreError> {
+    if e.user.is_empty() || e.item.is_empty() {
+        return Err(EventStoreError::Invalid(
+            "user and item ids must not be empty".into(),
+        ));
+    }
+    if e.user.len() > MAX_ID_BYTES || e.item.len() > MAX_ID_BYTES || e.action.len() > 255 {
+        return Err(EventStoreError::Invalid(format!(
+            "ids are limited to {MAX_ID_BYTES} bytes and actions to 255"
+        )));
+    }
+    if !e.weight.is_finite() || e.weight < 0.0 {
+        return Err(EventStoreError::Invalid(format!(
+            "weight must be finite and >= 0, got {}",
+            e.weight
+        )));
+    }
+    Ok(())
+}
+
+/// Checks `event` against the store's limits without storing it (the same checks
+/// [`EventStore::insert`] makes), so callers can reject one bad event instead of a whole batch.
+pub fn check_event(event: &Event) -> Result<(), EventStoreError> {
+    validate(event)
+}
+
 impl EventStore {
     /// Opens (creating if needed) the event store of `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Self, EventStoreError> {
@@ -129,7 +165,10 @@ impl EventStore {
             path: path.clone(),
             source,
         };
-        let db = Database::builder(&path).open().map_err(engine)?;
+        let db = Database::builder(&path).open().map_err(|e| match e {
+            fjall::Error::Locked => EventStoreError::InUse { path: path.clone() },
+            e => engine(e),
+        })?;
         let by_user = db
             .keyspace("by_user", KeyspaceCreateOptions::default)
             .map_err(engine)?;
@@ -162,37 +201,43 @@ impl EventStore {
     /// Events already stored (same user, time and id, or same item and action without an id)
     /// are counted as duplicates and left unchanged.
     pub fn insert(&self, events: &[Event]) -> Result<InsertStats, EventStoreError> {
+        let fresh = self.insert_each(events)?;
+        let inserted = fresh.iter().filter(|&&f| f).count() as u64;
+        Ok(InsertStats {
+            inserted,
+            duplicates: events.len() as u64 - inserted,
+        })
+    }
+
+    /// Like [`EventStore::insert`], reporting for each event whether it was new (`true`) or
+    /// already stored (`false`). All or nothing: on an error no event was stored.
+    ///
+    /// ```
+    /// use pinnersage_store::events::{Event, EventStore};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = EventStore::open(dir.path()).unwrap();
+    /// let click = Event { user: "u".into(), item: "i".into(), time: 5, action: "click".into(),
+    ///                     weight: 1.0, id: Some("e1".into()) };
+    /// assert_eq!(store.insert_each(&[click.clone()]).unwrap(), vec![true]);
+    /// assert_eq!(store.insert_each(&[click.clone(), click]).unwrap(), vec![false, false]);
+    /// ```
+    pub fn insert_each(&self, events: &[Event]) -> Result<Vec<bool>, EventStoreError> {
         let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
-        let mut stats = InsertStats::default();
+        let mut fresh = Vec::with_capacity(events.len());
         let mut seen_in_batch = std::collections::HashSet::new();
         for e in events {
-            if e.user.is_empty() || e.item.is_empty() {
-                return Err(EventStoreError::Invalid(
-                    "user and item ids must not be empty".into(),
-                ));
-            }
-            if e.user.len() > MAX_ID_BYTES || e.item.len() > MAX_ID_BYTES || e.action.len() > 255 {
-                return Err(EventStoreError::Invalid(format!(
-                    "ids are limited to {MAX_ID_BYTES} bytes and actions to 255"
-                )));
-            }
-            if !e.weight.is_finite() || e.weight < 0.0 {
-                return Err(EventStoreError::Invalid(format!(
-                    "weight must be finite and >= 0, got {}",
-                    e.weight
-                )));
-            }
+            validate(e)?;
             let hash = dedupe_hash(e).to_be_bytes();
             let mut key = user_prefix(&e.user);
             key.extend(time_key(e.time));
             key.extend(hash);
-            let fresh = seen_in_batch.insert(key.clone())
+            let is_new = seen_in_batch.insert(key.clone())
                 && !self
                     .by_user
                     .contains_key(&key)
                     .map_err(|s| self.engine(s))?;
-            if !fresh {
-                stats.duplicates += 1;
+            fresh.push(is_new);
+            if !is_new {
                 continue;
             }
             let mut value = Vec::with_capacity(1 + e.action.len() + 4 + e.item.len());
@@ -205,10 +250,41 @@ impl EventStore {
             tkey.extend(hash);
             batch.insert(&self.by_user, key, value);
             batch.insert(&self.by_time, tkey, []);
-            stats.inserted += 1;
         }
         batch.commit().map_err(|s| self.engine(s))?;
-        Ok(stats)
+        Ok(fresh)
+    }
+
+    /// Calls `visit(user, event)` for every event with `time > after`, in time order (the
+    /// online path recovers the events a batch generation has not covered yet).
+    pub fn for_each_after(
+        &self,
+        after: i64,
+        mut visit: impl FnMut(&str, StoredEvent),
+    ) -> Result<(), EventStoreError> {
+        let Some(start) = after.checked_add(1) else {
+            return Ok(());
+        };
+        for guard in self.by_time.range(time_key(start).to_vec()..) {
+            let tkey = guard.key().map_err(|s| self.engine(s))?;
+            // by_time key: [time][user prefix][hash] -> by_user key: [user prefix][time][hash]
+            let rest = tkey
+                .get(8..)
+                .ok_or_else(|| self.corrupt("short time key"))?;
+            if rest.len() < 12 {
+                return Err(self.corrupt("short time key"));
+            }
+            let (prefix, hash) = rest.split_at(rest.len() - 8);
+            let mut key = prefix.to_vec();
+            key.extend(&tkey[..8]);
+            key.extend(hash);
+            let Some(value) = self.by_user.get(&key).map_err(|s| self.engine(s))? else {
+                return Err(self.corrupt("time index entry without its event"));
+            };
+            let (user, event) = self.decode(&key, &value)?;
+            visit(&user, event);
+        }
+        Ok(())
     }
 
     fn decode(&self, key: &[u8], value: &[u8]) -> Result<(String, StoredEvent), EventStoreError> {

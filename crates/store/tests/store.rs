@@ -185,3 +185,36 @@ fn profile_generations_switch_atomically() {
     drop(new); // redb allows one handle per file and process
     assert_eq!(ProfileStore::open(&dir).unwrap().dir(), second);
 }
+
+#[test]
+fn events_after_a_time_come_in_time_order_with_their_users() {
+    let dir = scratch("after");
+    let store = EventStore::open(&dir).unwrap();
+    store
+        .insert(&[
+            ev("bob", "i1", 100, "click"),
+            ev("al", "i2", 300, "click"),
+            ev("bob", "i3", 200, "repin"),
+            ev("al", "i4", 50, "click"),
+            ev("carol", "i5", i64::MAX, "click"),
+        ])
+        .unwrap();
+    let mut seen = Vec::new();
+    store
+        .for_each_after(100, |user, e| seen.push((user.to_owned(), e.item, e.time)))
+        .unwrap();
+    assert_eq!(
+        seen,
+        vec![
+            ("bob".to_owned(), "i3".to_owned(), 200),
+            ("al".to_owned(), "i2".to_owned(), 300),
+            ("carol".to_owned(), "i5".to_owned(), i64::MAX),
+        ]
+    );
+    let mut none = 0;
+    store.for_each_after(i64::MAX, |_, _| none += 1).unwrap();
+    assert_eq!(none, 0);
+    let mut all = 0;
+    store.for_each_after(i64::MIN, |_, _| all += 1).unwrap();
+    assert_eq!(all, 5);
+}

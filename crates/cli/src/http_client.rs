@@ -1,0 +1,72 @@
+//! A minimal keep-alive HTTP/1.1 client over `std::net` for the load generators and for
+//! talking to a running server (no TLS, no chunked bodies: pinnersage's server sends neither).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+
+use anyhow::{Context, Result};
+
+/// A keep-alive HTTP/1.1 connection.
+pub struct Conn {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Conn {
+    /// Connects to `addr`.
+    pub fn open(addr: SocketAddr) -> Result<Self> {
+        let s = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
+        s.set_nodelay(true)?;
+        Ok(Self {
+            reader: BufReader::new(s.try_clone()?),
+            writer: s,
+        })
+    }
+
+    /// GETs `path`; returns the status and body.
+    pub fn get(&mut self, path: &str) -> Result<(u16, Vec<u8>)> {
+        write!(
+            self.writer,
+            "GET {path} HTTP/1.1\r\nHost: pinnersage\r\n\r\n"
+        )?;
+        self.response()
+    }
+
+    /// POSTs a JSON `body` to `path`; returns the status and body.
+    pub fn post_json(&mut self, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
+        write!(
+            self.writer,
+            "POST {path} HTTP/1.1\r\nHost: pinnersage\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )?;
+        self.writer.write_all(body)?;
+        self.response()
+    }
+
+    fn response(&mut self) -> Result<(u16, Vec<u8>)> {
+        let mut line = String::new();
+        self.reader.read_line(&mut line)?;
+        let status: u16 = line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .with_context(|| format!("bad status line {line:?}"))?;
+        let mut length = 0usize;
+        loop {
+            line.clear();
+            self.reader.read_line(&mut line)?;
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = l.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse()?;
+            }
+        }
+        let mut body = vec![0; length];
+        self.reader.read_exact(&mut body)?;
+        Ok((status, body))
+    }
+}

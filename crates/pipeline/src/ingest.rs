@@ -1,0 +1,175 @@
+//! Durable ingestion with group commit: the one path behind every door (HTTP, NATS).
+//!
+//! Submitters hand validated events to the [`Ingestor`]; one writer thread takes everything
+//! queued, stores it in one atomic, fsynced batch, updates the online profiles and only then
+//! answers each submitter. Under load many requests share one fsync, so throughput grows with
+//! concurrency while every acknowledgement still means "on disk".
+
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::thread::JoinHandle;
+
+use pinnersage_catalog::catalog::Catalog;
+use pinnersage_store::events::{Event, EventStore, EventStoreError};
+
+use crate::online::{Accepted, OnlineAction, OnlineProfiles};
+
+/// Most events stored by one commit (a group larger than this is split).
+pub const MAX_GROUP_EVENTS: usize = 50_000;
+
+/// The answer to one submission: for each event, whether it was new (`true`) or already
+/// stored (`false`, an idempotent retry); or the store's error, in which case none was stored.
+pub type Outcome = Result<Vec<bool>, EventStoreError>;
+
+/// Called once with a submission's outcome, on the writer thread (keep it short: send it on).
+pub type Reply = Box<dyn FnOnce(Outcome) + Send>;
+
+struct Job {
+    events: Vec<Event>,
+    reply: Reply,
+}
+
+/// Counters of the writer thread.
+#[derive(Debug, Default)]
+pub struct IngestCounters {
+    /// Events newly stored.
+    pub stored: std::sync::atomic::AtomicU64,
+    /// Events that were already stored.
+    pub duplicates: std::sync::atomic::AtomicU64,
+    /// Commits (fsyncs).
+    pub commits: std::sync::atomic::AtomicU64,
+    /// Commits that failed.
+    pub failures: std::sync::atomic::AtomicU64,
+}
+
+/// The group-commit writer. Dropping it stops accepting, finishes what is queued and joins
+/// the writer thread.
+pub struct Ingestor {
+    tx: Option<Sender<Job>>,
+    writer: Option<JoinHandle<()>>,
+    counters: Arc<IngestCounters>,
+}
+
+impl std::fmt::Debug for Ingestor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingestor")
+            .field("counters", &self.counters)
+            .finish()
+    }
+}
+
+impl Ingestor {
+    /// Starts the writer thread over `store`. Newly stored events on catalog items update
+    /// `online` before their submitters are answered, so an acknowledged event is already
+    /// visible to the next recommendation.
+    pub fn start(
+        store: Arc<EventStore>,
+        catalog: Arc<Catalog>,
+        online: Arc<OnlineProfiles>,
+    ) -> Self {
+        let (tx, rx) = channel::<Job>();
+        let counters = Arc::new(IngestCounters::default());
+        let c = counters.clone();
+        let writer = std::thread::Builder::new()
+            .name("pinnersage-ingest".into())
+            .spawn(move || write_loop(&rx, &store, &catalog, &online, &c))
+            .expect("spawning a thread");
+        Self {
+            tx: Some(tx),
+            writer: Some(writer),
+            counters,
+        }
+    }
+
+    /// Queues `events` (already validated by the caller) for the next commit; `reply` gets the
+    /// outcome once they are durable.
+    pub fn submit(&self, events: Vec<Event>, reply: Reply) {
+        let job = Job { events, reply };
+        if let Some(tx) = &self.tx
+            && let Err(failed) = tx.send(job)
+        {
+            (failed.0.reply)(Err(EventStoreError::Invalid(
+                "the ingestor has stopped".into(),
+            )));
+        }
+    }
+
+    /// The writer's counters.
+    pub fn counters(&self) -> &IngestCounters {
+        &self.counters
+    }
+}
+
+impl Drop for Ingestor {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+fn write_loop(
+    rx: &Receiver<Job>,
+    store: &EventStore,
+    catalog: &Catalog,
+    online: &OnlineProfiles,
+    counters: &IngestCounters,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        let mut total = jobs[0].events.len();
+        while total < MAX_GROUP_EVENTS {
+            match rx.try_recv() {
+                Ok(job) => {
+                    total += job.events.len();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let events: Vec<Event> = jobs.iter().flat_map(|j| j.events.iter().cloned()).collect();
+        counters.commits.fetch_add(1, Relaxed);
+        match store.insert_each(&events) {
+            Ok(fresh) => {
+                let accepted: Vec<Accepted<'_>> = events
+                    .iter()
+                    .zip(&fresh)
+                    .filter(|&(_, &f)| f)
+                    .filter_map(|(e, _)| {
+                        catalog.row_of(&e.item).map(|row| Accepted {
+                            user: &e.user,
+                            action: OnlineAction {
+                                row: row as u32,
+                                time: e.time,
+                                weight: e.weight,
+                            },
+                        })
+                    })
+                    .collect();
+                online.apply(&accepted);
+                let new = fresh.iter().filter(|&&f| f).count() as u64;
+                counters.stored.fetch_add(new, Relaxed);
+                counters
+                    .duplicates
+                    .fetch_add(fresh.len() as u64 - new, Relaxed);
+                let mut rest = &fresh[..];
+                for job in jobs {
+                    let (mine, tail) = rest.split_at(job.events.len());
+                    rest = tail;
+                    (job.reply)(Ok(mine.to_vec()));
+                }
+            }
+            Err(e) => {
+                counters.failures.fetch_add(1, Relaxed);
+                // One bad group must not fail the others' retries forever: answer each with
+                // the error text (all or nothing was stored: nothing).
+                let text = e.to_string();
+                for job in jobs {
+                    (job.reply)(Err(EventStoreError::Invalid(text.clone())));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! Online profiles: each user's latest actions since the batch generation being served,
+//! clustered by the same model as the batch, kept in memory.
+//!
+//! The batch generation's `now` is the boundary: an action at or before it is covered by the
+//! batch profile, a later one is online. Every accepted event later than the boundary updates
+//! its user's online actions (the most recent [`DEFAULT_ONLINE_ACTIONS`] are kept) and the user
+//! is re-clustered at once. When a new batch generation is served, [`OnlineProfiles::roll_over`]
+//! moves the boundary and drops what the batch now covers. After a restart,
+//! [`OnlineProfiles::recover`] rebuilds the state from the event store: the store is the source
+//! of truth, this is a cache of it.
+//!
+//! Importance is measured at the boundary, like the batch's (see [`pinnersage_core::merge`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use pinnersage_catalog::catalog::Catalog;
+use pinnersage_core::{Actions, Clusterer, CoreError, Embeddings, ProfileParams};
+use pinnersage_store::events::{EventStore, EventStoreError};
+use rayon::prelude::*;
+
+/// Latest actions per user clustered online, as in the paper.
+pub const DEFAULT_ONLINE_ACTIONS: usize = 20;
+
+const SHARDS: usize = 64;
+
+/// One online action.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OnlineAction {
+    /// The item's catalog row.
+    pub row: u32,
+    /// Unix seconds.
+    pub time: i64,
+    /// The action's weight.
+    pub weight: f32,
+}
+
+/// One online cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OnlineCluster {
+    /// The medoid's catalog row.
+    pub medoid: u32,
+    /// Importance at the boundary.
+    pub importance: f64,
+    /// Member rows, most recent first (an item engaged twice appears twice).
+    pub members: Vec<u32>,
+    /// Latest member time.
+    pub latest_time: i64,
+}
+
+/// One user's online state.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OnlineUser {
+    /// The kept actions, oldest first.
+    pub actions: Vec<OnlineAction>,
+    /// Their clusters, most important first.
+    pub clusters: Vec<OnlineCluster>,
+}
+
+/// An accepted event, resolved to a catalog row.
+#[derive(Debug, Clone, Copy)]
+pub struct Accepted<'a> {
+    /// External user id.
+    pub user: &'a str,
+    /// The action.
+    pub action: OnlineAction,
+}
+
+/// Online profiles of every user with actions after the boundary.
+pub struct OnlineProfiles {
+    catalog: Arc<Catalog>,
+    params: ProfileParams,
+    /// The boundary (unix seconds); held for reading while events are applied so that a
+    /// roll-over never interleaves with an update.
+    since: RwLock<i64>,
+    shards: Vec<Mutex<HashMap<String, Arc<OnlineUser>>>>,
+}
+
+impl std::fmt::Debug for OnlineProfiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnlineProfiles")
+            .field("since", &self.since())
+            .field("users", &self.users())
+            .finish()
+    }
+}
+
+impl OnlineProfiles {
+    /// Empty online state over `catalog`, clustering with `params` (alpha and lambda as in the
+    /// batch; `max_actions` is the number of latest actions kept per user) and the boundary
+    /// `since` (the served batch generation's `now`; `i64::MIN` when there is none).
+    pub fn new(
+        catalog: Arc<Catalog>,
+        params: ProfileParams,
+        since: i64,
+    ) -> Result<Self, CoreError> {
+        params.validate()?;
+        Ok(Self {
+            catalog,
+            params,
+            since: RwLock::new(since),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        })
+    }
+
+    /// The boundary: actions later than this are online.
+    pub fn since(&self) -> i64 {
+        *self.since.read().expect("not poisoned")
+    }
+
+    /// The clustering parameters.
+    pub fn params(&self) -> &ProfileParams {
+        &self.params
+    }
+
+    fn shard(&self, user: &str) -> &Mutex<HashMap<String, Arc<OnlineUser>>> {
+        let h = pinnersage_core::hash::stable_hash(user.as_bytes());
+        &self.shards[(h % SHARDS as u64) as usize]
+    }
+
+    /// The online state of `user`, if they have actions after the boundary.
+    pub fn get(&self, user: &str) -> Option<Arc<OnlineUser>> {
+        self.shard(user)
+            .lock()
+            .expect("not poisoned")
+            .get(user)
+            .cloned()
+    }
+
+    /// Users with online actions.
+    pub fn users(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().expect("not poisoned").len())
+            .sum()
+    }
+
+    /// Adds newly stored events (duplicates must be left out by the caller) and re-clusters
+    /// their users. Events at or before the boundary are ignored: the batch covers them.
+    pub fn apply(&self, events: &[Accepted<'_>]) {
+        let since = self.since.read().expect("not poisoned");
+        let mut by_user: HashMap<&str, Vec<OnlineAction>> = HashMap::new();
+        for e in events.iter().filter(|e| e.action.time > *since) {
+            by_user.entry(e.user).or_default().push(e.action);
+        }
+        let by_user: Vec<(&str, Vec<OnlineAction>)> = by_user.into_iter().collect();
+        let update = |clusterer: &mut Clusterer, (user, fresh): &(&str, Vec<OnlineAction>)| {
+            let mut actions = self
+                .get(user)
+                .map(|u| u.actions.clone())
+                .unwrap_or_default();
+            actions.extend_from_slice(fresh);
+            let state = self.build(clusterer, actions, *since);
+            self.shard(user)
+                .lock()
+                .expect("not poisoned")
+                .insert((*user).to_owned(), Arc::new(state));
+        };
+        let new_clusterer = || Clusterer::new(self.params.clone()).expect("validated in new");
+        if by_user.len() < 16 {
+            let mut c = new_clusterer();
+            by_user.iter().for_each(|u| update(&mut c, u));
+        } else {
+            by_user.par_iter().for_each_init(new_clusterer, update);
+        }
+    }
+
+    /// Keeps the latest `max_actions` actions and clusters them.
+    fn build(
+        &self,
+        clusterer: &mut Clusterer,
+        mut actions: Vec<OnlineAction>,
+        since: i64,
+    ) -> OnlineUser {
+        actions.sort_by_key(|a| (a.time, a.row));
+        let keep = self.params.max_actions;
+        if actions.len() > keep {
+            actions.drain(..actions.len() - keep);
+        }
+        let dim = self.catalog.dim();
+        let mut x = Vec::with_capacity(actions.len() * dim);
+        for a in &actions {
+            x.extend_from_slice(self.catalog.embedding(a.row as usize));
+        }
+        let times: Vec<i64> = actions.iter().map(|a| a.time).collect();
+        let weights: Vec<f32> = actions.iter().map(|a| a.weight).collect();
+        let clusters = Embeddings::new(&x, dim)
+            .and_then(|x| Actions::new(x, &times, Some(&weights)))
+            .and_then(|a| clusterer.profile(&a, since))
+            .map(|p| {
+                p.clusters
+                    .into_iter()
+                    .map(|c| {
+                        let mut members = c.members.clone();
+                        members.sort_by_key(|&m| std::cmp::Reverse((times[m], m)));
+                        OnlineCluster {
+                            medoid: actions[c.medoid].row,
+                            importance: c.importance,
+                            members: members.iter().map(|&m| actions[m].row).collect(),
+                            latest_time: c.latest_time,
+                        }
+                    })
+                    .collect()
+            })
+            // Catalog embeddings are validated finite at import, so clustering cannot fail on
+            // them; an empty cluster list would only hide the user's online actions.
+            .unwrap_or_default();
+        OnlineUser { actions, clusters }
+    }
+
+    /// Moves the boundary to `since` (a new batch generation's `now`): actions at or before it
+    /// are dropped, users left without actions are removed, the rest are re-clustered.
+    /// Returns the number of users removed.
+    pub fn roll_over(&self, since: i64) -> usize {
+        let mut boundary = self.since.write().expect("not poisoned");
+        *boundary = since;
+        let mut clusterer = Clusterer::new(self.params.clone()).expect("validated in new");
+        let mut removed = 0;
+        for shard in &self.shards {
+            let mut users = shard.lock().expect("not poisoned");
+            let before = users.len();
+            users.retain(|_, u| u.actions.iter().any(|a| a.time > since));
+            removed += before - users.len();
+            for state in users.values_mut() {
+                if state.actions.iter().any(|a| a.time <= since) {
+                    let kept = state
+                        .actions
+                        .iter()
+                        .copied()
+                        .filter(|a| a.time > since)
+                        .collect();
+                    *state = Arc::new(self.build(&mut clusterer, kept, since));
+                }
+            }
+        }
+        removed
+    }
+
+    /// Rebuilds the state from every stored event after the boundary (after a restart).
+    /// Events on items missing from the catalog are skipped. Returns the number of events read.
+    pub fn recover(&self, store: &EventStore) -> Result<u64, EventStoreError> {
+        let since = self.since();
+        let mut latest: HashMap<String, Vec<OnlineAction>> = HashMap::new();
+        let mut read = 0u64;
+        store.for_each_after(since, |user, e| {
+            read += 1;
+            if let Some(row) = self.catalog.row_of(&e.item) {
+                let actions = latest.entry(user.to_owned()).or_default();
+                actions.push(OnlineAction {
+                    row: row as u32,
+                    time: e.time,
+                    weight: e.weight,
+                });
+                // Events come in time order: keep a bounded tail per user.
+                if actions.len() >= 2 * self.params.max_actions {
+                    actions.drain(..actions.len() - self.params.max_actions);
+                }
+            }
+        })?;
+        let events: Vec<Accepted<'_>> = latest
+            .iter()
+            .flat_map(|(user, actions)| {
+                actions.iter().map(move |&action| Accepted { user, action })
+            })
+            .collect();
+        self.apply(&events);
+        Ok(read)
+    }
+}
