@@ -14,6 +14,7 @@ use pinnersage_index::{HnswParams, Metric, Quantization};
 use pinnersage_pipeline::online::DEFAULT_ONLINE_ACTIONS;
 use pinnersage_server::ingest::Ingest;
 use pinnersage_server::metrics::Metrics;
+use pinnersage_server::nats::{self, NatsConfig, NatsCounters};
 use pinnersage_server::{AppState, Engine, EngineConfig, Resample};
 use pinnersage_store::events::EventStoreError;
 
@@ -184,11 +185,13 @@ pub fn run_index(cmd: &IndexCommand) -> Result<()> {
 ///   GET  /v1/items/{item}/similar?k=20
 ///   POST /v1/events         {"events":[{"user":"u1","item":"i9","ts":1700000000,"action":"click"}]}
 ///   POST /v1/admin/batch    {"now":1700000000}  (all fields optional)
+/// With --nats, the same event JSON is also consumed from a NATS JetStream subject.
 ///   GET  /healthz   /metrics (Prometheus)   /openapi.json
 ///
 /// Example:
 ///   pinnersage serve --data-dir data --addr 127.0.0.1:8080
 ///   curl 'http://127.0.0.1:8080/v1/users/42/recommendations?k=20'
+///   pinnersage serve --data-dir data --nats nats://127.0.0.1:4222 --subject events.clicks
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct ServeArgs {
@@ -221,6 +224,19 @@ pub struct ServeArgs {
     /// Latest actions per user clustered online (the paper uses 20).
     #[arg(long, default_value_t = DEFAULT_ONLINE_ACTIONS)]
     online_actions: usize,
+    /// Also consume events from this NATS server (JetStream), e.g. nats://127.0.0.1:4222.
+    /// Messages carry the same JSON as POST /v1/events and are acknowledged once durable.
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
+    /// Subject the events are published on.
+    #[arg(long, default_value = "pinnersage.events", requires = "nats")]
+    subject: String,
+    /// JetStream stream that captures the subject (created if missing).
+    #[arg(long, default_value = "PINNERSAGE_EVENTS", requires = "nats")]
+    nats_stream: String,
+    /// Durable consumer name (created if missing; its position survives restarts).
+    #[arg(long, default_value = "pinnersage", requires = "nats")]
+    nats_durable: String,
 }
 
 /// Where a running server records its address, so that `pinnersage batch` can reach it.
@@ -287,10 +303,29 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
             catalog.rows(),
             engine.index().index.kind()
         );
+        let engine = Arc::new(engine);
+        let ingest = Arc::new(ingest);
+        let nats = match &args.nats {
+            None => None,
+            Some(url) => {
+                let counters = Arc::new(NatsCounters::default());
+                let config = NatsConfig {
+                    subject: args.subject.clone(),
+                    stream: args.nats_stream.clone(),
+                    durable: args.nats_durable.clone(),
+                    ..NatsConfig::new(url.clone())
+                };
+                nats::start(config, engine.clone(), ingest.clone(), counters.clone())
+                    .await
+                    .map_err(|e| InputError(e.to_string()))?;
+                Some(counters)
+            }
+        };
         let state = AppState {
-            engine: Arc::new(engine),
+            engine,
             metrics: Arc::new(Metrics::default()),
-            ingest: Some(Arc::new(ingest)),
+            ingest: Some(ingest),
+            nats,
         };
         let file = server_file(data_dir);
         std::fs::write(

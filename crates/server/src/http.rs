@@ -33,6 +33,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Event ingestion and batches (when the server owns the event store).
     pub ingest: Option<Arc<Ingest>>,
+    /// Counters of the NATS consumer, when one runs.
+    pub nats: Option<Arc<crate::nats::NatsCounters>>,
 }
 
 /// A JSON error: `{"error":{"code":..,"message":..}}` with an HTTP status.
@@ -602,6 +604,28 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         ];
         for (name, help, value) in counters {
             write_metric(&mut out, name, "counter", help, value as f64);
+        }
+        if let Some(n) = &state.nats {
+            let nats = [
+                (
+                    "pinnersage_nats_acked_total",
+                    "NATS messages acknowledged after their events were stored.",
+                    n.acked.load(Relaxed),
+                ),
+                (
+                    "pinnersage_nats_nacked_total",
+                    "NATS messages to be redelivered (store failure).",
+                    n.nacked.load(Relaxed),
+                ),
+                (
+                    "pinnersage_nats_terminated_total",
+                    "NATS messages dropped as unprocessable.",
+                    n.terminated.load(Relaxed),
+                ),
+            ];
+            for (name, help, value) in nats {
+                write_metric(&mut out, name, "counter", help, value as f64);
+            }
         }
         write_metric(
             &mut out,

@@ -93,6 +93,7 @@ impl Server {
             engine: Arc::new(engine),
             metrics: Arc::new(Metrics::default()),
             ingest: Some(Arc::new(ingest)),
+            nats: None,
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
