@@ -26,6 +26,7 @@ enum BenchCommand {
     Cluster(BenchClusterArgs),
     Index(crate::bench_index::BenchIndexArgs),
     Serve(crate::bench_serve::BenchServeArgs),
+    Ingest(crate::bench_ingest::BenchIngestArgs),
 }
 
 /// Time a full profile build (distances, Ward, cut, medoids, importance) on one thread for each
@@ -54,6 +55,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         BenchCommand::Cluster(a) => a,
         BenchCommand::Index(a) => return crate::bench_index::run(a),
         BenchCommand::Serve(a) => return crate::bench_serve::run(a),
+        BenchCommand::Ingest(a) => return crate::bench_ingest::run(a),
     };
     if args.repeat == 0 {
         return Err(InputError("--repeat must be at least 1".into()).into());

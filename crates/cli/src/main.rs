@@ -4,6 +4,7 @@
 mod batch;
 mod bench;
 mod bench_index;
+mod bench_ingest;
 mod bench_serve;
 mod cluster;
 mod eval;

@@ -129,7 +129,13 @@ fn write_loop(
                 Err(_) => break,
             }
         }
-        let events: Vec<Event> = jobs.iter().flat_map(|j| j.events.iter().cloned()).collect();
+        // Move the events out of the jobs (no copies); remember each job's share.
+        let mut events: Vec<Event> = Vec::with_capacity(total);
+        let mut replies = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            replies.push((job.events.len(), job.reply));
+            events.extend(job.events);
+        }
         counters.commits.fetch_add(1, Relaxed);
         match store.insert_each(&events) {
             Ok(fresh) => {
@@ -155,10 +161,10 @@ fn write_loop(
                     .duplicates
                     .fetch_add(fresh.len() as u64 - new, Relaxed);
                 let mut rest = &fresh[..];
-                for job in jobs {
-                    let (mine, tail) = rest.split_at(job.events.len());
+                for (len, reply) in replies {
+                    let (mine, tail) = rest.split_at(len);
                     rest = tail;
-                    (job.reply)(Ok(mine.to_vec()));
+                    reply(Ok(mine.to_vec()));
                 }
             }
             Err(e) => {
@@ -166,8 +172,8 @@ fn write_loop(
                 // One bad group must not fail the others' retries forever: answer each with
                 // the error text (all or nothing was stored: nothing).
                 let text = e.to_string();
-                for job in jobs {
-                    (job.reply)(Err(EventStoreError::Invalid(text.clone())));
+                for (_, reply) in replies {
+                    reply(Err(EventStoreError::Invalid(text.clone())));
                 }
             }
         }

@@ -17,7 +17,7 @@ use pinnersage_pipeline::batch::{BatchConfig, BatchError, BatchSummary, run_batc
 use pinnersage_pipeline::ingest::{IngestCounters, Ingestor};
 use pinnersage_store::events::{Event, EventStore, EventStoreError, check_event};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::recommend::Engine;
 
@@ -101,8 +101,10 @@ struct EventIn {
 }
 
 #[derive(Deserialize)]
-struct BodyIn {
-    events: Vec<Value>,
+struct BodyIn<'a> {
+    /// Each event stays raw text until it is parsed on its own (errors by index).
+    #[serde(borrow)]
+    events: Vec<&'a RawValue>,
 }
 
 fn reject(index: usize, code: &'static str, message: impl Into<String>) -> Rejected {
@@ -141,8 +143,8 @@ pub fn parse_events(
     Ok((valid, rejected))
 }
 
-fn parse_one(index: usize, raw: Value, catalog: &Catalog, now: i64) -> Result<Event, Rejected> {
-    let e: EventIn = serde_json::from_value(raw).map_err(|e| {
+fn parse_one(index: usize, raw: &RawValue, catalog: &Catalog, now: i64) -> Result<Event, Rejected> {
+    let e: EventIn = serde_json::from_str(raw.get()).map_err(|e| {
         reject(
             index,
             "bad_event",

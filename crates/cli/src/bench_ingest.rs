@@ -1,0 +1,356 @@
+//! `pinnersage bench ingest`: durable ingest throughput and event -> visible latency against a
+//! running `pinnersage serve`, over HTTP or NATS JetStream.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use pinnersage_core::sample::SplitMix64;
+
+use crate::InputError;
+use crate::http_client::Conn;
+
+/// Stream engagements into a running server and measure how many per second become durable,
+/// and how long one event takes to show in the user's profile (and so in recommendations).
+///
+/// Load: --connections clients each send --batch events per request (HTTP: POST /v1/events,
+/// answered once durable) or per message (--nats: published to JetStream; the server's
+/// consumer acknowledges each once durable). Events are for users u0..--users on items
+/// {item-prefix}0..--items, as `pinnersage synth` names them, stamped with the current time.
+///
+/// --rate R paces the load at R events per second in total (open loop); --rate 0 sends as fast
+/// as the server takes them (HTTP) or JetStream stores them (NATS; throughput is then measured
+/// until the server has consumed everything).
+///
+/// Latency: meanwhile, every --probe-ms a probe posts (or publishes) one event for a fresh
+/// user and polls GET /v1/users/{probe}/profile until the event is there: the time from send
+/// to visible, under load. Over NATS a saturating load queues the probes behind the backlog, so
+/// probes run only with --rate.
+///
+/// Example:
+///   pinnersage bench ingest --addr 127.0.0.1:8080 --items 200000 --duration 20
+///   pinnersage bench ingest --addr 127.0.0.1:8080 --items 200000 --nats nats://127.0.0.1:4222
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct BenchIngestArgs {
+    /// Server address (probes and, without --nats, the load).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// Publish the load to this NATS server instead of posting it.
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
+    /// NATS subject the server consumes.
+    #[arg(long, default_value = "pinnersage.events")]
+    subject: String,
+    /// Distinct users of the load.
+    #[arg(long, default_value_t = 100_000)]
+    users: u64,
+    /// Items of the catalog to draw from ({item-prefix}0 ..).
+    #[arg(long)]
+    items: u64,
+    /// Item id prefix.
+    #[arg(long, default_value = "i")]
+    item_prefix: String,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// Events per request or message.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Events per second in total (0: as fast as possible).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Milliseconds between latency probes.
+    #[arg(long, default_value_t = 50)]
+    probe_ms: u64,
+}
+
+impl BenchIngestArgs {
+    /// Time between two sends of one client, if paced.
+    fn interval(&self) -> Option<Duration> {
+        (self.rate > 0.0)
+            .then(|| Duration::from_secs_f64((self.connections * self.batch) as f64 / self.rate))
+    }
+}
+
+/// Sleeps until `next`, then moves it one interval on (no-op when unpaced).
+fn pace(next: &mut Instant, interval: Option<Duration>) {
+    if let Some(i) = interval {
+        let now = Instant::now();
+        if *next > now {
+            std::thread::sleep(*next - now);
+        }
+        *next += i;
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A request body of `n` random events; `seq` makes the event ids unique.
+fn body(args: &BenchIngestArgs, rng: &mut SplitMix64, seq: &mut u64, n: usize) -> String {
+    let ts = unix_now();
+    let mut out = String::with_capacity(n * 80 + 16);
+    out.push_str(r#"{"events":["#);
+    for k in 0..n {
+        if k > 0 {
+            out.push(',');
+        }
+        let user = rng.next_u64() % args.users;
+        let item = rng.next_u64() % args.items;
+        *seq += 1;
+        out.push_str(&format!(
+            r#"{{"user":"u{user}","item":"{}{item}","ts":{ts},"id":"b{}-{seq}"}}"#,
+            args.item_prefix,
+            std::process::id()
+        ));
+    }
+    out.push_str("]}");
+    out
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+/// Runs `pinnersage bench ingest`.
+pub fn run(args: &BenchIngestArgs) -> Result<()> {
+    if args.items == 0 || args.users == 0 || args.connections == 0 || args.batch == 0 {
+        return Err(InputError(
+            "--items, --users, --connections and --batch must be positive".into(),
+        )
+        .into());
+    }
+    let (status, _) = Conn::open(args.addr)?.get("/healthz")?;
+    if status != 200 {
+        bail!("{} answered /healthz with HTTP {status}", args.addr);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let probe_stop = stop.clone();
+    let probing = args.nats.is_none() || args.rate > 0.0;
+    let probes = std::thread::scope(|scope| -> Result<Vec<f64>> {
+        let prober = scope.spawn(move || {
+            if probing {
+                probe(args, &probe_stop)
+            } else {
+                Ok(Vec::new())
+            }
+        });
+        let load = match &args.nats {
+            None => http_load(args),
+            Some(url) => nats_load(args, url),
+        };
+        stop.store(true, Ordering::Relaxed);
+        let latencies = prober.join().expect("probe thread panicked")?;
+        let (events, seconds) = load?;
+        println!(
+            "{} events durable in {seconds:.1} s: {:.0} events/s ({} clients x {} events per {})",
+            events,
+            events as f64 / seconds,
+            args.connections,
+            args.batch,
+            if args.nats.is_some() {
+                "message, over NATS JetStream"
+            } else {
+                "request, over HTTP"
+            }
+        );
+        Ok(latencies)
+    })?;
+    let mut sorted = probes;
+    if sorted.is_empty() {
+        println!("no latency probes (over NATS they need --rate)");
+        return Ok(());
+    }
+    sorted.sort_by(f64::total_cmp);
+    println!(
+        "event -> visible in the profile, ms ({} probes under load): p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
+        sorted.len(),
+        percentile(&sorted, 0.5),
+        percentile(&sorted, 0.9),
+        percentile(&sorted, 0.99),
+        percentile(&sorted, 1.0)
+    );
+    Ok(())
+}
+
+/// HTTP load: returns (events acknowledged, seconds).
+fn http_load(args: &BenchIngestArgs) -> Result<(u64, f64)> {
+    let acked = AtomicU64::new(0);
+    let start = Instant::now();
+    let duration = Duration::from_secs_f64(args.duration);
+    std::thread::scope(|scope| -> Result<()> {
+        let handles: Vec<_> = (0..args.connections)
+            .map(|c| {
+                let acked = &acked;
+                scope.spawn(move || -> Result<()> {
+                    let mut conn = Conn::open(args.addr)?;
+                    let mut rng = SplitMix64::new(0xB0D1 + c as u64);
+                    let mut seq = (c as u64) << 40;
+                    let interval = args.interval();
+                    let mut next = start
+                        + interval
+                            .map_or(Duration::ZERO, |i| i * c as u32 / args.connections as u32);
+                    while start.elapsed() < duration {
+                        pace(&mut next, interval);
+                        let b = body(args, &mut rng, &mut seq, args.batch);
+                        let (status, reply) = conn.post_json("/v1/events", b.as_bytes())?;
+                        if status != 202 {
+                            bail!("HTTP {status}: {}", String::from_utf8_lossy(&reply));
+                        }
+                        acked.fetch_add(args.batch as u64, Ordering::Relaxed);
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("load thread panicked")?;
+        }
+        Ok(())
+    })?;
+    Ok((acked.load(Ordering::Relaxed), start.elapsed().as_secs_f64()))
+}
+
+/// Reads one counter from the server's /metrics.
+fn counter(addr: SocketAddr, name: &str) -> Result<f64> {
+    let (_, text) = Conn::open(addr)?.get("/metrics")?;
+    let text = String::from_utf8_lossy(&text);
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0))
+}
+
+/// NATS load: publish for the duration, then wait until the server has acknowledged all of it.
+/// Returns (events, seconds from the first publish to the last acknowledgement).
+fn nats_load(args: &BenchIngestArgs, url: &str) -> Result<(u64, f64)> {
+    const ACKED: &str = "pinnersage_nats_acked_total";
+    let before = counter(args.addr, ACKED)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let start = Instant::now();
+    let duration = Duration::from_secs_f64(args.duration);
+    let messages = runtime.block_on(async {
+        let client = async_nats::connect(url)
+            .await
+            .with_context(|| format!("connecting to {url}"))?;
+        let js = async_nats::jetstream::new(client);
+        let tasks: Vec<_> = (0..args.connections)
+            .map(|c| {
+                let js = js.clone();
+                let subject = args.subject.clone();
+                let mut rng = SplitMix64::new(0xB0D1 + c as u64);
+                let mut seq = (c as u64) << 40;
+                let bodies =
+                    move |rng: &mut SplitMix64, seq: &mut u64| body(args, rng, seq, args.batch);
+                async move {
+                    let mut sent = 0u64;
+                    let interval = args.interval();
+                    let mut next = start
+                        + interval
+                            .map_or(Duration::ZERO, |i| i * c as u32 / args.connections as u32);
+                    while start.elapsed() < duration {
+                        if let Some(i) = interval {
+                            tokio::time::sleep_until(next.into()).await;
+                            next += i;
+                        }
+                        let b = bodies(&mut rng, &mut seq);
+                        js.publish(subject.clone(), b.into()).await?.await?;
+                        sent += 1;
+                    }
+                    anyhow::Ok(sent)
+                }
+            })
+            .collect();
+        let mut total = 0;
+        for r in futures_util::future::join_all(tasks).await {
+            total += r?;
+        }
+        anyhow::Ok(total)
+    })?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let acked = counter(args.addr, ACKED)? - before;
+        if acked >= messages as f64 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the server acknowledged {acked} of {messages} messages within 5 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok((messages * args.batch as u64, start.elapsed().as_secs_f64()))
+}
+
+/// Probes until `stop`: one event for a fresh user, then poll its profile. Milliseconds each.
+fn probe(args: &BenchIngestArgs, stop: &AtomicBool) -> Result<Vec<f64>> {
+    let mut conn = Conn::open(args.addr)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let js = match &args.nats {
+        None => None,
+        Some(url) => Some(runtime.block_on(async {
+            let client = async_nats::connect(url.as_str()).await?;
+            anyhow::Ok(async_nats::jetstream::new(client))
+        })?),
+    };
+    let mut latencies = Vec::new();
+    let mut rng = SplitMix64::new(0x9B0B);
+    let run = std::process::id();
+    let mut k = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        k += 1;
+        let user = format!("probe-{run}-{k}");
+        let item = rng.next_u64() % args.items;
+        let event = format!(
+            r#"{{"events":[{{"user":"{user}","item":"{}{item}","ts":{}}}]}}"#,
+            args.item_prefix,
+            unix_now()
+        );
+        let sent = Instant::now();
+        match &js {
+            None => {
+                let (status, reply) = conn.post_json("/v1/events", event.as_bytes())?;
+                if status != 202 {
+                    bail!("probe: HTTP {status}: {}", String::from_utf8_lossy(&reply));
+                }
+            }
+            Some(js) => runtime.block_on(async {
+                js.publish(args.subject.clone(), event.into())
+                    .await?
+                    .await?;
+                anyhow::Ok(())
+            })?,
+        }
+        let path = format!("/v1/users/{user}/profile");
+        loop {
+            let (status, _) = conn.get(&path)?;
+            if status == 200 {
+                break;
+            }
+            if sent.elapsed() > Duration::from_secs(30) {
+                bail!("probe event for {user} not visible after 30 s");
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        latencies.push(sent.elapsed().as_secs_f64() * 1e3);
+        std::thread::sleep(Duration::from_millis(args.probe_ms));
+    }
+    Ok(latencies)
+}
