@@ -246,6 +246,9 @@ pub fn server_file(data_dir: &std::path::Path) -> PathBuf {
 
 /// Runs `pinnersage serve` until SIGTERM or Ctrl-C.
 pub fn run_serve(args: &ServeArgs) -> Result<()> {
+    if args.online_actions == 0 {
+        return Err(InputError("--online-actions must be at least 1".into()).into());
+    }
     let data_dir = &args.data.data_dir;
     let mut catalog = Catalog::open(data_dir).map_err(|e| InputError(e.to_string()))?;
     catalog.build_hash_index();
@@ -263,9 +266,6 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
             online_actions: args.online_actions,
         },
     )?;
-    if args.online_actions == 0 {
-        return Err(InputError("--online-actions must be at least 1".into()).into());
-    }
     let (ingest, recovered) = Ingest::open(&engine, catalog.clone()).map_err(|e| match e {
         EventStoreError::InUse { .. } => anyhow::Error::from(InputError(e.to_string())),
         e => anyhow::Error::from(e),

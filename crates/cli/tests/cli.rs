@@ -1,14 +1,13 @@
 //! The `pinnersage` binary as users call it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use pinnersage_catalog::npy;
 use serde_json::Value;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_pinnersage"))
-}
+mod common;
+use common::{RunningServer, bin, http};
 
 fn run(args: &[&str]) -> Output {
     bin().args(args).output().expect("the binary runs")
@@ -492,93 +491,6 @@ fn index_build_and_serve_until_sigterm() {
     );
 }
 
-/// A `pinnersage serve` child process; killed if a test fails before stopping it.
-struct RunningServer {
-    child: std::process::Child,
-    addr: String,
-    stderr: std::io::BufReader<std::process::ChildStderr>,
-}
-
-impl RunningServer {
-    /// Starts a server on an ephemeral port and waits for its address.
-    fn start(data_dir: &str) -> Self {
-        use std::io::BufRead;
-        let mut child = bin()
-            .args(["serve", "--data-dir", data_dir, "--addr", "127.0.0.1:0"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-        let mut addr = None;
-        let mut line = String::new();
-        while addr.is_none() && stderr.read_line(&mut line).unwrap() > 0 {
-            addr = line
-                .split("http://")
-                .nth(1)
-                .and_then(|rest| rest.split_whitespace().next())
-                .map(str::to_owned);
-            line.clear();
-        }
-        let addr = addr.expect("the server prints its address");
-        Self {
-            child,
-            addr,
-            stderr,
-        }
-    }
-
-    /// One request on a fresh connection; the raw response ("" if the connection failed).
-    fn request(&self, method: &str, path: &str, body: &str) -> String {
-        http(&self.addr, method, path, body).unwrap_or_default()
-    }
-
-    /// SIGTERM, then wait.
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let term = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(term.success());
-        self.child.wait().unwrap()
-    }
-
-    /// SIGKILL, then wait.
-    fn kill9(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    fn rest_of_stderr(&mut self) -> String {
-        use std::io::Read;
-        let mut rest = String::new();
-        self.stderr.read_to_string(&mut rest).unwrap();
-        rest
-    }
-}
-
-impl Drop for RunningServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One HTTP/1.1 request with `Connection: close`; the raw response.
-fn http(addr: &str, method: &str, path: &str, body: &str) -> std::io::Result<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw)?;
-    Ok(raw)
-}
-
 #[test]
 fn kill_9_while_streaming_loses_no_acknowledged_event_and_stores_each_once() {
     use pinnersage_store::events::EventStore;
@@ -605,6 +517,21 @@ fn kill_9_while_streaming_loses_no_acknowledged_event_and_stores_each_once() {
     const CYCLES: u64 = 6;
     const PER_REQUEST: u64 = 25;
     let base = 1_700_000_000u64;
+    // Event n: user u{n%7}, item i{n%5}, time base+n, id e{n}; one request body per list.
+    let events_body = move |ns: &[u64]| -> String {
+        let events: Vec<String> = ns
+            .iter()
+            .map(|&n| {
+                format!(
+                    r#"{{"user":"u{}","item":"i{}","ts":{},"id":"e{n}"}}"#,
+                    n % 7,
+                    n % 5,
+                    base + n
+                )
+            })
+            .collect();
+        format!(r#"{{"events":[{}]}}"#, events.join(","))
+    };
     let acked: Arc<Mutex<BTreeSet<u64>>> = Arc::default();
     let mut sent_total = 0u64;
     let mut rng = 0x2545_F491_4F6C_DD1Du64;
@@ -619,18 +546,7 @@ fn kill_9_while_streaming_loses_no_acknowledged_event_and_stores_each_once() {
                 while !stop.load(Ordering::Relaxed) {
                     let batch: Vec<u64> = (seq..seq + PER_REQUEST).collect();
                     seq += PER_REQUEST;
-                    let events: Vec<String> = batch
-                        .iter()
-                        .map(|&n| {
-                            format!(
-                                r#"{{"user":"u{}","item":"i{}","ts":{},"id":"e{n}"}}"#,
-                                n % 7,
-                                n % 5,
-                                base + n
-                            )
-                        })
-                        .collect();
-                    let body = format!(r#"{{"events":[{}]}}"#, events.join(","));
+                    let body = events_body(&batch);
                     sent += PER_REQUEST;
                     match http(&addr, "POST", "/v1/events", &body) {
                         Ok(raw) if raw.starts_with("HTTP/1.1 202") => {
@@ -661,23 +577,8 @@ fn kill_9_while_streaming_loses_no_acknowledged_event_and_stores_each_once() {
     // A restarted server takes retries of acknowledged events as duplicates.
     {
         let server = RunningServer::start(d);
-        let retry: Vec<String> = acked
-            .iter()
-            .take(10)
-            .map(|&n| {
-                format!(
-                    r#"{{"user":"u{}","item":"i{}","ts":{},"id":"e{n}"}}"#,
-                    n % 7,
-                    n % 5,
-                    base + n
-                )
-            })
-            .collect();
-        let reply = server.request(
-            "POST",
-            "/v1/events",
-            &format!(r#"{{"events":[{}]}}"#, retry.join(",")),
-        );
+        let retry: Vec<u64> = acked.iter().take(10).copied().collect();
+        let reply = server.request("POST", "/v1/events", &events_body(&retry));
         assert!(
             reply.contains("\"accepted\":0,\"duplicates\":10"),
             "{reply}"

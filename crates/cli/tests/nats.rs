@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream;
 use pinnersage_store::events::EventStore;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_pinnersage"))
-}
+mod common;
+use common::{RunningServer, bin};
 
 fn nats_server() -> Option<PathBuf> {
     let found = std::env::var_os("PATH")
@@ -65,74 +64,6 @@ impl Nats {
 }
 
 impl Drop for Nats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `pinnersage serve --nats`; killed on drop.
-struct Serve {
-    child: Child,
-    addr: String,
-}
-
-impl Serve {
-    fn start(data: &str, nats: &str) -> Self {
-        use std::io::BufRead;
-        let mut child = bin()
-            .args([
-                "serve",
-                "--data-dir",
-                data,
-                "--addr",
-                "127.0.0.1:0",
-                "--nats",
-                nats,
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        let mut addr = None;
-        while addr.is_none() && stderr.read_line(&mut line).unwrap() > 0 {
-            addr = line
-                .split("http://")
-                .nth(1)
-                .and_then(|rest| rest.split_whitespace().next())
-                .map(str::to_owned);
-            line.clear();
-        }
-        // Keep draining stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || {
-            let mut sink = String::new();
-            while stderr.read_line(&mut sink).unwrap_or(0) > 0 {
-                sink.clear();
-            }
-        });
-        Self {
-            child,
-            addr: addr.expect("the server prints its address"),
-        }
-    }
-
-    fn get(&self, path: &str) -> String {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(&self.addr).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).unwrap();
-        raw
-    }
-}
-
-impl Drop for Serve {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -222,18 +153,16 @@ fn nats_messages_are_stored_once_across_kill_9_and_bad_ones_are_dropped() {
     const TOTAL: u64 = 4_000;
     let mut published = 0;
     for cycle in 0..4 {
-        let server = Serve::start(d, &nats.url);
+        let mut server = RunningServer::start_with(d, &["--nats", &nats.url]);
         let chunk = TOTAL / 4;
         publish(published, published + chunk);
         published += chunk;
         std::thread::sleep(Duration::from_millis(50 + 40 * cycle));
-        let mut server = server;
-        server.child.kill().unwrap();
-        server.child.wait().unwrap();
+        server.kill9();
     }
 
     // A last run drains the consumer.
-    let server = Serve::start(d, &nats.url);
+    let server = RunningServer::start_with(d, &["--nats", &nats.url]);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let info = rt.block_on(async {
@@ -248,7 +177,7 @@ fn nats_messages_are_stored_once_across_kill_9_and_bad_ones_are_dropped() {
         assert!(Instant::now() < deadline, "consumer not drained: {info:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let profile = server.get("/v1/users/u3/profile");
+    let profile = server.request("GET", "/v1/users/u3/profile", "");
     assert!(profile.contains("\"online\":true"), "{profile}");
     drop(server);
 

@@ -250,10 +250,9 @@ impl Ingest {
         if valid.is_empty() {
             return Ok(report);
         }
-        let events = valid;
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.ingestor.submit(
-            events,
+            valid,
             Box::new(move |outcome| {
                 let _ = tx.send(outcome);
             }),

@@ -429,40 +429,33 @@ impl Engine {
         let online = self.online.get(user);
         let serve = |view: Option<ProfileView<'_>>| {
             let view = view.filter(|v| !v.clusters.is_empty());
-            match (&view, &online) {
-                (None, None) => Ok(self.fallback(&profiles, req.k)),
-                (Some(v), None) => {
-                    let medoids: Vec<(MedoidRef<'_>, f64)> = v
-                        .clusters
-                        .iter()
-                        .map(|c| (MedoidRef::Id(c.medoid), c.importance))
-                        .collect();
-                    let seen = |hashes: &mut SeenSet| {
-                        hashes.extend(v.items.iter().map(|(item, _)| stable_hash(item.as_bytes())));
-                    };
-                    self.personalised(user, &medoids, seen, req)
+            let medoids: Vec<(MedoidRef<'_>, f64)> = match (&view, &online) {
+                (None, None) => return Ok(self.fallback(&profiles, req.k)),
+                // Batch only: medoids stay ids, only the sampled ones are looked up.
+                (Some(v), None) => v
+                    .clusters
+                    .iter()
+                    .map(|c| (MedoidRef::Id(c.medoid), c.importance))
+                    .collect(),
+                (_, Some(o)) => self
+                    .merged(view.as_ref(), Some(o), profiles.alpha())
+                    .iter()
+                    .map(|i| (MedoidRef::Row(i.medoid), i.importance))
+                    .collect(),
+            };
+            let seen = |hashes: &mut SeenSet| {
+                if let Some(v) = &view {
+                    hashes.extend(v.items.iter().map(|(item, _)| stable_hash(item.as_bytes())));
                 }
-                (_, Some(o)) => {
-                    let medoids: Vec<(MedoidRef<'_>, f64)> = self
-                        .merged(view.as_ref(), Some(o), profiles.alpha())
-                        .iter()
-                        .map(|i| (MedoidRef::Row(i.medoid), i.importance))
-                        .collect();
-                    let seen = |hashes: &mut SeenSet| {
-                        if let Some(v) = &view {
-                            hashes.extend(
-                                v.items.iter().map(|(item, _)| stable_hash(item.as_bytes())),
-                            );
-                        }
-                        hashes.extend(
-                            o.actions
-                                .iter()
-                                .map(|a| stable_hash(self.catalog.id(a.row as usize).as_bytes())),
-                        );
-                    };
-                    self.personalised(user, &medoids, seen, req)
+                if let Some(o) = &online {
+                    hashes.extend(
+                        o.actions
+                            .iter()
+                            .map(|a| stable_hash(self.catalog.id(a.row as usize).as_bytes())),
+                    );
                 }
-            }
+            };
+            self.personalised(user, &medoids, seen, req)
         };
         match &profiles.store {
             None => serve(None),

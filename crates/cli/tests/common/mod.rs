@@ -1,0 +1,102 @@
+//! Helpers shared by the binary's integration tests.
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::process::Command;
+
+/// The `pinnersage` binary under test.
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pinnersage"))
+}
+
+/// A `pinnersage serve` child process; killed if a test fails before stopping it.
+pub struct RunningServer {
+    pub child: std::process::Child,
+    pub addr: String,
+    stderr: std::io::BufReader<std::process::ChildStderr>,
+}
+
+impl RunningServer {
+    /// Starts a server on an ephemeral port and waits for its address.
+    pub fn start(data_dir: &str) -> Self {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// Like [`RunningServer::start`], with more `serve` arguments.
+    pub fn start_with(data_dir: &str, extra: &[&str]) -> Self {
+        use std::io::BufRead;
+        let mut child = bin()
+            .args(["serve", "--data-dir", data_dir, "--addr", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut addr = None;
+        let mut line = String::new();
+        while addr.is_none() && stderr.read_line(&mut line).unwrap() > 0 {
+            addr = line
+                .split("http://")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(str::to_owned);
+            line.clear();
+        }
+        let addr = addr.expect("the server prints its address");
+        Self {
+            child,
+            addr,
+            stderr,
+        }
+    }
+
+    /// One request on a fresh connection; the raw response ("" if the connection failed).
+    pub fn request(&self, method: &str, path: &str, body: &str) -> String {
+        http(&self.addr, method, path, body).unwrap_or_default()
+    }
+
+    /// SIGTERM, then wait.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let term = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(term.success());
+        self.child.wait().unwrap()
+    }
+
+    /// SIGKILL, then wait.
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub fn rest_of_stderr(&mut self) -> String {
+        use std::io::Read;
+        let mut rest = String::new();
+        self.stderr.read_to_string(&mut rest).unwrap();
+        rest
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`; the raw response.
+pub fn http(addr: &str, method: &str, path: &str, body: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)?;
+    Ok(raw)
+}
