@@ -141,6 +141,19 @@ mod tests {
         out
     }
 
+    /// Interests on `medoids` with importance `base + 0.37·i` and size `1 + i`.
+    fn interests(medoids: &[Vec<f32>], base: f64) -> Vec<Interest<'_>> {
+        medoids
+            .iter()
+            .enumerate()
+            .map(|(i, m)| Interest {
+                medoid: m,
+                importance: base + i as f64 * 0.37,
+                size: 1 + i as u32,
+            })
+            .collect()
+    }
+
     #[test]
     fn matches_a_naive_fold_on_random_interests() {
         let mut rng = crate::sample::SplitMix64::new(7);
@@ -152,29 +165,7 @@ mod tests {
                     .collect()
             };
             let (bv, ov) = (vecs(case % 7), vecs(case % 4));
-            let mk = |v: &[Vec<f32>], base: f64| -> Vec<(Vec<f32>, f64, u32)> {
-                v.iter()
-                    .enumerate()
-                    .map(|(i, m)| (m.clone(), base + i as f64 * 0.37, 1 + i as u32))
-                    .collect()
-            };
-            let (bs, os) = (mk(&bv, 1.0), mk(&ov, 0.5));
-            let b: Vec<Interest<'_>> = bs
-                .iter()
-                .map(|(m, imp, s)| Interest {
-                    medoid: m,
-                    importance: *imp,
-                    size: *s,
-                })
-                .collect();
-            let o: Vec<Interest<'_>> = os
-                .iter()
-                .map(|(m, imp, s)| Interest {
-                    medoid: m,
-                    importance: *imp,
-                    size: *s,
-                })
-                .collect();
+            let (b, o) = (interests(&bv, 1.0), interests(&ov, 0.5));
             let alpha = 0.1 * (case % 5) as f64;
             let got: Vec<(f64, u32)> = merge_interests(&b, &o, alpha)
                 .iter()
