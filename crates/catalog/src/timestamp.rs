@@ -20,14 +20,27 @@ pub fn parse_timestamp(text: &str) -> Result<i64, String> {
         .all(|b| b.is_ascii_digit() || b == b'-' || b == b'.' || b == b'+')
         && !t[1..].contains('-')
     {
-        return match t.parse::<f64>() {
-            Ok(v) if v.is_finite() && v.abs() < 9.0e15 => Ok(v.floor() as i64),
-            _ => Err(format!("{t:?} is not a unix timestamp")),
-        };
+        return t
+            .parse::<f64>()
+            .ok()
+            .and_then(unix_seconds)
+            .ok_or_else(|| format!("{t:?} is not a unix timestamp"));
     }
     parse_rfc3339(t).ok_or_else(|| {
         format!("{t:?} is neither unix seconds nor an RFC 3339 date-time (2018-09-24T10:00:00Z)")
     })
+}
+
+/// Unix seconds from a decimal value, rounded down; `None` if not finite or beyond ±9e15
+/// (where `f64` stops holding whole seconds exactly).
+///
+/// ```
+/// use pinnersage_catalog::timestamp::unix_seconds;
+/// assert_eq!(unix_seconds(1537747200.9), Some(1_537_747_200));
+/// assert_eq!(unix_seconds(f64::NAN), None);
+/// ```
+pub fn unix_seconds(v: f64) -> Option<i64> {
+    (v.is_finite() && v.abs() < 9.0e15).then(|| v.floor() as i64)
 }
 
 fn parse_rfc3339(t: &str) -> Option<i64> {

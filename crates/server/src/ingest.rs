@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use pinnersage_catalog::catalog::Catalog;
-use pinnersage_catalog::timestamp::parse_timestamp;
+use pinnersage_catalog::timestamp::{parse_timestamp, unix_seconds};
 use pinnersage_pipeline::batch::{BatchConfig, BatchError, BatchSummary, run_batch_on};
 use pinnersage_pipeline::ingest::{IngestCounters, Ingestor};
 use pinnersage_store::events::{Event, EventStore, EventStoreError, check_event};
@@ -153,8 +153,7 @@ fn parse_one(index: usize, raw: &RawValue, catalog: &Catalog, now: i64) -> Resul
     })?;
     let time = match e.ts {
         TsIn::Int(t) => Ok(t),
-        TsIn::Float(t) if t.is_finite() && t.abs() < 9.0e15 => Ok(t.floor() as i64),
-        TsIn::Float(t) => Err(format!("{t} is not a unix timestamp")),
+        TsIn::Float(t) => unix_seconds(t).ok_or_else(|| format!("{t} is not a unix timestamp")),
         TsIn::Text(t) => parse_timestamp(&t),
     }
     .map_err(|m| reject(index, "bad_timestamp", format!("event {index}: ts: {m}")))?;
