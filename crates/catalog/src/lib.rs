@@ -8,6 +8,7 @@
 
 pub mod catalog;
 pub mod generation;
+pub mod id_table;
 pub mod items;
 pub mod npy;
 pub mod parquet_io;

@@ -174,7 +174,7 @@ pub fn run_batch_on(
     catalog.build_hash_index();
     let catalog = catalog;
     let mut writer = ProfileWriter::begin(data_dir)?;
-    let mut parquet = config
+    let mut parquet: Option<ProfilesParquet> = config
         .parquet_out
         .as_deref()
         .map(ProfilesParquet::create)
@@ -186,8 +186,9 @@ pub fn run_batch_on(
     let mut totals = (0u64, 0u64, 0u64, 0u64); // users seen, actions, unknown, users without items
     let mut cluster_counts: Vec<u32> = Vec::new();
     let engagements: Vec<AtomicU32> = (0..catalog.rows()).map(|_| AtomicU32::new(0)).collect();
-    std::thread::scope(|scope| -> Result<(), BatchError> {
-        // One thread streams users from the store while the pool clusters the previous chunk.
+    let (mut writer, parquet) = std::thread::scope(|scope| {
+        // One thread streams users from the store, the pool clusters a chunk, and one thread
+        // writes the previous chunk's profiles: the three overlap.
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk, EventStoreError>>(2);
         scope.spawn(move || {
             let mut chunk = Vec::with_capacity(config.chunk_users);
@@ -212,29 +213,44 @@ pub fn run_batch_on(
                 let _ = tx.send(Ok(chunk));
             }
         });
-        for chunk in rx {
-            let chunk = chunk?;
-            let results = cluster_chunk(&catalog, config, &chunk, &engagements)?;
-            let mut profiles = Vec::with_capacity(results.len());
-            for r in results {
-                totals.0 += 1;
-                totals.1 += r.actions;
-                totals.2 += r.unknown;
-                match r.profile {
-                    Some(p) => {
-                        cluster_counts.push(p.clusters.len() as u32);
-                        profiles.push((r.user, p));
-                    }
-                    None => totals.3 += 1,
+        let (to_writer, written) = std::sync::mpsc::sync_channel::<Vec<(String, StoredProfile)>>(1);
+        let writing = scope.spawn(move || -> Result<_, BatchError> {
+            for profiles in written {
+                writer.write(&profiles)?;
+                if let Some(out) = parquet.as_mut() {
+                    out.write(&profiles).map_err(BatchError::Output)?;
                 }
             }
-            writer.write(&profiles)?;
-            if let Some(out) = parquet.as_mut() {
-                out.write(&profiles).map_err(BatchError::Output)?;
+            Ok((writer, parquet))
+        });
+        let clustering = (|| -> Result<(), BatchError> {
+            for chunk in rx {
+                let chunk = chunk?;
+                let results = cluster_chunk(&catalog, config, &chunk, &engagements)?;
+                let mut profiles = Vec::with_capacity(results.len());
+                for r in results {
+                    totals.0 += 1;
+                    totals.1 += r.actions;
+                    totals.2 += r.unknown;
+                    match r.profile {
+                        Some(p) => {
+                            cluster_counts.push(p.clusters.len() as u32);
+                            profiles.push((r.user, p));
+                        }
+                        None => totals.3 += 1,
+                    }
+                }
+                if to_writer.send(profiles).is_err() {
+                    break; // the writer failed: its error is reported below
+                }
+                progress(totals.0);
             }
-            progress(totals.0);
-        }
-        Ok(())
+            Ok(())
+        })();
+        drop(to_writer);
+        let written = writing.join().expect("the profile writer thread panicked");
+        clustering?;
+        written
     })?;
     if totals.0 == 0 {
         return Err(BatchError::NoEvents {
@@ -289,6 +305,7 @@ pub struct UserBuffers {
     /// For each clustered action, the index of its event in the user's event list.
     pub event_index: Vec<usize>,
     rows: Vec<usize>,
+    resolved: Vec<Option<usize>>,
 }
 
 /// Clusters one user's events: resolves items through the catalog (unknown items are skipped),
@@ -307,9 +324,9 @@ pub fn cluster_user(
     b.weights.clear();
     b.event_index.clear();
     b.rows.clear();
-    for (k, e) in events.iter().enumerate() {
-        if let Some(row) = catalog.row_of(&e.item) {
-            b.embeddings.extend_from_slice(catalog.embedding(row));
+    catalog.rows_of(events.iter().map(|e| e.item.as_str()), &mut b.resolved);
+    for (k, (e, &row)) in events.iter().zip(&b.resolved).enumerate() {
+        if let Some(row) = row {
             b.times.push(e.time);
             b.weights.push(e.weight);
             b.event_index.push(k);
@@ -319,6 +336,7 @@ pub fn cluster_user(
     if b.rows.is_empty() {
         return Ok(None);
     }
+    catalog.gather(&b.rows, &mut b.embeddings);
     let x = Embeddings::new(&b.embeddings, catalog.dim())?;
     let actions = Actions::new(x, &b.times, Some(&b.weights))?;
     clusterer.profile(&actions, now).map(Some)
