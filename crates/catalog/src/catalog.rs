@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use pinnersage_core::hash::stable_hash;
 use serde::{Deserialize, Serialize};
 
+use crate::attributes::{AttributesSummary, read_attributes};
 use crate::generation::{Generations, Staging};
 use crate::id_table::IdTable;
 
@@ -74,6 +75,9 @@ pub struct CatalogMeta {
     pub normalized: bool,
     /// Where the items came from (the imported file names).
     pub source: String,
+    /// Whether the generation has item attributes (`attrs.bin`, `attrs.offsets`).
+    #[serde(default)]
+    pub attributes: bool,
 }
 
 /// The directory of the catalog's generations inside a data directory.
@@ -104,6 +108,8 @@ pub struct Catalog {
     ids: memmap2::Mmap,
     offsets: memmap2::Mmap,
     sorted: memmap2::Mmap,
+    /// Item attributes as JSON object texts, with `rows + 1` offsets (if imported).
+    attributes: Option<(memmap2::Mmap, memmap2::Mmap)>,
     /// Optional in-memory `stable_hash(id) -> row` index (see [`Catalog::build_hash_index`]).
     hash_index: Option<IdTable>,
 }
@@ -179,6 +185,13 @@ impl Catalog {
         let offsets = map(&dir.join("ids.offsets"), Some((n + 1) * 8))?;
         let sorted = map(&dir.join("ids.sorted"), Some(n * 4))?;
         let ids = map(&dir.join("ids.bin"), None)?;
+        let attributes = if meta.attributes {
+            let text = map(&dir.join("attrs.bin"), None)?;
+            let offsets = map(&dir.join("attrs.offsets"), Some((n + 1) * 8))?;
+            Some((text, offsets))
+        } else {
+            None
+        };
         let catalog = Self {
             dir,
             meta,
@@ -186,9 +199,11 @@ impl Catalog {
             ids,
             offsets,
             sorted,
+            attributes,
             hash_index: None,
         };
         catalog.check_ids()?;
+        catalog.check_attributes()?;
         Ok(catalog)
     }
 
@@ -281,6 +296,46 @@ impl Catalog {
         &self.embeddings()[row * self.dim()..(row + 1) * self.dim()]
     }
 
+    /// The attributes of `row` (a JSON object text such as `{"title":"Heat (1995)"}`), if the
+    /// catalog was imported with attributes and the item has some. Panics if `row >= rows()`.
+    pub fn attributes(&self, row: usize) -> Option<&str> {
+        let (text, offsets) = self.attributes.as_ref()?;
+        let at = |k: usize| {
+            u64::from_le_bytes(offsets[k * 8..k * 8 + 8].try_into().expect("8 bytes")) as usize
+        };
+        let bytes = &text[at(row)..at(row + 1)];
+        // SAFETY: `check_attributes` verified on open that the offsets are in bounds and
+        // non-decreasing and that every row's slice is UTF-8; the mapping never changes.
+        (!bytes.is_empty()).then(|| unsafe { std::str::from_utf8_unchecked(bytes) })
+    }
+
+    /// Verifies the attribute offsets and that each row's text is UTF-8.
+    fn check_attributes(&self) -> Result<(), CatalogError> {
+        let Some((text, offsets)) = &self.attributes else {
+            return Ok(());
+        };
+        let corrupt = |problem: String| CatalogError::Corrupt {
+            path: self.dir.join("attrs.offsets"),
+            problem,
+        };
+        let mut previous = 0usize;
+        for k in 0..=self.rows() {
+            let at =
+                u64::from_le_bytes(offsets[k * 8..k * 8 + 8].try_into().expect("8 bytes")) as usize;
+            if at < previous || at > text.len() || (k == 0 && at != 0) {
+                return Err(corrupt(format!("offset {k} ({at}) out of order or bounds")));
+            }
+            if k > 0 && std::str::from_utf8(&text[previous..at]).is_err() {
+                return Err(corrupt(format!(
+                    "attributes of row {} are not UTF-8",
+                    k - 1
+                )));
+            }
+            previous = at;
+        }
+        Ok(())
+    }
+
     /// Appends the embeddings of `rows`, in order, to `out`, prefetching a few rows ahead (the
     /// rows of one user are scattered over the matrix). Panics if a row is out of range.
     pub fn gather(&self, rows: &[usize], out: &mut Vec<f32>) {
@@ -334,7 +389,7 @@ impl Catalog {
     /// # let csv = dir.join("items.csv");
     /// # std::fs::create_dir_all(&dir).unwrap();
     /// # std::fs::write(&csv, "id,e0\na,1\nb,2\n").unwrap();
-    /// # pinnersage_catalog::items::import_items(&dir, &csv, None, false).unwrap();
+    /// # pinnersage_catalog::items::import_items(&dir, &csv, &Default::default()).unwrap();
     /// let mut catalog = pinnersage_catalog::catalog::Catalog::open(&dir).unwrap();
     /// catalog.build_hash_index();
     /// let mut rows = Vec::new();
@@ -429,6 +484,7 @@ pub struct CatalogBuilder {
     normalize: bool,
     ids: Vec<Box<str>>,
     rows_by_id: HashMap<Box<str>, u32>,
+    attributes: Option<Vec<Option<Box<str>>>>,
     write_error: Option<std::io::Error>,
 }
 
@@ -461,8 +517,32 @@ impl CatalogBuilder {
             normalize,
             ids: Vec::new(),
             rows_by_id: HashMap::new(),
+            attributes: None,
             write_error: None,
         })
+    }
+
+    /// Reads item attributes from `path` (see [`crate::attributes`]) for the rows pushed so far;
+    /// they are stored with the generation on [`commit`](Self::commit). Fails if no id of the
+    /// file is in the catalog.
+    pub fn attach_attributes(
+        &mut self,
+        path: &Path,
+        id_col: Option<&str>,
+    ) -> Result<AttributesSummary, CatalogError> {
+        let rows_by_id = &self.rows_by_id;
+        let (by_row, summary) = read_attributes(path, id_col, self.ids.len(), |id| {
+            rows_by_id.get(id).map(|&r| r as usize)
+        })?;
+        if summary.matched == 0 {
+            return Err(CatalogError::Input(format!(
+                "{}: none of its {} ids is an imported item (is --attributes-id-col right?)",
+                path.display(),
+                summary.rows
+            )));
+        }
+        self.attributes = Some(by_row);
+        Ok(summary)
     }
 
     /// Number of rows pushed so far.
@@ -535,6 +615,7 @@ impl CatalogBuilder {
             normalize,
             ids,
             rows_by_id: _,
+            attributes,
             write_error,
         } = self;
         if ids.is_empty() {
@@ -567,7 +648,19 @@ impl CatalogBuilder {
             dim,
             normalized: normalize,
             source: source.to_owned(),
+            attributes: attributes.is_some(),
         };
+        if let Some(attributes) = &attributes {
+            let mut text = Vec::new();
+            let mut offsets = Vec::with_capacity((ids.len() + 1) * 8);
+            offsets.extend(0u64.to_le_bytes());
+            for a in attributes {
+                text.extend_from_slice(a.as_deref().unwrap_or("").as_bytes());
+                offsets.extend((text.len() as u64).to_le_bytes());
+            }
+            write_synced(&dir.join("attrs.bin"), &text)?;
+            write_synced(&dir.join("attrs.offsets"), &offsets)?;
+        }
         let meta_json = serde_json::to_vec_pretty(&meta).expect("metadata serialises");
         for (name, content) in [
             ("ids.bin", &bytes),

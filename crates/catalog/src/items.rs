@@ -5,6 +5,7 @@
 use std::fs;
 use std::path::Path;
 
+use crate::attributes::AttributesSummary;
 use crate::catalog::{CatalogBuilder, CatalogError, ImportSummary, RowError};
 use crate::npy::MappedMatrix;
 use crate::parquet_io::{ParquetReader, first_list_column, text_column, vector_column};
@@ -39,57 +40,92 @@ impl ItemsFormat {
     }
 }
 
-/// Imports `file` (and `ids` for NPY) as a new catalog generation of `data_dir`, replacing the
-/// current catalog only once everything was read and validated.
+/// How to import an items file; `Default` is: no ids file, no normalisation, no attributes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ItemsOptions<'a> {
+    /// For NPY: the ids text file (one id per line, in row order).
+    pub ids: Option<&'a Path>,
+    /// L2-normalise every embedding.
+    pub normalize: bool,
+    /// An attributes file joined on the item id (see [`crate::attributes`]).
+    pub attributes: Option<&'a Path>,
+    /// The id column of the attributes file (default: `id`, `item` or `item_id`).
+    pub attributes_id_col: Option<&'a str>,
+}
+
+/// What an items import produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemsImported {
+    /// The new catalog generation.
+    pub catalog: ImportSummary,
+    /// What the attributes file held, if one was given.
+    pub attributes: Option<AttributesSummary>,
+}
+
+/// Imports `file` (and the ids file for NPY) as a new catalog generation of `data_dir`,
+/// replacing the current catalog only once everything was read and validated.
 ///
 /// ```
-/// use pinnersage_catalog::{catalog::Catalog, items::import_items};
+/// use pinnersage_catalog::{catalog::Catalog, items::{ItemsOptions, import_items}};
 /// let dir = std::env::temp_dir().join(format!("items-doc-{}", std::process::id()));
 /// std::fs::create_dir_all(&dir).unwrap();
 /// let csv = dir.join("items.csv");
 /// std::fs::write(&csv, "id,x,y\nshoe,3,4\nhat,0,2\n").unwrap();
-/// let summary = import_items(&dir, &csv, None, true).unwrap();
-/// assert_eq!((summary.meta.rows, summary.meta.dim), (2, 2));
+/// let titles = dir.join("titles.csv");
+/// std::fs::write(&titles, "id,title\nshoe,Red shoe\n").unwrap();
+/// let options = ItemsOptions { normalize: true, attributes: Some(&titles), ..Default::default() };
+/// let imported = import_items(&dir, &csv, &options).unwrap();
+/// assert_eq!((imported.catalog.meta.rows, imported.catalog.meta.dim), (2, 2));
 /// let catalog = Catalog::open(&dir).unwrap();
-/// assert_eq!(catalog.embedding(catalog.row_of("shoe").unwrap()), &[0.6, 0.8]);
+/// let shoe = catalog.row_of("shoe").unwrap();
+/// assert_eq!(catalog.embedding(shoe), &[0.6, 0.8]);
+/// assert_eq!(catalog.attributes(shoe), Some(r#"{"title":"Red shoe"}"#));
+/// assert_eq!(catalog.attributes(catalog.row_of("hat").unwrap()), None);
 /// # std::fs::remove_dir_all(&dir).unwrap();
 /// ```
 pub fn import_items(
     data_dir: &Path,
     file: &Path,
-    ids: Option<&Path>,
-    normalize: bool,
-) -> Result<ImportSummary, CatalogError> {
-    match ItemsFormat::from_path(file)? {
+    options: &ItemsOptions<'_>,
+) -> Result<ItemsImported, CatalogError> {
+    let normalize = options.normalize;
+    let (mut builder, source) = match ItemsFormat::from_path(file)? {
         ItemsFormat::Npy => {
-            let ids = ids.ok_or_else(|| {
+            let ids = options.ids.ok_or_else(|| {
                 CatalogError::Input(format!(
                     "{}: NPY embeddings need --ids FILE (one item id per line, in row order)",
                     file.display()
                 ))
             })?;
-            import_npy(data_dir, file, ids, normalize)
+            import_npy(data_dir, file, ids, normalize)?
         }
         format => {
-            if let Some(ids) = ids {
+            if let Some(ids) = options.ids {
                 return Err(CatalogError::Input(format!(
                     "{}: --ids is only for NPY files; CSV and Parquet rows carry their own id",
                     ids.display()
                 )));
             }
             match format {
-                ItemsFormat::Delimited(sep) => import_delimited(data_dir, file, sep, normalize),
-                _ => import_parquet(data_dir, file, normalize),
+                ItemsFormat::Delimited(sep) => import_delimited(data_dir, file, sep, normalize)?,
+                _ => import_parquet(data_dir, file, normalize)?,
             }
         }
-    }
+    };
+    let attributes = options
+        .attributes
+        .map(|path| builder.attach_attributes(path, options.attributes_id_col))
+        .transpose()?;
+    Ok(ItemsImported {
+        catalog: builder.commit(&source)?,
+        attributes,
+    })
 }
 
-fn import_parquet(
-    data_dir: &Path,
-    file: &Path,
-    normalize: bool,
-) -> Result<ImportSummary, CatalogError> {
+/// A filled catalog builder and the description of its source.
+type Built = (CatalogBuilder, String);
+
+fn import_parquet(data_dir: &Path, file: &Path, normalize: bool) -> Result<Built, CatalogError> {
     let mut reader = ParquetReader::open(file).map_err(input)?;
     let id_col = reader
         .find_column(&["id", "item", "item_id"])
@@ -135,7 +171,7 @@ fn import_parquet(
         }
     }
     let builder = builder.ok_or_else(|| input(format!("{}: no items", file.display())))?;
-    builder.commit(&file.display().to_string())
+    Ok((builder, file.display().to_string()))
 }
 
 fn input(msg: String) -> CatalogError {
@@ -147,7 +183,7 @@ fn import_npy(
     file: &Path,
     ids_path: &Path,
     normalize: bool,
-) -> Result<ImportSummary, CatalogError> {
+) -> Result<Built, CatalogError> {
     let matrix = MappedMatrix::open(file).map_err(|e| input(e.to_string()))?;
     let text = fs::read(ids_path)
         .map_err(|e| input(format!("{}: cannot read: {e}", ids_path.display())))?;
@@ -184,7 +220,10 @@ fn import_npy(
             _ => input(format!("{}: row {r}: {e}", file.display())),
         })?;
     }
-    builder.commit(&format!("{} + {}", file.display(), ids_path.display()))
+    Ok((
+        builder,
+        format!("{} + {}", file.display(), ids_path.display()),
+    ))
 }
 
 fn import_delimited(
@@ -192,7 +231,7 @@ fn import_delimited(
     file: &Path,
     sep: u8,
     normalize: bool,
-) -> Result<ImportSummary, CatalogError> {
+) -> Result<Built, CatalogError> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -243,7 +282,7 @@ fn import_delimited(
         }
     }
     let builder = builder.ok_or_else(|| input(format!("{}: no items", file.display())))?;
-    builder.commit(&file.display().to_string())
+    Ok((builder, file.display().to_string()))
 }
 
 /// A first line whose second field is not a number is a header.

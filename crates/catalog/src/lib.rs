@@ -6,6 +6,7 @@
 //! and the [`synth`]etic data generator.
 #![warn(missing_docs)]
 
+pub mod attributes;
 pub mod catalog;
 pub mod generation;
 pub mod id_table;

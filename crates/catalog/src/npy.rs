@@ -32,6 +32,8 @@ pub struct NpyError {
 /// Element types an NPY file may hold (the numeric ones pinnersage reads).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DType {
+    /// `f2` (IEEE half precision)
+    F16,
     /// `f4`
     F32,
     /// `f8`
@@ -45,6 +47,7 @@ pub enum DType {
 impl DType {
     fn width(self) -> usize {
         match self {
+            DType::F16 => 2,
             DType::F32 => 4,
             DType::F64 => 8,
             DType::Int(w) | DType::UInt(w) => w,
@@ -179,6 +182,7 @@ impl Header {
 /// A little-endian element (zero-padded to 8 bytes) as `f64`.
 fn decode(dtype: DType, buf: [u8; 8]) -> f64 {
     match dtype {
+        DType::F16 => half::f16::from_le_bytes([buf[0], buf[1]]).to_f64(),
         DType::F32 => f64::from(f32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]])),
         DType::F64 => f64::from_le_bytes(buf),
         DType::Int(w) => sign_extend(w, buf) as f64,
@@ -309,6 +313,7 @@ fn parse_descr(descr: &str) -> Option<(DType, bool)> {
         _ => return None,
     };
     let dtype = match ty {
+        "f2" => DType::F16,
         "f4" => DType::F32,
         "f8" => DType::F64,
         "i1" | "i2" | "i4" | "i8" => DType::Int(ty[1..].parse().ok()?),
@@ -384,7 +389,7 @@ impl NpyArray {
         (0..self.len()).map(|i| self.element(i)).collect()
     }
 
-    /// The array as a 2-D `f32` matrix (from `f4`, `f8` or integers). Fails for other ranks,
+    /// The array as a 2-D `f32` matrix (from `f2`, `f4`, `f8` or integers). Fails for other ranks,
     /// for empty arrays and for values that are not finite in `f32`, naming the row and column.
     pub fn into_f32_matrix(self) -> Result<MatrixF32, NpyError> {
         let (rows, cols) = match self.shape[..] {
@@ -437,7 +442,7 @@ impl NpyArray {
                     DType::Int(w) => Ok(sign_extend(w, buf)),
                     DType::UInt(_) => i64::try_from(u64::from_le_bytes(buf))
                         .map_err(|_| self.problem(format!("value at index {i} exceeds i64"))),
-                    DType::F32 | DType::F64 => {
+                    DType::F16 | DType::F32 | DType::F64 => {
                         let v = self.element(i).floor();
                         if v.is_finite() && v.abs() < 9.2e18 {
                             Ok(v as i64)
@@ -530,6 +535,23 @@ mod tests {
             .into_f32_matrix()
             .unwrap();
         assert_eq!(m.data, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    }
+
+    #[test]
+    fn reads_half_precision_in_both_endians() {
+        // 1.0 = 0x3c00, -2.5 = 0xc100, 0.099975586 = 0x2e66 in IEEE half precision.
+        for (descr, bytes) in [
+            ("<f2", [0x00u8, 0x3c, 0x00, 0xc1, 0x66, 0x2e]),
+            (">f2", [0x3c, 0x00, 0xc1, 0x00, 0x2e, 0x66]),
+        ] {
+            let mut file = header(descr, false, "(1, 3)");
+            file.extend(bytes);
+            let m = parse(Path::new("h.npy"), file)
+                .unwrap()
+                .into_f32_matrix()
+                .unwrap();
+            assert_eq!(m.data, vec![1.0, -2.5, 0.099975586]);
+        }
     }
 
     #[test]

@@ -3,8 +3,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use pinnersage_catalog::catalog::{Catalog, CatalogError};
-use pinnersage_catalog::items::import_items;
+use pinnersage_catalog::catalog::{Catalog, CatalogError, ImportSummary};
+use pinnersage_catalog::items::{ItemsOptions, import_items};
 use pinnersage_catalog::npy;
 
 fn scratch(name: &str) -> PathBuf {
@@ -20,8 +20,23 @@ fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
     p
 }
 
+/// Imports without attributes and returns the catalog generation's summary.
+fn import(
+    data: &Path,
+    file: &Path,
+    ids: Option<&Path>,
+    normalize: bool,
+) -> Result<ImportSummary, CatalogError> {
+    let options = ItemsOptions {
+        ids,
+        normalize,
+        ..Default::default()
+    };
+    import_items(data, file, &options).map(|imported| imported.catalog)
+}
+
 fn import_err(data: &Path, file: &Path, ids: Option<&Path>, normalize: bool) -> String {
-    match import_items(data, file, ids, normalize) {
+    match import(data, file, ids, normalize) {
         Err(CatalogError::Input(msg)) => msg,
         other => panic!("expected an input error, got {other:?}"),
     }
@@ -33,7 +48,7 @@ fn npy_with_ids_round_trips_and_looks_up_by_id() {
     let x = dir.join("x.npy");
     npy::write_f32_matrix(&x, &[3.0, 4.0, 0.0, 1.0, -2.0, 0.0], 3, 2).unwrap();
     let ids = write(&dir, "ids.txt", "b\r\na\nc\n");
-    let summary = import_items(&dir, &x, Some(&ids), false).unwrap();
+    let summary = import(&dir, &x, Some(&ids), false).unwrap();
     assert_eq!(
         (summary.meta.rows, summary.meta.dim, summary.meta.normalized),
         (3, 2, false)
@@ -56,14 +71,14 @@ fn csv_with_header_tsv_without_and_normalisation() {
         "items.csv",
         "item_id,e0,e1\nshoe,3,4\n\"hat, red\",0,2\n",
     );
-    import_items(&dir, &csv, None, true).unwrap();
+    import(&dir, &csv, None, true).unwrap();
     let c = Catalog::open(&dir).unwrap();
     assert!(c.meta().normalized);
     assert_eq!(c.embedding(c.row_of("shoe").unwrap()), &[0.6, 0.8]);
     assert_eq!(c.embedding(c.row_of("hat, red").unwrap()), &[0.0, 1.0]);
 
     let tsv = write(&dir, "items.tsv", "10\t1.5\t-1\t0\n20\t0\t0\t2e-3\n");
-    import_items(&dir, &tsv, None, false).unwrap();
+    import(&dir, &tsv, None, false).unwrap();
     let c = Catalog::open(&dir).unwrap();
     assert_eq!((c.rows(), c.dim()), (2, 3));
     assert_eq!(c.embedding(1), &[0.0, 0.0, 2e-3]);
@@ -158,7 +173,7 @@ fn bad_files_are_refused_with_file_and_place() {
 fn a_failed_reimport_keeps_the_catalog_and_a_good_one_replaces_it() {
     let dir = scratch("replace");
     let v1 = write(&dir, "v1.csv", "a,1,0\nb,0,1\n");
-    let first = import_items(&dir, &v1, None, false).unwrap().generation;
+    let first = import(&dir, &v1, None, false).unwrap().generation;
     let opened_before = Catalog::open(&dir).unwrap();
 
     let bad = write(&dir, "bad.csv", "a,1,0\nb,0,1\nc,oops,1\n");
@@ -167,13 +182,13 @@ fn a_failed_reimport_keeps_the_catalog_and_a_good_one_replaces_it() {
     assert_eq!((still.dir(), still.rows()), (first.as_path(), 2));
 
     let v2 = write(&dir, "v2.csv", "x,1,1,1\n");
-    let second = import_items(&dir, &v2, None, false).unwrap().generation;
+    let second = import(&dir, &v2, None, false).unwrap().generation;
     let now = Catalog::open(&dir).unwrap();
     assert_eq!((now.dir(), now.rows(), now.dim()), (second.as_path(), 1, 3));
     // A reader that opened the previous generation keeps working.
     assert_eq!(opened_before.embedding(1), &[0.0, 1.0]);
     let v3 = write(&dir, "v3.csv", "y,2\n");
-    import_items(&dir, &v3, None, false).unwrap();
+    import(&dir, &v3, None, false).unwrap();
     assert!(
         !first.exists(),
         "generations older than the previous one are removed"
@@ -185,7 +200,7 @@ fn a_failed_reimport_keeps_the_catalog_and_a_good_one_replaces_it() {
 fn damaged_catalog_files_are_reported_not_trusted() {
     let dir = scratch("corrupt");
     let f = write(&dir, "a.csv", "a,1,2\nb,3,4\n");
-    let generation = import_items(&dir, &f, None, false).unwrap().generation;
+    let generation = import(&dir, &f, None, false).unwrap().generation;
     let emb = generation.join("embeddings.f32");
     let bytes = fs::read(&emb).unwrap();
     fs::write(&emb, &bytes[..bytes.len() - 4]).unwrap();
@@ -209,7 +224,7 @@ fn fortran_ordered_float64_npy_is_read_in_row_order() {
     let x = dir.join("f.npy");
     fs::write(&x, bytes).unwrap();
     let ids = write(&dir, "ids.txt", "p\nq\n");
-    import_items(&dir, &x, Some(&ids), false).unwrap();
+    import(&dir, &x, Some(&ids), false).unwrap();
     let c = Catalog::open(&dir).unwrap();
     assert_eq!(c.embeddings(), &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
 }
@@ -238,7 +253,7 @@ fn parquet_items_with_integer_ids_and_clear_errors() {
     ])
     .unwrap();
     w.finish().unwrap();
-    import_items(&dir, &p, None, true).unwrap();
+    import(&dir, &p, None, true).unwrap();
     let c = Catalog::open(&dir).unwrap();
     assert_eq!(c.embedding(c.row_of("10").unwrap()), &[0.6, 0.8]);
     assert_eq!(c.row_of("20"), Some(1));
@@ -293,4 +308,194 @@ fn parquet_items_with_integer_ids_and_clear_errors() {
     );
     // The good catalog is still the current one.
     assert_eq!(Catalog::open(&dir).unwrap().rows(), 2);
+}
+
+/// Imports `items.csv` (ids a, b, c) with the attributes file `name` holding `content`.
+fn import_with_attributes(
+    dir: &Path,
+    name: &str,
+    content: &str,
+    id_col: Option<&str>,
+) -> Result<Catalog, CatalogError> {
+    let items = write(dir, "items.csv", "a,1,0\nb,0,1\nc,1,1\n");
+    let attributes = write(dir, name, content);
+    let options = ItemsOptions {
+        attributes: Some(&attributes),
+        attributes_id_col: id_col,
+        ..Default::default()
+    };
+    import_items(dir, &items, &options)?;
+    Ok(Catalog::open(dir).unwrap())
+}
+
+#[test]
+fn attributes_from_csv_and_json_lines_are_joined_on_the_id() {
+    let dir = scratch("attrs-ok");
+    let c = import_with_attributes(
+        &dir,
+        "movies.csv",
+        "movieId,title,genres\r\nb,\"Heat, the film (1995)\",Action|Crime\r\nzz,Unknown,x\r\na,Up (2009),Animation\r\n",
+        Some("movieId"),
+    )
+    .unwrap();
+    assert_eq!(
+        c.attributes(c.row_of("b").unwrap()),
+        Some(r#"{"genres":"Action|Crime","title":"Heat, the film (1995)"}"#)
+    );
+    assert_eq!(
+        c.attributes(0),
+        Some(r#"{"genres":"Animation","title":"Up (2009)"}"#)
+    );
+    assert_eq!(c.attributes(2), None, "c has no attributes");
+
+    let c = import_with_attributes(
+        &dir,
+        "attrs.jsonl",
+        "{\"id\": \"c\", \"title\": \"Cee\", \"year\": 2001, \"tags\": [\"x\"]}\n\n{\"id\": \"a\", \"url\": \"https://a\"}\n",
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        c.attributes(2),
+        Some(r#"{"tags":["x"],"title":"Cee","year":2001}"#)
+    );
+    assert_eq!(c.attributes(0), Some(r#"{"url":"https://a"}"#));
+    assert_eq!(c.attributes(1), None);
+}
+
+#[test]
+fn attributes_from_parquet_skip_list_columns() {
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray};
+    use arrow_schema::{DataType, Field};
+    use pinnersage_catalog::parquet_io::{ParquetWriter, vector_array, vector_field};
+
+    let dir = scratch("attrs-parquet");
+    let p = dir.join("items.parquet");
+    let mut w = ParquetWriter::create(
+        &p,
+        vec![
+            Field::new("id", DataType::Utf8, false),
+            vector_field("embedding", 2),
+            Field::new("title", DataType::Utf8, true),
+            Field::new("year", DataType::Int64, false),
+            Field::new("price", DataType::Float64, false),
+            Field::new("new", DataType::Boolean, false),
+        ],
+    )
+    .unwrap();
+    w.write(vec![
+        Arc::new(StringArray::from(vec!["p", "q"])) as ArrayRef,
+        vector_array(vec![3.0, 4.0, 0.0, 2.0], 2),
+        Arc::new(StringArray::from(vec![Some("Pea"), None])),
+        Arc::new(Int64Array::from(vec![1999, 2024])),
+        Arc::new(Float64Array::from(vec![2.5, 10.0])),
+        Arc::new(BooleanArray::from(vec![false, true])),
+    ])
+    .unwrap();
+    w.finish().unwrap();
+    // The items file itself serves as the attributes file.
+    let options = ItemsOptions {
+        attributes: Some(&p),
+        ..Default::default()
+    };
+    let imported = import_items(&dir, &p, &options).unwrap();
+    let summary = imported.attributes.unwrap();
+    assert_eq!(summary.columns, ["title", "year", "price", "new"]);
+    assert_eq!(summary.skipped_columns, ["embedding"]);
+    let c = Catalog::open(&dir).unwrap();
+    assert_eq!(
+        c.attributes(0),
+        Some(r#"{"new":false,"price":2.5,"title":"Pea","year":1999}"#)
+    );
+    assert_eq!(
+        c.attributes(1),
+        Some(r#"{"new":true,"price":10.0,"year":2024}"#)
+    );
+}
+
+#[test]
+fn bad_attribute_files_are_refused_naming_file_and_line_and_keep_the_catalog() {
+    let dir = scratch("attrs-bad");
+    let before = import_with_attributes(&dir, "ok.csv", "id,title\na,A\n", None).unwrap();
+    let cases = [
+        (
+            "dup.csv",
+            "id,title\na,A\nb,B\na,again\n",
+            None,
+            "dup.csv: line 4: item id \"a\" already has attributes (from line 2)",
+        ),
+        (
+            "noid.csv",
+            "name,title\na,A\n",
+            None,
+            "noid.csv: no id column id, item, item_id (columns: name, title); name it with --attributes-id-col",
+        ),
+        (
+            "wrongid.csv",
+            "id,title\na,A\n",
+            Some("movieId"),
+            "wrongid.csv: no id column \"movieId\" (columns: id, title); name it with --attributes-id-col",
+        ),
+        (
+            "ragged.csv",
+            "id,title\na,A\nb,B,extra\n",
+            None,
+            "ragged.csv: line 3: ",
+        ),
+        (
+            "empty-id.csv",
+            "id,title\n,A\n",
+            None,
+            "empty-id.csv: line 2: the item id is empty",
+        ),
+        (
+            "bad.jsonl",
+            "{\"id\":\"a\"}\n{\"id\": \"b\",\n",
+            None,
+            "bad.jsonl: line 2: ",
+        ),
+        (
+            "array.jsonl",
+            "[1, 2]\n",
+            None,
+            "array.jsonl: line 1: not a JSON object",
+        ),
+        (
+            "objid.jsonl",
+            "{\"id\": {\"x\": 1}}\n",
+            None,
+            "objid.jsonl: line 1: \"id\" must be a string or an integer",
+        ),
+        (
+            "none.csv",
+            "id,title\nx,X\ny,Y\n",
+            None,
+            "none.csv: none of its 2 ids is an imported item (is --attributes-id-col right?)",
+        ),
+        (
+            "header-only.csv",
+            "id,title\n",
+            None,
+            "header-only.csv: no attribute rows",
+        ),
+        (
+            "attrs.xml",
+            "<a/>",
+            None,
+            "attrs.xml: unsupported attributes file type .xml; use .csv/.tsv (with a header), .jsonl or .parquet",
+        ),
+    ];
+    for (name, content, id_col, expected) in cases {
+        let msg = match import_with_attributes(&dir, name, content, id_col) {
+            Err(CatalogError::Input(msg)) => msg,
+            other => panic!("{name}: expected an input error, got {other:?}"),
+        };
+        let shown = msg.replace(&format!("{}/", dir.display()), "");
+        assert!(shown.starts_with(expected), "{name}: {shown}");
+    }
+    let now = Catalog::open(&dir).unwrap();
+    assert_eq!(now.dir(), before.dir(), "failed imports publish nothing");
+    assert_eq!(now.attributes(0), Some(r#"{"title":"A"}"#));
 }

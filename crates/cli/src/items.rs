@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::Args;
 use pinnersage_catalog::catalog::{Catalog, CatalogError};
-use pinnersage_catalog::items::import_items;
+use pinnersage_catalog::items::{ItemsOptions, import_items};
 use serde_json::json;
 
 use crate::InputError;
@@ -24,18 +24,26 @@ pub struct DataDirArg {
     pub data_dir: PathBuf,
 }
 
-/// Import item embeddings into the catalog of a data directory.
+/// Import item embeddings (and optional attributes) into the catalog of a data directory.
 ///
 /// Accepted files:
-///   X.npy --ids IDS.txt   an m x d float32/float64 NPY matrix and m ids, one per line
+///   ITEMS.parquet         an id column (id, item or item_id: strings or integers) and a list
+///                         column of floats (embedding, vector, emb, or the first list column)
+///   X.npy --ids IDS.txt   an m x d float16/32/64 NPY matrix and m ids, one per line
 ///   ITEMS.csv / .tsv      rows of id,v1,...,vd (a header line is detected and skipped)
+///
+/// Attributes (--attributes FILE) are what the API and the explorer page show beside an item:
+/// a CSV/TSV with a header, JSON lines or Parquet, joined on the id column; every other column
+/// becomes an attribute. The explorer uses `title`, `url` and `image_url` when present.
 ///
 /// Every row is validated (dimension, finite values, non-empty and unique ids). The new catalog
 /// replaces the current one only after the whole file was read: on any error the previous
 /// catalog stays in place, untouched.
 ///
-/// Example:
-///   pinnersage import items --data-dir data --ids movie_ids.txt --normalize item_emb.npy
+/// Examples:
+///   pinnersage import items --data-dir data --ids movie_ids.txt --normalize item_emb.npy \
+///       --attributes movies.csv --attributes-id-col movieId
+///   pinnersage import items --data-dir data items.parquet --attributes items.parquet
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct ImportItemsArgs {
@@ -51,6 +59,12 @@ pub struct ImportItemsArgs {
     /// assumes normalised embeddings).
     #[arg(long)]
     normalize: bool,
+    /// Item attributes to store with the catalog (.csv/.tsv with a header, .jsonl, .parquet).
+    #[arg(long, value_name = "FILE")]
+    attributes: Option<PathBuf>,
+    /// The id column of the attributes file [default: id, item or item_id].
+    #[arg(long, value_name = "NAME", requires = "attributes")]
+    attributes_id_col: Option<String>,
 }
 
 /// Show the item catalog of a data directory, and look items up by id.
@@ -76,13 +90,14 @@ fn classify(e: CatalogError) -> anyhow::Error {
 
 pub fn run_import(args: &ImportItemsArgs) -> Result<()> {
     let start = Instant::now();
-    let summary = import_items(
-        &args.data.data_dir,
-        &args.file,
-        args.ids.as_deref(),
-        args.normalize,
-    )
-    .map_err(classify)?;
+    let options = ItemsOptions {
+        ids: args.ids.as_deref(),
+        normalize: args.normalize,
+        attributes: args.attributes.as_deref(),
+        attributes_id_col: args.attributes_id_col.as_deref(),
+    };
+    let imported = import_items(&args.data.data_dir, &args.file, &options).map_err(classify)?;
+    let summary = imported.catalog;
     let secs = start.elapsed().as_secs_f64();
     println!(
         "imported {} items x {} dims{} into {} in {:.2} s ({:.0} items/s)",
@@ -97,6 +112,23 @@ pub fn run_import(args: &ImportItemsArgs) -> Result<()> {
         secs,
         summary.meta.rows as f64 / secs.max(1e-9)
     );
+    if let Some(a) = imported.attributes {
+        println!(
+            "attributes: {} of {} rows matched an item ({} unknown ids ignored); columns: {}{}",
+            a.matched,
+            a.rows,
+            a.unknown_ids,
+            a.columns.join(", "),
+            if a.skipped_columns.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (skipped, not text/number/boolean: {})",
+                    a.skipped_columns.join(", ")
+                )
+            }
+        );
+    }
     Ok(())
 }
 
@@ -118,7 +150,12 @@ pub fn run_catalog(args: &CatalogArgs) -> Result<()> {
     if args.json {
         let items: Vec<_> = lookups
             .iter()
-            .map(|(id, row)| json!({"id": id, "row": row, "norm": row.map(norm)}))
+            .map(|(id, row)| {
+                let attributes = row
+                    .and_then(|r| catalog.attributes(r))
+                    .and_then(|a| serde_json::from_str::<serde_json::Value>(a).ok());
+                json!({"id": id, "row": row, "norm": row.map(norm), "attributes": attributes})
+            })
             .collect();
         println!(
             "{}",
@@ -136,7 +173,13 @@ pub fn run_catalog(args: &CatalogArgs) -> Result<()> {
         );
         for (id, row) in &lookups {
             match row {
-                Some(r) => println!("{id}: row {r}, norm {:.4}", norm(*r)),
+                Some(r) => println!(
+                    "{id}: row {r}, norm {:.4}{}",
+                    norm(*r),
+                    catalog
+                        .attributes(*r)
+                        .map_or(String::new(), |a| format!(", {a}"))
+                ),
                 None => println!("{id}: not in the catalog"),
             }
         }

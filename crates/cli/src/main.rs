@@ -11,6 +11,7 @@ mod eval;
 mod http_client;
 mod items;
 mod progress;
+mod quickstart;
 mod serve;
 
 use std::process::ExitCode;
@@ -31,6 +32,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    Quickstart(quickstart::QuickstartArgs),
     Cluster(cluster::ClusterArgs),
     #[command(subcommand)]
     Import(ImportCommand),
@@ -67,6 +69,7 @@ impl std::error::Error for InputError {}
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Quickstart(args) => quickstart::run(&args),
         Command::Cluster(args) => cluster::run(&args),
         Command::Import(ImportCommand::Items(args)) => items::run_import(&args),
         Command::Import(ImportCommand::Events(args)) => batch::run_import_events(&args),

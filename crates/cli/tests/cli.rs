@@ -678,3 +678,72 @@ fn eval_writes_report_and_metrics_and_names_bad_inputs() {
         "{err}"
     );
 }
+
+/// `quickstart --no-serve` builds a data directory from the bundled MovieLens through the real
+/// import, index and batch commands; a second run reuses it; foreign directories and missing
+/// data are refused with exit code 2.
+#[test]
+fn quickstart_prepares_movielens_once_and_refuses_foreign_directories() {
+    let dir = scratch("quickstart");
+    let data = dir.join("ml");
+    let out = run(&["quickstart", "--data-dir", s(&data), "--no-serve"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stderr}\n{stdout}");
+    assert!(stdout.contains("9742 items x 384 dims"), "{stdout}");
+    assert!(
+        stdout.contains("attributes: 9742 of 9742 rows matched"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("batch: 609 users"), "{stdout}");
+    for step in [
+        "1/4 import items",
+        "2/4 import events",
+        "3/4 index build",
+        "4/4 batch",
+    ] {
+        assert!(stderr.contains(step), "{step}: {stderr}");
+    }
+    // The profile of the heaviest user has dozens of interests, with titles.
+    let out = run(&["profile", "--data-dir", s(&data), "--user", "414", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let profile: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let clusters = profile["clusters"].as_array().unwrap().len();
+    assert!((50..=200).contains(&clusters), "{clusters} interests");
+    let out = run(&["catalog", "--data-dir", s(&data), "--id", "1", "--json"]);
+    let catalog: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        catalog["items"][0]["attributes"]["title"],
+        "Toy Story (1995)"
+    );
+
+    let again = run(&["quickstart", "--data-dir", s(&data), "--no-serve"]);
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("is ready"));
+
+    let foreign = dir.join("foreign");
+    std::fs::create_dir_all(foreign.join("catalog")).unwrap();
+    let out = run(&["quickstart", "--data-dir", s(&foreign), "--no-serve"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already holds data"));
+    assert!(
+        foreign.join("catalog").exists(),
+        "nothing of a foreign directory is removed"
+    );
+
+    let out = run(&[
+        "quickstart",
+        "--data-dir",
+        s(&dir.join("x")),
+        "--movielens",
+        s(&dir),
+        "--no-serve",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no MovieLens data (ratings.csv)"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -33,6 +33,7 @@ pub mod medoid;
 pub mod merge;
 pub mod metrics;
 pub mod profile;
+pub mod projection;
 pub mod sample;
 pub mod scan;
 mod simd;

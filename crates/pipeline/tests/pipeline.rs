@@ -322,7 +322,7 @@ fn synthetic_parquet_run_recovers_true_interests() {
         ..Default::default()
     };
     let synth = generate(&dir.join("synth"), &cfg, &|_| {}).unwrap();
-    import_items(&dir, &synth.items_file, None, false).unwrap();
+    import_items(&dir, &synth.items_file, &Default::default()).unwrap();
     let report = import_events(
         &dir,
         std::slice::from_ref(&synth.events_file),

@@ -1,5 +1,6 @@
 //! The HTTP API (axum): routes, JSON errors, request metrics, graceful shutdown.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +13,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use pinnersage_catalog::catalog::Catalog;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::ingest::{Ingest, IngestError, MAX_BODY_BYTES, unix_now};
@@ -132,6 +135,9 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/users/{user}/recommendations", get(recommendations))
         .route("/v1/users/{user}/profile", get(profile))
+        .route("/v1/users/{user}/map", get(user_map))
+        .route("/v1/users", get(users))
+        .route("/", get(page))
         .route("/v1/items/{item}/similar", get(similar))
         .route("/v1/events", post(events))
         .route("/v1/admin/batch", post(admin_batch))
@@ -202,6 +208,8 @@ async fn track(State(state): State<AppState>, req: Request, next: Next) -> Respo
     let route = match req.extensions().get::<MatchedPath>().map(|p| p.as_str()) {
         Some("/v1/users/{user}/recommendations") => "recommendations",
         Some("/v1/users/{user}/profile") => "profile",
+        Some("/v1/users/{user}/map") => "map",
+        Some("/v1/users") => "users",
         Some("/v1/items/{item}/similar") => "similar",
         Some("/v1/events") => "events",
         Some("/v1/admin/batch") => "batch",
@@ -226,18 +234,29 @@ struct RecoQuery {
     exclude_seen: Option<bool>,
 }
 
+/// The catalog attributes of `row` (a JSON object), if it has any.
+fn attributes_of(catalog: &Catalog, row: usize) -> Option<&RawValue> {
+    catalog
+        .attributes(row)
+        .and_then(|text| serde_json::from_str(text).ok())
+}
+
 /// One result as JSON, ids borrowed from the catalog.
 #[derive(Serialize)]
 struct ItemOut<'a> {
     item: &'a str,
     score: f64,
     medoid: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attributes: Option<&'a RawValue>,
 }
 
 #[derive(Serialize)]
 struct MedoidOut<'a> {
     item: &'a str,
     importance: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attributes: Option<&'a RawValue>,
 }
 
 #[derive(Serialize)]
@@ -260,6 +279,7 @@ fn items_out<'a>(
             item: catalog.id(r.row as usize),
             score: r.score,
             medoid: r.medoid.map(|m| catalog.id(medoids[m].row as usize)),
+            attributes: attributes_of(catalog, r.row as usize),
         })
         .collect()
 }
@@ -288,6 +308,7 @@ async fn recommendations(
             .map(|m| MedoidOut {
                 item: engine.catalog().id(m.row as usize),
                 importance: m.importance,
+                attributes: attributes_of(engine.catalog(), m.row as usize),
             })
             .collect(),
         fallback: reco.fallback,
@@ -304,26 +325,117 @@ fn json_response(body: &impl Serialize) -> Response {
     }
 }
 
-async fn profile(
+#[derive(Debug, Deserialize)]
+struct ProfileQuery {
+    members: Option<usize>,
+}
+
+/// Most members listed per interest when a request asks for more.
+const MAX_MEMBERS: usize = 10_000;
+
+/// The explorer page: plain HTML, CSS and JS compiled into the binary (no CDN, no build step).
+async fn page() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        include_str!("explorer.html"),
+    )
+        .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct UsersQuery {
+    prefix: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Most users listed per request.
+const MAX_USERS: usize = 1_000;
+
+async fn users(
+    State(state): State<AppState>,
+    query: Result<Query<UsersQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query?;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_USERS {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("limit must be between 1 and {MAX_USERS}"),
+        ));
+    }
+    let engine = state.engine.clone();
+    let prefix = q.prefix.unwrap_or_default();
+    let listed = tokio::task::spawn_blocking(move || engine.users(&prefix, limit))
+        .await
+        .map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })??;
+    Ok(json_response(&json!({ "users": listed })))
+}
+
+async fn user_map(
     State(state): State<AppState>,
     user: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(user) = user?;
     let engine = state.engine.clone();
     let u = user.clone();
-    let served = tokio::task::spawn_blocking(move || engine.profile(&u))
+    let map = tokio::task::spawn_blocking(move || engine.map(&u))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??
+        .ok_or_else(|| no_profile(&user))?;
+    #[derive(Serialize)]
+    struct Point<'a> {
+        item: &'a str,
+        interest: usize,
+        x: f64,
+        y: f64,
+    }
+    let catalog = state.engine.catalog();
+    Ok(json_response(&json!({
+        "user": user,
+        "explained": map.explained,
+        "points": map.points.iter().map(|&(row, interest, x, y)| Point {
+            item: catalog.id(row as usize), interest, x, y,
+        }).collect::<Vec<_>>(),
+    })))
+}
+
+fn no_profile(user: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_profile",
+        format!(
+            "user {user:?} has no profile in the current batch generation and no online actions"
+        ),
+    )
+}
+
+async fn profile(
+    State(state): State<AppState>,
+    user: Result<Path<String>, PathRejection>,
+    query: Result<Query<ProfileQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Path(user) = user?;
+    let Query(q) = query?;
+    let members = q.members.unwrap_or(crate::recommend::MEMBERS_SHOWN);
+    if members > MAX_MEMBERS {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("members must be at most {MAX_MEMBERS}"),
+        ));
+    }
+    let engine = state.engine.clone();
+    let u = user.clone();
+    let served = tokio::task::spawn_blocking(move || engine.profile(&u, members))
         .await
         .map_err(|e| {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
         })??;
     let Some(p) = served else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no_profile",
-            format!(
-                "user {user:?} has no profile in the current batch generation and no online actions"
-            ),
-        ));
+        return Err(no_profile(&user));
     };
     #[derive(Serialize)]
     struct ClusterOut<'a> {
@@ -342,8 +454,17 @@ async fn profile(
         online_actions: usize,
         online_since: Option<i64>,
         clusters: Vec<ClusterOut<'a>>,
+        /// Attributes of the medoids and members, by item id (when the catalog has any).
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        attributes: BTreeMap<&'a str, &'a RawValue>,
     }
     let catalog = state.engine.catalog();
+    let attributes = p
+        .interests
+        .iter()
+        .flat_map(|i| std::iter::once(&i.medoid).chain(&i.members))
+        .filter_map(|&r| Some((catalog.id(r as usize), attributes_of(catalog, r as usize)?)))
+        .collect();
     Ok(json_response(&ProfileOut {
         user: &user,
         generation: p.generation.as_deref(),
@@ -362,6 +483,7 @@ async fn profile(
                 source: i.source.as_str(),
             })
             .collect(),
+        attributes,
     }))
 }
 
@@ -486,6 +608,8 @@ async fn similar(
     struct Neighbour<'a> {
         item: &'a str,
         score: f64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        attributes: Option<&'a RawValue>,
     }
     #[derive(Serialize)]
     struct SimilarOut<'a> {
@@ -500,6 +624,7 @@ async fn similar(
             .map(|h| Neighbour {
                 item: catalog.id(h.row as usize),
                 score: h.score,
+                attributes: attributes_of(catalog, h.row as usize),
             })
             .collect(),
     }))

@@ -24,7 +24,7 @@ use pinnersage_core::profile::DEFAULT_ALPHA;
 use pinnersage_core::sample::{SplitMix64, sample_seed, sample_weighted};
 use pinnersage_index::persist::OpenedIndex;
 use pinnersage_pipeline::online::{DEFAULT_ONLINE_ACTIONS, OnlineProfiles, OnlineUser};
-use pinnersage_store::profiles::{ProfileStore, ProfileStoreError, ProfileView};
+use pinnersage_store::profiles::{ProfileStore, ProfileStoreError, ProfileView, UserSummary};
 
 use crate::cache::{MedoidCache, Neighbours};
 
@@ -214,8 +214,17 @@ pub struct ServedProfile {
     pub online_since: i64,
 }
 
-/// Members listed per interest in a [`ServedProfile`].
+/// Members listed per interest in a [`ServedProfile`] unless asked otherwise.
 pub const MEMBERS_SHOWN: usize = 5;
+
+/// A user's actions on a plane, for people to look at (see [`Engine::map`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserMap {
+    /// `(item row, interest index in the profile, x, y)` for every item of the profile.
+    pub points: Vec<(u32, usize, f64, f64)>,
+    /// Share of the variance each axis shows.
+    pub explained: [f64; 2],
+}
 
 /// A medoid to sample from: batch medoids stay ids until picked (no lookup for the rest).
 #[derive(Debug, Clone, Copy)]
@@ -310,14 +319,18 @@ impl Engine {
     }
 
     /// The merged batch + online profile of `user`; `None` if they have neither.
-    pub fn profile(&self, user: &str) -> Result<Option<ServedProfile>, EngineError> {
+    pub fn profile(
+        &self,
+        user: &str,
+        members: usize,
+    ) -> Result<Option<ServedProfile>, EngineError> {
         let profiles = self.profiles.read().expect("not poisoned").clone();
         let online = self.online.get(user);
         let build = |view: Option<&ProfileView<'_>>| -> Option<ServedProfile> {
             if view.is_none_or(|v| v.clusters.is_empty()) && online.is_none() {
                 return None;
             }
-            let interests = self.merged(view, online.as_deref(), profiles.alpha());
+            let interests = self.merged(view, online.as_deref(), profiles.alpha(), members);
             let generation = view.and(profiles.store.as_ref()).and_then(|s| {
                 s.dir()
                     .file_name()
@@ -338,12 +351,55 @@ impl Engine {
         }
     }
 
+    /// The items of `user`'s merged profile projected on their first two principal components
+    /// (computed per request: O(items · dim) per power-iteration round), with the interest each
+    /// belongs to. `None` if the user has no profile.
+    pub fn map(&self, user: &str) -> Result<Option<UserMap>, EngineError> {
+        let Some(profile) = self.profile(user, usize::MAX)? else {
+            return Ok(None);
+        };
+        let mut rows = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (k, interest) in profile.interests.iter().enumerate() {
+            for &row in &interest.members {
+                if seen.insert(row) {
+                    rows.push((row, k));
+                }
+            }
+        }
+        let mut x = Vec::with_capacity(rows.len() * self.catalog.dim());
+        for &(row, _) in &rows {
+            x.extend_from_slice(self.catalog.embedding(row as usize));
+        }
+        let x = pinnersage_core::Embeddings::new(&x, self.catalog.dim())
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
+        let projection = pinnersage_core::projection::project_2d(x);
+        Ok(Some(UserMap {
+            points: rows
+                .iter()
+                .zip(&projection.points)
+                .map(|(&(row, k), p)| (row, k, p[0], p[1]))
+                .collect(),
+            explained: projection.explained,
+        }))
+    }
+
+    /// The users with a batch profile whose id starts with `prefix` (at most `limit`).
+    pub fn users(&self, prefix: &str, limit: usize) -> Result<Vec<UserSummary>, EngineError> {
+        let profiles = self.profiles.read().expect("not poisoned").clone();
+        match &profiles.store {
+            None => Ok(Vec::new()),
+            Some(store) => store.users(prefix, limit).map_err(internal),
+        }
+    }
+
     /// Batch clusters (from `view`) merged with the online clusters of `online`.
     fn merged(
         &self,
         view: Option<&ProfileView<'_>>,
         online: Option<&OnlineUser>,
         alpha: f64,
+        members_shown: usize,
     ) -> Vec<ServedInterest> {
         // Batch clusters whose medoid left the catalog (re-imported since) are skipped.
         let batch: Vec<(usize, u32)> = view.map_or_else(Vec::new, |v| {
@@ -378,7 +434,7 @@ impl Engine {
                     .online
                     .iter()
                     .flat_map(|&j| online_clusters[j].members.iter().copied())
-                    .take(MEMBERS_SHOWN)
+                    .take(members_shown)
                     .collect();
                 let mut latest_time = m
                     .online
@@ -392,7 +448,7 @@ impl Engine {
                         let v = view.expect("batch clusters come from a view");
                         latest_time = latest_time.max(v.clusters[i].latest_time);
                         for (item, cluster) in &v.items {
-                            if members.len() >= MEMBERS_SHOWN {
+                            if members.len() >= members_shown {
                                 break;
                             }
                             if *cluster as usize == i
@@ -438,7 +494,7 @@ impl Engine {
                     .map(|c| (MedoidRef::Id(c.medoid), c.importance))
                     .collect(),
                 (_, Some(o)) => self
-                    .merged(view.as_ref(), Some(o), profiles.alpha())
+                    .merged(view.as_ref(), Some(o), profiles.alpha(), 0)
                     .iter()
                     .map(|i| (MedoidRef::Row(i.medoid), i.importance))
                     .collect(),

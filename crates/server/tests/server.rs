@@ -37,6 +37,14 @@ fn make_data_dir(dir: &Path) {
         let mut v: Vec<f32> = c.iter().map(|&x| x + 0.3 * gauss()).collect();
         b.push(&format!("i{i}"), &mut v).unwrap();
     }
+    // Titles for every item but multiples of 100 (they have no attributes).
+    let titles: String = (0..ITEMS)
+        .filter(|i| i % 100 != 0)
+        .map(|i| format!("{{\"id\": \"i{i}\", \"title\": \"Item {i}\"}}\n"))
+        .collect();
+    let titles_file = dir.join("titles.jsonl");
+    std::fs::write(&titles_file, titles).unwrap();
+    b.attach_attributes(&titles_file, None).unwrap();
     b.commit("test").unwrap();
     let store = EventStore::open(dir).unwrap();
     let mut events = Vec::new();
@@ -668,4 +676,124 @@ fn online_clusters_merge_with_the_batch_profile_and_roll_over_with_the_next_batc
     assert_eq!((status, error_code(&reply)), (400, "bad_body"));
     let (_, health) = server.get_json("/healthz");
     assert_eq!(health["profiles"], "gen-000002");
+}
+
+/// The title attribute the test catalog gives item `id` (none for multiples of 100).
+fn title_of(id: &str) -> Option<String> {
+    let n: usize = id.strip_prefix('i').unwrap().parse().unwrap();
+    (n % 100 != 0).then(|| format!("Item {n}"))
+}
+
+#[test]
+fn explorer_page_user_listing_map_and_item_attributes() {
+    let dir = tempfile::tempdir().unwrap();
+    make_data_dir(dir.path());
+    let server = Server::start(dir.path());
+
+    let (status, page) = server.request("GET", "/");
+    assert_eq!(status, 200);
+    assert!(page.contains("interest explorer") && page.contains("/v1/users"));
+
+    // Users: byte order, prefix, limit, bad limits.
+    let (status, listed) = server.get_json("/v1/users?limit=4");
+    assert_eq!(status, 200, "{listed}");
+    let users: Vec<&str> = listed["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["user"].as_str().unwrap())
+        .collect();
+    assert_eq!(users, ["u0", "u1", "u10", "u11"]);
+    let (_, listed) = server.get_json("/v1/users?prefix=u3");
+    let listed = listed["users"].as_array().unwrap().clone();
+    assert_eq!(listed.len(), 11, "u3 and u30..u39: {listed:?}");
+    for bad in [
+        "/v1/users?limit=0",
+        "/v1/users?limit=1001",
+        "/v1/users?limit=x",
+    ] {
+        let (status, body) = server.get_json(bad);
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+
+    // Profile with every member, and the attributes of every item it names.
+    let u3 = listed.iter().find(|u| u["user"] == "u3").unwrap();
+    let (status, profile) = server.get_json("/v1/users/u3/profile?members=1000");
+    assert_eq!(status, 200, "{profile}");
+    let clusters = profile["clusters"].as_array().unwrap();
+    assert_eq!(clusters.len() as u64, u3["clusters"].as_u64().unwrap());
+    let members: Vec<&str> = clusters
+        .iter()
+        .flat_map(|c| c["members"].as_array().unwrap())
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    assert_eq!(members.len() as u64, u3["items"].as_u64().unwrap());
+    let attributes = profile["attributes"].as_object().unwrap();
+    for id in members.iter().chain(
+        clusters
+            .iter()
+            .map(|c| c["medoid"].as_str().unwrap())
+            .collect::<Vec<_>>()
+            .iter(),
+    ) {
+        let title = attributes
+            .get(*id)
+            .map(|a| a["title"].as_str().unwrap().to_owned());
+        assert_eq!(title, title_of(id), "{id}");
+    }
+    let (status, body) = server.get_json("/v1/users/u3/profile?members=10001");
+    assert_eq!((status, error_code(&body)), (400, "bad_request"));
+
+    // Recommendations and similar items carry attributes when the item has some.
+    let (_, reco) = server.get_json("/v1/users/u3/recommendations?k=40");
+    for item in reco["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(reco["medoids"].as_array().unwrap())
+    {
+        let id = item["item"].as_str().unwrap();
+        let title = item
+            .get("attributes")
+            .map(|a| a["title"].as_str().unwrap().to_owned());
+        assert_eq!(title, title_of(id), "{item}");
+    }
+    let (_, similar) = server.get_json("/v1/items/i7/similar?k=5");
+    for item in similar["items"].as_array().unwrap() {
+        let id = item["item"].as_str().unwrap();
+        let title = item
+            .get("attributes")
+            .map(|a| a["title"].as_str().unwrap().to_owned());
+        assert_eq!(title, title_of(id), "{item}");
+    }
+
+    // The map: every item once, in the interest that holds it; variance shares in [0, 1].
+    let (status, map) = server.get_json("/v1/users/u3/map");
+    assert_eq!(status, 200, "{map}");
+    let points = map["points"].as_array().unwrap();
+    assert_eq!(points.len(), members.len());
+    for p in points {
+        let k = p["interest"].as_u64().unwrap() as usize;
+        let id = p["item"].as_str().unwrap();
+        let holder = clusters[k]["members"].as_array().unwrap();
+        assert!(
+            holder.iter().any(|m| m == id),
+            "{id} is not in interest {k}"
+        );
+        assert!(p["x"].as_f64().unwrap().is_finite() && p["y"].as_f64().unwrap().is_finite());
+    }
+    let explained: Vec<f64> = map["explained"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert!(
+        explained[0] >= explained[1]
+            && explained[1] >= 0.0
+            && explained[0] + explained[1] <= 1.0 + 1e-9,
+        "{explained:?}"
+    );
+    let (status, body) = server.get_json("/v1/users/nobody/map");
+    assert_eq!((status, error_code(&body)), (404, "no_profile"));
 }

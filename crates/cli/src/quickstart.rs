@@ -1,0 +1,268 @@
+//! `pinnersage quickstart`: from a fresh clone to a running recommender on real data, through the
+//! same commands a user would run by hand (import items, import events, index build, batch,
+//! serve).
+
+use std::ffi::OsString;
+use std::fs;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Args, FromArgMatches};
+
+use crate::InputError;
+use crate::items::DataDirArg;
+
+/// Ratings at or above this count as engagements (MovieLens' 0.5–5 star scale).
+const MIN_RATING: f64 = 3.5;
+
+/// The marker a finished quickstart leaves in its data directory.
+const MARKER: &str = "quickstart.json";
+
+/// Run pinnersage on real data in one command.
+///
+/// Uses the bundled MovieLens-small (610 users, 9,742 movies with MiniLM title embeddings and
+/// titles/genres as attributes; GroupLens license in its README.txt). On the first run it
+///   1. imports the movies (`import items --normalize --attributes movies.csv`),
+///   2. imports every rating >= 3.5 as an engagement (`import events`),
+///   3. builds the HNSW index (`index build`),
+///   4. runs the batch with --now at the last rating and a window covering all 22 years of
+///      ratings (`batch`),
+///
+/// then serves the interest explorer and the API on 127.0.0.1 (`serve`). A second run finds the
+/// data directory ready and starts serving in seconds.
+///
+/// Examples:
+///   cargo run --release -- quickstart
+///   pinnersage quickstart --port 9000 --data-dir /tmp/ml
+///   pinnersage quickstart --no-serve        # prepare the data directory and exit
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct QuickstartArgs {
+    #[command(flatten)]
+    data: DataDirArg,
+    /// Port to serve on, on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// The MovieLens directory [default: examples/movielens-small of this repository].
+    #[arg(long, value_name = "DIR")]
+    movielens: Option<PathBuf>,
+    /// Rebuild the data directory even if an earlier quickstart finished it.
+    #[arg(long)]
+    rebuild: bool,
+    /// Prepare the data directory, then exit instead of serving.
+    #[arg(long)]
+    no_serve: bool,
+}
+
+/// Runs `pinnersage quickstart`.
+pub fn run(args: &QuickstartArgs) -> Result<()> {
+    let data_dir = &args.data.data_dir;
+    let marker = data_dir.join(MARKER);
+    if args.rebuild || !marker.exists() {
+        let movielens = movielens_dir(args.movielens.as_deref())?;
+        prepare(data_dir, &movielens)?;
+        fs::write(
+            &marker,
+            serde_json::json!({"movielens": movielens, "min_rating": MIN_RATING}).to_string(),
+        )
+        .with_context(|| format!("writing {}", marker.display()))?;
+    } else {
+        eprintln!(
+            "{} is ready (from an earlier quickstart; --rebuild starts over)",
+            data_dir.display()
+        );
+    }
+    if args.no_serve {
+        println!("ready: pinnersage serve --data-dir {}", data_dir.display());
+        return Ok(());
+    }
+    let addr = format!("127.0.0.1:{}", args.port);
+    let shown = if args.port == 0 {
+        "ADDRESS".to_owned()
+    } else {
+        addr.clone()
+    };
+    eprintln!(
+        "\nOpen http://{shown}/ for the interest explorer. Or try:\n  \
+         curl 'http://{shown}/v1/users/414/profile'\n  \
+         curl 'http://{shown}/v1/users/414/recommendations?k=10'\n"
+    );
+    crate::serve::run_serve(&parse(
+        "serve",
+        [
+            "--data-dir".into(),
+            data_dir.into(),
+            "--addr".into(),
+            addr.into(),
+        ],
+    )?)
+}
+
+/// The MovieLens directory: the flag, `examples/movielens-small` under the working directory, or
+/// the one in the source tree this binary was built from.
+fn movielens_dir(flag: Option<&Path>) -> Result<PathBuf> {
+    let candidates: Vec<PathBuf> = match flag {
+        Some(dir) => vec![dir.to_path_buf()],
+        None => vec![
+            PathBuf::from("examples/movielens-small"),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/movielens-small"),
+        ],
+    };
+    candidates
+        .iter()
+        .find(|d| d.join("ratings.csv").is_file())
+        .cloned()
+        .ok_or_else(|| {
+            InputError(format!(
+                "no MovieLens data (ratings.csv) in {}; pass --movielens DIR",
+                candidates
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ))
+            .into()
+        })
+}
+
+/// Builds the data directory from the MovieLens files, one pinnersage command per step.
+fn prepare(data_dir: &Path, movielens: &Path) -> Result<()> {
+    if data_dir.exists()
+        && fs::read_dir(data_dir)?.next().is_some()
+        && !data_dir.join(MARKER).exists()
+    {
+        return Err(InputError(format!(
+            "{} already holds data that the quickstart did not create; pick another --data-dir",
+            data_dir.display()
+        ))
+        .into());
+    }
+    if data_dir.exists() {
+        fs::remove_dir_all(data_dir).with_context(|| format!("removing {}", data_dir.display()))?;
+    }
+    fs::create_dir_all(data_dir)?;
+    let file = |name: &str| movielens.join(name);
+    let dir: OsString = data_dir.into();
+
+    step("1/4 import items", || {
+        crate::items::run_import(&parse(
+            "import items",
+            [
+                "--data-dir".into(),
+                dir.clone(),
+                "--normalize".into(),
+                "--ids".into(),
+                file("item_emb_movieIds.txt").into(),
+                "--attributes".into(),
+                file("movies.csv").into(),
+                "--attributes-id-col".into(),
+                "movieId".into(),
+                file("item_emb_minilm_l6_v2.npy").into(),
+            ],
+        )?)
+    })?;
+
+    let events = data_dir.join("quickstart-events.csv");
+    let last = step("2/4 import events", || {
+        let (kept, last) = positive_ratings(&file("ratings.csv"), &events)?;
+        eprintln!(
+            "{kept} ratings >= {MIN_RATING} written to {}",
+            events.display()
+        );
+        crate::batch::run_import_events(&parse(
+            "import events",
+            ["--data-dir".into(), dir.clone(), events.clone().into()],
+        )?)?;
+        Ok(last)
+    })?;
+
+    step("3/4 index build", || {
+        crate::serve::run_index(&crate::serve::IndexCommand::Build(parse(
+            "index build",
+            ["--data-dir".into(), dir.clone()],
+        )?))
+    })?;
+
+    // MovieLens spans 1996–2018: the window covers it all, importance still decays by age.
+    step("4/4 batch", || {
+        crate::batch::run_batch_cmd(&parse(
+            "batch",
+            [
+                "--data-dir".into(),
+                dir.clone(),
+                "--now".into(),
+                last.to_string().into(),
+                "--window-days".into(),
+                "10000".into(),
+            ],
+        )?)
+    })
+}
+
+/// Runs one step with a heading and its wall time.
+fn step<T>(name: &str, run: impl FnOnce() -> Result<T>) -> Result<T> {
+    eprintln!("== {name}");
+    let start = Instant::now();
+    let out = run().with_context(|| format!("quickstart step {name:?} failed"))?;
+    eprintln!("   ({:.1} s)", start.elapsed().as_secs_f64());
+    Ok(out)
+}
+
+/// Parses a subcommand's arguments exactly as the command line would (same defaults).
+fn parse<T: Args + FromArgMatches>(
+    name: &'static str,
+    argv: impl IntoIterator<Item = OsString>,
+) -> Result<T> {
+    let command = T::augment_args(clap::Command::new(name).no_binary_name(true));
+    let matches = command
+        .try_get_matches_from(argv)
+        .with_context(|| format!("quickstart: arguments of {name}"))?;
+    Ok(T::from_arg_matches(&matches)?)
+}
+
+/// Writes the ratings >= [`MIN_RATING`] of MovieLens' `ratings.csv` (userId, movieId, rating,
+/// timestamp) as an events CSV; returns how many and the latest timestamp.
+fn positive_ratings(ratings: &Path, out: &Path) -> Result<(u64, i64)> {
+    let mut reader = csv::Reader::from_path(ratings)
+        .map_err(|e| InputError(format!("{}: {e}", ratings.display())))?;
+    let mut writer = BufWriter::new(fs::File::create(out)?);
+    writeln!(writer, "user,item,timestamp,action")?;
+    let (mut kept, mut last) = (0u64, i64::MIN);
+    for (k, record) in reader.records().enumerate() {
+        let line = k + 2;
+        let bad = |what: &str| InputError(format!("{}: line {line}: {what}", ratings.display()));
+        let record = record.map_err(|e| bad(&e.to_string()))?;
+        let field = |i: usize| {
+            record
+                .get(i)
+                .ok_or_else(|| bad("expected userId,movieId,rating,timestamp"))
+        };
+        let rating: f64 = field(2)?
+            .trim()
+            .parse()
+            .map_err(|_| bad("rating is not a number"))?;
+        let time: i64 = field(3)?
+            .trim()
+            .parse()
+            .map_err(|_| bad("timestamp is not an integer"))?;
+        last = last.max(time);
+        if rating >= MIN_RATING {
+            writeln!(
+                writer,
+                "{},{},{time},rating",
+                field(0)?.trim(),
+                field(1)?.trim()
+            )?;
+            kept += 1;
+        }
+    }
+    writer.flush()?;
+    if kept == 0 {
+        return Err(
+            InputError(format!("{}: no ratings >= {MIN_RATING}", ratings.display())).into(),
+        );
+    }
+    Ok((kept, last))
+}

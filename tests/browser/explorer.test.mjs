@@ -1,0 +1,56 @@
+// End-to-end test of the interest explorer served at `/`.
+//
+//   node tests/browser/explorer.test.mjs http://127.0.0.1:8080 [screenshot.png]
+//
+// Opens the page in Debian's chromium (playwright-core, no bundled browser), selects a user,
+// checks that interest cards, the actions map and at least 10 recommendations render, posts a
+// test engagement through the page and checks that the profile shows online actions, then saves
+// a screenshot. Exits non-zero with a message on any failure.
+import { chromium } from "playwright-core";
+
+const base = process.argv[2] ?? "http://127.0.0.1:8080";
+const screenshot = process.argv[3] ?? "explorer.png";
+const executablePath = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const user = process.env.EXPLORER_USER ?? "68";
+
+function check(condition, message) {
+  if (!condition) throw new Error(message);
+}
+
+const browser = await chromium.launch({ executablePath, headless: true, args: ["--no-sandbox"] });
+try {
+  const page = await browser.newPage({ viewport: { width: 1440, height: 1000 } });
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+  await page.goto(base + "/", { waitUntil: "networkidle" });
+  check((await page.title()).includes("interest explorer"), `unexpected title ${await page.title()}`);
+
+  // Choose the user through the picker, as a person would.
+  await page.fill("#user-input", user);
+  await page.click("#load");
+  await page.waitForFunction((u) => document.body.dataset.shown === u, user);
+  const cards = await page.locator(".cluster-card").count();
+  const recs = await page.locator(".rec-item").count();
+  const points = await page.locator("#map circle.point").count();
+  check(cards >= 3, `expected at least 3 interest cards for user ${user}, found ${cards}`);
+  check(recs >= 10, `expected at least 10 recommendations, found ${recs}`);
+  check(points >= cards, `expected the map to show the user's actions, found ${points} points`);
+  const firstTitle = await page.locator(".cluster-card .title").first().innerText();
+  check(!firstTitle.startsWith("item "), `interest cards should show titles, got ${firstTitle}`);
+  console.log(`user ${user}: ${cards} interests, ${points} actions on the map, ${recs} recommendations`);
+
+  // Post a test engagement from the page: the online path must pick it up at once.
+  await page.locator(".rec-item button.engage").first().click();
+  await page.waitForFunction(
+    () => document.body.dataset.shown && /online actions/.test(document.getElementById("interest-count").textContent),
+    null,
+    { timeout: 10000 },
+  );
+  console.log(`after one engagement: ${await page.locator("#interest-count").innerText()}`);
+
+  check(errors.length === 0, `page errors: ${errors.join("; ")}`);
+  await page.screenshot({ path: screenshot });
+  console.log(`screenshot: ${screenshot}`);
+} finally {
+  await browser.close();
+}
