@@ -9,7 +9,9 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::methods::{Method, queries};
-use crate::metrics::{RELEVANCE_COSINE, recall, relevance};
+use crate::metrics::{
+    NEGATIVES_PER_TEST_ITEM, RELEVANCE_COSINE, r_precision, recall, reciprocal_rank, relevance,
+};
 use crate::split::UserSplit;
 
 /// Evaluation settings.
@@ -53,6 +55,12 @@ pub struct MethodResult {
     pub relevance: Stat,
     /// Recall@K and HitRate@K for K in [`CUTOFFS`].
     pub at_k: Vec<AtK>,
+    /// R-Precision of the test items against [`NEGATIVES_PER_TEST_ITEM`] sampled non-engaged
+    /// items each, scored by the highest cosine to any of the user's embeddings (popularity:
+    /// by training engagements).
+    pub r_precision: Stat,
+    /// Mean reciprocal rank of each test item among its sampled non-engaged items.
+    pub reciprocal_rank: Stat,
     /// Mean query embeddings per user.
     pub embeddings_per_user: f64,
     /// Mean candidates per user.
@@ -97,6 +105,8 @@ struct UserScore {
     relevance: f64,
     recall_at: [f64; CUTOFFS.len()],
     hit_at: [f64; CUTOFFS.len()],
+    r_precision: f64,
+    reciprocal_rank: f64,
     embeddings: usize,
     candidates: usize,
 }
@@ -129,7 +139,7 @@ pub fn evaluate(
         .chunks_exact(dim)
         .map(|r| pinnersage_core::scan::dot(r, r).sqrt())
         .collect();
-    let popular = popular_items(users, rows);
+    let (popular, engagements) = popular_items(users, rows);
     let vector = |r: u32| &vectors[r as usize * dim..(r as usize + 1) * dim];
     let done = std::sync::atomic::AtomicU64::new(0);
     // scores[user][method]
@@ -140,10 +150,13 @@ pub fn evaluate(
             train.sort_unstable();
             train.dedup();
             let keep = |r: u32| train.binary_search(&r).is_err();
+            // The same sampled non-engaged items for every method (paired comparison).
+            let negatives = sample_negatives(user, &train, rows, config.seed);
             let out = config
                 .methods
                 .iter()
                 .map(|method| {
+                    let mut ranking_queries = Vec::new();
                     let (candidates, embeddings) = if *method == Method::Popularity {
                         let c: Vec<u32> = popular
                             .iter()
@@ -173,8 +186,40 @@ pub fn evaluate(
                             .into_iter()
                             .map(|b| b.row)
                             .collect();
-                        (c, qs.len())
+                        let n = qs.len();
+                        ranking_queries = qs;
+                        (c, n)
                     };
+                    let score = |r: u32| -> f64 {
+                        if *method == Method::Popularity {
+                            return f64::from(engagements[r as usize]);
+                        }
+                        let (v, nv) = (vector(r), norms[r as usize]);
+                        ranking_queries
+                            .iter()
+                            .map(|q| {
+                                let denom = pinnersage_core::scan::dot(q, q).sqrt() * nv;
+                                if denom > 0.0 {
+                                    f64::from(pinnersage_core::scan::dot(q, v) / denom)
+                                } else {
+                                    0.0
+                                }
+                            })
+                            .fold(f64::NEG_INFINITY, f64::max)
+                            .max(-1.0)
+                    };
+                    let positive: Vec<f64> = user.test.iter().map(|&t| score(t)).collect();
+                    let negative: Vec<Vec<f64>> = negatives
+                        .iter()
+                        .map(|group| group.iter().map(|&r| score(r)).collect())
+                        .collect();
+                    let all_negative: Vec<f64> = negative.iter().flatten().copied().collect();
+                    let rr = positive
+                        .iter()
+                        .zip(&negative)
+                        .map(|(&p, n)| reciprocal_rank(p, n))
+                        .sum::<f64>()
+                        / positive.len().max(1) as f64;
                     let c = &candidates;
                     let top = |k: usize| &c[..k.min(c.len())];
                     Ok(UserScore {
@@ -183,6 +228,8 @@ pub fn evaluate(
                         recall_at: CUTOFFS.map(|k| recall(&user.test, top(k))),
                         hit_at: CUTOFFS
                             .map(|k| f64::from(u8::from(recall(&user.test, top(k)) > 0.0))),
+                        r_precision: r_precision(&positive, &all_negative),
+                        reciprocal_rank: rr,
                         embeddings,
                         candidates: c.len(),
                     })
@@ -248,6 +295,8 @@ pub fn evaluate(
                     hit_rate: stat(m, &|s| s.hit_at[i]),
                 })
                 .collect(),
+            r_precision: stat(m, &|s| s.r_precision),
+            reciprocal_rank: stat(m, &|s| s.reciprocal_rank),
             embeddings_per_user: column(m, &|s| s.embeddings as f64).iter().sum::<f64>() / n as f64,
             candidates_per_user: column(m, &|s| s.candidates as f64).iter().sum::<f64>() / n as f64,
         })
@@ -273,8 +322,33 @@ fn percentile_interval(v: &mut Vec<f64>) -> [f64; 2] {
     [at(0.025), at(0.975)]
 }
 
-/// Items by training engagements over all users, most engaged first (ties: lower row).
-fn popular_items(users: &[UserSplit], rows: usize) -> Vec<u32> {
+/// For each test item of `user`, [`NEGATIVES_PER_TEST_ITEM`] distinct random items the user did
+/// not engage with (neither in `train`, sorted, nor in the test items); deterministic for the
+/// user and `seed`. Fewer when the catalog is too small.
+fn sample_negatives(user: &UserSplit, train: &[u32], rows: usize, seed: u64) -> Vec<Vec<u32>> {
+    let engaged = |r: u32| train.binary_search(&r).is_ok() || user.test.contains(&r);
+    let available = rows.saturating_sub(train.len() + user.test.len());
+    let per = NEGATIVES_PER_TEST_ITEM.min(available);
+    let mut rng =
+        SplitMix64::new(seed ^ 0x005E_ED0F_2E6A ^ u64::from(user.user).wrapping_mul(0x9E37_79B9));
+    user.test
+        .iter()
+        .map(|_| {
+            let mut group: Vec<u32> = Vec::with_capacity(per);
+            while group.len() < per {
+                let r = (rng.next_u64() % rows as u64) as u32;
+                if !engaged(r) && !group.contains(&r) {
+                    group.push(r);
+                }
+            }
+            group
+        })
+        .collect()
+}
+
+/// Items by training engagements over all users, most engaged first (ties: lower row), and the
+/// engagement count of every row.
+fn popular_items(users: &[UserSplit], rows: usize) -> (Vec<u32>, Vec<u32>) {
     let mut counts = vec![0u32; rows];
     for u in users {
         for &(r, _) in &u.train {
@@ -285,7 +359,7 @@ fn popular_items(users: &[UserSplit], rows: usize) -> Vec<u32> {
         .filter(|&r| counts[r as usize] > 0)
         .collect();
     ranked.sort_by_key(|&r| (std::cmp::Reverse(counts[r as usize]), r));
-    ranked
+    (ranked, counts)
 }
 
 impl Report {
@@ -330,6 +404,34 @@ impl Report {
                 pct(m.relevance.lift),
                 pct(m.relevance.lift_ci[0]),
                 pct(m.relevance.lift_ci[1]),
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\nRanking: each test item against {NEGATIVES_PER_TEST_ITEM} random non-engaged items \
+             (the stand-in for impressions), scored by the best cosine to any user embedding:\n"
+        );
+        let _ = writeln!(
+            out,
+            "| method | R-Precision | lift | reciprocal rank | lift |\n|---|---:|---:|---:|---:|"
+        );
+        for m in &self.methods {
+            let _ = writeln!(
+                out,
+                "| {} | {:.4} [{:.4}, {:.4}] | {} [{}, {}] | {:.4} [{:.4}, {:.4}] | {} [{}, {}] |",
+                m.description,
+                m.r_precision.value,
+                m.r_precision.ci[0],
+                m.r_precision.ci[1],
+                pct(m.r_precision.lift),
+                pct(m.r_precision.lift_ci[0]),
+                pct(m.r_precision.lift_ci[1]),
+                m.reciprocal_rank.value,
+                m.reciprocal_rank.ci[0],
+                m.reciprocal_rank.ci[1],
+                pct(m.reciprocal_rank.lift),
+                pct(m.reciprocal_rank.lift_ci[0]),
+                pct(m.reciprocal_rank.lift_ci[1]),
             );
         }
         let _ = writeln!(

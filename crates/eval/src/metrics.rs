@@ -53,6 +53,60 @@ pub fn relevance<'a>(
     relevant as f64 / test.len() as f64
 }
 
+/// Non-engaged items sampled per test item for the ranking metrics (the paper ranks each action
+/// against its 20 impressions; public logs have no impressions, so random non-engaged items
+/// stand in for them).
+pub const NEGATIVES_PER_TEST_ITEM: usize = 20;
+
+/// Reciprocal rank of a positive scored `positive` among negatives scored `negatives`: `1 / (1 +
+/// number of negatives scored higher)`; ties count half (so a method that scores everything
+/// alike gets the expected rank of a random order).
+///
+/// ```
+/// use pinnersage_eval::metrics::reciprocal_rank;
+/// assert_eq!(reciprocal_rank(0.9, &[0.1, 0.5]), 1.0);
+/// assert_eq!(reciprocal_rank(0.3, &[0.1, 0.5]), 0.5);
+/// assert_eq!(reciprocal_rank(0.0, &[0.0, 0.0]), 0.5);
+/// ```
+pub fn reciprocal_rank(positive: f64, negatives: &[f64]) -> f64 {
+    let ahead: f64 = negatives
+        .iter()
+        .map(|&n| {
+            if n > positive {
+                1.0
+            } else if n == positive {
+                0.5
+            } else {
+                0.0
+            }
+        })
+        .sum();
+    1.0 / (1.0 + ahead)
+}
+
+/// R-Precision: with `R = positives.len()`, the share of positives among the `R` best scored
+/// of all `positives` and `negatives` (ties broken against the positives).
+///
+/// ```
+/// use pinnersage_eval::metrics::r_precision;
+/// assert_eq!(r_precision(&[0.9, 0.8], &[0.1, 0.85, 0.2]), 0.5);
+/// assert_eq!(r_precision(&[0.9, 0.8], &[0.1, 0.2]), 1.0);
+/// ```
+pub fn r_precision(positives: &[f64], negatives: &[f64]) -> f64 {
+    if positives.is_empty() {
+        return 0.0;
+    }
+    // (score, is positive), best first; at equal scores negatives go first.
+    let mut all: Vec<(f64, bool)> = positives
+        .iter()
+        .map(|&s| (s, true))
+        .chain(negatives.iter().map(|&s| (s, false)))
+        .collect();
+    all.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let r = positives.len();
+    all[..r].iter().filter(|(_, p)| *p).count() as f64 / r as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,6 +122,11 @@ mod tests {
         // One that retrieves every test item scores 1 on both.
         assert_eq!(recall(&[0, 1], &[1, 0, 2]), 1.0);
         assert_eq!(relevance(&[0, 1], &[1, 0], &v, &norms, 0.8), 1.0);
+        // Ranking: a perfect scorer gets 1, one that puts every negative first gets its floor.
+        assert_eq!(r_precision(&[0.9, 0.8], &[0.1, 0.2, 0.3]), 1.0);
+        assert_eq!(r_precision(&[0.1], &[0.5, 0.6]), 0.0);
+        assert_eq!(reciprocal_rank(0.1, &[0.5, 0.6, 0.7]), 0.25);
+        assert_eq!(r_precision(&[], &[0.5]), 0.0);
         // A near duplicate is relevant but not a hit.
         assert_eq!(recall(&[0], &[2]), 0.0);
         assert_eq!(relevance(&[0], &[2], &v, &norms, 0.8), 1.0);

@@ -68,6 +68,19 @@ fn multi_interest_beats_last_item_when_users_have_two_topics() {
     assert!(last.relevance.value < 0.75, "{}", last.relevance.value);
     assert!(ward.relevance.lift > 0.0 && ward.relevance.lift_ci[0] > 0.0);
     assert!(popular.candidates_per_user > 0.0 && popular.embeddings_per_user == 0.0);
+    // Ranking against random non-engaged items: here every item belongs to one of the two
+    // topics, so negatives compete within the topics and no method can rank well; the values
+    // are bounded by their definitions (1/21 <= reciprocal rank <= 1).
+    for m in [last, ward, popular] {
+        assert!((0.0..=1.0).contains(&m.r_precision.value), "{}", m.name);
+        assert!(
+            (1.0 / 21.0..=1.0).contains(&m.reciprocal_rank.value),
+            "{}: {}",
+            m.name,
+            m.reciprocal_rank.value
+        );
+    }
+    assert!(report.to_markdown("toy").contains("| R-Precision | lift |"));
     assert!(
         report
             .to_markdown("toy")
