@@ -61,6 +61,15 @@ pub fn run(args: &QuickstartArgs) -> Result<()> {
     let data_dir = &args.data.data_dir;
     let marker = data_dir.join(MARKER);
     if args.rebuild || !marker.exists() {
+        let running = crate::serve::server_file(data_dir);
+        if running.exists() {
+            return Err(InputError(format!(
+                "a pinnersage server is running on {} ({} exists): stop it first, or delete that file if the server is gone",
+                data_dir.display(),
+                running.display()
+            ))
+            .into());
+        }
         let movielens = movielens_dir(args.movielens.as_deref())?;
         prepare(data_dir, &movielens)?;
         fs::write(

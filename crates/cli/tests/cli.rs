@@ -724,6 +724,18 @@ fn quickstart_prepares_movielens_once_and_refuses_foreign_directories() {
     let again = run(&["quickstart", "--data-dir", s(&data), "--no-serve"]);
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("is ready"));
+    // Rebuilding under a running server is refused (its server.json is the sign).
+    std::fs::write(data.join("server.json"), "{}").unwrap();
+    let out = run(&[
+        "quickstart",
+        "--data-dir",
+        s(&data),
+        "--no-serve",
+        "--rebuild",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a pinnersage server is running"));
+    assert!(data.join("quickstart.json").exists(), "nothing was removed");
 
     let foreign = dir.join("foreign");
     std::fs::create_dir_all(foreign.join("catalog")).unwrap();
