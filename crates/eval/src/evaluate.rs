@@ -42,6 +42,22 @@ pub struct Stat {
     pub lift_ci: [f64; 2],
 }
 
+impl Stat {
+    /// Two Markdown table cells: `value [ci]` and `lift [ci]` (lifts in percent).
+    fn cells(&self) -> String {
+        let pct = |x: f64| format!("{:+.0}%", 100.0 * x);
+        format!(
+            "{:.4} [{:.4}, {:.4}] | {} [{}, {}]",
+            self.value,
+            self.ci[0],
+            self.ci[1],
+            pct(self.lift),
+            pct(self.lift_ci[0]),
+            pct(self.lift_ci[1])
+        )
+    }
+}
+
 /// One method's results.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MethodResult {
@@ -385,25 +401,14 @@ impl Report {
             "| method | embeddings/user | Recall | lift | Relevance (cos >= 0.8) | lift |"
         );
         let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
-        let pct = |x: f64| format!("{:+.0}%", 100.0 * x);
         for m in &self.methods {
             let _ = writeln!(
                 out,
-                "| {} | {:.1} | {:.4} [{:.4}, {:.4}] | {} [{}, {}] | {:.4} [{:.4}, {:.4}] | {} [{}, {}] |",
+                "| {} | {:.1} | {} | {} |",
                 m.description,
                 m.embeddings_per_user,
-                m.recall.value,
-                m.recall.ci[0],
-                m.recall.ci[1],
-                pct(m.recall.lift),
-                pct(m.recall.lift_ci[0]),
-                pct(m.recall.lift_ci[1]),
-                m.relevance.value,
-                m.relevance.ci[0],
-                m.relevance.ci[1],
-                pct(m.relevance.lift),
-                pct(m.relevance.lift_ci[0]),
-                pct(m.relevance.lift_ci[1]),
+                m.recall.cells(),
+                m.relevance.cells(),
             );
         }
         let _ = writeln!(
@@ -418,20 +423,10 @@ impl Report {
         for m in &self.methods {
             let _ = writeln!(
                 out,
-                "| {} | {:.4} [{:.4}, {:.4}] | {} [{}, {}] | {:.4} [{:.4}, {:.4}] | {} [{}, {}] |",
+                "| {} | {} | {} |",
                 m.description,
-                m.r_precision.value,
-                m.r_precision.ci[0],
-                m.r_precision.ci[1],
-                pct(m.r_precision.lift),
-                pct(m.r_precision.lift_ci[0]),
-                pct(m.r_precision.lift_ci[1]),
-                m.reciprocal_rank.value,
-                m.reciprocal_rank.ci[0],
-                m.reciprocal_rank.ci[1],
-                pct(m.reciprocal_rank.lift),
-                pct(m.reciprocal_rank.lift_ci[0]),
-                pct(m.reciprocal_rank.lift_ci[1]),
+                m.r_precision.cells(),
+                m.reciprocal_rank.cells(),
             );
         }
         let _ = writeln!(
