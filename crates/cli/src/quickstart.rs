@@ -139,7 +139,10 @@ fn movielens_dir(flag: Option<&Path>) -> Result<PathBuf> {
 /// Builds the data directory from the MovieLens files, one pinnersage command per step.
 fn prepare(data_dir: &Path, movielens: &Path) -> Result<()> {
     if data_dir.exists()
-        && fs::read_dir(data_dir)?.next().is_some()
+        && fs::read_dir(data_dir)
+            .with_context(|| format!("reading {}", data_dir.display()))?
+            .next()
+            .is_some()
         && !data_dir.join(MARKER).exists()
     {
         return Err(InputError(format!(
@@ -151,7 +154,7 @@ fn prepare(data_dir: &Path, movielens: &Path) -> Result<()> {
     if data_dir.exists() {
         fs::remove_dir_all(data_dir).with_context(|| format!("removing {}", data_dir.display()))?;
     }
-    fs::create_dir_all(data_dir)?;
+    fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let file = |name: &str| movielens.join(name);
     let dir: OsString = data_dir.into();
 
@@ -236,7 +239,9 @@ fn parse<T: Args + FromArgMatches>(
 fn positive_ratings(ratings: &Path, out: &Path) -> Result<(u64, i64)> {
     let mut reader = csv::Reader::from_path(ratings)
         .map_err(|e| InputError(format!("{}: {e}", ratings.display())))?;
-    let mut writer = BufWriter::new(fs::File::create(out)?);
+    let mut writer = BufWriter::new(
+        fs::File::create(out).with_context(|| format!("creating {}", out.display()))?,
+    );
     writeln!(writer, "user,item,timestamp,action")?;
     let (mut kept, mut last) = (0u64, i64::MIN);
     for (k, record) in reader.records().enumerate() {
