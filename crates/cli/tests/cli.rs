@@ -7,18 +7,15 @@ use pinnersage_catalog::npy;
 use serde_json::Value;
 
 mod common;
-use common::{RunningServer, bin, http};
+use common::{RunningServer, Scratch, bin, http};
 
 fn run(args: &[&str]) -> Output {
     bin().args(args).output().expect("the binary runs")
 }
 
-/// A fresh scratch directory per test.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("pinnersage-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh scratch directory per test, removed when the test ends.
+fn scratch(name: &str) -> Scratch {
+    Scratch::new(&format!("cli-{name}"))
 }
 
 fn s(p: &Path) -> &str {
@@ -757,5 +754,4 @@ fn quickstart_prepares_movielens_once_and_refuses_foreign_directories() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no MovieLens data (ratings.csv)"));
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -12,7 +12,7 @@ use async_nats::jetstream;
 use pinnersage_store::events::EventStore;
 
 mod common;
-use common::{RunningServer, bin};
+use common::{RunningServer, Scratch, bin};
 
 fn nats_server() -> Option<PathBuf> {
     let found = std::env::var_os("PATH")
@@ -93,9 +93,7 @@ fn message(n: u64) -> String {
 #[test]
 fn nats_messages_are_stored_once_across_kill_9_and_bad_ones_are_dropped() {
     let Some(exe) = nats_server() else { return };
-    let dir = std::env::temp_dir().join(format!("pinnersage-nats-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::new("nats");
     let nats = Nats::start(&exe, &dir.join("jetstream"));
     let data = dir.join("data");
     let d = data.to_str().unwrap();

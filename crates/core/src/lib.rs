@@ -29,6 +29,7 @@ pub mod error;
 pub mod hash;
 mod hugepages;
 pub mod importance;
+pub mod kmeans;
 pub mod medoid;
 pub mod merge;
 pub mod metrics;

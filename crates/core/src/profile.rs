@@ -183,6 +183,50 @@ pub struct Profile {
 }
 
 impl Profile {
+    /// Summarises a partition of `actions` (each cluster a non-empty list of action rows): every
+    /// cluster gets its medoid, its importance at `now` under decay `lambda` and its latest time,
+    /// and the clusters are put in profile order. This is how any clustering — Ward, or the
+    /// k-means and complete-linkage ablations — becomes a profile.
+    ///
+    /// ```
+    /// use pinnersage_core::{Actions, Embeddings, Profile};
+    /// let data = [0.0, 0.0, 0.1, 0.0, 0.2, 0.0, 5.0, 5.0];
+    /// let actions = Actions::new(Embeddings::new(&data, 2).unwrap(), &[0, 0, 0, 86_400], None).unwrap();
+    /// let p = Profile::from_clusters(&actions, vec![vec![0, 1, 2], vec![3]], 86_400, 0.01);
+    /// assert_eq!(p.clusters[0].medoid, 1);
+    /// assert!((p.clusters[0].importance - 3.0 * (-0.01f64).exp()).abs() < 1e-12);
+    /// assert_eq!(p.clusters[1].latest_time, 86_400);
+    /// ```
+    pub fn from_clusters(
+        actions: &Actions<'_>,
+        clusters: Vec<Vec<usize>>,
+        now: i64,
+        lambda: f64,
+    ) -> Profile {
+        let x = actions.embeddings;
+        let mut clusters: Vec<Cluster> = clusters
+            .into_iter()
+            .filter(|members| !members.is_empty())
+            .map(|members| Cluster {
+                medoid: medoid(x, &members).unwrap_or(members[0]),
+                importance: importance(&members, actions.times, actions.weights, now, lambda),
+                latest_time: members
+                    .iter()
+                    .map(|&i| actions.times[i])
+                    .max()
+                    .unwrap_or(now),
+                members,
+            })
+            .collect();
+        clusters.sort_by(|a, b| {
+            b.importance
+                .total_cmp(&a.importance)
+                .then(b.size().cmp(&a.size()))
+                .then(a.medoid.cmp(&b.medoid))
+        });
+        Profile { clusters }
+    }
+
     /// Samples up to `k` clusters in proportion to importance, without replacement, returning
     /// indices into `clusters` in draw order.
     ///
@@ -250,8 +294,8 @@ impl Clusterer {
     pub fn profile(&mut self, actions: &Actions<'_>, now: i64) -> Result<Profile> {
         let kept = actions.most_recent(self.params.max_actions);
         let full = actions.embeddings;
-        let (tree, x) = if kept.len() == actions.len() {
-            (self.dendrogram(full), full)
+        let tree = if kept.len() == actions.len() {
+            self.dendrogram(full)
         } else {
             let mut gathered = std::mem::take(&mut self.gathered);
             gathered.clear();
@@ -260,39 +304,18 @@ impl Clusterer {
             let sub = Embeddings::new(&gathered, full.dim())?;
             let tree = self.dendrogram(sub);
             self.gathered = gathered;
-            (tree, full)
+            tree
         };
-        let mut clusters: Vec<Cluster> = tree
+        let clusters = tree
             .cut(self.params.alpha)
             .into_iter()
-            .map(|local| {
-                let members: Vec<usize> = local.iter().map(|&l| kept[l]).collect();
-                let medoid = medoid(x, &members).unwrap_or(members[0]);
-                let latest_time = members
-                    .iter()
-                    .map(|&i| actions.times[i])
-                    .max()
-                    .unwrap_or(now);
-                Cluster {
-                    medoid,
-                    importance: importance(
-                        &members,
-                        actions.times,
-                        actions.weights,
-                        now,
-                        self.params.lambda,
-                    ),
-                    latest_time,
-                    members,
-                }
-            })
+            .map(|local| local.iter().map(|&l| kept[l]).collect())
             .collect();
-        clusters.sort_by(|a, b| {
-            b.importance
-                .total_cmp(&a.importance)
-                .then(b.size().cmp(&a.size()))
-                .then(a.medoid.cmp(&b.medoid))
-        });
-        Ok(Profile { clusters })
+        Ok(Profile::from_clusters(
+            actions,
+            clusters,
+            now,
+            self.params.lambda,
+        ))
     }
 }

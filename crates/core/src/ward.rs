@@ -1,4 +1,5 @@
-//! Ward agglomerative clustering by nearest-neighbour chain, and the cut at a merge threshold.
+//! Agglomerative clustering by nearest-neighbour chain — Ward (the model) and complete linkage
+//! (the paper's ablation) — and the cuts of the resulting tree.
 //!
 //! The recurrence works on **squared** Euclidean distances with the Lance–Williams form for Ward:
 //!
@@ -6,10 +7,12 @@
 //! d(Ci ∪ Cj, Ck) = ((ni + nk)·d(i,k) + (nj + nk)·d(j,k) − nk·d(i,j)) / (ni + nj + nk)
 //! ```
 //!
-//! so merge heights are scipy's / fastcluster's Ward heights **squared**. The chain follows
-//! scipy's `nn_chain` step for step: it starts at the lowest active index, prefers the element
-//! below the top of the chain on ties (which prevents cycles), otherwise takes the lowest index
-//! among equally near clusters, and stores a merged cluster in the larger of the two slots.
+//! so merge heights are scipy's / fastcluster's Ward heights **squared**; complete linkage uses
+//! `d(Ci ∪ Cj, Ck) = max(d(i,k), d(j,k))`, i.e. the largest squared distance between members.
+//! Both are reducible, which is what makes the chain exact. The chain follows scipy's `nn_chain`
+//! step for step: it starts at the lowest active index, prefers the element below the top of the
+//! chain on ties (which prevents cycles), otherwise takes the lowest index among equally near
+//! clusters, and stores a merged cluster in the larger of the two slots.
 
 use crate::distance::SqDistances;
 
@@ -61,8 +64,50 @@ crate::simd::multiversion! {
     pub fn ward(dist: &mut SqDistances) -> Dendrogram => ward_impl;
 }
 
+crate::simd::multiversion! {
+    /// Runs complete-linkage clustering on the distances in `dist` (overwritten): a merged
+    /// cluster's distance to another is the largest squared distance between their members, so
+    /// merge heights are squared complete-linkage (`scipy ... 'complete'`) heights.
+    ///
+    /// ```
+    /// use pinnersage_core::{Embeddings, distance::SqDistances, ward::complete_linkage};
+    /// let data = [0.0, 0.0, 0.0, 1.0, 10.0, 0.0, 10.0, 3.0];
+    /// let mut d = SqDistances::default();
+    /// d.compute(Embeddings::new(&data, 2).unwrap());
+    /// let tree = complete_linkage(&mut d);
+    /// let heights: Vec<f64> = tree.linkage().iter().map(|r| r.height).collect();
+    /// assert_eq!(heights, [1.0, 9.0, 109.0]); // 109 = 10² + 3², the farthest pair
+    /// assert_eq!(tree.cut_into(2), vec![vec![0, 1], vec![2, 3]]);
+    /// ```
+    pub fn complete_linkage(dist: &mut SqDistances) -> Dendrogram => complete_impl;
+}
+
 #[inline(always)]
 fn ward_impl(dist: &mut SqDistances) -> Dendrogram {
+    nn_chain(dist, |row_y, row_x, size, nx, ny, height| {
+        for ((dy, &dx), &nk) in row_y.iter_mut().zip(row_x).zip(size) {
+            *dy = ((nx + nk) * dx + (ny + nk) * *dy - nk * height) / (nx + ny + nk);
+        }
+    })
+}
+
+#[inline(always)]
+fn complete_impl(dist: &mut SqDistances) -> Dendrogram {
+    nn_chain(dist, |row_y, row_x, _, _, _, _| {
+        for (dy, &dx) in row_y.iter_mut().zip(row_x) {
+            *dy = if dx > *dy { dx } else { *dy };
+        }
+    })
+}
+
+/// The nearest-neighbour chain over the distance matrix in `dist`. `update(row_y, row_x, sizes,
+/// nx, ny, height)` rewrites `row_y` into the distances from the merged cluster `x ∪ y` (stored
+/// in slot `y`) to every slot, the Lance–Williams step of the linkage.
+#[inline(always)]
+fn nn_chain(
+    dist: &mut SqDistances,
+    update: impl Fn(&mut [f32], &[f32], &[f32], f32, f32, f32),
+) -> Dendrogram {
     let n = dist.len();
     let d = dist.raw_mut();
     let mut size = vec![1.0f32; n];
@@ -91,14 +136,12 @@ fn ward_impl(dist: &mut SqDistances) -> Dendrogram {
         };
         chain.truncate(chain.len() - 2);
 
-        // Lance–Williams for Ward, over the whole row at once (vectorised; dead and diagonal
-        // entries stay +inf or are masked by `dead`), then mirrored into column y for live k.
+        // Lance–Williams over the whole row at once (vectorised; dead and diagonal entries stay
+        // +inf or are masked by `dead`), then mirrored into column y for live k.
         let (nx, ny) = (size[x], size[y]);
         let (before_y, from_y) = d.split_at_mut(y * n); // x < y, so row x is before row y
         let (row_x, row_y) = (&before_y[x * n..(x + 1) * n], &mut from_y[..n]);
-        for ((dy, &dx), &nk) in row_y.iter_mut().zip(row_x).zip(&size) {
-            *dy = ((nx + nk) * dx + (ny + nk) * *dy - nk * height) / (nx + ny + nk);
-        }
+        update(row_y, row_x, &size, nx, ny, height);
         debug_assert!(d.len() == n * n && active.iter().all(|&k| (k as usize) < n));
         for &k in &active {
             let k = k as usize;
@@ -186,21 +229,35 @@ impl Dendrogram {
             let h = f64::from(m.height).max(subtree_max[a]).max(subtree_max[b]);
             subtree_max[b] = h;
             if h <= alpha {
-                let (ra, rb) = (find(&mut parent, a), find(&mut parent, b));
-                parent[ra.max(rb)] = ra.min(rb) as u32;
+                union(&mut parent, a, b);
             }
         }
-        let mut cluster_of_root = vec![usize::MAX; self.n];
-        let mut clusters: Vec<Vec<usize>> = Vec::new();
-        for i in 0..self.n {
-            let r = find(&mut parent, i);
-            if cluster_of_root[r] == usize::MAX {
-                cluster_of_root[r] = clusters.len();
-                clusters.push(Vec::new());
-            }
-            clusters[cluster_of_root[r]].push(i);
+        components(&mut parent)
+    }
+
+    /// Cuts the tree into `k` clusters (clamped to `1..=n`) by keeping its `n − k` lowest merges,
+    /// like `fcluster(Z, t=k, criterion='maxclust')` for a tree without tied heights. Clusters
+    /// are listed by their smallest row; each cluster's rows are ascending.
+    ///
+    /// ```
+    /// use pinnersage_core::{Embeddings, distance::SqDistances, ward::ward};
+    /// let data = [0.0, 0.0, 0.0, 1.0, 10.0, 0.0, 10.0, 1.0];
+    /// let mut d = SqDistances::default();
+    /// d.compute(Embeddings::new(&data, 2).unwrap());
+    /// let tree = ward(&mut d);
+    /// assert_eq!(tree.cut_into(2), tree.cut(2.0));
+    /// assert_eq!(tree.cut_into(1), vec![vec![0, 1, 2, 3]]);
+    /// assert_eq!(tree.cut_into(9).len(), 4);
+    /// ```
+    pub fn cut_into(&self, k: usize) -> Vec<Vec<usize>> {
+        let keep = self.n.saturating_sub(k.max(1));
+        let mut order: Vec<&SlotMerge> = self.merges.iter().collect();
+        order.sort_by(|p, q| p.height.total_cmp(&q.height));
+        let mut parent: Vec<u32> = (0..self.n as u32).collect();
+        for m in order.into_iter().take(keep) {
+            union(&mut parent, m.a as usize, m.b as usize);
         }
-        clusters
+        components(&mut parent)
     }
 
     /// The merges as a scipy-style linkage: sorted by height (stable), clusters relabelled so
@@ -233,6 +290,28 @@ impl Dendrogram {
     }
 }
 
+/// Joins the sets of `a` and `b` (the smaller root becomes the root).
+fn union(parent: &mut [u32], a: usize, b: usize) {
+    let (ra, rb) = (find(parent, a), find(parent, b));
+    parent[ra.max(rb)] = ra.min(rb) as u32;
+}
+
+/// The sets of a union-find forest, listed by smallest element, elements ascending.
+fn components(parent: &mut [u32]) -> Vec<Vec<usize>> {
+    let n = parent.len();
+    let mut cluster_of_root = vec![usize::MAX; n];
+    let mut clusters: Vec<Vec<usize>> = Vec::new();
+    for i in 0..n {
+        let r = find(parent, i);
+        if cluster_of_root[r] == usize::MAX {
+            cluster_of_root[r] = clusters.len();
+            clusters.push(Vec::new());
+        }
+        clusters[cluster_of_root[r]].push(i);
+    }
+    clusters
+}
+
 /// Root of `i` with path halving.
 fn find(parent: &mut [u32], mut i: usize) -> usize {
     while parent[i] as usize != i {
@@ -259,7 +338,13 @@ mod tests {
             let mut a = SqDistances::default();
             a.compute(emb);
             let mut b = a.clone();
+            let (mut c, mut e) = (a.clone(), a.clone());
             assert_eq!(ward(&mut a), ward_impl(&mut b), "m={m} d={d}");
+            assert_eq!(
+                complete_linkage(&mut c),
+                complete_impl(&mut e),
+                "m={m} d={d}"
+            );
         }
     }
 }

@@ -8,7 +8,7 @@ use pinnersage_core::distance::SqDistances;
 use pinnersage_core::importance::importance;
 use pinnersage_core::medoid::medoid;
 use pinnersage_core::sample::{SplitMix64, sample_seed, sample_weighted};
-use pinnersage_core::ward::ward;
+use pinnersage_core::ward::{complete_linkage, ward};
 use pinnersage_core::{Actions, Clusterer, Embeddings, ProfileParams};
 
 /// Test data of a few shapes, from a seed.
@@ -64,9 +64,21 @@ fn make_data(shape: Shape, m: usize, d: usize, seed: u64) -> Vec<f32> {
     x
 }
 
+/// The Lance–Williams rule of a naive reference.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Rule {
+    Ward,
+    Complete,
+}
+
 /// Greedy Ward: repeatedly merge the globally closest pair, f64 throughout. Returns each merge
 /// as (sorted member rows, height), in merge order.
 fn naive_ward(x: &[f32], d: usize) -> Vec<(Vec<usize>, f64)> {
+    naive_linkage(x, d, Rule::Ward)
+}
+
+/// Greedy agglomeration under `rule` (see [`naive_ward`]).
+fn naive_linkage(x: &[f32], d: usize, rule: Rule) -> Vec<(Vec<usize>, f64)> {
     let m = x.len() / d;
     let mut dist = vec![0.0f64; m * m];
     for i in 0..m {
@@ -95,8 +107,13 @@ fn naive_ward(x: &[f32], d: usize) -> Vec<(Vec<usize>, f64)> {
         for k in 0..m {
             if k != i && k != j && members[k].is_some() {
                 let nk = members[k].as_ref().unwrap().len() as f64;
-                let v = ((ni + nk) * dist[i * m + k] + (nj + nk) * dist[j * m + k] - nk * h)
-                    / (ni + nj + nk);
+                let v = match rule {
+                    Rule::Ward => {
+                        ((ni + nk) * dist[i * m + k] + (nj + nk) * dist[j * m + k] - nk * h)
+                            / (ni + nj + nk)
+                    }
+                    Rule::Complete => dist[i * m + k].max(dist[j * m + k]),
+                };
                 dist[j * m + k] = v;
                 dist[k * m + j] = v;
             }
@@ -198,9 +215,12 @@ proptest! {
         for w in linkage.windows(2) {
             prop_assert!(w[0].height <= w[1].height);
         }
-        // Same partitions at thresholds away from any merge height.
+        // Same partitions at thresholds away from any merge height, and the cut into as many
+        // clusters is the same partition.
         for alpha in safe_alphas(&theirs, &picks) {
-            prop_assert_eq!(labels_from(&tree.cut(alpha), m), naive_cut(m, &reference, alpha), "alpha {}", alpha);
+            let cut = tree.cut(alpha);
+            prop_assert_eq!(labels_from(&cut, m), naive_cut(m, &reference, alpha), "alpha {}", alpha);
+            prop_assert_eq!(tree.cut_into(cut.len()), cut, "alpha {}", alpha);
         }
         // Without ties the whole tree is unique: the same merged sets.
         if !matches!(shape, Shape::Duplicates) {
@@ -217,6 +237,34 @@ proptest! {
             sets_ours.sort();
             sets_ref.sort();
             prop_assert_eq!(sets_ours, sets_ref);
+        }
+    }
+
+    #[test]
+    fn complete_linkage_matches_greedy_reference(
+        shape in shape_strategy(),
+        m in 2usize..=150,
+        d in 1usize..=16,
+        seed in any::<u64>(),
+        picks in proptest::collection::vec(0.0f64..1.0, 3),
+    ) {
+        let x = make_data(shape, m, d, seed);
+        let reference = naive_linkage(&x, d, Rule::Complete);
+        let mut dist = SqDistances::default();
+        dist.compute(Embeddings::new(&x, d).unwrap());
+        let tree = complete_linkage(&mut dist);
+        let mut ours: Vec<f64> = tree.linkage().iter().map(|r| r.height).collect();
+        let mut theirs: Vec<f64> = reference.iter().map(|r| r.1).collect();
+        ours.sort_by(f64::total_cmp);
+        theirs.sort_by(f64::total_cmp);
+        let scale = theirs[theirs.len() - 1].max(1e-30);
+        for (o, t) in ours.iter().zip(&theirs) {
+            prop_assert!((o - t).abs() <= 1e-5 * t.abs() + 1e-7 * scale, "height {} vs reference {}", o, t);
+        }
+        for alpha in safe_alphas(&theirs, &picks) {
+            let cut = tree.cut(alpha);
+            prop_assert_eq!(labels_from(&cut, m), naive_cut(m, &reference, alpha), "alpha {}", alpha);
+            prop_assert_eq!(tree.cut_into(cut.len()), cut, "alpha {}", alpha);
         }
     }
 

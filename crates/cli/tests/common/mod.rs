@@ -1,7 +1,34 @@
 //! Helpers shared by the binary's integration tests.
 #![allow(dead_code)] // each test file uses a different subset
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// A fresh directory under the system temp dir, removed when dropped (also when a test fails).
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    /// Creates (or empties) `pinnersage-<name>-<pid>`.
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("pinnersage-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("creating a scratch directory");
+        Self(dir)
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 /// The `pinnersage` binary under test.
 pub fn bin() -> Command {
