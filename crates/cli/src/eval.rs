@@ -8,8 +8,10 @@ use clap::{Args, Subcommand};
 use pinnersage_catalog::npy;
 use pinnersage_core::profile::DEFAULT_ALPHA;
 use pinnersage_eval::methods::default_methods;
-use pinnersage_eval::split::{Engagement, SplitParams, split_by_time};
+use pinnersage_eval::plot::{Panel, Series, svg_figure};
+use pinnersage_eval::split::{Engagement, SplitParams, time_split, walk_forward};
 use pinnersage_eval::svd::{SvdParams, item_embeddings};
+use pinnersage_eval::sweep::{SweepPoint, alpha_sweep, embeddings_sweep};
 use pinnersage_eval::{EvalConfig, evaluate};
 use pinnersage_pipeline::import_events::{EventColumns, ImportOptions, read_events};
 
@@ -19,10 +21,12 @@ use crate::progress::Progress;
 /// Reproduce the paper's offline evaluation (Recall, Relevance, lifts over the last-item
 /// baseline) on an engagement log and item embeddings. Needs no data directory.
 ///
-/// Each user's engagements are split by time (first 80% train, the rest test); every method
-/// turns the training items into embeddings, retrieves floor(400/e) exact cosine neighbours per
-/// embedding (training items excluded) and is scored on the test items. Writes
-/// OUT/report.md and OUT/metrics.json.
+/// Each user's engagements are split by time (first 80% train, the rest test), or walked forward
+/// by day (--split walk-forward); every method turns the training items into embeddings,
+/// retrieves floor(400/e) exact cosine neighbours per embedding (training items excluded) and is
+/// scored on the test items. Then PinnerSage is swept over alpha and over the number of sampled
+/// embeddings e. Writes OUT/report.md, OUT/metrics.json, OUT/alpha-sweep.svg and
+/// OUT/embeddings-sweep.svg.
 ///
 /// Examples:
 ///   pinnersage eval --events ratings.csv --user-col userId --item-col movieId \
@@ -96,9 +100,17 @@ struct EvalOptions {
     /// Output directory for report.md and metrics.json.
     #[arg(long, value_name = "DIR", default_value = "eval-out")]
     out: PathBuf,
-    /// Share of each user's engagements (by time) used for training.
+    /// How to split: per user by time (--train-fraction), or walk forward by day as the paper
+    /// does (--walk-forward-days).
+    #[arg(long, value_enum, default_value = "time")]
+    split: SplitKind,
+    /// Share of each user's engagements (by time) used for training (--split time).
     #[arg(long, default_value_t = 0.8)]
     train_fraction: f64,
+    /// Test days of --split walk-forward: the last N days with engagements, each evaluated with
+    /// everything before it as training.
+    #[arg(long, default_value_t = 30, value_name = "N")]
+    walk_forward_days: usize,
     /// Users with fewer training engagements are excluded (and counted).
     #[arg(long, default_value_t = 5)]
     min_train: usize,
@@ -121,6 +133,28 @@ struct EvalOptions {
     /// Dimension of the learned co-engagement embeddings.
     #[arg(long, default_value_t = 64)]
     svd_dim: usize,
+    /// Alphas of the alpha sweep (PinnerSage sampling 3 medoids).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0.5,1,1.5,1.75,2,2.5,3,4"
+    )]
+    sweep_alphas: Vec<f64>,
+    /// Numbers of sampled medoids of the embeddings sweep (the paper's Fig. 7).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6,8,10,15,20")]
+    sweep_embeddings: Vec<usize>,
+    /// Skip both sweeps (and their plots).
+    #[arg(long)]
+    no_sweeps: bool,
+}
+
+/// How engagements are split into training and test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SplitKind {
+    /// Per user by time.
+    Time,
+    /// The last N days, each trained on all earlier days.
+    WalkForward,
 }
 
 /// Which item embeddings an evaluation uses.
@@ -224,24 +258,43 @@ fn run_files(files: &EvalFiles, options: &EvalOptions, title: &str) -> Result<()
             time: e.time,
         });
     }
-    let split = SplitParams {
+    let params = SplitParams {
         train_fraction: options.train_fraction,
         min_train: options.min_train,
         min_test: 1,
     };
-    if !(split.train_fraction > 0.0 && split.train_fraction < 1.0) {
+    if !(params.train_fraction > 0.0 && params.train_fraction < 1.0) {
         return Err(InputError("--train-fraction must be in (0, 1)".into()).into());
     }
-    let (splits, excluded) = split_by_time(&engagements, split);
+    if options
+        .sweep_alphas
+        .iter()
+        .any(|a| !(a.is_finite() && *a >= 0.0))
+    {
+        return Err(InputError("--sweep-alphas must be finite and >= 0".into()).into());
+    }
+    if options.sweep_embeddings.contains(&0) {
+        return Err(InputError("--sweep-embeddings must be >= 1".into()).into());
+    }
+    let split = match options.split {
+        SplitKind::Time => time_split(&engagements, params),
+        SplitKind::WalkForward => {
+            if options.walk_forward_days == 0 {
+                return Err(InputError("--walk-forward-days must be at least 1".into()).into());
+            }
+            walk_forward(&engagements, options.walk_forward_days, params)
+        }
+    };
     eprintln!(
         "{} engagements of {} users ({} below --min-weight, {} on items without an embedding); \
-         {} users evaluated, {} with too little history",
+         split {}: {} units evaluated, {} with too little history",
         engagements.len(),
         users.len(),
         below,
         unknown,
-        splits.len(),
-        excluded
+        split.description,
+        split.units.len(),
+        split.excluded
     );
     let config = EvalConfig {
         methods: default_methods(),
@@ -272,7 +325,7 @@ fn run_files(files: &EvalFiles, options: &EvalOptions, title: &str) -> Result<()
             seed: options.seed,
             ..SvdParams::default()
         };
-        let (emb, _) = item_embeddings(&splits, ids.len(), params);
+        let (emb, _) = item_embeddings(&split.shared_training, ids.len(), params);
         let dim = emb.len() / ids.len().max(1);
         kinds.push((
             "svd",
@@ -283,33 +336,165 @@ fn run_files(files: &EvalFiles, options: &EvalOptions, title: &str) -> Result<()
     }
     let mut markdown = format!("# Offline evaluation: {title}\n");
     let mut json = serde_json::Map::new();
+    let mut alpha_points: Vec<(&str, Vec<SweepPoint>)> = Vec::new();
+    let mut e_points: Vec<(&str, Vec<SweepPoint>)> = Vec::new();
     for (key, label, vectors, dim) in &kinds {
         eprintln!("evaluating with {label}");
-        let progress =
-            std::sync::Mutex::new(Progress::new("users evaluated", Some(splits.len() as u64)));
-        let report = evaluate(vectors, *dim, &splits, excluded, &config, &|n| {
-            if let Ok(p) = progress.lock() {
-                p.update(n);
-            }
-        })
-        .map_err(InputError)?;
-        progress.into_inner().expect("not poisoned").finish();
+        let report = with_progress("units evaluated", split.units.len(), |progress| {
+            evaluate(vectors, *dim, &split, &config, progress)
+        })?;
         markdown.push('\n');
         markdown.push_str(&report.to_markdown(&format!("Item embeddings: {label}")));
-        json.insert((*key).to_string(), serde_json::to_value(&report)?);
+        let mut entry = serde_json::to_value(&report)?;
+        if !options.no_sweeps {
+            let total = split.units.len() * options.sweep_alphas.len();
+            let alphas = with_progress("alpha sweep", total, |progress| {
+                alpha_sweep(
+                    vectors,
+                    *dim,
+                    &split,
+                    &config,
+                    &options.sweep_alphas,
+                    progress,
+                )
+            })?;
+            let es = with_progress("embeddings sweep", split.units.len(), |progress| {
+                embeddings_sweep(
+                    vectors,
+                    *dim,
+                    &split,
+                    &config,
+                    &options.sweep_embeddings,
+                    progress,
+                )
+            })?;
+            entry["alpha_sweep"] = serde_json::to_value(&alphas)?;
+            entry["embeddings_sweep"] = serde_json::to_value(&es)?;
+            alpha_points.push((key, alphas));
+            e_points.push((key, es));
+        }
+        json.insert((*key).to_string(), entry);
     }
-    write_outputs(&options.out, &markdown, &serde_json::Value::Object(json))?;
+    let mut figures = Vec::new();
+    if !options.no_sweeps {
+        markdown.push_str(&sweep_markdown(&alpha_points, &e_points));
+        let panel =
+            |points: &[(&str, Vec<SweepPoint>)], title: &str, y: fn(&SweepPoint) -> f64| Panel {
+                title: title.into(),
+                series: points
+                    .iter()
+                    .map(|(kind, p)| Series {
+                        name: (*kind).to_string(),
+                        points: p.iter().map(|q| (q.x, y(q))).collect(),
+                    })
+                    .collect(),
+            };
+        let alpha_svg = svg_figure(
+            "PinnerSage (3 sampled medoids) against the merge threshold alpha",
+            "alpha",
+            &[
+                panel(&alpha_points, "Recall", |p| p.recall.value),
+                panel(&alpha_points, "Relevance", |p| p.relevance.value),
+                panel(&alpha_points, "interests per user", |p| p.clusters_per_user),
+            ],
+        )
+        .map_err(anyhow::Error::msg)?;
+        let e_svg = svg_figure(
+            "PinnerSage against the number of sampled medoids e",
+            "e",
+            &[
+                panel(&e_points, "Recall", |p| p.recall.value),
+                panel(&e_points, "Relevance", |p| p.relevance.value),
+                panel(&e_points, "Diversity@50", |p| p.diversity.value),
+            ],
+        )
+        .map_err(anyhow::Error::msg)?;
+        figures.push(("alpha-sweep.svg", alpha_svg));
+        figures.push(("embeddings-sweep.svg", e_svg));
+    }
+    write_outputs(
+        &options.out,
+        &markdown,
+        &serde_json::Value::Object(json),
+        &figures,
+    )?;
     print!("{markdown}");
-    eprintln!(
-        "wrote {}/report.md and {}/metrics.json",
-        options.out.display(),
-        options.out.display()
-    );
+    let mut written = vec!["report.md", "metrics.json"];
+    written.extend(figures.iter().map(|f| f.0));
+    eprintln!("wrote {} in {}", written.join(", "), options.out.display());
     Ok(())
 }
 
-fn write_outputs(out: &Path, markdown: &str, report: &serde_json::Value) -> Result<()> {
+/// Runs `work` with a progress bar over `total` units.
+fn with_progress<T>(
+    what: &'static str,
+    total: usize,
+    work: impl FnOnce(&(dyn Fn(u64) + Sync)) -> Result<T, String>,
+) -> Result<T> {
+    let progress = std::sync::Mutex::new(Progress::new(what, Some(total as u64)));
+    let out = work(&|n| {
+        if let Ok(p) = progress.lock() {
+            p.update(n);
+        }
+    })
+    .map_err(InputError)?;
+    progress.into_inner().expect("not poisoned").finish();
+    Ok(out)
+}
+
+/// The sweeps as Markdown tables, one row per setting and embedding kind, with the figures.
+fn sweep_markdown(
+    alpha_points: &[(&str, Vec<SweepPoint>)],
+    e_points: &[(&str, Vec<SweepPoint>)],
+) -> String {
+    let lift = |x: f64| format!("{:+.0}%", 100.0 * x);
+    let mut out = String::from(
+        "\n## Sweeps\n\nPinnerSage (Ward + medoids, λ = 0.01) sampling 3 medoids, against alpha; \
+         lifts over the last item.\n\n![alpha sweep](alpha-sweep.svg)\n\n| embeddings | alpha \
+         | interests/user | Recall | lift | Relevance | lift | Diversity@50 |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let row = |out: &mut String, kind: &str, p: &SweepPoint, per_user: f64| {
+        out.push_str(&format!(
+            "| {kind} | {} | {:.1} | {:.4} | {} | {:.4} | {} | {:.3} |\n",
+            p.x,
+            per_user,
+            p.recall.value,
+            lift(p.recall.lift),
+            p.relevance.value,
+            lift(p.relevance.lift),
+            p.diversity.value
+        ));
+    };
+    for (kind, points) in alpha_points {
+        for p in points {
+            row(&mut out, kind, p, p.clusters_per_user);
+        }
+    }
+    out.push_str(
+        "\nPinnerSage at the default alpha sampling e medoids (the paper's Fig. 7).\n\n\
+         ![embeddings sweep](embeddings-sweep.svg)\n\n| embeddings | e | embeddings/user | \
+         Recall | lift | Relevance | lift | Diversity@50 |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for (kind, points) in e_points {
+        for p in points {
+            row(&mut out, kind, p, p.embeddings_per_user);
+        }
+    }
+    out
+}
+
+fn write_outputs(
+    out: &Path,
+    markdown: &str,
+    report: &serde_json::Value,
+    figures: &[(&str, String)],
+) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    for (name, svg) in figures {
+        std::fs::write(out.join(name), svg)
+            .with_context(|| format!("writing {}", out.join(name).display()))?;
+    }
     std::fs::write(out.join("report.md"), markdown)
         .with_context(|| format!("writing {}", out.join("report.md").display()))?;
     let json = serde_json::to_string_pretty(report)?;

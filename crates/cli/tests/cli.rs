@@ -665,8 +665,49 @@ fn eval_writes_report_and_metrics_and_names_bad_inputs() {
     for kind in ["given", "svd"] {
         assert_eq!(metrics[kind]["users"], 3, "{metrics}");
         assert_eq!(metrics[kind]["methods"][0]["name"], "last-item");
+        assert_eq!(metrics[kind]["alpha_sweep"].as_array().unwrap().len(), 8);
+        assert_eq!(
+            metrics[kind]["embeddings_sweep"].as_array().unwrap().len(),
+            10
+        );
     }
     assert!(report.contains("co-engagement embeddings"), "{report}");
+    assert!(
+        report.contains("![alpha sweep](alpha-sweep.svg)"),
+        "{report}"
+    );
+    for figure in ["alpha-sweep.svg", "embeddings-sweep.svg"] {
+        let svg = std::fs::read_to_string(out.join(figure)).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.contains("Recall"),
+            "{figure}"
+        );
+    }
+    // Walk-forward by day: the last 2 days are test days, each user-day one unit.
+    let walk = dir.join("walk");
+    let mut walk_args = args.to_vec();
+    walk_args[8] = s(&walk);
+    walk_args.extend([
+        "--split",
+        "walk-forward",
+        "--walk-forward-days",
+        "2",
+        "--no-sweeps",
+    ]);
+    let run_out = run(&walk_args);
+    assert!(
+        run_out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run_out.stderr)
+    );
+    let metrics: Value =
+        serde_json::from_str(&std::fs::read_to_string(walk.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["given"]["users"], 6, "{metrics}");
+    assert!(metrics["given"].get("alpha_sweep").is_none());
+    assert!(!walk.join("alpha-sweep.svg").exists());
+    let mut bad = walk_args.clone();
+    bad.extend(["--sweep-embeddings", "0"]);
+    assert!(fails_with_code_2(&bad).contains("--sweep-embeddings must be >= 1"));
     // Ids and rows disagree: one line naming both files.
     std::fs::write(&ids, "a\nb\n").unwrap();
     let err = fails_with_code_2(&args);

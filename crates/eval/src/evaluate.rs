@@ -10,9 +10,10 @@ use serde::Serialize;
 
 use crate::methods::{Method, queries};
 use crate::metrics::{
-    NEGATIVES_PER_TEST_ITEM, RELEVANCE_COSINE, r_precision, recall, reciprocal_rank, relevance,
+    DIVERSITY_AT, NEGATIVES_PER_TEST_ITEM, RELEVANCE_COSINE, diversity, r_precision, recall,
+    reciprocal_rank, relevance,
 };
-use crate::split::UserSplit;
+use crate::split::{Split, UserSplit};
 
 /// Evaluation settings.
 #[derive(Debug, Clone)]
@@ -77,6 +78,10 @@ pub struct MethodResult {
     pub r_precision: Stat,
     /// Mean reciprocal rank of each test item among its sampled non-engaged items.
     pub reciprocal_rank: Stat,
+    /// Mean cosine distance between pairs of the first [`DIVERSITY_AT`] recommendations.
+    pub diversity: Stat,
+    /// Mean interests per user before sampling (1 for single-embedding methods).
+    pub clusters_per_user: f64,
     /// Mean query embeddings per user.
     pub embeddings_per_user: f64,
     /// Mean candidates per user.
@@ -86,9 +91,11 @@ pub struct MethodResult {
 /// The evaluation's results.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
-    /// Users evaluated.
+    /// How engagements were split (see [`Split::description`]).
+    pub split: String,
+    /// Units evaluated: users (time split) or user-days (walk-forward).
     pub users: usize,
-    /// Users excluded for too little history.
+    /// Units excluded for too little history.
     pub excluded_users: usize,
     /// Test items over all users.
     pub test_items: usize,
@@ -123,20 +130,23 @@ struct UserScore {
     hit_at: [f64; CUTOFFS.len()],
     r_precision: f64,
     reciprocal_rank: f64,
+    diversity: f64,
+    clusters: usize,
     embeddings: usize,
     candidates: usize,
 }
 
-/// Evaluates `config.methods` on `users` over the item matrix `vectors` (`dim` columns, exact
-/// cosine retrieval, training items never retrieved). `progress(n)` is called as users finish.
+/// Evaluates `config.methods` on the units of `split` over the item matrix `vectors` (`dim`
+/// columns, exact cosine retrieval, training items never retrieved); popularity counts
+/// `split.shared_training`. `progress(n)` is called as units finish.
 pub fn evaluate(
     vectors: &[f32],
     dim: usize,
-    users: &[UserSplit],
-    excluded_users: usize,
+    split: &Split,
     config: &EvalConfig,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Report, String> {
+    let (users, excluded_users) = (&split.units[..], split.excluded);
     if config.methods.is_empty() || users.is_empty() {
         return Err("nothing to evaluate: no methods or no users with enough history".into());
     }
@@ -155,7 +165,7 @@ pub fn evaluate(
         .chunks_exact(dim)
         .map(|r| pinnersage_core::scan::dot(r, r).sqrt())
         .collect();
-    let (popular, engagements) = popular_items(users, rows);
+    let (popular, engagements) = popular_items(&split.shared_training, rows);
     let vector = |r: u32| &vectors[r as usize * dim..(r as usize + 1) * dim];
     let done = std::sync::atomic::AtomicU64::new(0);
     // scores[user][method]
@@ -173,6 +183,7 @@ pub fn evaluate(
                 .iter()
                 .map(|method| {
                     let mut ranking_queries = Vec::new();
+                    let mut clusters = 0;
                     let (candidates, embeddings) = if *method == Method::Popularity {
                         let c: Vec<u32> = popular
                             .iter()
@@ -182,8 +193,10 @@ pub fn evaluate(
                             .collect();
                         (c, 0)
                     } else {
-                        let qs = queries(method, user, vectors, dim, config.alpha, config.seed)
+                        let built = queries(method, user, vectors, dim, config.alpha, config.seed)
                             .map_err(|e| e.to_string())?;
+                        clusters = built.clusters;
+                        let qs = built.queries;
                         let per = config.candidates / qs.len().max(1);
                         let mut lists = Vec::with_capacity(qs.len());
                         for q in &qs {
@@ -246,6 +259,8 @@ pub fn evaluate(
                             .map(|k| f64::from(u8::from(recall(&user.test, top(k)) > 0.0))),
                         r_precision: r_precision(&positive, &all_negative),
                         reciprocal_rank: rr,
+                        diversity: diversity(top(DIVERSITY_AT), &vector, &norms),
+                        clusters,
                         embeddings,
                         candidates: c.len(),
                     })
@@ -313,11 +328,14 @@ pub fn evaluate(
                 .collect(),
             r_precision: stat(m, &|s| s.r_precision),
             reciprocal_rank: stat(m, &|s| s.reciprocal_rank),
+            diversity: stat(m, &|s| s.diversity),
+            clusters_per_user: column(m, &|s| s.clusters as f64).iter().sum::<f64>() / n as f64,
             embeddings_per_user: column(m, &|s| s.embeddings as f64).iter().sum::<f64>() / n as f64,
             candidates_per_user: column(m, &|s| s.candidates as f64).iter().sum::<f64>() / n as f64,
         })
         .collect();
     Ok(Report {
+        split: split.description.clone(),
         users: n,
         excluded_users,
         test_items: users.iter().map(|u| u.test.len()).sum(),
@@ -386,9 +404,10 @@ impl Report {
         let _ = writeln!(out, "## {title}\n");
         let _ = writeln!(
             out,
-            "{} users evaluated ({} excluded for too little history), {} test items, up to {} \
-             candidates per user (floor({}/e) exact cosine neighbours per embedding, training \
-             items excluded), alpha {}. Intervals: 95% bootstrap over users.\n",
+            "Split: {}. {} units evaluated ({} excluded for too little history), {} test items, \
+             up to {} candidates per unit (floor({}/e) exact cosine neighbours per embedding, \
+             training items excluded), alpha {}. Intervals: 95% bootstrap over units.\n",
+            self.split,
             self.users,
             self.excluded_users,
             self.test_items,
@@ -398,17 +417,20 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "| method | embeddings/user | Recall | lift | Relevance (cos >= 0.8) | lift |"
+            "| method | interests/user | embeddings/user | Recall | lift | Relevance (cos >= 0.8) \
+             | lift | Diversity@{DIVERSITY_AT} |"
         );
-        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
         for m in &self.methods {
             let _ = writeln!(
                 out,
-                "| {} | {:.1} | {} | {} |",
+                "| {} | {:.1} | {:.1} | {} | {} | {:.3} |",
                 m.description,
+                m.clusters_per_user,
                 m.embeddings_per_user,
                 m.recall.cells(),
                 m.relevance.cells(),
+                m.diversity.value,
             );
         }
         let _ = writeln!(

@@ -8,7 +8,10 @@
 pub mod evaluate;
 pub mod methods;
 pub mod metrics;
+pub mod plot;
 pub mod split;
 pub mod svd;
+pub mod sweep;
 
 pub use evaluate::{EvalConfig, Report, evaluate};
+pub use split::Split;

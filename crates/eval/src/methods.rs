@@ -1,13 +1,34 @@
 //! User representations compared by the evaluation: each turns a user's training engagements
 //! into query embeddings (or, for popularity, directly into candidates).
 
+use pinnersage_core::distance::SqDistances;
 use pinnersage_core::importance::decay;
+use pinnersage_core::kmeans::kmeans;
 use pinnersage_core::sample::{SplitMix64, sample_seed, sample_weighted};
-use pinnersage_core::{Actions, Clusterer, CoreError, Embeddings, ProfileParams};
+use pinnersage_core::ward::complete_linkage;
+use pinnersage_core::{Actions, Clusterer, CoreError, Embeddings, Profile, ProfileParams};
 
 use crate::split::UserSplit;
 
-/// How a Ward cluster becomes a query.
+/// How a user's training items are grouped into interests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clustering {
+    /// Ward cut at alpha (PinnerSage).
+    Ward,
+    /// Complete linkage cut into as many clusters as Ward gives the same user, so that only the
+    /// linkage differs (the paper does not say how it cut complete linkage).
+    Complete,
+    /// k-means with this many clusters (fewer when the user has fewer distinct items).
+    KMeans {
+        /// Number of clusters.
+        k: usize,
+    },
+}
+
+/// Lloyd rounds of the k-means ablation.
+const KMEANS_MAX_ITER: usize = 100;
+
+/// How a cluster becomes a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Summary {
     /// The medoid's embedding (PinnerSage).
@@ -35,8 +56,10 @@ pub enum Method {
         /// Decay per day.
         lambda: f64,
     },
-    /// Ward clusters of the training items cut at alpha.
-    Ward {
+    /// Clusters of the training items, each summarised by a medoid or centroid.
+    Clusters {
+        /// Ward (PinnerSage) or an ablation.
+        clustering: Clustering,
         /// Importance decay per day.
         lambda: f64,
         /// Medoid or centroid.
@@ -52,19 +75,28 @@ impl Method {
     /// A short stable name (used in reports and metrics.json).
     ///
     /// ```
-    /// use pinnersage_eval::methods::{Method, Pick, Summary};
-    /// let m = Method::Ward { lambda: 0.01, summary: Summary::Medoid, pick: Pick::Sample(3) };
+    /// use pinnersage_eval::methods::{Clustering, Method, Pick, Summary};
+    /// let m = Method::pinnersage(0.01, Summary::Medoid, Pick::Sample(3));
     /// assert_eq!(m.name(), "ward-medoid-sample3-lambda0.01");
+    /// let k = Method::Clusters { clustering: Clustering::KMeans { k: 5 }, lambda: 0.01,
+    ///                            summary: Summary::Centroid, pick: Pick::Sample(3) };
+    /// assert_eq!(k.name(), "kmeans5-centroid-sample3-lambda0.01");
     /// ```
     pub fn name(&self) -> String {
         match *self {
             Method::LastItem => "last-item".into(),
             Method::DecayAverage { lambda } => format!("decay-average-lambda{lambda}"),
-            Method::Ward {
+            Method::Clusters {
+                clustering,
                 lambda,
                 summary,
                 pick,
             } => {
+                let c = match clustering {
+                    Clustering::Ward => "ward".to_string(),
+                    Clustering::Complete => "complete".to_string(),
+                    Clustering::KMeans { k } => format!("kmeans{k}"),
+                };
                 let s = match summary {
                     Summary::Medoid => "medoid",
                     Summary::Centroid => "centroid",
@@ -73,7 +105,7 @@ impl Method {
                     Pick::All => "all".to_string(),
                     Pick::Sample(e) => format!("sample{e}"),
                 };
-                format!("ward-{s}-{p}-lambda{lambda}")
+                format!("{c}-{s}-{p}-lambda{lambda}")
             }
             Method::Popularity => "popularity".into(),
         }
@@ -84,18 +116,24 @@ impl Method {
         match *self {
             Method::LastItem => "last item (baseline)".into(),
             Method::DecayAverage { lambda } => format!("decay average, λ = {lambda}"),
-            Method::Ward {
+            Method::Clusters {
+                clustering,
                 lambda,
                 summary,
                 pick,
             } => {
+                let c = match clustering {
+                    Clustering::Ward => "Ward".to_string(),
+                    Clustering::Complete => "complete linkage".to_string(),
+                    Clustering::KMeans { k } => format!("k-means (k = {k})"),
+                };
                 let s = match summary {
                     Summary::Medoid => "medoids",
                     Summary::Centroid => "centroids",
                 };
                 match pick {
-                    Pick::All => format!("Ward + {s}, all clusters, λ = {lambda}"),
-                    Pick::Sample(e) => format!("Ward + {s}, sample {e}, λ = {lambda}"),
+                    Pick::All => format!("{c} + {s}, all clusters, λ = {lambda}"),
+                    Pick::Sample(e) => format!("{c} + {s}, sample {e}, λ = {lambda}"),
                 }
             }
             Method::Popularity => "popularity (most engaged training items)".into(),
@@ -103,12 +141,26 @@ impl Method {
     }
 }
 
+impl Method {
+    /// Ward clusters summarised by `summary`, as PinnerSage builds them.
+    pub fn pinnersage(lambda: f64, summary: Summary, pick: Pick) -> Method {
+        Method::Clusters {
+            clustering: Clustering::Ward,
+            lambda,
+            summary,
+            pick,
+        }
+    }
+}
+
 /// The default comparison: the baselines, PinnerSage and its ablations from the paper.
 pub fn default_methods() -> Vec<Method> {
-    let ward = |lambda, summary, pick| Method::Ward {
-        lambda,
+    let ward = Method::pinnersage;
+    let other = |clustering, summary| Method::Clusters {
+        clustering,
+        lambda: 0.01,
         summary,
-        pick,
+        pick: Pick::Sample(3),
     };
     vec![
         Method::LastItem,
@@ -121,12 +173,25 @@ pub fn default_methods() -> Vec<Method> {
         ward(0.0, Summary::Medoid, Pick::Sample(3)),
         ward(0.1, Summary::Medoid, Pick::Sample(3)),
         ward(0.01, Summary::Centroid, Pick::Sample(3)),
+        other(Clustering::KMeans { k: 5 }, Summary::Medoid),
+        other(Clustering::KMeans { k: 5 }, Summary::Centroid),
+        other(Clustering::Complete, Summary::Medoid),
         Method::Popularity,
     ]
 }
 
-/// Builds the query embeddings of `user` under `method` (empty for [`Method::Popularity`]).
-/// `vectors` is the row-major item matrix; the user's "now" is their last training time.
+/// A user's query embeddings under one method.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UserQueries {
+    /// The query embeddings (empty for [`Method::Popularity`]).
+    pub queries: Vec<Vec<f32>>,
+    /// Interests the representation holds before any sampling (1 for single-embedding methods,
+    /// 0 for popularity).
+    pub clusters: usize,
+}
+
+/// Builds the query embeddings of `user` under `method`. `vectors` is the row-major item matrix;
+/// the user's "now" is their last training time.
 pub fn queries(
     method: &Method,
     user: &UserSplit,
@@ -134,14 +199,18 @@ pub fn queries(
     dim: usize,
     alpha: f64,
     seed: u64,
-) -> Result<Vec<Vec<f32>>, CoreError> {
+) -> Result<UserQueries, CoreError> {
     let row = |r: u32| &vectors[r as usize * dim..(r as usize + 1) * dim];
     let now = user.train.iter().map(|&(_, t)| t).max().unwrap_or(0);
+    let single = |q: Vec<f32>| UserQueries {
+        queries: vec![q],
+        clusters: 1,
+    };
     match *method {
-        Method::Popularity => Ok(Vec::new()),
+        Method::Popularity => Ok(UserQueries::default()),
         Method::LastItem => {
             let last = user.train.iter().max_by_key(|&&(_, t)| t).map(|&(r, _)| r);
-            Ok(last.map(|r| vec![row(r).to_vec()]).unwrap_or_default())
+            Ok(last.map(|r| single(row(r).to_vec())).unwrap_or_default())
         }
         Method::DecayAverage { lambda } => {
             let mut avg = vec![0.0f64; dim];
@@ -151,9 +220,10 @@ pub fn queries(
                     *a += w * f64::from(x);
                 }
             }
-            Ok(vec![avg.into_iter().map(|a| a as f32).collect()])
+            Ok(single(avg.into_iter().map(|a| a as f32).collect()))
         }
-        Method::Ward {
+        Method::Clusters {
+            clustering,
             lambda,
             summary,
             pick,
@@ -166,12 +236,26 @@ pub fn queries(
             }
             let x = Embeddings::new(&data, dim)?;
             let actions = Actions::new(x, &times, None)?;
-            let mut clusterer = Clusterer::new(ProfileParams {
+            let params = ProfileParams {
                 alpha,
                 lambda,
                 ..ProfileParams::default()
-            })?;
-            let profile = clusterer.profile(&actions, now)?;
+            };
+            let mut clusterer = Clusterer::new(params)?;
+            let profile = match clustering {
+                Clustering::Ward => clusterer.profile(&actions, now)?,
+                Clustering::Complete => {
+                    let k = clusterer.profile(&actions, now)?.clusters.len();
+                    let mut distances = SqDistances::default();
+                    distances.compute(x);
+                    let parts = complete_linkage(&mut distances).cut_into(k);
+                    Profile::from_clusters(&actions, parts, now, lambda)
+                }
+                Clustering::KMeans { k } => {
+                    let parts = kmeans(x, k, seed ^ u64::from(user.user), KMEANS_MAX_ITER);
+                    Profile::from_clusters(&actions, parts, now, lambda)
+                }
+            };
             let chosen: Vec<usize> = match pick {
                 Pick::All => (0..profile.clusters.len()).collect(),
                 Pick::Sample(e) => {
@@ -180,7 +264,7 @@ pub fn queries(
                     sample_weighted(&weights, e, &mut rng)
                 }
             };
-            Ok(chosen
+            let queries = chosen
                 .into_iter()
                 .map(|c| {
                     let cluster = &profile.clusters[c];
@@ -201,7 +285,11 @@ pub fn queries(
                         }
                     }
                 })
-                .collect())
+                .collect();
+            Ok(UserQueries {
+                queries,
+                clusters: profile.clusters.len(),
+            })
         }
     }
 }

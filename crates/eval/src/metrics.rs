@@ -53,6 +53,41 @@ pub fn relevance<'a>(
     relevant as f64 / test.len() as f64
 }
 
+/// Recommendations whose diversity is measured: the first this many of the blended ranking.
+pub const DIVERSITY_AT: usize = 50;
+
+/// Intra-list diversity: the mean cosine distance `1 − cos` over all pairs of `items` (0 for
+/// fewer than two items; zero-length vectors count as cosine 0).
+///
+/// ```
+/// use pinnersage_eval::metrics::diversity;
+/// let x = [1.0, 0.0, 0.0, 1.0, 2.0, 0.0];
+/// let v = |r: u32| &x[r as usize * 2..r as usize * 2 + 2];
+/// let norms = [1.0, 1.0, 2.0];
+/// assert_eq!(diversity(&[0, 2], &v, &norms), 0.0); // same direction
+/// assert_eq!(diversity(&[0, 1], &v, &norms), 1.0); // orthogonal
+/// assert!((diversity(&[0, 1, 2], &v, &norms) - 2.0 / 3.0).abs() < 1e-12);
+/// ```
+pub fn diversity<'a>(items: &[u32], vector: &dyn Fn(u32) -> &'a [f32], norms: &[f32]) -> f64 {
+    let n = items.len();
+    if n < 2 {
+        return 0.0;
+    }
+    let mut sum = 0.0f64;
+    for (i, &a) in items.iter().enumerate() {
+        for &b in &items[i + 1..] {
+            let denom = norms[a as usize] * norms[b as usize];
+            let cos = if denom > 0.0 {
+                dot(vector(a), vector(b)) / denom
+            } else {
+                0.0
+            };
+            sum += 1.0 - f64::from(cos);
+        }
+    }
+    sum / (n * (n - 1) / 2) as f64
+}
+
 /// Non-engaged items sampled per test item for the ranking metrics (the paper ranks each action
 /// against its 20 impressions; public logs have no impressions, so random non-engaged items
 /// stand in for them).

@@ -1,4 +1,7 @@
-//! The per-user time split: each user's first engagements train, the rest test.
+//! Splitting engagements into training and test: per user by time (each user's first
+//! engagements train, the rest test), or walking forward by day as the paper does.
+
+use pinnersage_core::importance::SECONDS_PER_DAY;
 
 /// One engagement: a user (dense index), an item row and a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +45,116 @@ impl Default for SplitParams {
             min_test: 1,
         }
     }
+}
+
+/// Evaluation units and the training data shared by all of them.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Split {
+    /// How the split was made, in words (reports).
+    pub description: String,
+    /// One unit per user (time split) or per user and test day (walk-forward).
+    pub units: Vec<UserSplit>,
+    /// Units dropped for too little history.
+    pub excluded: usize,
+    /// Training engagements of models fit once for every unit (popularity, co-engagement
+    /// embeddings): each user's training items under the time split; under walk-forward only
+    /// what precedes the first test day, so no unit's test items leak into them. `test` is empty.
+    pub shared_training: Vec<UserSplit>,
+}
+
+/// [`split_by_time`] as a [`Split`].
+pub fn time_split(events: &[Engagement], params: SplitParams) -> Split {
+    let (units, excluded) = split_by_time(events, params);
+    let shared_training = units
+        .iter()
+        .map(|u| UserSplit {
+            user: u.user,
+            train: u.train.clone(),
+            test: Vec::new(),
+        })
+        .collect();
+    Split {
+        description: format!(
+            "per user by time, the first {:.0}% of each user's engagements train",
+            100.0 * params.train_fraction
+        ),
+        units,
+        excluded,
+        shared_training,
+    }
+}
+
+/// The paper's walk-forward split: the last `test_days` (UTC) days that have engagements are test
+/// days; for each, every user active that day is a unit trained on all their engagements of
+/// earlier days and tested on that day's new items. Units with fewer than `params.min_train`
+/// training engagements or `params.min_test` test items are excluded (`train_fraction` is
+/// unused). Units are ordered by user, then day.
+///
+/// ```
+/// use pinnersage_eval::split::{Engagement, SplitParams, walk_forward};
+/// let day = 86_400;
+/// let e = |user, row, d: i64| Engagement { user, row, time: d * day };
+/// let events = [e(0, 1, 0), e(0, 2, 1), e(0, 3, 2), e(0, 4, 3), e(1, 5, 0), e(1, 6, 3)];
+/// let params = SplitParams { min_train: 2, ..SplitParams::default() };
+/// let split = walk_forward(&events, 2, params);
+/// // Test days 2 and 3: user 0 on both, user 1 on day 3 with one training item (excluded).
+/// assert_eq!(split.units.len(), 2);
+/// assert_eq!(split.units[0].train, [(1, 0), (2, day)]);
+/// assert_eq!(split.units[1].test, [4]);
+/// assert_eq!(split.excluded, 1);
+/// assert_eq!(split.shared_training[0].train, [(1, 0), (2, day)]); // before day 2 only
+/// ```
+pub fn walk_forward(events: &[Engagement], test_days: usize, params: SplitParams) -> Split {
+    let day = |t: i64| t.div_euclid(SECONDS_PER_DAY as i64);
+    let mut days: Vec<i64> = events.iter().map(|e| day(e.time)).collect();
+    days.sort_unstable();
+    days.dedup();
+    let test_set = &days[days.len().saturating_sub(test_days)..];
+    let Some(&first_test_day) = test_set.first() else {
+        return Split::default();
+    };
+    let mut sorted = events.to_vec();
+    sorted.sort_by_key(|e| (e.user, e.time));
+    let mut split = Split {
+        description: format!(
+            "walk-forward over the last {} days with engagements, each user-day trained on all \
+             earlier days",
+            test_set.len()
+        ),
+        ..Split::default()
+    };
+    for group in sorted.chunk_by(|a, b| a.user == b.user) {
+        let user = group[0].user;
+        let before = |d: i64| group.partition_point(|e| day(e.time) < d);
+        let shared = before(first_test_day);
+        if shared > 0 {
+            split.shared_training.push(UserSplit {
+                user,
+                train: group[..shared].iter().map(|e| (e.row, e.time)).collect(),
+                test: Vec::new(),
+            });
+        }
+        let mut active: Vec<i64> = group.iter().map(|e| day(e.time)).collect();
+        active.dedup();
+        for &d in active.iter().filter(|d| test_set.binary_search(d).is_ok()) {
+            let (start, end) = (before(d), before(d + 1));
+            let train: Vec<(u32, i64)> = group[..start].iter().map(|e| (e.row, e.time)).collect();
+            let mut seen: Vec<u32> = train.iter().map(|&(r, _)| r).collect();
+            seen.sort_unstable();
+            let mut test = Vec::new();
+            for e in &group[start..end] {
+                if seen.binary_search(&e.row).is_err() && !test.contains(&e.row) {
+                    test.push(e.row);
+                }
+            }
+            if train.len() < params.min_train || test.len() < params.min_test.max(1) {
+                split.excluded += 1;
+            } else {
+                split.units.push(UserSplit { user, train, test });
+            }
+        }
+    }
+    split
 }
 
 /// Splits every user's engagements by time: the first `train_fraction` (at least one
@@ -91,6 +204,35 @@ pub fn split_by_time(events: &[Engagement], params: SplitParams) -> (Vec<UserSpl
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn walk_forward_trains_only_on_earlier_days() {
+        let mut rng = pinnersage_core::sample::SplitMix64::new(8);
+        let events: Vec<Engagement> = (0..3_000)
+            .map(|_| Engagement {
+                user: (rng.next_u64() % 30) as u32,
+                row: (rng.next_u64() % 400) as u32,
+                time: (rng.next_u64() % (20 * 86_400)) as i64,
+            })
+            .collect();
+        let split = walk_forward(&events, 5, SplitParams::default());
+        assert!(!split.units.is_empty());
+        let first_test_day = 15;
+        for u in &split.units {
+            let last_train_day = u.train.iter().map(|&(_, t)| t / 86_400).max().unwrap();
+            for &row in &u.test {
+                // Engaged on a test day after every training engagement, and not trained on.
+                assert!(events.iter().any(|e| e.user == u.user
+                    && e.row == row
+                    && e.time / 86_400 > last_train_day
+                    && e.time / 86_400 >= first_test_day));
+                assert!(u.train.iter().all(|&(r, _)| r != row));
+            }
+        }
+        for s in &split.shared_training {
+            assert!(s.train.iter().all(|&(_, t)| t / 86_400 < first_test_day));
+        }
+    }
 
     #[test]
     fn no_test_engagement_is_earlier_than_any_training_engagement() {

@@ -1,13 +1,13 @@
 //! `evaluate` end to end on a toy catalog where the answer is known.
 
-use pinnersage_eval::methods::{Method, Pick, Summary};
-use pinnersage_eval::split::{Engagement, SplitParams, split_by_time};
+use pinnersage_eval::methods::{Clustering, Method, Pick, Summary};
+use pinnersage_eval::split::{Engagement, Split, SplitParams, time_split, walk_forward};
+use pinnersage_eval::sweep::{alpha_sweep, embeddings_sweep};
 use pinnersage_eval::{EvalConfig, evaluate};
 
-/// Two orthogonal topics on the unit circle, 100 items each; users alternate between them, so the
-/// last item covers one topic and the Ward medoids cover both.
-#[test]
-fn multi_interest_beats_last_item_when_users_have_two_topics() {
+/// Two orthogonal topics on the unit circle, 100 items each, and 10 users alternating between
+/// them for 12 days.
+fn two_topics() -> (Vec<f32>, Vec<Engagement>) {
     let mut vectors = Vec::new();
     for i in 0..200 {
         let angle = if i < 100 {
@@ -29,33 +29,63 @@ fn multi_interest_beats_last_item_when_users_have_two_topics() {
             });
         }
     }
-    let (users, excluded) = split_by_time(
-        &events,
-        SplitParams {
-            train_fraction: 0.75,
-            min_train: 4,
-            min_test: 1,
-        },
-    );
-    assert_eq!(excluded, 0);
-    let ward_all = Method::Ward {
-        lambda: 0.01,
-        summary: Summary::Medoid,
-        pick: Pick::All,
+    (vectors, events)
+}
+
+fn split(events: &[Engagement]) -> Split {
+    let params = SplitParams {
+        train_fraction: 0.75,
+        min_train: 4,
+        min_test: 1,
     };
-    let config = EvalConfig {
-        methods: vec![Method::LastItem, ward_all, Method::Popularity],
+    time_split(events, params)
+}
+
+fn config(methods: Vec<Method>) -> EvalConfig {
+    EvalConfig {
+        methods,
         candidates: 40,
         alpha: 0.5,
         seed: 1,
         bootstrap: 200,
-    };
-    let err = evaluate(&vectors[..20], 2, &users, excluded, &config, &|_| {}).unwrap_err();
+    }
+}
+
+fn all_medoids(clustering: Clustering) -> Method {
+    Method::Clusters {
+        clustering,
+        lambda: 0.01,
+        summary: Summary::Medoid,
+        pick: Pick::All,
+    }
+}
+
+/// The last item covers one topic and the medoids of every clustering cover both.
+#[test]
+fn multi_interest_beats_last_item_when_users_have_two_topics() {
+    let (vectors, events) = two_topics();
+    let split = split(&events);
+    assert_eq!(split.excluded, 0);
+    let config = config(vec![
+        Method::LastItem,
+        all_medoids(Clustering::Ward),
+        Method::Popularity,
+        all_medoids(Clustering::KMeans { k: 2 }),
+        all_medoids(Clustering::Complete),
+    ]);
+    let err = evaluate(&vectors[..20], 2, &split, &config, &|_| {}).unwrap_err();
     assert!(err.contains("row"), "{err}");
-    let report = evaluate(&vectors, 2, &users, excluded, &config, &|_| {}).unwrap();
-    let [last, ward, popular] = &report.methods[..] else {
+    let report = evaluate(&vectors, 2, &split, &config, &|_| {}).unwrap();
+    let [last, ward, popular, kmeans, complete] = &report.methods[..] else {
         panic!()
     };
+    // Each clustering finds the two topics and covers both.
+    for m in [ward, kmeans, complete] {
+        assert_eq!(m.clusters_per_user, 2.0, "{}", m.name);
+        assert_eq!(m.relevance.value, 1.0, "{}", m.name);
+        assert!(m.diversity.value > last.diversity.value, "{}", m.name);
+    }
+    assert_eq!(last.clusters_per_user, 1.0);
     assert_eq!(last.recall.lift, 0.0);
     assert!(
         (ward.embeddings_per_user - 2.0).abs() < 1e-9,
@@ -84,6 +114,44 @@ fn multi_interest_beats_last_item_when_users_have_two_topics() {
     assert!(
         report
             .to_markdown("toy")
-            .contains("| last item (baseline) | 1.0 |")
+            .contains("| last item (baseline) | 1.0 | 1.0 |")
     );
+}
+
+/// More alpha never means more interests; more sampled medoids never fewer embeddings.
+#[test]
+fn sweeps_move_the_knob_they_sweep() {
+    let (vectors, events) = two_topics();
+    let split = split(&events);
+    let config = config(Vec::new());
+    let alphas = [0.0, 0.5, 50.0];
+    let points = alpha_sweep(&vectors, 2, &split, &config, &alphas, &|_| {}).unwrap();
+    assert_eq!(points.iter().map(|p| p.x).collect::<Vec<_>>(), alphas);
+    assert_eq!(points[0].clusters_per_user, 9.0); // alpha 0: every distinct training item
+    assert_eq!(points[1].clusters_per_user, 2.0);
+    assert_eq!(points[2].clusters_per_user, 1.0);
+    let points = embeddings_sweep(&vectors, 2, &split, &config, &[1, 2, 3], &|_| {}).unwrap();
+    let e: Vec<f64> = points.iter().map(|p| p.embeddings_per_user).collect();
+    assert_eq!(e, [1.0, 2.0, 2.0]); // two interests to sample from
+    assert!(points[1].relevance.value > points[0].relevance.value);
+}
+
+/// Walk-forward evaluates each (user, day) with the model trained on earlier days.
+#[test]
+fn walk_forward_units_are_user_days() {
+    let (vectors, events) = two_topics();
+    let split = walk_forward(&events, 3, SplitParams::default());
+    assert_eq!(split.units.len(), 30); // 10 users x 3 test days
+    assert!(split.description.contains("walk-forward"));
+    assert!(split.shared_training.iter().all(|u| u.train.len() == 9));
+    let report = evaluate(
+        &vectors,
+        2,
+        &split,
+        &config(vec![Method::LastItem]),
+        &|_| {},
+    )
+    .unwrap();
+    assert_eq!(report.users, 30);
+    assert_eq!(report.test_items, 30);
 }
