@@ -5,8 +5,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
+use pinnersage_catalog::attributes::read_attributes;
+use pinnersage_catalog::catalog::Catalog;
+use pinnersage_catalog::items::{ItemsOptions, import_items};
 use pinnersage_catalog::npy;
 use pinnersage_core::profile::DEFAULT_ALPHA;
+use pinnersage_eval::examples::{Example, example_methods, examples};
 use pinnersage_eval::methods::default_methods;
 use pinnersage_eval::plot::{Panel, Series, svg_figure};
 use pinnersage_eval::split::{Engagement, SplitParams, time_split, walk_forward};
@@ -71,12 +75,19 @@ struct EvalFiles {
     /// Engagements: CSV/TSV/JSON lines/Parquet with user, item and time columns.
     #[arg(long, value_name = "FILE", required = false)]
     events: PathBuf,
-    /// Item embeddings (n x d NPY).
-    #[arg(long, value_name = "X.npy", required = false)]
-    embeddings: PathBuf,
-    /// Item ids, one per line, in the rows' order.
+    /// Item embeddings: an n x d NPY (with --ids), or Parquet / CSV as `import items` reads them.
     #[arg(long, value_name = "FILE", required = false)]
-    ids: PathBuf,
+    embeddings: PathBuf,
+    /// For NPY embeddings: item ids, one per line, in the rows' order.
+    #[arg(long, value_name = "FILE")]
+    ids: Option<PathBuf>,
+    /// Item attributes (CSV/TSV with a header, JSON lines or Parquet, joined on the item id):
+    /// adds example users to the report, with each item's title (or name, or first text field).
+    #[arg(long, value_name = "FILE")]
+    items_meta: Option<PathBuf>,
+    /// The id column of --items-meta (default: id, item or item_id).
+    #[arg(long, value_name = "COLUMN")]
+    items_meta_id_col: Option<String>,
     /// User id column.
     #[arg(long, default_value = "user")]
     user_col: String,
@@ -172,7 +183,9 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             let files = EvalFiles {
                 events: m.dir.join("ratings.csv"),
                 embeddings: m.dir.join(&m.embeddings),
-                ids: m.dir.join("item_emb_movieIds.txt"),
+                ids: Some(m.dir.join("item_emb_movieIds.txt")),
+                items_meta: Some(m.dir.join("movies.csv")).filter(|p| p.exists()),
+                items_meta_id_col: Some("movieId".into()),
                 user_col: "userId".into(),
                 item_col: "movieId".into(),
                 time_col: "timestamp".into(),
@@ -187,7 +200,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         }
         (None, Some(files)) => run_files(files, &args.options, &files.events.display().to_string()),
         (None, None) => Err(InputError(
-            "give --events, --embeddings and --ids, or use `pinnersage eval movielens --dir DIR`"
+            "give --events and --embeddings (with --ids for NPY), or use `pinnersage eval movielens --dir DIR`"
                 .into(),
         )
         .into()),
@@ -195,37 +208,31 @@ pub fn run(args: &EvalArgs) -> Result<()> {
 }
 
 fn run_files(files: &EvalFiles, options: &EvalOptions, title: &str) -> Result<()> {
-    let matrix = npy::read(&files.embeddings)
-        .and_then(npy::NpyArray::into_f32_matrix)
-        .map_err(|e| InputError(e.to_string()))?;
-    let ids_text = std::fs::read_to_string(&files.ids)
-        .map_err(|e| InputError(format!("{}: {e}", files.ids.display())))?;
-    let ids: Vec<&str> = ids_text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    if ids.len() != matrix.rows {
-        return Err(InputError(format!(
-            "{} has {} ids but {} has {} rows",
-            files.ids.display(),
-            ids.len(),
-            files.embeddings.display(),
-            matrix.rows
-        ))
-        .into());
-    }
-    let mut row_of = HashMap::with_capacity(ids.len());
-    for (row, id) in ids.iter().enumerate() {
-        if row_of.insert(*id, row as u32).is_some() {
+    let items = read_items(files)?;
+    let mut row_of = HashMap::with_capacity(items.ids.len());
+    for (row, id) in items.ids.iter().enumerate() {
+        if row_of.insert(id.as_str(), row as u32).is_some() {
             return Err(InputError(format!(
                 "{}: line {}: duplicate id {id:?}",
-                files.ids.display(),
+                files.ids.as_deref().unwrap_or(&files.embeddings).display(),
                 row + 1
             ))
             .into());
         }
     }
+    let meta = match &files.items_meta {
+        Some(path) => Some(
+            read_attributes(
+                path,
+                files.items_meta_id_col.as_deref(),
+                items.ids.len(),
+                |id| row_of.get(id).map(|&r| r as usize),
+            )
+            .map_err(|e| InputError(e.to_string()))?
+            .0,
+        ),
+        None => None,
+    };
     let read_options = ImportOptions {
         columns: EventColumns {
             user: files.user_col.clone(),
@@ -257,6 +264,10 @@ fn run_files(files: &EvalFiles, options: &EvalOptions, title: &str) -> Result<()
             row,
             time: e.time,
         });
+    }
+    let mut user_names = vec![String::new(); users.len()];
+    for (name, &index) in &users {
+        user_names[index as usize] = name.clone();
     }
     let params = SplitParams {
         train_fraction: options.train_fraction,
@@ -310,10 +321,10 @@ fn run_files(files: &EvalFiles, options: &EvalOptions, title: &str) -> Result<()
             format!(
                 "given embeddings ({}, {} dims)",
                 files.embeddings.display(),
-                matrix.cols
+                items.dim
             ),
-            matrix.data,
-            matrix.cols,
+            items.data,
+            items.dim,
         ));
     }
     if options.item_embeddings != ItemEmbeddings::Given {
@@ -325,8 +336,8 @@ fn run_files(files: &EvalFiles, options: &EvalOptions, title: &str) -> Result<()
             seed: options.seed,
             ..SvdParams::default()
         };
-        let (emb, _) = item_embeddings(&split.shared_training, ids.len(), params);
-        let dim = emb.len() / ids.len().max(1);
+        let (emb, _) = item_embeddings(&split.shared_training, items.ids.len(), params);
+        let dim = emb.len() / items.ids.len().max(1);
         kinds.push((
             "svd",
             format!("co-engagement embeddings (truncated SVD of the training split, {dim} dims)"),
@@ -345,6 +356,19 @@ fn run_files(files: &EvalFiles, options: &EvalOptions, title: &str) -> Result<()
         })?;
         markdown.push('\n');
         markdown.push_str(&report.to_markdown(&format!("Item embeddings: {label}")));
+        if let Some(meta) = &meta {
+            let config = EvalConfig {
+                methods: example_methods(),
+                ..config.clone()
+            };
+            let shown = examples(vectors, *dim, &split, &config, 3, 10).map_err(InputError)?;
+            let names = Names {
+                items: &items.ids,
+                meta,
+                users: &user_names,
+            };
+            markdown.push_str(&examples_markdown(&shown, &names));
+        }
         let mut entry = serde_json::to_value(&report)?;
         if !options.no_sweeps {
             let total = split.units.len() * options.sweep_alphas.len();
@@ -479,6 +503,162 @@ fn sweep_markdown(
     for (kind, points) in e_points {
         for p in points {
             row(&mut out, kind, p, p.embeddings_per_user);
+        }
+    }
+    out
+}
+
+/// Item ids and their embeddings, row-aligned.
+struct Items {
+    ids: Vec<String>,
+    data: Vec<f32>,
+    dim: usize,
+}
+
+/// Reads the item embeddings: NPY with an ids file, or any format `import items` reads (through
+/// a throw-away catalog, so the same validation and error messages apply).
+fn read_items(files: &EvalFiles) -> Result<Items> {
+    let npy = files
+        .embeddings
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+    if !npy {
+        if let Some(ids) = &files.ids {
+            return Err(InputError(format!(
+                "{}: --ids is only for NPY embeddings; Parquet and CSV rows carry their own id",
+                ids.display()
+            ))
+            .into());
+        }
+        let scratch =
+            std::env::temp_dir().join(format!("pinnersage-eval-items-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&scratch);
+        let read = import_items(&scratch, &files.embeddings, &ItemsOptions::default())
+            .and_then(|_| Catalog::open(&scratch))
+            .map(|catalog| Items {
+                ids: (0..catalog.rows())
+                    .map(|r| catalog.id(r).to_owned())
+                    .collect(),
+                data: catalog.embeddings().to_vec(),
+                dim: catalog.dim(),
+            });
+        let _ = std::fs::remove_dir_all(&scratch);
+        return read.map_err(|e| InputError(e.to_string()).into());
+    }
+    let Some(ids_path) = &files.ids else {
+        return Err(InputError(format!(
+            "{}: NPY embeddings need --ids FILE (one item id per line, in row order)",
+            files.embeddings.display()
+        ))
+        .into());
+    };
+    let matrix = npy::read(&files.embeddings)
+        .and_then(npy::NpyArray::into_f32_matrix)
+        .map_err(|e| InputError(e.to_string()))?;
+    let ids_text = std::fs::read_to_string(ids_path)
+        .map_err(|e| InputError(format!("{}: {e}", ids_path.display())))?;
+    let ids: Vec<String> = ids_text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if ids.len() != matrix.rows {
+        return Err(InputError(format!(
+            "{} has {} ids but {} has {} rows",
+            ids_path.display(),
+            ids.len(),
+            files.embeddings.display(),
+            matrix.rows
+        ))
+        .into());
+    }
+    Ok(Items {
+        ids,
+        data: matrix.data,
+        dim: matrix.cols,
+    })
+}
+
+/// What the example tables print for items and users.
+struct Names<'a> {
+    items: &'a [String],
+    meta: &'a [Option<Box<str>>],
+    users: &'a [String],
+}
+
+impl Names<'_> {
+    /// An item's title (or name, or first text attribute, or id), safe inside a table cell.
+    fn item(&self, row: u32) -> String {
+        let id = &self.items[row as usize];
+        let parsed = self.meta[row as usize]
+            .as_deref()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok());
+        let title = parsed.as_ref().and_then(|v| {
+            ["title", "name"]
+                .iter()
+                .find_map(|k| v.get(k).and_then(|t| t.as_str()))
+                .or_else(|| v.as_object()?.values().find_map(|t| t.as_str()))
+        });
+        title.unwrap_or(id).replace('|', "\\|")
+    }
+}
+
+/// Example users as Markdown: their interests, test items and each method's first
+/// recommendations, hits marked.
+fn examples_markdown(shown: &[Example], names: &Names<'_>) -> String {
+    let mut out = String::from(
+        "\n### Examples\n\nThree users, light to heavy (by training engagements). \
+         Recommendations marked ✓ are items the user engaged with in the test period.\n",
+    );
+    for ex in shown {
+        out.push_str(&format!(
+            "\n**User {}**: {} training engagements, {} interests. Largest interests (medoid, \
+             actions): {}.\n\nEngaged in the test period: {}{}.\n\n",
+            names.users[ex.user as usize],
+            ex.train,
+            ex.interests.len(),
+            ex.interests
+                .iter()
+                .take(6)
+                .map(|i| format!("{} ({})", names.item(i.medoid), i.size))
+                .collect::<Vec<_>>()
+                .join("; "),
+            ex.test
+                .iter()
+                .take(8)
+                .map(|&r| names.item(r))
+                .collect::<Vec<_>>()
+                .join("; "),
+            if ex.test.len() > 8 {
+                format!(" and {} more", ex.test.len() - 8)
+            } else {
+                String::new()
+            }
+        ));
+        out.push_str("| # |");
+        for (method, _) in &ex.recommendations {
+            out.push_str(&format!(" {method} |"));
+        }
+        out.push_str("\n|---:|");
+        out.push_str(&"---|".repeat(ex.recommendations.len()));
+        out.push('\n');
+        let depth = ex
+            .recommendations
+            .iter()
+            .map(|r| r.1.len())
+            .max()
+            .unwrap_or(0);
+        for rank in 0..depth {
+            out.push_str(&format!("| {} |", rank + 1));
+            for (_, list) in &ex.recommendations {
+                let cell = list.get(rank).map_or(String::new(), |&r| {
+                    let hit = if ex.test.contains(&r) { "✓ " } else { "" };
+                    format!("{hit}{}", names.item(r))
+                });
+                out.push_str(&format!(" {cell} |"));
+            }
+            out.push('\n');
         }
     }
     out

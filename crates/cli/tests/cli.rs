@@ -708,6 +708,56 @@ fn eval_writes_report_and_metrics_and_names_bad_inputs() {
     let mut bad = walk_args.clone();
     bad.extend(["--sweep-embeddings", "0"]);
     assert!(fails_with_code_2(&bad).contains("--sweep-embeddings must be >= 1"));
+    // CSV embeddings (as `import items` reads them) and titles from --items-meta: the report
+    // shows example users with titles.
+    let items_csv = dir.join("items.csv");
+    let mut rows = String::from("id,x,y\n");
+    for (k, id) in ["a", "b", "c", "d", "e", "f"].iter().enumerate() {
+        rows.push_str(&format!("{id},{},{}\n", x[2 * k], x[2 * k + 1]));
+    }
+    std::fs::write(&items_csv, rows).unwrap();
+    let meta = dir.join("meta.csv");
+    std::fs::write(&meta, "id,title\na,Alpha film\nd,Delta | film\n").unwrap();
+    let titled = dir.join("titled");
+    let mut csv_args = vec![
+        "eval",
+        "--events",
+        s(&events),
+        "--embeddings",
+        s(&items_csv),
+        "--items-meta",
+        s(&meta),
+        "--out",
+        s(&titled),
+        "--min-train",
+        "2",
+        "--train-fraction",
+        "0.6",
+        "--bootstrap",
+        "20",
+        "--no-sweeps",
+    ];
+    let run_out = run(&csv_args);
+    assert!(
+        run_out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run_out.stderr)
+    );
+    let report = std::fs::read_to_string(titled.join("report.md")).unwrap();
+    assert!(report.contains("### Examples"), "{report}");
+    assert!(
+        report.contains("Alpha film") || report.contains("Delta \\| film"),
+        "{report}"
+    );
+    // --ids belongs to NPY only; NPY needs it.
+    csv_args.extend(["--ids", s(&ids)]);
+    assert!(fails_with_code_2(&csv_args).contains("--ids is only for NPY embeddings"));
+    let npy_without_ids: Vec<&str> = args
+        .iter()
+        .copied()
+        .filter(|a| *a != "--ids" && *a != s(&ids))
+        .collect();
+    assert!(fails_with_code_2(&npy_without_ids).contains("NPY embeddings need --ids FILE"));
     // Ids and rows disagree: one line naming both files.
     std::fs::write(&ids, "a\nb\n").unwrap();
     let err = fails_with_code_2(&args);

@@ -8,7 +8,7 @@ use pinnersage_index::{AnnIndex, ExactIndex, Metric};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::methods::{Method, queries};
+use crate::methods::{Method, UserQueries, queries};
 use crate::metrics::{
     DIVERSITY_AT, NEGATIVES_PER_TEST_ITEM, RELEVANCE_COSINE, diversity, r_precision, recall,
     reciprocal_rank, relevance,
@@ -150,8 +150,7 @@ pub fn evaluate(
     if config.methods.is_empty() || users.is_empty() {
         return Err("nothing to evaluate: no methods or no users with enough history".into());
     }
-    let index = ExactIndex::new(vectors, dim, Metric::Cosine).map_err(|e| e.to_string())?;
-    let rows = vectors.len() / dim;
+    let rows = vectors.len() / dim.max(1);
     let out_of_range = |r: u32| r as usize >= rows;
     if let Some(u) = users.iter().find(|u| {
         u.train.iter().any(|&(r, _)| out_of_range(r)) || u.test.iter().any(|&r| out_of_range(r))
@@ -165,7 +164,8 @@ pub fn evaluate(
         .chunks_exact(dim)
         .map(|r| pinnersage_core::scan::dot(r, r).sqrt())
         .collect();
-    let (popular, engagements) = popular_items(&split.shared_training, rows);
+    let retriever = Retriever::new(vectors, dim, split, config)?;
+    let engagements = &retriever.engagements;
     let vector = |r: u32| &vectors[r as usize * dim..(r as usize + 1) * dim];
     let done = std::sync::atomic::AtomicU64::new(0);
     // scores[user][method]
@@ -182,43 +182,11 @@ pub fn evaluate(
                 .methods
                 .iter()
                 .map(|method| {
-                    let mut ranking_queries = Vec::new();
-                    let mut clusters = 0;
-                    let (candidates, embeddings) = if *method == Method::Popularity {
-                        let c: Vec<u32> = popular
-                            .iter()
-                            .copied()
-                            .filter(|&r| keep(r))
-                            .take(config.candidates)
-                            .collect();
-                        (c, 0)
-                    } else {
-                        let built = queries(method, user, vectors, dim, config.alpha, config.seed)
-                            .map_err(|e| e.to_string())?;
-                        clusters = built.clusters;
-                        let qs = built.queries;
-                        let per = config.candidates / qs.len().max(1);
-                        let mut lists = Vec::with_capacity(qs.len());
-                        for q in &qs {
-                            let hits = index
-                                .search_filtered(q, per, &keep)
-                                .map_err(|e| e.to_string())?;
-                            lists.push(
-                                hits.iter()
-                                    .map(|n| (n.row, 1.0 - n.distance))
-                                    .collect::<Vec<_>>(),
-                            );
-                        }
-                        // Ranked like serving: round-robin by rank, duplicates dropped.
-                        let refs: Vec<&[(u32, f32)]> = lists.iter().map(|l| &l[..]).collect();
-                        let c = blend_round_robin(&refs, config.candidates, |_| false)
-                            .into_iter()
-                            .map(|b| b.row)
-                            .collect();
-                        let n = qs.len();
-                        ranking_queries = qs;
-                        (c, n)
-                    };
+                    let retrieved = retriever.retrieve(method, user, &keep)?;
+                    let candidates = retrieved.candidates;
+                    let clusters = retrieved.queries.clusters;
+                    let embeddings = retrieved.queries.queries.len();
+                    let ranking_queries = retrieved.queries.queries;
                     let score = |r: u32| -> f64 {
                         if *method == Method::Popularity {
                             return f64::from(engagements[r as usize]);
@@ -343,6 +311,100 @@ pub fn evaluate(
         alpha: config.alpha,
         methods,
     })
+}
+
+/// What one method retrieved for one unit.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Retrieved {
+    /// Candidate item rows, ranked by round-robin blending of the queries' neighbour lists (as
+    /// served), duplicates dropped; for popularity, by training engagements.
+    pub candidates: Vec<u32>,
+    /// The queries they came from.
+    pub queries: UserQueries,
+}
+
+/// Exact cosine retrieval for every method, as the evaluation runs it.
+pub struct Retriever<'a> {
+    index: ExactIndex<&'a [f32]>,
+    vectors: &'a [f32],
+    dim: usize,
+    /// Items by shared-training engagements, most engaged first.
+    popular: Vec<u32>,
+    /// Shared-training engagements per item row.
+    pub engagements: Vec<u32>,
+    candidates: usize,
+    alpha: f64,
+    seed: u64,
+}
+
+impl<'a> Retriever<'a> {
+    /// A retriever over `vectors` (`dim` columns) with popularity from `split.shared_training`
+    /// and candidates, alpha and seed from `config`.
+    pub fn new(
+        vectors: &'a [f32],
+        dim: usize,
+        split: &Split,
+        config: &EvalConfig,
+    ) -> Result<Self, String> {
+        let index = ExactIndex::new(vectors, dim, Metric::Cosine).map_err(|e| e.to_string())?;
+        let (popular, engagements) = popular_items(&split.shared_training, vectors.len() / dim);
+        Ok(Self {
+            index,
+            vectors,
+            dim,
+            popular,
+            engagements,
+            candidates: config.candidates,
+            alpha: config.alpha,
+            seed: config.seed,
+        })
+    }
+
+    /// Up to `candidates` items for `user` under `method`, only items `keep` accepts:
+    /// `floor(candidates / e)` exact neighbours per query embedding.
+    pub fn retrieve(
+        &self,
+        method: &Method,
+        user: &UserSplit,
+        keep: &(dyn Fn(u32) -> bool + Sync),
+    ) -> Result<Retrieved, String> {
+        if *method == Method::Popularity {
+            return Ok(Retrieved {
+                candidates: self
+                    .popular
+                    .iter()
+                    .copied()
+                    .filter(|&r| keep(r))
+                    .take(self.candidates)
+                    .collect(),
+                queries: UserQueries::default(),
+            });
+        }
+        let queries = queries(method, user, self.vectors, self.dim, self.alpha, self.seed)
+            .map_err(|e| e.to_string())?;
+        let per = self.candidates / queries.queries.len().max(1);
+        let mut lists = Vec::with_capacity(queries.queries.len());
+        for q in &queries.queries {
+            let hits = self
+                .index
+                .search_filtered(q, per, keep)
+                .map_err(|e| e.to_string())?;
+            lists.push(
+                hits.iter()
+                    .map(|n| (n.row, 1.0 - n.distance))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        let refs: Vec<&[(u32, f32)]> = lists.iter().map(|l| &l[..]).collect();
+        let candidates = blend_round_robin(&refs, self.candidates, |_| false)
+            .into_iter()
+            .map(|b| b.row)
+            .collect();
+        Ok(Retrieved {
+            candidates,
+            queries,
+        })
+    }
 }
 
 /// The 2.5th and 97.5th percentiles (NaN entries ignored; NaN when none is left).

@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod evaluate;
+pub mod examples;
 pub mod methods;
 pub mod metrics;
 pub mod plot;

@@ -1,5 +1,6 @@
 //! `evaluate` end to end on a toy catalog where the answer is known.
 
+use pinnersage_eval::examples::{example_methods, examples};
 use pinnersage_eval::methods::{Clustering, Method, Pick, Summary};
 use pinnersage_eval::split::{Engagement, Split, SplitParams, time_split, walk_forward};
 use pinnersage_eval::sweep::{alpha_sweep, embeddings_sweep};
@@ -154,4 +155,36 @@ fn walk_forward_units_are_user_days() {
     .unwrap();
     assert_eq!(report.users, 30);
     assert_eq!(report.test_items, 30);
+}
+
+/// Examples: light to heavy units, interests covering the training items, each method's list.
+#[test]
+fn examples_show_interests_and_each_methods_first_recommendations() {
+    let (vectors, mut events) = two_topics();
+    // User 0 gets 6 more engagements, so the units differ in history (picks span the 10th to
+    // the 90th percentile of training engagements).
+    events.extend((12..18u32).map(|k| Engagement {
+        user: 0,
+        row: (k % 2) * 100 + 50 + k,
+        time: i64::from(k) * 86_400,
+    }));
+    let split = split(&events);
+    let mut config = config(example_methods());
+    config.alpha = 0.5;
+    let shown = examples(&vectors, 2, &split, &config, 3, 5).unwrap();
+    assert_eq!(shown.len(), 3);
+    assert!(shown.windows(2).all(|w| w[0].train <= w[1].train));
+    assert!(shown[0].user != shown[1].user && shown[1].user != shown[2].user);
+    for ex in &shown {
+        assert_eq!(ex.interests.len(), 2);
+        assert_eq!(ex.interests.iter().map(|i| i.size).sum::<usize>(), ex.train);
+        assert_eq!(ex.recommendations.len(), 2);
+        assert_eq!(ex.recommendations[0].0, "last item (baseline)");
+        assert!(ex.recommendations.iter().all(|(_, r)| r.len() == 5));
+    }
+    assert!(
+        examples(&vectors, 2, &split, &config, 0, 5)
+            .unwrap()
+            .is_empty()
+    );
 }
