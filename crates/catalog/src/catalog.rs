@@ -408,14 +408,19 @@ impl Catalog {
             rows.extend(ids.map(|id| self.row_by_search(id)));
             return;
         };
-        for id in ids.clone() {
-            index.prefetch(stable_hash(id.as_bytes()));
-        }
-        rows.extend(ids.map(|id| {
-            index.find(stable_hash(id.as_bytes()), |r| {
-                self.id_bytes(r) == id.as_bytes()
+        // Each id is hashed once: the hashes are kept between the prefetch and the probe pass.
+        let hashes: Vec<u64> = ids
+            .clone()
+            .map(|id| {
+                let hash = stable_hash(id.as_bytes());
+                index.prefetch(hash);
+                hash
             })
-        }));
+            .collect();
+        rows.extend(
+            ids.zip(hashes)
+                .map(|(id, hash)| index.find(hash, |r| self.id_bytes(r) == id.as_bytes())),
+        );
     }
 
     fn row_by_search(&self, id: &str) -> Option<usize> {

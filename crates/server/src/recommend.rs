@@ -427,6 +427,13 @@ impl Engine {
             .iter()
             .map(|c| interest(c.medoid, c.importance, c.members.len() as u32))
             .collect();
+        // The items of each batch cluster, found in one pass (not one pass per interest).
+        let mut items_of: Vec<Vec<&str>> = vec![Vec::new(); view.map_or(0, |v| v.clusters.len())];
+        for &(item, cluster) in view.map_or(&[][..], |v| &v.items[..]) {
+            if let Some(list) = items_of.get_mut(cluster as usize) {
+                list.push(item);
+            }
+        }
         merge_interests(&batch_interests, &online_interests, alpha)
             .into_iter()
             .map(|m| {
@@ -447,13 +454,11 @@ impl Engine {
                         let (i, row) = batch[b];
                         let v = view.expect("batch clusters come from a view");
                         latest_time = latest_time.max(v.clusters[i].latest_time);
-                        for (item, cluster) in &v.items {
+                        for item in &items_of[i] {
                             if members.len() >= members_shown {
                                 break;
                             }
-                            if *cluster as usize == i
-                                && let Some(r) = self.catalog.row_of(item)
-                            {
+                            if let Some(r) = self.catalog.row_of(item) {
                                 members.push(r as u32);
                             }
                         }

@@ -383,15 +383,28 @@ impl ProfileStore {
         &self.meta
     }
 
+    /// `table` in a fresh read transaction (which lives as long as the table), or `None` when
+    /// the generation never wrote it.
+    fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        table: TableDefinition<'static, K, V>,
+    ) -> Result<Option<redb::ReadOnlyTable<K, V>>, ProfileStoreError> {
+        let file = self.dir.join(FILE);
+        let err = io(&file);
+        let txn = self.db.begin_read().map_err(|e| err(&e))?;
+        match txn.open_table(table) {
+            Ok(t) => Ok(Some(t)),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(err(&e)),
+        }
+    }
+
     /// The window's most engaged items, best first (see [`ProfileWriter::write_popular`]).
     pub fn popular(&self) -> Result<Vec<(String, u64)>, ProfileStoreError> {
         let file = self.dir.join(FILE);
         let err = io(&file);
-        let txn = self.db.begin_read().map_err(|e| err(&e))?;
-        let table = match txn.open_table(POPULAR) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(err(&e)),
+        let Some(table) = self.read_table(POPULAR)? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for entry in table.iter().map_err(|e| err(&e))? {
@@ -410,11 +423,8 @@ impl ProfileStore {
     ) -> Result<R, ProfileStoreError> {
         let file = self.dir.join(FILE);
         let err = io(&file);
-        let txn = self.db.begin_read().map_err(|e| err(&e))?;
-        let table = match txn.open_table(PROFILES) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(f(None)),
-            Err(e) => return Err(err(&e)),
+        let Some(table) = self.read_table(PROFILES)? else {
+            return Ok(f(None));
         };
         let Some(guard) = table.get(user).map_err(|e| err(&e))? else {
             return Ok(f(None));
@@ -433,11 +443,8 @@ impl ProfileStore {
     pub fn users(&self, prefix: &str, limit: usize) -> Result<Vec<UserSummary>, ProfileStoreError> {
         let file = self.dir.join(FILE);
         let err = io(&file);
-        let txn = self.db.begin_read().map_err(|e| err(&e))?;
-        let table = match txn.open_table(PROFILES) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(err(&e)),
+        let Some(table) = self.read_table(PROFILES)? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for entry in table.range(prefix..).map_err(|e| err(&e))? {
