@@ -35,7 +35,9 @@ use crate::progress::Progress;
 /// Examples:
 ///   pinnersage eval --events ratings.csv --user-col userId --item-col movieId \
 ///     --weight-col rating --min-weight 3.5 --embeddings emb.npy --ids ids.txt --out eval-out
-///   pinnersage eval movielens --dir ml-latest-small --out eval-out
+///   pinnersage eval movielens --dir examples/movielens-small --out eval-out
+///   pinnersage eval movielens --dir examples/movielens-small --out eval-wf \
+///     --split walk-forward --walk-forward-days 365 --no-sweeps
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment, args_conflicts_with_subcommands = true)]
 pub struct EvalArgs {
@@ -53,7 +55,8 @@ enum EvalDataset {
 }
 
 /// Evaluate on the MovieLens layout: DIR/ratings.csv (userId,movieId,rating,timestamp),
-/// DIR/item_emb_minilm_l6_v2.npy and DIR/item_emb_movieIds.txt (one movieId per row).
+/// DIR/item_emb_minilm_l6_v2.npy and DIR/item_emb_movieIds.txt (one movieId per row); titles for
+/// the report's example users from DIR/movies.csv when present.
 #[derive(Debug, Args)]
 struct MovielensArgs {
     /// The MovieLens directory.
@@ -108,7 +111,7 @@ struct EvalFiles {
 /// Options shared by every evaluation.
 #[derive(Debug, Clone, Args)]
 struct EvalOptions {
-    /// Output directory for report.md and metrics.json.
+    /// Output directory for report.md, metrics.json and the sweeps' SVG plots.
     #[arg(long, value_name = "DIR", default_value = "eval-out")]
     out: PathBuf,
     /// How to split: per user by time (--train-fraction), or walk forward by day as the paper
