@@ -150,21 +150,13 @@ pub fn evaluate(
     if config.methods.is_empty() || users.is_empty() {
         return Err("nothing to evaluate: no methods or no users with enough history".into());
     }
-    let rows = vectors.len() / dim.max(1);
-    let out_of_range = |r: u32| r as usize >= rows;
-    if let Some(u) = users.iter().find(|u| {
-        u.train.iter().any(|&(r, _)| out_of_range(r)) || u.test.iter().any(|&r| out_of_range(r))
-    }) {
-        return Err(format!(
-            "user {} refers to an item row outside the {rows} rows of the embedding matrix",
-            u.user
-        ));
-    }
+    // First: it validates `dim` and every item row of the split.
+    let retriever = Retriever::new(vectors, dim, split, config)?;
+    let rows = vectors.len() / dim;
     let norms: Vec<f32> = vectors
         .chunks_exact(dim)
         .map(|r| pinnersage_core::scan::dot(r, r).sqrt())
         .collect();
-    let retriever = Retriever::new(vectors, dim, split, config)?;
     let engagements = &retriever.engagements;
     let vector = |r: u32| &vectors[r as usize * dim..(r as usize + 1) * dim];
     let done = std::sync::atomic::AtomicU64::new(0);
@@ -339,7 +331,8 @@ pub struct Retriever<'a> {
 
 impl<'a> Retriever<'a> {
     /// A retriever over `vectors` (`dim` columns) with popularity from `split.shared_training`
-    /// and candidates, alpha and seed from `config`.
+    /// and candidates, alpha and seed from `config`. Fails when `dim` does not divide the
+    /// matrix or the split refers to a row outside it.
     pub fn new(
         vectors: &'a [f32],
         dim: usize,
@@ -347,7 +340,23 @@ impl<'a> Retriever<'a> {
         config: &EvalConfig,
     ) -> Result<Self, String> {
         let index = ExactIndex::new(vectors, dim, Metric::Cosine).map_err(|e| e.to_string())?;
-        let (popular, engagements) = popular_items(&split.shared_training, vectors.len() / dim);
+        let rows = vectors.len() / dim;
+        let outside = |u: &&UserSplit| {
+            let out = |r: u32| r as usize >= rows;
+            u.train.iter().any(|&(r, _)| out(r)) || u.test.iter().any(|&r| out(r))
+        };
+        if let Some(u) = split
+            .units
+            .iter()
+            .chain(&split.shared_training)
+            .find(outside)
+        {
+            return Err(format!(
+                "user {} refers to an item row outside the {rows} rows of the embedding matrix",
+                u.user
+            ));
+        }
+        let (popular, engagements) = popular_items(&split.shared_training, rows);
         Ok(Self {
             index,
             vectors,

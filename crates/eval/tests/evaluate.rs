@@ -76,6 +76,7 @@ fn multi_interest_beats_last_item_when_users_have_two_topics() {
     ]);
     let err = evaluate(&vectors[..20], 2, &split, &config, &|_| {}).unwrap_err();
     assert!(err.contains("row"), "{err}");
+    assert!(evaluate(&vectors, 0, &split, &config, &|_| {}).is_err());
     let report = evaluate(&vectors, 2, &split, &config, &|_| {}).unwrap();
     let [last, ward, popular, kmeans, complete] = &report.methods[..] else {
         panic!()
