@@ -8,7 +8,7 @@ use pinnersage_core::distance::SqDistances;
 use pinnersage_core::importance::importance;
 use pinnersage_core::medoid::medoid;
 use pinnersage_core::sample::{SplitMix64, sample_seed, sample_weighted};
-use pinnersage_core::ward::{complete_linkage, ward};
+use pinnersage_core::ward::{Dendrogram, complete_linkage, ward};
 use pinnersage_core::{Actions, Clusterer, Embeddings, ProfileParams};
 
 /// Test data of a few shapes, from a seed.
@@ -175,6 +175,41 @@ fn safe_alphas(heights: &[f64], picks: &[f64]) -> Vec<f64> {
     out
 }
 
+/// `tree` against a greedy `reference`: the same merge heights (sorted, relative 1e-5), and at
+/// thresholds away from any merge height the same partitions, which `cut_into` also gives for
+/// as many clusters.
+fn same_heights_and_cuts(
+    tree: &Dendrogram,
+    reference: &[(Vec<usize>, f64)],
+    picks: &[f64],
+) -> Result<(), TestCaseError> {
+    let m = tree.leaves();
+    let mut ours: Vec<f64> = tree.linkage().iter().map(|r| r.height).collect();
+    let mut theirs: Vec<f64> = reference.iter().map(|r| r.1).collect();
+    ours.sort_by(f64::total_cmp);
+    theirs.sort_by(f64::total_cmp);
+    let scale = theirs[theirs.len() - 1].max(1e-30);
+    for (o, t) in ours.iter().zip(&theirs) {
+        prop_assert!(
+            (o - t).abs() <= 1e-5 * t.abs() + 1e-7 * scale,
+            "height {} vs reference {}",
+            o,
+            t
+        );
+    }
+    for alpha in safe_alphas(&theirs, picks) {
+        let cut = tree.cut(alpha);
+        prop_assert_eq!(
+            labels_from(&cut, m),
+            naive_cut(m, reference, alpha),
+            "alpha {}",
+            alpha
+        );
+        prop_assert_eq!(tree.cut_into(cut.len()), cut, "alpha {}", alpha);
+    }
+    Ok(())
+}
+
 fn shape_strategy() -> impl Strategy<Value = Shape> {
     prop_oneof![
         Just(Shape::Uniform),
@@ -202,25 +237,10 @@ proptest! {
         let linkage = tree.linkage();
         prop_assert_eq!(linkage.len(), m - 1);
 
-        // Same merge heights (sorted), relative 1e-5.
-        let mut ours: Vec<f64> = linkage.iter().map(|r| r.height).collect();
-        let mut theirs: Vec<f64> = reference.iter().map(|r| r.1).collect();
-        ours.sort_by(f64::total_cmp);
-        theirs.sort_by(f64::total_cmp);
-        let scale = theirs[theirs.len() - 1].max(1e-30);
-        for (o, t) in ours.iter().zip(&theirs) {
-            prop_assert!((o - t).abs() <= 1e-5 * t.abs() + 1e-7 * scale, "height {} vs reference {}", o, t);
-        }
+        same_heights_and_cuts(&tree, &reference, &picks)?;
         // Heights are non-decreasing along the linkage (Ward is monotone).
         for w in linkage.windows(2) {
             prop_assert!(w[0].height <= w[1].height);
-        }
-        // Same partitions at thresholds away from any merge height, and the cut into as many
-        // clusters is the same partition.
-        for alpha in safe_alphas(&theirs, &picks) {
-            let cut = tree.cut(alpha);
-            prop_assert_eq!(labels_from(&cut, m), naive_cut(m, &reference, alpha), "alpha {}", alpha);
-            prop_assert_eq!(tree.cut_into(cut.len()), cut, "alpha {}", alpha);
         }
         // Without ties the whole tree is unique: the same merged sets.
         if !matches!(shape, Shape::Duplicates) {
@@ -253,19 +273,7 @@ proptest! {
         let mut dist = SqDistances::default();
         dist.compute(Embeddings::new(&x, d).unwrap());
         let tree = complete_linkage(&mut dist);
-        let mut ours: Vec<f64> = tree.linkage().iter().map(|r| r.height).collect();
-        let mut theirs: Vec<f64> = reference.iter().map(|r| r.1).collect();
-        ours.sort_by(f64::total_cmp);
-        theirs.sort_by(f64::total_cmp);
-        let scale = theirs[theirs.len() - 1].max(1e-30);
-        for (o, t) in ours.iter().zip(&theirs) {
-            prop_assert!((o - t).abs() <= 1e-5 * t.abs() + 1e-7 * scale, "height {} vs reference {}", o, t);
-        }
-        for alpha in safe_alphas(&theirs, &picks) {
-            let cut = tree.cut(alpha);
-            prop_assert_eq!(labels_from(&cut, m), naive_cut(m, &reference, alpha), "alpha {}", alpha);
-            prop_assert_eq!(tree.cut_into(cut.len()), cut, "alpha {}", alpha);
-        }
+        same_heights_and_cuts(&tree, &reference, &picks)?;
     }
 
     #[test]
