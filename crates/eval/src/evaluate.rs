@@ -164,9 +164,7 @@ pub fn evaluate(
     let scores: Vec<Vec<UserScore>> = users
         .par_iter()
         .map(|user| {
-            let mut train: Vec<u32> = user.train.iter().map(|&(r, _)| r).collect();
-            train.sort_unstable();
-            train.dedup();
+            let train = user.train_items();
             let keep = |r: u32| train.binary_search(&r).is_err();
             // The same sampled non-engaged items for every method (paired comparison).
             let negatives = sample_negatives(user, &train, rows, config.seed);

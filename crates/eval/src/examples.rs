@@ -55,9 +55,7 @@ pub fn examples(
     picks
         .into_iter()
         .map(|user| {
-            let mut train: Vec<u32> = user.train.iter().map(|&(r, _)| r).collect();
-            train.sort_unstable();
-            train.dedup();
+            let train = user.train_items();
             let keep = |r: u32| train.binary_search(&r).is_err();
             let recommendations = config
                 .methods
@@ -93,12 +91,7 @@ fn interests(
     alpha: f64,
 ) -> Result<Vec<Interest>, String> {
     let err = |e: pinnersage_core::CoreError| e.to_string();
-    let mut data = Vec::with_capacity(user.train.len() * dim);
-    let mut times = Vec::with_capacity(user.train.len());
-    for &(r, t) in &user.train {
-        data.extend_from_slice(&vectors[r as usize * dim..(r as usize + 1) * dim]);
-        times.push(t);
-    }
+    let (data, times) = user.train_matrix(vectors, dim);
     let now = times.iter().copied().max().unwrap_or(0);
     let actions =
         Actions::new(Embeddings::new(&data, dim).map_err(err)?, &times, None).map_err(err)?;

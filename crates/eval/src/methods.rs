@@ -228,12 +228,7 @@ pub fn queries(
             summary,
             pick,
         } => {
-            let mut data = Vec::with_capacity(user.train.len() * dim);
-            let mut times = Vec::with_capacity(user.train.len());
-            for &(r, t) in &user.train {
-                data.extend_from_slice(row(r));
-                times.push(t);
-            }
+            let (data, times) = user.train_matrix(vectors, dim);
             let x = Embeddings::new(&data, dim)?;
             let actions = Actions::new(x, &times, None)?;
             let params = ProfileParams {

@@ -26,6 +26,41 @@ pub struct UserSplit {
     pub test: Vec<u32>,
 }
 
+impl UserSplit {
+    /// The distinct training item rows, ascending (for `binary_search`).
+    pub fn train_items(&self) -> Vec<u32> {
+        let mut rows: Vec<u32> = self.train.iter().map(|&(r, _)| r).collect();
+        rows.sort_unstable();
+        rows.dedup();
+        rows
+    }
+
+    /// The training engagements' embeddings (row-major, from the item matrix `vectors` of
+    /// `dim` columns) and times, in training order.
+    pub fn train_matrix(&self, vectors: &[f32], dim: usize) -> (Vec<f32>, Vec<i64>) {
+        let mut data = Vec::with_capacity(self.train.len() * dim);
+        let mut times = Vec::with_capacity(self.train.len());
+        for &(r, t) in &self.train {
+            data.extend_from_slice(&vectors[r as usize * dim..(r as usize + 1) * dim]);
+            times.push(t);
+        }
+        (data, times)
+    }
+}
+
+/// The distinct items of `later` engagements that are not among the `train` items, in order.
+fn unseen_items(train: &[(u32, i64)], later: &[Engagement]) -> Vec<u32> {
+    let mut seen: Vec<u32> = train.iter().map(|&(r, _)| r).collect();
+    seen.sort_unstable();
+    let mut test = Vec::new();
+    for e in later {
+        if seen.binary_search(&e.row).is_err() && !test.contains(&e.row) {
+            test.push(e.row);
+        }
+    }
+    test
+}
+
 /// How to split.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SplitParams {
@@ -139,14 +174,7 @@ pub fn walk_forward(events: &[Engagement], test_days: usize, params: SplitParams
         for &d in active.iter().filter(|d| test_set.binary_search(d).is_ok()) {
             let (start, end) = (before(d), before(d + 1));
             let train: Vec<(u32, i64)> = group[..start].iter().map(|e| (e.row, e.time)).collect();
-            let mut seen: Vec<u32> = train.iter().map(|&(r, _)| r).collect();
-            seen.sort_unstable();
-            let mut test = Vec::new();
-            for e in &group[start..end] {
-                if seen.binary_search(&e.row).is_err() && !test.contains(&e.row) {
-                    test.push(e.row);
-                }
-            }
+            let test = unseen_items(&train, &group[start..end]);
             if train.len() < params.min_train || test.len() < params.min_test.max(1) {
                 split.excluded += 1;
             } else {
@@ -180,14 +208,7 @@ pub fn split_by_time(events: &[Engagement], params: SplitParams) -> (Vec<UserSpl
         let n_train =
             ((group.len() as f64 * params.train_fraction).floor() as usize).clamp(1, group.len());
         let train: Vec<(u32, i64)> = group[..n_train].iter().map(|e| (e.row, e.time)).collect();
-        let mut seen: Vec<u32> = train.iter().map(|&(r, _)| r).collect();
-        seen.sort_unstable();
-        let mut test = Vec::new();
-        for e in &group[n_train..] {
-            if seen.binary_search(&e.row).is_err() && !test.contains(&e.row) {
-                test.push(e.row);
-            }
-        }
+        let test = unseen_items(&train, &group[n_train..]);
         if train.len() < params.min_train || test.len() < params.min_test.max(1) {
             excluded += 1;
             continue;
