@@ -13,8 +13,8 @@ use arrow_array::cast::AsArray;
 use arrow_schema::DataType;
 use serde_json::{Map, Value};
 
-use crate::catalog::CatalogError;
-use crate::parquet_io::{ParquetReader, number_column, text_column};
+use crate::error::CatalogError;
+use crate::parquet_io::{ParquetIoError, ParquetReader, number_column, text_column};
 
 /// Id column names tried when none is given.
 pub const ID_COLUMNS: [&str; 3] = ["id", "item", "item_id"];
@@ -120,8 +120,8 @@ impl<F: Fn(&str) -> Option<usize>> Join<'_, F> {
     }
 }
 
-fn input(msg: String) -> CatalogError {
-    CatalogError::Input(msg)
+fn input(msg: impl std::fmt::Display) -> CatalogError {
+    CatalogError::Input(msg.to_string())
 }
 
 /// The id column: `id_col` if given (it must exist), else the first of [`ID_COLUMNS`].
@@ -233,7 +233,7 @@ fn read_parquet<F: Fn(&str) -> Option<usize>>(
     id_col: Option<&str>,
     join: &mut Join<'_, F>,
 ) -> Result<(), CatalogError> {
-    let in_file = |e: String| input(format!("{}: {e}", path.display()));
+    let in_file = |e: ParquetIoError| input(format!("{}: {e}", path.display()));
     let mut reader = ParquetReader::open(path).map_err(input)?;
     let fields: Vec<(String, DataType)> = reader
         .schema()

@@ -1,6 +1,6 @@
 //! The item catalog: external item ids <-> dense rows, and the embedding matrix, memory-mapped.
 //!
-//! On disk, under `DATA_DIR/catalog/gen-NNNNNN/` (see [`crate::generation`]):
+//! On disk, under `DATA_DIR/catalog/gen-NNNNNN/` (see `pinnersage_generation`):
 //!
 //! | file | content |
 //! |---|---|
@@ -21,46 +21,15 @@ use std::path::{Path, PathBuf};
 use pinnersage_core::hash::stable_hash;
 use serde::{Deserialize, Serialize};
 
+use pinnersage_generation::{Generations, Staging};
+
 use crate::attributes::{AttributesSummary, read_attributes};
-use crate::generation::{Generations, Staging};
+pub use crate::error::CatalogError;
+use crate::error::io_err;
 use crate::id_table::IdTable;
 
 /// The catalog's on-disk format version.
 pub const FORMAT_VERSION: u32 = 1;
-
-/// What can go wrong with a catalog; every message names the path concerned.
-#[derive(Debug, thiserror::Error)]
-pub enum CatalogError {
-    /// No catalog has been imported into the data directory yet.
-    #[error("no item catalog in {}: import one with `pinnersage import items`", .0.display())]
-    Missing(PathBuf),
-    /// A file system operation failed.
-    #[error("{}: {source}", path.display())]
-    Io {
-        /// The file or directory.
-        path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
-    },
-    /// A catalog file is inconsistent (damaged or written by something else).
-    #[error("{}: corrupt catalog: {problem}", path.display())]
-    Corrupt {
-        /// The file.
-        path: PathBuf,
-        /// What is inconsistent.
-        problem: String,
-    },
-    /// An input file is invalid; the message names the file and where.
-    #[error("{0}")]
-    Input(String),
-}
-
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CatalogError + '_ {
-    move |source| CatalogError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
 
 /// The catalog's `meta.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

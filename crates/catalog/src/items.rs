@@ -8,7 +8,9 @@ use std::path::Path;
 use crate::attributes::AttributesSummary;
 use crate::catalog::{CatalogBuilder, CatalogError, ImportSummary, RowError};
 use crate::npy::MappedMatrix;
-use crate::parquet_io::{ParquetReader, first_list_column, text_column, vector_column};
+use crate::parquet_io::{
+    ParquetIoError, ParquetReader, first_list_column, text_column, vector_column,
+};
 
 /// How to read an items file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,7 +148,7 @@ fn import_parquet(data_dir: &Path, file: &Path, normalize: bool) -> Result<Built
                 reader.column_names()
             ))
         })?;
-    let in_file = |e: String| input(format!("{}: {e}", file.display()));
+    let in_file = |e: ParquetIoError| input(format!("{}: {e}", file.display()));
     let mut builder: Option<CatalogBuilder> = None;
     while let Some(batch) = reader.next_batch() {
         let (first_row, batch) = batch.map_err(input)?;
@@ -174,8 +176,8 @@ fn import_parquet(data_dir: &Path, file: &Path, normalize: bool) -> Result<Built
     Ok((builder, file.display().to_string()))
 }
 
-fn input(msg: String) -> CatalogError {
-    CatalogError::Input(msg)
+fn input(msg: impl std::fmt::Display) -> CatalogError {
+    CatalogError::Input(msg.to_string())
 }
 
 fn import_npy(

@@ -1,20 +1,22 @@
 //! # pinnersage-catalog
 //!
 //! The data layer of pinnersage: the item [`catalog`] (external ids <-> dense rows and the
-//! memory-mapped embedding matrix, published as atomic [`generation`]s), the item importers
+//! memory-mapped embedding matrix, published as atomic generations of `pinnersage-generation`), the item importers
 //! ([`items`]), the file formats they read ([`npy`], CSV, [`parquet_io`]), event [`timestamp`]s
 //! and the [`synth`]etic data generator.
 #![warn(missing_docs)]
 
 pub mod attributes;
 pub mod catalog;
-pub mod generation;
+pub mod error;
 pub mod id_table;
 pub mod items;
 pub mod npy;
 pub mod parquet_io;
 pub mod synth;
 pub mod timestamp;
+
+pub use error::CatalogError;
 
 /// The file's extension in lower case (`"parquet"` for `x.PARQUET`), used to pick a reader.
 ///

@@ -19,10 +19,81 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
-use crate::timestamp::parse_timestamp;
+use crate::timestamp::{TimestampError, parse_timestamp, unix_seconds};
 
 /// Rows per record batch when reading.
 const READ_BATCH: usize = 8192;
+
+/// What can go wrong reading or writing a Parquet file; messages name the file or the column.
+#[derive(Debug, thiserror::Error)]
+pub enum ParquetIoError {
+    /// The file could not be opened or created.
+    #[error("{}: cannot {action}: {source}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// `read` or `write`.
+        action: &'static str,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not Parquet (or its footer is damaged).
+    #[error("{}: not a readable Parquet file: {source}", path.display())]
+    NotParquet {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: parquet::errors::ParquetError,
+    },
+    /// Reading, encoding or writing failed part-way.
+    #[error("{}: {message}", path.display())]
+    Failed {
+        /// The file.
+        path: PathBuf,
+        /// What the Parquet, Arrow or file-system layer said.
+        message: String,
+    },
+    /// A required column is missing.
+    #[error("{}: no column {name:?} (columns: {columns})", path.display())]
+    NoColumn {
+        /// The file.
+        path: PathBuf,
+        /// The column asked for.
+        name: String,
+        /// The columns the file has, comma-separated.
+        columns: String,
+    },
+    /// A column holds values of an unusable type.
+    #[error("column {name:?} holds {found}, expected {expected}")]
+    ColumnType {
+        /// The column.
+        name: String,
+        /// The Arrow type found.
+        found: String,
+        /// What the reader accepts.
+        expected: &'static str,
+    },
+}
+
+/// A [`ParquetIoError::Failed`] for `path` from whatever a library said.
+fn failed<E: std::fmt::Display>(path: &Path) -> impl FnOnce(E) -> ParquetIoError + '_ {
+    move |e| ParquetIoError::Failed {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+fn column_type(
+    name: &str,
+    found: impl std::fmt::Display,
+    expected: &'static str,
+) -> ParquetIoError {
+    ParquetIoError::ColumnType {
+        name: name.to_owned(),
+        found: found.to_string(),
+        expected,
+    }
+}
 
 /// A Parquet file opened for reading, batch by batch.
 pub struct ParquetReader {
@@ -42,15 +113,23 @@ impl std::fmt::Debug for ParquetReader {
 
 impl ParquetReader {
     /// Opens `path`; the error names the file.
-    pub fn open(path: &Path) -> Result<Self, String> {
-        let file = File::open(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-            .map_err(|e| format!("{}: not a readable Parquet file: {e}", path.display()))?;
+    pub fn open(path: &Path) -> Result<Self, ParquetIoError> {
+        let file = File::open(path).map_err(|source| ParquetIoError::File {
+            path: path.to_path_buf(),
+            action: "read",
+            source,
+        })?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| {
+            ParquetIoError::NotParquet {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
         let schema = builder.schema().clone();
         let batches = builder
             .with_batch_size(READ_BATCH)
             .build()
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(failed(path))?;
         Ok(Self {
             path: path.to_path_buf(),
             schema,
@@ -83,18 +162,17 @@ impl ParquetReader {
     }
 
     /// `name`, or an error naming the file and listing its columns.
-    pub fn require_column(&self, name: &str) -> Result<String, String> {
-        self.find_column(&[name]).ok_or_else(|| {
-            format!(
-                "{}: no column {name:?} (columns: {})",
-                self.path.display(),
-                self.column_names()
-            )
-        })
+    pub fn require_column(&self, name: &str) -> Result<String, ParquetIoError> {
+        self.find_column(&[name])
+            .ok_or_else(|| ParquetIoError::NoColumn {
+                path: self.path.clone(),
+                name: name.to_owned(),
+                columns: self.column_names(),
+            })
     }
 
     /// The next record batch and the 0-based row number of its first row.
-    pub fn next_batch(&mut self) -> Option<Result<(usize, RecordBatch), String>> {
+    pub fn next_batch(&mut self) -> Option<Result<(usize, RecordBatch), ParquetIoError>> {
         let batch = self.batches.next()?;
         Some(
             batch
@@ -103,7 +181,7 @@ impl ParquetReader {
                     self.rows_before += b.num_rows();
                     (first, b)
                 })
-                .map_err(|e| format!("{}: {e}", self.path.display())),
+                .map_err(failed(&self.path)),
         )
     }
 }
@@ -115,7 +193,7 @@ fn column<'a>(batch: &'a RecordBatch, name: &str) -> &'a ArrayRef {
 }
 
 /// A column of ids (strings or integers) as text; `None` for nulls.
-pub fn text_column(batch: &RecordBatch, name: &str) -> Result<Vec<Option<String>>, String> {
+pub fn text_column(batch: &RecordBatch, name: &str) -> Result<Vec<Option<String>>, ParquetIoError> {
     let col = column(batch, name);
     macro_rules! ints {
         ($t:ty) => {
@@ -149,16 +227,12 @@ pub fn text_column(batch: &RecordBatch, name: &str) -> Result<Vec<Option<String>
         DataType::UInt16 => ints!(UInt16Type),
         DataType::UInt32 => ints!(UInt32Type),
         DataType::UInt64 => ints!(UInt64Type),
-        other => {
-            return Err(format!(
-                "column {name:?} holds {other}, expected strings or integers"
-            ));
-        }
+        other => return Err(column_type(name, other, "strings or integers")),
     })
 }
 
 /// A numeric column as `f64`; `None` for nulls.
-pub fn number_column(batch: &RecordBatch, name: &str) -> Result<Vec<Option<f64>>, String> {
+pub fn number_column(batch: &RecordBatch, name: &str) -> Result<Vec<Option<f64>>, ParquetIoError> {
     let col = column(batch, name);
     macro_rules! nums {
         ($t:ty) => {
@@ -179,7 +253,7 @@ pub fn number_column(batch: &RecordBatch, name: &str) -> Result<Vec<Option<f64>>
         DataType::UInt16 => nums!(UInt16Type),
         DataType::UInt32 => nums!(UInt32Type),
         DataType::UInt64 => nums!(UInt64Type),
-        other => return Err(format!("column {name:?} holds {other}, expected numbers")),
+        other => return Err(column_type(name, other, "numbers")),
     })
 }
 
@@ -188,7 +262,7 @@ pub fn number_column(batch: &RecordBatch, name: &str) -> Result<Vec<Option<f64>>
 pub fn time_column(
     batch: &RecordBatch,
     name: &str,
-) -> Result<Vec<Option<Result<i64, String>>>, String> {
+) -> Result<Vec<Option<Result<i64, TimestampError>>>, ParquetIoError> {
     let col = column(batch, name);
     macro_rules! stamps {
         ($t:ty, $div:expr) => {
@@ -213,30 +287,26 @@ pub fn time_column(
             .collect(),
         _ => number_column(batch, name)
             .map_err(|_| {
-                format!(
-                    "column {name:?} holds {}, expected unix seconds, a timestamp or RFC 3339 text",
-                    col.data_type()
+                column_type(
+                    name,
+                    col.data_type(),
+                    "unix seconds, a timestamp or RFC 3339 text",
                 )
             })?
             .into_iter()
-            .map(|v| {
-                v.map(|s| {
-                    if s.is_finite() && s.abs() < 9.0e15 {
-                        Ok(s.floor() as i64)
-                    } else {
-                        Err(format!("{s} is not a unix timestamp"))
-                    }
-                })
-            })
+            .map(|v| v.map(|s| unix_seconds(s).ok_or(TimestampError::OutOfRange(s))))
             .collect(),
     })
 }
 
 /// A column of vectors (`List`, `LargeList` or `FixedSizeList` of `Float32`/`Float64`) as `f32`
 /// rows; `None` for null rows.
-pub fn vector_column(batch: &RecordBatch, name: &str) -> Result<Vec<Option<Vec<f32>>>, String> {
+pub fn vector_column(
+    batch: &RecordBatch,
+    name: &str,
+) -> Result<Vec<Option<Vec<f32>>>, ParquetIoError> {
     let col = column(batch, name);
-    let values_of = |values: &ArrayRef| -> Result<Vec<f32>, String> {
+    let values_of = |values: &ArrayRef| -> Result<Vec<f32>, ParquetIoError> {
         match values.data_type() {
             DataType::Float32 => Ok(values.as_primitive::<Float32Type>().values().to_vec()),
             DataType::Float64 => Ok(values
@@ -245,9 +315,7 @@ pub fn vector_column(batch: &RecordBatch, name: &str) -> Result<Vec<Option<Vec<f
                 .iter()
                 .map(|&v| v as f32)
                 .collect()),
-            other => Err(format!(
-                "column {name:?} holds lists of {other}, expected floats"
-            )),
+            other => Err(column_type(name, format!("lists of {other}"), "floats")),
         }
     };
     let rows = col.len();
@@ -260,7 +328,7 @@ pub fn vector_column(batch: &RecordBatch, name: &str) -> Result<Vec<Option<Vec<f
                     values_of(&value(i)).map(Some)
                 }
             })
-            .collect::<Result<Vec<_>, String>>()
+            .collect::<Result<Vec<_>, ParquetIoError>>()
     };
     let out = match col.data_type() {
         DataType::FixedSizeList(_, _) => {
@@ -275,11 +343,7 @@ pub fn vector_column(batch: &RecordBatch, name: &str) -> Result<Vec<Option<Vec<f
             let list = col.as_list::<i64>();
             collect(&|i| list.is_null(i), &|i| list.value(i))?
         }
-        other => {
-            return Err(format!(
-                "column {name:?} holds {other}, expected a list of floats"
-            ));
-        }
+        other => return Err(column_type(name, other, "a list of floats")),
     };
     Ok(out)
 }
@@ -317,16 +381,19 @@ impl std::fmt::Debug for ParquetWriter {
 
 impl ParquetWriter {
     /// Starts `path` with the given columns.
-    pub fn create(path: &Path, fields: Vec<Field>) -> Result<Self, String> {
+    pub fn create(path: &Path, fields: Vec<Field>) -> Result<Self, ParquetIoError> {
         let schema = Arc::new(Schema::new(fields));
         let tmp = path.with_extension("parquet.partial");
-        let file =
-            File::create(&tmp).map_err(|e| format!("{}: cannot write: {e}", tmp.display()))?;
+        let file = File::create(&tmp).map_err(|source| ParquetIoError::File {
+            path: tmp.clone(),
+            action: "write",
+            source,
+        })?;
         let props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .build();
-        let writer = ArrowWriter::try_new(file, schema.clone(), Some(props))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let writer =
+            ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(failed(path))?;
         Ok(Self {
             path: path.to_path_buf(),
             tmp,
@@ -336,24 +403,17 @@ impl ParquetWriter {
     }
 
     /// Appends one batch of columns (in schema order).
-    pub fn write(&mut self, columns: Vec<ArrayRef>) -> Result<(), String> {
-        let batch = RecordBatch::try_new(self.schema.clone(), columns)
-            .map_err(|e| format!("{}: {e}", self.path.display()))?;
-        self.writer
-            .write(&batch)
-            .map_err(|e| format!("{}: {e}", self.path.display()))
+    pub fn write(&mut self, columns: Vec<ArrayRef>) -> Result<(), ParquetIoError> {
+        let batch =
+            RecordBatch::try_new(self.schema.clone(), columns).map_err(failed(&self.path))?;
+        self.writer.write(&batch).map_err(failed(&self.path))
     }
 
     /// Finishes the file and moves it into place.
-    pub fn finish(self) -> Result<PathBuf, String> {
-        let file = self
-            .writer
-            .into_inner()
-            .map_err(|e| format!("{}: {e}", self.path.display()))?;
-        file.sync_all()
-            .map_err(|e| format!("{}: {e}", self.path.display()))?;
-        std::fs::rename(&self.tmp, &self.path)
-            .map_err(|e| format!("{}: {e}", self.path.display()))?;
+    pub fn finish(self) -> Result<PathBuf, ParquetIoError> {
+        let file = self.writer.into_inner().map_err(failed(&self.path))?;
+        file.sync_all().map_err(failed(&self.path))?;
+        std::fs::rename(&self.tmp, &self.path).map_err(failed(&self.path))?;
         Ok(self.path)
     }
 }

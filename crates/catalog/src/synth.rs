@@ -86,22 +86,46 @@ fn draw(cdf: &[f64], rng: &mut SplitMix64) -> usize {
     cdf.partition_point(|&c| c <= target).min(cdf.len() - 1)
 }
 
+/// Why synthetic data could not be generated.
+#[derive(Debug, thiserror::Error)]
+pub enum SynthError {
+    /// A setting is out of range.
+    #[error("{0}")]
+    Config(String),
+    /// The output directory could not be created.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Writing a Parquet file failed.
+    #[error(transparent)]
+    Parquet(#[from] crate::parquet_io::ParquetIoError),
+}
+
 /// Generates the data set into `out_dir`; `progress(users_done)` is called now and then.
 pub fn generate(
     out_dir: &Path,
     cfg: &SynthConfig,
     progress: &dyn Fn(usize),
-) -> Result<SynthSummary, String> {
+) -> Result<SynthSummary, SynthError> {
     if cfg.users == 0 || cfg.items == 0 || cfg.dim == 0 || cfg.days == 0 {
-        return Err("users, items, dim and days must all be at least 1".into());
-    }
-    if !(cfg.mean_actions >= 3.0 && cfg.mean_actions.is_finite()) {
-        return Err(format!(
-            "mean actions must be at least 3, got {}",
-            cfg.mean_actions
+        return Err(SynthError::Config(
+            "users, items, dim and days must all be at least 1".into(),
         ));
     }
-    std::fs::create_dir_all(out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
+    if !(cfg.mean_actions >= 3.0 && cfg.mean_actions.is_finite()) {
+        return Err(SynthError::Config(format!(
+            "mean actions must be at least 3, got {}",
+            cfg.mean_actions
+        )));
+    }
+    std::fs::create_dir_all(out_dir).map_err(|source| SynthError::Io {
+        path: out_dir.to_path_buf(),
+        source,
+    })?;
     let topics = cfg
         .topics
         .unwrap_or((cfg.items / 200).clamp(8, 2_000))

@@ -11,10 +11,10 @@
 /// assert_eq!(parse_timestamp("2018-09-24 02:30:00.25+02:30"), Ok(1_537_747_200));
 /// assert!(parse_timestamp("yesterday").is_err());
 /// ```
-pub fn parse_timestamp(text: &str) -> Result<i64, String> {
+pub fn parse_timestamp(text: &str) -> Result<i64, TimestampError> {
     let t = text.trim();
     if t.is_empty() {
-        return Err("empty timestamp".into());
+        return Err(TimestampError::Empty);
     }
     if t.bytes()
         .all(|b| b.is_ascii_digit() || b == b'-' || b == b'.' || b == b'+')
@@ -24,11 +24,26 @@ pub fn parse_timestamp(text: &str) -> Result<i64, String> {
             .parse::<f64>()
             .ok()
             .and_then(unix_seconds)
-            .ok_or_else(|| format!("{t:?} is not a unix timestamp"));
+            .ok_or_else(|| TimestampError::NotUnixSeconds(t.to_owned()));
     }
-    parse_rfc3339(t).ok_or_else(|| {
-        format!("{t:?} is neither unix seconds nor an RFC 3339 date-time (2018-09-24T10:00:00Z)")
-    })
+    parse_rfc3339(t).ok_or_else(|| TimestampError::Unrecognised(t.to_owned()))
+}
+
+/// Why a value is not a timestamp.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TimestampError {
+    /// Nothing but white space.
+    #[error("empty timestamp")]
+    Empty,
+    /// A number that is not a finite whole-second time.
+    #[error("{0:?} is not a unix timestamp")]
+    NotUnixSeconds(String),
+    /// A number value that is not finite or beyond ±9e15 seconds.
+    #[error("{0} is not a unix timestamp")]
+    OutOfRange(f64),
+    /// Text that is neither a number nor an RFC 3339 date-time.
+    #[error("{0:?} is neither unix seconds nor an RFC 3339 date-time (2018-09-24T10:00:00Z)")]
+    Unrecognised(String),
 }
 
 /// Unix seconds from a decimal value, rounded down; `None` if not finite or beyond ±9e15

@@ -10,7 +10,7 @@ use pinnersage_core::profile::{DEFAULT_ALPHA, DEFAULT_MAX_ACTIONS};
 use pinnersage_core::{Actions, Clusterer, Embeddings, Profile, ProfileParams};
 use serde_json::json;
 
-use crate::InputError;
+use crate::args::InputError;
 
 /// Cluster one user's actions into interests (Ward, cut at alpha) and print them
 ///

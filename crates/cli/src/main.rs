@@ -1,18 +1,21 @@
-//! `pinnersage`: the command-line entry point. Thin by design: argument parsing, file reading and
-//! printing; the algorithms live in `pinnersage-core`.
+//! `pinnersage`: the command-line entry point. Thin by design: argument parsing, progress display
+//! and printing, one module per command group; every capability is a library function of the
+//! `pinnersage-*` crates.
 
+mod args;
 mod batch;
 mod bench;
-mod bench_index;
-mod bench_ingest;
-mod bench_serve;
+mod catalog;
 mod cluster;
 mod eval;
 mod http_client;
-mod items;
+mod import;
+mod index;
+mod profile;
 mod progress;
 mod quickstart;
 mod serve;
+mod synth;
 
 use std::process::ExitCode;
 
@@ -35,50 +38,30 @@ enum Command {
     Quickstart(quickstart::QuickstartArgs),
     Cluster(cluster::ClusterArgs),
     #[command(subcommand)]
-    Import(ImportCommand),
-    Catalog(items::CatalogArgs),
+    Import(import::ImportCommand),
+    Catalog(catalog::CatalogArgs),
     Batch(batch::BatchArgs),
-    Profile(batch::ProfileArgs),
-    Synth(batch::SynthArgs),
+    Profile(profile::ProfileArgs),
+    Synth(synth::SynthArgs),
     #[command(subcommand)]
-    Index(serve::IndexCommand),
+    Index(index::IndexCommand),
     Serve(serve::ServeArgs),
     Eval(Box<eval::EvalArgs>),
     Bench(bench::BenchArgs),
 }
-
-/// Import data into a data directory.
-#[derive(Debug, Subcommand)]
-enum ImportCommand {
-    Items(items::ImportItemsArgs),
-    Events(batch::ImportEventsArgs),
-}
-
-/// An error caused by the user's input (bad file, bad value): exit code 2, like usage errors.
-#[derive(Debug)]
-pub struct InputError(pub String);
-
-impl std::fmt::Display for InputError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for InputError {}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Quickstart(args) => quickstart::run(&args),
         Command::Cluster(args) => cluster::run(&args),
-        Command::Import(ImportCommand::Items(args)) => items::run_import(&args),
-        Command::Import(ImportCommand::Events(args)) => batch::run_import_events(&args),
-        Command::Catalog(args) => items::run_catalog(&args),
-        Command::Batch(args) => batch::run_batch_cmd(&args),
-        Command::Profile(args) => batch::run_profile(&args),
-        Command::Synth(args) => batch::run_synth(&args),
-        Command::Index(cmd) => serve::run_index(&cmd),
-        Command::Serve(args) => serve::run_serve(&args),
+        Command::Import(cmd) => import::run(&cmd),
+        Command::Catalog(args) => catalog::run(&args),
+        Command::Batch(args) => batch::run(&args),
+        Command::Profile(args) => profile::run(&args),
+        Command::Synth(args) => synth::run(&args),
+        Command::Index(cmd) => index::run(&cmd),
+        Command::Serve(args) => serve::run(&args),
         Command::Eval(args) => eval::run(&args),
         Command::Bench(args) => bench::run(&args),
     };
@@ -86,7 +69,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if e.downcast_ref::<InputError>().is_some() {
+            if e.downcast_ref::<args::InputError>().is_some() {
                 ExitCode::from(2)
             } else {
                 ExitCode::FAILURE

@@ -58,3 +58,54 @@ impl Progress {
         }
     }
 }
+
+/// The library's [`pinnersage_core::progress::Progress`] drawn as one [`Progress`] display per
+/// phase (phases with an unknown total show only their name), notes printed to stderr.
+pub struct Bars {
+    unit: &'static str,
+    current: std::sync::Mutex<Option<Progress>>,
+    done: std::sync::atomic::AtomicU64,
+}
+
+impl Bars {
+    /// Bars counting `unit` (for example "items").
+    pub fn new(unit: &'static str) -> Self {
+        Self {
+            unit,
+            current: std::sync::Mutex::new(None),
+            done: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
+impl pinnersage_core::progress::Progress for Bars {
+    fn phase(&self, name: &str, total: u64) {
+        self.finish();
+        eprintln!("{name}...");
+        self.done.store(0, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut current) = self.current.lock() {
+            *current = (total > 0).then(|| Progress::new(self.unit, Some(total)));
+        }
+    }
+
+    fn advance(&self, n: u64) {
+        let done = self.done.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
+        if let Ok(current) = self.current.lock()
+            && let Some(p) = current.as_ref()
+        {
+            p.update(done);
+        }
+    }
+
+    fn note(&self, text: &str) {
+        eprintln!("{text}");
+    }
+
+    fn finish(&self) {
+        if let Ok(mut current) = self.current.lock()
+            && let Some(p) = current.take()
+        {
+            p.finish();
+        }
+    }
+}

@@ -11,8 +11,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::{Args, FromArgMatches};
 
-use crate::InputError;
-use crate::items::DataDirArg;
+use crate::args::{DataDirArg, InputError};
 
 /// Ratings at or above this count as engagements (MovieLens' 0.5–5 star scale).
 const MIN_RATING: f64 = 3.5;
@@ -61,7 +60,7 @@ pub fn run(args: &QuickstartArgs) -> Result<()> {
     let data_dir = &args.data.data_dir;
     let marker = data_dir.join(MARKER);
     if args.rebuild || !marker.exists() {
-        let running = crate::serve::server_file(data_dir);
+        let running = pinnersage_server::server_file(data_dir);
         if running.exists() {
             return Err(InputError(format!(
                 "a pinnersage server is running on {} ({} exists): stop it first, or delete that file if the server is gone",
@@ -98,7 +97,7 @@ pub fn run(args: &QuickstartArgs) -> Result<()> {
          curl 'http://{shown}/v1/users/414/profile'\n  \
          curl 'http://{shown}/v1/users/414/recommendations?k=10'\n"
     );
-    crate::serve::run_serve(&parse(
+    crate::serve::run(&parse(
         "serve",
         [
             "--data-dir".into(),
@@ -159,7 +158,7 @@ fn prepare(data_dir: &Path, movielens: &Path) -> Result<()> {
     let dir: OsString = data_dir.into();
 
     step("1/4 import items", || {
-        crate::items::run_import(&parse(
+        crate::import::run_items(&parse(
             "import items",
             [
                 "--data-dir".into(),
@@ -183,7 +182,7 @@ fn prepare(data_dir: &Path, movielens: &Path) -> Result<()> {
             "{kept} ratings >= {MIN_RATING} written to {}",
             events.display()
         );
-        crate::batch::run_import_events(&parse(
+        crate::import::run_events(&parse(
             "import events",
             ["--data-dir".into(), dir.clone(), events.clone().into()],
         )?)?;
@@ -191,7 +190,7 @@ fn prepare(data_dir: &Path, movielens: &Path) -> Result<()> {
     })?;
 
     step("3/4 index build", || {
-        crate::serve::run_index(&crate::serve::IndexCommand::Build(parse(
+        crate::index::run(&crate::index::IndexCommand::Build(parse(
             "index build",
             ["--data-dir".into(), dir.clone()],
         )?))
@@ -199,7 +198,7 @@ fn prepare(data_dir: &Path, movielens: &Path) -> Result<()> {
 
     // MovieLens spans 1996–2018: the window covers it all, importance still decays by age.
     step("4/4 batch", || {
-        crate::batch::run_batch_cmd(&parse(
+        crate::batch::run(&parse(
             "batch",
             [
                 "--data-dir".into(),

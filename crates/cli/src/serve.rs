@@ -1,174 +1,15 @@
-//! `pinnersage index build` and `pinnersage serve`.
+//! `pinnersage serve`: a tokio runtime around [`pinnersage_server::Server`].
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::{Args, Subcommand};
-use pinnersage_catalog::catalog::Catalog;
-use pinnersage_index::persist::{self, BuildOptions, BuildProgress, IndexKind};
-use pinnersage_index::{HnswParams, Metric, Quantization};
+use clap::Args;
 use pinnersage_pipeline::online::DEFAULT_ONLINE_ACTIONS;
-use pinnersage_server::ingest::Ingest;
-use pinnersage_server::metrics::Metrics;
-use pinnersage_server::nats::{self, NatsConfig, NatsCounters};
-use pinnersage_server::{AppState, Engine, EngineConfig, Resample};
-use pinnersage_store::events::EventStoreError;
+use pinnersage_server::nats::NatsConfig;
+use pinnersage_server::{Resample, ServeConfig, ServeError, Server};
 
-use crate::InputError;
-use crate::items::DataDirArg;
-use crate::progress::Progress;
-
-/// Build or inspect the nearest-neighbour index of a data directory.
-#[derive(Debug, Subcommand)]
-pub enum IndexCommand {
-    Build(IndexBuildArgs),
-}
-
-/// Build the ANN index over the current catalog and make it the served index.
-///
-/// The default is an HNSW graph (usearch) over cosine distance, saved in DATA_DIR/index and
-/// memory-mapped by `pinnersage serve`. `--kind exact` stores no graph: the server scans every
-/// item (best below ~50k items, and exact). Re-run after every `import items`.
-///
-/// Refinement: `--collapse-duplicates 0.99` keeps one representative of every group of items
-/// with cosine >= 0.99; `--exclude FILE` (one item id per line) removes items that must never
-/// be recommended. Both are recorded in the index metadata.
-///
-/// Example:
-///   pinnersage index build --data-dir data --connectivity 16 --ef-construction 128
-#[derive(Debug, Args)]
-#[command(verbatim_doc_comment)]
-pub struct IndexBuildArgs {
-    #[command(flatten)]
-    data: DataDirArg,
-    /// Index implementation: hnsw or exact.
-    #[arg(long, default_value = "hnsw")]
-    kind: IndexKind,
-    /// Distance: cosine or l2.
-    #[arg(long, default_value = "cosine")]
-    metric: Metric,
-    /// HNSW links per node (M): more gives better recall, more memory, slower builds.
-    #[arg(long, default_value_t = 16)]
-    connectivity: usize,
-    /// HNSW candidate list while building (ef_construction).
-    #[arg(long, default_value_t = 128)]
-    ef_construction: usize,
-    /// HNSW candidate list while searching (ef_search); `serve --ef-search` overrides it.
-    #[arg(long, default_value_t = 64)]
-    ef_search: usize,
-    /// Vector storage inside the HNSW index: f32, or f16 for half the memory.
-    #[arg(long, default_value = "f32")]
-    quantization: Quantization,
-    /// Collapse items whose cosine to an earlier kept item is at least this (0 < T <= 1).
-    #[arg(long, value_name = "COSINE")]
-    collapse_duplicates: Option<f32>,
-    /// File of item ids (one per line) never to recommend.
-    #[arg(long, value_name = "FILE")]
-    exclude: Option<PathBuf>,
-}
-
-/// Feeds index build phases to the shared progress display.
-struct IndexProgress {
-    current: Mutex<Option<Progress>>,
-    done: AtomicU64,
-}
-
-impl BuildProgress for IndexProgress {
-    fn phase(&self, name: &str, total: u64) {
-        let mut current = self.current.lock().expect("not poisoned");
-        if let Some(p) = current.take() {
-            p.finish();
-        }
-        eprintln!("{name}...");
-        self.done.store(0, Ordering::Relaxed);
-        *current = (total > 0).then(|| Progress::new("items", Some(total)));
-    }
-    fn advance(&self, n: u64) {
-        let done = self.done.fetch_add(n, Ordering::Relaxed) + n;
-        if let Some(p) = self.current.lock().expect("not poisoned").as_ref() {
-            p.update(done);
-        }
-    }
-}
-
-/// Runs `pinnersage index build`.
-pub fn run_index(cmd: &IndexCommand) -> Result<()> {
-    let IndexCommand::Build(args) = cmd;
-    let data_dir = &args.data.data_dir;
-    let mut catalog = Catalog::open(data_dir).map_err(|e| InputError(e.to_string()))?;
-    catalog.build_hash_index();
-    let exclude = match &args.exclude {
-        Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| InputError(format!("{}: {e}", path.display())))?
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        None => Vec::new(),
-    };
-    let options = BuildOptions {
-        kind: args.kind,
-        params: HnswParams {
-            connectivity: args.connectivity,
-            expansion_add: args.ef_construction,
-            expansion_search: args.ef_search,
-            metric: args.metric,
-            quantization: args.quantization,
-        },
-        collapse_threshold: args.collapse_duplicates,
-        exclude,
-        exclude_source: args.exclude.as_ref().map(|p| p.display().to_string()),
-    };
-    options
-        .params
-        .validate()
-        .map_err(|e| InputError(e.to_string()))?;
-    let progress = IndexProgress {
-        current: Mutex::new(None),
-        done: AtomicU64::new(0),
-    };
-    let built = persist::build(data_dir, &catalog, &options, &progress).map_err(|e| match e {
-        pinnersage_index::IndexError::Options(m) => anyhow::Error::new(InputError(m)),
-        other => anyhow::Error::new(other),
-    })?;
-    if let Some(p) = progress.current.into_inner().expect("not poisoned") {
-        p.finish();
-    }
-    let m = &built.meta;
-    println!(
-        "index {}: {} of {} items ({} excluded, {} near duplicates collapsed), {} dim, {} {} in {:.1} s",
-        built.dir.display(),
-        m.indexed,
-        m.catalog_rows,
-        m.excluded,
-        m.collapsed,
-        m.dim,
-        match m.kind {
-            IndexKind::Hnsw => format!(
-                "HNSW M={} ef_construction={} ef_search={} {:?}",
-                m.params.connectivity,
-                m.params.expansion_add,
-                m.params.expansion_search,
-                m.params.quantization
-            ),
-            IndexKind::Exact => "exact scan".to_string(),
-        },
-        m.params.metric.name(),
-        m.build_seconds
-    );
-    if built.unknown_exclusions > 0 {
-        eprintln!(
-            "note: {} excluded ids are not in the catalog",
-            built.unknown_exclusions
-        );
-    }
-    Ok(())
-}
+use crate::args::{DataDirArg, InputError};
 
 /// Serve recommendations over HTTP from a data directory.
 ///
@@ -196,7 +37,7 @@ pub fn run_index(cmd: &IndexCommand) -> Result<()> {
 #[command(verbatim_doc_comment)]
 pub struct ServeArgs {
     #[command(flatten)]
-    data: DataDirArg,
+    pub data: DataDirArg,
     /// Address to listen on (loopback by default; use 0.0.0.0:PORT to expose it).
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
@@ -239,40 +80,48 @@ pub struct ServeArgs {
     nats_durable: String,
 }
 
-/// Where a running server records its address, so that `pinnersage batch` can reach it.
-pub fn server_file(data_dir: &std::path::Path) -> PathBuf {
-    data_dir.join("server.json")
+impl ServeArgs {
+    /// The library's settings from the flags.
+    fn config(&self) -> Result<ServeConfig> {
+        if !(self.reload_seconds > 0.0 && self.reload_seconds.is_finite()) {
+            return Err(InputError("--reload-seconds must be positive".into()).into());
+        }
+        Ok(ServeConfig {
+            cache_bytes: self.cache_mb << 20,
+            ef_search: self.ef_search,
+            load_index: self.load_index,
+            resample: self.resample,
+            seed: self.seed,
+            reload: Duration::from_secs_f64(self.reload_seconds),
+            online_actions: self.online_actions,
+            nats: self.nats.as_ref().map(|url| NatsConfig {
+                subject: self.subject.clone(),
+                stream: self.nats_stream.clone(),
+                durable: self.nats_durable.clone(),
+                ..NatsConfig::new(url.clone())
+            }),
+        })
+    }
+}
+
+/// Serve errors caused by the user's input exit with code 2.
+fn classify(e: ServeError) -> anyhow::Error {
+    if e.is_input() {
+        InputError(e.to_string()).into()
+    } else {
+        e.into()
+    }
 }
 
 /// Runs `pinnersage serve` until SIGTERM or Ctrl-C.
-pub fn run_serve(args: &ServeArgs) -> Result<()> {
-    if args.online_actions == 0 {
-        return Err(InputError("--online-actions must be at least 1".into()).into());
-    }
+pub fn run(args: &ServeArgs) -> Result<()> {
     let data_dir = &args.data.data_dir;
-    let mut catalog = Catalog::open(data_dir).map_err(|e| InputError(e.to_string()))?;
-    catalog.build_hash_index();
-    let catalog = Arc::new(catalog);
-    let index = persist::open(data_dir, catalog.clone(), args.ef_search, args.load_index)
-        .map_err(|e| InputError(e.to_string()))?;
-    let engine = Engine::new(
-        data_dir,
-        catalog.clone(),
-        index,
-        EngineConfig {
-            resample: args.resample,
-            seed: args.seed,
-            cache_bytes: args.cache_mb << 20,
-            online_actions: args.online_actions,
-        },
-    )?;
-    let (ingest, recovered) = Ingest::open(&engine, catalog.clone()).map_err(|e| match e {
-        EventStoreError::InUse { .. } => anyhow::Error::from(InputError(e.to_string())),
-        e => anyhow::Error::from(e),
-    })?;
-    if recovered > 0 {
+    let server = Server::open(data_dir, args.config()?).map_err(classify)?;
+    let engine = server.engine().clone();
+    if server.recovered_events() > 0 {
         eprintln!(
-            "recovered {recovered} events after the served batch: {} users have online clusters",
+            "recovered {} events after the served batch: {} users have online clusters",
+            server.recovered_events(),
             engine.online().users()
         );
     }
@@ -281,9 +130,6 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
             "note: no profiles yet (run `pinnersage batch --data-dir {}`); every user gets the fallback",
             data_dir.display()
         );
-    }
-    if !(args.reload_seconds > 0.0 && args.reload_seconds.is_finite()) {
-        return Err(InputError("--reload-seconds must be positive".into()).into());
     }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = args.threads {
@@ -300,48 +146,13 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
         let addr = listener.local_addr()?;
         eprintln!(
             "serving {} items ({} index) on http://{addr}  (try: curl http://{addr}/healthz)",
-            catalog.rows(),
+            engine.catalog().rows(),
             engine.index().index.kind()
         );
-        let engine = Arc::new(engine);
-        let ingest = Arc::new(ingest);
-        let nats = match &args.nats {
-            None => None,
-            Some(url) => {
-                let counters = Arc::new(NatsCounters::default());
-                let config = NatsConfig {
-                    subject: args.subject.clone(),
-                    stream: args.nats_stream.clone(),
-                    durable: args.nats_durable.clone(),
-                    ..NatsConfig::new(url.clone())
-                };
-                nats::start(config, engine.clone(), ingest.clone(), counters.clone())
-                    .await
-                    .map_err(|e| InputError(e.to_string()))?;
-                Some(counters)
-            }
-        };
-        let state = AppState {
-            engine,
-            metrics: Arc::new(Metrics::default()),
-            ingest: Some(ingest),
-            nats,
-        };
-        let file = server_file(data_dir);
-        std::fs::write(
-            &file,
-            serde_json::json!({"addr": addr.to_string(), "pid": std::process::id()}).to_string(),
-        )
-        .with_context(|| format!("writing {}", file.display()))?;
-        let served = pinnersage_server::serve(
-            listener,
-            state,
-            Duration::from_secs_f64(args.reload_seconds),
-            pinnersage_server::shutdown_signal(),
-        )
-        .await;
-        let _ = std::fs::remove_file(&file);
-        served?;
+        server
+            .run(listener, pinnersage_server::shutdown_signal())
+            .await
+            .map_err(classify)?;
         eprintln!("shut down");
         Ok(())
     })

@@ -34,6 +34,7 @@ pub mod medoid;
 pub mod merge;
 pub mod metrics;
 pub mod profile;
+pub mod progress;
 pub mod projection;
 pub mod sample;
 pub mod scan;

@@ -1,5 +1,6 @@
 //! Running every method over every user, with lifts and bootstrap confidence intervals.
 
+use crate::error::EvalError;
 use std::fmt::Write;
 
 use pinnersage_core::blend::blend_round_robin;
@@ -145,10 +146,10 @@ pub fn evaluate(
     split: &Split,
     config: &EvalConfig,
     progress: &(dyn Fn(u64) + Sync),
-) -> Result<Report, String> {
+) -> Result<Report, EvalError> {
     let (users, excluded_users) = (&split.units[..], split.excluded);
     if config.methods.is_empty() || users.is_empty() {
-        return Err("nothing to evaluate: no methods or no users with enough history".into());
+        return Err(EvalError::Empty);
     }
     // First: it validates `dim` and every item row of the split.
     let retriever = Retriever::new(vectors, dim, split, config)?;
@@ -223,11 +224,11 @@ pub fn evaluate(
                         candidates: c.len(),
                     })
                 })
-                .collect::<Result<Vec<_>, String>>();
+                .collect::<Result<Vec<_>, EvalError>>();
             progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1);
             out
         })
-        .collect::<Result<_, String>>()?;
+        .collect::<Result<_, EvalError>>()?;
 
     let n = users.len();
     let column = |m: usize, f: &dyn Fn(&UserScore) -> f64| -> Vec<f64> {
@@ -336,8 +337,8 @@ impl<'a> Retriever<'a> {
         dim: usize,
         split: &Split,
         config: &EvalConfig,
-    ) -> Result<Self, String> {
-        let index = ExactIndex::new(vectors, dim, Metric::Cosine).map_err(|e| e.to_string())?;
+    ) -> Result<Self, EvalError> {
+        let index = ExactIndex::new(vectors, dim, Metric::Cosine)?;
         let rows = vectors.len() / dim;
         let outside = |u: &&UserSplit| {
             let out = |r: u32| r as usize >= rows;
@@ -349,10 +350,7 @@ impl<'a> Retriever<'a> {
             .chain(&split.shared_training)
             .find(outside)
         {
-            return Err(format!(
-                "user {} refers to an item row outside the {rows} rows of the embedding matrix",
-                u.user
-            ));
+            return Err(EvalError::RowOutOfRange { user: u.user, rows });
         }
         let (popular, engagements) = popular_items(&split.shared_training, rows);
         Ok(Self {
@@ -374,7 +372,7 @@ impl<'a> Retriever<'a> {
         method: &Method,
         user: &UserSplit,
         keep: &(dyn Fn(u32) -> bool + Sync),
-    ) -> Result<Retrieved, String> {
+    ) -> Result<Retrieved, EvalError> {
         if *method == Method::Popularity {
             return Ok(Retrieved {
                 candidates: self
@@ -387,15 +385,11 @@ impl<'a> Retriever<'a> {
                 queries: UserQueries::default(),
             });
         }
-        let queries = queries(method, user, self.vectors, self.dim, self.alpha, self.seed)
-            .map_err(|e| e.to_string())?;
+        let queries = queries(method, user, self.vectors, self.dim, self.alpha, self.seed)?;
         let per = self.candidates / queries.queries.len().max(1);
         let mut lists = Vec::with_capacity(queries.queries.len());
         for q in &queries.queries {
-            let hits = self
-                .index
-                .search_filtered(q, per, keep)
-                .map_err(|e| e.to_string())?;
+            let hits = self.index.search_filtered(q, per, keep)?;
             lists.push(
                 hits.iter()
                     .map(|n| (n.row, 1.0 - n.distance))

@@ -1,6 +1,7 @@
 //! A few users shown in full: their PinnerSage interests and what each method recommends, so
 //! that a report can be read with item titles beside the numbers.
 
+use crate::error::EvalError;
 use pinnersage_core::{Actions, Clusterer, Embeddings, ProfileParams};
 
 use crate::evaluate::{EvalConfig, Retriever};
@@ -43,7 +44,7 @@ pub fn examples(
     config: &EvalConfig,
     count: usize,
     top: usize,
-) -> Result<Vec<Example>, String> {
+) -> Result<Vec<Example>, EvalError> {
     let retriever = Retriever::new(vectors, dim, split, config)?;
     let mut order: Vec<&UserSplit> = split.units.iter().collect();
     order.sort_by_key(|u| (u.train.len(), u.user));
@@ -65,7 +66,7 @@ pub fn examples(
                     got.truncate(top);
                     Ok((m.describe(), got))
                 })
-                .collect::<Result<Vec<_>, String>>()?;
+                .collect::<Result<Vec<_>, EvalError>>()?;
             Ok(Example {
                 user: user.user,
                 train: user.train.len(),
@@ -89,19 +90,15 @@ fn interests(
     vectors: &[f32],
     dim: usize,
     alpha: f64,
-) -> Result<Vec<Interest>, String> {
-    let err = |e: pinnersage_core::CoreError| e.to_string();
+) -> Result<Vec<Interest>, EvalError> {
     let (data, times) = user.train_matrix(vectors, dim);
     let now = times.iter().copied().max().unwrap_or(0);
-    let actions =
-        Actions::new(Embeddings::new(&data, dim).map_err(err)?, &times, None).map_err(err)?;
+    let actions = Actions::new(Embeddings::new(&data, dim)?, &times, None)?;
     let profile = Clusterer::new(ProfileParams {
         alpha,
         ..ProfileParams::default()
-    })
-    .map_err(err)?
-    .profile(&actions, now)
-    .map_err(err)?;
+    })?
+    .profile(&actions, now)?;
     Ok(profile
         .clusters
         .iter()

@@ -5,8 +5,12 @@
 //! bootstrap confidence intervals over users.
 #![warn(missing_docs)]
 
+pub mod error;
 pub mod evaluate;
+pub mod evaluation;
 pub mod examples;
+pub mod inputs;
+pub mod markdown;
 pub mod methods;
 pub mod metrics;
 pub mod plot;
@@ -14,5 +18,8 @@ pub mod split;
 pub mod svd;
 pub mod sweep;
 
+pub use error::EvalError;
 pub use evaluate::{EvalConfig, Report, evaluate};
+pub use evaluation::{EvalOptions, EvalOutput, Evaluation};
+pub use inputs::{EvalData, EvalFiles};
 pub use split::Split;

@@ -1,5 +1,6 @@
 //! Line charts of the sweeps as SVG text (plotters; the caller writes the file).
 
+use crate::error::EvalError;
 use plotters::prelude::*;
 
 /// One line of a chart.
@@ -41,16 +42,16 @@ const COLOURS: [RGBColor; 6] = [
 /// let svg = svg_figure("alpha sweep", "alpha", &[panel]).unwrap();
 /// assert!(svg.starts_with("<svg") && svg.contains("Recall") && svg.contains("given"));
 /// ```
-pub fn svg_figure(title: &str, x_label: &str, panels: &[Panel]) -> Result<String, String> {
+pub fn svg_figure(title: &str, x_label: &str, panels: &[Panel]) -> Result<String, EvalError> {
     let mut svg = String::new();
     {
         let width = 420 * panels.len().max(1) as u32;
         let root = SVGBackend::with_string(&mut svg, (width, 360)).into_drawing_area();
-        let err = |e: DrawingAreaErrorKind<_>| e.to_string();
+        let err = |e: DrawingAreaErrorKind<_>| EvalError::Plot(e.to_string());
         root.fill(&WHITE).map_err(err)?;
         let root = root
             .titled(title, ("sans-serif", 20))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| EvalError::Plot(e.to_string()))?;
         let areas = root.split_evenly((1, panels.len().max(1)));
         for (p, (area, panel)) in areas.iter().zip(panels).enumerate() {
             let points = || panel.series.iter().flat_map(|s| s.points.iter());
@@ -63,19 +64,19 @@ pub fn svg_figure(title: &str, x_label: &str, panels: &[Panel]) -> Result<String
                 .x_label_area_size(36)
                 .y_label_area_size(56)
                 .build_cartesian_2d(x0..x1, 0.0..y1 * 1.08)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| EvalError::Plot(e.to_string()))?;
             chart
                 .configure_mesh()
                 .x_desc(x_label)
                 .x_label_formatter(&|x| format!("{}", (x * 1e6).round() / 1e6))
                 .light_line_style(WHITE.mix(0.0))
                 .draw()
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| EvalError::Plot(e.to_string()))?;
             for (i, series) in panel.series.iter().enumerate() {
                 let colour = COLOURS[i % COLOURS.len()];
                 chart
                     .draw_series(LineSeries::new(series.points.iter().copied(), colour))
-                    .map_err(|e| e.to_string())?
+                    .map_err(|e| EvalError::Plot(e.to_string()))?
                     .label(series.name.as_str())
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], colour));
                 chart
@@ -85,7 +86,7 @@ pub fn svg_figure(title: &str, x_label: &str, panels: &[Panel]) -> Result<String
                             .iter()
                             .map(|&p| Circle::new(p, 3, colour.filled())),
                     )
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| EvalError::Plot(e.to_string()))?;
             }
             if p > 0 {
                 continue;
@@ -96,9 +97,9 @@ pub fn svg_figure(title: &str, x_label: &str, panels: &[Panel]) -> Result<String
                 .background_style(WHITE.mix(0.8))
                 .border_style(BLACK.mix(0.3))
                 .draw()
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| EvalError::Plot(e.to_string()))?;
         }
-        root.present().map_err(|e| e.to_string())?;
+        root.present().map_err(|e| EvalError::Plot(e.to_string()))?;
     }
     Ok(svg)
 }

@@ -1,6 +1,7 @@
 //! The paper's sweeps: PinnerSage's quality against the merge threshold alpha and against the
 //! number of sampled embeddings e (their Fig. 7).
 
+use crate::error::EvalError;
 use serde::Serialize;
 
 use crate::evaluate::{EvalConfig, MethodResult, Stat, evaluate};
@@ -46,7 +47,7 @@ pub fn alpha_sweep(
     config: &EvalConfig,
     alphas: &[f64],
     progress: &(dyn Fn(u64) + Sync),
-) -> Result<Vec<SweepPoint>, String> {
+) -> Result<Vec<SweepPoint>, EvalError> {
     let units = split.units.len() as u64;
     alphas
         .iter()
@@ -76,7 +77,7 @@ pub fn embeddings_sweep(
     config: &EvalConfig,
     es: &[usize],
     progress: &(dyn Fn(u64) + Sync),
-) -> Result<Vec<SweepPoint>, String> {
+) -> Result<Vec<SweepPoint>, EvalError> {
     let mut methods = vec![Method::LastItem];
     methods.extend(
         es.iter()

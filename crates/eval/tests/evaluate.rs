@@ -74,7 +74,9 @@ fn multi_interest_beats_last_item_when_users_have_two_topics() {
         all_medoids(Clustering::KMeans { k: 2 }),
         all_medoids(Clustering::Complete),
     ]);
-    let err = evaluate(&vectors[..20], 2, &split, &config, &|_| {}).unwrap_err();
+    let err = evaluate(&vectors[..20], 2, &split, &config, &|_| {})
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("row"), "{err}");
     assert!(evaluate(&vectors, 0, &split, &config, &|_| {}).is_err());
     let report = evaluate(&vectors, 2, &split, &config, &|_| {}).unwrap();

@@ -20,12 +20,12 @@ pub enum Quantization {
 }
 
 impl std::str::FromStr for Quantization {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = crate::UnknownName;
+    fn from_str(s: &str) -> Result<Self, crate::UnknownName> {
         match s {
             "f32" => Ok(Quantization::F32),
             "f16" => Ok(Quantization::F16),
-            _ => Err(format!("unknown quantization {s:?} (expected f32 or f16)")),
+            _ => Err(crate::UnknownName::new("quantization", s, "f32 or f16")),
         }
     }
 }

@@ -53,12 +53,41 @@ impl Metric {
 }
 
 impl std::str::FromStr for Metric {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
         match s {
             "cosine" | "cos" => Ok(Metric::Cosine),
             "l2" | "l2sq" => Ok(Metric::L2),
-            _ => Err(format!("unknown metric {s:?} (expected cosine or l2)")),
+            _ => Err(UnknownName::new("metric", s, "cosine or l2")),
+        }
+    }
+}
+
+/// A name (of a metric, a quantization, an index kind) that is not one of the accepted ones.
+///
+/// ```
+/// use pinnersage_index::Metric;
+/// let err = "dot".parse::<Metric>().unwrap_err();
+/// assert_eq!(err.to_string(), r#"unknown metric "dot" (expected cosine or l2)"#);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} {got:?} (expected {expected})")]
+pub struct UnknownName {
+    /// What was being named.
+    pub what: &'static str,
+    /// The name given.
+    pub got: String,
+    /// The accepted names.
+    pub expected: &'static str,
+}
+
+impl UnknownName {
+    /// `got` is not an accepted name of `what`.
+    pub fn new(what: &'static str, got: &str, expected: &'static str) -> Self {
+        Self {
+            what,
+            got: got.to_owned(),
+            expected,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! file (`index.usearch`, HNSW only), the indexed rows when some were left out (`rows.u32`) and
 //! the near-duplicate map (`collapsed.tsv`). Generations switch atomically, like the catalog's.
 
+use pinnersage_core::progress::Progress;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use pinnersage_catalog::catalog::Catalog;
-use pinnersage_catalog::generation::Generations;
+use pinnersage_generation::Generations;
 use serde::{Deserialize, Serialize};
 
 use crate::refine::collapse_near_duplicates;
@@ -32,12 +33,12 @@ pub enum IndexKind {
 }
 
 impl std::str::FromStr for IndexKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = crate::UnknownName;
+    fn from_str(s: &str) -> Result<Self, crate::UnknownName> {
         match s {
             "hnsw" => Ok(IndexKind::Hnsw),
             "exact" => Ok(IndexKind::Exact),
-            _ => Err(format!("unknown index kind {s:?} (expected hnsw or exact)")),
+            _ => Err(crate::UnknownName::new("index kind", s, "hnsw or exact")),
         }
     }
 }
@@ -84,19 +85,6 @@ pub struct BuildOptions {
     pub exclude_source: Option<String>,
 }
 
-/// Reports a build's phases and progress.
-pub trait BuildProgress: Sync {
-    /// A phase of `total` steps starts.
-    fn phase(&self, name: &str, total: u64);
-    /// `n` more steps are done.
-    fn advance(&self, n: u64);
-}
-
-impl BuildProgress for () {
-    fn phase(&self, _: &str, _: u64) {}
-    fn advance(&self, _: u64) {}
-}
-
 /// The result of [`build`].
 #[derive(Debug, Clone)]
 pub struct BuiltIndex {
@@ -132,7 +120,7 @@ pub fn build(
     data_dir: &Path,
     catalog: &Catalog,
     options: &BuildOptions,
-    progress: &dyn BuildProgress,
+    progress: &dyn Progress,
 ) -> Result<BuiltIndex, IndexError> {
     options.params.validate()?;
     let started = Instant::now();

@@ -17,13 +17,20 @@ use pinnersage_store::profiles::{
     GenerationMeta, ProfileStoreError, ProfileWriter, StoredCluster, StoredItem, StoredProfile,
 };
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use arrow_array::{ArrayRef, Float64Array, Int64Array, StringArray, UInt32Array};
 use arrow_schema::{DataType, Field};
-use pinnersage_catalog::parquet_io::ParquetWriter;
+use pinnersage_catalog::parquet_io::{ParquetIoError, ParquetWriter};
+
+/// Days of history per user in a batch (the paper's 90).
+pub const DEFAULT_WINDOW_DAYS: u32 = 90;
+
+/// Users clustered per parallel chunk of a batch.
+pub const DEFAULT_CHUNK_USERS: usize = 4096;
 
 /// Settings of one batch run.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +49,29 @@ pub struct BatchConfig {
     /// Also write the profiles to this Parquet file (one row per cluster: `user`, `rank`,
     /// `medoid`, `size`, `importance`, `latest_time`).
     pub parquet_out: Option<PathBuf>,
+}
+
+impl BatchConfig {
+    /// A batch at `now` with every other setting at its default: a
+    /// [`DEFAULT_WINDOW_DAYS`]-day window, [`ProfileParams::default`], all users, chunks of
+    /// [`DEFAULT_CHUNK_USERS`], no Parquet output.
+    ///
+    /// ```
+    /// use pinnersage_pipeline::batch::{BatchConfig, DEFAULT_WINDOW_DAYS};
+    /// let config = BatchConfig::new(1_700_000_000);
+    /// assert_eq!(config.window_days, DEFAULT_WINDOW_DAYS);
+    /// assert!(config.shard.is_none() && config.parquet_out.is_none());
+    /// ```
+    pub fn new(now: i64) -> Self {
+        Self {
+            now,
+            window_days: DEFAULT_WINDOW_DAYS,
+            params: ProfileParams::default(),
+            shard: None,
+            chunk_users: DEFAULT_CHUNK_USERS,
+            parquet_out: None,
+        }
+    }
 }
 
 /// One of `count` disjoint parts of the users.
@@ -78,10 +108,12 @@ impl Shard {
     }
 }
 
-/// What a batch run did.
-#[derive(Debug, Clone, PartialEq)]
+/// What a batch run did. As JSON (the server's `POST /v1/admin/batch` answer), `generation` is
+/// the generation's directory name only (`gen-000002`), never a server path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BatchSummary {
-    /// The published profile generation.
+    /// The published profile generation's directory.
+    #[serde(with = "directory_name")]
     pub generation: PathBuf,
     /// Users with a profile.
     pub users: u64,
@@ -117,8 +149,8 @@ pub enum BatchError {
     #[error("{0}")]
     Config(String),
     /// The Parquet output could not be written.
-    #[error("{0}")]
-    Output(String),
+    #[error(transparent)]
+    Output(ParquetIoError),
     /// No events in the window.
     #[error(
         "no events between {from} and {to} (unix seconds): nothing to cluster; --now defaults to the current time, pass --now for historical data"
@@ -439,7 +471,7 @@ fn cluster_chunk(
 struct ProfilesParquet(ParquetWriter);
 
 impl ProfilesParquet {
-    fn create(path: &Path) -> Result<Self, String> {
+    fn create(path: &Path) -> Result<Self, ParquetIoError> {
         ParquetWriter::create(
             path,
             vec![
@@ -454,7 +486,7 @@ impl ProfilesParquet {
         .map(Self)
     }
 
-    fn write(&mut self, profiles: &[(String, StoredProfile)]) -> Result<(), String> {
+    fn write(&mut self, profiles: &[(String, StoredProfile)]) -> Result<(), ParquetIoError> {
         let rows = profiles
             .iter()
             .flat_map(|(u, p)| p.clusters.iter().enumerate().map(move |(r, c)| (u, r, c)));
@@ -478,7 +510,22 @@ impl ProfilesParquet {
         ])
     }
 
-    fn finish(self) -> Result<PathBuf, String> {
+    fn finish(self) -> Result<PathBuf, ParquetIoError> {
         self.0.finish()
+    }
+}
+
+/// Serialises a path as its last component (a generation's name), and reads a name back.
+mod directory_name {
+    use std::path::{Path, PathBuf};
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&path.file_name().unwrap_or_default().to_string_lossy())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        String::deserialize(d).map(PathBuf::from)
     }
 }

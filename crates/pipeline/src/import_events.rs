@@ -9,7 +9,9 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use pinnersage_catalog::catalog::{Catalog, CatalogError};
-use pinnersage_catalog::parquet_io::{ParquetReader, number_column, text_column, time_column};
+use pinnersage_catalog::parquet_io::{
+    ParquetIoError, ParquetReader, number_column, text_column, time_column,
+};
 use pinnersage_store::events::{Event, EventStore, EventStoreError};
 
 use pinnersage_catalog::timestamp::parse_timestamp;
@@ -342,8 +344,8 @@ fn for_each_parquet_row(
     columns: &EventColumns,
     mut f: impl FnMut(Loc, Result<Event, String>) -> Result<(), ImportError>,
 ) -> Result<(), ImportError> {
-    let input = |e: String| ImportError::Input(e);
-    let in_file = |e: String| ImportError::Input(format!("{}: {e}", file.display()));
+    let input = |e: ParquetIoError| ImportError::Input(e.to_string());
+    let in_file = |e: ParquetIoError| ImportError::Input(format!("{}: {e}", file.display()));
     let mut reader = ParquetReader::open(file).map_err(input)?;
     let user = reader.require_column(&columns.user).map_err(input)?;
     let item = reader.require_column(&columns.item).map_err(input)?;

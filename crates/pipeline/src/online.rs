@@ -5,7 +5,8 @@
 //! batch profile, a later one is online. Every accepted event later than the boundary updates
 //! its user's online actions (the most recent [`DEFAULT_ONLINE_ACTIONS`] are kept) and the user
 //! is re-clustered at once. When a new batch generation is served, [`OnlineProfiles::roll_over`]
-//! moves the boundary and drops what the batch now covers. After a restart,
+//! moves the boundary, drops what the batch now covers and adopts the generation's alpha and
+//! lambda, so that online clusters are always cut like the batch clusters they merge with. After a restart,
 //! [`OnlineProfiles::recover`] rebuilds the state from the event store: the store is the source
 //! of truth, this is a cache of it.
 //!
@@ -69,11 +70,19 @@ pub struct Accepted<'a> {
 /// Online profiles of every user with actions after the boundary.
 pub struct OnlineProfiles {
     catalog: Arc<Catalog>,
-    params: ProfileParams,
-    /// The boundary (unix seconds); held for reading while events are applied so that a
-    /// roll-over never interleaves with an update.
-    since: RwLock<i64>,
+    /// The boundary and the clustering parameters; held for reading while events are applied so
+    /// that a roll-over never interleaves with an update.
+    served: RwLock<Served>,
     shards: Vec<Mutex<HashMap<String, Arc<OnlineUser>>>>,
+}
+
+/// What the online state follows from the served batch generation.
+#[derive(Debug, Clone, PartialEq)]
+struct Served {
+    /// The generation's `now` (unix seconds): actions later than this are online.
+    since: i64,
+    /// The generation's alpha and lambda; `max_actions` is the number of latest actions kept.
+    params: ProfileParams,
 }
 
 impl std::fmt::Debug for OnlineProfiles {
@@ -97,20 +106,19 @@ impl OnlineProfiles {
         params.validate()?;
         Ok(Self {
             catalog,
-            params,
-            since: RwLock::new(since),
+            served: RwLock::new(Served { since, params }),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
         })
     }
 
     /// The boundary: actions later than this are online.
     pub fn since(&self) -> i64 {
-        *self.since.read().expect("not poisoned")
+        self.served.read().expect("not poisoned").since
     }
 
-    /// The clustering parameters.
-    pub fn params(&self) -> &ProfileParams {
-        &self.params
+    /// The clustering parameters (those of the served generation).
+    pub fn params(&self) -> ProfileParams {
+        self.served.read().expect("not poisoned").params.clone()
     }
 
     fn shard(&self, user: &str) -> &Mutex<HashMap<String, Arc<OnlineUser>>> {
@@ -138,9 +146,9 @@ impl OnlineProfiles {
     /// Adds newly stored events (duplicates must be left out by the caller) and re-clusters
     /// their users. Events at or before the boundary are ignored: the batch covers them.
     pub fn apply(&self, events: &[Accepted<'_>]) {
-        let since = self.since.read().expect("not poisoned");
+        let served = self.served.read().expect("not poisoned");
         let mut by_user: HashMap<&str, Vec<OnlineAction>> = HashMap::new();
-        for e in events.iter().filter(|e| e.action.time > *since) {
+        for e in events.iter().filter(|e| e.action.time > served.since) {
             by_user.entry(e.user).or_default().push(e.action);
         }
         let by_user: Vec<(&str, Vec<OnlineAction>)> = by_user.into_iter().collect();
@@ -150,13 +158,13 @@ impl OnlineProfiles {
                 .map(|u| u.actions.clone())
                 .unwrap_or_default();
             actions.extend_from_slice(fresh);
-            let state = self.build(clusterer, actions, *since);
+            let state = self.build(clusterer, actions, &served);
             self.shard(user)
                 .lock()
                 .expect("not poisoned")
                 .insert((*user).to_owned(), Arc::new(state));
         };
-        let new_clusterer = || Clusterer::new(self.params.clone()).expect("validated in new");
+        let new_clusterer = || Clusterer::new(served.params.clone()).expect("validated before");
         if by_user.len() < 16 {
             let mut c = new_clusterer();
             by_user.iter().for_each(|u| update(&mut c, u));
@@ -170,10 +178,11 @@ impl OnlineProfiles {
         &self,
         clusterer: &mut Clusterer,
         mut actions: Vec<OnlineAction>,
-        since: i64,
+        served: &Served,
     ) -> OnlineUser {
+        let since = served.since;
         actions.sort_by_key(|a| (a.time, a.row));
-        let keep = self.params.max_actions;
+        let keep = served.params.max_actions;
         if actions.len() > keep {
             actions.drain(..actions.len() - keep);
         }
@@ -208,13 +217,21 @@ impl OnlineProfiles {
         OnlineUser { actions, clusters }
     }
 
-    /// Moves the boundary to `since` (a new batch generation's `now`): actions at or before it
-    /// are dropped, users left without actions are removed, the rest are re-clustered.
-    /// Returns the number of users removed.
-    pub fn roll_over(&self, since: i64) -> usize {
-        let mut boundary = self.since.write().expect("not poisoned");
-        *boundary = since;
-        let mut clusterer = Clusterer::new(self.params.clone()).expect("validated in new");
+    /// Follows a newly served batch generation: moves the boundary to `since` (its `now`) and
+    /// clusters with its `alpha` and `lambda` from now on. Actions at or before the boundary are
+    /// dropped and users left without actions are removed; the users whose actions changed are
+    /// re-clustered, and every user when alpha or lambda changed. Returns the number of users
+    /// removed. Invalid parameters change nothing.
+    pub fn roll_over(&self, since: i64, alpha: f64, lambda: f64) -> Result<usize, CoreError> {
+        let mut served = self.served.write().expect("not poisoned");
+        let params = ProfileParams {
+            alpha,
+            lambda,
+            ..served.params.clone()
+        };
+        let mut clusterer = Clusterer::new(params.clone())?;
+        let recluster_all = params != served.params;
+        *served = Served { since, params };
         let mut removed = 0;
         for shard in &self.shards {
             let mut users = shard.lock().expect("not poisoned");
@@ -222,24 +239,27 @@ impl OnlineProfiles {
             users.retain(|_, u| u.actions.iter().any(|a| a.time > since));
             removed += before - users.len();
             for state in users.values_mut() {
-                if state.actions.iter().any(|a| a.time <= since) {
+                if recluster_all || state.actions.iter().any(|a| a.time <= since) {
                     let kept = state
                         .actions
                         .iter()
                         .copied()
                         .filter(|a| a.time > since)
                         .collect();
-                    *state = Arc::new(self.build(&mut clusterer, kept, since));
+                    *state = Arc::new(self.build(&mut clusterer, kept, &served));
                 }
             }
         }
-        removed
+        Ok(removed)
     }
 
     /// Rebuilds the state from every stored event after the boundary (after a restart).
     /// Events on items missing from the catalog are skipped. Returns the number of events read.
     pub fn recover(&self, store: &EventStore) -> Result<u64, EventStoreError> {
-        let since = self.since();
+        let (since, keep) = {
+            let served = self.served.read().expect("not poisoned");
+            (served.since, served.params.max_actions)
+        };
         let mut latest: HashMap<String, Vec<OnlineAction>> = HashMap::new();
         let mut read = 0u64;
         store.for_each_after(since, |user, e| {
@@ -252,8 +272,8 @@ impl OnlineProfiles {
                     weight: e.weight,
                 });
                 // Events come in time order: keep a bounded tail per user.
-                if actions.len() >= 2 * self.params.max_actions {
-                    actions.drain(..actions.len() - self.params.max_actions);
+                if actions.len() >= 2 * keep {
+                    actions.drain(..actions.len() - keep);
                 }
             }
         })?;

@@ -556,7 +556,8 @@ fn online_profiles_keep_the_latest_actions_after_the_boundary_and_roll_over() {
     assert_eq!(recovered.users(), 2);
 
     // A batch at 1_004 covers u1's first two kept actions; u2 stays whole.
-    assert_eq!(online.roll_over(1_004), 0);
+    let (alpha, lambda) = (params.alpha, params.lambda);
+    assert_eq!(online.roll_over(1_004, alpha, lambda).unwrap(), 0);
     let times: Vec<i64> = online
         .get("u1")
         .unwrap()
@@ -566,6 +567,6 @@ fn online_profiles_keep_the_latest_actions_after_the_boundary_and_roll_over() {
         .collect();
     assert_eq!(times, vec![1_005, 1_006]);
     assert_eq!(online.since(), 1_004);
-    assert_eq!(online.roll_over(5_000), 2);
+    assert_eq!(online.roll_over(5_000, alpha, lambda).unwrap(), 2);
     assert!(online.get("u1").is_none() && online.users() == 0);
 }

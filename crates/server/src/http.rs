@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use crate::ingest::{Ingest, IngestError, MAX_BODY_BYTES, unix_now};
+use crate::clock::unix_now;
+use crate::ingest::{Ingest, IngestError, MAX_BODY_BYTES};
 use crate::metrics::{Metrics, write_metric};
 use crate::recommend::{Engine, EngineError, Recommended, Request as RecoRequest, SampledMedoid};
 use pinnersage_core::ProfileParams;
@@ -547,19 +548,14 @@ async fn admin_batch(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.to_string()))?
     };
-    let defaults = ProfileParams::default();
-    let config = BatchConfig {
-        now: q.now.unwrap_or_else(unix_now),
-        window_days: q.window_days.unwrap_or(90),
-        params: ProfileParams {
-            alpha: q.alpha.unwrap_or(defaults.alpha),
-            lambda: q.lambda.unwrap_or(defaults.lambda),
-            max_actions: q.max_actions.unwrap_or(defaults.max_actions),
-        },
-        shard: None,
-        chunk_users: 4_096,
-        parquet_out: None,
+    let mut config = BatchConfig::new(q.now.unwrap_or_else(unix_now));
+    let defaults = &config.params;
+    config.params = ProfileParams {
+        alpha: q.alpha.unwrap_or(defaults.alpha),
+        lambda: q.lambda.unwrap_or(defaults.lambda),
+        max_actions: q.max_actions.unwrap_or(defaults.max_actions),
     };
+    config.window_days = q.window_days.unwrap_or(config.window_days);
     let engine = state.engine.clone();
     let summary = tokio::task::spawn_blocking(move || {
         let summary = ingest.run_batch(&config);
@@ -578,17 +574,7 @@ async fn admin_batch(
         };
         ApiError::new(status, "batch_failed", e.to_string())
     })?;
-    Ok(json_response(&json!({
-        "generation": summary.generation.file_name().map(|n| n.to_string_lossy().into_owned()),
-        "users": summary.users,
-        "actions": summary.actions,
-        "unknown_item_events": summary.unknown_item_events,
-        "users_without_known_items": summary.users_without_known_items,
-        "clusters_mean": summary.clusters_mean,
-        "clusters_p50": summary.clusters_p50,
-        "clusters_p99": summary.clusters_p99,
-        "seconds": summary.seconds,
-    })))
+    Ok(json_response(&summary))
 }
 
 #[derive(Debug, Deserialize)]

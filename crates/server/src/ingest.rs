@@ -8,11 +8,12 @@
 //! its time is negative or more than [`MAX_CLOCK_SKEW_SECONDS`] in the future, or an id is too
 //! long; the others are stored.
 
+use crate::clock::unix_now;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use pinnersage_catalog::catalog::Catalog;
-use pinnersage_catalog::timestamp::{parse_timestamp, unix_seconds};
+use pinnersage_catalog::timestamp::{TimestampError, parse_timestamp, unix_seconds};
 use pinnersage_pipeline::batch::{BatchConfig, BatchError, BatchSummary, run_batch_on};
 use pinnersage_pipeline::ingest::{IngestCounters, Ingestor};
 use pinnersage_store::events::{Event, EventStore, EventStoreError, check_event};
@@ -153,7 +154,7 @@ fn parse_one(index: usize, raw: &RawValue, catalog: &Catalog, now: i64) -> Resul
     })?;
     let time = match e.ts {
         TsIn::Int(t) => Ok(t),
-        TsIn::Float(t) => unix_seconds(t).ok_or_else(|| format!("{t} is not a unix timestamp")),
+        TsIn::Float(t) => unix_seconds(t).ok_or(TimestampError::OutOfRange(t)),
         TsIn::Text(t) => parse_timestamp(&t),
     }
     .map_err(|m| reject(index, "bad_timestamp", format!("event {index}: ts: {m}")))?;
@@ -276,11 +277,4 @@ impl Ingest {
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }
-}
-
-/// The current unix time in seconds.
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }

@@ -1,13 +1,17 @@
 //! Serving: the recommendation engine ([`recommend`]), its medoid cache ([`cache`]), request
-//! metrics ([`metrics`]), event ingestion over HTTP and NATS JetStream ([`ingest`], [`nats`]) and the HTTP API ([`http`]).
+//! metrics ([`metrics`]), event ingestion over HTTP and NATS JetStream ([`ingest`], [`nats`]), the HTTP API ([`http`])
+//! and [`Server`], which opens a data directory and runs all of it.
 #![warn(missing_docs)]
 
 pub mod cache;
+pub mod clock;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod nats;
 pub mod recommend;
+pub mod server;
 
 pub use http::{AppState, router, serve, shutdown_signal};
 pub use recommend::{Engine, EngineConfig, Resample};
+pub use server::{ServeConfig, ServeError, Server, server_file};

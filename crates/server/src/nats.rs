@@ -17,7 +17,7 @@ use crate::ingest::{Ingest, IngestError};
 use crate::recommend::Engine;
 
 /// Where to consume from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NatsConfig {
     /// Server URL, e.g. `nats://127.0.0.1:4222`.
     pub url: String,

@@ -18,7 +18,7 @@ use pinnersage_catalog::catalog::Catalog;
 use pinnersage_core::ProfileParams;
 use pinnersage_core::blend::blend_round_robin;
 use pinnersage_core::hash::stable_hash;
-use pinnersage_core::importance::SECONDS_PER_DAY;
+use pinnersage_core::importance::{DEFAULT_LAMBDA, SECONDS_PER_DAY};
 use pinnersage_core::merge::{Interest, merge_interests};
 use pinnersage_core::profile::DEFAULT_ALPHA;
 use pinnersage_core::sample::{SplitMix64, sample_seed, sample_weighted};
@@ -160,6 +160,13 @@ impl Profiles {
             .as_ref()
             .map_or(DEFAULT_ALPHA, |s| s.meta().alpha)
     }
+
+    /// The generation's importance decay per day.
+    fn lambda(&self) -> f64 {
+        self.store
+            .as_ref()
+            .map_or(DEFAULT_LAMBDA, |s| s.meta().lambda)
+    }
 }
 
 /// Where a served interest comes from.
@@ -256,8 +263,8 @@ impl Engine {
         let profiles = load_profiles(data_dir, &catalog)?;
         let params = ProfileParams {
             alpha: profiles.alpha(),
+            lambda: profiles.lambda(),
             max_actions: config.online_actions.max(1),
-            ..ProfileParams::default()
         };
         let online = OnlineProfiles::new(catalog.clone(), params, profiles.now())
             .map_err(|e| EngineError::BadRequest(e.to_string()))?;
@@ -311,9 +318,12 @@ impl Engine {
             return Ok(false);
         }
         let fresh = load_profiles(&self.data_dir, &self.catalog)?;
-        // Drop what the new generation covers, then serve it: for a moment a request may miss
-        // the actions between the two boundaries, never count them twice.
-        self.online.roll_over(fresh.now());
+        // Drop what the new generation covers and cluster with its parameters, then serve it:
+        // for a moment a request may miss the actions between the two boundaries, never count
+        // them twice.
+        self.online
+            .roll_over(fresh.now(), fresh.alpha(), fresh.lambda())
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
         *self.profiles.write().expect("not poisoned") = Arc::new(fresh);
         Ok(true)
     }
@@ -535,9 +545,7 @@ impl Engine {
     ) -> Result<Recommendation, EngineError> {
         let day = match self.config.resample {
             Resample::Daily => req.now.div_euclid(SECONDS_PER_DAY as i64),
-            Resample::PerRequest => std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as i64),
+            Resample::PerRequest => crate::clock::unix_nanos(),
         };
         let seed = sample_seed(user.as_bytes(), day, self.config.seed);
         let weights: Vec<f64> = interests

@@ -4,7 +4,6 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use pinnersage_catalog::catalog::{Catalog, CatalogBuilder};
@@ -12,9 +11,7 @@ use pinnersage_core::ProfileParams;
 use pinnersage_core::sample::SplitMix64;
 use pinnersage_index::persist::{self, BuildOptions};
 use pinnersage_pipeline::batch::{BatchConfig, run_batch};
-use pinnersage_server::ingest::Ingest;
-use pinnersage_server::metrics::Metrics;
-use pinnersage_server::{AppState, Engine, EngineConfig};
+use pinnersage_server::ServeConfig;
 use pinnersage_store::events::{Event, EventStore};
 use serde_json::Value;
 
@@ -91,18 +88,11 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path) -> Self {
-        let mut catalog = Catalog::open(dir).unwrap();
-        catalog.build_hash_index();
-        let catalog = Arc::new(catalog);
-        let index = persist::open(dir, catalog.clone(), None, false).unwrap();
-        let engine = Engine::new(dir, catalog.clone(), index, EngineConfig::default()).unwrap();
-        let (ingest, _recovered) = Ingest::open(&engine, catalog).unwrap();
-        let state = AppState {
-            engine: Arc::new(engine),
-            metrics: Arc::new(Metrics::default()),
-            ingest: Some(Arc::new(ingest)),
-            nats: None,
+        let config = ServeConfig {
+            reload: Duration::from_millis(100),
+            ..ServeConfig::default()
         };
+        let server = pinnersage_server::Server::open(dir, config).unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
@@ -117,9 +107,7 @@ impl Server {
                 let shutdown = async {
                     let _ = rx.await;
                 };
-                pinnersage_server::serve(listener, state, Duration::from_millis(100), shutdown)
-                    .await
-                    .unwrap();
+                server.run(listener, shutdown).await.unwrap();
             });
         });
         let addr = addr_rx.recv_timeout(Duration::from_secs(30)).unwrap();
@@ -796,4 +784,48 @@ fn explorer_page_user_listing_map_and_item_attributes() {
     );
     let (status, body) = server.get_json("/v1/users/nobody/map");
     assert_eq!((status, error_code(&body)), (404, "no_profile"));
+}
+
+#[test]
+fn online_clusters_follow_the_alpha_of_the_served_generation() {
+    let dir = tempfile::tempdir().unwrap();
+    make_data_dir(dir.path());
+    let server = Server::start(dir.path());
+    // u5 engages with six different items of topic 7 after the batch: one online interest at
+    // the default alpha.
+    let events: Vec<String> = (0..6)
+        .map(|k| {
+            event(
+                "u5",
+                7 + 12 * (k + 40),
+                NOW + 60 + k as i64,
+                &format!("a{k}"),
+            )
+        })
+        .collect();
+    let (status, report) = server.post_json("/v1/events", &events_body(&events));
+    assert_eq!(status, 202, "{report}");
+    let online_only = |server: &Server| -> Vec<u64> {
+        let (_, profile) = server.get_json("/v1/users/u5/profile");
+        clusters(&profile)
+            .iter()
+            .filter(|c| c["source"] == "online")
+            .map(|c| c["size"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(online_only(&server), vec![6]);
+
+    // A batch that ends before those actions, cut at a tiny alpha: they stay online, and are now
+    // cut like the batch clusters they merge with, each its own interest.
+    let (status, summary) = server.post_json(
+        "/v1/admin/batch",
+        &format!(r#"{{"now": {}, "alpha": 0.0001}}"#, NOW + 30),
+    );
+    assert_eq!(status, 200, "{summary}");
+    assert_eq!(online_only(&server), vec![1; 6]);
+
+    // The same after a restart: the online state is rebuilt with the served generation's alpha.
+    drop(server);
+    let server = Server::start(dir.path());
+    assert_eq!(online_only(&server), vec![1; 6]);
 }

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use pinnersage_catalog::generation::{Generations, Staging};
+use pinnersage_generation::{Generations, Staging};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 

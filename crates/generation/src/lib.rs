@@ -1,4 +1,7 @@
-//! Generations: directories that become visible atomically.
+//! # pinnersage-generation
+//!
+//! Generations: directories that become visible atomically. Every publisher of a data
+//! directory (the catalog, the index, the profiles) stages and publishes through [`Generations`].
 //!
 //! A dataset (the item catalog, later the profiles) lives in `ROOT/gen-NNNNNN/`. `ROOT/CURRENT`
 //! names the generation readers use. A writer fills a staging directory, then [`publish`] renames
@@ -8,6 +11,7 @@
 //! that readers that opened it keep working, and older ones are removed.
 //!
 //! [`publish`]: Generations::publish
+#![warn(missing_docs)]
 
 use std::fs;
 use std::io::{self, Write};

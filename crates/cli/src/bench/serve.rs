@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 use pinnersage_core::sample::SplitMix64;
 
-use crate::InputError;
+use crate::args::InputError;
 use crate::http_client::Conn;
 
 /// Load a running server with recommendation requests and report latency percentiles,

@@ -1,4 +1,9 @@
-//! `pinnersage bench cluster`: time the clustering engine on NPY inputs.
+//! `pinnersage bench`: `cluster` (the clustering engine on NPY inputs, here), `index` (recall and
+//! QPS against the exact scan), `serve` (an HTTP load generator) and `ingest` (durable ingest).
+
+mod index;
+mod ingest;
+mod serve;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -11,7 +16,7 @@ use pinnersage_core::profile::DEFAULT_ALPHA;
 use pinnersage_core::ward::ward;
 use serde_json::json;
 
-use crate::InputError;
+use crate::args::InputError;
 use crate::cluster::{clusterer, read_input};
 
 /// Measure pinnersage's speed on your own inputs.
@@ -24,9 +29,9 @@ pub struct BenchArgs {
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
     Cluster(BenchClusterArgs),
-    Index(crate::bench_index::BenchIndexArgs),
-    Serve(crate::bench_serve::BenchServeArgs),
-    Ingest(crate::bench_ingest::BenchIngestArgs),
+    Index(index::BenchIndexArgs),
+    Serve(serve::BenchServeArgs),
+    Ingest(ingest::BenchIngestArgs),
 }
 
 /// Time a full profile build (distances, Ward, cut, medoids, importance) on one thread for each
@@ -53,9 +58,9 @@ struct BenchClusterArgs {
 pub fn run(args: &BenchArgs) -> Result<()> {
     let args = match &args.what {
         BenchCommand::Cluster(a) => a,
-        BenchCommand::Index(a) => return crate::bench_index::run(a),
-        BenchCommand::Serve(a) => return crate::bench_serve::run(a),
-        BenchCommand::Ingest(a) => return crate::bench_ingest::run(a),
+        BenchCommand::Index(a) => return index::run(a),
+        BenchCommand::Serve(a) => return serve::run(a),
+        BenchCommand::Ingest(a) => return ingest::run(a),
     };
     if args.repeat == 0 {
         return Err(InputError("--repeat must be at least 1".into()).into());

@@ -10,7 +10,7 @@ use pinnersage_catalog::npy;
 use pinnersage_index::{AnnIndex, ExactIndex, HnswIndex, HnswParams, Metric, Quantization};
 use serde_json::json;
 
-use crate::InputError;
+use crate::args::InputError;
 
 /// Measure the HNSW index (usearch) against the exact scan on your vectors: build time, then
 /// for each ef_search the recall@k and single-thread queries per second.

@@ -1,27 +1,30 @@
-//! `pinnersage import items` and `pinnersage catalog`: the item catalog of a data directory.
+//! `pinnersage import items` and `pinnersage import events`: data into a data directory.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Result;
-use clap::Args;
-use pinnersage_catalog::catalog::{Catalog, CatalogError};
+use clap::{Args, Subcommand};
 use pinnersage_catalog::items::{ItemsOptions, import_items};
-use serde_json::json;
+use pinnersage_pipeline::import_events::{ImportError, ImportOptions, import_events};
+use pinnersage_store::events::EventStoreError;
 
-use crate::InputError;
+use crate::args::{DataDirArg, EventColumnArgs, InputError};
+use crate::catalog::classify;
 
-/// Where pinnersage keeps everything it owns (catalog, events, profiles, index).
-#[derive(Debug, Clone, Args)]
-pub struct DataDirArg {
-    /// The data directory.
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "PINNERSAGE_DATA_DIR",
-        default_value = "pinnersage-data"
-    )]
-    pub data_dir: PathBuf,
+/// Import data into a data directory.
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    Items(ImportItemsArgs),
+    Events(ImportEventsArgs),
+}
+
+/// Runs `pinnersage import ...`.
+pub fn run(command: &ImportCommand) -> Result<()> {
+    match command {
+        ImportCommand::Items(args) => run_items(args),
+        ImportCommand::Events(args) => run_events(args),
+    }
 }
 
 /// Import item embeddings (and optional attributes) into the catalog of a data directory.
@@ -67,28 +70,32 @@ pub struct ImportItemsArgs {
     attributes_id_col: Option<String>,
 }
 
-/// Show the item catalog of a data directory, and look items up by id.
+/// Import engagement logs (user, item, time[, action, weight, id]) into the event store.
+///
+/// Files: .csv/.tsv with a header line, or .jsonl (one JSON object per line). Timestamps are
+/// unix seconds or RFC 3339 (2018-09-24T10:00:00Z). Each file is validated completely before
+/// any of it is stored (unless --skip-invalid); re-importing a file stores nothing twice.
+/// Items not in the catalog are stored and counted; the batch ignores them until they exist.
+///
+/// Example:
+///   pinnersage import events --data-dir data --user-col userId --item-col movieId ratings.csv
 #[derive(Debug, Args)]
-pub struct CatalogArgs {
+#[command(verbatim_doc_comment)]
+pub struct ImportEventsArgs {
     #[command(flatten)]
     data: DataDirArg,
-    /// Item ids to look up (prints their row and embedding norm).
-    #[arg(long = "id", value_name = "ID")]
-    ids: Vec<String>,
-    /// Print JSON.
+    /// Events files.
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+    #[command(flatten)]
+    columns: EventColumnArgs,
+    /// Skip and count malformed rows instead of refusing the file.
     #[arg(long)]
-    json: bool,
+    skip_invalid: bool,
 }
 
-/// Catalog errors caused by the user's input exit with code 2; I/O and corruption with 1.
-fn classify(e: CatalogError) -> anyhow::Error {
-    match e {
-        CatalogError::Input(_) | CatalogError::Missing(_) => InputError(e.to_string()).into(),
-        other => other.into(),
-    }
-}
-
-pub fn run_import(args: &ImportItemsArgs) -> Result<()> {
+/// Runs `pinnersage import items`.
+pub fn run_items(args: &ImportItemsArgs) -> Result<()> {
     let start = Instant::now();
     let options = ItemsOptions {
         ids: args.ids.as_deref(),
@@ -132,60 +139,34 @@ pub fn run_import(args: &ImportItemsArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn run_catalog(args: &CatalogArgs) -> Result<()> {
-    let catalog = Catalog::open(&args.data.data_dir).map_err(classify)?;
-    let lookups: Vec<(String, Option<usize>)> = args
-        .ids
-        .iter()
-        .map(|id| (id.clone(), catalog.row_of(id)))
-        .collect();
-    let norm = |row: usize| {
-        catalog
-            .embedding(row)
-            .iter()
-            .map(|v| f64::from(*v).powi(2))
-            .sum::<f64>()
-            .sqrt()
+/// Runs `pinnersage import events`.
+pub fn run_events(args: &ImportEventsArgs) -> Result<()> {
+    let options = ImportOptions {
+        columns: args.columns.columns(),
+        skip_invalid: args.skip_invalid,
     };
-    if args.json {
-        let items: Vec<_> = lookups
-            .iter()
-            .map(|(id, row)| {
-                let attributes = row
-                    .and_then(|r| catalog.attributes(r))
-                    .and_then(|a| serde_json::from_str::<serde_json::Value>(a).ok());
-                json!({"id": id, "row": row, "norm": row.map(norm), "attributes": attributes})
-            })
-            .collect();
-        println!(
-            "{}",
-            json!({"generation": catalog.dir(), "meta": catalog.meta(), "items": items})
-        );
-    } else {
-        let meta = catalog.meta();
-        println!(
-            "{} items x {} dims ({}normalised), from {}\ngeneration {}",
-            meta.rows,
-            meta.dim,
-            if meta.normalized { "L2-" } else { "not " },
-            meta.source,
-            catalog.dir().display()
-        );
-        for (id, row) in &lookups {
-            match row {
-                Some(r) => println!(
-                    "{id}: row {r}, norm {:.4}{}",
-                    norm(*r),
-                    catalog
-                        .attributes(*r)
-                        .map_or(String::new(), |a| format!(", {a}"))
-                ),
-                None => println!("{id}: not in the catalog"),
+    let start = Instant::now();
+    let report =
+        import_events(&args.data.data_dir, &args.files, &options).map_err(|e| match e {
+            ImportError::Input(msg) => InputError(msg).into(),
+            ImportError::Store(e @ EventStoreError::InUse { .. }) => {
+                InputError(e.to_string()).into()
             }
+            other => anyhow::Error::from(other),
+        })?;
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "read {} rows in {:.2} s ({:.0} rows/s): {} new events, {} already stored, {} invalid skipped{}",
+        report.rows,
+        secs,
+        report.rows as f64 / secs.max(1e-9),
+        report.inserted,
+        report.duplicates,
+        report.invalid,
+        match report.unknown_items {
+            Some(n) => format!(", {n} on items not in the catalog"),
+            None => ", no catalog yet to check items against".into(),
         }
-    }
-    if lookups.iter().any(|(_, row)| row.is_none()) {
-        return Err(InputError("some ids are not in the catalog".into()).into());
-    }
+    );
     Ok(())
 }

@@ -4,13 +4,13 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use pinnersage_core::sample::SplitMix64;
 
-use crate::InputError;
+use crate::args::{InputError, unix_now};
 use crate::http_client::Conn;
 
 /// Stream engagements into a running server and measure how many per second become durable,
@@ -88,12 +88,6 @@ fn pace(next: &mut Instant, interval: Option<Duration>) {
         }
         *next += i;
     }
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// A request body of `n` random events; `seq` makes the event ids unique.

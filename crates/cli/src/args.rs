@@ -1,0 +1,101 @@
+//! What several commands share: the input-error type (exit code 2), the data directory and the
+//! column names of an events file as flattened clap arguments, and the CLI's one read of the clock.
+
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::Args;
+use pinnersage_pipeline::import_events::EventColumns;
+
+/// An error caused by the user's input (bad file, bad value): exit code 2, like usage errors.
+#[derive(Debug)]
+pub struct InputError(pub String);
+
+impl std::fmt::Display for InputError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InputError {}
+
+/// An [`InputError`] from any error's message.
+pub fn input(e: impl std::fmt::Display) -> anyhow::Error {
+    InputError(e.to_string()).into()
+}
+
+/// Where pinnersage keeps everything it owns (catalog, events, profiles, index).
+#[derive(Debug, Clone, Args)]
+pub struct DataDirArg {
+    /// The data directory.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "PINNERSAGE_DATA_DIR",
+        default_value = "pinnersage-data"
+    )]
+    pub data_dir: PathBuf,
+}
+
+/// Column (or JSON field) names of an engagements file.
+#[derive(Debug, Clone, Args)]
+pub struct EventColumnArgs {
+    /// Column (or JSON field) holding the user id.
+    #[arg(long, default_value = "user")]
+    pub user_col: String,
+    /// Column holding the item id.
+    #[arg(long, default_value = "item")]
+    pub item_col: String,
+    /// Column holding the time (unix seconds or RFC 3339).
+    #[arg(long, default_value = "timestamp")]
+    pub time_col: String,
+    /// Column holding the action type (optional in the file).
+    #[arg(long, default_value = "action")]
+    pub action_col: String,
+    /// Column holding the action weight, for example a rating (optional; default weight 1).
+    #[arg(long, default_value = "weight")]
+    pub weight_col: String,
+    /// Column holding a unique event id (optional; makes retries idempotent).
+    #[arg(long, default_value = "id")]
+    pub id_col: String,
+}
+
+impl EventColumnArgs {
+    /// The names as the readers take them.
+    pub fn columns(&self) -> EventColumns {
+        EventColumns {
+            user: self.user_col.clone(),
+            item: self.item_col.clone(),
+            time: self.time_col.clone(),
+            action: self.action_col.clone(),
+            weight: self.weight_col.clone(),
+            id: self.id_col.clone(),
+        }
+    }
+}
+
+/// The current time in unix seconds: the CLI's only read of the clock (default `--now`, the
+/// ingest benchmark's event times).
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Columns {
+        #[command(flatten)]
+        columns: EventColumnArgs,
+    }
+
+    #[test]
+    fn column_defaults_are_the_readers_defaults() {
+        let parsed = Columns::parse_from(["x"]);
+        assert_eq!(parsed.columns.columns(), EventColumns::default());
+    }
+}

@@ -1,0 +1,132 @@
+//! `pinnersage index build`: the nearest-neighbour index of a data directory.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use pinnersage_catalog::catalog::Catalog;
+use pinnersage_index::persist::{self, BuildOptions, IndexKind};
+use pinnersage_index::{HnswParams, Metric, Quantization};
+
+use crate::args::{DataDirArg, InputError};
+use crate::progress::Bars;
+use pinnersage_core::progress::Progress as _;
+
+/// Build or inspect the nearest-neighbour index of a data directory.
+#[derive(Debug, Subcommand)]
+pub enum IndexCommand {
+    Build(IndexBuildArgs),
+}
+
+/// Build the ANN index over the current catalog and make it the served index.
+///
+/// The default is an HNSW graph (usearch) over cosine distance, saved in DATA_DIR/index and
+/// memory-mapped by `pinnersage serve`. `--kind exact` stores no graph: the server scans every
+/// item (best below ~50k items, and exact). Re-run after every `import items`.
+///
+/// Refinement: `--collapse-duplicates 0.99` keeps one representative of every group of items
+/// with cosine >= 0.99; `--exclude FILE` (one item id per line) removes items that must never
+/// be recommended. Both are recorded in the index metadata.
+///
+/// Example:
+///   pinnersage index build --data-dir data --connectivity 16 --ef-construction 128
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct IndexBuildArgs {
+    #[command(flatten)]
+    data: DataDirArg,
+    /// Index implementation: hnsw or exact.
+    #[arg(long, default_value = "hnsw")]
+    kind: IndexKind,
+    /// Distance: cosine or l2.
+    #[arg(long, default_value = "cosine")]
+    metric: Metric,
+    /// HNSW links per node (M): more gives better recall, more memory, slower builds.
+    #[arg(long, default_value_t = 16)]
+    connectivity: usize,
+    /// HNSW candidate list while building (ef_construction).
+    #[arg(long, default_value_t = 128)]
+    ef_construction: usize,
+    /// HNSW candidate list while searching (ef_search); `serve --ef-search` overrides it.
+    #[arg(long, default_value_t = 64)]
+    ef_search: usize,
+    /// Vector storage inside the HNSW index: f32, or f16 for half the memory.
+    #[arg(long, default_value = "f32")]
+    quantization: Quantization,
+    /// Collapse items whose cosine to an earlier kept item is at least this (0 < T <= 1).
+    #[arg(long, value_name = "COSINE")]
+    collapse_duplicates: Option<f32>,
+    /// File of item ids (one per line) never to recommend.
+    #[arg(long, value_name = "FILE")]
+    exclude: Option<PathBuf>,
+}
+
+/// Runs `pinnersage index build`.
+pub fn run(cmd: &IndexCommand) -> Result<()> {
+    let IndexCommand::Build(args) = cmd;
+    let data_dir = &args.data.data_dir;
+    let mut catalog = Catalog::open(data_dir).map_err(|e| InputError(e.to_string()))?;
+    catalog.build_hash_index();
+    let exclude = match &args.exclude {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| InputError(format!("{}: {e}", path.display())))?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        None => Vec::new(),
+    };
+    let options = BuildOptions {
+        kind: args.kind,
+        params: HnswParams {
+            connectivity: args.connectivity,
+            expansion_add: args.ef_construction,
+            expansion_search: args.ef_search,
+            metric: args.metric,
+            quantization: args.quantization,
+        },
+        collapse_threshold: args.collapse_duplicates,
+        exclude,
+        exclude_source: args.exclude.as_ref().map(|p| p.display().to_string()),
+    };
+    options
+        .params
+        .validate()
+        .map_err(|e| InputError(e.to_string()))?;
+    let progress = Bars::new("items");
+    let built = persist::build(data_dir, &catalog, &options, &progress).map_err(|e| match e {
+        pinnersage_index::IndexError::Options(m) => anyhow::Error::new(InputError(m)),
+        other => anyhow::Error::new(other),
+    })?;
+    progress.finish();
+    let m = &built.meta;
+    println!(
+        "index {}: {} of {} items ({} excluded, {} near duplicates collapsed), {} dim, {} {} in {:.1} s",
+        built.dir.display(),
+        m.indexed,
+        m.catalog_rows,
+        m.excluded,
+        m.collapsed,
+        m.dim,
+        match m.kind {
+            IndexKind::Hnsw => format!(
+                "HNSW M={} ef_construction={} ef_search={} {:?}",
+                m.params.connectivity,
+                m.params.expansion_add,
+                m.params.expansion_search,
+                m.params.quantization
+            ),
+            IndexKind::Exact => "exact scan".to_string(),
+        },
+        m.params.metric.name(),
+        m.build_seconds
+    );
+    if built.unknown_exclusions > 0 {
+        eprintln!(
+            "note: {} excluded ids are not in the catalog",
+            built.unknown_exclusions
+        );
+    }
+    Ok(())
+}

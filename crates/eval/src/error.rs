@@ -1,0 +1,39 @@
+//! [`EvalError`], the error of every evaluation function.
+
+use std::path::PathBuf;
+
+/// What can go wrong in an evaluation; input problems name the file, row or option.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// No methods, or no users with enough history to evaluate.
+    #[error("nothing to evaluate: no methods or no users with enough history")]
+    Empty,
+    /// The split refers to an item row the embedding matrix does not have.
+    #[error("user {user} refers to an item row outside the {rows} rows of the embedding matrix")]
+    RowOutOfRange {
+        /// The unit's user index.
+        user: u32,
+        /// Rows of the embedding matrix.
+        rows: usize,
+    },
+    /// A bad input file or option; the message names it.
+    #[error("{0}")]
+    Input(String),
+    /// Clustering rejected a user's embeddings or the parameters.
+    #[error(transparent)]
+    Core(#[from] pinnersage_core::CoreError),
+    /// The exact index rejected the embeddings or a query.
+    #[error(transparent)]
+    Index(#[from] pinnersage_index::IndexError),
+    /// Drawing a figure failed.
+    #[error("drawing a figure: {0}")]
+    Plot(String),
+    /// Writing an output file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,213 @@
+//! [`Server`]: a data directory opened for serving (catalog, index, engine, the event store and
+//! its online state), then run on a listener with the optional NATS consumer and the profile
+//! reloader. The CLI's `serve` and `quickstart` and the tests are hosts of this one builder.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pinnersage_catalog::catalog::{Catalog, CatalogError};
+use pinnersage_index::IndexError;
+use pinnersage_index::persist;
+use pinnersage_pipeline::online::DEFAULT_ONLINE_ACTIONS;
+use pinnersage_store::events::EventStoreError;
+
+use crate::http::{AppState, serve};
+use crate::ingest::Ingest;
+use crate::metrics::Metrics;
+use crate::nats::{self, NatsConfig, NatsCounters, NatsError};
+use crate::recommend::{Engine, EngineConfig, EngineError, Resample};
+
+/// How a data directory is served; [`Default`] gives `pinnersage serve`'s defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServeConfig {
+    /// Medoid cache budget in bytes (0 disables the cache).
+    pub cache_bytes: u64,
+    /// Overrides the index's ef_search.
+    pub ef_search: Option<usize>,
+    /// Load the HNSW index into memory instead of memory-mapping it.
+    pub load_index: bool,
+    /// How medoids are sampled.
+    pub resample: Resample,
+    /// Deployment-wide seed mixed into every medoid sample.
+    pub seed: u64,
+    /// Time between checks for a new profile generation.
+    pub reload: Duration,
+    /// Latest actions per user clustered online.
+    pub online_actions: usize,
+    /// Also consume events from NATS JetStream.
+    pub nats: Option<NatsConfig>,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            cache_bytes: 256 << 20,
+            ef_search: None,
+            load_index: false,
+            resample: Resample::Daily,
+            seed: 0,
+            reload: Duration::from_secs(2),
+            online_actions: DEFAULT_ONLINE_ACTIONS,
+            nats: None,
+        }
+    }
+}
+
+/// Why a data directory cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A setting is out of range.
+    #[error("{0}")]
+    Config(String),
+    /// No catalog, or an unreadable one.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// No index, or one built for another catalog generation.
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    /// The event store is in use or failed.
+    #[error(transparent)]
+    Events(#[from] EventStoreError),
+    /// The profiles could not be opened.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The NATS consumer could not start.
+    #[error(transparent)]
+    Nats(#[from] NatsError),
+    /// The listener or the server file failed.
+    #[error("{}: {source}", what)]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+impl ServeError {
+    /// Whether the cause is the user's input (a missing or mismatched data directory, a bad
+    /// setting, a store owned by another process, an unreachable NATS server), as opposed to a
+    /// failure of the machine.
+    pub fn is_input(&self) -> bool {
+        match self {
+            ServeError::Config(_)
+            | ServeError::Catalog(_)
+            | ServeError::Index(_)
+            | ServeError::Nats(_) => true,
+            ServeError::Events(e) => matches!(e, EventStoreError::InUse { .. }),
+            ServeError::Engine(_) | ServeError::Io { .. } => false,
+        }
+    }
+}
+
+/// Where a running server records its address and pid, so that `pinnersage batch` can reach it.
+pub fn server_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("server.json")
+}
+
+/// A data directory opened for serving.
+pub struct Server {
+    data_dir: PathBuf,
+    engine: Arc<Engine>,
+    ingest: Arc<Ingest>,
+    recovered: u64,
+    config: ServeConfig,
+}
+
+impl Server {
+    /// Opens the catalog, the index, the current profile generation and the event store of
+    /// `data_dir`, and rebuilds the online state from the events after the served batch.
+    pub fn open(data_dir: &Path, config: ServeConfig) -> Result<Self, ServeError> {
+        if config.online_actions == 0 {
+            return Err(ServeError::Config(
+                "--online-actions must be at least 1".into(),
+            ));
+        }
+        if config.reload.is_zero() {
+            return Err(ServeError::Config(
+                "--reload-seconds must be positive".into(),
+            ));
+        }
+        let mut catalog = Catalog::open(data_dir)?;
+        catalog.build_hash_index();
+        let catalog = Arc::new(catalog);
+        let index = persist::open(
+            data_dir,
+            catalog.clone(),
+            config.ef_search,
+            config.load_index,
+        )?;
+        let engine = Engine::new(
+            data_dir,
+            catalog.clone(),
+            index,
+            EngineConfig {
+                resample: config.resample,
+                seed: config.seed,
+                cache_bytes: config.cache_bytes,
+                online_actions: config.online_actions,
+            },
+        )?;
+        let (ingest, recovered) = Ingest::open(&engine, catalog)?;
+        Ok(Self {
+            data_dir: data_dir.to_path_buf(),
+            engine: Arc::new(engine),
+            ingest: Arc::new(ingest),
+            recovered,
+            config,
+        })
+    }
+
+    /// The engine (catalog, index, profiles, online state).
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Events read back from the store after the served batch when opening.
+    pub fn recovered_events(&self) -> u64 {
+        self.recovered
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then finishes in-flight requests. Starts
+    /// the NATS consumer when configured and records the address in [`server_file`] while
+    /// serving.
+    pub async fn run(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let io = |what: String| move |source| ServeError::Io { what, source };
+        let addr = listener
+            .local_addr()
+            .map_err(io("reading the listening address".into()))?;
+        let nats = match self.config.nats.clone() {
+            None => None,
+            Some(config) => {
+                let counters = Arc::new(NatsCounters::default());
+                nats::start(
+                    config,
+                    self.engine.clone(),
+                    self.ingest.clone(),
+                    counters.clone(),
+                )
+                .await?;
+                Some(counters)
+            }
+        };
+        let state = AppState {
+            engine: self.engine,
+            metrics: Arc::new(Metrics::default()),
+            ingest: Some(self.ingest),
+            nats,
+        };
+        let file = server_file(&self.data_dir);
+        let record =
+            serde_json::json!({"addr": addr.to_string(), "pid": std::process::id()}).to_string();
+        std::fs::write(&file, record).map_err(io(format!("writing {}", file.display())))?;
+        let served = serve(listener, state, self.config.reload, shutdown).await;
+        let _ = std::fs::remove_file(&file);
+        served.map_err(io("serving".into()))
+    }
+}
