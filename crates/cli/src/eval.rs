@@ -8,6 +8,7 @@ use clap::{Args, Subcommand};
 use pinnersage_core::profile::DEFAULT_ALPHA;
 use pinnersage_eval::evaluation::{ItemEmbeddings, SplitKind};
 use pinnersage_eval::{EvalError, EvalFiles, EvalOptions, Evaluation};
+use pinnersage_pipeline::movielens;
 
 use crate::args::{EventColumnArgs, InputError};
 use crate::progress::Bars;
@@ -53,10 +54,10 @@ struct MovielensArgs {
     #[arg(long, value_name = "DIR")]
     dir: PathBuf,
     /// Embeddings file inside DIR.
-    #[arg(long, default_value = "item_emb_minilm_l6_v2.npy")]
+    #[arg(long, default_value = movielens::EMBEDDINGS)]
     embeddings: String,
     /// Ratings below this are not engagements.
-    #[arg(long, default_value_t = 3.5)]
+    #[arg(long, default_value_t = movielens::MIN_RATING as f32)]
     min_rating: f32,
     #[command(flatten)]
     options: EvalOptionArgs,

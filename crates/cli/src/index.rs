@@ -68,13 +68,7 @@ pub fn run(cmd: &IndexCommand) -> Result<()> {
     let mut catalog = Catalog::open(data_dir).map_err(|e| InputError(e.to_string()))?;
     catalog.build_hash_index();
     let exclude = match &args.exclude {
-        Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| InputError(format!("{}: {e}", path.display())))?
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(str::to_owned)
-            .collect(),
+        Some(path) => persist::read_ids(path).map_err(|e| InputError(e.to_string()))?,
         None => Vec::new(),
     };
     let options = BuildOptions {

@@ -4,17 +4,16 @@
 
 use std::ffi::OsString;
 use std::fs;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Args, FromArgMatches};
 
-use crate::args::{DataDirArg, InputError};
+use pinnersage_pipeline::import_events::ImportError;
+use pinnersage_pipeline::movielens::{self, MIN_RATING, positive_ratings};
 
-/// Ratings at or above this count as engagements (MovieLens' 0.5–5 star scale).
-const MIN_RATING: f64 = 3.5;
+use crate::args::{DataDirArg, InputError};
 
 /// The marker a finished quickstart leaves in its data directory.
 const MARKER: &str = "quickstart.json";
@@ -120,7 +119,7 @@ fn movielens_dir(flag: Option<&Path>) -> Result<PathBuf> {
     };
     candidates
         .iter()
-        .find(|d| d.join("ratings.csv").is_file())
+        .find(|d| d.join(movielens::RATINGS).is_file())
         .cloned()
         .ok_or_else(|| {
             InputError(format!(
@@ -155,6 +154,12 @@ fn prepare(data_dir: &Path, movielens: &Path) -> Result<()> {
     }
     fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let file = |name: &str| movielens.join(name);
+    let input = |e: ImportError| -> anyhow::Error {
+        match e {
+            ImportError::Input(m) => InputError(m).into(),
+            other => other.into(),
+        }
+    };
     let dir: OsString = data_dir.into();
 
     step("1/4 import items", || {
@@ -165,28 +170,30 @@ fn prepare(data_dir: &Path, movielens: &Path) -> Result<()> {
                 dir.clone(),
                 "--normalize".into(),
                 "--ids".into(),
-                file("item_emb_movieIds.txt").into(),
+                file(movielens::EMBEDDING_IDS).into(),
                 "--attributes".into(),
-                file("movies.csv").into(),
+                file(movielens::MOVIES).into(),
                 "--attributes-id-col".into(),
                 "movieId".into(),
-                file("item_emb_minilm_l6_v2.npy").into(),
+                file(movielens::EMBEDDINGS).into(),
             ],
         )?)
     })?;
 
     let events = data_dir.join("quickstart-events.csv");
     let last = step("2/4 import events", || {
-        let (kept, last) = positive_ratings(&file("ratings.csv"), &events)?;
+        let ratings =
+            positive_ratings(&file(movielens::RATINGS), &events, MIN_RATING).map_err(input)?;
         eprintln!(
-            "{kept} ratings >= {MIN_RATING} written to {}",
+            "{} ratings >= {MIN_RATING} written to {}",
+            ratings.kept,
             events.display()
         );
         crate::import::run_events(&parse(
             "import events",
             ["--data-dir".into(), dir.clone(), events.clone().into()],
         )?)?;
-        Ok(last)
+        Ok(ratings.latest)
     })?;
 
     step("3/4 index build", || {
@@ -231,51 +238,4 @@ fn parse<T: Args + FromArgMatches>(
         .try_get_matches_from(argv)
         .with_context(|| format!("quickstart: arguments of {name}"))?;
     Ok(T::from_arg_matches(&matches)?)
-}
-
-/// Writes the ratings >= [`MIN_RATING`] of MovieLens' `ratings.csv` (userId, movieId, rating,
-/// timestamp) as an events CSV; returns how many and the latest timestamp.
-fn positive_ratings(ratings: &Path, out: &Path) -> Result<(u64, i64)> {
-    let mut reader = csv::Reader::from_path(ratings)
-        .map_err(|e| InputError(format!("{}: {e}", ratings.display())))?;
-    let mut writer = BufWriter::new(
-        fs::File::create(out).with_context(|| format!("creating {}", out.display()))?,
-    );
-    writeln!(writer, "user,item,timestamp,action")?;
-    let (mut kept, mut last) = (0u64, i64::MIN);
-    for (k, record) in reader.records().enumerate() {
-        let line = k + 2;
-        let bad = |what: &str| InputError(format!("{}: line {line}: {what}", ratings.display()));
-        let record = record.map_err(|e| bad(&e.to_string()))?;
-        let field = |i: usize| {
-            record
-                .get(i)
-                .ok_or_else(|| bad("expected userId,movieId,rating,timestamp"))
-        };
-        let rating: f64 = field(2)?
-            .trim()
-            .parse()
-            .map_err(|_| bad("rating is not a number"))?;
-        let time: i64 = field(3)?
-            .trim()
-            .parse()
-            .map_err(|_| bad("timestamp is not an integer"))?;
-        last = last.max(time);
-        if rating >= MIN_RATING {
-            writeln!(
-                writer,
-                "{},{},{time},rating",
-                field(0)?.trim(),
-                field(1)?.trim()
-            )?;
-            kept += 1;
-        }
-    }
-    writer.flush()?;
-    if kept == 0 {
-        return Err(
-            InputError(format!("{}: no ratings >= {MIN_RATING}", ratings.display())).into(),
-        );
-    }
-    Ok((kept, last))
 }

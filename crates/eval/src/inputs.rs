@@ -11,6 +11,7 @@ use pinnersage_catalog::catalog::Catalog;
 use pinnersage_catalog::items::{ItemsOptions, import_items};
 use pinnersage_catalog::npy;
 use pinnersage_pipeline::import_events::{EventColumns, ImportOptions, read_events};
+use pinnersage_pipeline::movielens;
 
 use crate::error::EvalError;
 
@@ -64,12 +65,12 @@ pub struct EvalFiles {
 }
 
 impl EvalFiles {
-    /// The MovieLens layout: `DIR/ratings.csv` (userId, movieId, rating, timestamp), the
-    /// embeddings file `embeddings` in `DIR` with `DIR/item_emb_movieIds.txt`, ratings below
-    /// `min_rating` dropped, and titles from `DIR/movies.csv` when present.
+    /// The MovieLens layout ([`movielens`]): `DIR/ratings.csv` (userId, movieId, rating,
+    /// timestamp), the embeddings file `embeddings` in `DIR` with `DIR/item_emb_movieIds.txt`,
+    /// ratings below `min_rating` dropped, and titles from `DIR/movies.csv` when present.
     pub fn movielens(dir: &Path, embeddings: &str, min_rating: f32) -> Self {
         Self {
-            events: dir.join("ratings.csv"),
+            events: dir.join(movielens::RATINGS),
             columns: EventColumns {
                 user: "userId".into(),
                 item: "movieId".into(),
@@ -79,8 +80,8 @@ impl EvalFiles {
             },
             min_weight: min_rating,
             embeddings: dir.join(embeddings),
-            ids: Some(dir.join("item_emb_movieIds.txt")),
-            items_meta: Some(dir.join("movies.csv")).filter(|p| p.exists()),
+            ids: Some(dir.join(movielens::EMBEDDING_IDS)),
+            items_meta: Some(dir.join(movielens::MOVIES)).filter(|p| p.exists()),
             items_meta_id_col: Some("movieId".into()),
         }
     }

@@ -96,6 +96,18 @@ pub struct BuiltIndex {
     pub unknown_exclusions: usize,
 }
 
+/// Item ids from a text file, one per line (blank lines skipped, spaces trimmed): the format of
+/// [`BuildOptions::exclude`] files.
+pub fn read_ids(path: &Path) -> Result<Vec<String>, IndexError> {
+    Ok(std::fs::read_to_string(path)
+        .map_err(io_err(path))?
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect())
+}
+
 /// The index root of a data directory.
 pub fn index_root(data_dir: &Path) -> PathBuf {
     data_dir.join("index")

@@ -83,6 +83,14 @@ pub enum ImportError {
     /// The catalog could not be read.
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    /// Writing an output file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
 }
 
 const BATCH: usize = 10_000;

@@ -416,6 +416,21 @@ fn events_body(events: &[String]) -> String {
     format!(r#"{{"events":[{}]}}"#, events.join(","))
 }
 
+/// Six events of `user` on six different items of topic 7, a minute after the batch; event ids
+/// `{id}0`..`{id}5`.
+fn topic_7_events(user: &str, id: &str) -> Vec<String> {
+    (0..6)
+        .map(|k| {
+            event(
+                user,
+                7 + 12 * (k + 40),
+                NOW + 60 + k as i64,
+                &format!("{id}{k}"),
+            )
+        })
+        .collect()
+}
+
 fn clusters(profile: &Value) -> &Vec<Value> {
     profile["clusters"].as_array().unwrap()
 }
@@ -566,16 +581,7 @@ fn online_clusters_merge_with_the_batch_profile_and_roll_over_with_the_next_batc
     // of their top batch cluster.
     let top = &batch_clusters[0];
     let top_medoid: usize = top["medoid"].as_str().unwrap()[1..].parse().unwrap();
-    let mut events: Vec<String> = (0..6)
-        .map(|k| {
-            event(
-                "u3",
-                7 + 12 * (k + 40),
-                NOW + 60 + k as i64,
-                &format!("n{k}"),
-            )
-        })
-        .collect();
+    let mut events = topic_7_events("u3", "n");
     events.push(event("u3", top_medoid, NOW + 120, "again"));
     let (status, report) = server.post_json("/v1/events", &events_body(&events));
     assert_eq!(status, 202, "{report}");
@@ -793,16 +799,7 @@ fn online_clusters_follow_the_alpha_of_the_served_generation() {
     let server = Server::start(dir.path());
     // u5 engages with six different items of topic 7 after the batch: one online interest at
     // the default alpha.
-    let events: Vec<String> = (0..6)
-        .map(|k| {
-            event(
-                "u5",
-                7 + 12 * (k + 40),
-                NOW + 60 + k as i64,
-                &format!("a{k}"),
-            )
-        })
-        .collect();
+    let events = topic_7_events("u5", "a");
     let (status, report) = server.post_json("/v1/events", &events_body(&events));
     assert_eq!(status, 202, "{report}");
     let online_only = |server: &Server| -> Vec<u64> {
