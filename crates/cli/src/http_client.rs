@@ -1,5 +1,6 @@
 //! A minimal keep-alive HTTP/1.1 client over `std::net` for the load generators and for
 //! talking to a running server (no TLS, no chunked bodies: pinnersage's server sends neither).
+//! It sends the API token in the `PINNERSAGE_TOKEN` environment variable, if set.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -10,6 +11,8 @@ use anyhow::{Context, Result};
 pub struct Conn {
     reader: BufReader<TcpStream>,
     writer: TcpStream,
+    /// The `Host` and, when `PINNERSAGE_TOKEN` is set, `Authorization` header lines.
+    headers: String,
 }
 
 impl Conn {
@@ -17,18 +20,20 @@ impl Conn {
     pub fn open(addr: SocketAddr) -> Result<Self> {
         let s = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
         s.set_nodelay(true)?;
+        let mut headers = format!("Host: {addr}\r\n");
+        if let Ok(token) = std::env::var("PINNERSAGE_TOKEN") {
+            headers.push_str(&format!("Authorization: Bearer {}\r\n", token.trim()));
+        }
         Ok(Self {
             reader: BufReader::new(s.try_clone()?),
             writer: s,
+            headers,
         })
     }
 
     /// GETs `path`; returns the status and body.
     pub fn get(&mut self, path: &str) -> Result<(u16, Vec<u8>)> {
-        write!(
-            self.writer,
-            "GET {path} HTTP/1.1\r\nHost: pinnersage\r\n\r\n"
-        )?;
+        write!(self.writer, "GET {path} HTTP/1.1\r\n{}\r\n", self.headers)?;
         self.response()
     }
 
@@ -36,7 +41,8 @@ impl Conn {
     pub fn post_json(&mut self, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
         write!(
             self.writer,
-            "POST {path} HTTP/1.1\r\nHost: pinnersage\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            "POST {path} HTTP/1.1\r\n{}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            self.headers,
             body.len()
         )?;
         self.writer.write_all(body)?;

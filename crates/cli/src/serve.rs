@@ -1,15 +1,17 @@
 //! `pinnersage serve`: a tokio runtime around [`pinnersage_server::Server`].
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use pinnersage_pipeline::online::DEFAULT_ONLINE_ACTIONS;
+use pinnersage_server::auth::{AuthConfig, Tokens};
 use pinnersage_server::nats::NatsConfig;
 use pinnersage_server::{Resample, ServeConfig, ServeError, Server};
 
-use crate::args::{DataDirArg, InputError};
+use crate::args::{DataDirArg, InputError, input};
 
 /// Serve recommendations over HTTP from a data directory.
 ///
@@ -29,18 +31,58 @@ use crate::args::{DataDirArg, InputError};
 /// With --nats, the same event JSON is also consumed from a NATS JetStream subject.
 ///   GET  /healthz   /metrics (Prometheus)   /openapi.json
 ///
-/// Example:
+/// Security (docs/security.md): on a loopback address every route is open, as for the
+/// quickstart. Any other address needs API tokens, given by a file (--tokens-file) or the
+/// PINNERSAGE_TOKENS environment variable, never on the command line: one `TOKEN SCOPES` entry
+/// per line (or separated by `;`), scopes read, write (POST /v1/events), admin
+/// (POST /v1/admin/*). Requests send `Authorization: Bearer TOKEN`. Requests must name an allowed
+/// Host (loopback names, plus --allowed-host), and POST routes take only application/json.
+///
+/// Examples:
 ///   pinnersage serve --data-dir data --addr 127.0.0.1:8080
 ///   curl 'http://127.0.0.1:8080/v1/users/42/recommendations?k=20'
 ///   pinnersage serve --data-dir data --nats nats://127.0.0.1:4222 --subject events.clicks
+///   PINNERSAGE_TOKENS="$(cat /run/secrets/pinnersage-tokens)" \
+///     pinnersage serve --data-dir data --addr 0.0.0.0:8080 --allowed-host reco.internal
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct ServeArgs {
     #[command(flatten)]
     pub data: DataDirArg,
-    /// Address to listen on (loopback by default; use 0.0.0.0:PORT to expose it).
+    /// Address to listen on. Loopback by default; a non-loopback address (0.0.0.0:PORT exposes
+    /// it) refuses to start without API tokens (see --tokens-file).
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
+    /// File of API tokens: `TOKEN SCOPE[,SCOPE]` per line, scopes read, write, admin. The
+    /// PINNERSAGE_TOKENS environment variable may hold the same entries instead.
+    #[arg(long, value_name = "FILE", env = "PINNERSAGE_TOKENS_FILE")]
+    tokens_file: Option<PathBuf>,
+    /// Reads (profiles, recommendations, similar items, users) need a `read` token too.
+    #[arg(long)]
+    require_read_token: bool,
+    /// A Host name clients use to reach the server, besides the loopback names (repeat it; `*`
+    /// allows any, which gives up the DNS-rebinding check).
+    #[arg(
+        long = "allowed-host",
+        value_name = "NAME",
+        env = "PINNERSAGE_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    allowed_hosts: Vec<String>,
+    /// Concurrent requests at most; more are answered 503 with Retry-After.
+    #[arg(long, default_value_t = pinnersage_server::http::DEFAULT_MAX_IN_FLIGHT)]
+    max_in_flight: usize,
+    /// Seconds a request may take before it is answered 503 (admin batches are exempt).
+    #[arg(long, default_value_t = 30.0)]
+    request_timeout: f64,
+    /// Event submissions waiting for the durable writer at most; more are answered 503 with
+    /// Retry-After (NATS messages are redelivered).
+    #[arg(long, default_value_t = pinnersage_pipeline::ingest::DEFAULT_QUEUE)]
+    ingest_queue: usize,
+    /// Serve a non-loopback address with no tokens at all: anyone who can reach it can post
+    /// events into any profile and run batches. For closed networks only.
+    #[arg(long)]
+    insecure_no_auth: bool,
     /// Medoid cache budget in MiB (0 disables the cache).
     #[arg(long, default_value_t = 256)]
     cache_mb: u64,
@@ -86,6 +128,23 @@ impl ServeArgs {
         if !(self.reload_seconds > 0.0 && self.reload_seconds.is_finite()) {
             return Err(InputError("--reload-seconds must be positive".into()).into());
         }
+        if !(self.request_timeout > 0.0 && self.request_timeout <= 86_400.0) {
+            return Err(
+                InputError("--request-timeout must be in (0, 86400] seconds".into()).into(),
+            );
+        }
+        let auth = AuthConfig {
+            tokens: self.tokens()?,
+            require_read: self.require_read_token,
+            allowed_hosts: self.allowed_hosts.clone(),
+            insecure_no_auth: self.insecure_no_auth,
+        };
+        if auth.require_read && auth.tokens.is_empty() {
+            return Err(InputError(
+                "--require-read-token needs API tokens (--tokens-file or PINNERSAGE_TOKENS)".into(),
+            )
+            .into());
+        }
         Ok(ServeConfig {
             cache_bytes: self.cache_mb << 20,
             ef_search: self.ef_search,
@@ -100,7 +159,32 @@ impl ServeArgs {
                 durable: self.nats_durable.clone(),
                 ..NatsConfig::new(url.clone())
             }),
+            auth,
+            max_in_flight: self.max_in_flight,
+            request_timeout: Duration::from_secs_f64(self.request_timeout),
+            ingest_queue: self.ingest_queue,
         })
+    }
+
+    /// The API tokens of --tokens-file and PINNERSAGE_TOKENS (both may be given).
+    fn tokens(&self) -> Result<Tokens> {
+        let mut text = String::new();
+        let mut sources = Vec::new();
+        if let Some(path) = &self.tokens_file {
+            text = std::fs::read_to_string(path)
+                .map_err(|e| InputError(format!("{}: {e}", path.display())))?;
+            sources.push(path.display().to_string());
+        }
+        if let Ok(env) = std::env::var("PINNERSAGE_TOKENS") {
+            text.push('\n');
+            text.push_str(&env);
+            sources.push("PINNERSAGE_TOKENS".into());
+        }
+        let tokens = Tokens::parse(&text, &sources.join(" + ")).map_err(input)?;
+        if !sources.is_empty() && tokens.is_empty() {
+            return Err(InputError(format!("{}: no tokens", sources.join(" + "))).into());
+        }
+        Ok(tokens)
     }
 }
 
@@ -116,7 +200,10 @@ fn classify(e: ServeError) -> anyhow::Error {
 /// Runs `pinnersage serve` until SIGTERM or Ctrl-C.
 pub fn run(args: &ServeArgs) -> Result<()> {
     let data_dir = &args.data.data_dir;
-    let server = Server::open(data_dir, args.config()?).map_err(classify)?;
+    let config = args.config()?;
+    // Refuse an unsafe address before opening anything (`Server::run` checks again).
+    config.auth.check_listen(args.addr).map_err(InputError)?;
+    let server = Server::open(data_dir, config).map_err(classify)?;
     let engine = server.engine().clone();
     if server.recovered_events() > 0 {
         eprintln!(

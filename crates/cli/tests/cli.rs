@@ -846,3 +846,31 @@ fn quickstart_prepares_movielens_once_and_refuses_foreign_directories() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no MovieLens data (ratings.csv)"));
 }
+
+#[test]
+fn serve_refuses_an_exposed_address_without_tokens_and_bad_token_lists() {
+    let dir = scratch("exposed");
+    let d = s(&dir);
+    let err = fails_with_code_2(&["serve", "--data-dir", d, "--addr", "0.0.0.0:0"]);
+    assert!(
+        err.contains("refusing to serve on 0.0.0.0:0 without API tokens"),
+        "{err}"
+    );
+    assert!(err.contains("--insecure-no-auth"), "{err}");
+    let tokens = dir.join("tokens.txt");
+    std::fs::write(&tokens, "# writers\nshort write\n").unwrap();
+    let err = fails_with_code_2(&["serve", "--data-dir", d, "--tokens-file", s(&tokens)]);
+    assert!(
+        err.contains("tokens.txt: entry 2: a token must have at least 16"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("short"),
+        "the token itself is never printed: {err}"
+    );
+    let err = fails_with_code_2(&["serve", "--data-dir", d, "--require-read-token"]);
+    assert!(
+        err.contains("--require-read-token needs API tokens"),
+        "{err}"
+    );
+}

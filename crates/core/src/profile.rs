@@ -21,6 +21,16 @@ pub const DEFAULT_ALPHA: f64 = 1.75;
 /// Default cap on actions per user: the most recent 2,000 are clustered (16 MB of distances).
 pub const DEFAULT_MAX_ACTIONS: usize = 2_000;
 
+/// Largest `max_actions` accepted: the distance matrix of one user takes `4·m²` bytes per worker
+/// (1.6 GB at this cap), so a larger value is a mistake or an attack, never a setting.
+pub const MAX_ACTIONS_LIMIT: usize = 20_000;
+
+/// Largest alpha accepted (squared distances of embeddings within ±1e12 never need more).
+pub const MAX_ALPHA: f64 = 1e12;
+
+/// Largest lambda accepted, per day (at 1,000 an action a minute old already counts < 0.5).
+pub const MAX_LAMBDA: f64 = 1e3;
+
 /// The knobs of the per-user model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProfileParams {
@@ -49,26 +59,38 @@ impl ProfileParams {
     /// use pinnersage_core::ProfileParams;
     /// assert!(ProfileParams::default().validate().is_ok());
     /// assert!(ProfileParams { alpha: -1.0, ..Default::default() }.validate().is_err());
+    /// let huge = ProfileParams { max_actions: 1_000_000_000, ..Default::default() };
+    /// assert!(huge.validate().unwrap_err().to_string().contains("max_actions"));
     /// ```
     pub fn validate(&self) -> Result<()> {
-        let check = |name, value: f64| {
-            if value.is_finite() && value >= 0.0 {
+        let check = |name, value: f64, max: f64, expected| {
+            if value.is_finite() && (0.0..=max).contains(&value) {
                 Ok(())
             } else {
                 Err(CoreError::InvalidParameter {
                     name,
-                    expected: "finite and >= 0",
+                    expected,
                     value,
                 })
             }
         };
-        check("alpha", self.alpha)?;
-        check("lambda", self.lambda)?;
-        if self.max_actions == 0 {
+        check(
+            "alpha",
+            self.alpha,
+            MAX_ALPHA,
+            "finite and >= 0 (at most 1e12)",
+        )?;
+        check(
+            "lambda",
+            self.lambda,
+            MAX_LAMBDA,
+            "finite and >= 0 (at most 1000)",
+        )?;
+        if !(1..=MAX_ACTIONS_LIMIT).contains(&self.max_actions) {
             return Err(CoreError::InvalidParameter {
                 name: "max_actions",
-                expected: ">= 1",
-                value: 0.0,
+                expected: ">= 1 (at most 20000)",
+                value: self.max_actions as f64,
             });
         }
         Ok(())

@@ -32,6 +32,12 @@ pub const DEFAULT_WINDOW_DAYS: u32 = 90;
 /// Users clustered per parallel chunk of a batch.
 pub const DEFAULT_CHUNK_USERS: usize = 4096;
 
+/// Longest window accepted, in days (a century).
+pub const MAX_WINDOW_DAYS: u32 = 36_500;
+
+/// Most users per chunk accepted (a chunk's events are held in memory at once).
+pub const MAX_CHUNK_USERS: usize = 1_000_000;
+
 /// Settings of one batch run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchConfig {
@@ -197,10 +203,17 @@ pub fn run_batch_on(
         .params
         .validate()
         .map_err(|e| BatchError::Config(e.to_string()))?;
-    if config.window_days == 0 || config.chunk_users == 0 {
-        return Err(BatchError::Config(
-            "window days and chunk size must be at least 1".into(),
-        ));
+    if !(1..=MAX_WINDOW_DAYS).contains(&config.window_days) {
+        return Err(BatchError::Config(format!(
+            "window_days must be >= 1 (at most {MAX_WINDOW_DAYS}), got {}",
+            config.window_days
+        )));
+    }
+    if !(1..=MAX_CHUNK_USERS).contains(&config.chunk_users) {
+        return Err(BatchError::Config(format!(
+            "chunk_users must be >= 1 (at most {MAX_CHUNK_USERS}), got {}",
+            config.chunk_users
+        )));
     }
     let mut catalog = Catalog::open(data_dir)?;
     catalog.build_hash_index();

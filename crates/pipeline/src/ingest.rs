@@ -6,7 +6,7 @@
 //! concurrency while every acknowledgement still means "on disk".
 
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 
 use pinnersage_catalog::catalog::Catalog;
@@ -16,6 +16,15 @@ use crate::online::{Accepted, OnlineAction, OnlineProfiles};
 
 /// Most events stored by one commit (a group larger than this is split).
 pub const MAX_GROUP_EVENTS: usize = 50_000;
+
+/// Submissions queued for the writer at most by default; beyond it [`Ingestor::submit`] refuses
+/// with [`Overloaded`] instead of growing memory.
+pub const DEFAULT_QUEUE: usize = 1_024;
+
+/// The writer's queue is full: retry later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the ingest queue is full ({0} submissions waiting): retry shortly")]
+pub struct Overloaded(pub usize);
 
 /// The answer to one submission: for each event, whether it was new (`true`) or already
 /// stored (`false`, an idempotent retry); or the store's error, in which case none was stored.
@@ -40,12 +49,16 @@ pub struct IngestCounters {
     pub commits: std::sync::atomic::AtomicU64,
     /// Commits that failed.
     pub failures: std::sync::atomic::AtomicU64,
+    /// The last commit's error, while commits fail (cleared by the next success): a store that
+    /// cannot write (for example poisoned after an fsync error) makes the server unhealthy.
+    pub failing: std::sync::Mutex<Option<String>>,
 }
 
 /// The group-commit writer. Dropping it stops accepting, finishes what is queued and joins
 /// the writer thread.
 pub struct Ingestor {
-    tx: Option<Sender<Job>>,
+    tx: Option<SyncSender<Job>>,
+    capacity: usize,
     writer: Option<JoinHandle<()>>,
     counters: Arc<IngestCounters>,
 }
@@ -59,15 +72,26 @@ impl std::fmt::Debug for Ingestor {
 }
 
 impl Ingestor {
-    /// Starts the writer thread over `store`. Newly stored events on catalog items update
-    /// `online` before their submitters are answered, so an acknowledged event is already
-    /// visible to the next recommendation.
+    /// Starts the writer thread over `store` with a queue of [`DEFAULT_QUEUE`] submissions.
+    /// Newly stored events on catalog items update `online` before their submitters are
+    /// answered, so an acknowledged event is already visible to the next recommendation.
     pub fn start(
         store: Arc<EventStore>,
         catalog: Arc<Catalog>,
         online: Arc<OnlineProfiles>,
     ) -> Self {
-        let (tx, rx) = channel::<Job>();
+        Self::with_queue(store, catalog, online, DEFAULT_QUEUE)
+    }
+
+    /// [`Ingestor::start`] with room for `capacity` waiting submissions (at least 1).
+    pub fn with_queue(
+        store: Arc<EventStore>,
+        catalog: Arc<Catalog>,
+        online: Arc<OnlineProfiles>,
+        capacity: usize,
+    ) -> Self {
+        let capacity = capacity.max(1);
+        let (tx, rx) = sync_channel::<Job>(capacity);
         let counters = Arc::new(IngestCounters::default());
         let c = counters.clone();
         let writer = std::thread::Builder::new()
@@ -76,21 +100,29 @@ impl Ingestor {
             .expect("spawning a thread");
         Self {
             tx: Some(tx),
+            capacity,
             writer: Some(writer),
             counters,
         }
     }
 
     /// Queues `events` (already validated by the caller) for the next commit; `reply` gets the
-    /// outcome once they are durable.
-    pub fn submit(&self, events: Vec<Event>, reply: Reply) {
+    /// outcome once they are durable. A full queue refuses at once (nothing is stored, `reply`
+    /// is dropped uncalled): the caller answers "retry later".
+    pub fn submit(&self, events: Vec<Event>, reply: Reply) -> Result<(), Overloaded> {
         let job = Job { events, reply };
-        if let Some(tx) = &self.tx
-            && let Err(failed) = tx.send(job)
-        {
-            (failed.0.reply)(Err(EventStoreError::Invalid(
-                "the ingestor has stopped".into(),
-            )));
+        let Some(tx) = &self.tx else {
+            return Ok(());
+        };
+        match tx.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(Overloaded(self.capacity)),
+            Err(TrySendError::Disconnected(job)) => {
+                (job.reply)(Err(EventStoreError::Invalid(
+                    "the ingestor has stopped".into(),
+                )));
+                Ok(())
+            }
         }
     }
 
@@ -137,7 +169,11 @@ fn write_loop(
             events.extend(job.events);
         }
         counters.commits.fetch_add(1, Relaxed);
-        match store.insert_each(&events) {
+        let result = store.insert_each(&events);
+        if let Ok(mut failing) = counters.failing.lock() {
+            *failing = result.as_ref().err().map(ToString::to_string);
+        }
+        match result {
             Ok(fresh) => {
                 let accepted: Vec<Accepted<'_>> = events
                     .iter()

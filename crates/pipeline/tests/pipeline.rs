@@ -530,10 +530,12 @@ fn online_profiles_keep_the_latest_actions_after_the_boundary_and_roll_over() {
         ev("u2", "t1-5", 2_000),
     ];
     let (tx, rx) = std::sync::mpsc::channel();
-    ingestor.submit(
-        events.clone(),
-        Box::new(move |outcome| tx.send(outcome).unwrap()),
-    );
+    ingestor
+        .submit(
+            events.clone(),
+            Box::new(move |outcome| tx.send(outcome).unwrap()),
+        )
+        .unwrap();
     assert_eq!(rx.recv().unwrap().unwrap(), vec![true; 8]);
     let u1 = online.get("u1").unwrap();
     let times: Vec<i64> = u1.actions.iter().map(|a| a.time).collect();
@@ -543,7 +545,9 @@ fn online_profiles_keep_the_latest_actions_after_the_boundary_and_roll_over() {
     assert_eq!(catalog.id(u1.clusters[0].members[0] as usize), "t2-3");
     // A retry stores nothing and changes nothing.
     let (tx, rx) = std::sync::mpsc::channel();
-    ingestor.submit(events, Box::new(move |outcome| tx.send(outcome).unwrap()));
+    ingestor
+        .submit(events, Box::new(move |outcome| tx.send(outcome).unwrap()))
+        .unwrap();
     assert_eq!(rx.recv().unwrap().unwrap(), vec![false; 8]);
     assert_eq!(online.get("u1").unwrap(), u1);
     drop(ingestor);
@@ -569,4 +573,57 @@ fn online_profiles_keep_the_latest_actions_after_the_boundary_and_roll_over() {
     assert_eq!(online.since(), 1_004);
     assert_eq!(online.roll_over(5_000, alpha, lambda).unwrap(), 2);
     assert!(online.get("u1").is_none() && online.users() == 0);
+}
+
+#[test]
+fn a_full_ingest_queue_refuses_instead_of_growing_and_loses_nothing_it_accepted() {
+    use pinnersage_catalog::catalog::Catalog;
+    use pinnersage_pipeline::ingest::{Ingestor, Overloaded};
+    use pinnersage_pipeline::online::OnlineProfiles;
+    use pinnersage_store::events::Event;
+    use std::sync::Arc;
+
+    let dir = scratch("overload");
+    topic_catalog(&dir);
+    let catalog = Arc::new(Catalog::open(&dir).unwrap());
+    let online =
+        Arc::new(OnlineProfiles::new(catalog.clone(), ProfileParams::default(), 0).unwrap());
+    let store = Arc::new(EventStore::open(&dir).unwrap());
+    let ingestor = Ingestor::with_queue(store.clone(), catalog, online, 1);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (mut accepted, mut refused) = (0, 0);
+    // Every commit fsyncs (milliseconds); submissions arrive in microseconds.
+    for k in 0..2_000 {
+        let event = Event {
+            user: format!("u{k}"),
+            item: "t0-1".into(),
+            time: 1_000 + k,
+            action: "click".into(),
+            weight: 1.0,
+            id: None,
+        };
+        let tx = tx.clone();
+        match ingestor.submit(vec![event], Box::new(move |o| tx.send(o).unwrap())) {
+            Ok(()) => accepted += 1,
+            Err(Overloaded(capacity)) => {
+                assert_eq!(capacity, 1);
+                refused += 1;
+            }
+        }
+    }
+    drop(ingestor); // finishes what is queued
+    drop(tx);
+    assert!(
+        refused > 0,
+        "a queue of one never filled: {accepted} accepted"
+    );
+    let replies: Vec<_> = rx.iter().collect();
+    assert_eq!(
+        replies.len(),
+        accepted,
+        "every accepted submission is answered"
+    );
+    assert!(replies.iter().all(|r| r.as_ref().unwrap() == &vec![true]));
+    let stored: usize = store.users(0, i64::MAX).map(|u| u.unwrap().1.len()).sum();
+    assert_eq!(stored, accepted, "exactly the accepted events are stored");
 }

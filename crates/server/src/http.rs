@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
+use crate::auth::{AuthConfig, RouteClass};
 use crate::clock::unix_now;
 use crate::ingest::{Ingest, IngestError, MAX_BODY_BYTES};
 use crate::metrics::{Metrics, write_metric};
@@ -39,7 +40,46 @@ pub struct AppState {
     pub ingest: Option<Arc<Ingest>>,
     /// Counters of the NATS consumer, when one runs.
     pub nats: Option<Arc<crate::nats::NatsCounters>>,
+    /// Who may do what.
+    pub auth: Arc<AuthConfig>,
+    /// Bounds on concurrent requests and their time.
+    pub limits: Arc<Limits>,
+    /// The NATS consumer task, when one runs (the server is unhealthy once it has stopped).
+    pub nats_task: Option<Arc<tokio::task::JoinHandle<()>>>,
 }
+
+/// Bounds that keep an overloaded server answering: at most `in_flight` requests at once (the
+/// rest get 503 with `Retry-After`), each finished within `timeout` (admin batches excepted).
+#[derive(Debug)]
+pub struct Limits {
+    in_flight: Arc<tokio::sync::Semaphore>,
+    max_in_flight: usize,
+    timeout: Duration,
+}
+
+impl Limits {
+    /// At most `max_in_flight` concurrent requests (at least 1), each within `timeout`.
+    pub fn new(max_in_flight: usize, timeout: Duration) -> Self {
+        let max_in_flight = max_in_flight.max(1);
+        Self {
+            in_flight: Arc::new(tokio::sync::Semaphore::new(max_in_flight)),
+            max_in_flight,
+            timeout,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_IN_FLIGHT, DEFAULT_REQUEST_TIMEOUT)
+    }
+}
+
+/// Concurrent requests served at most by default.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
+
+/// Time a request may take by default (admin batches excepted).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A JSON error: `{"error":{"code":..,"message":..}}` with an HTTP status.
 #[derive(Debug)]
@@ -47,6 +87,7 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -55,14 +96,27 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// Adds `Retry-After: seconds` (overload: the client should come back).
+    fn retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"code": self.code, "message": self.message}});
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 
@@ -121,6 +175,10 @@ impl From<IngestError> for ApiError {
                 "store_failed",
                 e.to_string(),
             ),
+            IngestError::Overloaded(_) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", e.to_string())
+                    .retry_after(1)
+            }
         }
     }
 }
@@ -147,6 +205,8 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .layer(middleware::from_fn_with_state(state.clone(), limit))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -203,6 +263,137 @@ pub async fn shutdown_signal() {
         _ = ctrl_c => {}
         _ = term => {}
     }
+}
+
+/// The access class of a request, from its matched route and method.
+fn route_class(req: &Request) -> RouteClass {
+    let path = req.extensions().get::<MatchedPath>().map(|p| p.as_str());
+    match (req.method(), path) {
+        (_, Some("/" | "/healthz" | "/metrics" | "/openapi.json")) => RouteClass::Open,
+        (&Method::POST, Some("/v1/events")) => RouteClass::Write,
+        (&Method::POST, Some(p)) if p.starts_with("/v1/admin/") => RouteClass::Admin,
+        _ => RouteClass::Read,
+    }
+}
+
+/// Bounds concurrency (503 with `Retry-After` beyond it) and time (503 after the timeout; the
+/// admin batch, which can take minutes, is exempt).
+async fn limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let limits = &state.limits;
+    let Ok(_permit) = limits.in_flight.clone().try_acquire_owned() else {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            format!(
+                "{} requests in flight, the most this server takes: retry shortly",
+                limits.max_in_flight
+            ),
+        )
+        .retry_after(1)
+        .into_response();
+    };
+    if route_class(&req) == RouteClass::Admin {
+        return next.run(req).await;
+    }
+    match tokio::time::timeout(limits.timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!(
+                "the request took longer than {:.0} s; if it posted events, retry it with the same event ids",
+                limits.timeout.as_secs_f64()
+            ),
+        )
+        .retry_after(1)
+        .into_response(),
+    }
+}
+
+/// Enforces the access policy before any handler runs: the `Host` name, JSON bodies on write
+/// and admin routes, and the bearer token's scope.
+async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match refusal(&state.auth, &req) {
+        Some(refused) => refused.into_response(),
+        None => next.run(req).await,
+    }
+}
+
+/// Why `req` must not be served under `auth`, if it must not.
+fn refusal(auth: &AuthConfig, req: &Request) -> Option<Response> {
+    let class = route_class(req);
+    let path = req.extensions().get::<MatchedPath>().map(|p| p.as_str());
+    let probe = matches!(path, Some("/healthz" | "/metrics"));
+    let header = |name: header::HeaderName| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    if !probe && !auth.host_allowed(header(header::HOST).as_deref()) {
+        return Some(
+            ApiError::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                "host_not_allowed",
+                "the Host header names a host this server does not serve (see --allowed-host)",
+            )
+            .into_response(),
+        );
+    }
+    if matches!(class, RouteClass::Write | RouteClass::Admin) {
+        let json = header(header::CONTENT_TYPE).is_some_and(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        });
+        if !json {
+            return Some(
+                ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    "this route takes a JSON body: send Content-Type: application/json",
+                )
+                .into_response(),
+            );
+        }
+    }
+    if let Some(scope) = auth.required(class) {
+        let presented = header(header::AUTHORIZATION);
+        let token = presented
+            .as_deref()
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim);
+        let Some(scopes) = token.and_then(|t| auth.tokens.scopes_of(t)) else {
+            let mut response = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                format!(
+                    "this route needs an API token with the {:?} scope: send Authorization: Bearer TOKEN",
+                    scope.name()
+                ),
+            )
+            .into_response();
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                "Bearer".parse().expect("valid header"),
+            );
+            return Some(response);
+        };
+        if !scopes.contains(&scope) {
+            return Some(
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!("this token lacks the {:?} scope", scope.name()),
+                )
+                .into_response(),
+            );
+        }
+    }
+    None
 }
 
 async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -616,16 +807,39 @@ async fn similar(
     }))
 }
 
-async fn healthz(State(state): State<AppState>) -> Json<Value> {
+/// Why the server cannot do its job, if it cannot: the event store fails its commits (for
+/// example poisoned after an fsync error), or the NATS consumer has stopped.
+fn unhealthy_reasons(state: &AppState) -> Vec<String> {
+    let mut reasons = Vec::new();
+    if let Some(ingest) = &state.ingest
+        && let Ok(failing) = ingest.counters().failing.lock()
+        && let Some(error) = failing.as_deref()
+    {
+        reasons.push(format!("the event store fails its commits: {error}"));
+    }
+    if state.nats_task.as_ref().is_some_and(|t| t.is_finished()) {
+        reasons.push("the NATS consumer has stopped: events on the stream are not consumed".into());
+    }
+    reasons
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
     let e = &state.engine;
     let index = e.index();
-    Json(json!({
-        "status": "ok",
+    let reasons = unhealthy_reasons(&state);
+    let mut response = Json(json!({
+        "status": if reasons.is_empty() { "ok" } else { "unhealthy" },
+        "reasons": reasons,
         "catalog_items": e.catalog().rows(),
         "index": {"kind": index.index.kind(), "items": index.index.len(), "version": index.version},
         "profiles": e.profile_generation()
             .and_then(|g| g.file_name().map(|n| n.to_string_lossy().into_owned())),
     }))
+    .into_response();
+    if !reasons.is_empty() {
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    }
+    response
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use pinnersage_catalog::catalog::Catalog;
 use pinnersage_catalog::timestamp::{TimestampError, parse_timestamp, unix_seconds};
 use pinnersage_pipeline::batch::{BatchConfig, BatchError, BatchSummary, run_batch_on};
+use pinnersage_pipeline::ingest::Overloaded;
 use pinnersage_pipeline::ingest::{IngestCounters, Ingestor};
 use pinnersage_store::events::{Event, EventStore, EventStoreError, check_event};
 use serde::{Deserialize, Serialize};
@@ -63,6 +64,9 @@ pub enum IngestError {
     /// Storing failed: nothing of this request was stored.
     #[error("{0}")]
     Store(String),
+    /// The writer's queue is full: nothing was stored, retry shortly.
+    #[error(transparent)]
+    Overloaded(#[from] Overloaded),
 }
 
 /// An id as clients send it: a string or an integer.
@@ -214,12 +218,16 @@ impl std::fmt::Debug for Ingest {
 impl Ingest {
     /// Opens the event store of `engine`'s data directory (the server owns it from now on),
     /// recovers the online profiles from the events after the served batch, and starts the
-    /// writer. Returns the number of events recovered too.
-    pub fn open(engine: &Engine, catalog: Arc<Catalog>) -> Result<(Self, u64), EventStoreError> {
+    /// writer with room for `queue` waiting submissions. Returns the number of events recovered too.
+    pub fn open(
+        engine: &Engine,
+        catalog: Arc<Catalog>,
+        queue: usize,
+    ) -> Result<(Self, u64), EventStoreError> {
         let data_dir = engine.data_dir().to_path_buf();
         let store = Arc::new(EventStore::open(&data_dir)?);
         let recovered = engine.online().recover(&store)?;
-        let ingestor = Ingestor::start(store.clone(), catalog, engine.online().clone());
+        let ingestor = Ingestor::with_queue(store.clone(), catalog, engine.online().clone(), queue);
         Ok((
             Self {
                 data_dir,
@@ -256,7 +264,7 @@ impl Ingest {
             Box::new(move |outcome| {
                 let _ = tx.send(outcome);
             }),
-        );
+        )?;
         let fresh = rx
             .await
             .map_err(|_| IngestError::Store("the ingestor stopped".into()))?

@@ -3,6 +3,7 @@
 //! and [`Server`], which opens a data directory and runs all of it.
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod cache;
 pub mod clock;
 pub mod http;

@@ -156,7 +156,7 @@ async fn handle(
             eprintln!("NATS message on {}: {e}; dropped", message.subject);
             AckKind::Term
         }
-        Err(e @ IngestError::Store(_)) => {
+        Err(e @ (IngestError::Store(_) | IngestError::Overloaded(_))) => {
             eprintln!(
                 "NATS message on {}: {e}; will be redelivered",
                 message.subject

@@ -10,10 +10,12 @@ use std::time::Duration;
 use pinnersage_catalog::catalog::{Catalog, CatalogError};
 use pinnersage_index::IndexError;
 use pinnersage_index::persist;
+use pinnersage_pipeline::ingest::DEFAULT_QUEUE;
 use pinnersage_pipeline::online::DEFAULT_ONLINE_ACTIONS;
 use pinnersage_store::events::EventStoreError;
 
-use crate::http::{AppState, serve};
+use crate::auth::AuthConfig;
+use crate::http::{AppState, DEFAULT_MAX_IN_FLIGHT, DEFAULT_REQUEST_TIMEOUT, Limits, serve};
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::nats::{self, NatsConfig, NatsCounters, NatsError};
@@ -38,6 +40,14 @@ pub struct ServeConfig {
     pub online_actions: usize,
     /// Also consume events from NATS JetStream.
     pub nats: Option<NatsConfig>,
+    /// Tokens, allowed hosts and the opt-out of the loopback rule.
+    pub auth: AuthConfig,
+    /// Concurrent requests at most (more get 503 with `Retry-After`).
+    pub max_in_flight: usize,
+    /// Time a request may take (admin batches excepted).
+    pub request_timeout: Duration,
+    /// Event submissions waiting for the writer at most (more get 503 with `Retry-After`).
+    pub ingest_queue: usize,
 }
 
 impl Default for ServeConfig {
@@ -51,6 +61,10 @@ impl Default for ServeConfig {
             reload: Duration::from_secs(2),
             online_actions: DEFAULT_ONLINE_ACTIONS,
             nats: None,
+            auth: AuthConfig::default(),
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            ingest_queue: DEFAULT_QUEUE,
         }
     }
 }
@@ -150,7 +164,7 @@ impl Server {
                 online_actions: config.online_actions,
             },
         )?;
-        let (ingest, recovered) = Ingest::open(&engine, catalog)?;
+        let (ingest, recovered) = Ingest::open(&engine, catalog, config.ingest_queue)?;
         Ok(Self {
             data_dir: data_dir.to_path_buf(),
             engine: Arc::new(engine),
@@ -182,18 +196,22 @@ impl Server {
         let addr = listener
             .local_addr()
             .map_err(io("reading the listening address".into()))?;
-        let nats = match self.config.nats.clone() {
-            None => None,
+        self.config
+            .auth
+            .check_listen(addr)
+            .map_err(ServeError::Config)?;
+        let (nats, nats_task) = match self.config.nats.clone() {
+            None => (None, None),
             Some(config) => {
                 let counters = Arc::new(NatsCounters::default());
-                nats::start(
+                let task = nats::start(
                     config,
                     self.engine.clone(),
                     self.ingest.clone(),
                     counters.clone(),
                 )
                 .await?;
-                Some(counters)
+                (Some(counters), Some(Arc::new(task)))
             }
         };
         let state = AppState {
@@ -201,6 +219,12 @@ impl Server {
             metrics: Arc::new(Metrics::default()),
             ingest: Some(self.ingest),
             nats,
+            auth: Arc::new(self.config.auth),
+            limits: Arc::new(Limits::new(
+                self.config.max_in_flight,
+                self.config.request_timeout,
+            )),
+            nats_task,
         };
         let file = server_file(&self.data_dir);
         let record =

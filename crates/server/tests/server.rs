@@ -88,9 +88,14 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path) -> Self {
+        Self::start_with(dir, ServeConfig::default())
+    }
+
+    /// A server with `config`, reloading profiles every 100 ms.
+    fn start_with(dir: &Path, config: ServeConfig) -> Self {
         let config = ServeConfig {
             reload: Duration::from_millis(100),
-            ..ServeConfig::default()
+            ..config
         };
         let server = pinnersage_server::Server::open(dir, config).unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -131,11 +136,17 @@ impl Server {
     }
 
     fn send(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+        let headers = format!("Host: {}\r\nContent-Type: application/json\r\n", self.addr);
+        self.send_with(method, path, &headers, body)
+    }
+
+    /// A request with the given header lines (each ending in CRLF).
+    fn send_with(&self, method: &str, path: &str, headers: &str, body: &[u8]) -> (u16, String) {
         let mut s = TcpStream::connect(self.addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
         write!(
             s,
-            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\n{headers}Connection: close\r\nContent-Length: {}\r\n\r\n",
             body.len()
         )
         .unwrap();
@@ -825,4 +836,219 @@ fn online_clusters_follow_the_alpha_of_the_served_generation() {
     drop(server);
     let server = Server::start(dir.path());
     assert_eq!(online_only(&server), vec![1; 6]);
+}
+
+#[test]
+fn tokens_scopes_hosts_and_json_bodies_guard_the_api() {
+    use pinnersage_server::auth::{AuthConfig, Tokens};
+    let dir = tempfile::tempdir().unwrap();
+    make_data_dir(dir.path());
+    let tokens = Tokens::parse(
+        "writer-token-0001 write\nadmin-token-00002 admin\nreader-token-0003 read",
+        "test",
+    )
+    .unwrap();
+    let auth = AuthConfig {
+        tokens: tokens.clone(),
+        ..AuthConfig::default()
+    };
+    let server = Server::start_with(
+        dir.path(),
+        ServeConfig {
+            auth,
+            ..ServeConfig::default()
+        },
+    );
+    let host = format!("Host: {}\r\n", server.addr);
+    let json = "Content-Type: application/json\r\n";
+    let bearer = |t: &str| format!("{host}{json}Authorization: Bearer {t}\r\n");
+    let body = events_body(&[event("u1", 5, NOW + 60, "auth-1")]);
+    let code = |text: &str| error_code(&serde_json::from_str::<Value>(text).unwrap()).to_owned();
+
+    // Reads stay open; writes need a write token, admin calls an admin token.
+    assert_eq!(server.request("GET", "/v1/users/u1/profile").0, 200);
+    let (status, text) = server.send_with(
+        "POST",
+        "/v1/events",
+        &format!("{host}{json}"),
+        body.as_bytes(),
+    );
+    assert_eq!(
+        (status, code(&text).as_str()),
+        (401, "unauthorized"),
+        "{text}"
+    );
+    let (status, text) = server.send_with(
+        "POST",
+        "/v1/events",
+        &bearer("not-a-token-at-all"),
+        body.as_bytes(),
+    );
+    assert_eq!(
+        (status, code(&text).as_str()),
+        (401, "unauthorized"),
+        "{text}"
+    );
+    let (status, text) = server.send_with(
+        "POST",
+        "/v1/events",
+        &bearer("reader-token-0003"),
+        body.as_bytes(),
+    );
+    assert_eq!((status, code(&text).as_str()), (403, "forbidden"), "{text}");
+    let (status, text) = server.send_with(
+        "POST",
+        "/v1/events",
+        &bearer("writer-token-0001"),
+        body.as_bytes(),
+    );
+    assert_eq!(status, 202, "{text}");
+    let batch = format!("{{\"now\": {}}}", NOW + 3_600);
+    let (status, _) = server.send_with(
+        "POST",
+        "/v1/admin/batch",
+        &bearer("writer-token-0001"),
+        batch.as_bytes(),
+    );
+    assert_eq!(status, 403);
+    let (status, text) = server.send_with(
+        "POST",
+        "/v1/admin/batch",
+        &bearer("admin-token-00002"),
+        batch.as_bytes(),
+    );
+    assert_eq!(status, 200, "{text}");
+
+    // A cross-site form post cannot send JSON: other content types are refused before anything.
+    let form =
+        format!("{host}Content-Type: text/plain\r\nAuthorization: Bearer writer-token-0001\r\n");
+    let (status, text) = server.send_with("POST", "/v1/events", &form, body.as_bytes());
+    assert_eq!(
+        (status, code(&text).as_str()),
+        (415, "unsupported_media_type"),
+        "{text}"
+    );
+
+    // DNS rebinding: a Host that is not ours is refused, except by the probes.
+    let evil = "Host: attacker.example:8080\r\n";
+    let (status, text) = server.send_with("GET", "/v1/users/u1/profile", evil, b"");
+    assert_eq!(
+        (status, code(&text).as_str()),
+        (421, "host_not_allowed"),
+        "{text}"
+    );
+    assert_eq!(server.send_with("GET", "/healthz", evil, b"").0, 200);
+    assert_eq!(
+        server.send_with("GET", "/v1/users/u1/profile", "", b"").0,
+        421
+    );
+    drop(server);
+
+    // Reads can require a token too; the page and the probes stay open.
+    let server = Server::start_with(
+        dir.path(),
+        ServeConfig {
+            auth: AuthConfig {
+                tokens,
+                require_read: true,
+                allowed_hosts: vec!["reco.internal".into()],
+                ..AuthConfig::default()
+            },
+            ..ServeConfig::default()
+        },
+    );
+    let host = format!("Host: {}\r\n", server.addr);
+    let (status, text) = server.send_with("GET", "/v1/users/u1/profile", &host, b"");
+    assert_eq!(
+        (status, code(&text).as_str()),
+        (401, "unauthorized"),
+        "{text}"
+    );
+    let reader = format!("{host}Authorization: Bearer reader-token-0003\r\n");
+    assert_eq!(
+        server
+            .send_with("GET", "/v1/users/u1/profile", &reader, b"")
+            .0,
+        200
+    );
+    let writer = format!("{host}Authorization: Bearer writer-token-0001\r\n");
+    assert_eq!(
+        server
+            .send_with("GET", "/v1/users/u1/profile", &writer, b"")
+            .0,
+        403
+    );
+    let named = "Host: reco.internal\r\nAuthorization: Bearer reader-token-0003\r\n";
+    assert_eq!(
+        server
+            .send_with("GET", "/v1/users/u1/profile", named, b"")
+            .0,
+        200
+    );
+    for open in ["/", "/healthz", "/metrics", "/openapi.json"] {
+        assert_eq!(server.send_with("GET", open, &host, b"").0, 200, "{open}");
+    }
+}
+
+#[test]
+fn admin_batch_parameters_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    make_data_dir(dir.path());
+    let server = Server::start(dir.path());
+    // Each would allocate without bound (a 4·m² distance matrix per worker, a century of
+    // events per chunk): a 400 naming the field, and nothing published.
+    for (body, field) in [
+        (r#"{"max_actions": 1000000000}"#, "max_actions"),
+        (r#"{"lambda": 1e9}"#, "lambda"),
+        (r#"{"alpha": 1e300}"#, "alpha"),
+        (r#"{"window_days": 4000000}"#, "window_days"),
+    ] {
+        let (status, reply) = server.post_json("/v1/admin/batch", body);
+        assert_eq!(status, 400, "{body}: {reply}");
+        let message = reply["error"]["message"].as_str().unwrap();
+        assert!(message.contains(field), "{body}: {message}");
+    }
+    let (_, health) = server.get_json("/healthz");
+    assert_eq!(health["profiles"], "gen-000001");
+}
+
+#[test]
+fn concurrency_and_time_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    make_data_dir(dir.path());
+    let server = Server::start_with(
+        dir.path(),
+        ServeConfig {
+            max_in_flight: 1,
+            request_timeout: Duration::from_millis(500),
+            ..ServeConfig::default()
+        },
+    );
+    // A client that announces a body and never sends it holds the one slot...
+    let mut slow = TcpStream::connect(server.addr).unwrap();
+    write!(
+        slow,
+        "POST /v1/events HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{",
+        server.addr
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    // ...so the next request is refused at once, with a hint to come back.
+    let (status, text) = server.send_with(
+        "GET",
+        "/v1/users/u1/profile",
+        &format!("Host: {}\r\n", server.addr),
+        b"",
+    );
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("\"overloaded\""), "{text}");
+    // The slow request is cut off at the timeout, and the slot is free again.
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut raw = String::new();
+    let _ = slow.read_to_string(&mut raw);
+    assert!(raw.starts_with("HTTP/1.1 503"), "{raw}");
+    assert!(raw.to_ascii_lowercase().contains("retry-after: 1"), "{raw}");
+    assert!(raw.contains("\"timeout\""), "{raw}");
+    assert_eq!(server.request("GET", "/v1/users/u1/profile").0, 200);
 }

@@ -1,0 +1,319 @@
+//! Who may do what: API tokens with scopes, the allowed `Host` names, and the request checks that
+//! keep browsers on other origins out.
+//!
+//! - **Tokens** are given by a file or an environment variable, never on a command line (where
+//!   `ps` shows them). One entry per line (or separated by `;`): `TOKEN SCOPE[,SCOPE...]`, `#`
+//!   starts a comment. Scopes: `read` (the read routes, when reads need a token), `write`
+//!   (`POST /v1/events`), `admin` (`POST /v1/admin/*`). A request presents one as
+//!   `Authorization: Bearer TOKEN`; tokens are compared in constant time.
+//! - **Host names**: a request whose `Host` is not allowed is refused (DNS rebinding: a page on
+//!   another site that resolves its own name to this server). Loopback names are always allowed;
+//!   others are configured, `*` allows any. `/healthz` and `/metrics` are exempt (probes and
+//!   scrapers address the server by IP).
+//! - **Write and admin routes take only `application/json`**, which a cross-site form or a
+//!   simple `fetch` cannot send without a CORS preflight that this server never grants.
+
+use std::collections::HashSet;
+use std::fmt;
+
+/// What a token allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Read routes (profiles, recommendations, similar items, users), when reads need a token.
+    Read,
+    /// `POST /v1/events`.
+    Write,
+    /// `POST /v1/admin/*`.
+    Admin,
+}
+
+impl Scope {
+    /// The scope's name in token files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Write => "write",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+/// Shortest token accepted: guessing must be hopeless.
+pub const MIN_TOKEN_CHARS: usize = 16;
+
+/// A bad token list.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{source_name}: entry {entry}: {problem}")]
+pub struct TokensError {
+    /// Where the list came from (a file path or an environment variable).
+    pub source_name: String,
+    /// The 1-based entry (line, or `;`-separated part).
+    pub entry: usize,
+    /// What is wrong (never the token itself).
+    pub problem: String,
+}
+
+/// The API tokens and their scopes. `Debug` never shows a token.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Tokens {
+    entries: Vec<(Vec<u8>, HashSet<Scope>)>,
+}
+
+impl fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Tokens({} redacted)", self.entries.len())
+    }
+}
+
+impl Tokens {
+    /// Parses a token list; `source_name` names it in errors.
+    ///
+    /// ```
+    /// use pinnersage_server::auth::{Scope, Tokens};
+    /// let tokens = Tokens::parse("# ops\nsecret-secret-0001 write,admin; reader-reader-0002 read", "env").unwrap();
+    /// assert_eq!(tokens.len(), 2);
+    /// assert!(tokens.scopes_of("secret-secret-0001").unwrap().contains(&Scope::Admin));
+    /// assert!(tokens.scopes_of("nope").is_none());
+    /// assert!(Tokens::parse("short write", "env").is_err());
+    /// ```
+    pub fn parse(text: &str, source_name: &str) -> Result<Self, TokensError> {
+        let mut entries: Vec<(Vec<u8>, HashSet<Scope>)> = Vec::new();
+        let parts = text.split(['\n', ';']).map(|l| match l.find('#') {
+            Some(i) => &l[..i],
+            None => l,
+        });
+        for (k, part) in parts.enumerate() {
+            let bad = |problem: String| TokensError {
+                source_name: source_name.to_owned(),
+                entry: k + 1,
+                problem,
+            };
+            let mut fields = part.split_whitespace();
+            let Some(token) = fields.next() else {
+                continue;
+            };
+            let scopes_text = fields
+                .next()
+                .ok_or_else(|| bad("expected `TOKEN SCOPE[,SCOPE...]`".into()))?;
+            if fields.next().is_some() {
+                return Err(bad("expected `TOKEN SCOPE[,SCOPE...]`".into()));
+            }
+            if token.chars().count() < MIN_TOKEN_CHARS {
+                return Err(bad(format!(
+                    "a token must have at least {MIN_TOKEN_CHARS} characters"
+                )));
+            }
+            if !token.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(bad("a token must be printable ASCII".into()));
+            }
+            let mut scopes = HashSet::new();
+            for name in scopes_text.split(',') {
+                scopes.insert(match name.trim() {
+                    "read" => Scope::Read,
+                    "write" => Scope::Write,
+                    "admin" => Scope::Admin,
+                    other => {
+                        return Err(bad(format!(
+                            "unknown scope {other:?} (expected read, write or admin)"
+                        )));
+                    }
+                });
+            }
+            if entries.iter().any(|(t, _)| t == token.as_bytes()) {
+                return Err(bad("the same token is listed twice".into()));
+            }
+            entries.push((token.as_bytes().to_vec(), scopes));
+        }
+        Ok(Self { entries })
+    }
+
+    /// Number of tokens.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The scopes of `presented`, if it is a known token. Every known token is compared, each in
+    /// constant time, so the time taken tells nothing about which bytes matched.
+    pub fn scopes_of(&self, presented: &str) -> Option<&HashSet<Scope>> {
+        let mut found = None;
+        for (token, scopes) in &self.entries {
+            if constant_time_eq(token, presented.as_bytes()) {
+                found = Some(scopes);
+            }
+        }
+        found
+    }
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = u8::from(a.len() != b.len());
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= std::hint::black_box(x ^ y);
+    }
+    diff == 0
+}
+
+/// The access policy of a server.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// API tokens; none: every route is open (allowed on loopback addresses only, unless
+    /// `insecure_no_auth`).
+    pub tokens: Tokens,
+    /// Read routes need a token with the `read` scope too.
+    pub require_read: bool,
+    /// `Host` names allowed besides the loopback names (`*`: any).
+    pub allowed_hosts: Vec<String>,
+    /// Serve a non-loopback address without tokens (anyone who can reach it may write).
+    pub insecure_no_auth: bool,
+}
+
+impl AuthConfig {
+    /// Whether a request with this `Host` header value may be served.
+    ///
+    /// ```
+    /// use pinnersage_server::auth::AuthConfig;
+    /// let config = AuthConfig { allowed_hosts: vec!["api.example.com".into()], ..AuthConfig::default() };
+    /// assert!(config.host_allowed(Some("127.0.0.1:8080")));
+    /// assert!(config.host_allowed(Some("localhost")));
+    /// assert!(config.host_allowed(Some("[::1]:9000")));
+    /// assert!(config.host_allowed(Some("API.example.com:443")));
+    /// assert!(!config.host_allowed(Some("attacker.example:8080")));
+    /// assert!(!config.host_allowed(None));
+    /// ```
+    pub fn host_allowed(&self, host: Option<&str>) -> bool {
+        let Some(host) = host else {
+            return false;
+        };
+        let name = host_name(host).to_ascii_lowercase();
+        let loopback = name == "localhost"
+            || name
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        loopback
+            || self
+                .allowed_hosts
+                .iter()
+                .any(|h| h == "*" || h.eq_ignore_ascii_case(&name))
+    }
+
+    /// The scope a token must carry for a request to a route of `class`; `None`: no token needed.
+    pub fn required(&self, class: RouteClass) -> Option<Scope> {
+        if self.tokens.is_empty() {
+            return None;
+        }
+        match class {
+            RouteClass::Open => None,
+            RouteClass::Read => self.require_read.then_some(Scope::Read),
+            RouteClass::Write => Some(Scope::Write),
+            RouteClass::Admin => Some(Scope::Admin),
+        }
+    }
+
+    /// Checks that serving on `addr` is safe: a non-loopback address needs tokens (or the
+    /// explicit opt-out).
+    pub fn check_listen(&self, addr: std::net::SocketAddr) -> Result<(), String> {
+        if addr.ip().is_loopback() || !self.tokens.is_empty() || self.insecure_no_auth {
+            return Ok(());
+        }
+        Err(format!(
+            "refusing to serve on {addr} without API tokens: anyone who can reach it could post \
+             events and run batches. Give tokens with --tokens-file FILE or the PINNERSAGE_TOKENS \
+             environment variable (see docs/security.md), listen on 127.0.0.1, or pass \
+             --insecure-no-auth to serve it open anyway"
+        ))
+    }
+}
+
+/// The host part of a `Host` header value (`[::1]:80` -> `::1`, `a.b:8080` -> `a.b`).
+fn host_name(host: &str) -> &str {
+    let host = host.trim();
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+/// What a route does, for the access policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteClass {
+    /// No token ever: `/`, `/healthz`, `/metrics`, `/openapi.json`.
+    Open,
+    /// Reads of profiles and recommendations.
+    Read,
+    /// `POST /v1/events`.
+    Write,
+    /// `POST /v1/admin/*`.
+    Admin,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_is_equality() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+        assert!(!constant_time_eq(b"", b"a"));
+        assert!(constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn bad_token_lists_name_the_entry_and_never_the_token() {
+        let cases = [
+            ("0123456789abcdef", "expected `TOKEN SCOPE"),
+            ("0123456789abcdef write extra", "expected `TOKEN SCOPE"),
+            ("0123456789abcdef delete", "unknown scope \"delete\""),
+            (
+                "0123456789abcdef write\n0123456789abcdef read",
+                "listed twice",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = Tokens::parse(text, "tokens.txt").unwrap_err().to_string();
+            assert!(err.contains(expected), "{err}");
+            assert!(err.starts_with("tokens.txt: entry "), "{err}");
+            assert!(!err.contains("0123456789abcdef"), "{err}");
+        }
+        assert!(format!("{:?}", Tokens::parse(cases[0].0, "x")).len() < 200);
+        let tokens = Tokens::parse("0123456789abcdef write", "x").unwrap();
+        assert_eq!(format!("{tokens:?}"), "Tokens(1 redacted)");
+    }
+
+    #[test]
+    fn non_loopback_addresses_need_tokens_or_the_opt_out() {
+        let open = AuthConfig::default();
+        assert!(open.check_listen("127.0.0.1:8080".parse().unwrap()).is_ok());
+        assert!(open.check_listen("[::1]:8080".parse().unwrap()).is_ok());
+        let err = open
+            .check_listen("0.0.0.0:8080".parse().unwrap())
+            .unwrap_err();
+        assert!(err.contains("--insecure-no-auth"), "{err}");
+        let tokens = AuthConfig {
+            tokens: Tokens::parse("0123456789abcdef write", "x").unwrap(),
+            ..AuthConfig::default()
+        };
+        assert!(tokens.check_listen("0.0.0.0:8080".parse().unwrap()).is_ok());
+        let opted_out = AuthConfig {
+            insecure_no_auth: true,
+            ..AuthConfig::default()
+        };
+        assert!(
+            opted_out
+                .check_listen("0.0.0.0:80".parse().unwrap())
+                .is_ok()
+        );
+    }
+}
