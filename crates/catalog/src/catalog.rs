@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use pinnersage_core::hash::stable_hash;
 use serde::{Deserialize, Serialize};
 
-use pinnersage_generation::{Generations, Staging};
+use pinnersage_generation::{Generations, PublishLock, Staging};
 
 use crate::attributes::{AttributesSummary, read_attributes};
 pub use crate::error::CatalogError;
@@ -150,13 +150,30 @@ impl Catalog {
             });
         }
         let n = meta.rows;
-        let embeddings = map(&dir.join("embeddings.f32"), Some(n * meta.dim * 4))?;
-        let offsets = map(&dir.join("ids.offsets"), Some((n + 1) * 8))?;
-        let sorted = map(&dir.join("ids.sorted"), Some(n * 4))?;
+        // A damaged or crafted meta.json must not overflow the length checks below: every size
+        // is computed with checked arithmetic, and rows must fit the u32 row numbers.
+        let sizes = (|| {
+            let matrix = n.checked_mul(meta.dim)?.checked_mul(4)?;
+            let offsets = n.checked_add(1)?.checked_mul(8)?;
+            let sorted = n.checked_mul(4)?;
+            Some((matrix, offsets, sorted))
+        })();
+        let (matrix_len, offsets_len, sorted_len) = match sizes {
+            Some(sizes) if meta.dim > 0 && u32::try_from(n).is_ok() => sizes,
+            _ => {
+                return Err(CatalogError::Corrupt {
+                    path: meta_path,
+                    problem: format!("impossible size: {n} rows x {} dims", meta.dim),
+                });
+            }
+        };
+        let embeddings = map(&dir.join("embeddings.f32"), Some(matrix_len))?;
+        let offsets = map(&dir.join("ids.offsets"), Some(offsets_len))?;
+        let sorted = map(&dir.join("ids.sorted"), Some(sorted_len))?;
         let ids = map(&dir.join("ids.bin"), None)?;
         let attributes = if meta.attributes {
             let text = map(&dir.join("attrs.bin"), None)?;
-            let offsets = map(&dir.join("attrs.offsets"), Some((n + 1) * 8))?;
+            let offsets = map(&dir.join("attrs.offsets"), Some(offsets_len))?;
             Some((text, offsets))
         } else {
             None
@@ -450,6 +467,7 @@ pub enum RowError {
 /// [`commit`]: CatalogBuilder::commit
 #[derive(Debug)]
 pub struct CatalogBuilder {
+    _lock: PublishLock,
     data_dir: PathBuf,
     generations: Generations,
     staging: Staging,
@@ -477,12 +495,14 @@ impl CatalogBuilder {
         if dim == 0 {
             return Err(CatalogError::Input("embedding dimension is zero".into()));
         }
+        let lock = PublishLock::acquire(data_dir, "import items")?;
         let generations = Generations::new(catalog_root(data_dir));
         let staging = generations.stage().map_err(io_err(generations.root()))?;
         let path = staging.path().join("embeddings.f32");
         let embeddings =
             BufWriter::with_capacity(1 << 20, fs::File::create(&path).map_err(io_err(&path))?);
         Ok(Self {
+            _lock: lock,
             data_dir: data_dir.to_path_buf(),
             generations,
             staging,
@@ -581,6 +601,7 @@ impl CatalogBuilder {
     /// Writes the id files and metadata, syncs everything and publishes the generation.
     pub fn commit(self, source: &str) -> Result<ImportSummary, CatalogError> {
         let Self {
+            _lock: _held_until_published,
             data_dir,
             generations,
             staging,

@@ -24,6 +24,9 @@ pub enum CatalogError {
         /// What is inconsistent.
         problem: String,
     },
+    /// Another publisher holds the data directory.
+    #[error(transparent)]
+    Busy(#[from] pinnersage_generation::LockError),
     /// An input file is invalid; the message names the file and where.
     #[error("{0}")]
     Input(String),

@@ -306,12 +306,14 @@ fn dict_value<'h>(header: &'h str, key: &str) -> Option<&'h str> {
 }
 
 fn parse_descr(descr: &str) -> Option<(DType, bool)> {
-    let (order, ty) = descr.split_at(1);
-    let big = match order {
-        "<" | "|" | "=" => false,
-        ">" => true,
+    // Not `split_at(1)`: an empty descr, or one starting with a multi-byte character, would panic.
+    let mut chars = descr.chars();
+    let big = match chars.next()? {
+        '<' | '|' | '=' => false,
+        '>' => true,
         _ => return None,
     };
+    let ty = chars.as_str();
     let dtype = match ty {
         "f2" => DType::F16,
         "f4" => DType::F32,
@@ -627,5 +629,14 @@ mod tests {
         let header_end = 10 + u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
         assert_eq!(header_end % 64, 0);
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn odd_descriptors_are_errors_not_panics() {
+        for descr in ["", "é4", "<", ">x9", "\u{1F600}f4", "<f4\u{301}"] {
+            let mut bytes = header(descr, false, "(1, 1)");
+            bytes.extend(1.0f32.to_le_bytes());
+            assert!(parse(Path::new("d.npy"), bytes).is_err(), "{descr:?}");
+        }
     }
 }

@@ -499,3 +499,40 @@ fn bad_attribute_files_are_refused_naming_file_and_line_and_keep_the_catalog() {
     assert_eq!(now.dir(), before.dir(), "failed imports publish nothing");
     assert_eq!(now.attributes(0), Some(r#"{"title":"A"}"#));
 }
+
+#[test]
+fn a_crafted_meta_json_cannot_overflow_the_size_checks() {
+    let dir = scratch("overflow");
+    let f = write(&dir, "a.csv", "a,1,2\nb,3,4\n");
+    let generation = import(&dir, &f, None, false).unwrap().generation;
+    let meta_path = generation.join("meta.json");
+    let meta: serde_json::Value = serde_json::from_slice(&fs::read(&meta_path).unwrap()).unwrap();
+    // rows * dim * 4 wraps around to 0 in 64 bits; so does (rows + 1) * 8 with rows = 2^61 - 1.
+    for (rows, dim) in [
+        (1u64 << 62, 4u64),
+        ((1 << 61) - 1, 2),
+        (5_000_000_000, 2),
+        (2, 0),
+    ] {
+        let mut crafted = meta.clone();
+        crafted["rows"] = rows.into();
+        crafted["dim"] = dim.into();
+        fs::write(&meta_path, crafted.to_string()).unwrap();
+        let err = Catalog::open(&dir).unwrap_err().to_string();
+        assert!(err.contains("corrupt catalog"), "{rows} x {dim}: {err}");
+    }
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_second_importer_is_refused_while_one_publishes() {
+    use pinnersage_catalog::catalog::CatalogBuilder;
+    let dir = scratch("busy");
+    let first = CatalogBuilder::new(&dir, 2, false).unwrap();
+    let err = CatalogBuilder::new(&dir, 2, false).unwrap_err();
+    assert!(matches!(err, CatalogError::Busy(_)), "{err}");
+    assert!(err.to_string().contains("is busy"), "{err}");
+    drop(first);
+    assert!(CatalogBuilder::new(&dir, 2, false).is_ok());
+    fs::remove_dir_all(&dir).unwrap();
+}

@@ -35,7 +35,7 @@ impl<'a> Embeddings<'a> {
         if data.is_empty() {
             return Err(CoreError::Empty);
         }
-        if data.len() % dim != 0 {
+        if !data.len().is_multiple_of(dim) {
             return Err(CoreError::DimensionMismatch {
                 what: "embedding buffer length (a multiple of the dimension)",
                 expected: (data.len() / dim + 1) * dim,

@@ -142,7 +142,7 @@ impl HnswIndex {
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<Self, IndexError> {
         params.validate()?;
-        if dim == 0 || vectors.len() % dim != 0 {
+        if dim == 0 || !vectors.len().is_multiple_of(dim) {
             return Err(IndexError::Options(format!(
                 "{} values do not make rows of dimension {dim}",
                 vectors.len()

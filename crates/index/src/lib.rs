@@ -129,6 +129,9 @@ pub enum IndexError {
     /// Bad build options.
     #[error("{0}")]
     Options(String),
+    /// Another publisher holds the data directory.
+    #[error(transparent)]
+    Busy(#[from] pinnersage_generation::LockError),
 }
 
 /// Nearest-neighbour search over catalog rows. Implementations are safe to share across

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use pinnersage_catalog::catalog::Catalog;
-use pinnersage_generation::Generations;
+use pinnersage_generation::{Generations, PublishLock};
 use serde::{Deserialize, Serialize};
 
 use crate::refine::collapse_near_duplicates;
@@ -135,6 +135,7 @@ pub fn build(
     progress: &dyn Progress,
 ) -> Result<BuiltIndex, IndexError> {
     options.params.validate()?;
+    let _lock = PublishLock::acquire(data_dir, "index build")?;
     let started = Instant::now();
     let dim = catalog.dim();
     let mut excluded_rows = vec![false; catalog.rows()];

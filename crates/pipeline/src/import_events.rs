@@ -12,6 +12,7 @@ use pinnersage_catalog::catalog::{Catalog, CatalogError};
 use pinnersage_catalog::parquet_io::{
     ParquetIoError, ParquetReader, number_column, text_column, time_column,
 };
+use pinnersage_generation::{LockError, PublishLock};
 use pinnersage_store::events::{Event, EventStore, EventStoreError};
 
 use pinnersage_catalog::timestamp::parse_timestamp;
@@ -83,6 +84,9 @@ pub enum ImportError {
     /// The catalog could not be read.
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    /// Another publisher holds the data directory.
+    #[error(transparent)]
+    Busy(#[from] LockError),
     /// Writing an output file failed.
     #[error("{}: {source}", path.display())]
     Io {
@@ -127,6 +131,7 @@ pub fn import_events_with_progress(
     options: &ImportOptions,
     progress: &dyn Fn(u64),
 ) -> Result<ImportReport, ImportError> {
+    let _lock = PublishLock::acquire(data_dir, "import events")?;
     let catalog = match Catalog::open(data_dir) {
         Ok(c) => Some(c),
         Err(CatalogError::Missing(_)) => None,

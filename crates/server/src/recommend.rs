@@ -249,6 +249,7 @@ pub struct Engine {
     profiles: RwLock<Arc<Profiles>>,
     online: Arc<OnlineProfiles>,
     config: EngineConfig,
+    reload_lock: std::sync::Mutex<()>,
 }
 
 impl Engine {
@@ -276,6 +277,7 @@ impl Engine {
             profiles: RwLock::new(Arc::new(profiles)),
             online: Arc::new(online),
             config,
+            reload_lock: std::sync::Mutex::new(()),
         })
     }
 
@@ -312,9 +314,27 @@ impl Engine {
 
     /// Switches to the data directory's current profile generation if it changed. Returns
     /// whether it switched.
+    ///
+    /// Reloads are serialised (the reloader task and `POST /v1/admin/batch` may both call this;
+    /// redb opens a file once per process) and monotonic: a generation older than the served
+    /// one is never installed.
     pub fn reload_profiles(&self) -> Result<bool, EngineError> {
+        let _one_at_a_time = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
         let current = ProfileStore::current_dir(&self.data_dir).map_err(internal)?;
-        if current.is_none() || current == self.profile_generation() {
+        let served = self.profile_generation();
+        if current.is_none() || current == served {
+            return Ok(false);
+        }
+        let number = |dir: Option<&Path>| {
+            dir.and_then(|d| {
+                d.file_name()?
+                    .to_str()?
+                    .strip_prefix("gen-")?
+                    .parse::<u64>()
+                    .ok()
+            })
+        };
+        if number(current.as_deref()) <= number(served.as_deref()) {
             return Ok(false);
         }
         let fresh = load_profiles(&self.data_dir, &self.catalog)?;

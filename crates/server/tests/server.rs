@@ -686,7 +686,7 @@ fn online_clusters_merge_with_the_batch_profile_and_roll_over_with_the_next_batc
 /// The title attribute the test catalog gives item `id` (none for multiples of 100).
 fn title_of(id: &str) -> Option<String> {
     let n: usize = id.strip_prefix('i').unwrap().parse().unwrap();
-    (n % 100 != 0).then(|| format!("Item {n}"))
+    (!n.is_multiple_of(100)).then(|| format!("Item {n}"))
 }
 
 #[test]
@@ -1051,4 +1051,28 @@ fn concurrency_and_time_are_bounded() {
     assert!(raw.to_ascii_lowercase().contains("retry-after: 1"), "{raw}");
     assert!(raw.contains("\"timeout\""), "{raw}");
     assert_eq!(server.request("GET", "/v1/users/u1/profile").0, 200);
+}
+
+#[test]
+fn concurrent_reloads_install_a_new_generation_once() {
+    use pinnersage_store::profiles::{GenerationMeta, ProfileWriter};
+    let dir = tempfile::tempdir().unwrap();
+    make_data_dir(dir.path());
+    let server = pinnersage_server::Server::open(dir.path(), ServeConfig::default()).unwrap();
+    let engine = server.engine().clone();
+    let served = engine.profile_generation().unwrap();
+    let writer = ProfileWriter::begin(dir.path()).unwrap();
+    let meta: GenerationMeta =
+        serde_json::from_slice(&std::fs::read(served.join("meta.json")).unwrap()).unwrap();
+    writer.publish(meta).unwrap();
+    // The reloader and an admin batch may reload at once: redb opens a file once per process,
+    // so unserialised reloads failed; now one installs it and the others find it served.
+    let switched: Vec<bool> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| scope.spawn(|| engine.reload_profiles().unwrap()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(switched.iter().filter(|&&s| s).count(), 1, "{switched:?}");
+    assert_ne!(engine.profile_generation().unwrap(), served);
 }

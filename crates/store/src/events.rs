@@ -7,6 +7,8 @@
 //!   "this user's events in the last N days" is a single range scan, and a full scan visits
 //!   users one after another (the batch job streams it).
 //! - `by_time`: `[time][u32 BE user length][user][dedupe hash]` -> empty: "all events since T".
+//! - `by_id`: `[event id]` -> empty, for events that carry an id: the id alone identifies the
+//!   event, so a retry with another time (a client that re-stamps its retries) is stored once.
 //!
 //! `time` is the unix second with its sign bit flipped, big-endian, so keys sort by time. The
 //! dedupe hash is the [`stable_hash`] of the event id when the event has one, else of
@@ -95,6 +97,7 @@ pub struct EventStore {
     db: Database,
     by_user: Keyspace,
     by_time: Keyspace,
+    by_id: Keyspace,
 }
 
 impl std::fmt::Debug for EventStore {
@@ -148,7 +151,12 @@ fn validate(e: &Event) -> Result<(), EventStoreError> {
             "user and item ids must not be empty".into(),
         ));
     }
-    if e.user.len() > MAX_ID_BYTES || e.item.len() > MAX_ID_BYTES || e.action.len() > 255 {
+    let id_len = e.id.as_ref().map_or(0, String::len);
+    if e.user.len() > MAX_ID_BYTES
+        || e.item.len() > MAX_ID_BYTES
+        || id_len > MAX_ID_BYTES
+        || e.action.len() > 255
+    {
         return Err(EventStoreError::Invalid(format!(
             "ids are limited to {MAX_ID_BYTES} bytes and actions to 255"
         )));
@@ -193,11 +201,18 @@ impl EventStore {
         let by_time = db
             .keyspace("by_time", KeyspaceCreateOptions::default)
             .map_err(engine)?;
+        let by_id = db
+            .keyspace("by_id", || {
+                KeyspaceCreateOptions::default()
+                    .filter_block_pinning_policy(fjall::config::PinningPolicy::all(true))
+            })
+            .map_err(engine)?;
         Ok(Self {
             path,
             db,
             by_user,
             by_time,
+            by_id,
         })
     }
 
@@ -216,8 +231,8 @@ impl EventStore {
     }
 
     /// Stores `events` atomically and durably (the journal is fsynced before this returns).
-    /// Events already stored (same user, time and id, or same item and action without an id)
-    /// are counted as duplicates and left unchanged.
+    /// Events already stored (the same id, or without an id the same user, time, item and
+    /// action) are counted as duplicates and left unchanged.
     pub fn insert(&self, events: &[Event]) -> Result<InsertStats, EventStoreError> {
         let fresh = self.insert_each(events)?;
         let inserted = fresh.iter().filter(|&&f| f).count() as u64;
@@ -250,11 +265,28 @@ impl EventStore {
             let mut key = user_prefix(&e.user);
             key.extend(time_key(e.time));
             key.extend(hash);
-            let is_new = seen_in_batch.insert(key.clone())
-                && !self
-                    .by_user
-                    .contains_key(&key)
-                    .map_err(|s| self.engine(s))?;
+            let is_new = match e.id.as_deref().filter(|id| !id.is_empty()) {
+                // The id alone is the event's identity.
+                Some(id) => {
+                    seen_in_batch.insert(id.as_bytes().to_vec())
+                        && !self
+                            .by_id
+                            .contains_key(id.as_bytes())
+                            .map_err(|s| self.engine(s))?
+                        // Stored before ids had their own index: same user, time and id.
+                        && !self
+                            .by_user
+                            .contains_key(&key)
+                            .map_err(|s| self.engine(s))?
+                }
+                None => {
+                    seen_in_batch.insert(key.clone())
+                        && !self
+                            .by_user
+                            .contains_key(&key)
+                            .map_err(|s| self.engine(s))?
+                }
+            };
             fresh.push(is_new);
             if !is_new {
                 continue;
@@ -267,6 +299,9 @@ impl EventStore {
             let mut tkey = time_key(e.time).to_vec();
             tkey.extend(user_prefix(&e.user));
             tkey.extend(hash);
+            if let Some(id) = e.id.as_deref().filter(|id| !id.is_empty()) {
+                batch.insert(&self.by_id, id.as_bytes(), []);
+            }
             batch.insert(&self.by_user, key, value);
             batch.insert(&self.by_time, tkey, []);
         }

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use pinnersage_generation::{Generations, Staging};
+use pinnersage_generation::{Generations, PublishLock, Staging};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
@@ -225,6 +225,9 @@ pub enum ProfileStoreError {
         /// What failed.
         message: String,
     },
+    /// Another publisher holds the data directory.
+    #[error(transparent)]
+    Busy(#[from] pinnersage_generation::LockError),
     /// A stored profile does not decode.
     #[error("{}: corrupt profile of user {user:?}", path.display())]
     Corrupt {
@@ -248,6 +251,7 @@ fn generations(data_dir: &Path) -> Generations {
 
 /// Writes one profile generation; nothing is visible until [`ProfileWriter::publish`].
 pub struct ProfileWriter {
+    _lock: PublishLock,
     staging: Staging,
     generations: Generations,
     db: Database,
@@ -257,6 +261,7 @@ pub struct ProfileWriter {
 impl ProfileWriter {
     /// Starts a new generation in `data_dir`.
     pub fn begin(data_dir: &Path) -> Result<Self, ProfileStoreError> {
+        let lock = PublishLock::acquire(data_dir, "batch")?;
         let generations = generations(data_dir);
         let staging = generations
             .stage()
@@ -269,6 +274,7 @@ impl ProfileWriter {
             .create(&file)
             .map_err(|e| io(&file)(&e))?;
         Ok(Self {
+            _lock: lock,
             staging,
             generations,
             db,
@@ -319,6 +325,7 @@ impl ProfileWriter {
     /// Writes `meta` (with the user count filled in) and makes the generation current.
     pub fn publish(self, mut meta: GenerationMeta) -> Result<PathBuf, ProfileStoreError> {
         let Self {
+            _lock: _held_until_published,
             staging,
             generations,
             db,

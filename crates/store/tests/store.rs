@@ -218,3 +218,44 @@ fn events_after_a_time_come_in_time_order_with_their_users() {
     store.for_each_after(i64::MIN, |_, _| all += 1).unwrap();
     assert_eq!(all, 5);
 }
+
+#[test]
+fn an_event_id_alone_identifies_the_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EventStore::open(dir.path()).unwrap();
+    let event = |time: i64, id: Option<&str>| Event {
+        user: "u".into(),
+        item: "i".into(),
+        time,
+        action: "click".into(),
+        weight: 1.0,
+        id: id.map(str::to_owned),
+    };
+    assert_eq!(
+        store.insert_each(&[event(5, Some("e1"))]).unwrap(),
+        vec![true]
+    );
+    // A client that re-stamps its retry: same id, another time. Stored once.
+    assert_eq!(
+        store.insert_each(&[event(9, Some("e1"))]).unwrap(),
+        vec![false]
+    );
+    assert_eq!(
+        store
+            .insert_each(&[event(7, Some("e2")), event(8, Some("e2"))])
+            .unwrap(),
+        vec![true, false]
+    );
+    // Without ids, events at different times are different events.
+    assert_eq!(
+        store
+            .insert_each(&[event(20, None), event(21, None)])
+            .unwrap(),
+        vec![true, true]
+    );
+    let stored: usize = store.users(0, i64::MAX).map(|u| u.unwrap().1.len()).sum();
+    assert_eq!(stored, 4);
+    // Ids are bounded like every other field.
+    let long = "x".repeat(pinnersage_store::events::MAX_ID_BYTES + 1);
+    assert!(store.insert_each(&[event(30, Some(&long))]).is_err());
+}
