@@ -196,7 +196,8 @@ fn sign_extend(width: usize, buf: [u8; 8]) -> i64 {
     (i64::from_le_bytes(buf) << shift) >> shift
 }
 
-fn parse(path: &Path, bytes: Vec<u8>) -> Result<NpyArray, NpyError> {
+/// Parses the bytes of an NPY file already in memory; `path` names it in errors.
+pub fn parse(path: &Path, bytes: Vec<u8>) -> Result<NpyArray, NpyError> {
     let header = Header::parse(path, &bytes)?;
     let mut bytes = bytes;
     let width = header.dtype.width();

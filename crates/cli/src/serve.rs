@@ -69,6 +69,10 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     allowed_hosts: Vec<String>,
+    /// Users whose online state is kept in memory at most (about 1-2 KB each); the least
+    /// recently active beyond it are evicted and rebuilt from the event store when needed.
+    #[arg(long, default_value_t = pinnersage_pipeline::online::DEFAULT_MAX_USERS)]
+    online_users: usize,
     /// Concurrent requests at most; more are answered 503 with Retry-After.
     #[arg(long, default_value_t = pinnersage_server::http::DEFAULT_MAX_IN_FLIGHT)]
     max_in_flight: usize,
@@ -153,6 +157,7 @@ impl ServeArgs {
             seed: self.seed,
             reload: Duration::from_secs_f64(self.reload_seconds),
             online_actions: self.online_actions,
+            online_users: self.online_users,
             nats: self.nats.as_ref().map(|url| NatsConfig {
                 subject: self.subject.clone(),
                 stream: self.nats_stream.clone(),

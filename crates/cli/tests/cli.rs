@@ -511,7 +511,12 @@ fn kill_9_while_streaming_loses_no_acknowledged_event_and_stores_each_once() {
             .success()
     );
 
-    const CYCLES: u64 = 6;
+    // CI runs 6 cycles; the documented long run (docs/security.md) sets
+    // PINNERSAGE_KILL_CYCLES=50.
+    let cycles: u64 = std::env::var("PINNERSAGE_KILL_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6);
     const PER_REQUEST: u64 = 25;
     let base = 1_700_000_000u64;
     // Event n: user u{n%7}, item i{n%5}, time base+n, id e{n}; one request body per list.
@@ -532,7 +537,7 @@ fn kill_9_while_streaming_loses_no_acknowledged_event_and_stores_each_once() {
     let acked: Arc<Mutex<BTreeSet<u64>>> = Arc::default();
     let mut sent_total = 0u64;
     let mut rng = 0x2545_F491_4F6C_DD1Du64;
-    for cycle in 0..CYCLES {
+    for cycle in 0..cycles {
         let mut server = RunningServer::start(d);
         let stop = Arc::new(AtomicBool::new(false));
         let streamer = {
@@ -566,7 +571,7 @@ fn kill_9_while_streaming_loses_no_acknowledged_event_and_stores_each_once() {
     }
     let acked = acked.lock().unwrap().clone();
     assert!(
-        acked.len() as u64 >= CYCLES * PER_REQUEST,
+        acked.len() as u64 >= cycles * PER_REQUEST,
         "the streamer made progress: {}",
         acked.len()
     );
@@ -606,7 +611,7 @@ fn kill_9_while_streaming_loses_no_acknowledged_event_and_stores_each_once() {
     }
     assert!(stored.len() as u64 <= sent_total);
     eprintln!(
-        "kill -9 x{CYCLES}: {} sent, {} acknowledged, {} stored, 0 lost",
+        "kill -9 x{cycles}: {} sent, {} acknowledged, {} stored, 0 lost",
         sent_total,
         acked.len(),
         stored.len()

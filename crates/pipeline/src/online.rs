@@ -12,10 +12,12 @@
 //!
 //! Importance is measured at the boundary, like the batch's (see [`pinnersage_core::merge`]).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use pinnersage_catalog::catalog::Catalog;
+use pinnersage_core::hash::stable_hash;
 use pinnersage_core::{Actions, Clusterer, CoreError, Embeddings, ProfileParams};
 use pinnersage_store::events::{EventStore, EventStoreError};
 use rayon::prelude::*;
@@ -71,10 +73,36 @@ pub struct Accepted<'a> {
 pub struct OnlineProfiles {
     catalog: Arc<Catalog>,
     /// The boundary and the clustering parameters; held for reading while events are applied so
-    /// that a roll-over never interleaves with an update.
+    /// that a roll-over never interleaves with an update. Always taken before a shard's lock.
     served: RwLock<Served>,
-    shards: Vec<Mutex<HashMap<String, Arc<OnlineUser>>>>,
+    shards: Vec<Mutex<Shard>>,
+    /// Users kept in memory at most (across shards); the least recently active are evicted.
+    max_users: usize,
+    /// The event store evicted users are rebuilt from.
+    store: OnceLock<Arc<EventStore>>,
+    /// Orders updates, for eviction by least recent activity.
+    clock: AtomicU64,
+    /// Users evicted so far.
+    evictions: AtomicU64,
 }
+
+/// One shard of the users.
+#[derive(Default)]
+struct Shard {
+    users: HashMap<String, Resident>,
+    /// Stable hashes of users evicted from memory: their online actions are in the store.
+    evicted: HashSet<u64>,
+}
+
+/// A user held in memory.
+struct Resident {
+    state: Arc<OnlineUser>,
+    /// The [`OnlineProfiles::clock`] value of the user's latest update.
+    touched: u64,
+}
+
+/// Users kept in memory by default (about 1–2 KB each with 20 online actions).
+pub const DEFAULT_MAX_USERS: usize = 1_000_000;
 
 /// What the online state follows from the served batch generation.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,8 +135,31 @@ impl OnlineProfiles {
         Ok(Self {
             catalog,
             served: RwLock::new(Served { since, params }),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            max_users: DEFAULT_MAX_USERS,
+            store: OnceLock::new(),
+            clock: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
         })
+    }
+
+    /// Keeps at most `max_users` users in memory (at least one per shard): beyond it the least
+    /// recently active are evicted, and rebuilt from the event store (see
+    /// [`OnlineProfiles::attach_store`]) when they are asked for or act again. Nothing is lost:
+    /// the store holds every event.
+    pub fn with_max_users(mut self, max_users: usize) -> Self {
+        self.max_users = max_users;
+        self
+    }
+
+    /// The event store evicted users are rebuilt from (the one events are applied from).
+    pub fn attach_store(&self, store: Arc<EventStore>) {
+        let _ = self.store.set(store);
+    }
+
+    /// Users evicted from memory so far.
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
     }
 
     /// The boundary: actions later than this are online.
@@ -121,25 +172,98 @@ impl OnlineProfiles {
         self.served.read().expect("not poisoned").params.clone()
     }
 
-    fn shard(&self, user: &str) -> &Mutex<HashMap<String, Arc<OnlineUser>>> {
-        let h = pinnersage_core::hash::stable_hash(user.as_bytes());
+    fn shard(&self, user: &str) -> &Mutex<Shard> {
+        let h = stable_hash(user.as_bytes());
         &self.shards[(h % SHARDS as u64) as usize]
     }
 
-    /// The online state of `user`, if they have actions after the boundary.
+    /// The online state of `user`, if they have actions after the boundary (rebuilt from the
+    /// store if they were evicted from memory).
     pub fn get(&self, user: &str) -> Option<Arc<OnlineUser>> {
-        self.shard(user)
-            .lock()
-            .expect("not poisoned")
-            .get(user)
-            .cloned()
+        let served = self.served.read().expect("not poisoned");
+        let mut shard = self.shard(user).lock().expect("not poisoned");
+        self.resident(user, &served, &mut shard).0
     }
 
-    /// Users with online actions.
+    /// `user`'s state in memory, rebuilding an evicted user from the store (under the shard's
+    /// lock, so no update of theirs interleaves); `true` when it was rebuilt.
+    fn resident(
+        &self,
+        user: &str,
+        served: &Served,
+        shard: &mut Shard,
+    ) -> (Option<Arc<OnlineUser>>, bool) {
+        if let Some(r) = shard.users.get(user) {
+            return (Some(r.state.clone()), false);
+        }
+        let h = stable_hash(user.as_bytes());
+        if !shard.evicted.remove(&h) {
+            return (None, false);
+        }
+        let Some(state) = self.rebuild(user, served) else {
+            return (None, true);
+        };
+        let state = Arc::new(state);
+        self.insert(shard, user, state.clone());
+        (Some(state), true)
+    }
+
+    /// `user`'s state from the store's events after the boundary; `None` without any.
+    fn rebuild(&self, user: &str, served: &Served) -> Option<OnlineUser> {
+        let store = self.store.get()?;
+        let events = store.user_events_after(user, served.since).ok()?;
+        let actions: Vec<OnlineAction> = events
+            .iter()
+            .filter_map(|e| {
+                let row = self.catalog.row_of(&e.item)?;
+                Some(OnlineAction {
+                    row: row as u32,
+                    time: e.time,
+                    weight: e.weight,
+                })
+            })
+            .collect();
+        if actions.is_empty() {
+            return None;
+        }
+        let mut clusterer = Clusterer::new(served.params.clone()).ok()?;
+        Some(self.build(&mut clusterer, actions, served))
+    }
+
+    /// Stores `state` as `user`'s and evicts the least recently active users of the shard when
+    /// it is over its share of `max_users` (down to seven eighths of it, so evictions are rare).
+    fn insert(&self, shard: &mut Shard, user: &str, state: Arc<OnlineUser>) {
+        let touched = self.clock.fetch_add(1, Ordering::Relaxed);
+        shard
+            .users
+            .insert(user.to_owned(), Resident { state, touched });
+        let cap = (self.max_users / SHARDS).max(1);
+        if shard.users.len() <= cap {
+            return;
+        }
+        let keep = (cap - cap / 8).max(1);
+        let mut ages: Vec<u64> = shard.users.values().map(|r| r.touched).collect();
+        let cut = ages.len() - keep;
+        let (_, &mut oldest_kept, _) = ages.select_nth_unstable(cut);
+        let before = shard.users.len();
+        let mut evicted = Vec::new();
+        shard.users.retain(|u, r| {
+            let keep = r.touched >= oldest_kept;
+            if !keep {
+                evicted.push(stable_hash(u.as_bytes()));
+            }
+            keep
+        });
+        shard.evicted.extend(evicted);
+        self.evictions
+            .fetch_add((before - shard.users.len()) as u64, Ordering::Relaxed);
+    }
+
+    /// Users with online actions held in memory.
     pub fn users(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().expect("not poisoned").len())
+            .map(|s| s.lock().expect("not poisoned").users.len())
             .sum()
     }
 
@@ -153,16 +277,19 @@ impl OnlineProfiles {
         }
         let by_user: Vec<(&str, Vec<OnlineAction>)> = by_user.into_iter().collect();
         let update = |clusterer: &mut Clusterer, (user, fresh): &(&str, Vec<OnlineAction>)| {
-            let mut actions = self
-                .get(user)
-                .map(|u| u.actions.clone())
-                .unwrap_or_default();
+            let (current, rebuilt) = {
+                let mut shard = self.shard(user).lock().expect("not poisoned");
+                self.resident(user, &served, &mut shard)
+            };
+            // A user rebuilt from the store already has these (stored) events.
+            if rebuilt && current.is_some() {
+                return;
+            }
+            let mut actions = current.map(|u| u.actions.clone()).unwrap_or_default();
             actions.extend_from_slice(fresh);
-            let state = self.build(clusterer, actions, &served);
-            self.shard(user)
-                .lock()
-                .expect("not poisoned")
-                .insert((*user).to_owned(), Arc::new(state));
+            let state = Arc::new(self.build(clusterer, actions, &served));
+            let mut shard = self.shard(user).lock().expect("not poisoned");
+            self.insert(&mut shard, user, state);
         };
         let new_clusterer = || Clusterer::new(served.params.clone()).expect("validated before");
         if by_user.len() < 16 {
@@ -234,11 +361,12 @@ impl OnlineProfiles {
         *served = Served { since, params };
         let mut removed = 0;
         for shard in &self.shards {
-            let mut users = shard.lock().expect("not poisoned");
+            let users = &mut shard.lock().expect("not poisoned").users;
             let before = users.len();
-            users.retain(|_, u| u.actions.iter().any(|a| a.time > since));
+            users.retain(|_, u| u.state.actions.iter().any(|a| a.time > since));
             removed += before - users.len();
-            for state in users.values_mut() {
+            for resident in users.values_mut() {
+                let state = &mut resident.state;
                 if recluster_all || state.actions.iter().any(|a| a.time <= since) {
                     let kept = state
                         .actions
@@ -255,7 +383,9 @@ impl OnlineProfiles {
 
     /// Rebuilds the state from every stored event after the boundary (after a restart).
     /// Events on items missing from the catalog are skipped. Returns the number of events read.
-    pub fn recover(&self, store: &EventStore) -> Result<u64, EventStoreError> {
+    /// The store is also where evicted users are rebuilt from ([`OnlineProfiles::attach_store`]).
+    pub fn recover(&self, store: &Arc<EventStore>) -> Result<u64, EventStoreError> {
+        self.attach_store(store.clone());
         let (since, keep) = {
             let served = self.served.read().expect("not poisoned");
             (served.since, served.params.max_actions)

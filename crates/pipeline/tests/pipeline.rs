@@ -627,3 +627,64 @@ fn a_full_ingest_queue_refuses_instead_of_growing_and_loses_nothing_it_accepted(
     let stored: usize = store.users(0, i64::MAX).map(|u| u.unwrap().1.len()).sum();
     assert_eq!(stored, accepted, "exactly the accepted events are stored");
 }
+
+#[test]
+fn online_state_stays_within_its_budget_and_evicted_users_come_back_whole() {
+    use pinnersage_catalog::catalog::Catalog;
+    use pinnersage_pipeline::ingest::Ingestor;
+    use pinnersage_pipeline::online::OnlineProfiles;
+    use pinnersage_store::events::Event;
+    use std::sync::Arc;
+
+    let dir = scratch("budget");
+    topic_catalog(&dir);
+    let mut catalog = Catalog::open(&dir).unwrap();
+    catalog.build_hash_index();
+    let catalog = Arc::new(catalog);
+    let params = ProfileParams {
+        max_actions: 5,
+        ..ProfileParams::default()
+    };
+    // 64 shards x 2 users: at most 128 users in memory.
+    let online = Arc::new(
+        OnlineProfiles::new(catalog.clone(), params.clone(), 1_000)
+            .unwrap()
+            .with_max_users(128),
+    );
+    let store = Arc::new(EventStore::open(&dir).unwrap());
+    online.attach_store(store.clone());
+    let ingestor = Ingestor::start(store.clone(), catalog.clone(), online.clone());
+    let users = 1_000;
+    for round in 0..3i64 {
+        let events: Vec<Event> = (0..users)
+            .map(|u| Event {
+                user: format!("u{u}"),
+                item: format!("t{}-{}", u % 3, round + 1),
+                time: 1_001 + round * 10_000 + u as i64,
+                action: "click".into(),
+                weight: 1.0,
+                id: None,
+            })
+            .collect();
+        for chunk in events.chunks(100) {
+            let (tx, rx) = std::sync::mpsc::channel();
+            ingestor
+                .submit(chunk.to_vec(), Box::new(move |o| tx.send(o).unwrap()))
+                .unwrap();
+            rx.recv().unwrap().unwrap();
+        }
+        assert!(online.users() <= 128, "{} users in memory", online.users());
+    }
+    assert!(online.evictions() > 0);
+    // Every user, evicted or not, equals what an unbounded state rebuilt from the store holds.
+    let reference = OnlineProfiles::new(catalog, params, 1_000).unwrap();
+    reference.recover(&store).unwrap();
+    for u in 0..users {
+        let user = format!("u{u}");
+        let got = online.get(&user).expect("evicted users are rebuilt");
+        assert_eq!(Some(got), reference.get(&user), "{user}");
+        assert_eq!(online.get(&user).unwrap().actions.len(), 3);
+    }
+    assert!(online.users() <= 128);
+    drop(ingestor);
+}

@@ -956,8 +956,15 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             &mut out,
             "pinnersage_online_users",
             "gauge",
-            "Users with online actions since the served batch.",
+            "Users with online actions since the served batch, held in memory.",
             e.online().users() as f64,
+        );
+        write_metric(
+            &mut out,
+            "pinnersage_online_evictions_total",
+            "counter",
+            "Users evicted from memory over --online-users (rebuilt from the event store on demand).",
+            e.online().evictions() as f64,
         );
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)

@@ -23,7 +23,9 @@ use pinnersage_core::merge::{Interest, merge_interests};
 use pinnersage_core::profile::DEFAULT_ALPHA;
 use pinnersage_core::sample::{SplitMix64, sample_seed, sample_weighted};
 use pinnersage_index::persist::OpenedIndex;
-use pinnersage_pipeline::online::{DEFAULT_ONLINE_ACTIONS, OnlineProfiles, OnlineUser};
+use pinnersage_pipeline::online::{
+    DEFAULT_MAX_USERS, DEFAULT_ONLINE_ACTIONS, OnlineProfiles, OnlineUser,
+};
 use pinnersage_store::profiles::{ProfileStore, ProfileStoreError, ProfileView, UserSummary};
 
 use crate::cache::{MedoidCache, Neighbours};
@@ -69,6 +71,9 @@ pub struct EngineConfig {
     pub cache_bytes: u64,
     /// Latest actions per user clustered online.
     pub online_actions: usize,
+    /// Users whose online state is kept in memory at most (the rest are rebuilt from the
+    /// event store on demand).
+    pub online_users: usize,
 }
 
 impl Default for EngineConfig {
@@ -78,6 +83,7 @@ impl Default for EngineConfig {
             seed: 0,
             cache_bytes: 256 << 20,
             online_actions: DEFAULT_ONLINE_ACTIONS,
+            online_users: DEFAULT_MAX_USERS,
         }
     }
 }
@@ -268,7 +274,8 @@ impl Engine {
             max_actions: config.online_actions.max(1),
         };
         let online = OnlineProfiles::new(catalog.clone(), params, profiles.now())
-            .map_err(|e| EngineError::BadRequest(e.to_string()))?;
+            .map_err(|e| EngineError::BadRequest(e.to_string()))?
+            .with_max_users(config.online_users);
         Ok(Self {
             data_dir: data_dir.to_path_buf(),
             cache: MedoidCache::new(config.cache_bytes),

@@ -11,7 +11,7 @@ use pinnersage_catalog::catalog::{Catalog, CatalogError};
 use pinnersage_index::IndexError;
 use pinnersage_index::persist;
 use pinnersage_pipeline::ingest::DEFAULT_QUEUE;
-use pinnersage_pipeline::online::DEFAULT_ONLINE_ACTIONS;
+use pinnersage_pipeline::online::{DEFAULT_MAX_USERS, DEFAULT_ONLINE_ACTIONS};
 use pinnersage_store::events::EventStoreError;
 
 use crate::auth::AuthConfig;
@@ -38,6 +38,8 @@ pub struct ServeConfig {
     pub reload: Duration,
     /// Latest actions per user clustered online.
     pub online_actions: usize,
+    /// Users whose online state is kept in memory at most.
+    pub online_users: usize,
     /// Also consume events from NATS JetStream.
     pub nats: Option<NatsConfig>,
     /// Tokens, allowed hosts and the opt-out of the loopback rule.
@@ -60,6 +62,7 @@ impl Default for ServeConfig {
             seed: 0,
             reload: Duration::from_secs(2),
             online_actions: DEFAULT_ONLINE_ACTIONS,
+            online_users: DEFAULT_MAX_USERS,
             nats: None,
             auth: AuthConfig::default(),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
@@ -162,6 +165,7 @@ impl Server {
                 seed: config.seed,
                 cache_bytes: config.cache_bytes,
                 online_actions: config.online_actions,
+                online_users: config.online_users,
             },
         )?;
         let (ingest, recovered) = Ingest::open(&engine, catalog, config.ingest_queue)?;

@@ -309,6 +309,29 @@ impl EventStore {
         Ok(fresh)
     }
 
+    /// The events of `user` with `time > after`, in time order: one range scan (the online path
+    /// rebuilds a user it evicted from memory).
+    pub fn user_events_after(
+        &self,
+        user: &str,
+        after: i64,
+    ) -> Result<Vec<StoredEvent>, EventStoreError> {
+        let Some(start) = after.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        let prefix = user_prefix(user);
+        let mut from = prefix.clone();
+        from.extend(time_key(start));
+        let mut to = prefix;
+        to.extend([0xff; 16]);
+        let mut out = Vec::new();
+        for guard in self.by_user.range(from..=to) {
+            let (k, v) = guard.into_inner().map_err(|s| self.engine(s))?;
+            out.push(self.decode(&k, &v)?.1);
+        }
+        Ok(out)
+    }
+
     /// Calls `visit(user, event)` for every event with `time > after`, in time order (the
     /// online path recovers the events a batch generation has not covered yet).
     pub fn for_each_after(
