@@ -8,7 +8,8 @@ BACKING only when the file is fsynced (fsync or fdatasync). Killing this process
 power cut: BACKING then holds exactly what was made durable, nothing that was merely written.
 Metadata (create, rename, unlink, mkdir, truncate of a clean file) reaches BACKING at once, as on a
 journaling file system; file contents are the volatile part, which is what an acknowledgement
-before fsync would lose.
+before fsync would lose. While a file `.fail-fsync` exists in BACKING, every fsync fails with EIO
+(a failing disk).
 
 Used by the power-cut tests (crates/cli/tests/powercut.rs); needs fusepy and libfuse2 and runs as
 root (libfuse mounts directly, no fusermount).
@@ -154,6 +155,10 @@ class LazyFS(Operations):
             return 0
 
     def fsync(self, path, datasync, fh):
+        # A failing disk: while BACKING/.fail-fsync exists, every fsync fails with EIO (and the
+        # unsynced contents stay unsynced).
+        if os.path.exists(os.path.join(self.backing, ".fail-fsync")):
+            raise FuseOSError(errno.EIO)
         with self.mutex:
             buf = self.dirty.pop(path, None)
             if buf is None:

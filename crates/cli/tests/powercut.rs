@@ -209,3 +209,45 @@ fn a_power_cut_loses_no_acknowledged_event_and_no_generation_is_half_visible() {
     }
     eprintln!("batch power cuts (CURRENT, finished): {outcomes:?}");
 }
+
+#[test]
+fn a_failing_disk_is_reported_unhealthy_and_nothing_is_acknowledged() {
+    if !available() {
+        return;
+    }
+    let dir = Scratch::new("faildisk");
+    let backing = dir.join("backing");
+    let items = dir.join("items.csv");
+    std::fs::write(&items, "id,a,b\ni0,1,0\ni1,0,1\ni2,1,1\ni3,1,-1\ni4,-1,0\n").unwrap();
+    let fs = Volatile::mount(&backing, &dir.join("mnt"));
+    let data = fs.mountpoint.join("data");
+    let d = data.to_str().unwrap();
+    pinnersage(&["import", "items", "--data-dir", d, items.to_str().unwrap()]);
+    pinnersage(&["index", "build", "--data-dir", d, "--kind", "exact"]);
+    let server = RunningServer::start(d);
+    assert!(
+        server
+            .request("POST", "/v1/events", &body(&[0, 1]))
+            .starts_with("HTTP/1.1 202")
+    );
+    assert!(
+        server
+            .request("GET", "/healthz", "")
+            .starts_with("HTTP/1.1 200")
+    );
+
+    // The disk starts failing its fsyncs: nothing more is acknowledged, and the server says why.
+    std::fs::write(backing.join(".fail-fsync"), "").unwrap();
+    let reply = server.request("POST", "/v1/events", &body(&[2, 3]));
+    assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+    assert!(reply.contains("store_failed"), "{reply}");
+    let health = server.request("GET", "/healthz", "");
+    assert!(health.starts_with("HTTP/1.1 503"), "{health}");
+    assert!(health.contains("\"unhealthy\""), "{health}");
+    assert!(
+        health.contains("the event store fails its commits"),
+        "{health}"
+    );
+    drop(server);
+    drop(fs);
+}
