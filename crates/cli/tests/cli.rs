@@ -499,7 +499,7 @@ fn kill_9_while_streaming_loses_no_acknowledged_event_and_stores_each_once() {
     let data = dir.join("data");
     let d = s(&data);
     let items = dir.join("items.csv");
-    std::fs::write(&items, "id,a,b\ni0,1,0\ni1,0,1\ni2,1,1\ni3,1,-1\ni4,-1,0\n").unwrap();
+    std::fs::write(&items, common::FIVE_ITEMS_CSV).unwrap();
     assert!(
         run(&["import", "items", "--data-dir", d, s(&items)])
             .status
@@ -520,20 +520,7 @@ fn kill_9_while_streaming_loses_no_acknowledged_event_and_stores_each_once() {
     const PER_REQUEST: u64 = 25;
     let base = 1_700_000_000u64;
     // Event n: user u{n%7}, item i{n%5}, time base+n, id e{n}; one request body per list.
-    let events_body = move |ns: &[u64]| -> String {
-        let events: Vec<String> = ns
-            .iter()
-            .map(|&n| {
-                format!(
-                    r#"{{"user":"u{}","item":"i{}","ts":{},"id":"e{n}"}}"#,
-                    n % 7,
-                    n % 5,
-                    base + n
-                )
-            })
-            .collect();
-        format!(r#"{{"events":[{}]}}"#, events.join(","))
-    };
+    let events_body = move |ns: &[u64]| common::events_body(ns, base);
     let acked: Arc<Mutex<BTreeSet<u64>>> = Arc::default();
     let mut sent_total = 0u64;
     let mut rng = 0x2545_F491_4F6C_DD1Du64;

@@ -109,18 +109,21 @@ const BASE: u64 = 1_700_000_000;
 
 /// Event `n`: user `u{n%7}`, item `i{n%5}`, time BASE + n, id `e{n}`.
 fn body(ns: &[u64]) -> String {
-    let events: Vec<String> = ns
-        .iter()
-        .map(|&n| {
-            format!(
-                r#"{{"user":"u{}","item":"i{}","ts":{},"id":"e{n}"}}"#,
-                n % 7,
-                n % 5,
-                BASE + n
-            )
-        })
-        .collect();
-    format!(r#"{{"events":[{}]}}"#, events.join(","))
+    common::events_body(ns, BASE)
+}
+
+/// A data directory with five items and an exact index on a lazyfs over `dir/backing`: the
+/// file system, the backing directory and the data directory's path on the mount.
+fn prepared(dir: &Path) -> (Volatile, PathBuf, String) {
+    let backing = dir.join("backing");
+    let items = dir.join("items.csv");
+    std::fs::write(&items, common::FIVE_ITEMS_CSV).unwrap();
+    let fs = Volatile::mount(&backing, &dir.join("mnt"));
+    let data = fs.mountpoint.join("data");
+    let d = data.to_str().unwrap().to_owned();
+    pinnersage(&["import", "items", "--data-dir", &d, items.to_str().unwrap()]);
+    pinnersage(&["index", "build", "--data-dir", &d, "--kind", "exact"]);
+    (fs, backing, d)
 }
 
 #[test]
@@ -129,17 +132,9 @@ fn a_power_cut_loses_no_acknowledged_event_and_no_generation_is_half_visible() {
         return;
     }
     let dir = Scratch::new("powercut");
-    let backing = dir.join("backing");
-    let items = dir.join("items.csv");
-    std::fs::write(&items, "id,a,b\ni0,1,0\ni1,0,1\ni2,1,1\ni3,1,-1\ni4,-1,0\n").unwrap();
-
     // Events: acknowledged (202), then the power is cut with the server still running.
-    let fs = Volatile::mount(&backing, &dir.join("mnt"));
-    let data = fs.mountpoint.join("data");
-    let d = data.to_str().unwrap();
-    pinnersage(&["import", "items", "--data-dir", d, items.to_str().unwrap()]);
-    pinnersage(&["index", "build", "--data-dir", d, "--kind", "exact"]);
-    let mut server = RunningServer::start(d);
+    let (fs, backing, d) = prepared(&dir);
+    let mut server = RunningServer::start(&d);
     let mut acked = BTreeSet::new();
     for request in 0..30u64 {
         let ns: Vec<u64> = (request * 20..request * 20 + 20).collect();
@@ -216,15 +211,8 @@ fn a_failing_disk_is_reported_unhealthy_and_nothing_is_acknowledged() {
         return;
     }
     let dir = Scratch::new("faildisk");
-    let backing = dir.join("backing");
-    let items = dir.join("items.csv");
-    std::fs::write(&items, "id,a,b\ni0,1,0\ni1,0,1\ni2,1,1\ni3,1,-1\ni4,-1,0\n").unwrap();
-    let fs = Volatile::mount(&backing, &dir.join("mnt"));
-    let data = fs.mountpoint.join("data");
-    let d = data.to_str().unwrap();
-    pinnersage(&["import", "items", "--data-dir", d, items.to_str().unwrap()]);
-    pinnersage(&["index", "build", "--data-dir", d, "--kind", "exact"]);
-    let server = RunningServer::start(d);
+    let (fs, backing, d) = prepared(&dir);
+    let server = RunningServer::start(&d);
     assert!(
         server
             .request("POST", "/v1/events", &body(&[0, 1]))

@@ -127,3 +127,23 @@ pub fn http(addr: &str, method: &str, path: &str, body: &str) -> std::io::Result
     s.read_to_string(&mut raw)?;
     Ok(raw)
 }
+
+/// A `POST /v1/events` body of events `ns`: event `n` is user `u{n%7}`, item `i{n%5}`, time
+/// `base + n`, id `e{n}` (so a stored event's time says which it was).
+pub fn events_body(ns: &[u64], base: u64) -> String {
+    let events: Vec<String> = ns
+        .iter()
+        .map(|&n| {
+            format!(
+                r#"{{"user":"u{}","item":"i{}","ts":{},"id":"e{n}"}}"#,
+                n % 7,
+                n % 5,
+                base + n
+            )
+        })
+        .collect();
+    format!(r#"{{"events":[{}]}}"#, events.join(","))
+}
+
+/// The items of [`events_body`]'s events, as a CSV for `import items`.
+pub const FIVE_ITEMS_CSV: &str = "id,a,b\ni0,1,0\ni1,0,1\ni2,1,1\ni3,1,-1\ni4,-1,0\n";
