@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 /// Page cache of the generation writer.
 const WRITER_CACHE_BYTES: usize = 64 << 20;
 
+/// Page cache of a served generation: a bound on the server's memory (redb's default, 1 GiB,
+/// would hold most of a 1M-user generation); misses are served from the OS page cache.
+const READER_CACHE_BYTES: usize = 128 << 20;
+
 const PROFILES: TableDefinition<&str, &[u8]> = TableDefinition::new("profiles");
 /// Most engaged items of the window: rank -> (item id, engagements).
 const POPULAR: TableDefinition<u32, (&str, u64)> = TableDefinition::new("popular");
@@ -376,7 +380,10 @@ impl ProfileStore {
             .map_err(|e| io(&meta_path)(&e))
             .and_then(|b| serde_json::from_slice(&b).map_err(|e| io(&meta_path)(&e)))?;
         let file = dir.join(FILE);
-        let db = Database::open(&file).map_err(|e| io(&file)(&e))?;
+        let db = redb::Builder::new()
+            .set_cache_size(READER_CACHE_BYTES)
+            .open(&file)
+            .map_err(|e| io(&file)(&e))?;
         Ok(Self { dir, meta, db })
     }
 
