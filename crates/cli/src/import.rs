@@ -6,17 +6,27 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use pinnersage_catalog::items::{ItemsOptions, import_items};
+use pinnersage_core::ProfileParams;
+use pinnersage_core::importance::DEFAULT_LAMBDA;
+use pinnersage_core::profile::{DEFAULT_ALPHA, DEFAULT_MAX_ACTIONS};
+use pinnersage_pipeline::batch::DEFAULT_WINDOW_DAYS;
 use pinnersage_pipeline::import_events::{ImportError, ImportOptions, import_events};
+use pinnersage_pipeline::import_profiles::{
+    ImportProfilesError, ImportProfilesOptions, import_profiles,
+};
 use pinnersage_store::events::EventStoreError;
+use pinnersage_store::profiles::ProfileStoreError;
 
 use crate::args::{DataDirArg, EventColumnArgs, InputError};
 use crate::catalog::classify;
+use crate::progress::Progress;
 
 /// Import data into a data directory.
 #[derive(Debug, Subcommand)]
 pub enum ImportCommand {
     Items(ImportItemsArgs),
     Events(ImportEventsArgs),
+    Profiles(ImportProfilesArgs),
 }
 
 /// Runs `pinnersage import ...`.
@@ -24,6 +34,7 @@ pub fn run(command: &ImportCommand) -> Result<()> {
     match command {
         ImportCommand::Items(args) => run_items(args),
         ImportCommand::Events(args) => run_events(args),
+        ImportCommand::Profiles(args) => run_profiles(args),
     }
 }
 
@@ -167,6 +178,81 @@ pub fn run_events(args: &ImportEventsArgs) -> Result<()> {
             Some(n) => format!(", {n} on items not in the catalog"),
             None => ", no catalog yet to check items against".into(),
         }
+    );
+    Ok(())
+}
+
+/// Publish profiles computed elsewhere (the Spark job, any engine) as a profile generation.
+///
+/// Reads Parquet files, or directories of them (a Spark output), with one row per cluster:
+///   user string, rank int (0 = most important), medoid string, size int, importance double,
+///   latest_time long, members list<string>
+/// the schema `pinnersage batch --out` writes and `pinnersage.spark.build_profiles` returns.
+///
+/// Every row is validated before anything is published: medoid and members in the catalog, the
+/// medoid among the members, importance finite and >= 0, ranks 0..k once per user, a user's
+/// rows together. On any error the current generation stays, untouched. A running server
+/// switches to the new generation like to a batch's; --now becomes its online boundary, and
+/// --alpha and --lambda the online path's parameters: pass what the job used.
+///
+/// Example:
+///   pinnersage import profiles --data-dir data --now 1537747200 --alpha 1.75 profiles/
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct ImportProfilesArgs {
+    #[command(flatten)]
+    data: DataDirArg,
+    /// Profile tables: .parquet files or directories of them.
+    #[arg(required = true, value_name = "PATH")]
+    files: Vec<PathBuf>,
+    /// The time the profiles were computed for, unix seconds (the job's `now`).
+    #[arg(long, value_name = "UNIX_SECONDS", allow_negative_numbers = true)]
+    now: i64,
+    /// Days of history the profiles cover.
+    #[arg(long, default_value_t = DEFAULT_WINDOW_DAYS)]
+    window_days: u32,
+    /// The merge threshold the profiles were computed with.
+    #[arg(long, default_value_t = DEFAULT_ALPHA, allow_negative_numbers = true)]
+    alpha: f64,
+    /// The importance decay per day they were computed with.
+    #[arg(long = "lambda", default_value_t = DEFAULT_LAMBDA, allow_negative_numbers = true)]
+    lambda: f64,
+    /// The per-user action cap they were computed with.
+    #[arg(long, default_value_t = DEFAULT_MAX_ACTIONS)]
+    max_actions: usize,
+}
+
+/// Runs `pinnersage import profiles`.
+pub fn run_profiles(args: &ImportProfilesArgs) -> Result<()> {
+    let options = ImportProfilesOptions {
+        now: args.now,
+        window_days: args.window_days,
+        params: ProfileParams {
+            alpha: args.alpha,
+            lambda: args.lambda,
+            max_actions: args.max_actions,
+        },
+    };
+    let progress = Progress::new("users read", None);
+    let result = import_profiles(&args.data.data_dir, &args.files, &options, &|users| {
+        progress.update(users)
+    });
+    progress.finish();
+    let report = result.map_err(|e| match e {
+        ImportProfilesError::Catalog(e) => classify(e),
+        ImportProfilesError::Profiles(e @ ProfileStoreError::Busy(_)) => {
+            InputError(e.to_string()).into()
+        }
+        e @ ImportProfilesError::Profiles(_) => anyhow::Error::from(e),
+        e => InputError(e.to_string()).into(),
+    })?;
+    println!(
+        "published {} profiles ({} clusters) from {} file(s) as {} in {:.2} s",
+        report.users,
+        report.clusters,
+        report.files,
+        report.generation.display(),
+        report.seconds
     );
     Ok(())
 }

@@ -19,12 +19,11 @@ use pinnersage_store::profiles::{
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use arrow_array::{ArrayRef, Float64Array, Int64Array, StringArray, UInt32Array};
-use arrow_schema::{DataType, Field};
-use pinnersage_catalog::parquet_io::{ParquetIoError, ParquetWriter};
+use pinnersage_catalog::parquet_io::ParquetIoError;
+
+use crate::profile_table::ProfilesParquet;
 
 /// Days of history per user in a batch (the paper's 90).
 pub const DEFAULT_WINDOW_DAYS: u32 = 90;
@@ -52,8 +51,8 @@ pub struct BatchConfig {
     pub shard: Option<Shard>,
     /// Users per parallel chunk.
     pub chunk_users: usize,
-    /// Also write the profiles to this Parquet file (one row per cluster: `user`, `rank`,
-    /// `medoid`, `size`, `importance`, `latest_time`).
+    /// Also write the profiles to this Parquet file, one row per cluster in the
+    /// [`crate::profile_table`] schema (the one `import profiles` reads).
     pub parquet_out: Option<PathBuf>,
 }
 
@@ -410,6 +409,47 @@ fn most_engaged(catalog: &Catalog, engagements: &[AtomicU32], n: usize) -> Vec<(
         .collect()
 }
 
+/// The stored form of `profile`: clusters in profile order with their medoid's item id, and the
+/// user's distinct items, each once in the first cluster that holds it, most recent first within
+/// a cluster. `times` are the clustered rows' times and `item(row)` a row's item id. The batch,
+/// the in-memory batch ([`crate::memory`]) and therefore the Spark job all store profiles
+/// through this one function.
+pub fn to_stored<'a>(
+    profile: &pinnersage_core::Profile,
+    times: &[i64],
+    item: impl Fn(usize) -> &'a str,
+) -> StoredProfile {
+    let known: usize = profile.clusters.iter().map(|c| c.size()).sum();
+    let mut seen = HashSet::with_capacity(known);
+    let mut items = Vec::with_capacity(known);
+    for (k, c) in profile.clusters.iter().enumerate() {
+        let mut members = c.members.clone();
+        members.sort_by_key(|&m| std::cmp::Reverse(times[m]));
+        for m in members {
+            let id = item(m);
+            if seen.insert(id) {
+                items.push(StoredItem {
+                    item: id.to_owned(),
+                    cluster: k as u32,
+                });
+            }
+        }
+    }
+    StoredProfile {
+        items,
+        clusters: profile
+            .clusters
+            .iter()
+            .map(|c| StoredCluster {
+                medoid: item(c.medoid).to_owned(),
+                size: c.size() as u32,
+                importance: c.importance,
+                latest_time: c.latest_time,
+            })
+            .collect(),
+    }
+}
+
 /// Clusters a chunk of users in parallel.
 fn cluster_chunk(
     catalog: &Catalog,
@@ -441,34 +481,7 @@ fn cluster_chunk(
                     });
                 };
                 let actions = profile.clusters.iter().map(|c| c.size() as u64).sum();
-                let mut seen = HashSet::with_capacity(known);
-                let mut items = Vec::with_capacity(known);
-                for (k, c) in profile.clusters.iter().enumerate() {
-                    let mut members = c.members.clone();
-                    members.sort_unstable_by_key(|&m| std::cmp::Reverse(buffers.times[m]));
-                    for m in members {
-                        let row = buffers.rows[m];
-                        if seen.insert(row) {
-                            items.push(StoredItem {
-                                item: catalog.id(row).to_owned(),
-                                cluster: k as u32,
-                            });
-                        }
-                    }
-                }
-                let stored = StoredProfile {
-                    items,
-                    clusters: profile
-                        .clusters
-                        .iter()
-                        .map(|c| StoredCluster {
-                            medoid: catalog.id(buffers.rows[c.medoid]).to_owned(),
-                            size: c.size() as u32,
-                            importance: c.importance,
-                            latest_time: c.latest_time,
-                        })
-                        .collect(),
-                };
+                let stored = to_stored(&profile, &buffers.times, |m| catalog.id(buffers.rows[m]));
                 Ok(UserResult {
                     user: user.clone(),
                     profile: Some(stored),
@@ -478,54 +491,6 @@ fn cluster_chunk(
             },
         )
         .collect()
-}
-
-/// The `--out` Parquet file of a batch: one row per cluster.
-struct ProfilesParquet(ParquetWriter);
-
-impl ProfilesParquet {
-    fn create(path: &Path) -> Result<Self, ParquetIoError> {
-        ParquetWriter::create(
-            path,
-            vec![
-                Field::new("user", DataType::Utf8, false),
-                Field::new("rank", DataType::UInt32, false),
-                Field::new("medoid", DataType::Utf8, false),
-                Field::new("size", DataType::UInt32, false),
-                Field::new("importance", DataType::Float64, false),
-                Field::new("latest_time", DataType::Int64, false),
-            ],
-        )
-        .map(Self)
-    }
-
-    fn write(&mut self, profiles: &[(String, StoredProfile)]) -> Result<(), ParquetIoError> {
-        let rows = profiles
-            .iter()
-            .flat_map(|(u, p)| p.clusters.iter().enumerate().map(move |(r, c)| (u, r, c)));
-        let (mut user, mut rank, mut medoid, mut size, mut importance, mut latest) =
-            (vec![], vec![], vec![], vec![], vec![], vec![]);
-        for (u, r, c) in rows {
-            user.push(u.as_str());
-            rank.push(r as u32);
-            medoid.push(c.medoid.as_str());
-            size.push(c.size);
-            importance.push(c.importance);
-            latest.push(c.latest_time);
-        }
-        self.0.write(vec![
-            Arc::new(StringArray::from(user)) as ArrayRef,
-            Arc::new(UInt32Array::from(rank)),
-            Arc::new(StringArray::from(medoid)),
-            Arc::new(UInt32Array::from(size)),
-            Arc::new(Float64Array::from(importance)),
-            Arc::new(Int64Array::from(latest)),
-        ])
-    }
-
-    fn finish(self) -> Result<PathBuf, ParquetIoError> {
-        self.0.finish()
-    }
 }
 
 /// Serialises a path as its last component (a generation's name), and reads a name back.

@@ -120,18 +120,20 @@ fn time_from_key(b: [u8; 8]) -> i64 {
 }
 
 /// The stable hash of `id\0{id}`, or of `ev\0{item}\0{action}` without an id; `buf` is scratch.
-fn dedupe_hash(e: &Event, buf: &mut Vec<u8>) -> u64 {
+/// Together with the user and the time it is an event's key: two events with the same key are
+/// one event (the first stored wins).
+pub fn dedupe_hash(id: Option<&str>, item: &str, action: &str, buf: &mut Vec<u8>) -> u64 {
     buf.clear();
-    match &e.id {
+    match id {
         Some(id) => {
             buf.extend_from_slice(b"id\0");
             buf.extend_from_slice(id.as_bytes());
         }
         None => {
             buf.extend_from_slice(b"ev\0");
-            buf.extend_from_slice(e.item.as_bytes());
+            buf.extend_from_slice(item.as_bytes());
             buf.push(0);
-            buf.extend_from_slice(e.action.as_bytes());
+            buf.extend_from_slice(action.as_bytes());
         }
     }
     stable_hash(buf)
@@ -144,36 +146,47 @@ fn user_prefix(user: &str) -> Vec<u8> {
     k
 }
 
-/// Checks the limits every stored event must meet.
-fn validate(e: &Event) -> Result<(), EventStoreError> {
-    if e.user.is_empty() || e.item.is_empty() {
+/// Checks `event` against the store's limits without storing it (the same checks
+/// [`EventStore::insert`] makes), so callers can reject one bad event instead of a whole batch.
+pub fn check_event(event: &Event) -> Result<(), EventStoreError> {
+    check_event_parts(
+        &event.user,
+        &event.item,
+        event.id.as_deref(),
+        &event.action,
+        event.weight,
+    )
+}
+
+/// [`check_event`] on an event's parts (no allocation).
+pub fn check_event_parts(
+    user: &str,
+    item: &str,
+    id: Option<&str>,
+    action: &str,
+    weight: f32,
+) -> Result<(), EventStoreError> {
+    if user.is_empty() || item.is_empty() {
         return Err(EventStoreError::Invalid(
             "user and item ids must not be empty".into(),
         ));
     }
-    let id_len = e.id.as_ref().map_or(0, String::len);
-    if e.user.len() > MAX_ID_BYTES
-        || e.item.len() > MAX_ID_BYTES
+    let id_len = id.map_or(0, str::len);
+    if user.len() > MAX_ID_BYTES
+        || item.len() > MAX_ID_BYTES
         || id_len > MAX_ID_BYTES
-        || e.action.len() > 255
+        || action.len() > 255
     {
         return Err(EventStoreError::Invalid(format!(
             "ids are limited to {MAX_ID_BYTES} bytes and actions to 255"
         )));
     }
-    if !e.weight.is_finite() || e.weight < 0.0 {
+    if !weight.is_finite() || weight < 0.0 {
         return Err(EventStoreError::Invalid(format!(
-            "weight must be finite and >= 0, got {}",
-            e.weight
+            "weight must be finite and >= 0, got {weight}"
         )));
     }
     Ok(())
-}
-
-/// Checks `event` against the store's limits without storing it (the same checks
-/// [`EventStore::insert`] makes), so callers can reject one bad event instead of a whole batch.
-pub fn check_event(event: &Event) -> Result<(), EventStoreError> {
-    validate(event)
 }
 
 impl EventStore {
@@ -260,8 +273,8 @@ impl EventStore {
         let mut seen_in_batch = std::collections::HashSet::new();
         let mut scratch = Vec::new();
         for e in events {
-            validate(e)?;
-            let hash = dedupe_hash(e, &mut scratch).to_be_bytes();
+            check_event(e)?;
+            let hash = dedupe_hash(e.id.as_deref(), &e.item, &e.action, &mut scratch).to_be_bytes();
             let mut key = user_prefix(&e.user);
             key.extend(time_key(e.time));
             key.extend(hash);

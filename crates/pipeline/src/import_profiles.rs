@@ -1,0 +1,471 @@
+//! Publishing profiles computed elsewhere (the Spark job, or any engine that writes the
+//! [`crate::profile_table`] schema) as a profile generation a server picks up like a batch's.
+//!
+//! Everything is validated before the generation becomes visible: the schema, every row
+//! (medoid and members in the catalog, the medoid among the members, finite non-negative
+//! importance, size at least the number of members), each user's ranks `0..k` exactly once and
+//! its rows together in one file. The first problem is an error naming the file and the row, and
+//! nothing is published.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use arrow_array::cast::AsArray;
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_schema::DataType;
+use pinnersage_catalog::catalog::{Catalog, CatalogError};
+use pinnersage_catalog::parquet_io::{ParquetIoError, ParquetReader, number_column, text_column};
+use pinnersage_core::ProfileParams;
+use pinnersage_store::profiles::{
+    GenerationMeta, ProfileStoreError, ProfileWriter, StoredCluster, StoredItem, StoredProfile,
+};
+
+use crate::batch::{DEFAULT_WINDOW_DAYS, MAX_WINDOW_DAYS, POPULAR_ITEMS};
+use crate::profile_table::COLUMNS;
+
+/// What the profiles were computed with; stored in the generation's metadata, where the server
+/// reads the online boundary (`now`) and the online path's alpha and lambda.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportProfilesOptions {
+    /// The moment the profiles were computed for (unix seconds).
+    pub now: i64,
+    /// Days of history the profiles cover.
+    pub window_days: u32,
+    /// The clustering parameters they were computed with.
+    pub params: ProfileParams,
+}
+
+impl ImportProfilesOptions {
+    /// Profiles computed at `now` with the default window and parameters.
+    pub fn new(now: i64) -> Self {
+        Self {
+            now,
+            window_days: DEFAULT_WINDOW_DAYS,
+            params: ProfileParams::default(),
+        }
+    }
+}
+
+/// What an import published.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportProfilesReport {
+    /// The new profile generation's directory.
+    pub generation: PathBuf,
+    /// Parquet files read.
+    pub files: usize,
+    /// Users with a profile.
+    pub users: u64,
+    /// Clusters (rows) read.
+    pub clusters: u64,
+    /// Wall time in seconds.
+    pub seconds: f64,
+}
+
+/// Why profiles could not be imported; nothing was published.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportProfilesError {
+    /// The catalog is missing or unreadable (medoids are checked against it).
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// A file is unreadable or a column missing or of the wrong type.
+    #[error(transparent)]
+    Parquet(#[from] ParquetIoError),
+    /// One row is invalid.
+    #[error("{}: row {row}: {message}", file.display())]
+    Row {
+        /// The file.
+        file: PathBuf,
+        /// 0-based row in the file.
+        row: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// The inputs hold no Parquet file or no row.
+    #[error("{0}")]
+    Empty(String),
+    /// A setting is out of its domain.
+    #[error("{0}")]
+    Config(String),
+    /// Writing the generation failed.
+    #[error(transparent)]
+    Profiles(#[from] ProfileStoreError),
+}
+
+/// The Parquet files of `inputs`: files as given, directories (a Spark output) as their
+/// `*.parquet` files in name order, skipping hidden and `_`-prefixed ones.
+pub fn parquet_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, ImportProfilesError> {
+    let mut files = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            let entries = std::fs::read_dir(input).map_err(|source| ParquetIoError::File {
+                path: input.clone(),
+                action: "read",
+                source,
+            })?;
+            let mut found: Vec<PathBuf> = entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| {
+                    let name = p.file_name().unwrap_or_default().to_string_lossy();
+                    !name.starts_with(['.', '_']) && name.ends_with(".parquet")
+                })
+                .collect();
+            found.sort();
+            if found.is_empty() {
+                return Err(ImportProfilesError::Empty(format!(
+                    "{}: no *.parquet file in this directory",
+                    input.display()
+                )));
+            }
+            files.extend(found);
+        } else {
+            files.push(input.clone());
+        }
+    }
+    Ok(files)
+}
+
+/// One cluster row as read.
+struct Row {
+    rank: u32,
+    cluster: StoredCluster,
+    members: Vec<String>,
+}
+
+/// The user whose rows are being read and where they started.
+struct Pending {
+    user: String,
+    first_row: usize,
+    rows: Vec<(usize, Row)>,
+}
+
+/// Imports the profile tables in `inputs` (files or directories) as a new profile generation of
+/// `data_dir`; `progress(users)` is called as users are read.
+pub fn import_profiles(
+    data_dir: &Path,
+    inputs: &[PathBuf],
+    options: &ImportProfilesOptions,
+    progress: &dyn Fn(u64),
+) -> Result<ImportProfilesReport, ImportProfilesError> {
+    let start = Instant::now();
+    options
+        .params
+        .validate()
+        .map_err(|e| ImportProfilesError::Config(e.to_string()))?;
+    if !(1..=MAX_WINDOW_DAYS).contains(&options.window_days) {
+        return Err(ImportProfilesError::Config(format!(
+            "window_days must be >= 1 (at most {MAX_WINDOW_DAYS}), got {}",
+            options.window_days
+        )));
+    }
+    let files = parquet_files(inputs)?;
+    if files.is_empty() {
+        return Err(ImportProfilesError::Empty("no profile files given".into()));
+    }
+    let mut catalog = Catalog::open(data_dir)?;
+    catalog.build_hash_index();
+    let mut writer = ProfileWriter::begin(data_dir)?;
+    let mut users_seen: HashSet<String> = HashSet::new();
+    let mut popularity: HashMap<usize, u64> = HashMap::new();
+    let mut chunk: Vec<(String, StoredProfile)> = Vec::new();
+    let mut clusters = 0u64;
+    for file in &files {
+        let mut reader = ParquetReader::open(file)?;
+        for name in COLUMNS {
+            reader.require_column(name)?;
+        }
+        let mut pending: Option<Pending> = None;
+        let row_err = |row: usize, message: String| ImportProfilesError::Row {
+            file: file.clone(),
+            row,
+            message,
+        };
+        while let Some(batch) = reader.next_batch() {
+            let (first, batch) = batch?;
+            let rows = read_rows(&batch, first, &catalog).map_err(|e| match e {
+                RowsError::Parquet(e) => ImportProfilesError::Parquet(e),
+                RowsError::Row(row, message) => row_err(row, message),
+            })?;
+            for (row, user, r) in rows {
+                clusters += 1;
+                match &mut pending {
+                    Some(p) if p.user == user => p.rows.push((row, r)),
+                    _ => {
+                        if let Some(done) = pending.take() {
+                            let profile = assemble(&done, &catalog, &mut popularity)
+                                .map_err(|(row, m)| row_err(row, m))?;
+                            chunk.push((done.user, profile));
+                        }
+                        if !users_seen.insert(user.clone()) {
+                            return Err(row_err(
+                                row,
+                                format!(
+                                    "user {user:?} appears again after other users' rows (a user's \
+                                     rows must be together, in one file)"
+                                ),
+                            ));
+                        }
+                        pending = Some(Pending {
+                            user,
+                            first_row: row,
+                            rows: vec![(row, r)],
+                        });
+                    }
+                }
+            }
+            if chunk.len() >= 4096 {
+                writer.write(&chunk)?;
+                chunk.clear();
+                progress(users_seen.len() as u64);
+            }
+        }
+        if let Some(done) = pending.take() {
+            let profile =
+                assemble(&done, &catalog, &mut popularity).map_err(|(row, m)| row_err(row, m))?;
+            chunk.push((done.user, profile));
+        }
+    }
+    writer.write(&chunk)?;
+    progress(users_seen.len() as u64);
+    if users_seen.is_empty() {
+        return Err(ImportProfilesError::Empty(format!(
+            "{}: no rows: nothing to publish",
+            files[0].display()
+        )));
+    }
+    let mut popular: Vec<(usize, u64)> = popularity.into_iter().collect();
+    popular.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    popular.truncate(POPULAR_ITEMS);
+    let popular: Vec<(String, u64)> = popular
+        .into_iter()
+        .map(|(row, n)| (catalog.id(row).to_owned(), n))
+        .collect();
+    writer.write_popular(&popular)?;
+    let users = writer.users();
+    let generation = writer.publish(GenerationMeta {
+        now: options.now,
+        window_days: options.window_days,
+        alpha: options.params.alpha,
+        lambda: options.params.lambda,
+        max_actions: options.params.max_actions,
+        shard: None,
+        users: 0,
+    })?;
+    Ok(ImportProfilesReport {
+        generation,
+        files: files.len(),
+        users,
+        clusters,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+enum RowsError {
+    Parquet(ParquetIoError),
+    Row(usize, String),
+}
+
+impl From<ParquetIoError> for RowsError {
+    fn from(e: ParquetIoError) -> Self {
+        Self::Parquet(e)
+    }
+}
+
+/// The rows of one record batch (first row `first`), each checked on its own.
+fn read_rows(
+    batch: &RecordBatch,
+    first: usize,
+    catalog: &Catalog,
+) -> Result<Vec<(usize, String, Row)>, RowsError> {
+    let users = text_column(batch, "user")?;
+    let ranks = number_column(batch, "rank")?;
+    let medoids = text_column(batch, "medoid")?;
+    let sizes = number_column(batch, "size")?;
+    let importances = number_column(batch, "importance")?;
+    let latest = number_column(batch, "latest_time")?;
+    let members = string_lists(batch.column_by_name("members").expect("required above"))?;
+    let mut out = Vec::with_capacity(batch.num_rows());
+    for i in 0..batch.num_rows() {
+        let row = first + i;
+        let bad = |m: String| RowsError::Row(row, m);
+        let null = |name: &str| bad(format!("{name} is null"));
+        let user = users[i].clone().ok_or_else(|| null("user"))?;
+        let medoid = medoids[i].clone().ok_or_else(|| null("medoid"))?;
+        let int = |name: &str, v: Option<f64>, max: f64| -> Result<f64, RowsError> {
+            let v = v.ok_or_else(|| null(name))?;
+            if v.fract() == 0.0 && (0.0..=max).contains(&v) {
+                Ok(v)
+            } else {
+                Err(bad(format!("{name} {v} is not an integer in 0..={max}")))
+            }
+        };
+        let rank = int("rank", ranks[i], f64::from(u32::MAX))? as u32;
+        let size = int("size", sizes[i], f64::from(u32::MAX))? as u32;
+        let latest_time = latest[i].ok_or_else(|| null("latest_time"))?;
+        if latest_time.fract() != 0.0 || latest_time.abs() > 9.0e15 {
+            return Err(bad(format!(
+                "latest_time {latest_time} is not unix seconds"
+            )));
+        }
+        let importance = importances[i].ok_or_else(|| null("importance"))?;
+        if !importance.is_finite() || importance < 0.0 {
+            return Err(bad(format!(
+                "importance {importance} must be finite and >= 0"
+            )));
+        }
+        let items = members[i].clone().ok_or_else(|| null("members"))?;
+        if items.is_empty() {
+            return Err(bad(
+                "members is empty (a cluster has at least its medoid)".into()
+            ));
+        }
+        if items.len() > size as usize {
+            return Err(bad(format!(
+                "{} members but size {size} (size counts actions, at least one per member)",
+                items.len()
+            )));
+        }
+        if user.is_empty() {
+            return Err(bad("user is empty".into()));
+        }
+        if !items.contains(&medoid) {
+            return Err(bad(format!("medoid {medoid:?} is not among the members")));
+        }
+        if let Some(unknown) = items.iter().find(|id| catalog.row_of(id).is_none()) {
+            return Err(bad(format!("item {unknown:?} is not in the catalog")));
+        }
+        out.push((
+            row,
+            user,
+            Row {
+                rank,
+                cluster: StoredCluster {
+                    medoid,
+                    size,
+                    importance,
+                    latest_time: latest_time as i64,
+                },
+                members: items,
+            },
+        ));
+    }
+    Ok(out)
+}
+
+/// A list-of-strings column (List or LargeList of Utf8, LargeUtf8 or Utf8View) per row;
+/// `None` for a null list, an error for a null item.
+fn string_lists(col: &ArrayRef) -> Result<Vec<Option<Vec<String>>>, ParquetIoError> {
+    let type_err = || ParquetIoError::ColumnType {
+        name: "members".into(),
+        found: col.data_type().to_string(),
+        expected: "a list of strings",
+    };
+    let (values, ranges): (&ArrayRef, Vec<Option<(usize, usize)>>) = match col.data_type() {
+        DataType::List(_) => {
+            let l = col.as_list::<i32>();
+            let o = l.value_offsets();
+            (
+                l.values(),
+                (0..l.len())
+                    .map(|i| l.is_valid(i).then(|| (o[i] as usize, o[i + 1] as usize)))
+                    .collect(),
+            )
+        }
+        DataType::LargeList(_) => {
+            let l = col.as_list::<i64>();
+            let o = l.value_offsets();
+            (
+                l.values(),
+                (0..l.len())
+                    .map(|i| l.is_valid(i).then(|| (o[i] as usize, o[i + 1] as usize)))
+                    .collect(),
+            )
+        }
+        _ => return Err(type_err()),
+    };
+    let text: Vec<Option<&str>> = match values.data_type() {
+        DataType::Utf8 => values.as_string::<i32>().iter().collect(),
+        DataType::LargeUtf8 => values.as_string::<i64>().iter().collect(),
+        DataType::Utf8View => values.as_string_view().iter().collect(),
+        _ => return Err(type_err()),
+    };
+    ranges
+        .into_iter()
+        .map(|r| {
+            r.map(|(a, b)| {
+                text[a..b]
+                    .iter()
+                    .map(|v| v.map(str::to_owned).ok_or_else(type_err))
+                    .collect()
+            })
+            .transpose()
+        })
+        .collect()
+}
+
+/// One user's rows as a stored profile, ranks checked; counts each member once for the
+/// generation's popular list. Errors carry the row to name.
+fn assemble(
+    user: &Pending,
+    catalog: &Catalog,
+    popularity: &mut HashMap<usize, u64>,
+) -> Result<StoredProfile, (usize, String)> {
+    let mut by_rank: Vec<Option<&(usize, Row)>> = vec![None; user.rows.len()];
+    for entry in &user.rows {
+        let (row, r) = entry;
+        let slot = by_rank.get_mut(r.rank as usize).ok_or_else(|| {
+            (
+                *row,
+                format!(
+                    "user {:?} has {} rows but rank {} (ranks must be 0..{})",
+                    user.user,
+                    user.rows.len(),
+                    r.rank,
+                    user.rows.len()
+                ),
+            )
+        })?;
+        if let Some((first, _)) = slot {
+            return Err((
+                *row,
+                format!(
+                    "duplicate (user, rank) ({:?}, {}): also at row {first}",
+                    user.user, r.rank
+                ),
+            ));
+        }
+        *slot = Some(entry);
+    }
+    let mut items = Vec::new();
+    let mut seen = HashSet::new();
+    let mut clusters = Vec::with_capacity(by_rank.len());
+    for (k, entry) in by_rank.into_iter().enumerate() {
+        let (row, r) = entry.ok_or_else(|| {
+            (
+                user.first_row,
+                format!("user {:?}: rank {k} missing", user.user),
+            )
+        })?;
+        for m in &r.members {
+            if !seen.insert(m.as_str()) {
+                return Err((
+                    *row,
+                    format!(
+                        "item {m:?} is a member of two of user {:?}'s clusters",
+                        user.user
+                    ),
+                ));
+            }
+            items.push(StoredItem {
+                item: m.clone(),
+                cluster: k as u32,
+            });
+            if let Some(row) = catalog.row_of(m) {
+                *popularity.entry(row).or_default() += 1;
+            }
+        }
+        clusters.push(r.cluster.clone());
+    }
+    Ok(StoredProfile { clusters, items })
+}

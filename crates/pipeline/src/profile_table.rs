@@ -1,0 +1,135 @@
+//! Profiles as a table: one row per cluster, the schema `batch --out` writes, the Python
+//! package and the Spark job return, and `import profiles` reads.
+//!
+//! | column        | type           | meaning                                                    |
+//! |---------------|----------------|------------------------------------------------------------|
+//! | `user`        | string         | the user id                                                |
+//! | `rank`        | uint32         | the cluster's place in the profile, 0 = most important     |
+//! | `medoid`      | string         | the item id that represents the cluster                    |
+//! | `size`        | uint32         | actions in the cluster (an item engaged twice counts twice)|
+//! | `importance`  | float64        | `Σ w·exp(−λ·age_days)` over the cluster's actions          |
+//! | `latest_time` | int64          | the cluster's most recent action, unix seconds             |
+//! | `members`     | list\<string\> | the cluster's distinct items, most recent first            |
+//!
+//! An item belongs to one cluster of a user (the first, in rank order, that holds it).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::builder::{ListBuilder, StringBuilder};
+use arrow_array::{ArrayRef, Float64Array, Int64Array, StringArray, UInt32Array};
+use arrow_schema::{DataType, Field};
+use pinnersage_catalog::parquet_io::{ParquetIoError, ParquetWriter};
+use pinnersage_store::profiles::StoredProfile;
+
+/// The column names, in schema order.
+pub const COLUMNS: [&str; 7] = [
+    "user",
+    "rank",
+    "medoid",
+    "size",
+    "importance",
+    "latest_time",
+    "members",
+];
+
+/// The Arrow fields of the profile table.
+pub fn fields() -> Vec<Field> {
+    vec![
+        Field::new("user", DataType::Utf8, false),
+        Field::new("rank", DataType::UInt32, false),
+        Field::new("medoid", DataType::Utf8, false),
+        Field::new("size", DataType::UInt32, false),
+        Field::new("importance", DataType::Float64, false),
+        Field::new("latest_time", DataType::Int64, false),
+        Field::new(
+            "members",
+            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+            false,
+        ),
+    ]
+}
+
+/// The columns (in [`fields`] order) of `profiles`, one row per cluster, users in the given
+/// order and clusters by rank.
+///
+/// ```
+/// use pinnersage_pipeline::profile_table::arrays;
+/// use pinnersage_store::profiles::{StoredCluster, StoredItem, StoredProfile};
+/// let profile = StoredProfile {
+///     clusters: vec![StoredCluster { medoid: "b".into(), size: 3, importance: 2.5, latest_time: 9 }],
+///     items: vec![StoredItem { item: "b".into(), cluster: 0 }, StoredItem { item: "a".into(), cluster: 0 }],
+/// };
+/// let columns = arrays(&[("u1".to_string(), profile)]);
+/// assert_eq!(columns.len(), 7);
+/// assert_eq!(columns[0].len(), 1);
+/// ```
+pub fn arrays(profiles: &[(String, StoredProfile)]) -> Vec<ArrayRef> {
+    let rows: usize = profiles.iter().map(|(_, p)| p.clusters.len()).sum();
+    let (mut user, mut rank, mut medoid) = (
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+    );
+    let (mut size, mut importance, mut latest) = (
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+    );
+    let mut members = ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new(
+        "item",
+        DataType::Utf8,
+        true,
+    )));
+    let mut by_cluster: Vec<Vec<&str>> = Vec::new();
+    for (u, p) in profiles {
+        by_cluster.clear();
+        by_cluster.resize(p.clusters.len(), Vec::new());
+        for item in &p.items {
+            if let Some(list) = by_cluster.get_mut(item.cluster as usize) {
+                list.push(&item.item);
+            }
+        }
+        for (r, c) in p.clusters.iter().enumerate() {
+            user.push(u.as_str());
+            rank.push(r as u32);
+            medoid.push(c.medoid.as_str());
+            size.push(c.size);
+            importance.push(c.importance);
+            latest.push(c.latest_time);
+            for item in &by_cluster[r] {
+                members.values().append_value(item);
+            }
+            members.append(true);
+        }
+    }
+    vec![
+        Arc::new(StringArray::from(user)) as ArrayRef,
+        Arc::new(UInt32Array::from(rank)),
+        Arc::new(StringArray::from(medoid)),
+        Arc::new(UInt32Array::from(size)),
+        Arc::new(Float64Array::from(importance)),
+        Arc::new(Int64Array::from(latest)),
+        Arc::new(members.finish()),
+    ]
+}
+
+/// A Parquet file of profiles being written (the batch's `--out`).
+pub struct ProfilesParquet(ParquetWriter);
+
+impl ProfilesParquet {
+    /// Creates `path` with the profile table's schema.
+    pub fn create(path: &Path) -> Result<Self, ParquetIoError> {
+        ParquetWriter::create(path, fields()).map(Self)
+    }
+
+    /// Appends `profiles` (one row group's worth or less).
+    pub fn write(&mut self, profiles: &[(String, StoredProfile)]) -> Result<(), ParquetIoError> {
+        self.0.write(arrays(profiles))
+    }
+
+    /// Finishes the file and returns its path.
+    pub fn finish(self) -> Result<PathBuf, ParquetIoError> {
+        self.0.finish()
+    }
+}

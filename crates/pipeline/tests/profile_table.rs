@@ -1,0 +1,406 @@
+//! The profile table: the in-memory batch equals the embedded batch, and `import profiles`
+//! publishes what it reads, or nothing.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Float64Array, StringArray, UInt32Array};
+use pinnersage_catalog::catalog::Catalog;
+use pinnersage_catalog::items::import_items;
+use pinnersage_catalog::parquet_io::ParquetWriter;
+use pinnersage_core::{Embeddings, ProfileParams};
+use pinnersage_pipeline::batch::{BatchConfig, run_batch};
+use pinnersage_pipeline::import_events::import_events;
+use pinnersage_pipeline::import_profiles::{
+    ImportProfilesError, ImportProfilesOptions, import_profiles,
+};
+use pinnersage_pipeline::memory::{EventTable, ProfilesConfig, Vectors, build_profiles};
+use pinnersage_pipeline::profile_table::{arrays, fields};
+use pinnersage_store::profiles::{ProfileStore, StoredProfile};
+
+const DAY: i64 = 86_400;
+const NOW: i64 = 1_700_000_000;
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ps-table-{}-{name}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A SplitMix64 stream: deterministic data without a dependency.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+/// Events as columns and as the CSV `import events` reads.
+struct Data {
+    users: Vec<String>,
+    items: Vec<String>,
+    times: Vec<i64>,
+    weights: Vec<f32>,
+    actions: Vec<String>,
+    item_ids: Vec<String>,
+    vectors: Vec<f32>,
+    dim: usize,
+}
+
+/// 400 items in 8 topics x 6 dims, 80 users; times on a coarse grid (many ties), repeated
+/// events (some with another weight), unknown items, events outside the window and one user
+/// far above the action cap.
+fn data(dir: &Path) -> Data {
+    let mut rng = Rng(7);
+    let dim = 6;
+    let mut item_ids = Vec::new();
+    let mut vectors = Vec::new();
+    for i in 0..400 {
+        let topic = i % 8;
+        item_ids.push(format!("i{i}"));
+        for d in 0..dim {
+            let centre = if d == topic % dim { 1.0 } else { 0.0 } + (topic / dim) as f32 * 0.5;
+            vectors.push(centre + 0.3 * rng.unit());
+        }
+    }
+    let mut d = Data {
+        users: vec![],
+        items: vec![],
+        times: vec![],
+        weights: vec![],
+        actions: vec![],
+        item_ids,
+        vectors,
+        dim,
+    };
+    for u in 0..80 {
+        let n = if u == 0 {
+            140
+        } else {
+            3 + rng.below(40) as usize
+        };
+        let topics = 1 + rng.below(4);
+        for _ in 0..n {
+            let topic = rng.below(topics) * 2 % 8;
+            let item = if rng.below(25) == 0 {
+                format!("unknown{}", rng.below(5))
+            } else {
+                format!("i{}", topic + 8 * rng.below(50))
+            };
+            let time = NOW - (rng.below(100) as i64) * DAY / 2 + 600 * rng.below(2) as i64;
+            let weight = [0.5, 1.0, 2.0][rng.below(3) as usize];
+            let action = ["", "click", "save"][rng.below(3) as usize].to_owned();
+            let repeat = rng.below(10) == 0;
+            for w in [weight, if repeat { 3.0 } else { weight }]
+                .into_iter()
+                .take(1 + repeat as usize)
+            {
+                d.users.push(format!("u{u}"));
+                d.items.push(item.clone());
+                d.times.push(time);
+                d.weights.push(w);
+                d.actions.push(action.clone());
+            }
+        }
+    }
+    let mut items_csv = String::new();
+    for (r, id) in d.item_ids.iter().enumerate() {
+        let v: Vec<String> = d.vectors[r * dim..(r + 1) * dim]
+            .iter()
+            .map(|x| format!("{x:?}"))
+            .collect();
+        items_csv.push_str(&format!("{id},{}\n", v.join(",")));
+    }
+    fs::write(dir.join("items.csv"), items_csv).unwrap();
+    let mut events_csv = String::from("user,item,timestamp,action,weight\n");
+    for k in 0..d.users.len() {
+        events_csv.push_str(&format!(
+            "{},{},{},{},{:?}\n",
+            d.users[k], d.items[k], d.times[k], d.actions[k], d.weights[k]
+        ));
+    }
+    fs::write(dir.join("events.csv"), events_csv).unwrap();
+    d
+}
+
+fn params() -> ProfileParams {
+    ProfileParams {
+        alpha: 1.5,
+        lambda: 0.02,
+        max_actions: 60,
+    }
+}
+
+/// Imports the data and runs the embedded batch; returns every user's stored profile.
+fn embedded(dir: &Path) -> Vec<(String, StoredProfile)> {
+    import_items(dir, &dir.join("items.csv"), &Default::default()).unwrap();
+    import_events(dir, &[dir.join("events.csv")], &Default::default()).unwrap();
+    let config = BatchConfig {
+        window_days: 30,
+        params: params(),
+        parquet_out: Some(dir.join("profiles.parquet")),
+        ..BatchConfig::new(NOW)
+    };
+    run_batch(dir, &config, &|_| {}).unwrap();
+    stored(dir)
+}
+
+fn stored(dir: &Path) -> Vec<(String, StoredProfile)> {
+    let store = ProfileStore::open(dir).unwrap();
+    let mut users: Vec<String> = store
+        .users("", usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|u| u.user)
+        .collect();
+    users.sort();
+    users
+        .into_iter()
+        .map(|u| {
+            let p = store.get(&u).unwrap().unwrap();
+            (u, p)
+        })
+        .collect()
+}
+
+fn sorted(mut profiles: Vec<(String, StoredProfile)>) -> Vec<(String, StoredProfile)> {
+    profiles.sort_by(|a, b| a.0.cmp(&b.0));
+    profiles
+}
+
+#[test]
+fn in_memory_profiles_equal_the_embedded_batch_for_both_vector_sources() {
+    let dir = scratch("parity");
+    let d = data(&dir);
+    let expected = embedded(&dir);
+    assert!(expected.len() > 50, "{} users", expected.len());
+    assert!(
+        expected[0]
+            .1
+            .clusters
+            .iter()
+            .map(|c| c.size as usize)
+            .sum::<usize>()
+            <= 60,
+        "the cap applies"
+    );
+    let events = EventTable {
+        users: &d.users,
+        items: &d.items,
+        times: &d.times,
+        weights: Some(&d.weights),
+        actions: Some(&d.actions),
+    };
+    let config = ProfilesConfig {
+        now: NOW,
+        window_days: 30,
+        params: params(),
+    };
+    let x = Embeddings::new(&d.vectors, d.dim).unwrap();
+    let by_table = build_profiles(
+        &events,
+        &Vectors::Items {
+            ids: &d.item_ids,
+            embeddings: x,
+        },
+        &config,
+        2,
+    )
+    .unwrap();
+    assert!(by_table.duplicates > 0 && by_table.unknown_item_events > 0);
+    assert_eq!(sorted(by_table.profiles.clone()), expected);
+
+    // Joined upstream: one vector per event (unknown items have none and are left out, as an
+    // inner join leaves them).
+    let catalog = Catalog::open(&dir).unwrap();
+    let known: Vec<usize> = (0..d.users.len())
+        .filter(|&k| catalog.row_of(&d.items[k]).is_some())
+        .collect();
+    let pick = |v: &Vec<String>| -> Vec<String> { known.iter().map(|&k| v[k].clone()).collect() };
+    let (users, items, actions) = (pick(&d.users), pick(&d.items), pick(&d.actions));
+    let times: Vec<i64> = known.iter().map(|&k| d.times[k]).collect();
+    let weights: Vec<f32> = known.iter().map(|&k| d.weights[k]).collect();
+    let mut joined = Vec::new();
+    for &k in &known {
+        joined.extend_from_slice(catalog.embedding(catalog.row_of(&d.items[k]).unwrap()));
+    }
+    let per_event = build_profiles(
+        &EventTable {
+            users: &users,
+            items: &items,
+            times: &times,
+            weights: Some(&weights),
+            actions: Some(&actions),
+        },
+        &Vectors::PerEvent(Embeddings::new(&joined, d.dim).unwrap()),
+        &config,
+        1,
+    )
+    .unwrap();
+    assert_eq!(sorted(per_event.profiles), expected);
+}
+
+#[test]
+fn bad_in_memory_input_names_the_row_or_column() {
+    let ids = vec!["a".to_owned()];
+    let x = [0.0f32, 1.0];
+    let vectors = Vectors::Items {
+        ids: &ids,
+        embeddings: Embeddings::new(&x, 2).unwrap(),
+    };
+    let config = ProfilesConfig {
+        now: NOW,
+        window_days: 90,
+        params: ProfileParams::default(),
+    };
+    let users = vec!["u".to_owned(), String::new()];
+    let items = vec!["a".to_owned(), "a".to_owned()];
+    let table = |times| EventTable {
+        users: &users,
+        items: &items,
+        times,
+        weights: None,
+        actions: None,
+    };
+    let err = build_profiles(&table(&[NOW, NOW]), &vectors, &config, 1).unwrap_err();
+    assert!(err.to_string().contains("event row 1"), "{err}");
+    let err = build_profiles(&table(&[NOW]), &vectors, &config, 1).unwrap_err();
+    assert!(err.to_string().contains("column \"time\""), "{err}");
+    let bad = ProfilesConfig {
+        params: ProfileParams {
+            alpha: f64::NAN,
+            ..ProfileParams::default()
+        },
+        ..config
+    };
+    let err = build_profiles(&table(&[NOW, NOW]), &vectors, &bad, 1).unwrap_err();
+    assert!(err.to_string().contains("alpha"), "{err}");
+}
+
+#[test]
+fn import_profiles_publishes_the_batch_output_unchanged() {
+    let dir = scratch("roundtrip");
+    data(&dir);
+    let expected = embedded(&dir);
+    let before = ProfileStore::current_dir(&dir).unwrap().unwrap();
+    let options = ImportProfilesOptions {
+        window_days: 30,
+        params: params(),
+        ..ImportProfilesOptions::new(NOW + 5)
+    };
+    let report = import_profiles(&dir, &[dir.join("profiles.parquet")], &options, &|_| {}).unwrap();
+    assert_ne!(report.generation, before);
+    assert_eq!(report.users as usize, expected.len());
+    assert_eq!(stored(&dir), expected);
+    let store = ProfileStore::open(&dir).unwrap();
+    assert_eq!(
+        (store.meta().now, store.meta().alpha, store.meta().lambda),
+        (NOW + 5, 1.5, 0.02)
+    );
+    assert!(!store.popular().unwrap().is_empty());
+}
+
+/// Writes one profile table with `profiles`, then lets `edit` replace columns.
+fn table_file(
+    dir: &Path,
+    name: &str,
+    profiles: &[(String, StoredProfile)],
+    edit: impl FnOnce(&mut Vec<ArrayRef>),
+) -> PathBuf {
+    let path = dir.join(name);
+    let mut columns = arrays(profiles);
+    edit(&mut columns);
+    let mut w = ParquetWriter::create(&path, fields()).unwrap();
+    w.write(columns).unwrap();
+    w.finish().unwrap();
+    path
+}
+
+#[test]
+fn bad_profile_tables_name_the_row_and_publish_nothing() {
+    let dir = scratch("bad");
+    data(&dir);
+    let profiles = embedded(&dir);
+    let current = ProfileStore::current_dir(&dir).unwrap().unwrap();
+    let rows: usize = profiles.iter().map(|(_, p)| p.clusters.len()).sum();
+    let strings = |col: &ArrayRef| -> Vec<String> {
+        col.as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap()
+            .iter()
+            .map(|v| v.unwrap().to_owned())
+            .collect()
+    };
+    let options = ImportProfilesOptions::new(NOW);
+    let attempt = |file: PathBuf| -> String {
+        let err = import_profiles(&dir, &[file], &options, &|_| {}).unwrap_err();
+        assert_eq!(
+            ProfileStore::current_dir(&dir).unwrap().unwrap(),
+            current,
+            "nothing published after: {err}"
+        );
+        err.to_string()
+    };
+
+    let f = table_file(&dir, "medoid.parquet", &profiles, |c| {
+        let mut m = strings(&c[2]);
+        m[3] = "no-such-item".into();
+        c[2] = Arc::new(StringArray::from(m));
+    });
+    let err = attempt(f);
+    assert!(
+        err.contains("row 3") && err.contains("no-such-item"),
+        "{err}"
+    );
+
+    let f = table_file(&dir, "importance.parquet", &profiles, |c| {
+        let mut v = vec![1.0; rows];
+        v[5] = f64::NAN;
+        c[4] = Arc::new(Float64Array::from(v));
+    });
+    let err = attempt(f);
+    assert!(err.contains("row 5") && err.contains("importance"), "{err}");
+
+    let f = table_file(&dir, "rank.parquet", &profiles, |c| {
+        c[1] = Arc::new(UInt32Array::from(vec![0u32; rows]));
+    });
+    let err = attempt(f);
+    assert!(err.contains("duplicate (user, rank)"), "{err}");
+
+    let f = table_file(&dir, "scattered.parquet", &profiles, |c| {
+        let mut u = strings(&c[0]);
+        let last = u.len() - 1;
+        u[last] = u[0].clone();
+        c[0] = Arc::new(StringArray::from(u));
+    });
+    let err = attempt(f);
+    assert!(err.contains("appears again"), "{err}");
+
+    let path = dir.join("schema.parquet");
+    let mut w = ParquetWriter::create(&path, fields()[..6].to_vec()).unwrap();
+    w.write(arrays(&profiles)[..6].to_vec()).unwrap();
+    w.finish().unwrap();
+    let err = attempt(path);
+    assert!(err.contains("no column \"members\""), "{err}");
+
+    let err = import_profiles(&dir, &[dir.join("missing.parquet")], &options, &|_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("missing.parquet"), "{err}");
+    assert!(matches!(
+        import_profiles(&dir, &[dir.join("medoid.parquet")], &options, &|_| {}),
+        Err(ImportProfilesError::Row { row: 3, .. })
+    ));
+}

@@ -1,0 +1,204 @@
+"""The daily batch on Spark: profiles for any number of users, identical to ``pinnersage batch``.
+
+``build_profiles`` is a plan of ordinary Spark operators plus one ``mapInArrow`` stage that hands
+whole users, as Arrow record batches, to the same Rust code the embedded batch runs::
+
+    events (user, item, time[, weight, action])
+      -> keep the window now - window_days ..= now, drop exact duplicates
+      -> join the item embeddings             (broadcast when they fit, else a shuffle join)
+      -> repartition by user                  (one shuffle; every later step stays in partition)
+      -> keep each user's max_actions most recent (a rank window; ties kept, Rust cuts exactly)
+      -> sort within partitions by user
+      -> mapInArrow: Rust clusters each user  (no Python loop over actions, no per-row UDF)
+      -> one row per cluster: user, rank, medoid, size, importance, latest_time, members
+
+Write the result with ``df.write.parquet(path)`` and publish it with
+``pinnersage import profiles --data-dir DIR --now NOW path``.
+
+Requires ``pyspark`` (``pip install ./crates/python[spark]``) and pyarrow on the executors.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Optional
+
+import numpy as np
+
+from . import (
+    DEFAULT_ALPHA,
+    DEFAULT_LAMBDA,
+    DEFAULT_MAX_ACTIONS,
+    DEFAULT_WINDOW_DAYS,
+    PinnersageError,
+    _native,
+    _numbers,
+    _strings,
+    _vector_column,
+)
+
+#: Item tables up to this size (ids + float32 embeddings, estimated) are broadcast to every
+#: executor; larger ones are joined with a shuffle. A broadcast table is held once per executor,
+#: so the line is the executor memory to spare, not Spark's 10 MB default.
+BROADCAST_LIMIT_BYTES = 1 << 30
+
+SECONDS_PER_DAY = 86_400
+
+#: The Spark schema of the profile table (Spark has no unsigned types: rank and size are int).
+PROFILE_SCHEMA_DDL = (
+    "user string, rank int, medoid string, size int, importance double, "
+    "latest_time long, members array<string>"
+)
+
+
+def _cluster_users(now: int, window_days: int, alpha: float, lam: float, max_actions: int):
+    """The mapInArrow function: record batches sorted by user in, profile rows out. A user's rows
+    may span batches; the last user of a batch waits for the next one."""
+    import pyarrow as pa
+
+    out_schema = pa.schema(
+        [
+            ("user", pa.string()),
+            ("rank", pa.int32()),
+            ("medoid", pa.string()),
+            ("size", pa.int32()),
+            ("importance", pa.float64()),
+            ("latest_time", pa.int64()),
+            ("members", pa.list_(pa.string())),
+        ]
+    )
+
+    def run(table) -> Iterator["pa.RecordBatch"]:
+        if table.num_rows == 0:
+            return
+        ipc, _ = _native.profiles(
+            _strings(table.column("user"), "user"),
+            _strings(table.column("item"), "item"),
+            _numbers(table.column("time"), "time", np.int64),
+            _numbers(table.column("weight"), "weight", np.float32),
+            _strings(table.column("action"), "action"),
+            None,
+            _vector_column(table.column("embedding"), "embedding"),
+            now,
+            window_days,
+            alpha,
+            lam,
+            max_actions,
+            1,  # Spark runs one task per core: one thread per task
+        )
+        for batch in pa.ipc.open_stream(ipc):
+            yield pa.RecordBatch.from_arrays(
+                [batch.column(i).cast(out_schema.field(i).type) for i in range(batch.num_columns)],
+                schema=out_schema,
+            )
+
+    def per_partition(batches):
+        carry = None
+        for batch in batches:
+            table = pa.Table.from_batches([batch])
+            if carry is not None:
+                table = pa.concat_tables([carry, table])
+            users = table.column("user").to_numpy(zero_copy_only=False)
+            last = users[-1]
+            # Rows are sorted by user: the last user's rows are a suffix.
+            start = int(np.argmax(users == last))
+            carry = table.slice(start)
+            yield from run(table.slice(0, start))
+        if carry is not None:
+            yield from run(carry)
+
+    return per_partition
+
+
+def build_profiles(
+    spark,
+    events_df,
+    items_df,
+    now: int,
+    alpha: float = DEFAULT_ALPHA,
+    lam: float = DEFAULT_LAMBDA,
+    window_days: int = DEFAULT_WINDOW_DAYS,
+    max_actions: int = DEFAULT_MAX_ACTIONS,
+    partitions: Optional[int] = None,
+    broadcast_items: Optional[bool] = None,
+    user_col: str = "user",
+    item_col: str = "item",
+    time_col: str = "time",
+    weight_col: Optional[str] = "weight",
+    action_col: Optional[str] = "action",
+    id_col: str = "id",
+    embedding_col: str = "embedding",
+):
+    """Profiles of every user in ``events_df`` as a Spark DataFrame (one row per cluster).
+
+    ``events_df`` has a user, an item and a time column (unix seconds as numbers, or a
+    timestamp), and optionally weight and action columns (missing ones default to 1 and "").
+    ``items_df`` has an id and an embedding column (array of float or double). Parameters and
+    results are those of ``pinnersage batch`` at ``--now now``: same window, deduplication,
+    per-user cap, clustering and profile order. ``partitions`` sets the number of user
+    partitions (default: ``spark.sql.shuffle.partitions``); ``broadcast_items`` forces or
+    forbids the broadcast join (default: broadcast below :data:`BROADCAST_LIMIT_BYTES`).
+
+    When two events of a user share time, item and action but differ in weight, the embedded
+    batch keeps the first imported; here the survivor is Spark's choice.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    if window_days < 1:
+        raise PinnersageError(f"window_days must be >= 1, got {window_days}")
+    if max_actions < 1:
+        raise PinnersageError(f"max_actions must be >= 1, got {max_actions}")
+    cols = events_df.columns
+    for name in (user_col, item_col, time_col):
+        if name not in cols:
+            raise PinnersageError(f"events: no column {name!r} (columns: {', '.join(cols)})")
+    time = F.col(time_col)
+    if dict(events_df.dtypes)[time_col].startswith("timestamp"):
+        time = F.unix_timestamp(time)
+    events = events_df.select(
+        F.col(user_col).cast("string").alias("user"),
+        F.col(item_col).cast("string").alias("item"),
+        F.floor(time.cast("double")).cast("long").alias("time"),
+        (F.col(weight_col).cast("float") if weight_col in cols else F.lit(1.0).cast("float")).alias(
+            "weight"
+        ),
+        (F.col(action_col).cast("string") if action_col in cols else F.lit("")).alias("action"),
+    )
+    start = int(now) - int(window_days) * SECONDS_PER_DAY
+    events = events.where((F.col("time") >= start) & (F.col("time") <= int(now)))
+    # The event store keys an event by (user, time, item, action): one survives.
+    events = events.dropDuplicates(["user", "time", "item", "action"])
+
+    for name in (id_col, embedding_col):
+        if name not in items_df.columns:
+            raise PinnersageError(
+                f"items: no column {name!r} (columns: {', '.join(items_df.columns)})"
+            )
+    items = items_df.select(
+        F.col(id_col).cast("string").alias("item"),
+        F.col(embedding_col).cast("array<float>").alias("embedding"),
+    )
+    if broadcast_items is None:
+        first = items.select(F.size("embedding").alias("d")).head(1)
+        dim = first[0]["d"] if first else 0
+        estimate = items.count() * (dim * 4 + 32)
+        broadcast_items = estimate <= BROADCAST_LIMIT_BYTES
+    if broadcast_items:
+        items = F.broadcast(items)
+    joined = events.join(items, "item", "inner")
+
+    n = partitions or int(spark.conf.get("spark.sql.shuffle.partitions"))
+    by_user = joined.repartition(n, "user")
+    recent = Window.partitionBy("user").orderBy(F.col("time").desc())
+    capped = (
+        by_user.withColumn("_recent", F.rank().over(recent))
+        .where(F.col("_recent") <= int(max_actions))
+        .drop("_recent")
+    )
+    ordered = capped.sortWithinPartitions("user").select(
+        "user", "item", "time", "weight", "action", "embedding"
+    )
+    return ordered.mapInArrow(
+        _cluster_users(int(now), int(window_days), float(alpha), float(lam), int(max_actions)),
+        PROFILE_SCHEMA_DDL,
+    )

@@ -1,0 +1,301 @@
+//! `pinnersage._native`: the Rust functions behind the `pinnersage` Python package.
+//!
+//! A thin host over the library API, like the CLI: arrays in, the same library calls, arrays or
+//! Arrow IPC out. The Python layer (`python/pinnersage/`) turns numpy, pandas and Arrow inputs
+//! into the contiguous arrays these functions take (without a copy when they already are), and
+//! their results into `Profile` objects and `pyarrow.Table`s. Every error is a
+//! `pinnersage.PinnersageError` (a `ValueError`) carrying the library's message; the GIL is
+//! released while Rust computes.
+
+use numpy::{PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use pinnersage_core::{Actions, Clusterer, Embeddings, ProfileParams};
+use pinnersage_eval::inputs::LoggedEngagement;
+use pinnersage_eval::{EvalData, EvalOptions, Evaluation};
+use pinnersage_pipeline::memory::{
+    EventTable, ProfilesConfig, StrColumn, Strings, Vectors, build_profiles,
+};
+use pyo3::create_exception;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+
+create_exception!(
+    _native,
+    PinnersageError,
+    PyValueError,
+    "Bad input or parameters; the message names the argument, row or column."
+);
+
+fn error(e: impl std::fmt::Display) -> PyErr {
+    PinnersageError::new_err(e.to_string())
+}
+
+/// A contiguous view of a numpy array, or an error naming the argument.
+fn slice<'a, T: numpy::Element>(a: &'a PyReadonlyArray1<'_, T>, name: &str) -> PyResult<&'a [T]> {
+    a.as_slice()
+        .map_err(|_| error(format!("{name}: the array must be C-contiguous")))
+}
+
+/// Clusters one user's actions: returns `(medoid, members, importance, latest_time)` per
+/// cluster in profile order (rows are 0-based into `embeddings`).
+#[pyfunction]
+#[pyo3(signature = (embeddings, times, now, alpha, lam, max_actions, weights=None))]
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+fn cluster<'py>(
+    py: Python<'py>,
+    embeddings: PyReadonlyArray2<'py, f32>,
+    times: PyReadonlyArray1<'py, i64>,
+    now: i64,
+    alpha: f64,
+    lam: f64,
+    max_actions: usize,
+    weights: Option<PyReadonlyArray1<'py, f32>>,
+) -> PyResult<Vec<(usize, Bound<'py, PyArray1<i64>>, f64, i64)>> {
+    let [rows, dim] = [embeddings.shape()[0], embeddings.shape()[1]];
+    let data = embeddings
+        .as_slice()
+        .map_err(|_| error("embeddings: the array must be C-contiguous"))?;
+    let times = slice(&times, "times")?;
+    let weights = weights.as_ref().map(|w| slice(w, "weights")).transpose()?;
+    let params = ProfileParams {
+        alpha,
+        lambda: lam,
+        max_actions,
+    };
+    let profile = py
+        .detach(|| {
+            if rows == 0 {
+                return Err("embeddings: no rows (a user needs at least one action)".to_owned());
+            }
+            let x = Embeddings::new(data, dim).map_err(|e| format!("embeddings: {e}"))?;
+            let actions = Actions::new(x, times, weights).map_err(|e| e.to_string())?;
+            Clusterer::new(params)
+                .and_then(|mut c| c.profile(&actions, now))
+                .map_err(|e| e.to_string())
+        })
+        .map_err(error)?;
+    Ok(profile
+        .clusters
+        .into_iter()
+        .map(|c| {
+            let members: Vec<i64> = c.members.iter().map(|&m| m as i64).collect();
+            (
+                c.medoid,
+                PyArray1::from_vec(py, members),
+                c.importance,
+                c.latest_time,
+            )
+        })
+        .collect())
+}
+
+/// A string column passed as Arrow `large_string` buffers: `(offsets, utf8 bytes)`.
+type StrArrays<'py> = (PyReadonlyArray1<'py, i64>, PyReadonlyArray1<'py, u8>);
+
+fn str_column<'a>(name: &str, arrays: &'a StrArrays<'_>) -> PyResult<StrColumn<'a>> {
+    let offsets = slice(&arrays.0, name)?;
+    let data = slice(&arrays.1, name)?;
+    StrColumn::new(name, offsets, data).map_err(error)
+}
+
+/// Profiles of many users from an event table; returns the profile table as Arrow IPC stream
+/// bytes and the counts as a dict. `embeddings` has one row per event when `item_ids` is `None`
+/// (joined upstream), else one row per item id.
+#[pyfunction]
+#[pyo3(signature = (users, items, times, weights, actions, item_ids, embeddings, now, window_days, alpha, lam, max_actions, threads))]
+#[allow(clippy::too_many_arguments)]
+fn profiles<'py>(
+    py: Python<'py>,
+    users: StrArrays<'py>,
+    items: StrArrays<'py>,
+    times: PyReadonlyArray1<'py, i64>,
+    weights: Option<PyReadonlyArray1<'py, f32>>,
+    actions: Option<StrArrays<'py>>,
+    item_ids: Option<StrArrays<'py>>,
+    embeddings: PyReadonlyArray2<'py, f32>,
+    now: i64,
+    window_days: u32,
+    alpha: f64,
+    lam: f64,
+    max_actions: usize,
+    threads: usize,
+) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyDict>)> {
+    let users = str_column("user", &users)?;
+    let items = str_column("item", &items)?;
+    let actions = actions
+        .as_ref()
+        .map(|a| str_column("action", a))
+        .transpose()?;
+    let item_ids = item_ids.as_ref().map(|a| str_column("id", a)).transpose()?;
+    let times = slice(&times, "time")?;
+    let weights = weights.as_ref().map(|w| slice(w, "weight")).transpose()?;
+    let dim = embeddings.shape()[1];
+    let data = embeddings
+        .as_slice()
+        .map_err(|_| error("embeddings: the array must be C-contiguous"))?;
+    let config = ProfilesConfig {
+        now,
+        window_days,
+        params: ProfileParams {
+            alpha,
+            lambda: lam,
+            max_actions,
+        },
+    };
+    let (ipc, result) = py
+        .detach(|| -> Result<_, String> {
+            let x = Embeddings::new(data, dim).map_err(|e| format!("embeddings: {e}"))?;
+            let vectors = match &item_ids {
+                Some(ids) => Vectors::Items {
+                    ids: ids as &dyn Strings,
+                    embeddings: x,
+                },
+                None => Vectors::PerEvent(x),
+            };
+            let table = EventTable {
+                users: &users,
+                items: &items,
+                times,
+                weights,
+                actions: actions.as_ref().map(|a| a as &dyn Strings),
+            };
+            let result =
+                build_profiles(&table, &vectors, &config, threads).map_err(|e| e.to_string())?;
+            let ipc = profile_ipc(&result.profiles).map_err(|e| e.to_string())?;
+            Ok((ipc, result))
+        })
+        .map_err(error)?;
+    let stats = PyDict::new(py);
+    stats.set_item("users", result.profiles.len())?;
+    stats.set_item("events", result.events)?;
+    stats.set_item("duplicates", result.duplicates)?;
+    stats.set_item("unknown_item_events", result.unknown_item_events)?;
+    stats.set_item(
+        "users_without_known_items",
+        result.users_without_known_items,
+    )?;
+    Ok((PyBytes::new(py, &ipc), stats))
+}
+
+/// The profile table (`pinnersage_pipeline::profile_table`) as one Arrow IPC stream.
+fn profile_ipc(
+    profiles: &[(String, pinnersage_pipeline::memory::StoredProfile)],
+) -> Result<Vec<u8>, arrow_schema::ArrowError> {
+    use pinnersage_pipeline::profile_table::{arrays, fields};
+    let schema = std::sync::Arc::new(arrow_schema::Schema::new(fields()));
+    let mut out = Vec::new();
+    let mut writer = arrow_ipc::writer::StreamWriter::try_new(&mut out, &schema)?;
+    // Record batches of at most 64k users keep every string buffer far below 2 GiB.
+    for part in profiles.chunks(65_536) {
+        let batch = arrow_array::RecordBatch::try_new(schema.clone(), arrays(part))?;
+        writer.write(&batch)?;
+    }
+    writer.finish()?;
+    drop(writer);
+    Ok(out)
+}
+
+/// Runs the offline evaluation on engagements and item embeddings in memory; returns
+/// `(metrics JSON text, report markdown)`.
+#[pyfunction]
+#[pyo3(signature = (item_ids, embeddings, users, items, times, options))]
+fn evaluate<'py>(
+    py: Python<'py>,
+    item_ids: Vec<String>,
+    embeddings: PyReadonlyArray2<'py, f32>,
+    users: Vec<String>,
+    items: Vec<String>,
+    times: PyReadonlyArray1<'py, i64>,
+    options: &Bound<'py, PyDict>,
+) -> PyResult<(String, String)> {
+    let times = slice(&times, "time")?;
+    if users.len() != items.len() || users.len() != times.len() {
+        return Err(error(format!(
+            "engagements: {} users, {} items and {} times (one each per engagement)",
+            users.len(),
+            items.len(),
+            times.len()
+        )));
+    }
+    let dim = embeddings.shape()[1];
+    let data = EvalData {
+        item_ids,
+        embeddings: embeddings
+            .as_slice()
+            .map_err(|_| error("embeddings: the array must be C-contiguous"))?
+            .to_vec(),
+        dim,
+        embeddings_source: "embeddings".into(),
+        engagements: users
+            .into_iter()
+            .zip(items)
+            .zip(times)
+            .map(|((user, item), &time)| LoggedEngagement { user, item, time })
+            .collect(),
+        filtered_out: 0,
+        item_meta: None,
+    };
+    let options = eval_options(options)?;
+    let output = py
+        .detach(|| Evaluation::run(&data, &options, "pinnersage evaluation", &()))
+        .map_err(error)?;
+    Ok((output.metrics.to_string(), output.markdown))
+}
+
+/// [`EvalOptions`] from keyword arguments (unknown keys are an error).
+fn eval_options(kwargs: &Bound<'_, PyDict>) -> PyResult<EvalOptions> {
+    use pinnersage_eval::evaluation::ItemEmbeddings;
+    let mut o = EvalOptions::default();
+    for (key, value) in kwargs.iter() {
+        let key: String = key.extract()?;
+        match key.as_str() {
+            "alpha" => o.alpha = value.extract()?,
+            "candidates" => o.candidates = value.extract()?,
+            "train_fraction" => o.train_fraction = value.extract()?,
+            "min_train" => o.min_train = value.extract()?,
+            "seed" => o.seed = value.extract()?,
+            "bootstrap" => o.bootstrap = value.extract()?,
+            "svd_dim" => o.svd_dim = value.extract()?,
+            "sweeps" => o.sweeps = value.extract()?,
+            "item_embeddings" => {
+                let v: String = value.extract()?;
+                o.item_embeddings = match v.as_str() {
+                    "given" => ItemEmbeddings::Given,
+                    "svd" => ItemEmbeddings::Svd,
+                    "both" => ItemEmbeddings::Both,
+                    other => {
+                        return Err(error(format!(
+                            "item_embeddings {other:?}: expected \"given\", \"svd\" or \"both\""
+                        )));
+                    }
+                }
+            }
+            other => return Err(error(format!("evaluate: unknown option {other:?}"))),
+        }
+    }
+    o.validate().map_err(error)?;
+    Ok(o)
+}
+
+/// The module.
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("PinnersageError", m.py().get_type::<PinnersageError>())?;
+    m.add_function(wrap_pyfunction!(cluster, m)?)?;
+    m.add_function(wrap_pyfunction!(profiles, m)?)?;
+    m.add_function(wrap_pyfunction!(evaluate, m)?)?;
+    m.add("DEFAULT_ALPHA", pinnersage_core::profile::DEFAULT_ALPHA)?;
+    m.add(
+        "DEFAULT_LAMBDA",
+        pinnersage_core::importance::DEFAULT_LAMBDA,
+    )?;
+    m.add(
+        "DEFAULT_MAX_ACTIONS",
+        pinnersage_core::profile::DEFAULT_MAX_ACTIONS,
+    )?;
+    m.add(
+        "DEFAULT_WINDOW_DAYS",
+        pinnersage_pipeline::batch::DEFAULT_WINDOW_DAYS,
+    )?;
+    Ok(())
+}

@@ -1,0 +1,111 @@
+"""pinnersage.profiles and pinnersage.evaluate: the embedded batch's results from tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import pinnersage
+from conftest import NOW, PARAMS, REPO, assert_same_profiles, embedded_batch, synthetic
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic()
+
+
+@pytest.fixture(scope="module")
+def expected(pinnersage_bin, tmp_path_factory, data):
+    events, items = data
+    return embedded_batch(pinnersage_bin, tmp_path_factory.mktemp("batch") / "data", events, items)
+
+
+def test_profiles_equal_the_embedded_batch(data, expected):
+    events, items = data
+    got = pinnersage.profiles(events, items, now=NOW, **PARAMS)
+    assert got.column_names == list(pinnersage.PROFILE_COLUMNS)
+    assert got.schema.remove_metadata() == expected.schema.remove_metadata()
+    assert_same_profiles(got, expected)
+    stats = pinnersage.profile_stats(got)
+    assert stats["users"] == len(set(got.column("user").to_pylist()))
+    assert stats["duplicates"] > 0 and stats["unknown_item_events"] > 0
+
+
+def test_pandas_input_an_item_table_and_one_thread_give_the_same(data, expected):
+    pd = pytest.importorskip("pandas")
+    events, (ids, matrix) = data
+    frame = pd.DataFrame(events).rename(columns={"time": "timestamp"})
+    items = pa.table({"id": ids, "embedding": list(matrix)})
+    got = pinnersage.profiles(frame, items, now=NOW, threads=1, **PARAMS)
+    assert_same_profiles(got, expected)
+
+
+def test_timestamps_and_integer_ids_are_accepted():
+    events = pa.table(
+        {
+            "user": pa.array([1, 1, 2], pa.int64()),
+            "item": pa.array([10, 11, 10], pa.int64()),
+            "time": pa.array([NOW - 100, NOW - 50, NOW], pa.timestamp("s")),
+        }
+    )
+    items = (np.array([10, 11]), np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32))
+    table = pinnersage.profiles(events, items, now=NOW)
+    assert sorted(table.column("user").to_pylist()) == ["1", "1", "2"]
+    assert table.column("latest_time").to_pylist()[0] in (NOW - 100, NOW - 50, NOW)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda e: e.pop("user"), "no column 'user'"),
+        (lambda e: e.update(user=pa.array(["a", None, "b"])), "column 'user': row 1 is null"),
+        (lambda e: e.update(weight=np.array([1.0, -1.0, 1.0])), "event row 1: weight"),
+        (lambda e: e.update(user=np.array(["a", "", "b"])), "event row 1"),
+        (lambda e: e.update(time=np.array([1.0, np.nan, 2.0])), "not finite"),
+        (lambda e: e.update(time=np.array([1, 2])), "time expected length 3"),
+    ],
+)
+def test_bad_events_name_the_column_and_row(edit, message):
+    events = {"user": np.array(["a", "b", "c"]), "item": np.array(["x", "x", "y"]),
+              "time": np.array([NOW, NOW, NOW])}
+    edit(events)
+    items = (["x", "y"], np.eye(2, dtype=np.float32))
+    with pytest.raises(pinnersage.PinnersageError, match=message):
+        pinnersage.profiles(events, items, now=NOW)
+
+
+def test_bad_items_and_parameters():
+    events = {"user": ["a"], "item": ["x"], "time": [NOW]}
+    with pytest.raises(pinnersage.PinnersageError, match="duplicate item id"):
+        pinnersage.profiles(events, (["x", "x"], np.eye(2, dtype=np.float32)), now=NOW)
+    ragged = pa.table({"id": ["x", "y"], "embedding": [[1.0, 0.0], [1.0]]})
+    with pytest.raises(pinnersage.PinnersageError, match="ragged"):
+        pinnersage.profiles(events, ragged, now=NOW)
+    with pytest.raises(pinnersage.PinnersageError, match="alpha"):
+        pinnersage.profiles(events, (["x"], np.eye(1, dtype=np.float32)), now=NOW, alpha=-1)
+    with pytest.raises(pinnersage.PinnersageError, match="window_days"):
+        pinnersage.profiles(events, (["x"], np.eye(1, dtype=np.float32)), now=NOW, window_days=0)
+    with pytest.raises(pinnersage.PinnersageError, match="expected a pyarrow Table"):
+        pinnersage.profiles([1, 2, 3], (["x"], np.eye(1, dtype=np.float32)), now=NOW)
+
+
+def test_evaluate_returns_the_metrics_of_pinnersage_eval():
+    pd = pytest.importorskip("pandas")
+    ml = REPO / "examples" / "movielens-small"
+    ratings = pd.read_csv(ml / "ratings.csv")
+    ratings = ratings[ratings.rating >= 4.0]
+    # A quick run: the 150 heaviest users, no sweeps, few bootstrap samples.
+    heavy = ratings.userId.value_counts().index[:150]
+    ratings = ratings[ratings.userId.isin(heavy)]
+    events = {"user": ratings.userId.to_numpy(), "item": ratings.movieId.to_numpy(),
+              "time": ratings.timestamp.to_numpy()}
+    ids = [line.strip() for line in open(ml / "item_emb_movieIds.txt") if line.strip()]
+    matrix = np.load(ml / "item_emb_minilm_l6_v2.npy")
+    out = pinnersage.evaluate(events, (ids, matrix), item_embeddings="given", sweeps=False,
+                              bootstrap=50)
+    assert "report" in out and "Recall" in out["report"]
+    text = str(out)
+    assert "pinnersage" in text.lower() and "recall" in text.lower()
+    with pytest.raises(pinnersage.PinnersageError, match="unknown option"):
+        pinnersage.evaluate(events, (ids, matrix), colour="blue")

@@ -1,0 +1,102 @@
+"""The batch on Spark (local[2]): identical to the embedded batch, published and served."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import NOW, PARAMS, Server, assert_same_profiles, embedded_batch, run, synthetic
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic(users=150, seed=11)
+
+
+def spark_frames(spark, events, items):
+    ids, matrix = items
+    events_df = spark.createDataFrame(pa.table(events).to_pandas())
+    items_df = spark.createDataFrame(
+        [(str(i), [float(v) for v in row]) for i, row in zip(ids, matrix)],
+        "id string, embedding array<float>",
+    )
+    return events_df, items_df
+
+
+@pytest.mark.parametrize("broadcast", [True, False])
+def test_spark_profiles_equal_the_embedded_batch_and_are_served(
+    spark, pinnersage_bin, tmp_path, data, broadcast
+):
+    from pinnersage.spark import build_profiles
+
+    events, items = data
+    data_dir = tmp_path / "data"
+    expected = embedded_batch(pinnersage_bin, data_dir, events, items)
+    events_df, items_df = spark_frames(spark, events, items)
+    profiles = build_profiles(
+        spark, events_df, items_df, NOW, alpha=PARAMS["alpha"], lam=PARAMS["lam"],
+        window_days=PARAMS["window_days"], max_actions=PARAMS["max_actions"],
+        broadcast_items=broadcast,
+    )
+    out = tmp_path / "spark-profiles"
+    profiles.write.parquet(str(out))
+    got = pq.read_table(out)
+    assert got.column_names == ["user", "rank", "medoid", "size", "importance", "latest_time",
+                                "members"]
+    assert_same_profiles(got, expected)
+
+    # Publish the Spark output and serve it.
+    published = run(pinnersage_bin, "import", "profiles", "--data-dir", data_dir, "--now", NOW,
+        "--window-days", PARAMS["window_days"], "--alpha", PARAMS["alpha"],
+        "--lambda", PARAMS["lam"], "--max-actions", PARAMS["max_actions"], out)
+    run(pinnersage_bin, "index", "build", "--data-dir", data_dir, "--kind", "exact")
+    server = Server(pinnersage_bin, data_dir)
+    try:
+        health = server.get("/healthz")
+        generation = published.split(" as ")[1].split(" in ")[0]
+        assert health["profiles"] == Path(generation).name, (health, published)
+        user = expected.column("user")[0].as_py()
+        reco = server.get(f"/v1/users/{user}/recommendations?k=5")
+        assert reco["fallback"] is False, reco
+        assert len(reco["items"]) == 5, reco
+        profile = server.get(f"/v1/users/{user}/profile")
+        medoids = [r["medoid"] for r in expected.to_pylist() if r["user"] == user]
+        assert [c["medoid"] for c in profile["clusters"]][: len(medoids)] == medoids, profile
+    finally:
+        server.stop()
+
+
+def test_spark_input_with_timestamps_and_no_optional_columns(spark):
+    from pyspark.sql import functions as F
+
+    from pinnersage.spark import build_profiles
+
+    events_df = spark.createDataFrame(
+        [("u1", "a", NOW - 60), ("u1", "b", NOW - 30), ("u2", "a", NOW), ("u3", "zzz", NOW)],
+        "uid string, iid string, ts long",
+    ).withColumn("ts", F.col("ts").cast("timestamp"))
+    items_df = spark.createDataFrame(
+        [("a", [1.0, 0.0]), ("b", [0.0, 1.0])], "id string, embedding array<double>"
+    )
+    rows = build_profiles(
+        spark, events_df, items_df, NOW, user_col="uid", item_col="iid", time_col="ts",
+        alpha=5.0,
+    ).collect()
+    by_user = {r["user"]: r for r in rows}
+    assert set(by_user) == {"u1", "u2"}  # u3 only engaged an unknown item
+    assert by_user["u1"]["size"] == 2 and sorted(by_user["u1"]["members"]) == ["a", "b"]
+
+
+def test_spark_bad_columns_are_clear_errors(spark):
+    import pinnersage
+    from pinnersage.spark import build_profiles
+
+    events_df = spark.createDataFrame([("u1", "a", NOW)], "user string, item string, t long")
+    items_df = spark.createDataFrame([("a", [1.0])], "id string, embedding array<float>")
+    with pytest.raises(pinnersage.PinnersageError, match="no column 'time'"):
+        build_profiles(spark, events_df, items_df, NOW)
+    with pytest.raises(pinnersage.PinnersageError, match="window_days"):
+        build_profiles(spark, events_df, items_df, NOW, time_col="t", window_days=0)
