@@ -335,6 +335,7 @@ fn events_batch_profile_end_to_end() {
     );
 
     let now = "1699920000"; // 2023-11-14T00:00:00Z
+    let table = dir.join("profiles.parquet");
     let out = run(&[
         "batch",
         "--data-dir",
@@ -343,6 +344,8 @@ fn events_batch_profile_end_to_end() {
         now,
         "--alpha",
         "0.5",
+        "--out",
+        s(&table),
     ]);
     assert!(
         out.status.success(),
@@ -379,6 +382,48 @@ fn events_batch_profile_end_to_end() {
     std::fs::write(&bad, "user,item,timestamp\nann,sun,soon\n").unwrap();
     let err = fails_with_code_2(&["import", "events", "--data-dir", s(&data), s(&bad)]);
     assert!(err.contains("bad.csv: line 2: timestamp"), "{err}");
+    // The batch's profile table published again, as a Spark job's would be; a file that is not
+    // a profile table is refused with exit code 2.
+    let import = |file: &Path| {
+        run(&[
+            "import",
+            "profiles",
+            "--data-dir",
+            s(&data),
+            "--now",
+            now,
+            "--alpha",
+            "0.5",
+            s(file),
+        ])
+    };
+    let out = import(&table);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.starts_with("published 1 profiles (2 clusters) from 1 file(s)"),
+        "{text}"
+    );
+    let err = fails_with_code_2(&[
+        "import",
+        "profiles",
+        "--data-dir",
+        s(&data),
+        "--now",
+        now,
+        s(&events),
+    ]);
+    assert!(
+        err.contains("events.csv") && err.contains("Parquet"),
+        "{err}"
+    );
+    let out = run(&["profile", "--data-dir", s(&data), "--user", "ann", "--json"]);
+    let again: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(again["clusters"], v["clusters"]);
 }
 
 #[test]

@@ -81,6 +81,18 @@ def synthetic(users: int = 120, items: int = 600, dim: int = 12, seed: int = 3):
     return events, (ids, matrix)
 
 
+def weight_collisions(events) -> int:
+    """Events that repeat an earlier (user, item, time, action) with another weight: the first
+    must win everywhere (the event store's rule)."""
+    first: dict = {}
+    collisions = 0
+    for key, w in zip(zip(events["user"], events["item"], events["time"], events["action"]),
+                      events["weight"]):
+        if first.setdefault(key, w) != w:
+            collisions += 1
+    return collisions
+
+
 PARAMS = dict(alpha=1.2, lam=0.02, max_actions=60, window_days=30)
 
 

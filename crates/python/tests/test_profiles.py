@@ -7,7 +7,15 @@ import pyarrow as pa
 import pytest
 
 import pinnersage
-from conftest import NOW, PARAMS, REPO, assert_same_profiles, embedded_batch, synthetic
+from conftest import (
+    NOW,
+    PARAMS,
+    REPO,
+    assert_same_profiles,
+    embedded_batch,
+    synthetic,
+    weight_collisions,
+)
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +31,7 @@ def expected(pinnersage_bin, tmp_path_factory, data):
 
 def test_profiles_equal_the_embedded_batch(data, expected):
     events, items = data
+    assert weight_collisions(events) > 0, "the data must test which of two equal events wins"
     got = pinnersage.profiles(events, items, now=NOW, **PARAMS)
     assert got.column_names == list(pinnersage.PROFILE_COLUMNS)
     assert got.schema.remove_metadata() == expected.schema.remove_metadata()

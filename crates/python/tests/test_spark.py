@@ -8,7 +8,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import NOW, PARAMS, Server, assert_same_profiles, embedded_batch, run, synthetic
+from conftest import (
+    NOW,
+    PARAMS,
+    Server,
+    assert_same_profiles,
+    embedded_batch,
+    run,
+    synthetic,
+    weight_collisions,
+)
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +42,7 @@ def test_spark_profiles_equal_the_embedded_batch_and_are_served(
     from pinnersage.spark import build_profiles
 
     events, items = data
+    assert weight_collisions(events) > 0, "the data must test which of two equal events wins"
     data_dir = tmp_path / "data"
     expected = embedded_batch(pinnersage_bin, data_dir, events, items)
     events_df, items_df = spark_frames(spark, events, items)
@@ -100,3 +110,20 @@ def test_spark_bad_columns_are_clear_errors(spark):
         build_profiles(spark, events_df, items_df, NOW)
     with pytest.raises(pinnersage.PinnersageError, match="window_days"):
         build_profiles(spark, events_df, items_df, NOW, time_col="t", window_days=0)
+
+
+def test_broadcast_plan_shuffles_the_events_once_and_never_the_vectors(spark):
+    from pinnersage.spark import prepare_actions
+
+    events_df = spark.createDataFrame([("u1", "a", NOW)], "user string, item string, time long")
+    items_df = spark.createDataFrame([("a", [1.0])], "id string, embedding array<float>")
+
+    def plan(broadcast):
+        frame = prepare_actions(spark, events_df, items_df, NOW, broadcast_items=broadcast)
+        return frame._jdf.queryExecution().executedPlan().toString()
+
+    small = plan(True)
+    assert small.count("Exchange hashpartitioning") == 1 and "BroadcastExchange" in small, small
+    assert "Exchange hashpartitioning(user" in small, small
+    large = plan(False)
+    assert large.count("Exchange hashpartitioning") == 4 and "BroadcastExchange" not in large, large

@@ -4,9 +4,13 @@
 whole users, as Arrow record batches, to the same Rust code the embedded batch runs::
 
     events (user, item, time[, weight, action])
-      -> keep the window now - window_days ..= now, drop exact duplicates
-      -> join the item embeddings             (broadcast when they fit, else a shuffle join)
-      -> repartition by user                  (one shuffle; every later step stays in partition)
+      -> keep the window now - window_days ..= now
+      -> repartition by user             the one shuffle of the plan, of small rows
+      -> drop duplicates                 same user, time, item and action (the event store's
+                                         key); the first in input order wins, as in the store
+      -> join the item embeddings        broadcast when they fit: map-side, no vectors on the
+                                         network; else a shuffle join on the item and a second
+                                         shuffle back to users, with the vectors
       -> keep each user's max_actions most recent (a rank window; ties kept, Rust cuts exactly)
       -> sort within partitions by user
       -> mapInArrow: Rust clusters each user  (no Python loop over actions, no per-row UDF)
@@ -109,13 +113,11 @@ def _cluster_users(now: int, window_days: int, alpha: float, lam: float, max_act
     return per_partition
 
 
-def build_profiles(
+def prepare_actions(
     spark,
     events_df,
     items_df,
     now: int,
-    alpha: float = DEFAULT_ALPHA,
-    lam: float = DEFAULT_LAMBDA,
     window_days: int = DEFAULT_WINDOW_DAYS,
     max_actions: int = DEFAULT_MAX_ACTIONS,
     partitions: Optional[int] = None,
@@ -128,19 +130,11 @@ def build_profiles(
     id_col: str = "id",
     embedding_col: str = "embedding",
 ):
-    """Profiles of every user in ``events_df`` as a Spark DataFrame (one row per cluster).
-
-    ``events_df`` has a user, an item and a time column (unix seconds as numbers, or a
-    timestamp), and optionally weight and action columns (missing ones default to 1 and "").
-    ``items_df`` has an id and an embedding column (array of float or double). Parameters and
-    results are those of ``pinnersage batch`` at ``--now now``: same window, deduplication,
-    per-user cap, clustering and profile order. ``partitions`` sets the number of user
-    partitions (default: ``spark.sql.shuffle.partitions``); ``broadcast_items`` forces or
-    forbids the broadcast join (default: broadcast below :data:`BROADCAST_LIMIT_BYTES`).
-
-    When two events of a user share time, item and action but differ in weight, the embedded
-    batch keeps the first imported; here the survivor is Spark's choice.
-    """
+    """Every step of :func:`build_profiles` before clustering: the window's events partitioned
+    by user, deduplicated, joined with their item's embedding, capped at each user's
+    ``max_actions`` most recent (ties at the cap kept) and sorted by user within partitions.
+    Columns: user, item, time, weight, action, embedding. Useful on its own to feed another
+    per-user computation with the same inputs."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -156,6 +150,8 @@ def build_profiles(
     if dict(events_df.dtypes)[time_col].startswith("timestamp"):
         time = F.unix_timestamp(time)
     events = events_df.select(
+        # The input order, for "the first of two equal events wins" (the event store's rule).
+        F.monotonically_increasing_id().alias("_order"),
         F.col(user_col).cast("string").alias("user"),
         F.col(item_col).cast("string").alias("item"),
         F.floor(time.cast("double")).cast("long").alias("time"),
@@ -166,8 +162,14 @@ def build_profiles(
     )
     start = int(now) - int(window_days) * SECONDS_PER_DAY
     events = events.where((F.col("time") >= start) & (F.col("time") <= int(now)))
-    # The event store keys an event by (user, time, item, action): one survives.
-    events = events.dropDuplicates(["user", "time", "item", "action"])
+    n = partitions or int(spark.conf.get("spark.sql.shuffle.partitions"))
+    # The event store keys an event by (user, time, item, action) and keeps the first imported:
+    # here the first in input order. Grouped after the rows are partitioned by user, this costs
+    # no shuffle of its own.
+    def dedupe(frame):
+        return frame.groupBy("user", "time", "item", "action").agg(
+            F.min_by("weight", "_order").alias("weight")
+        )
 
     for name in (id_col, embedding_col):
         if name not in items_df.columns:
@@ -183,22 +185,65 @@ def build_profiles(
         dim = first[0]["d"] if first else 0
         estimate = items.count() * (dim * 4 + 32)
         broadcast_items = estimate <= BROADCAST_LIMIT_BYTES
+    # One shuffle of the small event rows by user; deduplication stays in partition.
+    by_user = dedupe(events.repartition(n, "user"))
     if broadcast_items:
-        items = F.broadcast(items)
-    joined = events.join(items, "item", "inner")
+        # A map-side join inside each user partition: vectors never cross the network.
+        joined = by_user.join(F.broadcast(items), "item", "inner")
+    else:
+        # A catalog too large to broadcast: a shuffle join on the item, then the joined rows
+        # (now with their vectors) shuffled back to their users.
+        joined = by_user.join(items, "item", "inner").repartition(n, "user")
 
-    n = partitions or int(spark.conf.get("spark.sql.shuffle.partitions"))
-    by_user = joined.repartition(n, "user")
     recent = Window.partitionBy("user").orderBy(F.col("time").desc())
     capped = (
-        by_user.withColumn("_recent", F.rank().over(recent))
+        joined.withColumn("_recent", F.rank().over(recent))
         .where(F.col("_recent") <= int(max_actions))
         .drop("_recent")
     )
-    ordered = capped.sortWithinPartitions("user").select(
+    return capped.sortWithinPartitions("user").select(
         "user", "item", "time", "weight", "action", "embedding"
     )
-    return ordered.mapInArrow(
+
+
+def build_profiles(
+    spark,
+    events_df,
+    items_df,
+    now: int,
+    alpha: float = DEFAULT_ALPHA,
+    lam: float = DEFAULT_LAMBDA,
+    window_days: int = DEFAULT_WINDOW_DAYS,
+    max_actions: int = DEFAULT_MAX_ACTIONS,
+    partitions: Optional[int] = None,
+    broadcast_items: Optional[bool] = None,
+    **columns: Optional[str],
+):
+    """Profiles of every user in ``events_df`` as a Spark DataFrame (one row per cluster).
+
+    ``events_df`` has a user, an item and a time column (unix seconds as numbers, or a
+    timestamp), and optionally weight and action columns (missing ones default to 1 and "").
+    ``items_df`` has an id and an embedding column (array of float or double). Column names are
+    keyword arguments: ``user_col``, ``item_col``, ``time_col``, ``weight_col``,
+    ``action_col``, ``id_col``, ``embedding_col`` (defaults: user, item, time, weight, action,
+    id, embedding).
+
+    Parameters and results are those of ``pinnersage batch --now now``: same window,
+    deduplication, per-user cap, clustering and profile order. ``partitions`` sets the number of
+    user partitions (default: ``spark.sql.shuffle.partitions``); ``broadcast_items`` forces or
+    forbids the broadcast join (default: broadcast below :data:`BROADCAST_LIMIT_BYTES`).
+
+    Of two events with the same user, time, item and action the first in input order (files
+    and rows as Spark reads them) is kept, as ``import events`` of the same files keeps the
+    first imported.
+    """
+    if not (alpha >= 0 and lam >= 0):
+        raise PinnersageError(f"alpha and lam must be >= 0, got {alpha} and {lam}")
+    prepared = prepare_actions(
+        spark, events_df, items_df, now, window_days=window_days, max_actions=max_actions,
+        partitions=partitions, broadcast_items=broadcast_items, **columns,
+    )
+    return prepared.mapInArrow(
         _cluster_users(int(now), int(window_days), float(alpha), float(lam), int(max_actions)),
         PROFILE_SCHEMA_DDL,
     )

@@ -1,0 +1,49 @@
+"""Type stubs of the Rust extension behind :mod:`pinnersage` (use the package's functions)."""
+
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import numpy.typing as npt
+
+DEFAULT_ALPHA: float
+DEFAULT_LAMBDA: float
+DEFAULT_MAX_ACTIONS: int
+DEFAULT_WINDOW_DAYS: int
+
+class PinnersageError(ValueError):
+    """Bad input or parameters; the message names the argument, row or column."""
+
+StrBuffers = Tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]
+
+def cluster(
+    embeddings: npt.NDArray[np.float32],
+    times: npt.NDArray[np.int64],
+    now: int,
+    alpha: float,
+    lam: float,
+    max_actions: int,
+    weights: Optional[npt.NDArray[np.float32]] = None,
+) -> List[Tuple[int, npt.NDArray[np.int64], float, int]]: ...
+def profiles(
+    users: StrBuffers,
+    items: StrBuffers,
+    times: npt.NDArray[np.int64],
+    weights: Optional[npt.NDArray[np.float32]],
+    actions: Optional[StrBuffers],
+    item_ids: Optional[StrBuffers],
+    embeddings: npt.NDArray[np.float32],
+    now: int,
+    window_days: int,
+    alpha: float,
+    lam: float,
+    max_actions: int,
+    threads: int,
+) -> Tuple[bytes, Dict[str, int]]: ...
+def evaluate(
+    item_ids: List[str],
+    embeddings: npt.NDArray[np.float32],
+    users: List[str],
+    items: List[str],
+    times: npt.NDArray[np.int64],
+    options: Dict[str, object],
+) -> Tuple[str, str]: ...
