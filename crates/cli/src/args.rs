@@ -5,6 +5,10 @@ use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Args;
+use pinnersage_core::ProfileParams;
+use pinnersage_core::importance::DEFAULT_LAMBDA;
+use pinnersage_core::profile::{DEFAULT_ALPHA, DEFAULT_MAX_ACTIONS};
+use pinnersage_pipeline::batch::DEFAULT_WINDOW_DAYS;
 use pinnersage_pipeline::import_events::EventColumns;
 
 /// An error caused by the user's input (bad file, bad value): exit code 2, like usage errors.
@@ -22,6 +26,35 @@ impl std::error::Error for InputError {}
 /// An [`InputError`] from any error's message.
 pub fn input(e: impl std::fmt::Display) -> anyhow::Error {
     InputError(e.to_string()).into()
+}
+
+/// The parameters of a profile generation: `batch` computes with them, `import profiles` records
+/// what an outside job computed with.
+#[derive(Debug, Clone, Args)]
+pub struct ProfileArgs {
+    /// Days of history per user.
+    #[arg(long, default_value_t = DEFAULT_WINDOW_DAYS)]
+    pub window_days: u32,
+    /// Merge threshold (see `pinnersage cluster --help`).
+    #[arg(long, default_value_t = DEFAULT_ALPHA, allow_negative_numbers = true)]
+    pub alpha: f64,
+    /// Importance decay per day.
+    #[arg(long = "lambda", default_value_t = DEFAULT_LAMBDA, allow_negative_numbers = true)]
+    pub lambda: f64,
+    /// Cluster only each user's most recent N actions.
+    #[arg(long, default_value_t = DEFAULT_MAX_ACTIONS)]
+    pub max_actions: usize,
+}
+
+impl ProfileArgs {
+    /// The clustering parameters.
+    pub fn params(&self) -> ProfileParams {
+        ProfileParams {
+            alpha: self.alpha,
+            lambda: self.lambda,
+            max_actions: self.max_actions,
+        }
+    }
 }
 
 /// Where pinnersage keeps everything it owns (catalog, events, profiles, index).

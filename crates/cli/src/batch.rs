@@ -5,16 +5,12 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use pinnersage_core::ProfileParams;
-use pinnersage_core::importance::DEFAULT_LAMBDA;
-use pinnersage_core::profile::{DEFAULT_ALPHA, DEFAULT_MAX_ACTIONS};
 use pinnersage_pipeline::batch::{
-    BatchConfig, BatchError, BatchSummary, DEFAULT_CHUNK_USERS, DEFAULT_WINDOW_DAYS, Shard,
-    run_batch,
+    BatchConfig, BatchError, BatchSummary, DEFAULT_CHUNK_USERS, Shard, run_batch,
 };
 use pinnersage_store::events::EventStoreError;
 
-use crate::args::{DataDirArg, InputError, unix_now};
+use crate::args::{DataDirArg, InputError, ProfileArgs, unix_now};
 use crate::progress::Progress;
 
 /// Run the daily batch: cluster every user's recent events into a new profile generation.
@@ -32,18 +28,8 @@ pub struct BatchArgs {
     /// End of the window and reference time of importance, unix seconds [default: now].
     #[arg(long, value_name = "UNIX_SECONDS", allow_negative_numbers = true)]
     now: Option<i64>,
-    /// Days of history per user.
-    #[arg(long, default_value_t = DEFAULT_WINDOW_DAYS)]
-    window_days: u32,
-    /// Merge threshold (see `pinnersage cluster --help`).
-    #[arg(long, default_value_t = DEFAULT_ALPHA, allow_negative_numbers = true)]
-    alpha: f64,
-    /// Importance decay per day.
-    #[arg(long = "lambda", default_value_t = DEFAULT_LAMBDA, allow_negative_numbers = true)]
-    lambda: f64,
-    /// Cluster only each user's most recent N actions.
-    #[arg(long, default_value_t = DEFAULT_MAX_ACTIONS)]
-    max_actions: usize,
+    #[command(flatten)]
+    profile: ProfileArgs,
     /// Process only shard I of N (users with hash(user) mod N = I), to split the work.
     #[arg(long, value_name = "I/N", value_parser = Shard::parse)]
     shard: Option<Shard>,
@@ -59,12 +45,8 @@ pub struct BatchArgs {
 pub fn run(args: &BatchArgs) -> Result<()> {
     let config = BatchConfig {
         now: args.now.unwrap_or_else(unix_now),
-        window_days: args.window_days,
-        params: ProfileParams {
-            alpha: args.alpha,
-            lambda: args.lambda,
-            max_actions: args.max_actions,
-        },
+        window_days: args.profile.window_days,
+        params: args.profile.params(),
         shard: args.shard,
         chunk_users: args.chunk_users,
         parquet_out: args.out.clone(),

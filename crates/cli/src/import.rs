@@ -6,10 +6,6 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use pinnersage_catalog::items::{ItemsOptions, import_items};
-use pinnersage_core::ProfileParams;
-use pinnersage_core::importance::DEFAULT_LAMBDA;
-use pinnersage_core::profile::{DEFAULT_ALPHA, DEFAULT_MAX_ACTIONS};
-use pinnersage_pipeline::batch::DEFAULT_WINDOW_DAYS;
 use pinnersage_pipeline::import_events::{ImportError, ImportOptions, import_events};
 use pinnersage_pipeline::import_profiles::{
     ImportProfilesError, ImportProfilesOptions, import_profiles,
@@ -17,7 +13,7 @@ use pinnersage_pipeline::import_profiles::{
 use pinnersage_store::events::EventStoreError;
 use pinnersage_store::profiles::ProfileStoreError;
 
-use crate::args::{DataDirArg, EventColumnArgs, InputError};
+use crate::args::{DataDirArg, EventColumnArgs, InputError, ProfileArgs};
 use crate::catalog::classify;
 use crate::progress::Progress;
 
@@ -208,30 +204,17 @@ pub struct ImportProfilesArgs {
     /// The time the profiles were computed for, unix seconds (the job's `now`).
     #[arg(long, value_name = "UNIX_SECONDS", allow_negative_numbers = true)]
     now: i64,
-    /// Days of history the profiles cover.
-    #[arg(long, default_value_t = DEFAULT_WINDOW_DAYS)]
-    window_days: u32,
-    /// The merge threshold the profiles were computed with.
-    #[arg(long, default_value_t = DEFAULT_ALPHA, allow_negative_numbers = true)]
-    alpha: f64,
-    /// The importance decay per day they were computed with.
-    #[arg(long = "lambda", default_value_t = DEFAULT_LAMBDA, allow_negative_numbers = true)]
-    lambda: f64,
-    /// The per-user action cap they were computed with.
-    #[arg(long, default_value_t = DEFAULT_MAX_ACTIONS)]
-    max_actions: usize,
+    /// What the profiles were computed with (pass the job's values).
+    #[command(flatten)]
+    profile: ProfileArgs,
 }
 
 /// Runs `pinnersage import profiles`.
 pub fn run_profiles(args: &ImportProfilesArgs) -> Result<()> {
     let options = ImportProfilesOptions {
         now: args.now,
-        window_days: args.window_days,
-        params: ProfileParams {
-            alpha: args.alpha,
-            lambda: args.lambda,
-            max_actions: args.max_actions,
-        },
+        window_days: args.profile.window_days,
+        params: args.profile.params(),
     };
     let progress = Progress::new("users read", None);
     let result = import_profiles(&args.data.data_dir, &args.files, &options, &|users| {

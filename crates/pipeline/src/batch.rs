@@ -37,6 +37,25 @@ pub const MAX_WINDOW_DAYS: u32 = 36_500;
 /// Most users per chunk accepted (a chunk's events are held in memory at once).
 pub const MAX_CHUNK_USERS: usize = 1_000_000;
 
+/// Checks the settings every profile generation shares (the batch's, the in-memory batch's and
+/// those recorded for imported profiles): the parameters' domains and the window.
+///
+/// ```
+/// use pinnersage_core::ProfileParams;
+/// use pinnersage_pipeline::batch::check_settings;
+/// assert!(check_settings(&ProfileParams::default(), 90).is_ok());
+/// assert!(check_settings(&ProfileParams::default(), 0).unwrap_err().contains("window_days"));
+/// ```
+pub fn check_settings(params: &ProfileParams, window_days: u32) -> Result<(), String> {
+    params.validate().map_err(|e| e.to_string())?;
+    if !(1..=MAX_WINDOW_DAYS).contains(&window_days) {
+        return Err(format!(
+            "window_days must be >= 1 (at most {MAX_WINDOW_DAYS}), got {window_days}"
+        ));
+    }
+    Ok(())
+}
+
 /// Settings of one batch run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchConfig {
@@ -198,16 +217,7 @@ pub fn run_batch_on(
     progress: &dyn Fn(u64),
 ) -> Result<BatchSummary, BatchError> {
     let start = Instant::now();
-    config
-        .params
-        .validate()
-        .map_err(|e| BatchError::Config(e.to_string()))?;
-    if !(1..=MAX_WINDOW_DAYS).contains(&config.window_days) {
-        return Err(BatchError::Config(format!(
-            "window_days must be >= 1 (at most {MAX_WINDOW_DAYS}), got {}",
-            config.window_days
-        )));
-    }
+    check_settings(&config.params, config.window_days).map_err(BatchError::Config)?;
     if !(1..=MAX_CHUNK_USERS).contains(&config.chunk_users) {
         return Err(BatchError::Config(format!(
             "chunk_users must be >= 1 (at most {MAX_CHUNK_USERS}), got {}",

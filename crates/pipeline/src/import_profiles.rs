@@ -21,7 +21,7 @@ use pinnersage_store::profiles::{
     GenerationMeta, ProfileStoreError, ProfileWriter, StoredCluster, StoredItem, StoredProfile,
 };
 
-use crate::batch::{DEFAULT_WINDOW_DAYS, MAX_WINDOW_DAYS, POPULAR_ITEMS};
+use crate::batch::{DEFAULT_WINDOW_DAYS, POPULAR_ITEMS, check_settings};
 use crate::profile_table::COLUMNS;
 
 /// What the profiles were computed with; stored in the generation's metadata, where the server
@@ -149,16 +149,7 @@ pub fn import_profiles(
     progress: &dyn Fn(u64),
 ) -> Result<ImportProfilesReport, ImportProfilesError> {
     let start = Instant::now();
-    options
-        .params
-        .validate()
-        .map_err(|e| ImportProfilesError::Config(e.to_string()))?;
-    if !(1..=MAX_WINDOW_DAYS).contains(&options.window_days) {
-        return Err(ImportProfilesError::Config(format!(
-            "window_days must be >= 1 (at most {MAX_WINDOW_DAYS}), got {}",
-            options.window_days
-        )));
-    }
+    check_settings(&options.params, options.window_days).map_err(ImportProfilesError::Config)?;
     let files = parquet_files(inputs)?;
     if files.is_empty() {
         return Err(ImportProfilesError::Empty("no profile files given".into()));

@@ -16,7 +16,7 @@ use pinnersage_store::events::{check_event_parts, dedupe_hash};
 pub use pinnersage_store::profiles::StoredProfile;
 use rayon::prelude::*;
 
-use crate::batch::{MAX_WINDOW_DAYS, to_stored};
+use crate::batch::{check_settings, to_stored};
 
 /// A column of strings, read by row.
 pub trait Strings: Sync {
@@ -196,16 +196,7 @@ pub fn build_profiles(
     config: &ProfilesConfig,
     threads: usize,
 ) -> Result<Profiles, MemoryError> {
-    config
-        .params
-        .validate()
-        .map_err(|e| MemoryError::Config(e.to_string()))?;
-    if !(1..=MAX_WINDOW_DAYS).contains(&config.window_days) {
-        return Err(MemoryError::Config(format!(
-            "window_days must be >= 1 (at most {MAX_WINDOW_DAYS}), got {}",
-            config.window_days
-        )));
-    }
+    check_settings(&config.params, config.window_days).map_err(MemoryError::Config)?;
     let n = events.users.len();
     let check_len = |column: &str, len: usize| {
         if len == n {
