@@ -153,7 +153,8 @@ class Server:
     def __init__(self, binary: Path, data_dir: Path):
         (data_dir / "server.json").unlink(missing_ok=True)
         self.proc = subprocess.Popen(
-            [str(binary), "serve", "--data-dir", str(data_dir), "--addr", "127.0.0.1:0"],
+            [str(binary), "serve", "--data-dir", str(data_dir), "--addr", "127.0.0.1:0",
+             "--reload-seconds", "1"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,6 +15,7 @@ from conftest import (
     Server,
     assert_same_profiles,
     embedded_batch,
+    rows,
     run,
     synthetic,
     weight_collisions,
@@ -58,22 +60,26 @@ def test_spark_profiles_equal_the_embedded_batch_and_are_served(
                                 "members"]
     assert_same_profiles(got, expected)
 
-    # Publish the Spark output and serve it.
-    published = run(pinnersage_bin, "import", "profiles", "--data-dir", data_dir, "--now", NOW,
-        "--window-days", PARAMS["window_days"], "--alpha", PARAMS["alpha"],
-        "--lambda", PARAMS["lam"], "--max-actions", PARAMS["max_actions"], out)
+    # A server runs on the embedded batch's generation; publishing the Spark output switches it.
     run(pinnersage_bin, "index", "build", "--data-dir", data_dir, "--kind", "exact")
     server = Server(pinnersage_bin, data_dir)
     try:
-        health = server.get("/healthz")
-        generation = published.split(" as ")[1].split(" in ")[0]
-        assert health["profiles"] == Path(generation).name, (health, published)
+        before = server.get("/healthz")["profiles"]
+        published = run(pinnersage_bin, "import", "profiles", "--data-dir", data_dir, "--now", NOW,
+                        "--window-days", PARAMS["window_days"], "--alpha", PARAMS["alpha"],
+                        "--lambda", PARAMS["lam"], "--max-actions", PARAMS["max_actions"], out)
+        generation = Path(published.split(" as ")[1].split(" in ")[0]).name
+        assert generation != before
+        deadline = time.time() + 30
+        while server.get("/healthz")["profiles"] != generation:
+            assert time.time() < deadline, "the server did not switch to the imported generation"
+            time.sleep(0.2)
         user = expected.column("user")[0].as_py()
         reco = server.get(f"/v1/users/{user}/recommendations?k=5")
         assert reco["fallback"] is False, reco
         assert len(reco["items"]) == 5, reco
         profile = server.get(f"/v1/users/{user}/profile")
-        medoids = [r["medoid"] for r in expected.to_pylist() if r["user"] == user]
+        medoids = [r["medoid"] for r in rows(got) if r["user"] == user]
         assert [c["medoid"] for c in profile["clusters"]][: len(medoids)] == medoids, profile
     finally:
         server.stop()
