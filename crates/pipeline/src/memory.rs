@@ -188,8 +188,11 @@ pub enum MemoryError {
     },
 }
 
+/// Most worker threads accepted by [`build_profiles`].
+pub const MAX_THREADS: usize = 1024;
+
 /// Computes every user's profile from `events` and `vectors` with `threads` workers (0: all
-/// cores); see the module documentation for why it equals the embedded batch.
+/// cores, at most [`MAX_THREADS`]); see the module documentation for why it equals the embedded batch.
 pub fn build_profiles(
     events: &EventTable<'_>,
     vectors: &Vectors<'_>,
@@ -249,6 +252,11 @@ pub fn build_profiles(
             )
         }
     };
+    if threads > MAX_THREADS {
+        return Err(MemoryError::Config(format!(
+            "threads must be at most {MAX_THREADS} (0: one per core), got {threads}"
+        )));
+    }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()

@@ -95,6 +95,8 @@ def test_bad_items_and_parameters():
         pinnersage.profiles(events, (["x"], np.eye(1, dtype=np.float32)), now=NOW, alpha=-1)
     with pytest.raises(pinnersage.PinnersageError, match="window_days"):
         pinnersage.profiles(events, (["x"], np.eye(1, dtype=np.float32)), now=NOW, window_days=0)
+    with pytest.raises(pinnersage.PinnersageError, match="threads"):
+        pinnersage.profiles(events, (["x"], np.eye(1, dtype=np.float32)), now=NOW, threads=10**6)
     with pytest.raises(pinnersage.PinnersageError, match="expected a pyarrow Table"):
         pinnersage.profiles([1, 2, 3], (["x"], np.eye(1, dtype=np.float32)), now=NOW)
 
