@@ -194,7 +194,42 @@ fn column<'a>(batch: &'a RecordBatch, name: &str) -> &'a ArrayRef {
 
 /// A column of ids (strings or integers) as text; `None` for nulls.
 pub fn text_column(batch: &RecordBatch, name: &str) -> Result<Vec<Option<String>>, ParquetIoError> {
+    texts(column(batch, name), name)
+}
+
+/// A column of lists of ids (`List` or `LargeList` of strings or integers) as text per row;
+/// `None` for a null list, `Some(None)` entries for null ids inside a list.
+pub fn text_list_column(
+    batch: &RecordBatch,
+    name: &str,
+) -> Result<Vec<Option<Vec<Option<String>>>>, ParquetIoError> {
     let col = column(batch, name);
+    let collect = |is_null: &dyn Fn(usize) -> bool, value: &dyn Fn(usize) -> ArrayRef| {
+        (0..col.len())
+            .map(|i| {
+                if is_null(i) {
+                    Ok(None)
+                } else {
+                    texts(&value(i), name).map(Some)
+                }
+            })
+            .collect::<Result<Vec<_>, ParquetIoError>>()
+    };
+    match col.data_type() {
+        DataType::List(_) => {
+            let list = col.as_list::<i32>();
+            collect(&|i| list.is_null(i), &|i| list.value(i))
+        }
+        DataType::LargeList(_) => {
+            let list = col.as_list::<i64>();
+            collect(&|i| list.is_null(i), &|i| list.value(i))
+        }
+        other => Err(column_type(name, other, "lists of strings or integers")),
+    }
+}
+
+/// Ids (strings or integers) as text; `None` for nulls. `name` is the column, for errors.
+fn texts(col: &ArrayRef, name: &str) -> Result<Vec<Option<String>>, ParquetIoError> {
     macro_rules! ints {
         ($t:ty) => {
             col.as_primitive::<$t>()

@@ -11,11 +11,11 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use arrow_array::cast::AsArray;
-use arrow_array::{Array, ArrayRef, RecordBatch};
-use arrow_schema::DataType;
+use arrow_array::RecordBatch;
 use pinnersage_catalog::catalog::{Catalog, CatalogError};
-use pinnersage_catalog::parquet_io::{ParquetIoError, ParquetReader, number_column, text_column};
+use pinnersage_catalog::parquet_io::{
+    ParquetIoError, ParquetReader, number_column, text_column, text_list_column,
+};
 use pinnersage_core::ProfileParams;
 use pinnersage_store::profiles::{
     GenerationMeta, ProfileStoreError, ProfileWriter, StoredCluster, StoredItem, StoredProfile,
@@ -269,20 +269,20 @@ fn read_rows(
     first: usize,
     catalog: &Catalog,
 ) -> Result<Vec<(usize, String, Row)>, RowsError> {
-    let users = text_column(batch, "user")?;
+    let mut users = text_column(batch, "user")?;
     let ranks = number_column(batch, "rank")?;
-    let medoids = text_column(batch, "medoid")?;
+    let mut medoids = text_column(batch, "medoid")?;
     let sizes = number_column(batch, "size")?;
     let importances = number_column(batch, "importance")?;
     let latest = number_column(batch, "latest_time")?;
-    let members = string_lists(batch.column_by_name("members").expect("required above"))?;
+    let mut members = text_list_column(batch, "members")?;
     let mut out = Vec::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
         let row = first + i;
         let bad = |m: String| RowsError::Row(row, m);
         let null = |name: &str| bad(format!("{name} is null"));
-        let user = users[i].clone().ok_or_else(|| null("user"))?;
-        let medoid = medoids[i].clone().ok_or_else(|| null("medoid"))?;
+        let user = users[i].take().ok_or_else(|| null("user"))?;
+        let medoid = medoids[i].take().ok_or_else(|| null("medoid"))?;
         let int = |name: &str, v: Option<f64>, max: f64| -> Result<f64, RowsError> {
             let v = v.ok_or_else(|| null(name))?;
             if v.fract() == 0.0 && (0.0..=max).contains(&v) {
@@ -305,7 +305,12 @@ fn read_rows(
                 "importance {importance} must be finite and >= 0"
             )));
         }
-        let items = members[i].clone().ok_or_else(|| null("members"))?;
+        let items: Vec<String> = members[i]
+            .take()
+            .ok_or_else(|| null("members"))?
+            .into_iter()
+            .collect::<Option<_>>()
+            .ok_or_else(|| bad("members holds a null item".into()))?;
         if items.is_empty() {
             return Err(bad(
                 "members is empty (a cluster has at least its medoid)".into()
@@ -342,57 +347,6 @@ fn read_rows(
         ));
     }
     Ok(out)
-}
-
-/// A list-of-strings column (List or LargeList of Utf8, LargeUtf8 or Utf8View) per row;
-/// `None` for a null list, an error for a null item.
-fn string_lists(col: &ArrayRef) -> Result<Vec<Option<Vec<String>>>, ParquetIoError> {
-    let type_err = || ParquetIoError::ColumnType {
-        name: "members".into(),
-        found: col.data_type().to_string(),
-        expected: "a list of strings",
-    };
-    let (values, ranges): (&ArrayRef, Vec<Option<(usize, usize)>>) = match col.data_type() {
-        DataType::List(_) => {
-            let l = col.as_list::<i32>();
-            let o = l.value_offsets();
-            (
-                l.values(),
-                (0..l.len())
-                    .map(|i| l.is_valid(i).then(|| (o[i] as usize, o[i + 1] as usize)))
-                    .collect(),
-            )
-        }
-        DataType::LargeList(_) => {
-            let l = col.as_list::<i64>();
-            let o = l.value_offsets();
-            (
-                l.values(),
-                (0..l.len())
-                    .map(|i| l.is_valid(i).then(|| (o[i] as usize, o[i + 1] as usize)))
-                    .collect(),
-            )
-        }
-        _ => return Err(type_err()),
-    };
-    let text: Vec<Option<&str>> = match values.data_type() {
-        DataType::Utf8 => values.as_string::<i32>().iter().collect(),
-        DataType::LargeUtf8 => values.as_string::<i64>().iter().collect(),
-        DataType::Utf8View => values.as_string_view().iter().collect(),
-        _ => return Err(type_err()),
-    };
-    ranges
-        .into_iter()
-        .map(|r| {
-            r.map(|(a, b)| {
-                text[a..b]
-                    .iter()
-                    .map(|v| v.map(str::to_owned).ok_or_else(type_err))
-                    .collect()
-            })
-            .transpose()
-        })
-        .collect()
 }
 
 /// One user's rows as a stored profile, ranks checked; counts each member once for the

@@ -196,18 +196,23 @@ fn profile_ipc(
 }
 
 /// Runs the offline evaluation on engagements and item embeddings in memory; returns
-/// `(metrics JSON text, report markdown)`.
+/// `(metrics JSON text, report markdown)`. Ids come as Arrow `large_string` buffers.
 #[pyfunction]
 #[pyo3(signature = (item_ids, embeddings, users, items, times, options))]
 fn evaluate<'py>(
     py: Python<'py>,
-    item_ids: Vec<String>,
+    item_ids: StrArrays<'py>,
     embeddings: PyReadonlyArray2<'py, f32>,
-    users: Vec<String>,
-    items: Vec<String>,
+    users: StrArrays<'py>,
+    items: StrArrays<'py>,
     times: PyReadonlyArray1<'py, i64>,
     options: &Bound<'py, PyDict>,
 ) -> PyResult<(String, String)> {
+    let owned =
+        |c: StrColumn<'_>| -> Vec<String> { (0..c.len()).map(|r| c.get(r).to_owned()).collect() };
+    let item_ids = owned(str_column("id", &item_ids)?);
+    let users = str_column("user", &users)?;
+    let items = str_column("item", &items)?;
     let times = slice(&times, "time")?;
     if users.len() != items.len() || users.len() != times.len() {
         return Err(error(format!(
@@ -226,11 +231,12 @@ fn evaluate<'py>(
             .to_vec(),
         dim,
         embeddings_source: "embeddings".into(),
-        engagements: users
-            .into_iter()
-            .zip(items)
-            .zip(times)
-            .map(|((user, item), &time)| LoggedEngagement { user, item, time })
+        engagements: (0..users.len())
+            .map(|r| LoggedEngagement {
+                user: users.get(r).to_owned(),
+                item: items.get(r).to_owned(),
+                time: times[r],
+            })
             .collect(),
         filtered_out: 0,
         item_meta: None,

@@ -421,18 +421,12 @@ def evaluate(events: Any, items: ItemsArg, **options: Any) -> dict:
     user_name, users = _column(table, ("user", "user_id"), "events")
     item_name, item_col = _column(table, ("item", "item_id"), "events")
     time_name, time_col = _column(table, ("time", "timestamp"), "events")
-    import pyarrow as pa
-
-    (ids_buf, matrix) = _items(items)
-    offsets, data = ids_buf
-    raw = bytes(data)
-    ids = [raw[offsets[i] : offsets[i + 1]].decode() for i in range(len(offsets) - 1)]
-    as_text = lambda c: [str(v) for v in c.cast(pa.large_string()).to_pylist()]  # noqa: E731
+    (ids, matrix) = _items(items)
     metrics, report = _native.evaluate(
         ids,
         matrix,
-        as_text(users),
-        as_text(item_col),
+        _strings(users, user_name),
+        _strings(item_col, item_name),
         _numbers(time_col, time_name, np.int64),
         dict(options),
     )

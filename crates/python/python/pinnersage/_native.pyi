@@ -40,10 +40,10 @@ def profiles(
     threads: int,
 ) -> Tuple[bytes, Dict[str, int]]: ...
 def evaluate(
-    item_ids: List[str],
+    item_ids: StrBuffers,
     embeddings: npt.NDArray[np.float32],
-    users: List[str],
-    items: List[str],
+    users: StrBuffers,
+    items: StrBuffers,
     times: npt.NDArray[np.int64],
     options: Dict[str, object],
 ) -> Tuple[str, str]: ...
