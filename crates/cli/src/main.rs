@@ -15,6 +15,7 @@ mod profile;
 mod progress;
 mod quickstart;
 mod serve;
+mod ship;
 mod synth;
 
 use std::process::ExitCode;
@@ -46,6 +47,7 @@ enum Command {
     #[command(subcommand)]
     Index(index::IndexCommand),
     Serve(serve::ServeArgs),
+    Ship(ship::ShipArgs),
     Eval(Box<eval::EvalArgs>),
     Bench(bench::BenchArgs),
 }
@@ -62,6 +64,7 @@ fn main() -> ExitCode {
         Command::Synth(args) => synth::run(&args),
         Command::Index(cmd) => index::run(&cmd),
         Command::Serve(args) => serve::run(&args),
+        Command::Ship(args) => ship::run(&args),
         Command::Eval(args) => eval::run(&args),
         Command::Bench(args) => bench::run(&args),
     };

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use pinnersage_pipeline::online::DEFAULT_ONLINE_ACTIONS;
 use pinnersage_server::auth::{AuthConfig, Tokens};
+use pinnersage_server::fleet::FleetConfig;
 use pinnersage_server::nats::NatsConfig;
 use pinnersage_server::{Resample, ServeConfig, ServeError, Server};
 
@@ -29,7 +30,11 @@ use crate::args::{DataDirArg, InputError, input};
 ///   POST /v1/events         {"events":[{"user":"u1","item":"i9","ts":1700000000,"action":"click"}]}
 ///   POST /v1/admin/batch    {"now":1700000000}  (all fields optional)
 /// With --nats, the same event JSON is also consumed from a NATS JetStream subject.
-///   GET  /healthz   /metrics (Prometheus)   /openapi.json
+///   GET  /healthz (alive)   /readyz (caught up, ready for traffic)   /metrics   /openapi.json
+///
+/// A fleet (docs/fleet.md): N replicas, each with its own data directory (a copy of one
+/// catalog and index), all on one JetStream stream (--fleet), all importing the profile
+/// generations shipped to one shared directory (--profiles-from, `pinnersage ship`).
 ///
 /// Security (docs/security.md): on a loopback address every route is open, as for the
 /// quickstart. Any other address needs API tokens, given by a file (--tokens-file) or the
@@ -42,6 +47,9 @@ use crate::args::{DataDirArg, InputError, input};
 ///   pinnersage serve --data-dir data --addr 127.0.0.1:8080
 ///   curl 'http://127.0.0.1:8080/v1/users/42/recommendations?k=20'
 ///   pinnersage serve --data-dir data --nats nats://127.0.0.1:4222 --subject events.clicks
+///   pinnersage serve --data-dir replica-a --addr 127.0.0.1:8081 --fleet --stream-replicas 3 \
+///     --nats nats://127.0.0.1:4222,nats://127.0.0.1:4223,nats://127.0.0.1:4224 \
+///     --profiles-from /mnt/shared/profiles
 ///   PINNERSAGE_TOKENS="$(cat /run/secrets/pinnersage-tokens)" \
 ///     pinnersage serve --data-dir data --addr 0.0.0.0:8080 --allowed-host reco.internal
 #[derive(Debug, Args)]
@@ -111,19 +119,43 @@ pub struct ServeArgs {
     /// Latest actions per user clustered online (the paper uses 20).
     #[arg(long, default_value_t = DEFAULT_ONLINE_ACTIONS)]
     online_actions: usize,
-    /// Also consume events from this NATS server (JetStream), e.g. nats://127.0.0.1:4222.
-    /// Messages carry the same JSON as POST /v1/events and are acknowledged once durable.
+    /// Also consume events from this NATS server (JetStream), e.g. nats://127.0.0.1:4222; a
+    /// cluster's URLs comma-separated. Messages carry the same JSON as POST /v1/events and are
+    /// acknowledged once durable. An unreachable server at startup is an error (exit 2).
     #[arg(long, value_name = "URL")]
     nats: Option<String>,
-    /// Subject the events are published on.
+    /// Subject the events are published on (fleet mode: the prefix of the partitions'
+    /// subjects SUBJECT.0, SUBJECT.1, ...).
     #[arg(long, default_value = "pinnersage.events", requires = "nats")]
     subject: String,
     /// JetStream stream that captures the subject (created if missing).
     #[arg(long, default_value = "PINNERSAGE_EVENTS", requires = "nats")]
     nats_stream: String,
-    /// Durable consumer name (created if missing; its position survives restarts).
+    /// Durable consumer name (created if missing; its position survives restarts). In fleet
+    /// mode the prefix of the replica's own consumers (`NAME-REPLICA_ID`).
     #[arg(long, default_value = "pinnersage", requires = "nats")]
     nats_durable: String,
+    /// Fleet mode (docs/fleet.md): one of N replicas behind a load balancer. POST /v1/events
+    /// publishes to the stream (202 once JetStream acknowledged it; 503 while NATS is down) and
+    /// every replica consumes it into its own store with its own durable consumer. Events are
+    /// partitioned by user on subjects SUBJECT.<crc32(user) % partitions>.
+    #[arg(long, requires = "nats")]
+    fleet: bool,
+    /// Partitions of the event subject (the same on every replica and producer).
+    #[arg(long, default_value_t = 8, requires = "fleet")]
+    partitions: u32,
+    /// The partitions this replica consumes, e.g. 0,1,2,3 (default: all). A replica answers any
+    /// user, but only users of its partitions get their online (today's) interests: route users
+    /// to the replicas that hold them (docs/fleet.md has the rule and an HAProxy config).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', requires = "fleet")]
+    consume_partitions: Vec<u32>,
+    /// Replicas of the JetStream stream when this replica creates it (3 on a 3-node cluster).
+    #[arg(long, default_value_t = 1, requires = "fleet")]
+    stream_replicas: usize,
+    /// Import the profile generations shipped to this shared directory (`pinnersage ship`),
+    /// checked every --reload-seconds; /readyz waits for the newest one at startup.
+    #[arg(long, value_name = "DIR")]
+    profiles_from: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -149,6 +181,14 @@ impl ServeArgs {
             )
             .into());
         }
+        let fleet = self.fleet.then(|| FleetConfig {
+            partitions: self.partitions,
+            consume: self.consume_partitions.clone(),
+            stream_replicas: self.stream_replicas,
+        });
+        if let Some(fleet) = &fleet {
+            fleet.check().map_err(InputError)?;
+        }
         Ok(ServeConfig {
             cache_bytes: self.cache_mb << 20,
             ef_search: self.ef_search,
@@ -162,8 +202,10 @@ impl ServeArgs {
                 subject: self.subject.clone(),
                 stream: self.nats_stream.clone(),
                 durable: self.nats_durable.clone(),
+                fleet: fleet.clone(),
                 ..NatsConfig::new(url.clone())
             }),
+            profiles_from: self.profiles_from.clone(),
             auth,
             max_in_flight: self.max_in_flight,
             request_timeout: Duration::from_secs_f64(self.request_timeout),

@@ -4,7 +4,7 @@
 //! Skipped with a note when `nats-server` is not installed, unless `PINNERSAGE_REQUIRE_NATS=1`
 //! (set by CI), which makes a missing server a failure.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,24 +12,7 @@ use async_nats::jetstream;
 use pinnersage_store::events::EventStore;
 
 mod common;
-use common::{RunningServer, Scratch, bin};
-
-fn nats_server() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
-        .map(|d| d.join("nats-server"))
-        .find(|p| p.is_file());
-    if found.is_none() {
-        assert!(
-            std::env::var("PINNERSAGE_REQUIRE_NATS").as_deref() != Ok("1"),
-            "nats-server is required (apt-get install nats-server)"
-        );
-        eprintln!("skipped: nats-server is not installed (apt-get install nats-server)");
-    }
-    found
-}
+use common::{RunningServer, Scratch, bin, nats_server};
 
 /// A JetStream-enabled nats-server on a free loopback port; killed on drop.
 struct Nats {

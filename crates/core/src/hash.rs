@@ -25,3 +25,57 @@ pub(crate) fn mix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
 }
+
+/// CRC-32 (IEEE 802.3, the zlib/PNG/Ethernet checksum) of `bytes`: the fleet's partition hash,
+/// chosen because load balancers compute it too (HAProxy's `crc32` converter, without its avalanche option), so a
+/// user-affine routing rule can be written in their configuration.
+///
+/// ```
+/// use pinnersage_core::hash::crc32;
+/// assert_eq!(crc32(b"123456789"), 0xCBF4_3926); // the standard check value
+/// assert_eq!(crc32(b""), 0);
+/// ```
+pub fn crc32(bytes: &[u8]) -> u32 {
+    const TABLE: [u32; 256] = {
+        let mut table = [0u32; 256];
+        let mut i = 0;
+        while i < 256 {
+            let mut c = i as u32;
+            let mut bit = 0;
+            while bit < 8 {
+                c = if c & 1 == 1 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+                bit += 1;
+            }
+            table[i] = c;
+            i += 1;
+        }
+        table
+    };
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc = TABLE[((crc ^ u32::from(b)) & 0xFF) as usize] ^ (crc >> 8);
+    }
+    !crc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::crc32;
+
+    /// Values from an independent implementation (Python's `zlib.crc32`).
+    #[test]
+    fn crc32_matches_zlib() {
+        for (text, expected) in [
+            ("u1", 0x424f_9f76),
+            ("user-42", 0x7d06_b873),
+            ("n\u{e9}e", 0x2b49_e542),
+            ("The quick brown fox jumps over the lazy dog", 0x414f_a339),
+        ] {
+            assert_eq!(crc32(text.as_bytes()), expected, "{text}");
+        }
+    }
+}

@@ -5,7 +5,8 @@
 //! profile generation ([`batch`]); durable ingestion with group commit ([`ingest`]) and the
 //! online profiles of today's latest actions ([`online`]); the MovieLens layout ([`movielens`]); the batch over in-memory columns ([`memory`], for the
 //! Python package and the Spark job), the profile table's schema ([`profile_table`]) and
-//! publishing profiles computed elsewhere ([`import_profiles`]).
+//! publishing profiles computed elsewhere ([`import_profiles`]) and shipping them to a fleet of
+//! replicas through a shared directory ([`ship`]).
 #![warn(missing_docs)]
 
 pub mod batch;
@@ -16,3 +17,4 @@ pub mod memory;
 pub mod movielens;
 pub mod online;
 pub mod profile_table;
+pub mod ship;

@@ -308,7 +308,13 @@ impl OnlineProfiles {
         served: &Served,
     ) -> OnlineUser {
         let since = served.since;
-        actions.sort_by_key(|a| (a.time, a.row));
+        // A total order (weights too): replicas that received the same events in another
+        // order build the same state.
+        actions.sort_by(|a, b| {
+            (a.time, a.row)
+                .cmp(&(b.time, b.row))
+                .then(a.weight.total_cmp(&b.weight))
+        });
         let keep = served.params.max_actions;
         if actions.len() > keep {
             actions.drain(..actions.len() - keep);

@@ -404,3 +404,60 @@ fn bad_profile_tables_name_the_row_and_publish_nothing() {
         Err(ImportProfilesError::Row { row: 3, .. })
     ));
 }
+
+#[test]
+fn shipped_generations_are_imported_once_and_bad_ones_refused() {
+    use pinnersage_pipeline::ship::{ShipError, import_shipped, pending_shipped, ship_profiles};
+    let dir = scratch("ship");
+    data(&dir);
+    let expected = embedded(&dir);
+    let shared = dir.join("shared");
+    let options = ImportProfilesOptions {
+        window_days: 30,
+        params: params(),
+        ..ImportProfilesOptions::new(NOW + 7)
+    };
+    // Nothing shipped yet: nothing to do.
+    assert!(import_shipped(&dir, &shared).unwrap().is_none());
+
+    let shipped = ship_profiles(&shared, &[dir.join("profiles.parquet")], &options).unwrap();
+    assert_eq!(shipped.manifest.files, ["part-00000.parquet"]);
+    assert!(pending_shipped(&dir, &shared).unwrap().is_some());
+    let report = import_shipped(&dir, &shared).unwrap().expect("imported");
+    assert_eq!(report.users as usize, expected.len());
+    assert_eq!(stored(&dir), expected);
+    let meta = ProfileStore::open(&dir).unwrap().meta().clone();
+    assert_eq!((meta.now, meta.alpha, meta.lambda), (NOW + 7, 1.5, 0.02));
+    // Imported once: the next check has nothing to do.
+    let generation = ProfileStore::current_dir(&dir).unwrap();
+    assert!(pending_shipped(&dir, &shared).unwrap().is_none());
+    assert!(import_shipped(&dir, &shared).unwrap().is_none());
+    assert_eq!(ProfileStore::current_dir(&dir).unwrap(), generation);
+
+    // A generation whose rows this replica's catalog refuses: an error naming the row, the
+    // replica's generation untouched.
+    let bad = table_file(&dir, "bad.parquet", &expected, |c| {
+        let medoids: Vec<String> = (0..c[2].len()).map(|_| "no-such-item".into()).collect();
+        c[2] = Arc::new(StringArray::from(medoids));
+    });
+    ship_profiles(&shared, &[bad], &options).unwrap();
+    let err = import_shipped(&dir, &shared).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ShipError::Import(ImportProfilesError::Row { row: 0, .. })
+        ),
+        "{err}"
+    );
+    assert_eq!(ProfileStore::current_dir(&dir).unwrap(), generation);
+
+    // Not a profile table: refused when shipping, nothing shipped.
+    let current = std::fs::read_to_string(shared.join("CURRENT")).unwrap();
+    let err = ship_profiles(&shared, &[dir.join("items.csv")], &options).unwrap_err();
+    assert!(err.to_string().contains("items.csv"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(shared.join("CURRENT")).unwrap(),
+        current
+    );
+    let _ = fs::remove_dir_all(&dir);
+}

@@ -40,6 +40,14 @@ pub struct AppState {
     pub ingest: Option<Arc<Ingest>>,
     /// Counters of the NATS consumer, when one runs.
     pub nats: Option<Arc<crate::nats::NatsCounters>>,
+    /// Fleet mode: posted events go to the stream through this publisher.
+    pub publisher: Option<crate::fleet::Publisher>,
+    /// Fleet mode: the partitions and the ones this replica holds.
+    pub fleet: Option<crate::fleet::FleetConfig>,
+    /// What the replica waits for before it takes traffic (`/readyz`).
+    pub readiness: Arc<crate::fleet::Readiness>,
+    /// Counters of the shipped-profiles watcher, when one runs.
+    pub shipped: Option<Arc<crate::fleet::ShippedCounters>>,
     /// Who may do what.
     pub auth: Arc<AuthConfig>,
     /// Bounds on concurrent requests and their time.
@@ -179,6 +187,12 @@ impl From<IngestError> for ApiError {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", e.to_string())
                     .retry_after(1)
             }
+            IngestError::Unavailable(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "stream_unavailable",
+                e.to_string(),
+            )
+            .retry_after(1),
         }
     }
 }
@@ -201,6 +215,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events", post(events))
         .route("/v1/admin/batch", post(admin_batch))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
@@ -269,7 +284,7 @@ pub async fn shutdown_signal() {
 fn route_class(req: &Request) -> RouteClass {
     let path = req.extensions().get::<MatchedPath>().map(|p| p.as_str());
     match (req.method(), path) {
-        (_, Some("/" | "/healthz" | "/metrics" | "/openapi.json")) => RouteClass::Open,
+        (_, Some("/" | "/healthz" | "/readyz" | "/metrics" | "/openapi.json")) => RouteClass::Open,
         (&Method::POST, Some("/v1/events")) => RouteClass::Write,
         (&Method::POST, Some(p)) if p.starts_with("/v1/admin/") => RouteClass::Admin,
         _ => RouteClass::Read,
@@ -694,8 +709,17 @@ async fn events(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body?;
-    let ingest = ingest_of(&state)?;
-    let report = ingest.ingest(&body, state.engine.catalog()).await?;
+    let report = match &state.publisher {
+        Some(publisher) => {
+            publisher
+                .publish_body(&body, state.engine.catalog())
+                .await?
+        }
+        None => {
+            let ingest = ingest_of(&state)?;
+            ingest.ingest(&body, state.engine.catalog()).await?
+        }
+    };
     state.metrics.record_rejected_events(report.rejected.len());
     if report.accepted + report.duplicates == 0 {
         #[derive(Serialize)]
@@ -732,6 +756,14 @@ async fn admin_batch(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body?;
+    if state.fleet.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "fleet_replica",
+            "a fleet replica does not run batches: its store holds only what the stream retains, \
+             and its profiles are shipped (`pinnersage ship`, docs/fleet.md)",
+        ));
+    }
     let ingest = ingest_of(&state)?;
     let q: BatchIn = if body.iter().all(u8::is_ascii_whitespace) {
         BatchIn::default()
@@ -837,6 +869,24 @@ async fn healthz(State(state): State<AppState>) -> Response {
     }))
     .into_response();
     if !reasons.is_empty() {
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    }
+    response
+}
+
+/// Ready for traffic: healthy, caught up with the event stream as it stood at startup and the
+/// newest shipped profiles imported (503 with what it waits for until then).
+async fn readyz(State(state): State<AppState>) -> Response {
+    let mut waiting: Vec<String> = unhealthy_reasons(&state);
+    waiting.extend(state.readiness.waiting_for().into_iter().map(str::to_owned));
+    let mut response = Json(json!({
+        "status": if waiting.is_empty() { "ready" } else { "not_ready" },
+        "waiting_for": waiting,
+        "profiles": state.engine.profile_generation()
+            .and_then(|g| g.file_name().map(|n| n.to_string_lossy().into_owned())),
+    }))
+    .into_response();
+    if !waiting.is_empty() {
         *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     }
     response
@@ -949,6 +999,23 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
                 ),
             ];
             for (name, help, value) in nats {
+                write_metric(&mut out, name, "counter", help, value as f64);
+            }
+        }
+        if let Some(n) = &state.shipped {
+            let shipped = [
+                (
+                    "pinnersage_shipped_generations_imported_total",
+                    "Shipped profile generations imported.",
+                    n.imported.load(Relaxed),
+                ),
+                (
+                    "pinnersage_shipped_generations_failed_total",
+                    "Shipped profile generations refused or failed to import.",
+                    n.failed.load(Relaxed),
+                ),
+            ];
+            for (name, help, value) in shipped {
                 write_metric(&mut out, name, "counter", help, value as f64);
             }
         }

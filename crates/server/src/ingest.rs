@@ -67,6 +67,9 @@ pub enum IngestError {
     /// The writer's queue is full: nothing was stored, retry shortly.
     #[error(transparent)]
     Overloaded(#[from] Overloaded),
+    /// The event stream (fleet mode) cannot take events now: retry shortly.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// An id as clients send it: a string or an integer.

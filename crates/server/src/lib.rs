@@ -1,11 +1,13 @@
 //! Serving: the recommendation engine ([`recommend`]), its medoid cache ([`cache`]), request
-//! metrics ([`metrics`]), event ingestion over HTTP and NATS JetStream ([`ingest`], [`nats`]), the HTTP API ([`http`])
+//! metrics ([`metrics`]), event ingestion over HTTP and NATS JetStream ([`ingest`], [`nats`]), fleet mode
+//! (partitioned events, readiness: [`fleet`]), the HTTP API ([`http`])
 //! and [`Server`], which opens a data directory and runs all of it.
 #![warn(missing_docs)]
 
 pub mod auth;
 pub mod cache;
 pub mod clock;
+pub mod fleet;
 pub mod http;
 pub mod ingest;
 pub mod metrics;

@@ -6,6 +6,12 @@
 //! negatively acknowledged and redelivered; a message that can never succeed (not JSON, no
 //! valid event) is terminated so it is not redelivered forever. A redelivered message whose
 //! events were stored already is harmless: events are stored once (by id, or by content).
+//!
+//! In fleet mode ([`crate::fleet`]) the stream captures `<subject>.*`, one subject per
+//! partition, and each replica has its own durable consumers (all partitions, or one per
+//! partition it holds), so every replica stores every event of the users it holds. Messages are
+//! processed concurrently: the store orders a user's events by time and the online state sorts
+//! them, so the order of delivery does not change what a replica serves.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,22 +19,29 @@ use std::time::Duration;
 use async_nats::jetstream::{self, AckKind, consumer::AckPolicy};
 use futures_util::StreamExt;
 
+use crate::fleet::{FleetConfig, Publisher, Readiness, partition_subject, replica_id};
 use crate::ingest::{Ingest, IngestError};
 use crate::recommend::Engine;
 
 /// Where to consume from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NatsConfig {
-    /// Server URL, e.g. `nats://127.0.0.1:4222`.
+    /// Server URLs, comma-separated (all nodes of a cluster, so that startup survives one being
+    /// down), e.g. `nats://127.0.0.1:4222`.
     pub url: String,
-    /// Subject the events are published on.
+    /// Subject the events are published on; in fleet mode the prefix of the partitions'
+    /// subjects `<subject>.<partition>`.
     pub subject: String,
     /// JetStream stream capturing the subject (created if missing).
     pub stream: String,
-    /// Durable consumer name (created if missing): its position survives restarts.
+    /// Durable consumer name (created if missing): its position survives restarts. In fleet
+    /// mode the prefix of the replica's own consumers.
     pub durable: String,
     /// Messages processed concurrently (their events share group commits).
     pub in_flight: usize,
+    /// Fleet mode: partitioned subjects, a consumer per replica, events posted to any replica
+    /// published to the stream.
+    pub fleet: Option<FleetConfig>,
 }
 
 impl NatsConfig {
@@ -40,6 +53,35 @@ impl NatsConfig {
             stream: "PINNERSAGE_EVENTS".into(),
             durable: "pinnersage".into(),
             in_flight: 256,
+            fleet: None,
+        }
+    }
+
+    /// The subjects the stream must capture.
+    fn stream_subjects(&self) -> Vec<String> {
+        match &self.fleet {
+            None => vec![self.subject.clone()],
+            Some(_) => vec![format!("{}.*", self.subject)],
+        }
+    }
+
+    /// This replica's durable consumers: (name, filter subject).
+    fn consumers(&self, replica: &str) -> Vec<(String, String)> {
+        match &self.fleet {
+            None => vec![(self.durable.clone(), String::new())],
+            Some(fleet) if fleet.consume.is_empty() => {
+                vec![(format!("{}-{replica}", self.durable), String::new())]
+            }
+            Some(fleet) => fleet
+                .consume
+                .iter()
+                .map(|&p| {
+                    (
+                        format!("{}-{replica}-p{p}", self.durable),
+                        partition_subject(&self.subject, p),
+                    )
+                })
+                .collect(),
         }
     }
 }
@@ -63,65 +105,226 @@ pub struct NatsError {
     message: String,
 }
 
-/// Connects, ensures the stream and the durable consumer exist, and spawns the consuming task
-/// (on the current tokio runtime; it reconnects by itself). Fails if the setup fails.
+/// A running consumer.
+#[derive(Debug)]
+pub struct Consuming {
+    /// The consuming task (it reconnects by itself; it ends only on a fatal error).
+    pub task: tokio::task::JoinHandle<()>,
+    /// In fleet mode, the publisher `POST /v1/events` hands events to.
+    pub publisher: Option<Publisher>,
+}
+
+/// Connects, ensures the stream and this replica's durable consumers exist, and spawns the
+/// consuming task (on the current tokio runtime). `readiness` is told once the consumers have
+/// caught up with the stream as it stood at startup. An unreachable NATS is an error at once (the
+/// caller exits and its supervisor restarts it); a reachable one that does not answer JetStream
+/// requests (a cluster electing a leader) is retried for [`SETUP_PATIENCE`].
 pub async fn start(
     config: NatsConfig,
+    data_dir: &std::path::Path,
     engine: Arc<Engine>,
     ingest: Arc<Ingest>,
     counters: Arc<NatsCounters>,
-) -> Result<tokio::task::JoinHandle<()>, NatsError> {
+    readiness: Arc<Readiness>,
+) -> Result<Consuming, NatsError> {
     let fail = |message: String| NatsError {
         url: config.url.clone(),
         message,
     };
+    let urls: Vec<&str> = config.url.split(',').map(str::trim).collect();
     let client = async_nats::ConnectOptions::new()
         .connection_timeout(Duration::from_secs(5))
-        .connect(&config.url)
+        .event_callback(|event| async move {
+            use async_nats::Event::{Connected, Disconnected};
+            match event {
+                Connected | Disconnected => eprintln!("NATS: {event}"),
+                _ => {}
+            }
+        })
+        .connect(urls.as_slice())
         .await
         .map_err(|e| fail(format!("cannot connect: {e}")))?;
-    let js = jetstream::new(client);
-    let stream = js
+    let js = jetstream::new(client.clone());
+    let subjects = config.stream_subjects();
+    let replica = match &config.fleet {
+        None => String::new(),
+        Some(_) => replica_id(data_dir)
+            .map_err(|e| fail(format!("the replica id in {}: {e}", data_dir.display())))?,
+    };
+    // A cluster electing a leader (a node just died) answers JetStream requests late or not at
+    // all for a few seconds: retry the setup, within a bound.
+    let deadline = tokio::time::Instant::now() + SETUP_PATIENCE;
+    let (consumers, target, messages) = loop {
+        match setup(&js, &config, &subjects, &replica).await {
+            Ok(done) => break done,
+            Err(Setup::Fatal(message)) => return Err(fail(message)),
+            Err(Setup::Transient(message)) if tokio::time::Instant::now() < deadline => {
+                eprintln!("NATS: {message}; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(Setup::Transient(message)) => return Err(fail(message)),
+        }
+    };
+    eprintln!(
+        "consuming {} from {} (stream {}, durable consumers {})",
+        subjects.join(", "),
+        config.url,
+        config.stream,
+        config
+            .consumers(&replica)
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    tokio::spawn(watch_catch_up(consumers, target, readiness));
+    let publisher = config.fleet.as_ref().map(|fleet| {
+        Publisher::new(
+            client,
+            config.subject.clone(),
+            fleet.partitions,
+            PUBLISH_TIMEOUT,
+        )
+    });
+    let task = tokio::spawn(
+        futures_util::stream::select_all(messages).for_each_concurrent(
+            config.in_flight.max(1),
+            move |message| {
+                let (engine, ingest, counters) = (engine.clone(), ingest.clone(), counters.clone());
+                async move {
+                    let Ok(message) = message else {
+                        return; // a transient consumer error: the client retries
+                    };
+                    handle(&message, &engine, &ingest, &counters).await;
+                }
+            },
+        ),
+    );
+    Ok(Consuming { task, publisher })
+}
+
+/// How long a replica retries setting up its stream and consumers while JetStream does not
+/// answer (a cluster electing a leader) before it gives up.
+pub const SETUP_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Why the stream and consumer setup failed.
+enum Setup {
+    /// Wrong configuration: retrying cannot help.
+    Fatal(String),
+    /// JetStream did not answer in time, or not yet: retry.
+    Transient(String),
+}
+
+type Consumers = (
+    Vec<jetstream::consumer::PullConsumer>,
+    u64,
+    Vec<jetstream::consumer::pull::Stream>,
+);
+
+/// Ensures the stream captures `subjects` and this replica's consumers exist, and opens their
+/// message streams; also returns the stream's last sequence (the catch-up target).
+async fn setup(
+    js: &jetstream::Context,
+    config: &NatsConfig,
+    subjects: &[String],
+    replica: &str,
+) -> Result<Consumers, Setup> {
+    let mut stream = js
         .get_or_create_stream(jetstream::stream::Config {
             name: config.stream.clone(),
-            subjects: vec![config.subject.clone()],
+            subjects: subjects.to_vec(),
+            num_replicas: config.fleet.as_ref().map_or(1, |f| f.stream_replicas),
             ..Default::default()
         })
         .await
-        .map_err(|e| fail(format!("stream {}: {e}", config.stream)))?;
-    let consumer: jetstream::consumer::PullConsumer = stream
-        .get_or_create_consumer(
-            &config.durable,
-            jetstream::consumer::pull::Config {
-                durable_name: Some(config.durable.clone()),
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
-                max_ack_pending: (config.in_flight * 4) as i64,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| fail(format!("consumer {}: {e}", config.durable)))?;
-    let messages = consumer
-        .messages()
-        .await
-        .map_err(|e| fail(format!("consuming: {e}")))?;
-    eprintln!(
-        "consuming {} from {} (stream {}, durable consumer {})",
-        config.subject, config.url, config.stream, config.durable
-    );
-    Ok(tokio::spawn(messages.for_each_concurrent(
-        config.in_flight.max(1),
-        move |message| {
-            let (engine, ingest, counters) = (engine.clone(), ingest.clone(), counters.clone());
-            async move {
-                let Ok(message) = message else {
-                    return; // a transient consumer error: the client retries
-                };
-                handle(&message, &engine, &ingest, &counters).await;
+        .map_err(|e| Setup::Transient(format!("stream {}: {e}", config.stream)))?;
+    let captured = &stream.cached_info().config.subjects;
+    if let Some(missing) = subjects.iter().find(|s| !captured.contains(s)) {
+        return Err(Setup::Fatal(format!(
+            "stream {} captures {captured:?}, not {missing:?}: {}",
+            config.stream,
+            if config.fleet.is_some() {
+                "fleet mode needs a stream of the partitioned subjects (use another --nats-stream)"
+            } else {
+                "use the stream's subject or another --nats-stream"
             }
-        },
-    )))
+        )));
+    }
+    let mut consumers = Vec::new();
+    for (name, filter_subject) in config.consumers(replica) {
+        let consumer: jetstream::consumer::PullConsumer = stream
+            .get_or_create_consumer(
+                &name,
+                jetstream::consumer::pull::Config {
+                    durable_name: Some(name.clone()),
+                    filter_subject,
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: ACK_WAIT,
+                    max_ack_pending: (config.in_flight * 4) as i64,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| Setup::Transient(format!("consumer {name}: {e}")))?;
+        consumers.push(consumer);
+    }
+    let target = stream
+        .info()
+        .await
+        .map_err(|e| Setup::Transient(format!("stream {}: {e}", config.stream)))?
+        .state
+        .last_sequence;
+    let mut messages = Vec::new();
+    for consumer in &consumers {
+        messages.push(
+            consumer
+                .stream()
+                .expires(PULL_EXPIRES)
+                .heartbeat(PULL_EXPIRES / 3)
+                .messages()
+                .await
+                .map_err(|e| Setup::Transient(format!("consuming: {e}")))?,
+        );
+    }
+    Ok((consumers, target, messages))
+}
+
+/// Redelivery of a message not acknowledged in this time (its events are fsynced in
+/// milliseconds; a replica killed mid-message gets it again after this on restart).
+pub const ACK_WAIT: Duration = Duration::from_secs(10);
+
+/// Lifetime of one pull request: a replica killed -9 leaves requests the server still delivers
+/// to until they expire, so this bounds how long a restarted replica waits for those messages
+/// (with [`ACK_WAIT`]).
+pub const PULL_EXPIRES: Duration = Duration::from_secs(5);
+
+/// How long `POST /v1/events` waits for JetStream's acknowledgement in fleet mode.
+pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Marks `readiness` caught up once every consumer has acknowledged the stream up to `target`
+/// (its last sequence at startup), or has nothing pending.
+async fn watch_catch_up(
+    mut consumers: Vec<jetstream::consumer::PullConsumer>,
+    target: u64,
+    readiness: Arc<Readiness>,
+) {
+    loop {
+        let mut caught_up = true;
+        for consumer in &mut consumers {
+            caught_up &= match consumer.info().await {
+                Ok(info) => {
+                    info.ack_floor.stream_sequence >= target
+                        || (info.num_pending == 0 && info.num_ack_pending == 0)
+                }
+                Err(_) => false,
+            };
+        }
+        if caught_up {
+            readiness.set_caught_up();
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn handle(
@@ -156,7 +359,9 @@ async fn handle(
             eprintln!("NATS message on {}: {e}; dropped", message.subject);
             AckKind::Term
         }
-        Err(e @ (IngestError::Store(_) | IngestError::Overloaded(_))) => {
+        Err(
+            e @ (IngestError::Store(_) | IngestError::Overloaded(_) | IngestError::Unavailable(_)),
+        ) => {
             eprintln!(
                 "NATS message on {}: {e}; will be redelivered",
                 message.subject

@@ -15,6 +15,7 @@ use pinnersage_pipeline::online::{DEFAULT_MAX_USERS, DEFAULT_ONLINE_ACTIONS};
 use pinnersage_store::events::EventStoreError;
 
 use crate::auth::AuthConfig;
+use crate::fleet::{Readiness, ShippedCounters, watch_shipped};
 use crate::http::{AppState, DEFAULT_MAX_IN_FLIGHT, DEFAULT_REQUEST_TIMEOUT, Limits, serve};
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
@@ -40,8 +41,10 @@ pub struct ServeConfig {
     pub online_actions: usize,
     /// Users whose online state is kept in memory at most.
     pub online_users: usize,
-    /// Also consume events from NATS JetStream.
+    /// Also consume events from NATS JetStream (in fleet mode, publish posted events to it).
     pub nats: Option<NatsConfig>,
+    /// Import profile generations shipped to this shared directory ([`pinnersage_pipeline::ship`]).
+    pub profiles_from: Option<PathBuf>,
     /// Tokens, allowed hosts and the opt-out of the loopback rule.
     pub auth: AuthConfig,
     /// Concurrent requests at most (more get 503 with `Retry-After`).
@@ -64,6 +67,7 @@ impl Default for ServeConfig {
             online_actions: DEFAULT_ONLINE_ACTIONS,
             online_users: DEFAULT_MAX_USERS,
             nats: None,
+            profiles_from: None,
             auth: AuthConfig::default(),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
@@ -189,8 +193,8 @@ impl Server {
     }
 
     /// Serves on `listener` until `shutdown` completes, then finishes in-flight requests. Starts
-    /// the NATS consumer when configured and records the address in [`server_file`] while
-    /// serving.
+    /// the NATS consumer (and in fleet mode the publisher) and the shipped-profiles watcher when
+    /// configured, and records the address in [`server_file`] while serving.
     pub async fn run(
         self,
         listener: tokio::net::TcpListener,
@@ -204,25 +208,51 @@ impl Server {
             .auth
             .check_listen(addr)
             .map_err(ServeError::Config)?;
-        let (nats, nats_task) = match self.config.nats.clone() {
-            None => (None, None),
+        let readiness = Arc::new(Readiness::new(
+            self.config.nats.is_some(),
+            self.config.profiles_from.is_some(),
+        ));
+        let fleet = self.config.nats.as_ref().and_then(|n| n.fleet.clone());
+        let (nats, nats_task, publisher) = match self.config.nats.clone() {
+            None => (None, None, None),
             Some(config) => {
                 let counters = Arc::new(NatsCounters::default());
-                let task = nats::start(
+                let consuming = nats::start(
                     config,
+                    &self.data_dir,
                     self.engine.clone(),
                     self.ingest.clone(),
                     counters.clone(),
+                    readiness.clone(),
                 )
                 .await?;
-                (Some(counters), Some(Arc::new(task)))
+                (
+                    Some(counters),
+                    Some(Arc::new(consuming.task)),
+                    consuming.publisher,
+                )
             }
         };
+        let shipped = self.config.profiles_from.clone().map(|shared| {
+            let counters = Arc::new(ShippedCounters::default());
+            tokio::spawn(watch_shipped(
+                shared,
+                self.engine.clone(),
+                self.config.reload,
+                readiness.clone(),
+                counters.clone(),
+            ));
+            counters
+        });
         let state = AppState {
             engine: self.engine,
             metrics: Arc::new(Metrics::default()),
             ingest: Some(self.ingest),
             nats,
+            publisher,
+            fleet,
+            readiness,
+            shipped,
             auth: Arc::new(self.config.auth),
             limits: Arc::new(Limits::new(
                 self.config.max_in_flight,

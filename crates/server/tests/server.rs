@@ -320,6 +320,7 @@ fn every_endpoint_over_http() {
         "/v1/users/{user}/profile",
         "/v1/items/{item}/similar",
         "/healthz",
+        "/readyz",
         "/metrics",
         "/openapi.json",
         "/v1/events",
@@ -967,7 +968,7 @@ fn tokens_scopes_hosts_and_json_bodies_guard_the_api() {
             .0,
         200
     );
-    for open in ["/", "/healthz", "/metrics", "/openapi.json"] {
+    for open in ["/", "/healthz", "/readyz", "/metrics", "/openapi.json"] {
         assert_eq!(server.send_with("GET", open, &host, b"").0, 200, "{open}");
     }
 }

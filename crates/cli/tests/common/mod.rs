@@ -147,3 +147,22 @@ pub fn events_body(ns: &[u64], base: u64) -> String {
 
 /// The items of [`events_body`]'s events, as a CSV for `import items`.
 pub const FIVE_ITEMS_CSV: &str = "id,a,b\ni0,1,0\ni1,0,1\ni2,1,1\ni3,1,-1\ni4,-1,0\n";
+
+/// Debian's `nats-server`, or `None` with a note when it is not installed, unless
+/// `PINNERSAGE_REQUIRE_NATS=1` (set by CI), which makes a missing server a failure.
+pub fn nats_server() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+        .map(|d| d.join("nats-server"))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        assert!(
+            std::env::var("PINNERSAGE_REQUIRE_NATS").as_deref() != Ok("1"),
+            "nats-server is required (apt-get install nats-server)"
+        );
+        eprintln!("skipped: nats-server is not installed (apt-get install nats-server)");
+    }
+    found
+}

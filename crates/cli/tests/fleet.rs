@@ -1,0 +1,490 @@
+//! The fleet on loopback: a 3-node `nats-server` cluster (Debian's package, JetStream clustered,
+//! stream replicas 3) and 3 `pinnersage serve --fleet` replicas, each with its own data
+//! directory, importing the profile generations shipped to one shared directory.
+//!
+//! Skipped with a note when `nats-server` is not installed, unless `PINNERSAGE_REQUIRE_NATS=1`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use pinnersage_store::events::EventStore;
+
+mod common;
+use common::{FIVE_ITEMS_CSV, RunningServer, Scratch, bin, events_body, nats_server};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A nats-server cluster on loopback; every node is killed on drop.
+struct Cluster {
+    exe: PathBuf,
+    args: Vec<Vec<String>>,
+    ports: Vec<u16>,
+    nodes: Vec<Option<Child>>,
+}
+
+impl Cluster {
+    fn start(exe: &Path, dir: &Path, n: usize) -> Self {
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let args = (0..n)
+            .map(|i| {
+                let others: Vec<String> = (0..n)
+                    .filter(|&j| j != i)
+                    .map(|j| format!("nats://127.0.0.1:{}", routes[j]))
+                    .collect();
+                vec![
+                    "-a".into(),
+                    "127.0.0.1".into(),
+                    "-p".into(),
+                    ports[i].to_string(),
+                    "-js".into(),
+                    "-sd".into(),
+                    dir.join(format!("n{i}")).display().to_string(),
+                    "--server_name".into(),
+                    format!("n{i}"),
+                    "--cluster_name".into(),
+                    "pinnersage-test".into(),
+                    "--cluster".into(),
+                    format!("nats://127.0.0.1:{}", routes[i]),
+                    "--routes".into(),
+                    others.join(","),
+                ]
+            })
+            .collect();
+        let mut cluster = Self {
+            exe: exe.to_path_buf(),
+            args,
+            ports,
+            nodes: (0..n).map(|_| None).collect(),
+        };
+        for i in 0..n {
+            cluster.restart(i);
+        }
+        cluster
+    }
+
+    fn restart(&mut self, i: usize) {
+        let child = Command::new(&self.exe)
+            .args(&self.args[i])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.nodes[i] = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.ports[i])).is_err() {
+            assert!(Instant::now() < deadline, "nats-server n{i} did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill9(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    fn urls(&self) -> String {
+        let urls: Vec<String> = self
+            .ports
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect();
+        urls.join(",")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill9(i);
+        }
+    }
+}
+
+fn run_ok(args: &[&str]) -> String {
+    let out = bin().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn status(response: &str) -> u16 {
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+fn body(response: &str) -> &str {
+    response.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+}
+
+fn metric(server: &RunningServer, name: &str) -> f64 {
+    let metrics = server.request("GET", "/metrics", "");
+    body(&metrics)
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn wait_for(what: &str, seconds: u64, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_ready(server: &mut RunningServer) {
+    let mut last = String::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while status(&last) != 200 {
+        if Instant::now() > deadline {
+            server.kill9();
+            panic!("not ready: {last}; its log: {}", server.rest_of_stderr());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        last = server.request("GET", "/readyz", "");
+    }
+}
+
+fn profile_generation(server: &RunningServer) -> String {
+    let ready = server.request("GET", "/readyz", "");
+    let v: serde_json::Value = serde_json::from_str(body(&ready)).unwrap_or_default();
+    v["profiles"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Every user's recommendations and profile, as one replica answers them.
+fn answers(server: &RunningServer) -> Vec<String> {
+    (0..7)
+        .flat_map(|u| {
+            [
+                format!("/v1/users/u{u}/recommendations?k=4"),
+                format!("/v1/users/u{u}/profile"),
+            ]
+        })
+        .map(|path| body(&server.request("GET", &path, "")).to_owned())
+        .collect()
+}
+
+const BASE: u64 = 1_700_000_000;
+/// The first shipped generation's `now`; online events come after it.
+const NOW1: u64 = BASE + 1_000;
+
+#[test]
+fn a_fleet_of_three_replicas_serves_as_one() {
+    let Some(exe) = nats_server() else { return };
+    let dir = Scratch::new("fleet");
+    let mut cluster = Cluster::start(&exe, &dir.join("nats"), 3);
+    let s = |p: &Path| p.to_str().unwrap().to_owned();
+
+    // One catalog and index, built once and copied to every replica (shipped as files).
+    let seed = dir.join("seed");
+    let items = dir.join("items.csv");
+    std::fs::write(&items, FIVE_ITEMS_CSV).unwrap();
+    run_ok(&["import", "items", "--data-dir", &s(&seed), &s(&items)]);
+    run_ok(&["index", "build", "--data-dir", &s(&seed), "--kind", "exact"]);
+    // The batch host's history, its profiles shipped to the shared directory.
+    let history: String = (0..70)
+        .map(|n| format!("u{},i{},{}\n", n % 7, (n / 7) % 5, BASE + n))
+        .collect();
+    let events = dir.join("events.csv");
+    std::fs::write(&events, format!("user,item,timestamp\n{history}")).unwrap();
+    let batch_dir = dir.join("batch");
+    for sub in ["catalog", "index"] {
+        copy_dir(&seed.join(sub), &batch_dir.join(sub));
+    }
+    run_ok(&[
+        "import",
+        "events",
+        "--data-dir",
+        &s(&batch_dir),
+        &s(&events),
+    ]);
+    let table = dir.join("profiles.parquet");
+    let now1 = NOW1.to_string();
+    run_ok(&[
+        "batch",
+        "--data-dir",
+        &s(&batch_dir),
+        "--now",
+        &now1,
+        "--out",
+        &s(&table),
+    ]);
+    let shared = dir.join("shared");
+    let shipped = run_ok(&["ship", "--to", &s(&shared), "--now", &now1, &s(&table)]);
+    assert!(shipped.contains("gen-000001"), "{shipped}");
+
+    // The stream, replicated on the three nodes (created once the cluster has a leader).
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let js = rt.block_on(async {
+        let client = async_nats::connect(cluster.urls().split(',').collect::<Vec<_>>())
+            .await
+            .unwrap();
+        let js = jetstream::new(client);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let created = js
+                .get_or_create_stream(jetstream::stream::Config {
+                    name: "PINNERSAGE_EVENTS".into(),
+                    subjects: vec!["pinnersage.events.*".into()],
+                    num_replicas: 3,
+                    ..Default::default()
+                })
+                .await;
+            match created {
+                Ok(_) => break,
+                Err(e) => assert!(Instant::now() < deadline, "no stream: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        js
+    });
+
+    let urls = cluster.urls();
+    let shared_s = s(&shared);
+    let replica = |name: &str| {
+        let data = dir.join(name);
+        if !data.exists() {
+            for sub in ["catalog", "index"] {
+                copy_dir(&seed.join(sub), &data.join(sub));
+            }
+        }
+        RunningServer::start_with(
+            &s(&data),
+            &[
+                "--fleet",
+                "--nats",
+                &urls,
+                "--stream-replicas",
+                "3",
+                "--partitions",
+                "4",
+                "--profiles-from",
+                &shared_s,
+                "--reload-seconds",
+                "0.2",
+            ],
+        )
+    };
+    let mut a = replica("a");
+    let mut b = replica("b");
+    wait_ready(&mut a);
+    wait_ready(&mut b);
+    assert_eq!(profile_generation(&a), profile_generation(&b));
+    assert!(
+        !profile_generation(&a).is_empty(),
+        "shipped profiles served"
+    );
+
+    // An event posted to A is visible in B's profile.
+    let first: Vec<u64> = (1..=20).collect();
+    let posted = a.request("POST", "/v1/events", &events_body(&first, NOW1));
+    assert_eq!(status(&posted), 202, "{posted}");
+    wait_for("B's online profile", 30, || {
+        body(&b.request("GET", "/v1/users/u3/profile", "")).contains("\"online\":true")
+    });
+
+    // Ingest into A while one NATS node and replica B are killed -9 and restarted.
+    let acked = Arc::new(Mutex::new(BTreeSet::from_iter(first.iter().copied())));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let a_addr = a.addr.clone();
+    let writer = {
+        let (acked, stop) = (acked.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut n = 100;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let batch: Vec<u64> = (n..n + 10).collect();
+                let response =
+                    common::http(&a_addr, "POST", "/v1/events", &events_body(&batch, NOW1))
+                        .unwrap_or_default();
+                if status(&response) == 202 {
+                    acked.lock().unwrap().extend(batch);
+                }
+                n += 10;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(700));
+    cluster.kill9(0);
+    std::thread::sleep(Duration::from_millis(700));
+    b.kill9();
+    std::thread::sleep(Duration::from_millis(700));
+    let b = replica("b");
+    cluster.restart(0);
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    let acked_before_c = acked.lock().unwrap().len();
+    assert!(acked_before_c > 100, "ingest kept going: {acked_before_c}");
+
+    // A replica started last is ready only once it has consumed what was acknowledged.
+    let mut c = replica("c");
+    wait_ready(&mut c);
+    let stored = metric(&c, "pinnersage_events_stored_total");
+    assert!(
+        stored >= acked_before_c as f64,
+        "C ready with {stored} of {acked_before_c} events"
+    );
+
+    // A poison message is dropped and counted; the partition keeps flowing.
+    rt.block_on(async {
+        js.publish("pinnersage.events.1", "not json".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    });
+    let after: Vec<u64> = (100_000..100_021).collect();
+    let posted = a.request("POST", "/v1/events", &events_body(&after, NOW1));
+    assert_eq!(status(&posted), 202, "{posted}");
+    acked.lock().unwrap().extend(after);
+    for (name, r) in [("a", &a), ("b", &b), ("c", &c)] {
+        wait_for(&format!("the poison message counted on {name}"), 60, || {
+            metric(r, "pinnersage_nats_terminated_total") >= 1.0
+        });
+    }
+
+    // The same answers for every user on every replica.
+    wait_for("the replicas to agree", 60, || {
+        let reference = answers(&a);
+        answers(&b) == reference && answers(&c) == reference
+    });
+    assert!(
+        answers(&a)[1].contains("\"online\":true"),
+        "{:?}",
+        answers(&a)[1]
+    );
+
+    // A new shipped generation rolls over on every replica: the online actions it covers go.
+    let now2 = (NOW1 + 200_000).to_string();
+    let shipped = run_ok(&["ship", "--to", &s(&shared), "--now", &now2, &s(&table)]);
+    assert!(shipped.contains("gen-000002"), "{shipped}");
+    let old = profile_generation(&a);
+    for r in [&a, &b, &c] {
+        wait_for("the new generation", 30, || {
+            let g = profile_generation(r);
+            !g.is_empty() && g != old
+        });
+        let profile = r.request("GET", "/v1/users/u3/profile", "");
+        assert!(!profile.contains("\"online\":true"), "{profile}");
+    }
+    wait_for("the replicas to agree on the new generation", 30, || {
+        let reference = answers(&a);
+        answers(&b) == reference && answers(&c) == reference
+    });
+
+    // Every replica drains its consumer: acknowledged messages a killed replica held are
+    // redelivered to it (after the ack wait).
+    let consumers: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .map(|r| {
+            let id = std::fs::read_to_string(dir.join(r).join("replica-id")).unwrap();
+            format!("pinnersage-{}", id.trim())
+        })
+        .collect();
+    wait_for("every replica's consumer to drain", 60, || {
+        rt.block_on(async {
+            let stream = js.get_stream("PINNERSAGE_EVENTS").await.unwrap();
+            let mut drained = true;
+            for name in &consumers {
+                let mut consumer: jetstream::consumer::PullConsumer =
+                    stream.get_consumer(name).await.unwrap();
+                let info = consumer.info().await.unwrap();
+                drained &= info.num_pending == 0 && info.num_ack_pending == 0;
+            }
+            drained
+        })
+    });
+
+    // NATS down while serving: posts answer 503, reads keep working.
+    for i in 0..3 {
+        cluster.kill9(i);
+    }
+    let posted = a.request("POST", "/v1/events", &events_body(&[500_000], NOW1));
+    assert_eq!(status(&posted), 503, "{posted}");
+    assert!(posted.contains("stream_unavailable"), "{posted}");
+    let read = a.request("GET", "/v1/users/u3/recommendations?k=3", "");
+    assert_eq!(status(&read), 200, "{read}");
+
+    // No acknowledged event is missing on any replica.
+    let acked = acked.lock().unwrap().clone();
+    for (name, mut r) in [("a", a), ("b", b), ("c", c)] {
+        assert!(r.terminate().success());
+        let store = EventStore::open(&dir.join(name)).unwrap();
+        let mut held = BTreeSet::new();
+        store
+            .for_each_after(i64::MIN, |_, e| {
+                held.insert(e.time as u64 - NOW1);
+            })
+            .unwrap();
+        let missing: Vec<&u64> = acked.difference(&held).collect();
+        assert!(missing.is_empty(), "replica {name} lost {missing:?}");
+    }
+}
+
+#[test]
+fn nats_down_at_startup_is_a_clear_error() {
+    let dir = Scratch::new("fleet-down");
+    let data = dir.join("data");
+    let d = data.to_str().unwrap();
+    let items = dir.join("items.csv");
+    std::fs::write(&items, FIVE_ITEMS_CSV).unwrap();
+    run_ok(&["import", "items", "--data-dir", d, items.to_str().unwrap()]);
+    run_ok(&["index", "build", "--data-dir", d, "--kind", "exact"]);
+    let url = format!("nats://127.0.0.1:{}", free_port());
+    let out = bin()
+        .args([
+            "serve",
+            "--data-dir",
+            d,
+            "--addr",
+            "127.0.0.1:0",
+            "--fleet",
+            "--nats",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("cannot connect"), "{err}");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "cp -r {} {}",
+        from.display(),
+        to.display()
+    );
+}

@@ -1,0 +1,244 @@
+//! Profile generations shipped to a fleet of replicas as files.
+//!
+//! One publisher (the embedded batch's `--out`, or the Spark job) ships profile tables into a
+//! shared directory with [`ship_profiles`]: `SHARED/gen-NNNNNN/` holds the Parquet files and a
+//! [`Manifest`] of the parameters they were computed with, and `SHARED/CURRENT` names the newest
+//! (the [`Generations`] layout: a reader never sees a half-written generation when the shared
+//! directory is one file system; an rsync copies the `gen-*` directory before `CURRENT`). Every
+//! replica calls [`import_shipped`] periodically: a generation it has not imported yet is
+//! validated and published into its own data directory by [`import_profiles`], which moves the
+//! online boundary to the manifest's `now` like a local batch.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use pinnersage_catalog::parquet_io::{ParquetIoError, ParquetReader};
+use pinnersage_core::ProfileParams;
+use pinnersage_generation::Generations;
+use serde::{Deserialize, Serialize};
+
+use crate::batch::check_settings;
+use crate::import_profiles::{
+    ImportProfilesError, ImportProfilesOptions, ImportProfilesReport, import_profiles,
+    parquet_files,
+};
+use crate::profile_table::COLUMNS;
+
+/// The manifest's file name inside a shipped generation.
+pub const MANIFEST: &str = "manifest.json";
+/// The file in a replica's data directory naming the shipped generation it imported last.
+pub const IMPORTED: &str = "shipped.json";
+
+/// What a shipped generation holds and was computed with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// The moment the profiles were computed for (unix seconds): the replicas' online boundary.
+    pub now: i64,
+    /// Days of history the profiles cover.
+    pub window_days: u32,
+    /// Ward's merge threshold they were computed with (the online path uses it too).
+    pub alpha: f64,
+    /// Importance decay per day.
+    pub lambda: f64,
+    /// Latest actions per user clustered at most.
+    pub max_actions: usize,
+    /// The Parquet files of the generation, in order.
+    pub files: Vec<String>,
+    /// When it was shipped (unix nanoseconds): with the directory name, the generation's
+    /// identity, so a recreated shared directory is never mistaken for one already imported.
+    pub shipped_at: u128,
+}
+
+impl Manifest {
+    /// The import options it stands for.
+    pub fn options(&self) -> ImportProfilesOptions {
+        ImportProfilesOptions {
+            now: self.now,
+            window_days: self.window_days,
+            params: ProfileParams {
+                alpha: self.alpha,
+                lambda: self.lambda,
+                max_actions: self.max_actions,
+            },
+        }
+    }
+}
+
+/// Why shipping or importing a shipped generation failed; nothing was published.
+#[derive(Debug, thiserror::Error)]
+pub enum ShipError {
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A manifest is unreadable or invalid.
+    #[error("{}: {message}", path.display())]
+    Manifest {
+        /// The manifest.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// An input is not a profile table.
+    #[error(transparent)]
+    Parquet(#[from] ParquetIoError),
+    /// The profiles were refused by the replica's import (the first bad row is named).
+    #[error(transparent)]
+    Import(#[from] ImportProfilesError),
+    /// A setting is out of its domain.
+    #[error("{0}")]
+    Config(String),
+}
+
+fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> ShipError + '_ {
+    move |source| ShipError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What [`ship_profiles`] published.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShipReport {
+    /// The new generation's directory in the shared location.
+    pub generation: PathBuf,
+    /// Its manifest.
+    pub manifest: Manifest,
+}
+
+/// Copies the profile tables in `inputs` (files, or directories of `*.parquet` such as a Spark
+/// output) into a new generation of `shared` with a manifest of `options`, and makes it the
+/// current one. Only the schema is checked here (the rows are validated by every replica
+/// against its catalog, which this host may not have). One publisher per shared directory.
+pub fn ship_profiles(
+    shared: &Path,
+    inputs: &[PathBuf],
+    options: &ImportProfilesOptions,
+) -> Result<ShipReport, ShipError> {
+    check_settings(&options.params, options.window_days).map_err(ShipError::Config)?;
+    let files = parquet_files(inputs)?;
+    if files.is_empty() {
+        return Err(ShipError::Config("no profile files given".into()));
+    }
+    for file in &files {
+        let reader = ParquetReader::open(file)?;
+        for name in COLUMNS {
+            reader.require_column(name)?;
+        }
+    }
+    let generations = Generations::new(shared);
+    let staging = generations.stage().map_err(io_at(shared))?;
+    let mut names = Vec::with_capacity(files.len());
+    for (i, file) in files.iter().enumerate() {
+        let name = format!("part-{i:05}.parquet");
+        let to = staging.path().join(&name);
+        fs::copy(file, &to).map_err(io_at(file))?;
+        fs::File::open(&to)
+            .and_then(|f| f.sync_all())
+            .map_err(io_at(&to))?;
+        names.push(name);
+    }
+    let manifest = Manifest {
+        now: options.now,
+        window_days: options.window_days,
+        alpha: options.params.alpha,
+        lambda: options.params.lambda,
+        max_actions: options.params.max_actions,
+        files: names,
+        shipped_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    };
+    let path = staging.path().join(MANIFEST);
+    write_synced(
+        &path,
+        &serde_json::to_vec_pretty(&manifest).expect("plain data"),
+    )?;
+    let generation = generations.publish(staging).map_err(io_at(shared))?;
+    Ok(ShipReport {
+        generation,
+        manifest,
+    })
+}
+
+/// The current shipped generation of `shared` and its manifest, if one was ever shipped.
+pub fn current_shipped(shared: &Path) -> Result<Option<(PathBuf, Manifest)>, ShipError> {
+    let Some(dir) = Generations::new(shared).current().map_err(io_at(shared))? else {
+        return Ok(None);
+    };
+    let path = dir.join(MANIFEST);
+    let text = fs::read(&path).map_err(io_at(&path))?;
+    let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| ShipError::Manifest {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    for name in &manifest.files {
+        if name.contains(['/', '\\']) || name.starts_with('.') {
+            return Err(ShipError::Manifest {
+                path,
+                message: format!("file {name:?} is not a plain file name"),
+            });
+        }
+    }
+    Ok(Some((dir, manifest)))
+}
+
+/// The identity of a shipped generation: its directory name and when it was shipped.
+fn identity(dir: &Path, manifest: &Manifest) -> String {
+    let name = dir.file_name().unwrap_or_default().to_string_lossy();
+    format!("{name}@{}", manifest.shipped_at)
+}
+
+/// The identity of the shipped generation `data_dir` imported last, if any.
+pub fn imported_identity(data_dir: &Path) -> Option<String> {
+    let text = fs::read(data_dir.join(IMPORTED)).ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&text).ok()?;
+    value["generation"].as_str().map(str::to_owned)
+}
+
+/// The identity of the current shipped generation of `shared`, if it is one `data_dir` has not
+/// imported yet.
+pub fn pending_shipped(data_dir: &Path, shared: &Path) -> Result<Option<String>, ShipError> {
+    Ok(current_shipped(shared)?
+        .map(|(dir, manifest)| identity(&dir, &manifest))
+        .filter(|id| imported_identity(data_dir).as_ref() != Some(id)))
+}
+
+/// Imports the current shipped generation of `shared` into `data_dir` unless it was imported
+/// already; `Ok(None)` when there is nothing new. The import is recorded only after the local
+/// generation is published, so a crash in between imports it again (an equal generation).
+pub fn import_shipped(
+    data_dir: &Path,
+    shared: &Path,
+) -> Result<Option<ImportProfilesReport>, ShipError> {
+    let Some((dir, manifest)) = current_shipped(shared)? else {
+        return Ok(None);
+    };
+    let id = identity(&dir, &manifest);
+    if imported_identity(data_dir).as_ref() == Some(&id) {
+        return Ok(None);
+    }
+    let files: Vec<PathBuf> = manifest.files.iter().map(|f| dir.join(f)).collect();
+    let report = import_profiles(data_dir, &files, &manifest.options(), &|_| {})?;
+    let record = serde_json::json!({"generation": id, "from": shared}).to_string();
+    let path = data_dir.join(IMPORTED);
+    let tmp = data_dir.join(format!("{IMPORTED}.tmp"));
+    write_synced(&tmp, record.as_bytes())?;
+    fs::rename(&tmp, &path).map_err(io_at(&path))?;
+    Ok(Some(report))
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), ShipError> {
+    (|| {
+        let mut f = fs::File::create(path)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })()
+    .map_err(io_at(path))
+}

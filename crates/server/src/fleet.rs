@@ -1,0 +1,458 @@
+//! Fleet mode: N replicas behind one load balancer, one JetStream stream of events.
+//!
+//! Events are partitioned by user: partition `crc32(user) % partitions` is published on
+//! subject `<subject>.<partition>` ([`partition_of`], the rule a user-affine load balancer
+//! computes too). `POST /v1/events` on any replica validates the events, publishes them to the
+//! stream and answers once JetStream has acknowledged them ([`Publisher`]); every replica
+//! consumes the partitions it holds into its own event store and online state with its own
+//! durable consumer, named after the replica's id ([`replica_id`], kept in its data directory).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_nats::connection::State;
+use async_nats::jetstream::{self, message::PublishMessage};
+use futures_util::future::try_join_all;
+use pinnersage_catalog::catalog::Catalog;
+use pinnersage_core::hash::{crc32, stable_hash};
+use pinnersage_store::events::Event;
+use serde::Serialize;
+
+use crate::clock::unix_now;
+use crate::ingest::{IngestError, IngestReport, parse_events};
+
+/// Largest message published (NATS' default `max_payload` is 1 MiB); bigger groups are split.
+pub const MAX_MESSAGE_BYTES: usize = 512 << 10;
+
+/// How a replica takes part in a fleet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetConfig {
+    /// Partitions of the event subject; the same on every replica and producer.
+    pub partitions: u32,
+    /// The partitions this replica consumes (empty: all of them).
+    pub consume: Vec<u32>,
+    /// Replicas of the JetStream stream when this replica creates it (3 on a 3-node cluster).
+    pub stream_replicas: usize,
+}
+
+impl FleetConfig {
+    /// A fleet of `partitions` partitions, all consumed, a stream of one replica.
+    pub fn new(partitions: u32) -> Self {
+        Self {
+            partitions,
+            consume: Vec::new(),
+            stream_replicas: 1,
+        }
+    }
+
+    /// Checks the settings: at least one partition, consumed partitions in range and unique.
+    pub fn check(&self) -> Result<(), String> {
+        if !(1..=1024).contains(&self.partitions) {
+            return Err(format!(
+                "--partitions must be in 1..=1024, got {}",
+                self.partitions
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for &p in &self.consume {
+            if p >= self.partitions {
+                return Err(format!(
+                    "--consume-partitions: partition {p} is out of range (0..{})",
+                    self.partitions
+                ));
+            }
+            if !seen.insert(p) {
+                return Err(format!(
+                    "--consume-partitions: partition {p} is given twice"
+                ));
+            }
+        }
+        if !(1..=5).contains(&self.stream_replicas) {
+            return Err(format!(
+                "--stream-replicas must be in 1..=5 (JetStream's limit), got {}",
+                self.stream_replicas
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether this replica consumes `user`'s partition.
+    pub fn holds(&self, user: &str) -> bool {
+        self.consume.is_empty() || self.consume.contains(&partition_of(user, self.partitions))
+    }
+}
+
+/// The partition of `user`: `crc32(user's UTF-8 bytes) % partitions` (CRC-32/IEEE, as zlib and
+/// HAProxy's `crc32` converter computes it).
+///
+/// ```
+/// use pinnersage_server::fleet::partition_of;
+/// assert_eq!(partition_of("u1", 8), 0x424f_9f76 % 8);
+/// ```
+pub fn partition_of(user: &str, partitions: u32) -> u32 {
+    crc32(user.as_bytes()) % partitions.max(1)
+}
+
+/// The subject of a partition.
+pub fn partition_subject(subject: &str, partition: u32) -> String {
+    format!("{subject}.{partition}")
+}
+
+/// The id of the replica that serves `data_dir`, created on first use (`replica-id` in the data
+/// directory): its durable consumers are named after it, so their positions follow the event
+/// store they fill. A fresh data directory is a new replica and reads the stream from the start.
+pub fn replica_id(data_dir: &Path) -> std::io::Result<String> {
+    let path = data_dir.join("replica-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if is_replica_id(id.trim()) => return Ok(id.trim().to_owned()),
+        Ok(id) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "{}: {:?} is not a replica id (16 hex digits)",
+                    path.display(),
+                    id.trim()
+                ),
+            ));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let seed = format!("{nanos} {} {}", std::process::id(), data_dir.display());
+    let id = format!("{:016x}", stable_hash(seed.as_bytes()));
+    let tmp = data_dir.join("replica-id.tmp");
+    std::fs::write(&tmp, format!("{id}\n"))?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(data_dir)?.sync_all()?;
+    Ok(id)
+}
+
+fn is_replica_id(id: &str) -> bool {
+    id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Whether a replica is ready for traffic: it has consumed the stream up to where it stood at
+/// startup, and imported the shipped profile generation that was current at startup.
+#[derive(Debug)]
+pub struct Readiness {
+    caught_up: AtomicBool,
+    shipped: AtomicBool,
+}
+
+impl Readiness {
+    /// Waits for what is configured: the stream when consuming, shipped profiles when watching.
+    pub fn new(consuming: bool, watching_shipped: bool) -> Self {
+        Self {
+            caught_up: AtomicBool::new(!consuming),
+            shipped: AtomicBool::new(!watching_shipped),
+        }
+    }
+
+    /// The stream was consumed up to where it stood at startup.
+    pub fn set_caught_up(&self) {
+        self.caught_up.store(true, Ordering::Release);
+    }
+
+    /// The shipped generation current at startup was imported (or refused).
+    pub fn set_shipped(&self) {
+        self.shipped.store(true, Ordering::Release);
+    }
+
+    /// What the replica still waits for; empty when ready.
+    pub fn waiting_for(&self) -> Vec<&'static str> {
+        let mut waiting = Vec::new();
+        if !self.caught_up.load(Ordering::Acquire) {
+            waiting.push("catching up with the event stream");
+        }
+        if !self.shipped.load(Ordering::Acquire) {
+            waiting.push("importing the newest shipped profile generation");
+        }
+        waiting
+    }
+}
+
+/// Publishes validated events to the stream's partitions.
+#[derive(Clone)]
+pub struct Publisher {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    subject: String,
+    partitions: u32,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("subject", &self.subject)
+            .field("partitions", &self.partitions)
+            .finish()
+    }
+}
+
+#[derive(Serialize)]
+struct EventOut<'a> {
+    user: &'a str,
+    item: &'a str,
+    ts: i64,
+    action: &'a str,
+    weight: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+}
+
+impl Publisher {
+    /// Publishes on `<subject>.<partition>` through `client`; each acknowledgement waits at
+    /// most `timeout`.
+    pub fn new(
+        client: async_nats::Client,
+        subject: String,
+        partitions: u32,
+        timeout: Duration,
+    ) -> Self {
+        let js = jetstream::ContextBuilder::new()
+            .timeout(timeout)
+            .build(client.clone());
+        Self {
+            client,
+            js,
+            subject,
+            partitions,
+        }
+    }
+
+    /// Validates a request body like the local path and publishes its valid events; resolves
+    /// once JetStream has acknowledged every message (`accepted` counts them; duplicates are
+    /// dropped later, by each replica's store). Fails with [`IngestError::Unavailable`] when
+    /// NATS cannot take them: then the client retries (a retry is stored once).
+    pub async fn publish_body(
+        &self,
+        body: &[u8],
+        catalog: &Catalog,
+    ) -> Result<IngestReport, IngestError> {
+        let (valid, rejected) = parse_events(body, catalog, unix_now())?;
+        let mut report = IngestReport {
+            rejected,
+            ..IngestReport::default()
+        };
+        if !valid.is_empty() {
+            self.publish(&valid).await?;
+            report.accepted = valid.len();
+        }
+        Ok(report)
+    }
+
+    /// Publishes `events` (in order within each partition) and waits for every acknowledgement.
+    pub async fn publish(&self, events: &[Event]) -> Result<(), IngestError> {
+        if self.client.connection_state() != State::Connected {
+            return Err(IngestError::Unavailable(
+                "NATS is not reachable: the events were not taken; retry shortly".into(),
+            ));
+        }
+        let unavailable = |e: &dyn std::fmt::Display| {
+            IngestError::Unavailable(format!(
+                "NATS JetStream did not take the events ({e}); retry shortly"
+            ))
+        };
+        let mut acks = Vec::new();
+        for (subject, payload) in messages(&self.subject, self.partitions, events) {
+            // The id lets the stream drop a retried message (within its duplicate window).
+            let id = format!("{:016x}-{}", stable_hash(&payload), payload.len());
+            let ack = self
+                .js
+                .send_publish(
+                    subject,
+                    PublishMessage::build()
+                        .payload(payload.into())
+                        .message_id(id),
+                )
+                .await
+                .map_err(|e| unavailable(&e))?;
+            acks.push(ack.into_future());
+        }
+        try_join_all(acks).await.map_err(|e| unavailable(&e))?;
+        Ok(())
+    }
+}
+
+/// The messages for `events`: one per partition (split at [`MAX_MESSAGE_BYTES`]), each the same
+/// JSON as `POST /v1/events`, events in request order.
+fn messages(subject: &str, partitions: u32, events: &[Event]) -> Vec<(String, Vec<u8>)> {
+    let mut by_partition: Vec<Vec<u8>> = vec![Vec::new(); partitions as usize];
+    let mut out = Vec::new();
+    for e in events {
+        let p = partition_of(&e.user, partitions);
+        let buf = &mut by_partition[p as usize];
+        buf.extend_from_slice(if buf.is_empty() {
+            b"{\"events\":["
+        } else {
+            b","
+        });
+        serde_json::to_writer(
+            &mut *buf,
+            &EventOut {
+                user: &e.user,
+                item: &e.item,
+                ts: e.time,
+                action: &e.action,
+                weight: e.weight,
+                id: e.id.as_deref(),
+            },
+        )
+        .expect("plain data");
+        if buf.len() >= MAX_MESSAGE_BYTES {
+            buf.extend_from_slice(b"]}");
+            out.push((partition_subject(subject, p), std::mem::take(buf)));
+        }
+    }
+    for (p, mut buf) in by_partition.into_iter().enumerate() {
+        if !buf.is_empty() {
+            buf.extend_from_slice(b"]}");
+            out.push((partition_subject(subject, p as u32), buf));
+        }
+    }
+    out
+}
+
+/// Counters of the shipped-generation watcher.
+#[derive(Debug, Default)]
+pub struct ShippedCounters {
+    /// Shipped generations imported.
+    pub imported: std::sync::atomic::AtomicU64,
+    /// Shipped generations refused (invalid) or that failed to import.
+    pub failed: std::sync::atomic::AtomicU64,
+}
+
+/// Imports every new shipped generation of `shared` into `engine`'s data directory (checked
+/// every `interval`) and switches to it. A generation that fails is reported once and skipped
+/// until a newer one is shipped; the replica keeps serving what it has. `readiness` is told after
+/// the first attempt.
+pub async fn watch_shipped(
+    shared: std::path::PathBuf,
+    engine: std::sync::Arc<crate::recommend::Engine>,
+    interval: Duration,
+    readiness: std::sync::Arc<Readiness>,
+    counters: std::sync::Arc<ShippedCounters>,
+) {
+    use pinnersage_pipeline::ship::{import_shipped, pending_shipped};
+    use std::sync::atomic::Ordering::Relaxed;
+    let data_dir = engine.data_dir().to_path_buf();
+    // The last failure: the generation refused (skipped until a newer one), or the message.
+    let mut refused: Option<String> = None;
+    let mut last_error = String::new();
+    loop {
+        let (dir, from, engine2) = (data_dir.clone(), shared.clone(), engine.clone());
+        let skip = refused.clone();
+        let attempt = tokio::task::spawn_blocking(move || {
+            let id = match pending_shipped(&dir, &from) {
+                Ok(Some(id)) if Some(&id) != skip.as_ref() => id,
+                Ok(_) => return Ok(None),
+                Err(e) => return Err((None, e.to_string())),
+            };
+            match import_shipped(&dir, &from) {
+                Ok(Some(report)) => {
+                    let _ = engine2.reload_profiles();
+                    Ok(Some((id, report.users)))
+                }
+                Ok(None) => Ok(None),
+                Err(e) => Err((Some(id), e.to_string())),
+            }
+        })
+        .await
+        .unwrap_or_else(|e| Err((None, e.to_string())));
+        match attempt {
+            Ok(Some((id, users))) => {
+                counters.imported.fetch_add(1, Relaxed);
+                eprintln!(
+                    "imported shipped profiles {id} from {}: {users} users",
+                    shared.display()
+                );
+            }
+            Ok(None) => {}
+            Err((id, message)) => {
+                if message != last_error {
+                    counters.failed.fetch_add(1, Relaxed);
+                    eprintln!(
+                        "shipped profiles {} refused (still serving the previous generation): \
+                         {message}",
+                        id.as_deref().unwrap_or("in the shared directory")
+                    );
+                }
+                last_error = message;
+                refused = id.or(refused);
+            }
+        }
+        readiness.set_shipped();
+        tokio::time::sleep(interval).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_partition_rule_is_crc32_modulo() {
+        // zlib.crc32(b"user-42") == 0x7d06b873
+        assert_eq!(partition_of("user-42", 16), 0x7d06_b873 % 16);
+        assert_eq!(partition_of("anyone", 1), 0);
+    }
+
+    #[test]
+    fn messages_group_events_by_partition_in_order() {
+        let event = |user: &str, n: i64| Event {
+            user: user.into(),
+            item: format!("i{n}"),
+            time: n,
+            action: "click".into(),
+            weight: 0.5,
+            id: (n == 2).then(|| "e2".to_owned()),
+        };
+        let events: Vec<Event> = (0..6)
+            .map(|n| event(["a", "b", "c"][n as usize % 3], n))
+            .collect();
+        let out = messages("ev", 2, &events);
+        let mut seen = Vec::new();
+        for (subject, payload) in &out {
+            let v: serde_json::Value = serde_json::from_slice(payload).unwrap();
+            let mut last = -1;
+            for e in v["events"].as_array().unwrap() {
+                let user = e["user"].as_str().unwrap();
+                assert_eq!(subject, &partition_subject("ev", partition_of(user, 2)));
+                let ts = e["ts"].as_i64().unwrap();
+                assert!(ts > last, "request order kept");
+                last = ts;
+                assert_eq!(e["weight"].as_f64(), Some(0.5));
+                assert_eq!(e["id"].as_str().is_some(), ts == 2);
+                seen.push(ts);
+            }
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, (0..6).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        let mut c = FleetConfig::new(4);
+        assert!(c.check().is_ok());
+        c.consume = vec![1, 4];
+        assert!(c.check().unwrap_err().contains("out of range"));
+        c.consume = vec![1, 1];
+        assert!(c.check().unwrap_err().contains("twice"));
+        assert!(FleetConfig::new(0).check().is_err());
+    }
+
+    #[test]
+    fn a_replica_keeps_its_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = replica_id(dir.path()).unwrap();
+        assert!(is_replica_id(&id));
+        assert_eq!(replica_id(dir.path()).unwrap(), id);
+        std::fs::write(dir.path().join("replica-id"), "nonsense").unwrap();
+        assert!(replica_id(dir.path()).is_err());
+    }
+}
