@@ -28,11 +28,13 @@ use crate::http_client::Conn;
 /// Latency: meanwhile, every --probe-ms a probe posts (or publishes) one event for a fresh
 /// user and polls GET /v1/users/{probe}/profile until the event is there: the time from send
 /// to visible, under load. Over NATS a saturating load queues the probes behind the backlog, so
-/// probes run only with --rate.
+/// probes run only with --rate. With --visible-on B (a fleet), probes are posted to --addr and
+/// polled on replica B.
 ///
 /// Example:
 ///   pinnersage bench ingest --addr 127.0.0.1:8080 --items 200000 --duration 20
 ///   pinnersage bench ingest --addr 127.0.0.1:8080 --items 200000 --nats nats://127.0.0.1:4222
+///   pinnersage bench ingest --addr 127.0.0.1:8081 --visible-on 127.0.0.1:8082 --items 200000 --rate 1000
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct BenchIngestArgs {
@@ -69,6 +71,10 @@ pub struct BenchIngestArgs {
     /// Milliseconds between latency probes.
     #[arg(long, default_value_t = 50)]
     probe_ms: u64,
+    /// Poll the probes' profiles on this server instead of --addr: another replica of a fleet
+    /// (event posted to one replica -> visible on another).
+    #[arg(long, value_name = "ADDR")]
+    visible_on: Option<SocketAddr>,
 }
 
 impl BenchIngestArgs {
@@ -170,7 +176,10 @@ pub fn run(args: &BenchIngestArgs) -> Result<()> {
     }
     sorted.sort_by(f64::total_cmp);
     println!(
-        "event -> visible in the profile, ms ({} probes under load): p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
+        "event -> visible in the profile{}, ms ({} probes under load): p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
+        args.visible_on
+            .map(|b| format!(" on {b} (posted to {})", args.addr))
+            .unwrap_or_default(),
         sorted.len(),
         percentile(&sorted, 0.5),
         percentile(&sorted, 0.9),
@@ -294,6 +303,7 @@ fn nats_load(args: &BenchIngestArgs, url: &str) -> Result<(u64, f64)> {
 /// Probes until `stop`: one event for a fresh user, then poll its profile. Milliseconds each.
 fn probe(args: &BenchIngestArgs, stop: &AtomicBool) -> Result<Vec<f64>> {
     let mut conn = Conn::open(args.addr)?;
+    let mut poll = Conn::open(args.visible_on.unwrap_or(args.addr))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -334,7 +344,7 @@ fn probe(args: &BenchIngestArgs, stop: &AtomicBool) -> Result<Vec<f64>> {
         }
         let path = format!("/v1/users/{user}/profile");
         loop {
-            let (status, _) = conn.get(&path)?;
+            let (status, _) = poll.get(&path)?;
             if status == 200 {
                 break;
             }
