@@ -9,6 +9,7 @@
 pub mod attributes;
 pub mod catalog;
 pub mod error;
+pub mod filter;
 pub mod id_table;
 pub mod items;
 pub mod npy;

@@ -89,34 +89,44 @@ impl<V: AsRef<[f32]> + Send + Sync> ExactIndex<V> {
         let q_dot = pinnersage_core::scan::dot(query, query);
         let q_norm = q_dot.sqrt();
         let mut heap = BinaryHeap::with_capacity(k + 1);
-        let mut scores = vec![0.0f32; BLOCK];
-        for (b, block) in self.vectors.as_ref().chunks(BLOCK * self.dim).enumerate() {
-            let n = block.len() / self.dim;
-            dot_rows(query, block, &mut scores[..n]);
-            for (i, &dot) in scores[..n].iter().enumerate() {
-                let row = b * BLOCK + i;
-                if let Some(present) = &self.present
-                    && !present[row]
-                {
-                    continue;
+        let distance = |row: usize, dot: f32| match self.metric {
+            Metric::Cosine => {
+                let denom = q_norm * self.norms[row];
+                if denom > 0.0 { 1.0 - dot / denom } else { 1.0 }
+            }
+            Metric::L2 => (q_dot + self.norms[row] - 2.0 * dot).max(0.0),
+        };
+        let offer = |heap: &mut BinaryHeap<Ranked>, candidate: Ranked| {
+            if heap.len() == k && candidate >= *heap.peek().expect("k > 0") {
+                return;
+            }
+            heap.push(candidate);
+            if heap.len() > k {
+                heap.pop();
+            }
+        };
+        let present = |row: usize| self.present.as_ref().is_none_or(|p| p[row]);
+        let vectors = self.vectors.as_ref();
+        if let Some(keep) = keep {
+            // Filtered: test each row first, compute distances for the kept ones only (a
+            // selective filter then costs a fraction of the full scan).
+            for row in 0..self.norms.len() {
+                if present(row) && keep(row as u32) {
+                    let x = &vectors[row * self.dim..(row + 1) * self.dim];
+                    let dot = pinnersage_core::scan::dot(query, x);
+                    offer(&mut heap, Ranked(distance(row, dot), row as u32));
                 }
-                let distance = match self.metric {
-                    Metric::Cosine => {
-                        let denom = q_norm * self.norms[row];
-                        if denom > 0.0 { 1.0 - dot / denom } else { 1.0 }
+            }
+        } else {
+            let mut scores = vec![0.0f32; BLOCK];
+            for (b, block) in vectors.chunks(BLOCK * self.dim).enumerate() {
+                let n = block.len() / self.dim;
+                dot_rows(query, block, &mut scores[..n]);
+                for (i, &dot) in scores[..n].iter().enumerate() {
+                    let row = b * BLOCK + i;
+                    if present(row) {
+                        offer(&mut heap, Ranked(distance(row, dot), row as u32));
                     }
-                    Metric::L2 => (q_dot + self.norms[row] - 2.0 * dot).max(0.0),
-                };
-                let candidate = Ranked(distance, row as u32);
-                if heap.len() == k && candidate >= *heap.peek().expect("k > 0") {
-                    continue;
-                }
-                if keep.is_some_and(|keep| !keep(row as u32)) {
-                    continue;
-                }
-                heap.push(candidate);
-                if heap.len() > k {
-                    heap.pop();
                 }
             }
         }

@@ -253,6 +253,9 @@ impl AsRef<[f32]> for CatalogVectors {
 pub struct OpenedIndex {
     /// The searchable index.
     pub index: Arc<dyn AnnIndex>,
+    /// An exact scan over the same rows (the index itself when it is exact): the answer of a
+    /// filtered search that the graph could not fill (a filter matching few items).
+    pub exact: Arc<dyn AnnIndex>,
     /// Its metadata.
     pub meta: IndexMeta,
     /// The generation number (changes with every build; part of cache keys).
@@ -303,6 +306,21 @@ pub fn open(
         .strip_prefix("gen-")
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
+    let exact: Arc<dyn AnnIndex> = {
+        let dim = catalog.dim();
+        let exact = ExactIndex::new(CatalogVectors(catalog), dim, meta.params.metric)?;
+        let rows_path = dir.join(ROWS);
+        if rows_path.exists() {
+            let bytes = fs::read(&rows_path).map_err(io_err(&rows_path))?;
+            let rows: Vec<u32> = bytes
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
+                .collect();
+            Arc::new(exact.with_rows(&rows))
+        } else {
+            Arc::new(exact)
+        }
+    };
     let index: Arc<dyn AnnIndex> = match meta.kind {
         IndexKind::Hnsw => Arc::new(HnswIndex::view(
             &dir.join(HNSW_FILE),
@@ -310,24 +328,11 @@ pub fn open(
             meta.dim,
             load_into_memory,
         )?),
-        IndexKind::Exact => {
-            let dim = catalog.dim();
-            let exact = ExactIndex::new(CatalogVectors(catalog), dim, meta.params.metric)?;
-            let rows_path = dir.join(ROWS);
-            if rows_path.exists() {
-                let bytes = fs::read(&rows_path).map_err(io_err(&rows_path))?;
-                let rows: Vec<u32> = bytes
-                    .chunks_exact(4)
-                    .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
-                    .collect();
-                Arc::new(exact.with_rows(&rows))
-            } else {
-                Arc::new(exact)
-            }
-        }
+        IndexKind::Exact => exact.clone(),
     };
     Ok(OpenedIndex {
         index,
+        exact,
         meta,
         version,
         dir,

@@ -7,13 +7,14 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, RawQuery, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use pinnersage_catalog::catalog::Catalog;
+use pinnersage_catalog::filter::Filter;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -491,13 +492,28 @@ fn items_out<'a>(
         .collect()
 }
 
+/// The `filter` parameters of a query string (repeatable: all conditions must hold), parsed
+/// against the catalog's attributes.
+fn filter_of(engine: &Engine, raw: Option<&str>) -> Result<Option<Filter>, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or(""))
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))?;
+    let conditions: Vec<&str> = pairs
+        .iter()
+        .filter(|(key, _)| key == "filter")
+        .map(|(_, value)| value.as_str())
+        .collect();
+    Ok(engine.filter(&conditions)?)
+}
+
 async fn recommendations(
     State(state): State<AppState>,
     user: Result<Path<String>, PathRejection>,
     query: Result<Query<RecoQuery>, QueryRejection>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let Path(user) = user?;
     let Query(q) = query?;
+    let filter = filter_of(&state.engine, raw.as_deref())?;
     let req = RecoRequest {
         k: q.k.unwrap_or(50),
         medoids: q.medoids.unwrap_or(3),
@@ -505,7 +521,7 @@ async fn recommendations(
         now: unix_now(),
     };
     let engine = &state.engine;
-    let reco = engine.recommend(&user, req)?;
+    let reco = engine.recommend_filtered(&user, req, filter.as_ref())?;
     let body = RecommendationsOut {
         user: &user,
         items: items_out(engine, &reco.items, &reco.medoids),
@@ -809,10 +825,14 @@ async fn similar(
     State(state): State<AppState>,
     item: Result<Path<String>, PathRejection>,
     query: Result<Query<SimilarQuery>, QueryRejection>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let Path(item) = item?;
     let Query(q) = query?;
-    let hits = state.engine.similar(&item, q.k.unwrap_or(20))?;
+    let filter = filter_of(&state.engine, raw.as_deref())?;
+    let hits = state
+        .engine
+        .similar_filtered(&item, q.k.unwrap_or(20), filter.as_ref())?;
     #[derive(Serialize)]
     struct Neighbour<'a> {
         item: &'a str,
@@ -911,6 +931,23 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         "counter",
         "Medoid neighbour lookups that ran an ANN search.",
         cache.misses() as f64,
+    );
+    let filtered = e.filtered_counters();
+    write_metric(
+        &mut out,
+        "pinnersage_filtered_searches_total",
+        "counter",
+        "ANN searches with a query-time filter (they bypass the medoid cache).",
+        filtered.searches.load(std::sync::atomic::Ordering::Relaxed) as f64,
+    );
+    write_metric(
+        &mut out,
+        "pinnersage_filtered_exact_fallbacks_total",
+        "counter",
+        "Filtered searches the graph could not fill, answered by the exact scan.",
+        filtered
+            .exact_fallbacks
+            .load(std::sync::atomic::Ordering::Relaxed) as f64,
     );
     write_metric(
         &mut out,

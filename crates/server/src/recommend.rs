@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use pinnersage_catalog::catalog::Catalog;
+use pinnersage_catalog::filter::{AttributeTable, Filter};
 use pinnersage_core::ProfileParams;
 use pinnersage_core::blend::blend_round_robin;
 use pinnersage_core::hash::stable_hash;
@@ -37,6 +38,10 @@ pub const MAX_MEDOIDS: usize = 20;
 /// Neighbours fetched per medoid are a power of two at least this (so the cache key varies
 /// little with `k`).
 const MIN_FETCH: usize = 32;
+
+/// Filters matching less than this share of the catalog are answered by an exact scan of the
+/// matching items instead of a filtered graph search (docs/benchmarks.md, query-time filters).
+pub const PREFILTER_BELOW: f64 = 0.1;
 
 /// How the medoid sample is seeded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,6 +261,20 @@ pub struct Engine {
     online: Arc<OnlineProfiles>,
     config: EngineConfig,
     reload_lock: std::sync::Mutex<()>,
+    /// The catalog's attributes by column, for query-time filters.
+    attributes: AttributeTable,
+    /// Filtered searches (they bypass the medoid cache) and those the graph could not fill.
+    filtered: FilteredCounters,
+}
+
+/// Counters of filtered searches.
+#[derive(Debug, Default)]
+pub struct FilteredCounters {
+    /// ANN searches with a filter (the medoid cache is bypassed for them).
+    pub searches: std::sync::atomic::AtomicU64,
+    /// Of those, the ones answered by the exact scan because the graph search returned fewer
+    /// than asked (a selective filter).
+    pub exact_fallbacks: std::sync::atomic::AtomicU64,
 }
 
 impl Engine {
@@ -276,7 +295,11 @@ impl Engine {
         let online = OnlineProfiles::new(catalog.clone(), params, profiles.now())
             .map_err(|e| EngineError::BadRequest(e.to_string()))?
             .with_max_users(config.online_users);
+        let attributes =
+            AttributeTable::from_json_rows((0..catalog.rows()).map(|r| catalog.attributes(r)));
         Ok(Self {
+            attributes,
+            filtered: FilteredCounters::default(),
             data_dir: data_dir.to_path_buf(),
             cache: MedoidCache::new(config.cache_bytes),
             catalog,
@@ -522,13 +545,46 @@ impl Engine {
 
     /// Recommendations for `user`.
     pub fn recommend(&self, user: &str, req: Request) -> Result<Recommendation, EngineError> {
+        self.recommend_filtered(user, req, None)
+    }
+
+    /// Parses query-time filter conditions against the catalog's attributes (see
+    /// [`pinnersage_catalog::filter`]); `None` when there are none.
+    pub fn filter<S: AsRef<str>>(&self, conditions: &[S]) -> Result<Option<Filter>, EngineError> {
+        if conditions.is_empty() {
+            return Ok(None);
+        }
+        Filter::parse(conditions, &self.attributes)
+            .map(Some)
+            .map_err(|e| EngineError::BadRequest(e.to_string()))
+    }
+
+    /// The catalog's attributes by column (what filters test).
+    pub fn attributes(&self) -> &AttributeTable {
+        &self.attributes
+    }
+
+    /// Counters of filtered searches.
+    pub fn filtered_counters(&self) -> &FilteredCounters {
+        &self.filtered
+    }
+
+    /// Recommendations for `user` among the items that match `filter`: the filter is applied
+    /// inside each medoid's ANN search, so a selective filter still yields `k` items when the
+    /// catalog has them.
+    pub fn recommend_filtered(
+        &self,
+        user: &str,
+        req: Request,
+        filter: Option<&Filter>,
+    ) -> Result<Recommendation, EngineError> {
         check_bounds(req.k, req.medoids)?;
         let profiles = self.profiles.read().expect("not poisoned").clone();
         let online = self.online.get(user);
         let serve = |view: Option<ProfileView<'_>>| {
             let view = view.filter(|v| !v.clusters.is_empty());
             let medoids: Vec<(MedoidRef<'_>, f64)> = match (&view, &online) {
-                (None, None) => return Ok(self.fallback(&profiles, req.k)),
+                (None, None) => return Ok(self.fallback(&profiles, req.k, filter)),
                 // Batch only: medoids stay ids, only the sampled ones are looked up.
                 (Some(v), None) => v
                     .clusters
@@ -553,7 +609,7 @@ impl Engine {
                     );
                 }
             };
-            self.personalised(user, &medoids, seen, req)
+            self.personalised(user, &medoids, seen, req, filter)
         };
         match &profiles.store {
             None => serve(None),
@@ -569,6 +625,7 @@ impl Engine {
         interests: &[(MedoidRef<'_>, f64)],
         seen: impl FnOnce(&mut SeenSet),
         req: Request,
+        filter: Option<&Filter>,
     ) -> Result<Recommendation, EngineError> {
         let day = match self.config.resample {
             Resample::Daily => req.now.div_euclid(SECONDS_PER_DAY as i64),
@@ -594,7 +651,7 @@ impl Engine {
                     None => continue,
                 },
             };
-            lists.push(self.neighbours(row, fetch)?);
+            lists.push(self.neighbours_matching(row, fetch, filter)?);
             medoids.push(SampledMedoid { row, importance });
         }
         // Seen items are compared by id hash: no catalog lookup per seen item.
@@ -626,13 +683,23 @@ impl Engine {
 
     /// Items most similar to `item` (itself excluded).
     pub fn similar(&self, item: &str, k: usize) -> Result<Vec<Recommended>, EngineError> {
+        self.similar_filtered(item, k, None)
+    }
+
+    /// Items most similar to `item` among those matching `filter` (itself excluded).
+    pub fn similar_filtered(
+        &self,
+        item: &str,
+        k: usize,
+        filter: Option<&Filter>,
+    ) -> Result<Vec<Recommended>, EngineError> {
         check_bounds(k, 1)?;
         let row = self
             .catalog
             .row_of(item)
             .ok_or_else(|| EngineError::UnknownItem(item.to_owned()))? as u32;
         let fetch = (k + 1).next_power_of_two().max(MIN_FETCH);
-        let list = self.neighbours(row, fetch)?;
+        let list = self.neighbours_matching(row, fetch, filter)?;
         Ok(list
             .iter()
             .filter(|&&(r, _)| r != row)
@@ -642,6 +709,53 @@ impl Engine {
                 score: f64::from(score),
                 medoid: None,
             })
+            .collect())
+    }
+
+    /// Neighbours of catalog row `row` that match `filter`: through the cache without one,
+    /// else a filtered search inside the index (the cache holds unfiltered lists only). When the
+    /// graph search returns fewer than `fetch` items (a filter matching few), the exact scan
+    /// over the same rows answers, so `fetch` matching items come back whenever they exist.
+    fn neighbours_matching(
+        &self,
+        row: u32,
+        fetch: usize,
+        filter: Option<&Filter>,
+    ) -> Result<Neighbours, EngineError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(filter) = filter else {
+            return self.neighbours(row, fetch);
+        };
+        self.filtered.searches.fetch_add(1, Relaxed);
+        let keep = |r: u32| filter.matches(&self.attributes, r as usize);
+        let query = self.catalog.embedding(row as usize);
+        let failed = |e: pinnersage_index::IndexError| EngineError::Internal(e.to_string());
+        // A graph search wanders far to collect items a selective filter rarely lets through:
+        // below PREFILTER_BELOW of the catalog, the exact scan of the matching items is faster.
+        let graph = self.index.index.kind() != "exact"
+            && filter.selectivity(&self.attributes) >= PREFILTER_BELOW;
+        let mut hits = if graph {
+            self.index
+                .index
+                .search_filtered(query, fetch, &keep)
+                .map_err(failed)?
+        } else {
+            Vec::new()
+        };
+        if hits.len() < fetch {
+            if self.index.index.kind() != "exact" {
+                self.filtered.exact_fallbacks.fetch_add(1, Relaxed);
+            }
+            hits = self
+                .index
+                .exact
+                .search_filtered(query, fetch, &keep)
+                .map_err(failed)?;
+        }
+        let metric = self.index.index.metric();
+        Ok(hits
+            .into_iter()
+            .map(|n| (n.row, metric.score(n.distance)))
             .collect())
     }
 
@@ -662,11 +776,14 @@ impl Engine {
             })
     }
 
-    fn fallback(&self, profiles: &Profiles, k: usize) -> Recommendation {
+    fn fallback(&self, profiles: &Profiles, k: usize, filter: Option<&Filter>) -> Recommendation {
         Recommendation {
             items: profiles
                 .popular
                 .iter()
+                .filter(|&&(row, _)| {
+                    filter.is_none_or(|f| f.matches(&self.attributes, row as usize))
+                })
                 .take(k)
                 .map(|&(row, count)| Recommended {
                     row,

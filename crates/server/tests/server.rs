@@ -345,6 +345,38 @@ fn every_endpoint_over_http() {
     assert!(text.contains("pinnersage_http_request_duration_seconds_count{route=\"similar\"}"));
     assert!(text.contains(&format!("pinnersage_index_items {ITEMS}")));
     assert!(text.contains("pinnersage_medoid_cache_hits_total"));
+
+    // Filters on the catalog's attributes, inside the search; a bad one is a 400 naming it.
+    for path in [
+        "/v1/items/i5/similar?k=5&filter=title~Item%201",
+        "/v1/users/u1/recommendations?k=5&filter=title~Item%201&filter=!title:Item%2010",
+    ] {
+        let (status, body) = server.get_json(path);
+        assert_eq!(status, 200, "{path}: {body}");
+        let items = body["items"].as_array().unwrap();
+        assert_eq!(items.len(), 5, "{path}: {body}");
+        for item in items {
+            let title = item["attributes"]["title"].as_str().unwrap();
+            assert!(
+                title.contains("Item 1") && title != "Item 10",
+                "{path}: {title}"
+            );
+        }
+    }
+    let (status, body) = server.get_json("/v1/items/i5/similar?filter=colour:red");
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown attribute \"colour\""),
+        "{body}"
+    );
+    let (_, text) = server.request("GET", "/metrics");
+    assert!(
+        text.contains("pinnersage_filtered_searches_total"),
+        "{text}"
+    );
 }
 
 fn metric(text: &str, name: &str) -> f64 {

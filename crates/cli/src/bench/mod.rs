@@ -1,6 +1,7 @@
 //! `pinnersage bench`: `cluster` (the clustering engine on NPY inputs, here), `index` (recall and
-//! QPS against the exact scan), `serve` (an HTTP load generator) and `ingest` (durable ingest).
+//! QPS against the exact scan), `filter` (query-time filters through the engine), `serve` (an HTTP load generator) and `ingest` (durable ingest).
 
+mod filter;
 mod index;
 mod ingest;
 mod serve;
@@ -30,6 +31,7 @@ pub struct BenchArgs {
 enum BenchCommand {
     Cluster(BenchClusterArgs),
     Index(index::BenchIndexArgs),
+    Filter(filter::BenchFilterArgs),
     Serve(serve::BenchServeArgs),
     Ingest(ingest::BenchIngestArgs),
 }
@@ -59,6 +61,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let args = match &args.what {
         BenchCommand::Cluster(a) => a,
         BenchCommand::Index(a) => return index::run(a),
+        BenchCommand::Filter(a) => return filter::run(a),
         BenchCommand::Serve(a) => return serve::run(a),
         BenchCommand::Ingest(a) => return ingest::run(a),
     };
