@@ -152,6 +152,11 @@ pub struct ServeArgs {
     /// Replicas of the JetStream stream when this replica creates it (3 on a 3-node cluster).
     #[arg(long, default_value_t = 1, requires = "fleet")]
     stream_replicas: usize,
+    /// Items never to recommend nor return as similar (one id per line), re-read every
+    /// --reload-seconds when the file changes: take items down without rebuilding the index
+    /// (`index build --exclude` removes them from the index for good).
+    #[arg(long, value_name = "FILE")]
+    excluded: Option<PathBuf>,
     /// Import the profile generations shipped to this shared directory (`pinnersage ship`),
     /// checked every --reload-seconds; /readyz waits for the newest one at startup.
     #[arg(long, value_name = "DIR")]
@@ -206,6 +211,7 @@ impl ServeArgs {
                 ..NatsConfig::new(url.clone())
             }),
             profiles_from: self.profiles_from.clone(),
+            excluded: self.excluded.clone(),
             auth,
             max_in_flight: self.max_in_flight,
             request_timeout: Duration::from_secs_f64(self.request_timeout),

@@ -243,11 +243,28 @@ pub async fn serve(
         loop {
             tick.tick().await;
             let engine = engine.clone();
-            match tokio::task::spawn_blocking(move || engine.reload_profiles()).await {
-                Ok(Ok(true)) => eprintln!("serving a new profile generation"),
-                Ok(Err(e)) => {
+            let (profiles, excluded) = tokio::task::spawn_blocking(move || {
+                (engine.reload_profiles(), engine.reload_excluded())
+            })
+            .await
+            .unwrap_or_else(|e| {
+                let failed = EngineError::Internal(e.to_string());
+                (Err(failed.clone()), Err(failed))
+            });
+            match profiles {
+                Ok(true) => eprintln!("serving a new profile generation"),
+                Err(e) => {
                     eprintln!("profile reload failed (still serving the previous generation): {e}")
                 }
+                _ => {}
+            }
+            match excluded {
+                Ok(Some(list)) => eprintln!(
+                    "exclusion list: {} items excluded ({} unknown ids ignored)",
+                    list.len(),
+                    list.unknown
+                ),
+                Err(e) => eprintln!("{e} (the previous list stays)"),
                 _ => {}
             }
         }
@@ -931,6 +948,13 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         "counter",
         "Medoid neighbour lookups that ran an ANN search.",
         cache.misses() as f64,
+    );
+    write_metric(
+        &mut out,
+        "pinnersage_excluded_items",
+        "gauge",
+        "Items on the operator's exclusion list (never returned).",
+        e.excluded().len() as f64,
     );
     let filtered = e.filtered_counters();
     write_metric(

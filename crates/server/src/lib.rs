@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod cache;
 pub mod clock;
+pub mod excluded;
 pub mod fleet;
 pub mod http;
 pub mod ingest;

@@ -30,6 +30,7 @@ use pinnersage_pipeline::online::{
 use pinnersage_store::profiles::{ProfileStore, ProfileStoreError, ProfileView, UserSummary};
 
 use crate::cache::{MedoidCache, Neighbours};
+use crate::excluded::{Excluded, ExclusionList};
 
 /// Largest `k` a request may ask for.
 pub const MAX_K: usize = 1_000;
@@ -79,6 +80,9 @@ pub struct EngineConfig {
     /// Users whose online state is kept in memory at most (the rest are rebuilt from the
     /// event store on demand).
     pub online_users: usize,
+    /// The operator's exclusion list: a file of item ids never to return (re-read when it
+    /// changes, see [`crate::excluded`]).
+    pub excluded: Option<PathBuf>,
 }
 
 impl Default for EngineConfig {
@@ -88,6 +92,7 @@ impl Default for EngineConfig {
             seed: 0,
             cache_bytes: 256 << 20,
             online_actions: DEFAULT_ONLINE_ACTIONS,
+            excluded: None,
             online_users: DEFAULT_MAX_USERS,
         }
     }
@@ -140,7 +145,7 @@ pub struct Recommendation {
 }
 
 /// Errors while answering.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum EngineError {
     /// The item id is not in the catalog.
     #[error("unknown item {0:?}")]
@@ -265,6 +270,8 @@ pub struct Engine {
     attributes: AttributeTable,
     /// Filtered searches (they bypass the medoid cache) and those the graph could not fill.
     filtered: FilteredCounters,
+    /// Items taken down by the operator.
+    excluded: ExclusionList,
 }
 
 /// Counters of filtered searches.
@@ -297,7 +304,10 @@ impl Engine {
             .with_max_users(config.online_users);
         let attributes =
             AttributeTable::from_json_rows((0..catalog.rows()).map(|r| catalog.attributes(r)));
+        let excluded = ExclusionList::open(config.excluded.as_deref(), &catalog)
+            .map_err(|e| EngineError::BadRequest(format!("the exclusion list: {e}")))?;
         Ok(Self {
+            excluded,
             attributes,
             filtered: FilteredCounters::default(),
             data_dir: data_dir.to_path_buf(),
@@ -559,6 +569,18 @@ impl Engine {
             .map_err(|e| EngineError::BadRequest(e.to_string()))
     }
 
+    /// The operator's exclusion list as it is now.
+    pub fn excluded(&self) -> Arc<Excluded> {
+        self.excluded.current()
+    }
+
+    /// Re-reads the exclusion list if its file changed; the new list when it did.
+    pub fn reload_excluded(&self) -> Result<Option<Arc<Excluded>>, EngineError> {
+        self.excluded
+            .reload(&self.catalog)
+            .map_err(|e| EngineError::Internal(format!("the exclusion list: {e}")))
+    }
+
     /// The catalog's attributes by column (what filters test).
     pub fn attributes(&self) -> &AttributeTable {
         &self.attributes
@@ -660,9 +682,11 @@ impl Engine {
             seen(&mut seen_hashes);
         }
         let seen = seen_hashes;
+        let excluded = self.excluded.current();
         let refs: Vec<&[(u32, f32)]> = lists.iter().map(|l| &l[..]).collect();
         let blended = blend_round_robin(&refs, req.k, |row| {
-            medoids.iter().any(|m| m.row == row)
+            excluded.contains(row)
+                || medoids.iter().any(|m| m.row == row)
                 || (!seen.is_empty()
                     && seen.contains(&stable_hash(self.catalog.id(row as usize).as_bytes())))
         });
@@ -700,9 +724,10 @@ impl Engine {
             .ok_or_else(|| EngineError::UnknownItem(item.to_owned()))? as u32;
         let fetch = (k + 1).next_power_of_two().max(MIN_FETCH);
         let list = self.neighbours_matching(row, fetch, filter)?;
+        let excluded = self.excluded.current();
         Ok(list
             .iter()
-            .filter(|&&(r, _)| r != row)
+            .filter(|&&(r, _)| r != row && !excluded.contains(r))
             .take(k)
             .map(|&(r, score)| Recommended {
                 row: r,
@@ -727,7 +752,8 @@ impl Engine {
             return self.neighbours(row, fetch);
         };
         self.filtered.searches.fetch_add(1, Relaxed);
-        let keep = |r: u32| filter.matches(&self.attributes, r as usize);
+        let excluded = self.excluded.current();
+        let keep = |r: u32| !excluded.contains(r) && filter.matches(&self.attributes, r as usize);
         let query = self.catalog.embedding(row as usize);
         let failed = |e: pinnersage_index::IndexError| EngineError::Internal(e.to_string());
         // A graph search wanders far to collect items a selective filter rarely lets through:

@@ -45,6 +45,8 @@ pub struct ServeConfig {
     pub nats: Option<NatsConfig>,
     /// Import profile generations shipped to this shared directory ([`pinnersage_pipeline::ship`]).
     pub profiles_from: Option<PathBuf>,
+    /// The operator's exclusion list (a file of item ids, re-read when it changes).
+    pub excluded: Option<PathBuf>,
     /// Tokens, allowed hosts and the opt-out of the loopback rule.
     pub auth: AuthConfig,
     /// Concurrent requests at most (more get 503 with `Retry-After`).
@@ -68,6 +70,7 @@ impl Default for ServeConfig {
             online_users: DEFAULT_MAX_USERS,
             nats: None,
             profiles_from: None,
+            excluded: None,
             auth: AuthConfig::default(),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
@@ -118,7 +121,8 @@ impl ServeError {
             | ServeError::Index(_)
             | ServeError::Nats(_) => true,
             ServeError::Events(e) => matches!(e, EventStoreError::InUse { .. }),
-            ServeError::Engine(_) | ServeError::Io { .. } => false,
+            ServeError::Engine(e) => matches!(e, EngineError::BadRequest(_)),
+            ServeError::Io { .. } => false,
         }
     }
 }
@@ -170,6 +174,7 @@ impl Server {
                 cache_bytes: config.cache_bytes,
                 online_actions: config.online_actions,
                 online_users: config.online_users,
+                excluded: config.excluded.clone(),
             },
         )?;
         let (ingest, recovered) = Ingest::open(&engine, catalog, config.ingest_queue)?;

@@ -1091,3 +1091,57 @@ fn concurrent_reloads_install_a_new_generation_once() {
     assert_eq!(switched.iter().filter(|&&s| s).count(), 1, "{switched:?}");
     assert_ne!(engine.profile_generation().unwrap(), served);
 }
+
+#[test]
+fn excluded_items_disappear_without_an_index_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    make_data_dir(dir.path());
+    let list = dir.path().join("excluded.txt");
+    std::fs::write(&list, "").unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        ServeConfig {
+            excluded: Some(list.clone()),
+            ..ServeConfig::default()
+        },
+    );
+    let paths = [
+        "/v1/users/u1/recommendations?k=10",
+        "/v1/items/i5/similar?k=10",
+        "/v1/items/i5/similar?k=10&filter=title~Item",
+    ];
+    let ids = |path: &str| -> Vec<String> {
+        let (status, body) = server.get_json(path);
+        assert_eq!(status, 200, "{path}: {body}");
+        body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["item"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let mut taken: Vec<String> = paths.iter().map(|p| ids(p)[0].clone()).collect();
+    taken.sort();
+    taken.dedup();
+    std::fs::write(&list, format!("{}\nno-such-item\n", taken.join("\n"))).unwrap();
+    // Picked up at the next reload (every 100 ms here), no restart, no index build.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, text) = server.request("GET", "/metrics");
+        if metric(&text, "pinnersage_excluded_items") == taken.len() as f64 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the list was not reloaded"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for path in paths {
+        let got = ids(path);
+        assert_eq!(got.len(), 10, "{path}: still k items");
+        for id in &taken {
+            assert!(!got.contains(id), "{path} returned the excluded {id}");
+        }
+    }
+}

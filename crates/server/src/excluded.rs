@@ -1,0 +1,102 @@
+//! The operator's exclusion list: items taken down are never recommended nor returned as
+//! similar, without rebuilding the index. A text file of item ids (one per line, the format of
+//! `index build --exclude`), read at startup and again whenever it changes.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use pinnersage_catalog::catalog::Catalog;
+
+/// The excluded catalog rows of one version of the file.
+#[derive(Debug, Default)]
+pub struct Excluded {
+    rows: HashSet<u32>,
+    /// Ids in the file that are not in the catalog (ignored).
+    pub unknown: usize,
+    stamp: Option<(SystemTime, u64)>,
+}
+
+impl Excluded {
+    /// Whether catalog row `row` is excluded.
+    pub fn contains(&self, row: u32) -> bool {
+        !self.rows.is_empty() && self.rows.contains(&row)
+    }
+
+    /// Excluded catalog items.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether nothing is excluded.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
+/// The exclusion list of a server, re-read when its file changes.
+#[derive(Debug, Default)]
+pub struct ExclusionList {
+    path: Option<PathBuf>,
+    current: RwLock<Arc<Excluded>>,
+}
+
+fn stamp(path: &Path) -> Result<(SystemTime, u64), String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((
+        meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        meta.len(),
+    ))
+}
+
+fn read(path: &Path, catalog: &Catalog) -> Result<Excluded, String> {
+    let stamp = stamp(path)?;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut excluded = Excluded {
+        stamp: Some(stamp),
+        ..Excluded::default()
+    };
+    for id in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        match catalog.row_of(id) {
+            Some(row) => {
+                excluded.rows.insert(row as u32);
+            }
+            None => excluded.unknown += 1,
+        }
+    }
+    Ok(excluded)
+}
+
+impl ExclusionList {
+    /// The list of `path` (none: nothing excluded). An unreadable file is an error naming it.
+    pub fn open(path: Option<&Path>, catalog: &Catalog) -> Result<Self, String> {
+        let current = match path {
+            None => Excluded::default(),
+            Some(p) => read(p, catalog)?,
+        };
+        Ok(Self {
+            path: path.map(Path::to_path_buf),
+            current: RwLock::new(Arc::new(current)),
+        })
+    }
+
+    /// What is excluded now.
+    pub fn current(&self) -> Arc<Excluded> {
+        self.current.read().expect("not poisoned").clone()
+    }
+
+    /// Re-reads the file if it changed (modification time or size); returns the new list when
+    /// it did. A file that cannot be read keeps the previous list (the error is returned).
+    pub fn reload(&self, catalog: &Catalog) -> Result<Option<Arc<Excluded>>, String> {
+        let Some(path) = &self.path else {
+            return Ok(None);
+        };
+        if self.current().stamp == Some(stamp(path)?) {
+            return Ok(None);
+        }
+        let fresh = Arc::new(read(path, catalog)?);
+        *self.current.write().expect("not poisoned") = fresh.clone();
+        Ok(Some(fresh))
+    }
+}
