@@ -57,6 +57,33 @@ impl ProfileArgs {
     }
 }
 
+/// Profile tables computed elsewhere and what they were computed with: the inputs of
+/// `import profiles` and `ship`.
+#[derive(Debug, Clone, Args)]
+pub struct ProfileTableArgs {
+    /// Profile tables: .parquet files or directories of them.
+    #[arg(required = true, value_name = "PATH")]
+    pub files: Vec<PathBuf>,
+    /// The time the profiles were computed for, unix seconds (the job's `now`): the online
+    /// boundary of the servers that serve them.
+    #[arg(long, value_name = "UNIX_SECONDS", allow_negative_numbers = true)]
+    pub now: i64,
+    /// What the profiles were computed with (pass the job's values).
+    #[command(flatten)]
+    pub profile: ProfileArgs,
+}
+
+impl ProfileTableArgs {
+    /// The library's options.
+    pub fn options(&self) -> pinnersage_pipeline::import_profiles::ImportProfilesOptions {
+        pinnersage_pipeline::import_profiles::ImportProfilesOptions {
+            now: self.now,
+            window_days: self.profile.window_days,
+            params: self.profile.params(),
+        }
+    }
+}
+
 /// Where pinnersage keeps everything it owns (catalog, events, profiles, index).
 #[derive(Debug, Clone, Args)]
 pub struct DataDirArg {

@@ -7,13 +7,11 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use pinnersage_catalog::items::{ItemsOptions, import_items};
 use pinnersage_pipeline::import_events::{ImportError, ImportOptions, import_events};
-use pinnersage_pipeline::import_profiles::{
-    ImportProfilesError, ImportProfilesOptions, import_profiles,
-};
+use pinnersage_pipeline::import_profiles::{ImportProfilesError, import_profiles};
 use pinnersage_store::events::EventStoreError;
 use pinnersage_store::profiles::ProfileStoreError;
 
-use crate::args::{DataDirArg, EventColumnArgs, InputError, ProfileArgs};
+use crate::args::{DataDirArg, EventColumnArgs, InputError, ProfileTableArgs};
 use crate::catalog::classify;
 use crate::progress::Progress;
 
@@ -198,26 +196,15 @@ pub fn run_events(args: &ImportEventsArgs) -> Result<()> {
 pub struct ImportProfilesArgs {
     #[command(flatten)]
     data: DataDirArg,
-    /// Profile tables: .parquet files or directories of them.
-    #[arg(required = true, value_name = "PATH")]
-    files: Vec<PathBuf>,
-    /// The time the profiles were computed for, unix seconds (the job's `now`).
-    #[arg(long, value_name = "UNIX_SECONDS", allow_negative_numbers = true)]
-    now: i64,
-    /// What the profiles were computed with (pass the job's values).
     #[command(flatten)]
-    profile: ProfileArgs,
+    table: ProfileTableArgs,
 }
 
 /// Runs `pinnersage import profiles`.
 pub fn run_profiles(args: &ImportProfilesArgs) -> Result<()> {
-    let options = ImportProfilesOptions {
-        now: args.now,
-        window_days: args.profile.window_days,
-        params: args.profile.params(),
-    };
+    let options = args.table.options();
     let progress = Progress::new("users read", None);
-    let result = import_profiles(&args.data.data_dir, &args.files, &options, &|users| {
+    let result = import_profiles(&args.data.data_dir, &args.table.files, &options, &|users| {
         progress.update(users)
     });
     progress.finish();

@@ -4,10 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use pinnersage_pipeline::import_profiles::ImportProfilesOptions;
 use pinnersage_pipeline::ship::{ShipError, ship_profiles};
 
-use crate::args::{InputError, ProfileArgs};
+use crate::args::{InputError, ProfileTableArgs};
 
 /// Ship profile tables to a fleet: a new generation in a shared directory that every replica
 /// started with `serve --profiles-from DIR` imports, validates and switches to.
@@ -29,29 +28,17 @@ pub struct ShipArgs {
     /// The shared directory the replicas watch (`serve --profiles-from`).
     #[arg(long, value_name = "DIR")]
     to: PathBuf,
-    /// Profile tables: .parquet files or directories of them.
-    #[arg(required = true, value_name = "PATH")]
-    files: Vec<PathBuf>,
-    /// The time the profiles were computed for, unix seconds (the job's `now`): the replicas'
-    /// new online boundary.
-    #[arg(long, value_name = "UNIX_SECONDS", allow_negative_numbers = true)]
-    now: i64,
-    /// What the profiles were computed with (pass the job's values).
     #[command(flatten)]
-    profile: ProfileArgs,
+    table: ProfileTableArgs,
 }
 
 /// Runs `pinnersage ship`.
 pub fn run(args: &ShipArgs) -> Result<()> {
-    let options = ImportProfilesOptions {
-        now: args.now,
-        window_days: args.profile.window_days,
-        params: args.profile.params(),
-    };
-    let report = ship_profiles(&args.to, &args.files, &options).map_err(|e| match e {
-        e @ ShipError::Io { .. } => anyhow::Error::from(e),
-        e => InputError(e.to_string()).into(),
-    })?;
+    let report =
+        ship_profiles(&args.to, &args.table.files, &args.table.options()).map_err(|e| match e {
+            e @ ShipError::Io { .. } => anyhow::Error::from(e),
+            e => InputError(e.to_string()).into(),
+        })?;
     println!(
         "shipped {} file(s) as {}",
         report.manifest.files.len(),

@@ -19,8 +19,7 @@ use pinnersage_core::hash::{crc32, stable_hash};
 use pinnersage_store::events::Event;
 use serde::Serialize;
 
-use crate::clock::unix_now;
-use crate::ingest::{IngestError, IngestReport, parse_events};
+use crate::ingest::{IngestError, IngestReport, parse_request};
 
 /// Largest message published (NATS' default `max_payload` is 1 MiB); bigger groups are split.
 pub const MAX_MESSAGE_BYTES: usize = 512 << 10;
@@ -234,11 +233,7 @@ impl Publisher {
         body: &[u8],
         catalog: &Catalog,
     ) -> Result<IngestReport, IngestError> {
-        let (valid, rejected) = parse_events(body, catalog, unix_now())?;
-        let mut report = IngestReport {
-            rejected,
-            ..IngestReport::default()
-        };
+        let (valid, mut report) = parse_request(body, catalog)?;
         if !valid.is_empty() {
             self.publish(&valid).await?;
             report.accepted = valid.len();

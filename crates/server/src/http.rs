@@ -1038,9 +1038,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
                 state.metrics.rejected_events(),
             ),
         ];
-        for (name, help, value) in counters {
-            write_metric(&mut out, name, "counter", help, value as f64);
-        }
+        write_counters(&mut out, &counters);
         if let Some(n) = &state.nats {
             let nats = [
                 (
@@ -1059,9 +1057,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
                     n.terminated.load(Relaxed),
                 ),
             ];
-            for (name, help, value) in nats {
-                write_metric(&mut out, name, "counter", help, value as f64);
-            }
+            write_counters(&mut out, &nats);
         }
         if let Some(n) = &state.shipped {
             let shipped = [
@@ -1076,9 +1072,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
                     n.failed.load(Relaxed),
                 ),
             ];
-            for (name, help, value) in shipped {
-                write_metric(&mut out, name, "counter", help, value as f64);
-            }
+            write_counters(&mut out, &shipped);
         }
         write_metric(
             &mut out,
@@ -1096,6 +1090,13 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         );
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
+
+/// Writes `(name, help, value)` counters.
+fn write_counters(out: &mut String, counters: &[(&str, &str, u64)]) {
+    for &(name, help, value) in counters {
+        write_metric(out, name, "counter", help, value as f64);
+    }
 }
 
 async fn openapi() -> impl IntoResponse {

@@ -201,6 +201,22 @@ fn parse_one(index: usize, raw: &RawValue, catalog: &Catalog, now: i64) -> Resul
     Ok(event)
 }
 
+/// Parses a request body: the valid events, and a report listing the rejected ones (nothing
+/// accepted yet), as every door needs them.
+pub fn parse_request(
+    body: &[u8],
+    catalog: &Catalog,
+) -> Result<(Vec<Event>, IngestReport), IngestError> {
+    let (valid, rejected) = parse_events(body, catalog, unix_now())?;
+    Ok((
+        valid,
+        IngestReport {
+            rejected,
+            ..IngestReport::default()
+        },
+    ))
+}
+
 /// The ingestion side of a server: the event store it owns, the group-commit writer and the
 /// batch trigger.
 pub struct Ingest {
@@ -253,11 +269,7 @@ impl Ingest {
         body: &[u8],
         catalog: &Catalog,
     ) -> Result<IngestReport, IngestError> {
-        let (valid, rejected) = parse_events(body, catalog, unix_now())?;
-        let mut report = IngestReport {
-            rejected,
-            ..IngestReport::default()
-        };
+        let (valid, mut report) = parse_request(body, catalog)?;
         if valid.is_empty() {
             return Ok(report);
         }
