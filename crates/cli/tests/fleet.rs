@@ -38,6 +38,17 @@ impl Cluster {
         let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let args = (0..n)
             .map(|i| {
+                if n == 1 {
+                    return vec![
+                        "-a".into(),
+                        "127.0.0.1".into(),
+                        "-p".into(),
+                        ports[i].to_string(),
+                        "-js".into(),
+                        "-sd".into(),
+                        dir.join(format!("n{i}")).display().to_string(),
+                    ];
+                }
                 let others: Vec<String> = (0..n)
                     .filter(|&j| j != i)
                     .map(|j| format!("nats://127.0.0.1:{}", routes[j]))
@@ -443,6 +454,60 @@ fn a_fleet_of_three_replicas_serves_as_one() {
         let missing: Vec<&u64> = acked.difference(&held).collect();
         assert!(missing.is_empty(), "replica {name} lost {missing:?}");
     }
+}
+
+#[test]
+fn a_replica_holding_some_partitions_stores_only_their_users() {
+    use pinnersage_server::fleet::partition_of;
+    let Some(exe) = nats_server() else { return };
+    let dir = Scratch::new("fleet-partitions");
+    let cluster = Cluster::start(&exe, &dir.join("nats"), 1);
+    let data = dir.join("data");
+    let d = data.to_str().unwrap();
+    let items = dir.join("items.csv");
+    std::fs::write(&items, FIVE_ITEMS_CSV).unwrap();
+    run_ok(&["import", "items", "--data-dir", d, items.to_str().unwrap()]);
+    run_ok(&["index", "build", "--data-dir", d, "--kind", "exact"]);
+    let urls = cluster.urls();
+    let args = [
+        "--fleet",
+        "--nats",
+        &urls,
+        "--partitions",
+        "4",
+        "--consume-partitions",
+        "1,2",
+    ];
+    let mut server = RunningServer::start_with(d, &args);
+    wait_ready(&mut server);
+    // Posted to this replica, published to all four partitions: it keeps users of 1 and 2.
+    let ns: Vec<u64> = (1..=70).collect();
+    let posted = server.request("POST", "/v1/events", &events_body(&ns, NOW1));
+    assert_eq!(status(&posted), 202, "{posted}");
+    let held: BTreeSet<String> = (0..7)
+        .map(|u| format!("u{u}"))
+        .filter(|u| [1, 2].contains(&partition_of(u, 4)))
+        .collect();
+    assert!(!held.is_empty() && held.len() < 7, "{held:?}");
+    let expected = ns
+        .iter()
+        .filter(|n| held.contains(&format!("u{}", *n % 7)))
+        .count();
+    wait_for("the held partitions' events", 30, || {
+        metric(&server, "pinnersage_events_stored_total") >= expected as f64
+    });
+    assert!(server.terminate().success());
+    let store = EventStore::open(&data).unwrap();
+    let mut users = BTreeSet::new();
+    let mut stored = 0;
+    store
+        .for_each_after(i64::MIN, |user, _| {
+            users.insert(user.to_owned());
+            stored += 1;
+        })
+        .unwrap();
+    assert_eq!(users, held);
+    assert_eq!(stored, expected);
 }
 
 #[test]
