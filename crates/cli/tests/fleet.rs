@@ -38,22 +38,7 @@ impl Cluster {
         let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let args = (0..n)
             .map(|i| {
-                if n == 1 {
-                    return vec![
-                        "-a".into(),
-                        "127.0.0.1".into(),
-                        "-p".into(),
-                        ports[i].to_string(),
-                        "-js".into(),
-                        "-sd".into(),
-                        dir.join(format!("n{i}")).display().to_string(),
-                    ];
-                }
-                let others: Vec<String> = (0..n)
-                    .filter(|&j| j != i)
-                    .map(|j| format!("nats://127.0.0.1:{}", routes[j]))
-                    .collect();
-                vec![
+                let mut args: Vec<String> = vec![
                     "-a".into(),
                     "127.0.0.1".into(),
                     "-p".into(),
@@ -61,15 +46,24 @@ impl Cluster {
                     "-js".into(),
                     "-sd".into(),
                     dir.join(format!("n{i}")).display().to_string(),
-                    "--server_name".into(),
-                    format!("n{i}"),
-                    "--cluster_name".into(),
-                    "pinnersage-test".into(),
-                    "--cluster".into(),
-                    format!("nats://127.0.0.1:{}", routes[i]),
-                    "--routes".into(),
-                    others.join(","),
-                ]
+                ];
+                if n > 1 {
+                    let others: Vec<String> = (0..n)
+                        .filter(|&j| j != i)
+                        .map(|j| format!("nats://127.0.0.1:{}", routes[j]))
+                        .collect();
+                    args.extend([
+                        "--server_name".into(),
+                        format!("n{i}"),
+                        "--cluster_name".into(),
+                        "pinnersage-test".into(),
+                        "--cluster".into(),
+                        format!("nats://127.0.0.1:{}", routes[i]),
+                        "--routes".into(),
+                        others.join(","),
+                    ]);
+                }
+                args
             })
             .collect();
         let mut cluster = Self {

@@ -119,18 +119,7 @@ impl Generations {
         fs::rename(&staging.dir, &dir)?;
         staging.published = true;
         sync_dir(&self.root)?;
-        let tmp = self.root.join(unique_name(&format!("{CURRENT}.tmp-")));
-        let written = (|| {
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(format!("{name}\n").as_bytes())?;
-            f.sync_all()?;
-            fs::rename(&tmp, self.root.join(CURRENT))
-        })();
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-        sync_dir(&self.root)?;
+        replace_file(&self.root.join(CURRENT), format!("{name}\n").as_bytes())?;
         for old in self.generation_numbers()? {
             let old_dir = self.root.join(format!("{PREFIX}{old:06}"));
             if old != next && Some(&old_dir) != previous.as_ref() {
@@ -221,6 +210,29 @@ impl PublishLock {
         let _ = file.write_all(format!("pid {}: {what}", std::process::id()).as_bytes());
         Ok(Self { _file: file })
     }
+}
+
+/// Replaces the file at `path` with `bytes` atomically and durably: a temporary file beside it
+/// is written and fsynced, renamed over `path`, and the directory fsynced. Readers see the old
+/// content or the new, never a part; a failure removes the temporary file.
+pub fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(unique_name(&format!(".{name}.tmp-")));
+    let written = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    sync_dir(dir)
 }
 
 /// `prefix` + this process's id + a per-process counter + the time: unique among concurrent

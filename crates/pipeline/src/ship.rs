@@ -10,12 +10,11 @@
 //! online boundary to the manifest's `now` like a local batch.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use pinnersage_catalog::parquet_io::{ParquetIoError, ParquetReader};
 use pinnersage_core::ProfileParams;
-use pinnersage_generation::Generations;
+use pinnersage_generation::{Generations, replace_file};
 use serde::{Deserialize, Serialize};
 
 use crate::batch::check_settings;
@@ -156,10 +155,11 @@ pub fn ship_profiles(
             .map_or(0, |d| d.as_nanos()),
     };
     let path = staging.path().join(MANIFEST);
-    write_synced(
+    replace_file(
         &path,
         &serde_json::to_vec_pretty(&manifest).expect("plain data"),
-    )?;
+    )
+    .map_err(io_at(&path))?;
     let generation = generations.publish(staging).map_err(io_at(shared))?;
     Ok(ShipReport {
         generation,
@@ -228,17 +228,6 @@ pub fn import_shipped(
     let report = import_profiles(data_dir, &files, &manifest.options(), &|_| {})?;
     let record = serde_json::json!({"generation": id, "from": shared}).to_string();
     let path = data_dir.join(IMPORTED);
-    let tmp = data_dir.join(format!("{IMPORTED}.tmp"));
-    write_synced(&tmp, record.as_bytes())?;
-    fs::rename(&tmp, &path).map_err(io_at(&path))?;
+    replace_file(&path, record.as_bytes()).map_err(io_at(&path))?;
     Ok(Some(report))
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), ShipError> {
-    (|| {
-        let mut f = fs::File::create(path)?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    })()
-    .map_err(io_at(path))
 }

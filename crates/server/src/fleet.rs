@@ -75,11 +75,6 @@ impl FleetConfig {
         }
         Ok(())
     }
-
-    /// Whether this replica consumes `user`'s partition.
-    pub fn holds(&self, user: &str) -> bool {
-        self.consume.is_empty() || self.consume.contains(&partition_of(user, self.partitions))
-    }
 }
 
 /// The partition of `user`: `crc32(user's UTF-8 bytes) % partitions` (CRC-32/IEEE, as zlib and
@@ -123,11 +118,7 @@ pub fn replica_id(data_dir: &Path) -> std::io::Result<String> {
         .map_or(0, |d| d.as_nanos());
     let seed = format!("{nanos} {} {}", std::process::id(), data_dir.display());
     let id = format!("{:016x}", stable_hash(seed.as_bytes()));
-    let tmp = data_dir.join("replica-id.tmp");
-    std::fs::write(&tmp, format!("{id}\n"))?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
-    std::fs::File::open(data_dir)?.sync_all()?;
+    pinnersage_generation::replace_file(&path, format!("{id}\n").as_bytes())?;
     Ok(id)
 }
 
