@@ -24,12 +24,12 @@ use crate::progress::Progress;
 #[command(verbatim_doc_comment)]
 pub struct BatchArgs {
     #[command(flatten)]
-    data: DataDirArg,
+    pub(crate) data: DataDirArg,
     /// End of the window and reference time of importance, unix seconds [default: now].
     #[arg(long, value_name = "UNIX_SECONDS", allow_negative_numbers = true)]
     now: Option<i64>,
     #[command(flatten)]
-    profile: ProfileArgs,
+    pub(crate) profile: ProfileArgs,
     /// Process only shard I of N (users with hash(user) mod N = I), to split the work.
     #[arg(long, value_name = "I/N", value_parser = Shard::parse)]
     shard: Option<Shard>,

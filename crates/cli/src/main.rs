@@ -7,6 +7,7 @@ mod batch;
 mod bench;
 mod catalog;
 mod cluster;
+mod config;
 mod eval;
 mod http_client;
 mod import;
@@ -20,7 +21,7 @@ mod synth;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// PinnerSage: multi-interest user profiles from item embeddings and engagement logs.
 ///
@@ -50,10 +51,21 @@ enum Command {
     Ship(ship::ShipArgs),
     Eval(Box<eval::EvalArgs>),
     Bench(bench::BenchArgs),
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let argv: Vec<_> = std::env::args_os().collect();
+    let layered = match config::layer(Cli::command(), &argv) {
+        Ok(layered) => layered,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let matches = layered.command.get_matches_from(&argv);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Quickstart(args) => quickstart::run(&args),
         Command::Cluster(args) => cluster::run(&args),
@@ -67,6 +79,7 @@ fn main() -> ExitCode {
         Command::Ship(args) => ship::run(&args),
         Command::Eval(args) => eval::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Config(cmd) => config::run(&cmd, Cli::command()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -43,6 +43,10 @@ use crate::args::{DataDirArg, InputError, input};
 /// (POST /v1/admin/*). Requests send `Authorization: Bearer TOKEN`. Requests must name an allowed
 /// Host (loopback names, plus --allowed-host), and POST routes take only application/json.
 ///
+/// Settings may come from a TOML file (--config FILE, the [serve] table; see
+/// `pinnersage config example`) and PINNERSAGE_<FLAG> variables; flags win over variables,
+/// variables over the file.
+///
 /// Examples:
 ///   pinnersage serve --data-dir data --addr 127.0.0.1:8080
 ///   curl 'http://127.0.0.1:8080/v1/users/42/recommendations?k=20'

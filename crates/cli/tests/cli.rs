@@ -282,6 +282,140 @@ fn import_items_then_look_them_up() {
 }
 
 #[test]
+fn a_config_file_sets_what_flags_and_variables_do_not() {
+    let dir = scratch("config");
+    let items = dir.join("items.csv");
+    std::fs::write(&items, "id,a,b\nm1,3,4\nm2,1,0\n").unwrap();
+    let config = dir.join("pinnersage.toml");
+    let from_file = dir.join("from-file");
+    std::fs::write(
+        &config,
+        format!(
+            "# shared by every command\ndata_dir = {:?}\n\n[import.items]\nnormalize = true\n\n[serve]\ncache_mb = 64\nnats = \"nats://app:s3cret@127.0.0.1:4222\"\n",
+            s(&from_file)
+        ),
+    )
+    .unwrap();
+    let catalog_rows = |data: &Path| {
+        let out = run(&["catalog", "--data-dir", s(data), "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["meta"]["rows"].as_u64().unwrap()
+    };
+
+    // The file's data_dir and normalize.
+    let out = run(&["import", "items", "--config", s(&config), s(&items)]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("L2-normalised into"), "{text}");
+    assert_eq!(catalog_rows(&from_file), 2);
+
+    // A variable beats the file, a flag beats both; PINNERSAGE_CONFIG names the file.
+    let from_env = dir.join("from-env");
+    let out = bin()
+        .args(["import", "items", s(&items)])
+        .env("PINNERSAGE_CONFIG", &config)
+        .env("PINNERSAGE_DATA_DIR", &from_env)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(catalog_rows(&from_env), 2);
+    let from_flag = dir.join("from-flag");
+    let out = bin()
+        .args([
+            "import",
+            "items",
+            "--data-dir",
+            s(&from_flag),
+            "--config",
+            s(&config),
+            s(&items),
+        ])
+        .env("PINNERSAGE_DATA_DIR", &from_env)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(catalog_rows(&from_flag), 2);
+
+    // `config show` names each value's source and prints no secret.
+    let out = bin()
+        .args([
+            "config",
+            "show",
+            "serve",
+            "--config",
+            s(&config),
+            "--seed",
+            "7",
+        ])
+        .env(
+            "PINNERSAGE_TOKENS",
+            "tok-abc123 read;tok-def456 write,admin",
+        )
+        .env("PINNERSAGE_ONLINE_USERS", "5000")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = String::from_utf8(out.stdout).unwrap();
+    for expected in [
+        format!("data_dir = {:?}  # {}:2", s(&from_file), s(&config)),
+        format!("cache_mb = 64  # {}:8", s(&config)),
+        "seed = 7  # flag".to_string(),
+        "online_users = 5000  # env PINNERSAGE_ONLINE_USERS".to_string(),
+        "addr = \"127.0.0.1:8080\"  # default".to_string(),
+        "nats = \"nats://app:***@127.0.0.1:4222\"".to_string(),
+        "# API tokens: 2 entries from PINNERSAGE_TOKENS (never printed)".to_string(),
+    ] {
+        assert!(shown.contains(&expected), "{expected} in:\n{shown}");
+    }
+    for secret in ["tok-abc123", "tok-def456", "s3cret"] {
+        assert!(!shown.contains(secret), "{secret} printed:\n{shown}");
+    }
+
+    // An unknown key is exit 2 naming the file, the line and the key; nothing runs.
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[import.items]\nnormalise = true\n").unwrap();
+    let elsewhere = dir.join("never");
+    let err = fails_with_code_2(&[
+        "import",
+        "items",
+        "--config",
+        s(&bad),
+        "--data-dir",
+        s(&elsewhere),
+        s(&items),
+    ]);
+    assert!(
+        err.contains(&format!(
+            "{}:2: `import.items.normalise`: unknown key",
+            s(&bad)
+        )),
+        "{err}"
+    );
+    assert!(!elsewhere.exists());
+}
+
+#[test]
 fn events_batch_profile_end_to_end() {
     let dir = scratch("batch");
     let data = dir.join("data");
