@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use pinnersage_core::profile::DEFAULT_ALPHA;
+use pinnersage_eval::evaluate::Budget;
 use pinnersage_eval::evaluation::{ItemEmbeddings, SplitKind};
 use pinnersage_eval::{EvalError, EvalFiles, EvalOptions, Evaluation};
 use pinnersage_pipeline::movielens;
@@ -18,8 +19,9 @@ use crate::progress::Bars;
 ///
 /// Each user's engagements are split by time (first 80% train, the rest test), or walked forward
 /// by day (--split walk-forward); every method turns the training items into embeddings,
-/// retrieves floor(400/e) exact cosine neighbours per embedding (training items excluded) and is
-/// scored on the test items. Then PinnerSage is swept over alpha and over the number of sampled
+/// gets 400 distinct candidates (each embedding's exact cosine neighbours blended as served,
+/// training items excluded; --budget per-embedding: the paper's floor(400/e) per embedding) and
+/// is scored on the test items. Then PinnerSage is swept over alpha and over the number of sampled
 /// embeddings e. Writes OUT/report.md, OUT/metrics.json, OUT/alpha-sweep.svg and
 /// OUT/embeddings-sweep.svg.
 ///
@@ -109,9 +111,14 @@ struct EvalOptionArgs {
     /// Users with fewer training engagements are excluded (and counted).
     #[arg(long, default_value_t = 5)]
     min_train: usize,
-    /// Candidates per user (floor(N/e) per embedding).
+    /// Candidates per user.
     #[arg(long, default_value_t = 400)]
     candidates: usize,
+    /// How a method with e embeddings spends them: equal (every method gets N distinct
+    /// candidates, each embedding's N neighbours blended until N, as served) or per-embedding
+    /// (the paper's floor(N/e) per embedding, overlaps not refilled).
+    #[arg(long, value_enum, default_value = "equal")]
+    budget: BudgetArg,
     /// Ward merge threshold.
     #[arg(long, default_value_t = DEFAULT_ALPHA)]
     alpha: f64,
@@ -152,6 +159,13 @@ enum SplitArg {
     WalkForward,
 }
 
+/// How the candidate budget is shared among a method's embeddings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BudgetArg {
+    Equal,
+    PerEmbedding,
+}
+
 /// Which item embeddings an evaluation uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum EmbeddingsArg {
@@ -172,6 +186,10 @@ impl EvalOptionArgs {
             walk_forward_days: self.walk_forward_days,
             min_train: self.min_train,
             candidates: self.candidates,
+            budget: match self.budget {
+                BudgetArg::Equal => Budget::Equal,
+                BudgetArg::PerEmbedding => Budget::PerEmbedding,
+            },
             alpha: self.alpha,
             seed: self.seed,
             bootstrap: self.bootstrap,

@@ -6,11 +6,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use pinnersage_core::blend::Blend;
+use pinnersage_core::sample::Selection;
 use pinnersage_pipeline::online::DEFAULT_ONLINE_ACTIONS;
 use pinnersage_server::auth::{AuthConfig, Tokens};
 use pinnersage_server::fleet::FleetConfig;
 use pinnersage_server::nats::NatsConfig;
-use pinnersage_server::{Resample, ServeConfig, ServeError, Server};
+use pinnersage_server::{Resample, Retrieval, ServeConfig, ServeError, Server};
 
 use crate::args::{DataDirArg, InputError, input};
 
@@ -111,6 +113,17 @@ pub struct ServeArgs {
     /// How medoids are sampled: daily (stable for a user within a UTC day) or per-request.
     #[arg(long, default_value = "daily")]
     resample: Resample,
+    /// Interests a recommendation draws from, unless the request says (`medoids=`; 1 to 20).
+    #[arg(long, default_value_t = Retrieval::default().medoids)]
+    medoids: usize,
+    /// How they are chosen, unless the request says (`selection=`): sample (in proportion to
+    /// importance, the paper), top (the most important) or all (up to 20).
+    #[arg(long, default_value = Retrieval::default().selection.as_str())]
+    selection: Selection,
+    /// How their neighbour lists become one list, unless the request says (`blend=`):
+    /// round-robin (equal turns by rank, the paper) or importance (turns in proportion to it).
+    #[arg(long, default_value = Retrieval::default().blend.as_str())]
+    blend: Blend,
     /// Deployment-wide seed mixed into every medoid sample.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -198,11 +211,24 @@ impl ServeArgs {
         if let Some(fleet) = &fleet {
             fleet.check().map_err(InputError)?;
         }
+        let max = pinnersage_server::recommend::MAX_MEDOIDS;
+        if !(1..=max).contains(&self.medoids) {
+            return Err(InputError(format!(
+                "--medoids must be in 1..={max}, got {}",
+                self.medoids
+            ))
+            .into());
+        }
         Ok(ServeConfig {
             cache_bytes: self.cache_mb << 20,
             ef_search: self.ef_search,
             load_index: self.load_index,
             resample: self.resample,
+            retrieval: Retrieval {
+                medoids: self.medoids,
+                selection: self.selection,
+                blend: self.blend,
+            },
             seed: self.seed,
             reload: Duration::from_secs_f64(self.reload_seconds),
             online_actions: self.online_actions,

@@ -13,6 +13,55 @@ pub struct Blended {
     pub source: usize,
 }
 
+/// How the neighbour lists of the chosen interests become one list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Blend {
+    /// Equal turns by rank ([`blend_round_robin`]; the paper).
+    #[default]
+    RoundRobin,
+    /// Turns in proportion to the interests' importance ([`blend_weighted`]).
+    Importance,
+}
+
+impl Blend {
+    /// The name `FromStr` reads.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Blend::RoundRobin => "round-robin",
+            Blend::Importance => "importance",
+        }
+    }
+}
+
+impl std::str::FromStr for Blend {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "round-robin" => Ok(Blend::RoundRobin),
+            "importance" => Ok(Blend::Importance),
+            other => Err(format!(
+                "unknown blend {other:?} (expected round-robin or importance)"
+            )),
+        }
+    }
+}
+
+/// Blends `lists` as `kind` says; `importance[i]` is list `i`'s interest's importance (used by
+/// [`Blend::Importance`]).
+pub fn blend(
+    kind: Blend,
+    lists: &[&[(u32, f32)]],
+    importance: &[f64],
+    k: usize,
+    skip: impl Fn(u32) -> bool,
+) -> Vec<Blended> {
+    match kind {
+        Blend::RoundRobin => blend_round_robin(lists, k, skip),
+        Blend::Importance => blend_weighted(lists, importance, k, skip),
+    }
+}
+
 /// Interleaves `lists` (each `(row, score)` best first) round-robin by rank: every list's
 /// first item, then every list's second item, and so on. Rows already taken and rows for which
 /// `skip` is true are passed over; stops after `k` results.
@@ -51,6 +100,77 @@ pub fn blend_round_robin(
     out
 }
 
+/// Interleaves `lists` (each `(row, score)` best first) in proportion to `weights`: list `i`
+/// supplies about `k · weights[i] / Σ weights` of the results, spread evenly through the
+/// ranking (smooth weighted round-robin: each turn goes to the list with the most accumulated
+/// credit, ties to the lower index). A list whose next row was already taken or is skipped
+/// moves on to its following row within the same turn; an exhausted list drops out and the
+/// others share its turns. Stops after `k` results. Weights that are not positive and finite
+/// count as zero; when every weight is zero the lists take equal turns.
+///
+/// ```
+/// use pinnersage_core::blend::blend_weighted;
+/// let a = [(1, 0.9), (2, 0.8), (3, 0.7), (4, 0.6)];
+/// let b = [(10, 0.9), (11, 0.8)];
+/// let out = blend_weighted(&[&a, &b], &[3.0, 1.0], 5, |_| false);
+/// let rows: Vec<u32> = out.iter().map(|r| r.row).collect();
+/// assert_eq!(rows, [1, 2, 10, 3, 4]); // 3 : 1 over the first four
+/// ```
+pub fn blend_weighted(
+    lists: &[&[(u32, f32)]],
+    weights: &[f64],
+    k: usize,
+    skip: impl Fn(u32) -> bool,
+) -> Vec<Blended> {
+    let mut weight: Vec<f64> = (0..lists.len())
+        .map(|i| {
+            weights
+                .get(i)
+                .copied()
+                .filter(|w| w.is_finite() && *w > 0.0)
+                .unwrap_or(0.0)
+        })
+        .collect();
+    if weight.iter().all(|&w| w == 0.0) {
+        weight.iter_mut().for_each(|w| *w = 1.0);
+    }
+    let total: usize = lists.iter().map(|l| l.len()).sum();
+    let mut taken = HashSet::with_capacity(k.min(total));
+    let mut out = Vec::with_capacity(k.min(total));
+    let mut next = vec![0usize; lists.len()];
+    let mut credit = vec![0.0f64; lists.len()];
+    let mut live: Vec<usize> = (0..lists.len())
+        .filter(|&i| weight[i] > 0.0 && !lists[i].is_empty())
+        .collect();
+    while out.len() < k && !live.is_empty() {
+        let live_total: f64 = live.iter().map(|&i| weight[i]).sum();
+        for &i in &live {
+            credit[i] += weight[i];
+        }
+        let turn = *live
+            .iter()
+            .max_by(|&&a, &&b| credit[a].total_cmp(&credit[b]).then(b.cmp(&a)))
+            .expect("live is not empty");
+        credit[turn] -= live_total;
+        let list = lists[turn];
+        while let Some(&(row, score)) = list.get(next[turn]) {
+            next[turn] += 1;
+            if !skip(row) && taken.insert(row) {
+                out.push(Blended {
+                    row,
+                    score,
+                    source: turn,
+                });
+                break;
+            }
+        }
+        if next[turn] >= list.len() {
+            live.retain(|&i| i != turn);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,5 +191,42 @@ mod tests {
         assert_eq!(rows, [5, 6, 7, 8]);
         let sources: Vec<usize> = out.iter().map(|r| r.source).collect();
         assert_eq!(sources, [0, 1, 0, 1]);
+    }
+
+    #[test]
+    fn weighted_shares_follow_the_weights_and_refill_from_the_others() {
+        let a: Vec<(u32, f32)> = (0..100).map(|r| (r, 1.0)).collect();
+        let b: Vec<(u32, f32)> = (100..200).map(|r| (r, 1.0)).collect();
+        let c: Vec<(u32, f32)> = (200..203).map(|r| (r, 1.0)).collect();
+        let out = blend_weighted(&[&a, &b, &c], &[2.0, 1.0, 1.0], 40, |_| false);
+        let from = |s: usize| out.iter().filter(|b| b.source == s).count();
+        // c runs out after 3; a and b share the rest 2 : 1.
+        assert_eq!(out.len(), 40);
+        assert_eq!(from(2), 3);
+        assert!(
+            (from(0) as i64 - 2 * from(1) as i64).abs() <= 2,
+            "{} {}",
+            from(0),
+            from(1)
+        );
+        // Duplicates and skipped rows are passed over without losing the list's turn.
+        let d = [(1, 1.0), (2, 1.0), (3, 1.0)];
+        let e = [(1, 1.0), (4, 1.0)];
+        let rows: Vec<u32> = blend_weighted(&[&d, &e], &[1.0, 1.0], 10, |r| r == 2)
+            .iter()
+            .map(|b| b.row)
+            .collect();
+        assert_eq!(rows, [1, 4, 3]);
+        // Zero weights: equal turns; a zero-weight list beside a positive one never plays.
+        let rows: Vec<u32> = blend_weighted(&[&d, &e], &[0.0, 0.0], 2, |_| false)
+            .iter()
+            .map(|b| b.row)
+            .collect();
+        assert_eq!(rows, [1, 4]);
+        let rows: Vec<u32> = blend_weighted(&[&d, &e], &[1.0, 0.0], 10, |_| false)
+            .iter()
+            .map(|b| b.row)
+            .collect();
+        assert_eq!(rows, [1, 2, 3]);
     }
 }

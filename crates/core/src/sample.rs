@@ -96,6 +96,74 @@ pub fn sample_weighted(weights: &[f64], k: usize, rng: &mut SplitMix64) -> Vec<u
     picked
 }
 
+/// Which of a user's interests a recommendation draws from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Selection {
+    /// `e` drawn in proportion to importance without replacement (the paper).
+    #[default]
+    Sample,
+    /// The `e` most important (deterministic).
+    Top,
+    /// Every interest.
+    All,
+}
+
+impl Selection {
+    /// The name `FromStr` reads.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Selection::Sample => "sample",
+            Selection::Top => "top",
+            Selection::All => "all",
+        }
+    }
+}
+
+impl std::str::FromStr for Selection {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "sample" => Ok(Selection::Sample),
+            "top" => Ok(Selection::Top),
+            "all" => Ok(Selection::All),
+            other => Err(format!(
+                "unknown selection {other:?} (expected sample, top or all)"
+            )),
+        }
+    }
+}
+
+/// Indices of the interests with importances `weights` that `selection` chooses: `e` sampled
+/// ([`sample_weighted`] with `rng`), the `e` heaviest (ties: lower index), or all of them
+/// (`e` ignored), in the order chosen.
+///
+/// ```
+/// use pinnersage_core::sample::{Selection, SplitMix64, select};
+/// let w = [1.0, 5.0, 3.0];
+/// let mut rng = SplitMix64::new(1);
+/// assert_eq!(select(&w, Selection::Top, 2, &mut rng), [1, 2]);
+/// assert_eq!(select(&w, Selection::All, 2, &mut rng), [0, 1, 2]);
+/// assert_eq!(select(&w, Selection::Sample, 2, &mut rng).len(), 2);
+/// ```
+pub fn select(weights: &[f64], selection: Selection, e: usize, rng: &mut SplitMix64) -> Vec<usize> {
+    match selection {
+        Selection::Sample => sample_weighted(weights, e, rng),
+        Selection::All => (0..weights.len()).collect(),
+        Selection::Top => {
+            let clean = |w: f64| if w.is_finite() { w } else { f64::NEG_INFINITY };
+            let mut order: Vec<usize> = (0..weights.len()).collect();
+            order.sort_by(|&a, &b| {
+                clean(weights[b])
+                    .total_cmp(&clean(weights[a]))
+                    .then(a.cmp(&b))
+            });
+            order.truncate(e);
+            order
+        }
+    }
+}
+
 /// `m x d` values uniform in `[0, 1)` from `seed`, for unit tests.
 #[cfg(test)]
 pub(crate) fn uniform_rows(seed: u64, m: usize, d: usize) -> Vec<f32> {

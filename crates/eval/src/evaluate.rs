@@ -3,7 +3,7 @@
 use crate::error::EvalError;
 use std::fmt::Write;
 
-use pinnersage_core::blend::blend_round_robin;
+use pinnersage_core::blend::{blend_round_robin, blend_weighted};
 use pinnersage_core::sample::SplitMix64;
 use pinnersage_index::{AnnIndex, ExactIndex, Metric};
 use rayon::prelude::*;
@@ -11,9 +11,26 @@ use serde::Serialize;
 
 use crate::methods::{Method, UserQueries, queries};
 use crate::metrics::{
-    DIVERSITY_AT, NEGATIVES_PER_TEST_ITEM, RELEVANCE_COSINE, diversity, r_precision, recall,
-    reciprocal_rank, relevance,
+    DIVERSITY_AT, NEGATIVES_PER_TEST_ITEM, RELEVANCE_COSINE, diversity, minority_items,
+    r_precision, recall, reciprocal_rank, relevance,
 };
+
+/// How many candidates each method gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Budget {
+    /// Every method gets the same number of distinct candidates: each query embedding's
+    /// neighbour list is as long as the budget and the blend fills up to it, skipping
+    /// duplicates, as the server builds its list.
+    #[default]
+    Equal,
+    /// The paper's protocol: `floor(candidates / e)` neighbours per query embedding, overlaps
+    /// dropped without refilling, so methods with several embeddings get fewer candidates.
+    PerEmbedding,
+}
+
+/// The decay of the user average that [`minority_items`] measures distance from.
+const MINORITY_LAMBDA: f64 = 0.01;
 use crate::split::{Split, UserSplit};
 
 /// Evaluation settings.
@@ -21,8 +38,10 @@ use crate::split::{Split, UserSplit};
 pub struct EvalConfig {
     /// Methods; the first is the baseline lifts are relative to.
     pub methods: Vec<Method>,
-    /// Candidates per user: `floor(candidates / e)` neighbours per embedding (the paper: 400).
+    /// Candidates per user (the paper: 400).
     pub candidates: usize,
+    /// How they are shared among a method's query embeddings.
+    pub budget: Budget,
     /// Ward merge threshold.
     pub alpha: f64,
     /// Seed of medoid sampling and of the bootstrap.
@@ -71,6 +90,9 @@ pub struct MethodResult {
     pub recall: Stat,
     /// Relevance: share of test items with cosine >= 0.8 to a candidate.
     pub relevance: Stat,
+    /// Recall of the user's minority test items only (see [`minority_items`]): what a
+    /// multi-interest profile is for. Units with fewer than two test items are left out.
+    pub minority_recall: Stat,
     /// Recall@K and HitRate@K for K in [`CUTOFFS`].
     pub at_k: Vec<AtK>,
     /// R-Precision of the test items against [`NEGATIVES_PER_TEST_ITEM`] sampled non-engaged
@@ -102,6 +124,8 @@ pub struct Report {
     pub test_items: usize,
     /// Candidates per user.
     pub candidates: usize,
+    /// How they were shared among a method's embeddings.
+    pub budget: Budget,
     /// Ward merge threshold.
     pub alpha: f64,
     /// Per method, baseline first.
@@ -127,6 +151,8 @@ pub struct AtK {
 struct UserScore {
     recall: f64,
     relevance: f64,
+    /// NaN when the unit has no minority items.
+    minority_recall: f64,
     recall_at: [f64; CUTOFFS.len()],
     hit_at: [f64; CUTOFFS.len()],
     r_precision: f64,
@@ -169,6 +195,17 @@ pub fn evaluate(
             let keep = |r: u32| train.binary_search(&r).is_err();
             // The same sampled non-engaged items for every method (paired comparison).
             let negatives = sample_negatives(user, &train, rows, config.seed);
+            let average = queries(
+                &Method::DecayAverage {
+                    lambda: MINORITY_LAMBDA,
+                },
+                user,
+                vectors,
+                dim,
+                config.alpha,
+                config.seed,
+            )?;
+            let minority = minority_items(&user.test, &average.queries[0], &vector, &norms);
             let out = config
                 .methods
                 .iter()
@@ -213,6 +250,11 @@ pub fn evaluate(
                     Ok(UserScore {
                         recall: recall(&user.test, c),
                         relevance: relevance(&user.test, c, &vector, &norms, RELEVANCE_COSINE),
+                        minority_recall: if minority.is_empty() {
+                            f64::NAN
+                        } else {
+                            recall(&minority, c)
+                        },
                         recall_at: CUTOFFS.map(|k| recall(&user.test, top(k))),
                         hit_at: CUTOFFS
                             .map(|k| f64::from(u8::from(recall(&user.test, top(k)) > 0.0))),
@@ -244,15 +286,29 @@ pub fn evaluate(
         .collect();
     let stat = |m: usize, f: &dyn Fn(&UserScore) -> f64| -> Stat {
         let (values, base) = (column(m, f), column(0, f));
-        let mean = |v: &[f64], idx: Option<&[usize]>| match idx {
-            None => v.iter().sum::<f64>() / v.len() as f64,
-            Some(idx) => idx.iter().map(|&i| v[i]).sum::<f64>() / idx.len() as f64,
+        // Over the units where both are defined (NaN marks a metric a unit lacks).
+        let mean = |v: &[f64], other: &[f64], idx: Option<&[usize]>| {
+            let (mut sum, mut n) = (0.0, 0usize);
+            let mut add = |i: usize| {
+                if v[i].is_finite() && other[i].is_finite() {
+                    sum += v[i];
+                    n += 1;
+                }
+            };
+            match idx {
+                None => (0..v.len()).for_each(&mut add),
+                Some(idx) => idx.iter().for_each(|&i| add(i)),
+            }
+            if n == 0 { f64::NAN } else { sum / n as f64 }
         };
-        let (value, base_value) = (mean(&values, None), mean(&base, None));
+        let (value, base_value) = (mean(&values, &base, None), mean(&base, &values, None));
         let mut means = Vec::with_capacity(resamples.len());
         let mut lifts = Vec::with_capacity(resamples.len());
         for idx in &resamples {
-            let (a, b) = (mean(&values, Some(idx)), mean(&base, Some(idx)));
+            let (a, b) = (
+                mean(&values, &base, Some(idx)),
+                mean(&base, &values, Some(idx)),
+            );
             means.push(a);
             lifts.push(if b > 0.0 { a / b - 1.0 } else { f64::NAN });
         }
@@ -276,6 +332,7 @@ pub fn evaluate(
             description: method.describe(),
             recall: stat(m, &|s| s.recall),
             relevance: stat(m, &|s| s.relevance),
+            minority_recall: stat(m, &|s| s.minority_recall),
             at_k: CUTOFFS
                 .iter()
                 .enumerate()
@@ -299,6 +356,7 @@ pub fn evaluate(
         excluded_users,
         test_items: users.iter().map(|u| u.test.len()).sum(),
         candidates: config.candidates,
+        budget: config.budget,
         alpha: config.alpha,
         methods,
     })
@@ -307,8 +365,9 @@ pub fn evaluate(
 /// What one method retrieved for one unit.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Retrieved {
-    /// Candidate item rows, ranked by round-robin blending of the queries' neighbour lists (as
-    /// served), duplicates dropped; for popularity, by training engagements.
+    /// Candidate item rows, ranked by blending the queries' neighbour lists (round-robin as
+    /// served, or by the method's weights), duplicates dropped; for popularity, by training
+    /// engagements.
     pub candidates: Vec<u32>,
     /// The queries they came from.
     pub queries: UserQueries,
@@ -324,6 +383,7 @@ pub struct Retriever<'a> {
     /// Shared-training engagements per item row.
     pub engagements: Vec<u32>,
     candidates: usize,
+    budget: Budget,
     alpha: f64,
     seed: u64,
 }
@@ -360,13 +420,16 @@ impl<'a> Retriever<'a> {
             popular,
             engagements,
             candidates: config.candidates,
+            budget: config.budget,
             alpha: config.alpha,
             seed: config.seed,
         })
     }
 
-    /// Up to `candidates` items for `user` under `method`, only items `keep` accepts:
-    /// `floor(candidates / e)` exact neighbours per query embedding.
+    /// Up to `candidates` items for `user` under `method`, only items `keep` accepts, from the
+    /// exact neighbours of each query embedding: as many as the budget per embedding
+    /// ([`Budget::Equal`]: exactly `candidates` whenever the catalog has them) or
+    /// `floor(candidates / e)` ([`Budget::PerEmbedding`]).
     pub fn retrieve(
         &self,
         method: &Method,
@@ -386,7 +449,10 @@ impl<'a> Retriever<'a> {
             });
         }
         let queries = queries(method, user, self.vectors, self.dim, self.alpha, self.seed)?;
-        let per = self.candidates / queries.queries.len().max(1);
+        let per = match self.budget {
+            Budget::Equal => self.candidates,
+            Budget::PerEmbedding => self.candidates / queries.queries.len().max(1),
+        };
         let mut lists = Vec::with_capacity(queries.queries.len());
         for q in &queries.queries {
             let hits = self.index.search_filtered(q, per, keep)?;
@@ -397,10 +463,13 @@ impl<'a> Retriever<'a> {
             );
         }
         let refs: Vec<&[(u32, f32)]> = lists.iter().map(|l| &l[..]).collect();
-        let candidates = blend_round_robin(&refs, self.candidates, |_| false)
-            .into_iter()
-            .map(|b| b.row)
-            .collect();
+        let equal = queries.weights.windows(2).all(|w| w[0] == w[1]);
+        let blended = if equal {
+            blend_round_robin(&refs, self.candidates, |_| false)
+        } else {
+            blend_weighted(&refs, &queries.weights, self.candidates, |_| false)
+        };
+        let candidates = blended.into_iter().map(|b| b.row).collect();
         Ok(Retrieved {
             candidates,
             queries,
@@ -468,31 +537,47 @@ impl Report {
         let _ = writeln!(
             out,
             "Split: {}. {} units evaluated ({} excluded for too little history), {} test items, \
-             up to {} candidates per unit (floor({}/e) exact cosine neighbours per embedding, \
-             training items excluded), alpha {}. Intervals: 95% bootstrap over units.\n",
+             {}, training items excluded, alpha {}. Minority recall: recall of the test items \
+             whose cosine to the user's decay average (λ = {MINORITY_LAMBDA}) is below the \
+             user's median. Intervals: 95% bootstrap over units.\n",
             self.split,
             self.users,
             self.excluded_users,
             self.test_items,
-            self.candidates,
-            self.candidates,
+            match self.budget {
+                Budget::Equal => format!(
+                    "{} distinct candidates per unit for every method (each embedding's {} exact \
+                     cosine neighbours, blended until {})",
+                    self.candidates, self.candidates, self.candidates
+                ),
+                Budget::PerEmbedding => format!(
+                    "up to {} candidates per unit (the paper's floor({}/e) exact cosine \
+                     neighbours per embedding, overlaps not refilled)",
+                    self.candidates, self.candidates
+                ),
+            },
             self.alpha
         );
         let _ = writeln!(
             out,
-            "| method | interests/user | embeddings/user | Recall | lift | Relevance (cos >= 0.8) \
-             | lift | Diversity@{DIVERSITY_AT} |"
+            "| method | interests/user | embeddings/user | candidates | Recall | lift | Relevance \
+             (cos >= 0.8) | lift | Minority recall | lift | Diversity@{DIVERSITY_AT} |"
         );
-        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(
+            out,
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
         for m in &self.methods {
             let _ = writeln!(
                 out,
-                "| {} | {:.1} | {:.1} | {} | {} | {:.3} |",
+                "| {} | {:.1} | {:.1} | {:.0} | {} | {} | {} | {:.3} |",
                 m.description,
                 m.clusters_per_user,
                 m.embeddings_per_user,
+                m.candidates_per_user,
                 m.recall.cells(),
                 m.relevance.cells(),
+                m.minority_recall.cells(),
                 m.diversity.value,
             );
         }
@@ -516,7 +601,8 @@ impl Report {
         }
         let _ = writeln!(
             out,
-            "\nRanked by round-robin blending of the embeddings' neighbour lists (as served):\n"
+            "\nRanked by blending the embeddings' neighbour lists (round-robin as served, or by \
+             the method's weights):\n"
         );
         let mut header = String::from("| method |");
         let mut rule = String::from("|---|");

@@ -10,6 +10,7 @@ use pinnersage_core::profile::DEFAULT_ALPHA;
 use pinnersage_core::progress::Progress;
 
 use crate::error::EvalError;
+use crate::evaluate::Budget;
 use crate::examples::{example_methods, examples};
 use crate::inputs::{EvalData, row_index};
 use crate::markdown::{Names, examples_markdown, sweep_markdown};
@@ -53,8 +54,10 @@ pub struct EvalOptions {
     pub walk_forward_days: usize,
     /// Users with fewer training engagements are excluded (and counted).
     pub min_train: usize,
-    /// Candidates per user (`floor(N/e)` per embedding).
+    /// Candidates per user.
     pub candidates: usize,
+    /// How they are shared among a method's embeddings.
+    pub budget: Budget,
     /// Ward merge threshold.
     pub alpha: f64,
     /// Seed of medoid sampling, the SVD and the bootstrap.
@@ -81,6 +84,7 @@ impl Default for EvalOptions {
             walk_forward_days: 30,
             min_train: 5,
             candidates: 400,
+            budget: Budget::Equal,
             alpha: DEFAULT_ALPHA,
             seed: 1,
             bootstrap: 1000,
@@ -249,6 +253,7 @@ impl Evaluation {
         let config = EvalConfig {
             methods: default_methods(),
             candidates: options.candidates,
+            budget: options.budget,
             alpha: options.alpha,
             seed: options.seed,
             bootstrap: options.bootstrap,

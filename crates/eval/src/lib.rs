@@ -1,5 +1,5 @@
 //! Offline evaluation, as in the paper: split each user's engagements by time, represent the user
-//! by each method's embeddings, retrieve `floor(400/e)` nearest items per embedding (training
+//! by each method's embeddings, retrieve the same number of distinct nearest items for every method (training
 //! items excluded), and score the candidates against the user's future items with Recall and
 //! Relevance; every method is also reported as a lift over the last-item baseline, with
 //! bootstrap confidence intervals over users.

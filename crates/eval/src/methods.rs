@@ -4,7 +4,7 @@
 use pinnersage_core::distance::SqDistances;
 use pinnersage_core::importance::decay;
 use pinnersage_core::kmeans::kmeans;
-use pinnersage_core::sample::{SplitMix64, sample_seed, sample_weighted};
+use pinnersage_core::sample::{Selection, SplitMix64, sample_seed, select};
 use pinnersage_core::ward::complete_linkage;
 use pinnersage_core::{Actions, Clusterer, CoreError, Embeddings, Profile, ProfileParams};
 
@@ -44,7 +44,11 @@ pub enum Pick {
     All,
     /// This many, sampled in proportion to importance without replacement.
     Sample(usize),
+    /// The this many most important.
+    Top(usize),
 }
+
+pub use pinnersage_core::blend::Blend;
 
 /// A user representation.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -66,6 +70,11 @@ pub enum Method {
         summary: Summary,
         /// All clusters or a sample.
         pick: Pick,
+        /// How their neighbour lists are blended.
+        blend: Blend,
+        /// Share of the candidate turns given to the user's decay average (same λ) as one
+        /// more, "global" interest; 0: none (the paper).
+        global: f64,
     },
     /// The most engaged training items of all users (no personalisation).
     Popularity,
@@ -76,11 +85,13 @@ impl Method {
     ///
     /// ```
     /// use pinnersage_eval::methods::{Clustering, Method, Pick, Summary};
+    /// use pinnersage_eval::methods::Blend;
     /// let m = Method::pinnersage(0.01, Summary::Medoid, Pick::Sample(3));
     /// assert_eq!(m.name(), "ward-medoid-sample3-lambda0.01");
     /// let k = Method::Clusters { clustering: Clustering::KMeans { k: 5 }, lambda: 0.01,
-    ///                            summary: Summary::Centroid, pick: Pick::Sample(3) };
-    /// assert_eq!(k.name(), "kmeans5-centroid-sample3-lambda0.01");
+    ///                            summary: Summary::Centroid, pick: Pick::Sample(3),
+    ///                            blend: Blend::Importance, global: 0.25 };
+    /// assert_eq!(k.name(), "kmeans5-centroid-sample3-lambda0.01-importance-global0.25");
     /// ```
     pub fn name(&self) -> String {
         match *self {
@@ -91,6 +102,8 @@ impl Method {
                 lambda,
                 summary,
                 pick,
+                blend,
+                global,
             } => {
                 let c = match clustering {
                     Clustering::Ward => "ward".to_string(),
@@ -104,8 +117,18 @@ impl Method {
                 let p = match pick {
                     Pick::All => "all".to_string(),
                     Pick::Sample(e) => format!("sample{e}"),
+                    Pick::Top(e) => format!("top{e}"),
                 };
-                format!("{c}-{s}-{p}-lambda{lambda}")
+                let b = match blend {
+                    Blend::RoundRobin => "",
+                    Blend::Importance => "-importance",
+                };
+                let g = if global > 0.0 {
+                    format!("-global{global}")
+                } else {
+                    String::new()
+                };
+                format!("{c}-{s}-{p}-lambda{lambda}{b}{g}")
             }
             Method::Popularity => "popularity".into(),
         }
@@ -121,6 +144,8 @@ impl Method {
                 lambda,
                 summary,
                 pick,
+                blend,
+                global,
             } => {
                 let c = match clustering {
                     Clustering::Ward => "Ward".to_string(),
@@ -131,10 +156,21 @@ impl Method {
                     Summary::Medoid => "medoids",
                     Summary::Centroid => "centroids",
                 };
-                match pick {
-                    Pick::All => format!("{c} + {s}, all clusters, λ = {lambda}"),
-                    Pick::Sample(e) => format!("{c} + {s}, sample {e}, λ = {lambda}"),
-                }
+                let p = match pick {
+                    Pick::All => "all clusters".to_string(),
+                    Pick::Sample(e) => format!("sample {e}"),
+                    Pick::Top(e) => format!("top {e}"),
+                };
+                let b = match blend {
+                    Blend::RoundRobin => "",
+                    Blend::Importance => ", importance quotas",
+                };
+                let g = if global > 0.0 {
+                    format!(", + decay average ({:.0}% share)", 100.0 * global)
+                } else {
+                    String::new()
+                };
+                format!("{c} + {s}, {p}, λ = {lambda}{b}{g}")
             }
             Method::Popularity => "popularity (most engaged training items)".into(),
         }
@@ -149,9 +185,37 @@ impl Method {
             lambda,
             summary,
             pick,
+            blend: Blend::RoundRobin,
+            global: 0.0,
+        }
+    }
+
+    /// This method with its interests blended by `blend` and the decay average given a
+    /// `global` share (single-embedding methods are returned unchanged).
+    pub fn blended(self, blend: Blend, global: f64) -> Method {
+        match self {
+            Method::Clusters {
+                clustering,
+                lambda,
+                summary,
+                pick,
+                ..
+            } => Method::Clusters {
+                clustering,
+                lambda,
+                summary,
+                pick,
+                blend,
+                global,
+            },
+            other => other,
         }
     }
 }
+
+/// The decay average's share of the candidates in the default comparison's "global interest"
+/// rows.
+pub const GLOBAL_SHARE: f64 = 0.25;
 
 /// The default comparison: the baselines, PinnerSage and its ablations from the paper.
 pub fn default_methods() -> Vec<Method> {
@@ -161,6 +225,8 @@ pub fn default_methods() -> Vec<Method> {
         lambda: 0.01,
         summary,
         pick: Pick::Sample(3),
+        blend: Blend::RoundRobin,
+        global: 0.0,
     };
     vec![
         Method::LastItem,
@@ -176,6 +242,11 @@ pub fn default_methods() -> Vec<Method> {
         other(Clustering::KMeans { k: 5 }, Summary::Medoid),
         other(Clustering::KMeans { k: 5 }, Summary::Centroid),
         other(Clustering::Complete, Summary::Medoid),
+        // Beyond the paper: how the interests' lists are blended.
+        ward(0.01, Summary::Medoid, Pick::Top(3)),
+        ward(0.01, Summary::Medoid, Pick::All).blended(Blend::Importance, 0.0),
+        ward(0.01, Summary::Medoid, Pick::All).blended(Blend::RoundRobin, GLOBAL_SHARE),
+        ward(0.01, Summary::Medoid, Pick::Sample(3)).blended(Blend::RoundRobin, GLOBAL_SHARE),
         Method::Popularity,
     ]
 }
@@ -185,6 +256,9 @@ pub fn default_methods() -> Vec<Method> {
 pub struct UserQueries {
     /// The query embeddings (empty for [`Method::Popularity`]).
     pub queries: Vec<Vec<f32>>,
+    /// Each query's share of the candidate turns ([`crate::evaluate::Retriever`] blends
+    /// round-robin when they are all equal).
+    pub weights: Vec<f64>,
     /// Interests the representation holds before any sampling (1 for single-embedding methods,
     /// 0 for popularity).
     pub clusters: usize,
@@ -204,7 +278,18 @@ pub fn queries(
     let now = user.train.iter().map(|&(_, t)| t).max().unwrap_or(0);
     let single = |q: Vec<f32>| UserQueries {
         queries: vec![q],
+        weights: vec![1.0],
         clusters: 1,
+    };
+    let decay_average = |lambda: f64| {
+        let mut avg = vec![0.0f64; dim];
+        for &(r, t) in &user.train {
+            let w = decay(now, t, lambda);
+            for (a, &x) in avg.iter_mut().zip(row(r)) {
+                *a += w * f64::from(x);
+            }
+        }
+        avg.into_iter().map(|a| a as f32).collect::<Vec<f32>>()
     };
     match *method {
         Method::Popularity => Ok(UserQueries::default()),
@@ -212,21 +297,14 @@ pub fn queries(
             let last = user.train.iter().max_by_key(|&&(_, t)| t).map(|&(r, _)| r);
             Ok(last.map(|r| single(row(r).to_vec())).unwrap_or_default())
         }
-        Method::DecayAverage { lambda } => {
-            let mut avg = vec![0.0f64; dim];
-            for &(r, t) in &user.train {
-                let w = decay(now, t, lambda);
-                for (a, &x) in avg.iter_mut().zip(row(r)) {
-                    *a += w * f64::from(x);
-                }
-            }
-            Ok(single(avg.into_iter().map(|a| a as f32).collect()))
-        }
+        Method::DecayAverage { lambda } => Ok(single(decay_average(lambda))),
         Method::Clusters {
             clustering,
             lambda,
             summary,
             pick,
+            blend,
+            global,
         } => {
             let (data, times) = user.train_matrix(vectors, dim);
             let x = Embeddings::new(&data, dim)?;
@@ -251,15 +329,19 @@ pub fn queries(
                     Profile::from_clusters(&actions, parts, now, lambda)
                 }
             };
-            let chosen: Vec<usize> = match pick {
-                Pick::All => (0..profile.clusters.len()).collect(),
-                Pick::Sample(e) => {
-                    let weights: Vec<f64> = profile.clusters.iter().map(|c| c.importance).collect();
-                    let mut rng = SplitMix64::new(sample_seed(&user.user.to_le_bytes(), 0, seed));
-                    sample_weighted(&weights, e, &mut rng)
-                }
+            let (selection, e) = match pick {
+                Pick::All => (Selection::All, 0),
+                Pick::Sample(e) => (Selection::Sample, e),
+                Pick::Top(e) => (Selection::Top, e),
             };
-            let queries = chosen
+            let weights: Vec<f64> = profile.clusters.iter().map(|c| c.importance).collect();
+            let mut rng = SplitMix64::new(sample_seed(&user.user.to_le_bytes(), 0, seed));
+            let chosen = select(&weights, selection, e, &mut rng);
+            let importance: Vec<f64> = chosen
+                .iter()
+                .map(|&c| profile.clusters[c].importance)
+                .collect();
+            let mut queries: Vec<Vec<f32>> = chosen
                 .into_iter()
                 .map(|c| {
                     let cluster = &profile.clusters[c];
@@ -281,8 +363,20 @@ pub fn queries(
                     }
                 })
                 .collect();
+            let total: f64 = importance.iter().sum();
+            let mut weights: Vec<f64> = match blend {
+                Blend::RoundRobin => vec![1.0 / queries.len().max(1) as f64; queries.len()],
+                Blend::Importance if total > 0.0 => importance.iter().map(|w| w / total).collect(),
+                Blend::Importance => vec![1.0 / queries.len().max(1) as f64; queries.len()],
+            };
+            if global > 0.0 && !queries.is_empty() {
+                weights.iter_mut().for_each(|w| *w *= 1.0 - global);
+                queries.insert(0, decay_average(lambda));
+                weights.insert(0, global);
+            }
             Ok(UserQueries {
                 queries,
+                weights,
                 clusters: profile.clusters.len(),
             })
         }

@@ -53,6 +53,52 @@ pub fn relevance<'a>(
     relevant as f64 / test.len() as f64
 }
 
+/// The test items far from the user's average taste, which a multi-interest profile exists to
+/// find: those whose cosine to `average` (the user's decay-average embedding) is below the
+/// median cosine of the user's test items. Empty for fewer than two test items.
+///
+/// ```
+/// use pinnersage_eval::metrics::minority_items;
+/// let x = [1.0, 0.0, 0.9, 0.1, 0.0, 1.0];
+/// let v = |r: u32| &x[r as usize * 2..r as usize * 2 + 2];
+/// let norms: Vec<f32> = (0..3).map(|r| v(r).iter().map(|a| a * a).sum::<f32>().sqrt()).collect();
+/// assert_eq!(minority_items(&[0, 1, 2], &[1.0, 0.0], &v, &norms), [2]);
+/// assert!(minority_items(&[0], &[1.0, 0.0], &v, &norms).is_empty());
+/// ```
+pub fn minority_items<'a>(
+    test: &[u32],
+    average: &[f32],
+    vector: &dyn Fn(u32) -> &'a [f32],
+    norms: &[f32],
+) -> Vec<u32> {
+    if test.len() < 2 {
+        return Vec::new();
+    }
+    let na = dot(average, average).sqrt();
+    let cosine = |t: u32| {
+        let denom = na * norms[t as usize];
+        if denom > 0.0 {
+            dot(average, vector(t)) / denom
+        } else {
+            0.0
+        }
+    };
+    let cosines: Vec<f32> = test.iter().map(|&t| cosine(t)).collect();
+    let mut sorted = cosines.clone();
+    sorted.sort_by(f32::total_cmp);
+    let n = sorted.len();
+    let median = if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    };
+    test.iter()
+        .zip(&cosines)
+        .filter(|&(_, &c)| c < median)
+        .map(|(&t, _)| t)
+        .collect()
+}
+
 /// Recommendations whose diversity is measured: the first this many of the blended ranking.
 pub const DIVERSITY_AT: usize = 50;
 

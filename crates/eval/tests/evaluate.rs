@@ -1,5 +1,6 @@
 //! `evaluate` end to end on a toy catalog where the answer is known.
 
+use pinnersage_eval::evaluate::Budget;
 use pinnersage_eval::examples::{example_methods, examples};
 use pinnersage_eval::methods::{Clustering, Method, Pick, Summary};
 use pinnersage_eval::split::{Engagement, Split, SplitParams, time_split, walk_forward};
@@ -46,6 +47,7 @@ fn config(methods: Vec<Method>) -> EvalConfig {
     EvalConfig {
         methods,
         candidates: 40,
+        budget: Budget::Equal,
         alpha: 0.5,
         seed: 1,
         bootstrap: 200,
@@ -58,6 +60,8 @@ fn all_medoids(clustering: Clustering) -> Method {
         lambda: 0.01,
         summary: Summary::Medoid,
         pick: Pick::All,
+        blend: Default::default(),
+        global: 0.0,
     }
 }
 
@@ -189,5 +193,39 @@ fn examples_show_interests_and_each_methods_first_recommendations() {
         examples(&vectors, 2, &split, &config, 0, 5)
             .unwrap()
             .is_empty()
+    );
+}
+
+/// Equal budgets give every retrieval method the same number of distinct candidates; the
+/// paper's per-embedding split gives a method whose lists overlap fewer.
+#[test]
+fn equal_budgets_fill_every_method_to_the_budget() {
+    use pinnersage_eval::methods::Blend;
+    let (vectors, events) = two_topics();
+    let split = split(&events);
+    let methods = vec![
+        Method::LastItem,
+        all_medoids(Clustering::Ward),
+        all_medoids(Clustering::Ward).blended(Blend::Importance, 0.0),
+        all_medoids(Clustering::Ward).blended(Blend::RoundRobin, 0.5),
+    ];
+    let equal = evaluate(&vectors, 2, &split, &config(methods.clone()), &|_| {}).unwrap();
+    for m in &equal.methods {
+        assert_eq!(m.candidates_per_user, 40.0, "{}", m.name);
+        assert!(m.minority_recall.value.is_finite(), "{}", m.name);
+    }
+    // With the average as a third query: 3 lists of floor(40/3) = 13, at most 39.
+    let paper = EvalConfig {
+        budget: Budget::PerEmbedding,
+        ..config(methods)
+    };
+    let paper = evaluate(&vectors, 2, &split, &paper, &|_| {}).unwrap();
+    assert_eq!(paper.methods[0].candidates_per_user, 40.0);
+    assert_eq!(paper.methods[1].candidates_per_user, 40.0);
+    assert_eq!(paper.methods[3].embeddings_per_user, 3.0);
+    assert!(
+        paper.methods[3].candidates_per_user <= 39.0,
+        "{}",
+        paper.methods[3].candidates_per_user
     );
 }

@@ -250,6 +250,7 @@ fn evaluate<'py>(
 
 /// [`EvalOptions`] from keyword arguments (unknown keys are an error).
 fn eval_options(kwargs: &Bound<'_, PyDict>) -> PyResult<EvalOptions> {
+    use pinnersage_eval::evaluate::Budget;
     use pinnersage_eval::evaluation::ItemEmbeddings;
     let mut o = EvalOptions::default();
     for (key, value) in kwargs.iter() {
@@ -263,6 +264,18 @@ fn eval_options(kwargs: &Bound<'_, PyDict>) -> PyResult<EvalOptions> {
             "bootstrap" => o.bootstrap = value.extract()?,
             "svd_dim" => o.svd_dim = value.extract()?,
             "sweeps" => o.sweeps = value.extract()?,
+            "budget" => {
+                let v: String = value.extract()?;
+                o.budget = match v.as_str() {
+                    "equal" => Budget::Equal,
+                    "per-embedding" => Budget::PerEmbedding,
+                    other => {
+                        return Err(error(format!(
+                            "budget {other:?}: expected \"equal\" or \"per-embedding\""
+                        )));
+                    }
+                }
+            }
             "item_embeddings" => {
                 let v: String = value.extract()?;
                 o.item_embeddings = match v.as_str() {

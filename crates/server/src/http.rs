@@ -456,6 +456,8 @@ async fn track(State(state): State<AppState>, req: Request, next: Next) -> Respo
 struct RecoQuery {
     k: Option<usize>,
     medoids: Option<usize>,
+    selection: Option<String>,
+    blend: Option<String>,
     exclude_seen: Option<bool>,
 }
 
@@ -531,9 +533,19 @@ async fn recommendations(
     let Path(user) = user?;
     let Query(q) = query?;
     let filter = filter_of(&state.engine, raw.as_deref())?;
+    let defaults = state.engine.retrieval();
+    let bad = |e: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e);
     let req = RecoRequest {
         k: q.k.unwrap_or(50),
-        medoids: q.medoids.unwrap_or(3),
+        medoids: q.medoids.unwrap_or(defaults.medoids),
+        selection: match q.selection.as_deref() {
+            None => defaults.selection,
+            Some(s) => s.parse().map_err(bad)?,
+        },
+        blend: match q.blend.as_deref() {
+            None => defaults.blend,
+            Some(s) => s.parse().map_err(bad)?,
+        },
         exclude_seen: q.exclude_seen.unwrap_or(true),
         now: unix_now(),
     };

@@ -17,5 +17,5 @@ pub mod recommend;
 pub mod server;
 
 pub use http::{AppState, router, serve, shutdown_signal};
-pub use recommend::{Engine, EngineConfig, Resample};
+pub use recommend::{Engine, EngineConfig, Resample, Retrieval};
 pub use server::{ServeConfig, ServeError, Server, server_file};

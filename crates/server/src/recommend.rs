@@ -1,9 +1,11 @@
 //! The recommendation engine behind the HTTP API: profiles in, blended neighbours out.
 //!
-//! For a user with a profile: sample `medoids` clusters in proportion to importance (seeded by
-//! user and day unless configured otherwise), fetch each sampled medoid's neighbours from the
-//! [`MedoidCache`] or the index, blend them round-robin by rank, drop duplicates, the medoids
-//! and (by default) items the user already engaged with. A user without a profile gets the
+//! For a user with a profile: choose `medoids` clusters ([`Selection`]: sampled in proportion
+//! to importance, seeded by user and day unless configured otherwise, as in the paper; the most
+//! important; or all), fetch each chosen medoid's neighbours from the [`MedoidCache`] or the
+//! index, blend them ([`Blend`]: round-robin by rank as in the paper, or turns in proportion to
+//! importance), drop duplicates, the medoids and (by default) items the user already engaged
+//! with. A user without a profile gets the
 //! window's most engaged items, marked as a fallback.
 //!
 //! A user's interests are the batch clusters merged with the online clusters of their actions
@@ -17,12 +19,12 @@ use std::sync::{Arc, RwLock};
 use pinnersage_catalog::catalog::Catalog;
 use pinnersage_catalog::filter::{AttributeTable, Filter};
 use pinnersage_core::ProfileParams;
-use pinnersage_core::blend::blend_round_robin;
+use pinnersage_core::blend::{Blend, blend};
 use pinnersage_core::hash::stable_hash;
 use pinnersage_core::importance::{DEFAULT_LAMBDA, SECONDS_PER_DAY};
 use pinnersage_core::merge::{Interest, merge_interests};
 use pinnersage_core::profile::DEFAULT_ALPHA;
-use pinnersage_core::sample::{SplitMix64, sample_seed, sample_weighted};
+use pinnersage_core::sample::{Selection, SplitMix64, sample_seed, select};
 use pinnersage_index::persist::OpenedIndex;
 use pinnersage_pipeline::online::{
     DEFAULT_MAX_USERS, DEFAULT_ONLINE_ACTIONS, OnlineProfiles, OnlineUser,
@@ -66,9 +68,34 @@ impl std::str::FromStr for Resample {
     }
 }
 
+/// How a request turns a user's interests into one list, unless it says otherwise: the
+/// deployment's defaults of the `medoids`, `selection` and `blend` query parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retrieval {
+    /// Interests to choose (ignored by [`Selection::All`]).
+    pub medoids: usize,
+    /// How they are chosen.
+    pub selection: Selection,
+    /// How their neighbour lists are blended.
+    pub blend: Blend,
+}
+
+impl Default for Retrieval {
+    /// The paper's: sample 3 medoids by importance, blend round-robin.
+    fn default() -> Self {
+        Self {
+            medoids: 3,
+            selection: Selection::Sample,
+            blend: Blend::RoundRobin,
+        }
+    }
+}
+
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
+    /// Defaults of a request's retrieval parameters.
+    pub retrieval: Retrieval,
     /// Medoid sampling policy.
     pub resample: Resample,
     /// Deployment-wide seed mixed into every sample.
@@ -88,6 +115,7 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
+            retrieval: Retrieval::default(),
             resample: Resample::Daily,
             seed: 0,
             cache_bytes: 256 << 20,
@@ -103,8 +131,13 @@ impl Default for EngineConfig {
 pub struct Request {
     /// Results wanted.
     pub k: usize,
-    /// Medoids to sample.
+    /// Interests to choose (at most [`MAX_MEDOIDS`]; [`Selection::All`] takes every interest,
+    /// the [`MAX_MEDOIDS`] most important of a user with more).
     pub medoids: usize,
+    /// How they are chosen.
+    pub selection: Selection,
+    /// How their neighbour lists are blended.
+    pub blend: Blend,
     /// Leave out items the user engaged with.
     pub exclude_seen: bool,
     /// Unix seconds of the request (chooses the day of the sampling seed).
@@ -586,6 +619,11 @@ impl Engine {
         &self.attributes
     }
 
+    /// The deployment's defaults of a request's retrieval parameters.
+    pub fn retrieval(&self) -> Retrieval {
+        self.config.retrieval
+    }
+
     /// Counters of filtered searches.
     pub fn filtered_counters(&self) -> &FilteredCounters {
         &self.filtered
@@ -639,8 +677,9 @@ impl Engine {
         }
     }
 
-    /// Samples medoids by importance and blends their neighbours; `seen` adds the id hashes of
-    /// the user's engaged items (called only when they are to be excluded).
+    /// Chooses medoids as `req.selection` says and blends their neighbours as `req.blend` says;
+    /// `seen` adds the id hashes of the user's engaged items (called only when they are to be
+    /// excluded).
     fn personalised(
         &self,
         user: &str,
@@ -658,8 +697,26 @@ impl Engine {
             .iter()
             .map(|&(_, importance)| importance)
             .collect();
-        let picked = sample_weighted(&weights, req.medoids, &mut SplitMix64::new(seed));
-        let per_medoid = req.k.div_ceil(picked.len().max(1));
+        let mut rng = SplitMix64::new(seed);
+        let picked = match req.selection {
+            Selection::All if weights.len() > MAX_MEDOIDS => {
+                select(&weights, Selection::Top, MAX_MEDOIDS, &mut rng)
+            }
+            selection => select(&weights, selection, req.medoids, &mut rng),
+        };
+        // The largest share of the k results one list may have to supply.
+        let share = match req.blend {
+            Blend::RoundRobin => 1.0 / picked.len().max(1) as f64,
+            Blend::Importance => {
+                let total: f64 = picked.iter().map(|&c| weights[c].max(0.0)).sum();
+                let heaviest = picked
+                    .iter()
+                    .map(|&c| weights[c].max(0.0))
+                    .fold(0.0, f64::max);
+                if total > 0.0 { heaviest / total } else { 1.0 }
+            }
+        };
+        let per_medoid = ((req.k as f64 * share).ceil() as usize).clamp(1, req.k);
         let fetch = (per_medoid * 2).next_power_of_two().max(MIN_FETCH);
         let mut lists: Vec<Neighbours> = Vec::with_capacity(picked.len());
         let mut medoids = Vec::with_capacity(picked.len());
@@ -684,7 +741,8 @@ impl Engine {
         let seen = seen_hashes;
         let excluded = self.excluded.current();
         let refs: Vec<&[(u32, f32)]> = lists.iter().map(|l| &l[..]).collect();
-        let blended = blend_round_robin(&refs, req.k, |row| {
+        let importance: Vec<f64> = medoids.iter().map(|m| m.importance).collect();
+        let blended = blend(req.blend, &refs, &importance, req.k, |row| {
             excluded.contains(row)
                 || medoids.iter().any(|m| m.row == row)
                 || (!seen.is_empty()

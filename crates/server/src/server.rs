@@ -20,7 +20,7 @@ use crate::http::{AppState, DEFAULT_MAX_IN_FLIGHT, DEFAULT_REQUEST_TIMEOUT, Limi
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::nats::{self, NatsConfig, NatsCounters, NatsError};
-use crate::recommend::{Engine, EngineConfig, EngineError, Resample};
+use crate::recommend::{Engine, EngineConfig, EngineError, Resample, Retrieval};
 
 /// How a data directory is served; [`Default`] gives `pinnersage serve`'s defaults.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +33,8 @@ pub struct ServeConfig {
     pub load_index: bool,
     /// How medoids are sampled.
     pub resample: Resample,
+    /// Defaults of a request's retrieval parameters (medoids, selection, blend).
+    pub retrieval: Retrieval,
     /// Deployment-wide seed mixed into every medoid sample.
     pub seed: u64,
     /// Time between checks for a new profile generation.
@@ -64,6 +66,7 @@ impl Default for ServeConfig {
             ef_search: None,
             load_index: false,
             resample: Resample::Daily,
+            retrieval: Retrieval::default(),
             seed: 0,
             reload: Duration::from_secs(2),
             online_actions: DEFAULT_ONLINE_ACTIONS,
@@ -169,6 +172,7 @@ impl Server {
             catalog.clone(),
             index,
             EngineConfig {
+                retrieval: config.retrieval,
                 resample: config.resample,
                 seed: config.seed,
                 cache_bytes: config.cache_bytes,

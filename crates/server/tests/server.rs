@@ -259,6 +259,42 @@ fn every_endpoint_over_http() {
     let (_, fewer) = server.get_json("/v1/users/u3/recommendations?k=5&medoids=1");
     assert_eq!(ids(&fewer["items"]).len(), 5);
     assert_eq!(ids(&fewer["medoids"]).len(), 1);
+    // Selection and blend: the most important medoids, every interest, importance turns.
+    let medoid_of = |c: &Value| c["medoid"].as_str().unwrap().to_owned();
+    let (_, top) = server.get_json("/v1/users/u3/recommendations?k=20&medoids=2&selection=top");
+    let top_two: Vec<String> = clusters.iter().take(2).map(medoid_of).collect();
+    assert_eq!(ids(&top["medoids"]), top_two, "{top}");
+    let (_, all) = server.get_json("/v1/users/u3/recommendations?k=40&selection=all");
+    let mut every: Vec<String> = clusters.iter().map(medoid_of).collect();
+    let mut got = ids(&all["medoids"]);
+    every.sort();
+    got.sort();
+    assert_eq!(got, every);
+    let (_, weighted) =
+        server.get_json("/v1/users/u3/recommendations?k=40&selection=all&blend=importance");
+    let from = |reco: &Value, medoid: &str| {
+        reco["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["medoid"] == medoid)
+            .count()
+    };
+    assert_eq!(ids(&weighted["items"]).len(), 40);
+    // Each medoid supplies its importance's share of the 40 (within rounding and duplicates).
+    let shown = weighted["medoids"].as_array().unwrap();
+    let total: f64 = shown
+        .iter()
+        .map(|m| m["importance"].as_f64().unwrap())
+        .sum();
+    for m in shown {
+        let share = 40.0 * m["importance"].as_f64().unwrap() / total;
+        let got = from(&weighted, m["item"].as_str().unwrap()) as f64;
+        assert!(
+            (got - share).abs() <= 2.0,
+            "{got} vs {share:.1}: {weighted}"
+        );
+    }
 
     // Fallback: most engaged items, marked.
     let (status, fb) = server.get_json("/v1/users/stranger/recommendations?k=4");
@@ -295,6 +331,12 @@ fn every_endpoint_over_http() {
         ("/v1/users/u3/recommendations?k=1001", 400, "bad_request"),
         ("/v1/users/u3/recommendations?k=abc", 400, "bad_query"),
         ("/v1/users/u3/recommendations?medoids=0", 400, "bad_request"),
+        (
+            "/v1/users/u3/recommendations?selection=best",
+            400,
+            "bad_request",
+        ),
+        ("/v1/users/u3/recommendations?blend=mix", 400, "bad_request"),
         (
             "/v1/users/u3/recommendations?exclude_seen=maybe",
             400,
@@ -336,11 +378,11 @@ fn every_endpoint_over_http() {
     let (status, text) = server.request("GET", "/metrics");
     assert_eq!(status, 200);
     assert!(
-        text.contains("pinnersage_http_requests_total{route=\"recommendations\",status=\"200\"} 4"),
+        text.contains("pinnersage_http_requests_total{route=\"recommendations\",status=\"200\"} 7"),
         "{text}"
     );
     assert!(
-        text.contains("pinnersage_http_requests_total{route=\"recommendations\",status=\"400\"} 5")
+        text.contains("pinnersage_http_requests_total{route=\"recommendations\",status=\"400\"} 7")
     );
     assert!(text.contains("pinnersage_http_request_duration_seconds_count{route=\"similar\"}"));
     assert!(text.contains(&format!("pinnersage_index_items {ITEMS}")));

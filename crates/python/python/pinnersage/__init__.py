@@ -411,9 +411,10 @@ def evaluate(events: Any, items: ItemsArg, **options: Any) -> dict:
 
     ``events`` has ``user``, ``item`` and ``time`` columns (as for :func:`profiles`); ``items``
     is ``(ids, matrix)`` or a table with ``id`` and ``embedding``. Options (the defaults of
-    ``pinnersage eval``): ``alpha``, ``candidates``, ``train_fraction``, ``min_train``,
-    ``seed``, ``bootstrap``, ``svd_dim``, ``sweeps`` and ``item_embeddings`` (``"given"``,
-    ``"svd"`` or ``"both"``).
+    ``pinnersage eval``): ``alpha``, ``candidates``, ``budget`` (``"equal"``: every method
+    gets ``candidates`` distinct items; ``"per-embedding"``: the paper's floor(N/e) per
+    embedding), ``train_fraction``, ``min_train``, ``seed``, ``bootstrap``, ``svd_dim``,
+    ``sweeps`` and ``item_embeddings`` (``"given"``, ``"svd"`` or ``"both"``).
 
     Returns the content of ``metrics.json`` as a dict, plus ``"report"``: the Markdown report.
     """
