@@ -8,6 +8,7 @@ use clap::{Args, Subcommand};
 use pinnersage_core::profile::DEFAULT_ALPHA;
 use pinnersage_eval::evaluate::Budget;
 use pinnersage_eval::evaluation::{ItemEmbeddings, SplitKind};
+use pinnersage_eval::tune::TuneGrid;
 use pinnersage_eval::{EvalError, EvalFiles, EvalOptions, Evaluation};
 use pinnersage_pipeline::movielens;
 
@@ -148,6 +149,29 @@ struct EvalOptionArgs {
     /// Skip both sweeps (and their plots).
     #[arg(long)]
     no_sweeps: bool,
+    /// Choose alpha and the retrieval options (selection, blend, global share) by Recall on a
+    /// validation split carved from the training period (the latest 20% of each user's training
+    /// engagements; the test split is not read until the choice is made), report the choice's
+    /// test metrics next to the paper's configuration, and write OUT/tuned-<KIND>.toml for
+    /// `batch --config` and `serve --config`.
+    #[arg(long)]
+    tune: bool,
+    /// Alphas the tuner tries.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1,1.75,2.5,4",
+        requires = "tune"
+    )]
+    tune_alphas: Vec<f64>,
+    /// Global-interest shares the tuner tries (0: none).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0,0.25,0.5",
+        requires = "tune"
+    )]
+    tune_global_shares: Vec<f64>,
 }
 
 /// How engagements are split into training and test.
@@ -202,6 +226,11 @@ impl EvalOptionArgs {
             sweep_alphas: self.sweep_alphas.clone(),
             sweep_embeddings: self.sweep_embeddings.clone(),
             sweeps: !self.no_sweeps,
+            tune: self.tune.then(|| TuneGrid {
+                alphas: self.tune_alphas.clone(),
+                globals: self.tune_global_shares.clone(),
+                ..TuneGrid::default()
+            }),
         }
     }
 }

@@ -47,7 +47,7 @@ enum Command {
     Synth(synth::SynthArgs),
     #[command(subcommand)]
     Index(index::IndexCommand),
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     Ship(ship::ShipArgs),
     Eval(Box<eval::EvalArgs>),
     Bench(bench::BenchArgs),

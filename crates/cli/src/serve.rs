@@ -124,6 +124,10 @@ pub struct ServeArgs {
     /// round-robin (equal turns by rank, the paper) or importance (turns in proportion to it).
     #[arg(long, default_value = Retrieval::default().blend.as_str())]
     blend: Blend,
+    /// Share of the results (0 to 1) from the user's global interest, the importance-weighted
+    /// mean of all their medoids, unless the request says (`global=`); 0: none, the paper.
+    #[arg(long, default_value_t = Retrieval::default().global)]
+    global_share: f64,
     /// Deployment-wide seed mixed into every medoid sample.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -211,6 +215,13 @@ impl ServeArgs {
         if let Some(fleet) = &fleet {
             fleet.check().map_err(InputError)?;
         }
+        if !(0.0..=1.0).contains(&self.global_share) {
+            return Err(InputError(format!(
+                "--global-share must be in 0..=1, got {}",
+                self.global_share
+            ))
+            .into());
+        }
         let max = pinnersage_server::recommend::MAX_MEDOIDS;
         if !(1..=max).contains(&self.medoids) {
             return Err(InputError(format!(
@@ -228,6 +239,7 @@ impl ServeArgs {
                 medoids: self.medoids,
                 selection: self.selection,
                 blend: self.blend,
+                global: self.global_share,
             },
             seed: self.seed,
             reload: Duration::from_secs_f64(self.reload_seconds),

@@ -854,6 +854,63 @@ fn eval_writes_report_and_metrics_and_names_bad_inputs() {
             "{figure}"
         );
     }
+    // --tune: a configuration file that batch and serve read, chosen without the test split.
+    let tuned = dir.join("tuned");
+    let mut tune_args = args.to_vec();
+    tune_args[8] = s(&tuned);
+    tune_args.extend(["--no-sweeps", "--item-embeddings", "given", "--tune"]);
+    tune_args.extend(["--tune-alphas", "0.5,2", "--tune-global-shares", "0,0.5"]);
+    let tune_out = run(&tune_args);
+    assert!(
+        tune_out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tune_out.stderr)
+    );
+    let report = std::fs::read_to_string(tuned.join("report.md")).unwrap();
+    assert!(report.contains("### Tuned configuration"), "{report}");
+    let metrics: Value =
+        serde_json::from_str(&std::fs::read_to_string(tuned.join("metrics.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        metrics["given"]["tuned"]["validation"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2 * 3 * 2 * 2
+    );
+    let config = tuned.join("tuned-given.toml");
+    let chosen = &metrics["given"]["tuned"]["chosen"];
+    for (command, key, value) in [
+        ("batch", "alpha", chosen["alpha"].to_string()),
+        ("serve", "selection", chosen["selection"].to_string()),
+        ("serve", "global_share", chosen["global_share"].to_string()),
+    ] {
+        let shown = run(&["config", "show", command, "--config", s(&config)]);
+        let text = String::from_utf8_lossy(&shown.stdout);
+        assert!(
+            shown.status.success(),
+            "{}",
+            String::from_utf8_lossy(&shown.stderr)
+        );
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{key} = ")))
+            .unwrap_or_else(|| panic!("{key} in {text}"));
+        assert!(line.contains(s(&config)), "{line}");
+        let shown_value = line
+            .split("  #")
+            .next()
+            .unwrap()
+            .trim_start_matches(&format!("{key} = "));
+        assert_eq!(
+            shown_value.parse::<f64>().ok(),
+            value.parse::<f64>().ok(),
+            "{line} vs {value}"
+        );
+        if shown_value.parse::<f64>().is_err() {
+            assert_eq!(shown_value, value, "{line}");
+        }
+    }
     // Walk-forward by day: the last 2 days are test days, each user-day one unit.
     let walk = dir.join("walk");
     let mut walk_args = args.to_vec();

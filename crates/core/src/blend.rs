@@ -47,19 +47,83 @@ impl std::str::FromStr for Blend {
     }
 }
 
-/// Blends `lists` as `kind` says; `importance[i]` is list `i`'s interest's importance (used by
-/// [`Blend::Importance`]).
-pub fn blend(
-    kind: Blend,
+/// Each list's share of the turns: the chosen interests' by `kind` (equal, or in proportion to
+/// `importance`), scaled to `1 − global`, then, when `global > 0`, one more list (the user's
+/// global interest, last) with share `global`.
+///
+/// ```
+/// use pinnersage_core::blend::{Blend, shares};
+/// assert_eq!(shares(Blend::RoundRobin, &[5.0, 1.0], 0.0), [0.5, 0.5]);
+/// assert_eq!(shares(Blend::Importance, &[3.0, 1.0], 0.0), [0.75, 0.25]);
+/// assert_eq!(shares(Blend::RoundRobin, &[5.0, 1.0], 0.5), [0.25, 0.25, 0.5]);
+/// ```
+pub fn shares(kind: Blend, importance: &[f64], global: f64) -> Vec<f64> {
+    let n = importance.len();
+    let clean = |w: f64| if w.is_finite() && w > 0.0 { w } else { 0.0 };
+    let total: f64 = importance.iter().map(|&w| clean(w)).sum();
+    let mut out: Vec<f64> = match kind {
+        Blend::Importance if total > 0.0 => importance.iter().map(|&w| clean(w) / total).collect(),
+        _ => vec![1.0 / n.max(1) as f64; n],
+    };
+    let global = if global.is_finite() {
+        global.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    if global > 0.0 {
+        out.iter_mut().for_each(|w| *w *= 1.0 - global);
+        out.push(global);
+    }
+    out
+}
+
+/// Blends `lists` by their `shares` ([`shares`]): equal shares interleave round-robin by rank
+/// as the paper does ([`blend_round_robin`]), others take turns in proportion
+/// ([`blend_weighted`]).
+pub fn blend_shares(
     lists: &[&[(u32, f32)]],
-    importance: &[f64],
+    shares: &[f64],
     k: usize,
     skip: impl Fn(u32) -> bool,
 ) -> Vec<Blended> {
-    match kind {
-        Blend::RoundRobin => blend_round_robin(lists, k, skip),
-        Blend::Importance => blend_weighted(lists, importance, k, skip),
+    if shares.windows(2).all(|w| w[0] == w[1]) {
+        blend_round_robin(lists, k, skip)
+    } else {
+        blend_weighted(lists, shares, k, skip)
     }
+}
+
+/// The importance-weighted mean of the medoids' embeddings: a user's global interest computed
+/// from a stored profile (close to the decay-weighted average of their actions, each action
+/// replaced by its cluster's medoid). Empty when there are no medoids.
+///
+/// ```
+/// use pinnersage_core::blend::medoid_average;
+/// let a = [1.0, 0.0];
+/// let b = [0.0, 1.0];
+/// assert_eq!(medoid_average([(&a[..], 3.0), (&b[..], 1.0)], 2), [0.75, 0.25]);
+/// ```
+pub fn medoid_average<'a>(
+    medoids: impl IntoIterator<Item = (&'a [f32], f64)>,
+    dim: usize,
+) -> Vec<f32> {
+    let mut sum = vec![0.0f64; dim];
+    let mut total = 0.0;
+    for (vector, importance) in medoids {
+        let w = if importance.is_finite() && importance > 0.0 {
+            importance
+        } else {
+            0.0
+        };
+        total += w;
+        for (s, &x) in sum.iter_mut().zip(vector) {
+            *s += w * f64::from(x);
+        }
+    }
+    if total <= 0.0 {
+        return Vec::new();
+    }
+    sum.into_iter().map(|s| (s / total) as f32).collect()
 }
 
 /// Interleaves `lists` (each `(row, score)` best first) round-robin by rank: every list's

@@ -3,7 +3,7 @@
 use crate::error::EvalError;
 use std::fmt::Write;
 
-use pinnersage_core::blend::{blend_round_robin, blend_weighted};
+use pinnersage_core::blend::blend_shares;
 use pinnersage_core::sample::SplitMix64;
 use pinnersage_index::{AnnIndex, ExactIndex, Metric};
 use rayon::prelude::*;
@@ -463,12 +463,7 @@ impl<'a> Retriever<'a> {
             );
         }
         let refs: Vec<&[(u32, f32)]> = lists.iter().map(|l| &l[..]).collect();
-        let equal = queries.weights.windows(2).all(|w| w[0] == w[1]);
-        let blended = if equal {
-            blend_round_robin(&refs, self.candidates, |_| false)
-        } else {
-            blend_weighted(&refs, &queries.weights, self.candidates, |_| false)
-        };
+        let blended = blend_shares(&refs, &queries.weights, self.candidates, |_| false);
         let candidates = blended.into_iter().map(|b| b.row).collect();
         Ok(Retrieved {
             candidates,

@@ -17,6 +17,7 @@ pub mod plot;
 pub mod split;
 pub mod svd;
 pub mod sweep;
+pub mod tune;
 
 pub use error::EvalError;
 pub use evaluate::{EvalConfig, Report, evaluate};

@@ -1,6 +1,7 @@
 //! User representations compared by the evaluation: each turns a user's training engagements
 //! into query embeddings (or, for popularity, directly into candidates).
 
+use pinnersage_core::blend::{medoid_average, shares};
 use pinnersage_core::distance::SqDistances;
 use pinnersage_core::importance::decay;
 use pinnersage_core::kmeans::kmeans;
@@ -50,6 +51,30 @@ pub enum Pick {
 
 pub use pinnersage_core::blend::Blend;
 
+/// A user's global interest: one more query beside the chosen interests, with a share of the
+/// candidate turns.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Global {
+    /// None (the paper).
+    #[default]
+    None,
+    /// The decay average of the training items (same λ), with this share.
+    DecayAverage(f64),
+    /// The importance-weighted mean of all the medoids, with this share: what the server
+    /// computes from a stored profile (`serve --global-share`).
+    MedoidAverage(f64),
+}
+
+impl Global {
+    /// The share of the turns (0 for none).
+    pub fn share(self) -> f64 {
+        match self {
+            Global::None => 0.0,
+            Global::DecayAverage(s) | Global::MedoidAverage(s) => s,
+        }
+    }
+}
+
 /// A user representation.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Method {
@@ -72,9 +97,8 @@ pub enum Method {
         pick: Pick,
         /// How their neighbour lists are blended.
         blend: Blend,
-        /// Share of the candidate turns given to the user's decay average (same λ) as one
-        /// more, "global" interest; 0: none (the paper).
-        global: f64,
+        /// The user's global interest, if any (the paper: none).
+        global: Global,
     },
     /// The most engaged training items of all users (no personalisation).
     Popularity,
@@ -85,12 +109,12 @@ impl Method {
     ///
     /// ```
     /// use pinnersage_eval::methods::{Clustering, Method, Pick, Summary};
-    /// use pinnersage_eval::methods::Blend;
+    /// use pinnersage_eval::methods::{Blend, Global};
     /// let m = Method::pinnersage(0.01, Summary::Medoid, Pick::Sample(3));
     /// assert_eq!(m.name(), "ward-medoid-sample3-lambda0.01");
     /// let k = Method::Clusters { clustering: Clustering::KMeans { k: 5 }, lambda: 0.01,
     ///                            summary: Summary::Centroid, pick: Pick::Sample(3),
-    ///                            blend: Blend::Importance, global: 0.25 };
+    ///                            blend: Blend::Importance, global: Global::DecayAverage(0.25) };
     /// assert_eq!(k.name(), "kmeans5-centroid-sample3-lambda0.01-importance-global0.25");
     /// ```
     pub fn name(&self) -> String {
@@ -123,10 +147,10 @@ impl Method {
                     Blend::RoundRobin => "",
                     Blend::Importance => "-importance",
                 };
-                let g = if global > 0.0 {
-                    format!("-global{global}")
-                } else {
-                    String::new()
+                let g = match global {
+                    Global::None => String::new(),
+                    Global::DecayAverage(s) => format!("-global{s}"),
+                    Global::MedoidAverage(s) => format!("-medoidglobal{s}"),
                 };
                 format!("{c}-{s}-{p}-lambda{lambda}{b}{g}")
             }
@@ -165,10 +189,14 @@ impl Method {
                     Blend::RoundRobin => "",
                     Blend::Importance => ", importance quotas",
                 };
-                let g = if global > 0.0 {
-                    format!(", + decay average ({:.0}% share)", 100.0 * global)
-                } else {
-                    String::new()
+                let g = match global {
+                    Global::None => String::new(),
+                    Global::DecayAverage(s) => {
+                        format!(", + decay average ({:.0}% share)", 100.0 * s)
+                    }
+                    Global::MedoidAverage(s) => {
+                        format!(", + medoid average ({:.0}% share)", 100.0 * s)
+                    }
                 };
                 format!("{c} + {s}, {p}, λ = {lambda}{b}{g}")
             }
@@ -186,13 +214,13 @@ impl Method {
             summary,
             pick,
             blend: Blend::RoundRobin,
-            global: 0.0,
+            global: Global::None,
         }
     }
 
-    /// This method with its interests blended by `blend` and the decay average given a
-    /// `global` share (single-embedding methods are returned unchanged).
-    pub fn blended(self, blend: Blend, global: f64) -> Method {
+    /// This method with its interests blended by `blend` and the `global` interest
+    /// (single-embedding methods are returned unchanged).
+    pub fn blended(self, blend: Blend, global: Global) -> Method {
         match self {
             Method::Clusters {
                 clustering,
@@ -226,7 +254,7 @@ pub fn default_methods() -> Vec<Method> {
         summary,
         pick: Pick::Sample(3),
         blend: Blend::RoundRobin,
-        global: 0.0,
+        global: Global::None,
     };
     vec![
         Method::LastItem,
@@ -244,9 +272,14 @@ pub fn default_methods() -> Vec<Method> {
         other(Clustering::Complete, Summary::Medoid),
         // Beyond the paper: how the interests' lists are blended.
         ward(0.01, Summary::Medoid, Pick::Top(3)),
-        ward(0.01, Summary::Medoid, Pick::All).blended(Blend::Importance, 0.0),
-        ward(0.01, Summary::Medoid, Pick::All).blended(Blend::RoundRobin, GLOBAL_SHARE),
-        ward(0.01, Summary::Medoid, Pick::Sample(3)).blended(Blend::RoundRobin, GLOBAL_SHARE),
+        ward(0.01, Summary::Medoid, Pick::All).blended(Blend::Importance, Global::None),
+        ward(0.01, Summary::Medoid, Pick::All)
+            .blended(Blend::RoundRobin, Global::DecayAverage(GLOBAL_SHARE)),
+        // As served: the global interest from the stored medoids.
+        ward(0.01, Summary::Medoid, Pick::All)
+            .blended(Blend::RoundRobin, Global::MedoidAverage(GLOBAL_SHARE)),
+        ward(0.01, Summary::Medoid, Pick::Sample(3))
+            .blended(Blend::RoundRobin, Global::MedoidAverage(GLOBAL_SHARE)),
         Method::Popularity,
     ]
 }
@@ -256,8 +289,8 @@ pub fn default_methods() -> Vec<Method> {
 pub struct UserQueries {
     /// The query embeddings (empty for [`Method::Popularity`]).
     pub queries: Vec<Vec<f32>>,
-    /// Each query's share of the candidate turns ([`crate::evaluate::Retriever`] blends
-    /// round-robin when they are all equal).
+    /// Each query's share of the candidate turns ([`pinnersage_core::blend::shares`]; the
+    /// retriever blends round-robin when they are all equal, as the server does).
     pub weights: Vec<f64>,
     /// Interests the representation holds before any sampling (1 for single-embedding methods,
     /// 0 for popularity).
@@ -363,16 +396,25 @@ pub fn queries(
                     }
                 })
                 .collect();
-            let total: f64 = importance.iter().sum();
-            let mut weights: Vec<f64> = match blend {
-                Blend::RoundRobin => vec![1.0 / queries.len().max(1) as f64; queries.len()],
-                Blend::Importance if total > 0.0 => importance.iter().map(|w| w / total).collect(),
-                Blend::Importance => vec![1.0 / queries.len().max(1) as f64; queries.len()],
+            let global_query = match global {
+                Global::None => None,
+                Global::DecayAverage(_) => Some(decay_average(lambda)),
+                Global::MedoidAverage(_) => Some(medoid_average(
+                    profile
+                        .clusters
+                        .iter()
+                        .map(|c| (&data[c.medoid * dim..(c.medoid + 1) * dim], c.importance)),
+                    dim,
+                )),
             };
-            if global > 0.0 && !queries.is_empty() {
-                weights.iter_mut().for_each(|w| *w *= 1.0 - global);
-                queries.insert(0, decay_average(lambda));
-                weights.insert(0, global);
+            let share = if queries.is_empty() {
+                0.0
+            } else {
+                global.share()
+            };
+            let weights = shares(blend, &importance, share);
+            if share > 0.0 {
+                queries.extend(global_query);
             }
             Ok(UserQueries {
                 queries,

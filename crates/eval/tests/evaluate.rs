@@ -61,7 +61,7 @@ fn all_medoids(clustering: Clustering) -> Method {
         summary: Summary::Medoid,
         pick: Pick::All,
         blend: Default::default(),
-        global: 0.0,
+        global: Default::default(),
     }
 }
 
@@ -200,14 +200,15 @@ fn examples_show_interests_and_each_methods_first_recommendations() {
 /// paper's per-embedding split gives a method whose lists overlap fewer.
 #[test]
 fn equal_budgets_fill_every_method_to_the_budget() {
-    use pinnersage_eval::methods::Blend;
+    use pinnersage_eval::methods::{Blend, Global};
     let (vectors, events) = two_topics();
     let split = split(&events);
     let methods = vec![
         Method::LastItem,
         all_medoids(Clustering::Ward),
-        all_medoids(Clustering::Ward).blended(Blend::Importance, 0.0),
-        all_medoids(Clustering::Ward).blended(Blend::RoundRobin, 0.5),
+        all_medoids(Clustering::Ward).blended(Blend::Importance, Global::None),
+        all_medoids(Clustering::Ward).blended(Blend::RoundRobin, Global::DecayAverage(0.5)),
+        all_medoids(Clustering::Ward).blended(Blend::RoundRobin, Global::MedoidAverage(0.5)),
     ];
     let equal = evaluate(&vectors, 2, &split, &config(methods.clone()), &|_| {}).unwrap();
     for m in &equal.methods {
@@ -227,5 +228,58 @@ fn equal_budgets_fill_every_method_to_the_budget() {
         paper.methods[3].candidates_per_user <= 39.0,
         "{}",
         paper.methods[3].candidates_per_user
+    );
+}
+
+/// The tuner chooses on training data alone: replacing every test item changes the final test
+/// report but neither the validation scores nor the choice.
+#[test]
+fn tune_never_reads_the_test_items() {
+    use pinnersage_eval::tune::{Candidate, TuneGrid, tune};
+    let (vectors, events) = two_topics();
+    let split = split(&events);
+    let grid = TuneGrid {
+        alphas: vec![0.5, 2.0],
+        globals: vec![0.0, 0.5],
+        ..TuneGrid::default()
+    };
+    let config = config(Vec::new());
+    let honest = tune(&vectors, 2, &split, &config, &grid, 2, &|_| {}).unwrap();
+    let mut poisoned = split.clone();
+    for u in &mut poisoned.units {
+        u.test = vec![(u.user * 13 + 7) % 200, (u.user * 29 + 101) % 200];
+    }
+    let leaked = tune(&vectors, 2, &poisoned, &config, &grid, 2, &|_| {}).unwrap();
+    assert_eq!(honest.validation.len(), 2 * 3 * 2 * 2);
+    assert!(honest.validation_units > 0);
+    // Bitwise (a metric no unit has is NaN).
+    let bits = |t: &pinnersage_eval::tune::Tuned| -> Vec<(Candidate, u64, u64)> {
+        t.validation
+            .iter()
+            .map(|s| (s.candidate, s.recall.to_bits(), s.minority_recall.to_bits()))
+            .collect()
+    };
+    assert_eq!(bits(&honest), bits(&leaked));
+    assert_eq!(honest.chosen, leaked.chosen);
+    assert_ne!(
+        honest.test, leaked.test,
+        "the final report reads the test split"
+    );
+    // Baseline, decay average, the paper's configuration, the choice.
+    assert_eq!(honest.test.len(), 4);
+    assert!(
+        honest
+            .validation
+            .windows(2)
+            .all(|w| w[0].recall >= w[1].recall)
+    );
+    assert_eq!(
+        Candidate::paper(0.5, 0.01).method(),
+        Method::pinnersage(0.01, Summary::Medoid, Pick::Sample(3))
+    );
+    let toml = honest.chosen.to_toml("chosen");
+    assert!(
+        toml.starts_with("# chosen\n") && toml.contains("[serve]\nmedoids = "),
+        "{toml}"
     );
 }

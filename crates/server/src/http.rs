@@ -458,6 +458,7 @@ struct RecoQuery {
     medoids: Option<usize>,
     selection: Option<String>,
     blend: Option<String>,
+    global: Option<f64>,
     exclude_seen: Option<bool>,
 }
 
@@ -546,6 +547,7 @@ async fn recommendations(
             None => defaults.blend,
             Some(s) => s.parse().map_err(bad)?,
         },
+        global: q.global.unwrap_or(defaults.global),
         exclude_seen: q.exclude_seen.unwrap_or(true),
         now: unix_now(),
     };

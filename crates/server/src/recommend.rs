@@ -19,7 +19,7 @@ use std::sync::{Arc, RwLock};
 use pinnersage_catalog::catalog::Catalog;
 use pinnersage_catalog::filter::{AttributeTable, Filter};
 use pinnersage_core::ProfileParams;
-use pinnersage_core::blend::{Blend, blend};
+use pinnersage_core::blend::{Blend, blend_shares, medoid_average, shares};
 use pinnersage_core::hash::stable_hash;
 use pinnersage_core::importance::{DEFAULT_LAMBDA, SECONDS_PER_DAY};
 use pinnersage_core::merge::{Interest, merge_interests};
@@ -70,7 +70,7 @@ impl std::str::FromStr for Resample {
 
 /// How a request turns a user's interests into one list, unless it says otherwise: the
 /// deployment's defaults of the `medoids`, `selection` and `blend` query parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Retrieval {
     /// Interests to choose (ignored by [`Selection::All`]).
     pub medoids: usize,
@@ -78,15 +78,19 @@ pub struct Retrieval {
     pub selection: Selection,
     /// How their neighbour lists are blended.
     pub blend: Blend,
+    /// Share of the results given to the user's global interest (the importance-weighted mean
+    /// of all their medoids, one more query); 0: none.
+    pub global: f64,
 }
 
 impl Default for Retrieval {
-    /// The paper's: sample 3 medoids by importance, blend round-robin.
+    /// The paper's: sample 3 medoids by importance, blend round-robin, no global interest.
     fn default() -> Self {
         Self {
             medoids: 3,
             selection: Selection::Sample,
             blend: Blend::RoundRobin,
+            global: 0.0,
         }
     }
 }
@@ -138,6 +142,9 @@ pub struct Request {
     pub selection: Selection,
     /// How their neighbour lists are blended.
     pub blend: Blend,
+    /// Share of the results from the user's global interest (0 to 1; see
+    /// [`Retrieval::global`]).
+    pub global: f64,
     /// Leave out items the user engaged with.
     pub exclude_seen: bool,
     /// Unix seconds of the request (chooses the day of the sampling seed).
@@ -639,6 +646,12 @@ impl Engine {
         filter: Option<&Filter>,
     ) -> Result<Recommendation, EngineError> {
         check_bounds(req.k, req.medoids)?;
+        if !(0.0..=1.0).contains(&req.global) {
+            return Err(EngineError::BadRequest(format!(
+                "global must be in 0..=1, got {}",
+                req.global
+            )));
+        }
         let profiles = self.profiles.read().expect("not poisoned").clone();
         let online = self.online.get(user);
         let serve = |view: Option<ProfileView<'_>>| {
@@ -733,6 +746,32 @@ impl Engine {
             lists.push(self.neighbours_matching(row, fetch, filter)?);
             medoids.push(SampledMedoid { row, importance });
         }
+        // The global interest: every medoid (chosen or not), weighted by importance; its
+        // results name no medoid.
+        let importance: Vec<f64> = medoids.iter().map(|m| m.importance).collect();
+        let global = if req.global > 0.0 && !medoids.is_empty() {
+            let rows: Vec<(u32, f64)> = interests
+                .iter()
+                .filter_map(|&(medoid, importance)| {
+                    let row = match medoid {
+                        MedoidRef::Row(row) => Some(row),
+                        MedoidRef::Id(id) => self.catalog.row_of(id).map(|r| r as u32),
+                    };
+                    row.map(|r| (r, importance))
+                })
+                .collect();
+            let query = medoid_average(
+                rows.iter()
+                    .map(|&(r, w)| (self.catalog.embedding(r as usize), w)),
+                self.catalog.dim(),
+            );
+            let wanted = ((req.k as f64 * req.global).ceil() as usize).clamp(1, req.k);
+            let fetch = (wanted * 2).next_power_of_two().max(MIN_FETCH);
+            lists.push(self.search(&query, fetch, filter)?);
+            req.global
+        } else {
+            0.0
+        };
         // Seen items are compared by id hash: no catalog lookup per seen item.
         let mut seen_hashes = SeenSet::default();
         if req.exclude_seen {
@@ -741,8 +780,8 @@ impl Engine {
         let seen = seen_hashes;
         let excluded = self.excluded.current();
         let refs: Vec<&[(u32, f32)]> = lists.iter().map(|l| &l[..]).collect();
-        let importance: Vec<f64> = medoids.iter().map(|m| m.importance).collect();
-        let blended = blend(req.blend, &refs, &importance, req.k, |row| {
+        let shares = shares(req.blend, &importance, global);
+        let blended = blend_shares(&refs, &shares, req.k, |row| {
             excluded.contains(row)
                 || medoids.iter().any(|m| m.row == row)
                 || (!seen.is_empty()
@@ -753,7 +792,7 @@ impl Engine {
             .map(|b| Recommended {
                 row: b.row,
                 score: f64::from(b.score),
-                medoid: Some(b.source),
+                medoid: (b.source < medoids.len()).then_some(b.source),
             })
             .collect();
         Ok(Recommendation {
@@ -805,15 +844,34 @@ impl Engine {
         fetch: usize,
         filter: Option<&Filter>,
     ) -> Result<Neighbours, EngineError> {
+        match filter {
+            None => self.neighbours(row, fetch),
+            Some(_) => self.search(self.catalog.embedding(row as usize), fetch, filter),
+        }
+    }
+
+    /// The `fetch` nearest items to `query` that match `filter`, without the cache: a plain
+    /// index search without one, else a filtered search inside the index, or the exact scan of
+    /// the matching items (see [`Engine::neighbours_matching`]).
+    fn search(
+        &self,
+        query: &[f32],
+        fetch: usize,
+        filter: Option<&Filter>,
+    ) -> Result<Neighbours, EngineError> {
         use std::sync::atomic::Ordering::Relaxed;
+        let failed = |e: pinnersage_index::IndexError| EngineError::Internal(e.to_string());
+        let metric = self.index.index.metric();
         let Some(filter) = filter else {
-            return self.neighbours(row, fetch);
+            let hits = self.index.index.search(query, fetch).map_err(failed)?;
+            return Ok(hits
+                .into_iter()
+                .map(|n| (n.row, metric.score(n.distance)))
+                .collect());
         };
         self.filtered.searches.fetch_add(1, Relaxed);
         let excluded = self.excluded.current();
         let keep = |r: u32| !excluded.contains(r) && filter.matches(&self.attributes, r as usize);
-        let query = self.catalog.embedding(row as usize);
-        let failed = |e: pinnersage_index::IndexError| EngineError::Internal(e.to_string());
         // A graph search wanders far to collect items a selective filter rarely lets through:
         // below PREFILTER_BELOW of the catalog, the exact scan of the matching items is faster.
         let graph = self.index.index.kind() != "exact"
@@ -836,7 +894,6 @@ impl Engine {
                 .search_filtered(query, fetch, &keep)
                 .map_err(failed)?;
         }
-        let metric = self.index.index.metric();
         Ok(hits
             .into_iter()
             .map(|n| (n.row, metric.score(n.distance)))

@@ -295,6 +295,18 @@ fn every_endpoint_over_http() {
             "{got} vs {share:.1}: {weighted}"
         );
     }
+    // The global interest supplies its share, with no medoid named.
+    let (status, global) = server.get_json("/v1/users/u3/recommendations?k=40&global=0.5");
+    assert_eq!(status, 200, "{global}");
+    let items = global["items"].as_array().unwrap();
+    let unnamed = items.iter().filter(|r| r["medoid"].is_null()).count();
+    assert_eq!(items.len(), 40);
+    assert!((18..=22).contains(&unnamed), "{unnamed} of 40: {global}");
+    assert!(
+        items
+            .iter()
+            .all(|r| !seen.contains(&r["item"].as_str().unwrap().to_owned()))
+    );
 
     // Fallback: most engaged items, marked.
     let (status, fb) = server.get_json("/v1/users/stranger/recommendations?k=4");
@@ -338,6 +350,11 @@ fn every_endpoint_over_http() {
         ),
         ("/v1/users/u3/recommendations?blend=mix", 400, "bad_request"),
         (
+            "/v1/users/u3/recommendations?global=1.5",
+            400,
+            "bad_request",
+        ),
+        (
             "/v1/users/u3/recommendations?exclude_seen=maybe",
             400,
             "bad_query",
@@ -378,11 +395,11 @@ fn every_endpoint_over_http() {
     let (status, text) = server.request("GET", "/metrics");
     assert_eq!(status, 200);
     assert!(
-        text.contains("pinnersage_http_requests_total{route=\"recommendations\",status=\"200\"} 7"),
+        text.contains("pinnersage_http_requests_total{route=\"recommendations\",status=\"200\"} 8"),
         "{text}"
     );
     assert!(
-        text.contains("pinnersage_http_requests_total{route=\"recommendations\",status=\"400\"} 7")
+        text.contains("pinnersage_http_requests_total{route=\"recommendations\",status=\"400\"} 8")
     );
     assert!(text.contains("pinnersage_http_request_duration_seconds_count{route=\"similar\"}"));
     assert!(text.contains(&format!("pinnersage_index_items {ITEMS}")));
