@@ -23,7 +23,8 @@ const MARKER: &str = "quickstart.json";
 /// Uses the bundled MovieLens-small (610 users, 9,742 movies with MiniLM title embeddings and
 /// titles/genres as attributes; GroupLens license in its README.txt). On the first run it
 ///   1. imports the movies (`import items --normalize --attributes movies.csv`),
-///   2. imports every rating >= 3.5 as an engagement (`import events`),
+///   2. imports every rating >= 3.5 as an engagement (`import events`), every timestamp moved
+///      by the same offset so that the last rating is now (--original-times keeps 1996-2018),
 ///   3. builds the HNSW index (`index build`),
 ///   4. runs the batch with --now at the last rating and a window covering all 22 years of
 ///      ratings (`batch`),
@@ -52,6 +53,11 @@ pub struct QuickstartArgs {
     /// Prepare the data directory, then exit instead of serving.
     #[arg(long)]
     no_serve: bool,
+    /// Keep MovieLens' own timestamps (the last rating is in 2018) instead of moving them so
+    /// that the last rating is now. With them, an engagement posted today outweighs years of
+    /// history (importance decays by exp(-0.01 per day)) and the other interests fade.
+    #[arg(long)]
+    original_times: bool,
 }
 
 /// Runs `pinnersage quickstart`.
@@ -69,10 +75,15 @@ pub fn run(args: &QuickstartArgs) -> Result<()> {
             .into());
         }
         let movielens = movielens_dir(args.movielens.as_deref())?;
-        prepare(data_dir, &movielens)?;
+        let shift = prepare(data_dir, &movielens, !args.original_times)?;
         fs::write(
             &marker,
-            serde_json::json!({"movielens": movielens, "min_rating": MIN_RATING}).to_string(),
+            serde_json::json!({
+                "movielens": movielens,
+                "min_rating": MIN_RATING,
+                "time_shift_seconds": shift,
+            })
+            .to_string(),
         )
         .with_context(|| format!("writing {}", marker.display()))?;
     } else {
@@ -134,8 +145,9 @@ fn movielens_dir(flag: Option<&Path>) -> Result<PathBuf> {
         })
 }
 
-/// Builds the data directory from the MovieLens files, one pinnersage command per step.
-fn prepare(data_dir: &Path, movielens: &Path) -> Result<()> {
+/// Builds the data directory from the MovieLens files, one pinnersage command per step; with
+/// `live`, the ratings' times move so that the last one is now. Returns the seconds they moved.
+fn prepare(data_dir: &Path, movielens: &Path, live: bool) -> Result<i64> {
     if data_dir.exists()
         && fs::read_dir(data_dir)
             .with_context(|| format!("reading {}", data_dir.display()))?
@@ -182,18 +194,25 @@ fn prepare(data_dir: &Path, movielens: &Path) -> Result<()> {
 
     let events = data_dir.join("quickstart-events.csv");
     let last = step("2/4 import events", || {
-        let ratings =
-            positive_ratings(&file(movielens::RATINGS), &events, MIN_RATING).map_err(input)?;
+        let ends_at = live.then(crate::args::unix_now);
+        let ratings = positive_ratings(&file(movielens::RATINGS), &events, MIN_RATING, ends_at)
+            .map_err(input)?;
         eprintln!(
             "{} ratings >= {MIN_RATING} written to {}",
             ratings.kept,
             events.display()
         );
+        if ratings.shift != 0 {
+            eprintln!(
+                "times moved by {:.0} days so that the last rating is now (--original-times keeps them)",
+                ratings.shift as f64 / 86_400.0
+            );
+        }
         crate::import::run_events(&parse(
             "import events",
             ["--data-dir".into(), dir.clone(), events.clone().into()],
         )?)?;
-        Ok(ratings.latest)
+        Ok(ratings)
     })?;
 
     step("3/4 index build", || {
@@ -211,12 +230,13 @@ fn prepare(data_dir: &Path, movielens: &Path) -> Result<()> {
                 "--data-dir".into(),
                 dir.clone(),
                 "--now".into(),
-                last.to_string().into(),
+                last.latest.to_string().into(),
                 "--window-days".into(),
                 "10000".into(),
             ],
         )?)
-    })
+    })?;
+    Ok(last.shift)
 }
 
 /// Runs one step with a heading and its wall time.

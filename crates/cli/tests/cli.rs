@@ -1030,6 +1030,17 @@ fn quickstart_prepares_movielens_once_and_refuses_foreign_directories() {
     let profile: Value = serde_json::from_slice(&out.stdout).unwrap();
     let clusters = profile["clusters"].as_array().unwrap().len();
     assert!((50..=200).contains(&clusters), "{clusters} interests");
+    // The ratings were moved so that the last one is now: the batch ran for today.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let batch_now = profile["now"].as_i64().unwrap();
+    assert!((now - batch_now).abs() < 3_600, "{batch_now} vs {now}");
+    assert!(
+        stderr.contains("so that the last rating is now"),
+        "{stderr}"
+    );
     let out = run(&["catalog", "--data-dir", s(&data), "--id", "1", "--json"]);
     let catalog: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(

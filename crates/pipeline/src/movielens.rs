@@ -24,17 +24,22 @@ pub const MIN_RATING: f64 = 3.5;
 pub struct PositiveRatings {
     /// Ratings at or above the threshold, written as events.
     pub kept: u64,
-    /// The latest timestamp of any rating (kept or not).
+    /// The latest timestamp of any rating (kept or not), as written (after any shift).
     pub latest: i64,
+    /// Seconds added to every timestamp (0 unless `ends_at` was given).
+    pub shift: i64,
 }
 
 /// Writes the ratings >= `min_rating` of a MovieLens `ratings.csv` as an events CSV
 /// (`user,item,timestamp,action`, action `rating`, weight 1) that `import events` reads with its
-/// default columns. Errors name the file and the line.
+/// default columns. With `ends_at`, every timestamp moves by the same offset so that the latest
+/// rating falls at `ends_at` (the data then looks live: its last day is today). Errors name the
+/// file and the line.
 pub fn positive_ratings(
     ratings: &Path,
     out: &Path,
     min_rating: f64,
+    ends_at: Option<i64>,
 ) -> Result<PositiveRatings, ImportError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -42,9 +47,8 @@ pub fn positive_ratings(
     };
     let mut reader = csv::Reader::from_path(ratings)
         .map_err(|e| ImportError::Input(format!("{}: {e}", ratings.display())))?;
-    let mut writer = BufWriter::new(fs::File::create(out).map_err(io(out))?);
-    writeln!(writer, "user,item,timestamp,action").map_err(io(out))?;
-    let (mut kept, mut latest) = (0u64, i64::MIN);
+    let mut positive: Vec<(String, String, i64)> = Vec::new();
+    let mut latest = i64::MIN;
     for (k, record) in reader.records().enumerate() {
         let line = k + 2;
         let bad =
@@ -65,22 +69,29 @@ pub fn positive_ratings(
             .map_err(|_| bad("timestamp is not an integer"))?;
         latest = latest.max(time);
         if rating >= min_rating {
-            writeln!(
-                writer,
-                "{},{},{time},rating",
-                field(0)?.trim(),
-                field(1)?.trim()
-            )
-            .map_err(io(out))?;
-            kept += 1;
+            positive.push((
+                field(0)?.trim().to_owned(),
+                field(1)?.trim().to_owned(),
+                time,
+            ));
         }
     }
-    writer.flush().map_err(io(out))?;
-    if kept == 0 {
+    if positive.is_empty() {
         return Err(ImportError::Input(format!(
             "{}: no ratings >= {min_rating}",
             ratings.display()
         )));
     }
-    Ok(PositiveRatings { kept, latest })
+    let shift = ends_at.map_or(0, |end| end - latest);
+    let mut writer = BufWriter::new(fs::File::create(out).map_err(io(out))?);
+    writeln!(writer, "user,item,timestamp,action").map_err(io(out))?;
+    for (user, item, time) in &positive {
+        writeln!(writer, "{user},{item},{},rating", time + shift).map_err(io(out))?;
+    }
+    writer.flush().map_err(io(out))?;
+    Ok(PositiveRatings {
+        kept: positive.len() as u64,
+        latest: latest + shift,
+        shift,
+    })
 }
