@@ -1,5 +1,5 @@
 //! Settings from a TOML file (`--config FILE`) and from `PINNERSAGE_*` environment variables,
-//! for the commands that run a deployment (serve, batch, the imports, index build, ship).
+//! for the commands that run a deployment (serve, batch, the imports, index build, ship, embed).
 //!
 //! Every long flag of those commands has a key: its name with `_` for `-` (`--cache-mb` is
 //! `cache_mb`), in the command's table (`[serve]`, `[import.events]`, ...) or at the top of the
@@ -33,6 +33,7 @@ pub const CONFIGURABLE: &[&[&str]] = &[
     &["import", "profiles"],
     &["index", "build"],
     &["ship"],
+    &["embed"],
 ];
 
 /// The flag naming the file.
@@ -253,7 +254,7 @@ pub fn example(root: Command) -> String {
         "# pinnersage configuration: every key with its default (`pinnersage config example`).\n\
          #\n\
          # Use it with `--config FILE` (or PINNERSAGE_CONFIG=FILE) on serve, batch, import,\n\
-         # index build and ship. Every key is a flag's name with `_` for `-`. Precedence:\n\
+         # index build, ship and embed. Every key is a flag's name with `_` for `-`. Precedence:\n\
          # flags > environment (PINNERSAGE_<KEY>, e.g. PINNERSAGE_CACHE_MB) > the command's\n\
          # table > keys at the top of the file (they apply to every command that has them,\n\
          # e.g. data_dir) > built-in defaults. `pinnersage config show serve --config FILE`\n\

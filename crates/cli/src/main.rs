@@ -8,6 +8,7 @@ mod bench;
 mod catalog;
 mod cluster;
 mod config;
+mod embed;
 mod eval;
 mod http_client;
 mod import;
@@ -49,6 +50,7 @@ enum Command {
     Index(index::IndexCommand),
     Serve(Box<serve::ServeArgs>),
     Ship(ship::ShipArgs),
+    Embed(embed::EmbedArgs),
     Eval(Box<eval::EvalArgs>),
     Bench(bench::BenchArgs),
     #[command(subcommand)]
@@ -77,6 +79,7 @@ fn main() -> ExitCode {
         Command::Index(cmd) => index::run(&cmd),
         Command::Serve(args) => serve::run(&args),
         Command::Ship(args) => ship::run(&args),
+        Command::Embed(args) => embed::run(&args),
         Command::Eval(args) => eval::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Config(cmd) => config::run(&cmd, Cli::command()),

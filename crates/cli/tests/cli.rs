@@ -416,6 +416,104 @@ fn a_config_file_sets_what_flags_and_variables_do_not() {
 }
 
 #[test]
+fn embed_learns_item_embeddings_from_events_alone() {
+    let dir = scratch("embed");
+    let data = dir.join("data");
+    // Users 0-9 engage items a0-a4, users 10-19 items b0-b4; one user also "rare".
+    let mut csv = String::from("user,item,timestamp\n");
+    for u in 0..20 {
+        let group = if u < 10 { "a" } else { "b" };
+        for i in 0..5 {
+            csv.push_str(&format!("u{u},{group}{i},{}\n", 1_700_000_000 + u * 60 + i));
+        }
+    }
+    csv.push_str("u0,rare,1700000500\n");
+    let events = dir.join("events.csv");
+    std::fs::write(&events, csv).unwrap();
+    let out = run(&["import", "events", "--data-dir", s(&data), s(&events)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let learned = dir.join("learned");
+    let embed = |out_dir: &Path| {
+        run(&[
+            "embed",
+            "--data-dir",
+            s(&data),
+            "--out",
+            s(out_dir),
+            "--dim",
+            "4",
+            "--now",
+            "1700002000",
+        ])
+    };
+    let out = embed(&learned);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("learned 10 items x 4 dims from 100 engagements of 20 users (1 rarer"),
+        "{text}"
+    );
+    let ids = std::fs::read_to_string(learned.join("ids.txt")).unwrap();
+    let ids: Vec<&str> = ids.lines().collect();
+    assert_eq!(ids.len(), 10);
+    assert!(!ids.contains(&"rare"));
+    let m = npy::read(learned.join("items.npy"))
+        .unwrap()
+        .into_f32_matrix()
+        .unwrap();
+    assert_eq!((m.rows, m.cols), (10, 4));
+    let row = |id: &str| {
+        let r = ids.iter().position(|x| *x == id).unwrap();
+        &m.data[r * 4..(r + 1) * 4]
+    };
+    let cos = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+    assert!(cos(row("a0"), row("a3")) > 0.99, "same community");
+    assert!(cos(row("a0"), row("b0")).abs() < 0.01, "other community");
+    // Deterministic, and what `import items` reads.
+    let again = dir.join("again");
+    assert!(embed(&again).status.success());
+    assert_eq!(
+        std::fs::read(learned.join("items.npy")).unwrap(),
+        std::fs::read(again.join("items.npy")).unwrap()
+    );
+    let out = run(&[
+        "import",
+        "items",
+        "--data-dir",
+        s(&data),
+        "--ids",
+        s(&learned.join("ids.txt")),
+        s(&learned.join("items.npy")),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A window without engagements is an input error (after the progress lines).
+    let out = run(&[
+        "embed",
+        "--data-dir",
+        s(&data),
+        "--out",
+        s(&dir.join("none")),
+        "--now",
+        "1600000000",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no item in the window"), "{err}");
+}
+
+#[test]
 fn events_batch_profile_end_to_end() {
     let dir = scratch("batch");
     let data = dir.join("data");

@@ -39,6 +39,7 @@ pub mod projection;
 pub mod sample;
 pub mod scan;
 mod simd;
+pub mod svd;
 pub mod ward;
 
 pub use embeddings::Embeddings;

@@ -17,10 +17,10 @@ use crate::markdown::{Names, examples_markdown, sweep_markdown};
 use crate::methods::default_methods;
 use crate::plot::{Panel, Series, svg_figure};
 use crate::split::{Engagement, Split, SplitParams, time_split, walk_forward};
-use crate::svd::{SvdParams, item_embeddings};
 use crate::sweep::{SweepPoint, alpha_sweep, embeddings_sweep};
 use crate::tune::{TuneGrid, tune};
 use crate::{EvalConfig, evaluate};
+use pinnersage_core::svd::{SvdParams, item_embeddings};
 
 /// How engagements are split into training and test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -427,7 +427,12 @@ fn embedding_kinds(data: &EvalData, options: &EvalOptions, split: &Split) -> Vec
             ..SvdParams::default()
         };
         let items = data.item_ids.len();
-        let (vectors, _) = item_embeddings(&split.shared_training, items, params);
+        let rows: Vec<Vec<u32>> = split
+            .shared_training
+            .iter()
+            .map(|u| u.train.iter().map(|&(r, _)| r).collect())
+            .collect();
+        let (vectors, _) = item_embeddings(&rows, items, params);
         let dim = vectors.len() / items.max(1);
         kinds.push(Kind {
             key: "svd",

@@ -15,7 +15,6 @@ pub mod methods;
 pub mod metrics;
 pub mod plot;
 pub mod split;
-pub mod svd;
 pub mod sweep;
 pub mod tune;
 

@@ -6,10 +6,12 @@
 //! online profiles of today's latest actions ([`online`]); the MovieLens layout ([`movielens`]); the batch over in-memory columns ([`memory`], for the
 //! Python package and the Spark job), the profile table's schema ([`profile_table`]) and
 //! publishing profiles computed elsewhere ([`import_profiles`]) and shipping them to a fleet of
-//! replicas through a shared directory ([`ship`]).
+//! replicas through a shared directory ([`ship`]); item embeddings learned from the event store
+//! for teams without any ([`embed`]).
 #![warn(missing_docs)]
 
 pub mod batch;
+pub mod embed;
 pub mod import_events;
 pub mod import_profiles;
 pub mod ingest;

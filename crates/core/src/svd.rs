@@ -1,10 +1,9 @@
-//! Co-engagement item embeddings learned from the training split: a truncated SVD of the
+//! Co-engagement item embeddings learned from engagements alone: a truncated SVD of the
 //! user x item engagement matrix (randomised range finder with power iterations, then an exact
-//! small eigenproblem), as in PureSVD. Engagement-aware like PinSage, unlike title embeddings.
+//! small eigenproblem), as in PureSVD. Engagement-aware like PinSage, unlike content embeddings.
+//! `pinnersage embed` and the evaluation's co-engagement embeddings both use it.
 
-use pinnersage_core::sample::SplitMix64;
-
-use crate::split::UserSplit;
+use crate::sample::SplitMix64;
 
 /// Settings of [`item_embeddings`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -147,10 +146,22 @@ fn symmetric_eigen(mut a: Vec<f64>, l: usize) -> (Vec<f64>, Vec<f64>) {
 }
 
 /// Item embeddings (`items x params.dim`, row-major, unit rows; all-zero for items nobody
-/// trained on) from the training engagements of `users`: `V·Σ^½` of the truncated SVD
-/// `A ≈ U·Σ·Vᵀ` of the binary user x item matrix. Also returns the singular values.
+/// engaged with) from `users`, each user's engaged item indices (`< items`; repeats count
+/// once): `V·Σ^½` of the truncated SVD `A ≈ U·Σ·Vᵀ` of the binary user x item matrix. Also
+/// returns the singular values. Deterministic for `params.seed`; memory `O((users + items) ·
+/// (dim + oversample))`.
+///
+/// ```
+/// use pinnersage_core::svd::{SvdParams, item_embeddings};
+/// // Two groups of users, each engaging with its own two items.
+/// let users = vec![vec![0, 1], vec![0, 1], vec![2, 3], vec![2, 3]];
+/// let params = SvdParams { dim: 2, ..SvdParams::default() };
+/// let (emb, _) = item_embeddings(&users, 4, params);
+/// let cos = |a: usize, b: usize| emb[a * 2] * emb[b * 2] + emb[a * 2 + 1] * emb[b * 2 + 1];
+/// assert!(cos(0, 1) > 0.99 && cos(0, 2).abs() < 1e-4);
+/// ```
 pub fn item_embeddings(
-    users: &[UserSplit],
+    users: &[Vec<u32>],
     items: usize,
     params: SvdParams,
 ) -> (Vec<f32>, Vec<f64>) {
@@ -158,7 +169,11 @@ pub fn item_embeddings(
         rows: users
             .iter()
             .map(|u| {
-                let mut r: Vec<u32> = u.train.iter().map(|&(i, _)| i).collect();
+                let mut r: Vec<u32> = u
+                    .iter()
+                    .copied()
+                    .filter(|&i| (i as usize) < items)
+                    .collect();
                 r.sort_unstable();
                 r.dedup();
                 r
@@ -239,14 +254,8 @@ mod tests {
     #[test]
     fn two_disjoint_communities_get_orthogonal_embeddings() {
         // Users 0..10 engage with items 0..5, users 10..20 with items 5..10; item 10 unused.
-        let users: Vec<UserSplit> = (0..20u32)
-            .map(|u| UserSplit {
-                user: u,
-                train: (0..5)
-                    .map(|i| (if u < 10 { i } else { 5 + i }, 0))
-                    .collect(),
-                test: vec![],
-            })
+        let users: Vec<Vec<u32>> = (0..20u32)
+            .map(|u| (0..5).map(|i| if u < 10 { i } else { 5 + i }).collect())
             .collect();
         let (emb, singular) = item_embeddings(
             &users,
