@@ -215,21 +215,6 @@ impl ServeArgs {
         if let Some(fleet) = &fleet {
             fleet.check().map_err(InputError)?;
         }
-        if !(0.0..=1.0).contains(&self.global_share) {
-            return Err(InputError(format!(
-                "--global-share must be in 0..=1, got {}",
-                self.global_share
-            ))
-            .into());
-        }
-        let max = pinnersage_server::recommend::MAX_MEDOIDS;
-        if !(1..=max).contains(&self.medoids) {
-            return Err(InputError(format!(
-                "--medoids must be in 1..={max}, got {}",
-                self.medoids
-            ))
-            .into());
-        }
         Ok(ServeConfig {
             cache_bytes: self.cache_mb << 20,
             ef_search: self.ef_search,

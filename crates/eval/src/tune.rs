@@ -4,10 +4,12 @@
 
 use std::fmt::Write as _;
 
+use pinnersage_core::sample::Selection;
 use serde::Serialize;
 
 use crate::error::EvalError;
 use crate::evaluate::{EvalConfig, MethodResult, evaluate};
+
 use crate::methods::{Blend, Global, Method, Pick, Summary};
 use crate::split::{Split, UserSplit};
 
@@ -41,70 +43,64 @@ impl Default for TuneGrid {
     }
 }
 
+/// Interests a server request takes at most (the server's `MAX_MEDOIDS`): `serve --medoids`
+/// for [`Pick::All`].
+const ALL_MEDOIDS: usize = 20;
+
 /// One configuration `batch` and `serve` can run: a profile setting and a retrieval setting.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+/// Serialised with the flags' names and values (`alpha`, `lambda`, `medoids`, `selection`,
+/// `blend`, `global_share`).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Candidate {
     /// Ward merge threshold (`batch --alpha`).
     pub alpha: f64,
     /// Importance decay (`batch --lambda`).
     pub lambda: f64,
-    /// Interests chosen per request (`serve --medoids`; 20, the most a request takes, for all).
-    pub medoids: usize,
-    /// `serve --selection`: sample, top or all.
-    pub selection: &'static str,
+    /// Which interests a request draws from (`serve --selection --medoids`).
+    pub pick: Pick,
     /// `serve --blend`.
-    pub blend: &'static str,
+    pub blend: Blend,
     /// `serve --global-share`.
     pub global_share: f64,
 }
 
 impl Candidate {
-    fn new(alpha: f64, lambda: f64, pick: Pick, blend: Blend, global: f64) -> Self {
-        let (medoids, selection) = match pick {
-            Pick::Sample(e) => (e, "sample"),
-            Pick::Top(e) => (e, "top"),
-            Pick::All => (20, "all"),
-        };
+    /// The paper's configuration at `alpha`: sample 3 medoids, round-robin, no global interest.
+    pub fn paper(alpha: f64, lambda: f64) -> Self {
         Self {
             alpha,
             lambda,
-            medoids,
-            selection,
-            blend: blend.as_str(),
-            global_share: global,
+            pick: Pick::Sample(3),
+            blend: Blend::RoundRobin,
+            global_share: 0.0,
         }
     }
 
-    /// The paper's configuration at `alpha`: sample 3 medoids, round-robin, no global interest.
-    pub fn paper(alpha: f64, lambda: f64) -> Self {
-        Self::new(alpha, lambda, Pick::Sample(3), Blend::RoundRobin, 0.0)
+    /// `serve --medoids` and `serve --selection`.
+    fn serve_selection(&self) -> (usize, Selection) {
+        match self.pick {
+            Pick::Sample(e) => (e, Selection::Sample),
+            Pick::Top(e) => (e, Selection::Top),
+            Pick::All => (ALL_MEDOIDS, Selection::All),
+        }
     }
 
     /// The evaluation method that retrieves as a server with this configuration does.
     pub fn method(&self) -> Method {
-        let pick = match self.selection {
-            "sample" => Pick::Sample(self.medoids),
-            "top" => Pick::Top(self.medoids),
-            _ => Pick::All,
-        };
-        let blend = if self.blend == Blend::Importance.as_str() {
-            Blend::Importance
-        } else {
-            Blend::RoundRobin
-        };
         let global = if self.global_share > 0.0 {
             Global::MedoidAverage(self.global_share)
         } else {
             Global::None
         };
-        Method::pinnersage(self.lambda, Summary::Medoid, pick).blended(blend, global)
+        Method::pinnersage(self.lambda, Summary::Medoid, self.pick).blended(self.blend, global)
     }
 
     /// In words.
     pub fn describe(&self) -> String {
-        let pick = match self.selection {
-            "all" => "all medoids".to_string(),
-            s => format!("{s} {}", self.medoids),
+        let pick = match self.pick {
+            Pick::All => "all medoids".to_string(),
+            Pick::Sample(e) => format!("sample {e}"),
+            Pick::Top(e) => format!("top {e}"),
         };
         let global = if self.global_share > 0.0 {
             format!(", global interest {:.0}%", 100.0 * self.global_share)
@@ -113,7 +109,9 @@ impl Candidate {
         };
         format!(
             "alpha {}, λ {}, {pick}, {}{global}",
-            self.alpha, self.lambda, self.blend
+            self.alpha,
+            self.lambda,
+            self.blend.as_str()
         )
     }
 
@@ -128,12 +126,39 @@ impl Candidate {
             "\n[batch]\nalpha = {}\nlambda = {}",
             self.alpha, self.lambda
         );
+        let (medoids, selection) = self.serve_selection();
         let _ = writeln!(
             out,
-            "\n[serve]\nmedoids = {}\nselection = \"{}\"\nblend = \"{}\"\nglobal_share = {}",
-            self.medoids, self.selection, self.blend, self.global_share
+            "\n[serve]\nmedoids = {medoids}\nselection = \"{}\"\nblend = \"{}\"\nglobal_share = {}",
+            selection.as_str(),
+            self.blend.as_str(),
+            self.global_share
         );
         out
+    }
+}
+
+impl Serialize for Candidate {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Flags {
+            alpha: f64,
+            lambda: f64,
+            medoids: usize,
+            selection: &'static str,
+            blend: &'static str,
+            global_share: f64,
+        }
+        let (medoids, selection) = self.serve_selection();
+        Flags {
+            alpha: self.alpha,
+            lambda: self.lambda,
+            medoids,
+            selection: selection.as_str(),
+            blend: self.blend.as_str(),
+            global_share: self.global_share,
+        }
+        .serialize(serializer)
     }
 }
 
@@ -235,7 +260,13 @@ pub fn tune(
         for &pick in &grid.picks {
             for &blend in &grid.blends {
                 for &global in &grid.globals {
-                    at.push(Candidate::new(alpha, grid.lambda, pick, blend, global));
+                    at.push(Candidate {
+                        alpha,
+                        lambda: grid.lambda,
+                        pick,
+                        blend,
+                        global_share: global,
+                    });
                 }
             }
         }

@@ -83,7 +83,7 @@ pub enum EmbedError {
 }
 
 /// Learns embeddings for the items of the data directory's event store engaged in the window
-/// `(now − window_days, now]` by at least `min_users` users. Progress: users read.
+/// `(now − window_days, now]` by at least `min_users` users. Progress: events read.
 pub fn learn(
     data_dir: &Path,
     options: &EmbedOptions,
@@ -96,7 +96,7 @@ pub fn learn(
     }
     let store = EventStore::open(data_dir)?;
     let from = options.now - i64::from(options.window_days) * SECONDS_PER_DAY as i64 + 1;
-    progress.phase("users read", store.approximate_len() as u64);
+    progress.phase("events read", store.approximate_len() as u64);
     let mut index: HashMap<String, u32> = HashMap::new();
     let mut ids: Vec<String> = Vec::new();
     let mut rows: Vec<Vec<u32>> = Vec::new();

@@ -83,6 +83,25 @@ pub struct Retrieval {
     pub global: f64,
 }
 
+impl Retrieval {
+    /// Checks the defaults as a request's parameters are checked; the error names the flag.
+    pub fn check(&self) -> Result<(), String> {
+        if !(1..=MAX_MEDOIDS).contains(&self.medoids) {
+            return Err(format!(
+                "--medoids must be in 1..={MAX_MEDOIDS}, got {}",
+                self.medoids
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.global) {
+            return Err(format!(
+                "--global-share must be in 0..=1, got {}",
+                self.global
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for Retrieval {
     /// The paper's: sample 3 medoids by importance, blend round-robin, no global interest.
     fn default() -> Self {
@@ -717,18 +736,11 @@ impl Engine {
             }
             selection => select(&weights, selection, req.medoids, &mut rng),
         };
-        // The largest share of the k results one list may have to supply.
-        let share = match req.blend {
-            Blend::RoundRobin => 1.0 / picked.len().max(1) as f64,
-            Blend::Importance => {
-                let total: f64 = picked.iter().map(|&c| weights[c].max(0.0)).sum();
-                let heaviest = picked
-                    .iter()
-                    .map(|&c| weights[c].max(0.0))
-                    .fold(0.0, f64::max);
-                if total > 0.0 { heaviest / total } else { 1.0 }
-            }
-        };
+        // The largest share of the k results one medoid's list may have to supply.
+        let picked_weights: Vec<f64> = picked.iter().map(|&c| weights[c]).collect();
+        let share = shares(req.blend, &picked_weights, 0.0)
+            .into_iter()
+            .fold(0.0, f64::max);
         let per_medoid = ((req.k as f64 * share).ceil() as usize).clamp(1, req.k);
         let fetch = (per_medoid * 2).next_power_of_two().max(MIN_FETCH);
         let mut lists: Vec<Neighbours> = Vec::with_capacity(picked.len());
@@ -736,12 +748,8 @@ impl Engine {
         for &c in &picked {
             let (medoid, importance) = interests[c];
             // A medoid missing from the catalog (re-imported since the batch) is skipped.
-            let row = match medoid {
-                MedoidRef::Row(row) => row,
-                MedoidRef::Id(id) => match self.catalog.row_of(id) {
-                    Some(row) => row as u32,
-                    None => continue,
-                },
+            let Some(row) = self.medoid_row(medoid) else {
+                continue;
             };
             lists.push(self.neighbours_matching(row, fetch, filter)?);
             medoids.push(SampledMedoid { row, importance });
@@ -750,19 +758,11 @@ impl Engine {
         // results name no medoid.
         let importance: Vec<f64> = medoids.iter().map(|m| m.importance).collect();
         let global = if req.global > 0.0 && !medoids.is_empty() {
-            let rows: Vec<(u32, f64)> = interests
-                .iter()
-                .filter_map(|&(medoid, importance)| {
-                    let row = match medoid {
-                        MedoidRef::Row(row) => Some(row),
-                        MedoidRef::Id(id) => self.catalog.row_of(id).map(|r| r as u32),
-                    };
-                    row.map(|r| (r, importance))
-                })
-                .collect();
             let query = medoid_average(
-                rows.iter()
-                    .map(|&(r, w)| (self.catalog.embedding(r as usize), w)),
+                interests.iter().filter_map(|&(medoid, importance)| {
+                    let row = self.medoid_row(medoid)?;
+                    Some((self.catalog.embedding(row as usize), importance))
+                }),
                 self.catalog.dim(),
             );
             let wanted = ((req.k as f64 * req.global).ceil() as usize).clamp(1, req.k);
@@ -904,17 +904,16 @@ impl Engine {
     fn neighbours(&self, row: u32, fetch: usize) -> Result<Neighbours, EngineError> {
         self.cache
             .get_or_fetch(row, fetch as u32, self.index.version, || {
-                let metric = self.index.index.metric();
-                let hits = self
-                    .index
-                    .index
-                    .search(self.catalog.embedding(row as usize), fetch)
-                    .map_err(|e| EngineError::Internal(e.to_string()))?;
-                Ok(hits
-                    .into_iter()
-                    .map(|n| (n.row, metric.score(n.distance)))
-                    .collect())
+                self.search(self.catalog.embedding(row as usize), fetch, None)
             })
+    }
+
+    /// The catalog row of a medoid; `None` for an id the catalog no longer has.
+    fn medoid_row(&self, medoid: MedoidRef<'_>) -> Option<u32> {
+        match medoid {
+            MedoidRef::Row(row) => Some(row),
+            MedoidRef::Id(id) => self.catalog.row_of(id).map(|r| r as u32),
+        }
     }
 
     fn fallback(&self, profiles: &Profiles, k: usize, filter: Option<&Filter>) -> Recommendation {

@@ -153,6 +153,7 @@ impl Server {
                 "--online-actions must be at least 1".into(),
             ));
         }
+        config.retrieval.check().map_err(ServeError::Config)?;
         if config.reload.is_zero() {
             return Err(ServeError::Config(
                 "--reload-seconds must be positive".into(),
