@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Recall@10 vs single-thread QPS: pinnersage's HNSW (usearch) next to hnswlib on the same vectors.
+"""Recall@10 vs single-thread QPS: pinnersage's HNSW (hnswlib and usearch) next to hnswlib's Python
+package on the same vectors.
 
 Vectors: N items drawn from a mixture of topics (unit norm, like real item embeddings), and
 Q held-out queries from the same mixture. Both libraries build with the same M and
@@ -57,6 +58,7 @@ def main():
     x, centres = mixture(args.items, args.dim, args.topics, rng)
     q, _ = mixture(args.queries, args.dim, args.topics, rng, centres)
     efs = [int(e) for e in args.ef.split(",")]
+    ours = [("hnswlib", "f32"), ("usearch", "f32"), ("usearch", "f16")]
     k = 10
     truth = exact_top(x, q, k)
 
@@ -65,16 +67,15 @@ def main():
         np.save(xp, x)
         np.save(qp, q)
         runs = {}
-        for quantization in ("f32", "f16"):
+        for library, quantization in ours:
             out = subprocess.run(
                 [args.binary, "bench", "index", "--vectors", xp, "--queries", qp, "--k", str(k),
                  "--ef", args.ef, "--connectivity", str(args.m), "--ef-construction",
-                 str(args.ef_construction), "--quantization", quantization, "--json"],
+                 str(args.ef_construction), "--hnsw-library", library, "--quantization", quantization,
+                 "--json"],
                 check=True, capture_output=True, text=True).stdout
             lines = [json.loads(line) for line in out.splitlines()]
-            runs[quantization] = (lines[0], {r["ef"]: r for r in lines[1:]})
-    build, ours = runs["f32"]
-    ours16 = runs["f16"][1]
+            runs[library, quantization] = (lines[0], {r["ef"]: r for r in lines[1:]})
 
     index = hnswlib.Index(space="cosine", dim=args.dim)
     index.init_index(max_elements=args.items, M=args.m, ef_construction=args.ef_construction, random_seed=args.seed)
@@ -94,15 +95,17 @@ def main():
 
     print(f"{args.items} items x {args.dim} dims ({args.topics} topics, unit norm), {args.queries} held-out queries, "
           f"k={k}, M={args.m}, ef_construction={args.ef_construction}")
-    print(f"build on {os.cpu_count()} threads: pinnersage/usearch {build['build_s']:.1f} s, hnswlib {hnsw_build:.1f} s; "
-          f"exact scan {build['exact_qps']:.0f} QPS")
+    builds = ", ".join(f"pinnersage {lib} {q} {runs[lib, q][0]['build_s']:.1f} s" for lib, q in ours)
+    print(f"build on {os.cpu_count()} threads: {builds}, hnswlib (Python) {hnsw_build:.1f} s; "
+          f"exact scan {runs[ours[0]][0]['exact_qps']:.0f} QPS")
     print()
-    print("| ef_search | usearch f32 recall@10 | QPS | usearch f16 recall@10 | QPS | hnswlib recall@10 | QPS |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    heads = "".join(f" pinnersage {lib} {q} recall@10 | QPS |" for lib, q in ours)
+    print(f"| ef_search |{heads} hnswlib (Python) recall@10 | QPS |")
+    print("|---:|" + "---:|---:|" * (len(ours) + 1))
     for ef in efs:
-        o, o16, h = ours[ef], ours16[ef], theirs[ef]
-        print(f"| {ef} | {o['recall']:.4f} | {o['qps']:.0f} | {o16['recall']:.4f} | {o16['qps']:.0f} "
-              f"| {h['recall']:.4f} | {h['qps']:.0f} |")
+        cells = "".join(f" {runs[run][1][ef]['recall']:.4f} | {runs[run][1][ef]['qps']:.0f} |" for run in ours)
+        h = theirs[ef]
+        print(f"| {ef} |{cells} {h['recall']:.4f} | {h['qps']:.0f} |")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use pinnersage_catalog::catalog::Catalog;
 use pinnersage_index::persist::{self, BuildOptions, IndexKind};
-use pinnersage_index::{HnswParams, Metric, Quantization};
+use pinnersage_index::{HnswLibrary, HnswParams, Metric, Quantization};
 
 use crate::args::{DataDirArg, InputError};
 use crate::progress::Bars;
@@ -20,9 +20,11 @@ pub enum IndexCommand {
 
 /// Build the ANN index over the current catalog and make it the served index.
 ///
-/// The default is an HNSW graph (usearch) over cosine distance, saved in DATA_DIR/index and
-/// memory-mapped by `pinnersage serve`. `--kind exact` stores no graph: the server scans every
-/// item (best below ~50k items, and exact). Re-run after every `import items`.
+/// The default is an HNSW graph (hnswlib) over cosine distance, saved in DATA_DIR/index and
+/// loaded by `pinnersage serve`. `--hnsw-library usearch` builds it with usearch instead: f16
+/// vectors (`--quantization f16`, half the memory) and a file the server memory-maps.
+/// `--kind exact` stores no graph: the server scans every item (best below ~50k items, and
+/// exact). Re-run after every `import items`.
 ///
 /// Refinement: `--collapse-duplicates 0.99` keeps one representative of every group of items
 /// with cosine >= 0.99; `--exclude FILE` (one item id per line) removes items that must never
@@ -50,15 +52,27 @@ pub struct IndexBuildArgs {
     /// HNSW candidate list while searching (ef_search); `serve --ef-search` overrides it.
     #[arg(long, default_value_t = 64)]
     ef_search: usize,
-    /// Vector storage inside the HNSW index: f32, or f16 for half the memory.
+    /// Vector storage inside the HNSW index: f32, or f16 for half the memory (usearch).
     #[arg(long, default_value = "f32")]
     quantization: Quantization,
+    /// HNSW library: hnswlib (fastest here), or usearch (f16, memory-mapped) [default: hnswlib,
+    /// usearch with --quantization f16].
+    #[arg(long, value_name = "LIBRARY")]
+    hnsw_library: Option<HnswLibrary>,
     /// Collapse items whose cosine to an earlier kept item is at least this (0 < T <= 1).
     #[arg(long, value_name = "COSINE")]
     collapse_duplicates: Option<f32>,
     /// File of item ids (one per line) never to recommend.
     #[arg(long, value_name = "FILE")]
     exclude: Option<PathBuf>,
+}
+
+/// The HNSW library asked for, or the one that stores `quantization`.
+pub fn library(asked: Option<HnswLibrary>, quantization: Quantization) -> HnswLibrary {
+    asked.unwrap_or(match quantization {
+        Quantization::F32 => HnswLibrary::Hnswlib,
+        Quantization::F16 => HnswLibrary::Usearch,
+    })
 }
 
 /// Runs `pinnersage index build`.
@@ -79,6 +93,7 @@ pub fn run(cmd: &IndexCommand) -> Result<()> {
             expansion_search: args.ef_search,
             metric: args.metric,
             quantization: args.quantization,
+            library: library(args.hnsw_library, args.quantization),
         },
         collapse_threshold: args.collapse_duplicates,
         exclude,
@@ -105,7 +120,8 @@ pub fn run(cmd: &IndexCommand) -> Result<()> {
         m.dim,
         match m.kind {
             IndexKind::Hnsw => format!(
-                "HNSW M={} ef_construction={} ef_search={} {:?}",
+                "HNSW ({}) M={} ef_construction={} ef_search={} {:?}",
+                m.params.library.name(),
                 m.params.connectivity,
                 m.params.expansion_add,
                 m.params.expansion_search,

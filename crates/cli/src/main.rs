@@ -22,6 +22,11 @@ mod synth;
 
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc's malloc: the import, the online path and the batch allocate many
+/// small, short-lived buffers (see docs/benchmarks.md, event import).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// PinnerSage: multi-interest user profiles from item embeddings and engagement logs.

@@ -107,7 +107,8 @@ pub struct ServeArgs {
     /// Override the index's ef_search (higher: better recall, slower).
     #[arg(long)]
     ef_search: Option<usize>,
-    /// Load the HNSW index into memory instead of memory-mapping it.
+    /// Load a usearch HNSW index into memory instead of memory-mapping it (hnswlib's is always
+    /// loaded).
     #[arg(long)]
     load_index: bool,
     /// How medoids are sampled: daily (stable for a user within a UTC day) or per-request.

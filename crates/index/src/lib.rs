@@ -1,7 +1,8 @@
 //! Nearest-neighbour search over the item catalog.
 //!
 //! [`AnnIndex`] is the small trait serving and evaluation search through. Two implementations:
-//! [`HnswIndex`] (usearch's HNSW, the default; saved to a file and memory-mapped back) and
+//! [`HnswIndex`] (HNSW, the default, through one of two maintained libraries: hnswlib, vendored
+//! and fastest here, or usearch, for f16 vectors and memory-mapped files) and
 //! [`ExactIndex`] (a SIMD scan: small catalogs and ground truth). Rows of the catalog are the
 //! keys. [`persist`] builds an index for a data directory's catalog as a new generation and
 //! opens the current one.
@@ -9,11 +10,12 @@
 
 pub mod exact;
 pub mod hnsw;
+mod hnswlib;
 pub mod persist;
 pub mod refine;
 
 pub use exact::ExactIndex;
-pub use hnsw::{HnswIndex, HnswParams, Quantization};
+pub use hnsw::{HnswIndex, HnswLibrary, HnswParams, Quantization};
 
 use serde::{Deserialize, Serialize};
 
@@ -112,9 +114,9 @@ pub enum IndexError {
         /// The vector's length.
         got: usize,
     },
-    /// An error reported by usearch.
-    #[error("usearch: {0}")]
-    Usearch(String),
+    /// An error reported by the ANN library (hnswlib or usearch), naming it.
+    #[error("{0}")]
+    Library(String),
     /// A file could not be read or written.
     #[error("{}: {source}", .path.display())]
     Io {

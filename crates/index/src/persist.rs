@@ -1,5 +1,5 @@
-//! The index of a data directory: `DATA_DIR/index/gen-NNNNNN/` holds `meta.json`, the usearch
-//! file (`index.usearch`, HNSW only), the indexed rows when some were left out (`rows.u32`) and
+//! The index of a data directory: `DATA_DIR/index/gen-NNNNNN/` holds `meta.json`, the HNSW
+//! file (`index.hnswlib` or `index.usearch`, after the library), the indexed rows when some were left out (`rows.u32`) and
 //! the near-duplicate map (`collapsed.tsv`). Generations switch atomically, like the catalog's.
 
 use pinnersage_core::progress::Progress;
@@ -17,7 +17,6 @@ use crate::refine::collapse_near_duplicates;
 use crate::{AnnIndex, ExactIndex, HnswIndex, HnswParams, IndexError};
 
 const META: &str = "meta.json";
-const HNSW_FILE: &str = "index.usearch";
 const ROWS: &str = "rows.u32";
 const COLLAPSED: &str = "collapsed.tsv";
 
@@ -25,7 +24,7 @@ const COLLAPSED: &str = "collapsed.tsv";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum IndexKind {
-    /// usearch HNSW (approximate, fast on large catalogs).
+    /// HNSW (approximate, fast on large catalogs), in hnswlib or usearch.
     #[default]
     Hnsw,
     /// Exact SIMD scan (small catalogs, ground truth).
@@ -183,8 +182,9 @@ pub fn build(
     let staging = generations.stage().map_err(io_err(generations.root()))?;
     let dir = staging.path().to_path_buf();
     if let Some(hnsw) = &hnsw {
-        hnsw.save(&dir.join(HNSW_FILE))?;
-        sync(&dir.join(HNSW_FILE))?;
+        let file = dir.join(options.params.library.file_name());
+        hnsw.save(&file)?;
+        sync(&file)?;
     }
     if rows.len() != catalog.rows() {
         let bytes: Vec<u8> = rows.iter().flat_map(|r| r.to_le_bytes()).collect();
@@ -323,7 +323,7 @@ pub fn open(
     };
     let index: Arc<dyn AnnIndex> = match meta.kind {
         IndexKind::Hnsw => Arc::new(HnswIndex::view(
-            &dir.join(HNSW_FILE),
+            &dir.join(meta.params.library.file_name()),
             &meta.params,
             meta.dim,
             load_into_memory,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use pinnersage_catalog::catalog::{Catalog, CatalogBuilder};
 use pinnersage_core::sample::SplitMix64;
 use pinnersage_index::persist::{self, BuildOptions, IndexKind};
-use pinnersage_index::{AnnIndex, ExactIndex, HnswParams, Metric};
+use pinnersage_index::{AnnIndex, ExactIndex, HnswLibrary, HnswParams, Metric, Quantization};
 
 /// Clustered unit vectors: `n` items around 50 centres.
 fn vectors(n: usize, dim: usize, seed: u64) -> Vec<f32> {
@@ -49,12 +49,30 @@ fn recall_at_10(approx: &dyn AnnIndex, exact: &dyn AnnIndex, queries: &[f32], di
 }
 
 #[test]
-fn hnsw_recall_against_exact_survives_save_and_view() {
+fn hnswlib_recall_against_exact_survives_save_and_load() {
+    recall_against_exact_survives_save_and_view(HnswLibrary::Hnswlib);
+}
+
+#[test]
+fn usearch_recall_against_exact_survives_save_and_view() {
+    recall_against_exact_survives_save_and_view(HnswLibrary::Usearch);
+}
+
+fn recall_against_exact_survives_save_and_view(library: HnswLibrary) {
     let dir = tempfile::tempdir().unwrap();
     let dim = 32;
     let data = vectors(5_000, dim, 1);
     let catalog = catalog(dir.path(), &data, dim);
-    let built = persist::build(dir.path(), &catalog, &BuildOptions::default(), &()).unwrap();
+    let options = BuildOptions {
+        params: HnswParams {
+            library,
+            ..HnswParams::default()
+        },
+        ..BuildOptions::default()
+    };
+    let built = persist::build(dir.path(), &catalog, &options, &()).unwrap();
+    assert_eq!(built.meta.params.library, library);
+    assert!(built.dir.join(library.file_name()).exists());
     assert_eq!(built.meta.indexed, 5_000);
     assert_eq!(built.meta.catalog_generation, "gen-000001");
 
@@ -104,6 +122,104 @@ fn hnsw_recall_against_exact_survives_save_and_view() {
             });
         }
     });
+}
+
+#[test]
+fn both_libraries_agree_with_the_exact_scan_on_l2_and_filters() {
+    let dim = 24;
+    let data = vectors(3_000, dim, 5);
+    let rows: Vec<u32> = (0..3_000).collect();
+    let exact = ExactIndex::new(&data[..], dim, Metric::L2).unwrap();
+    let odd = |row: u32| row % 2 == 1;
+    for library in [HnswLibrary::Hnswlib, HnswLibrary::Usearch] {
+        let params = HnswParams {
+            metric: Metric::L2,
+            expansion_search: 200,
+            library,
+            ..HnswParams::default()
+        };
+        let index =
+            pinnersage_index::HnswIndex::build(&data, dim, &rows, &params, &|_| {}).unwrap();
+        assert_eq!(index.library(), library);
+        let queries = vectors(100, dim, 6);
+        let recall = recall_at_10(&index, &exact, &queries, dim);
+        assert!(recall >= 0.97, "{library:?}: L2 recall@10 {recall}");
+        for q in queries.chunks_exact(dim).take(20) {
+            let (got, want) = (index.search(q, 1).unwrap(), exact.search(q, 1).unwrap());
+            if got[0].row == want[0].row {
+                let rel = (got[0].distance - want[0].distance).abs() / want[0].distance.max(1e-6);
+                assert!(
+                    rel < 1e-4,
+                    "{library:?}: squared L2 {} vs {}",
+                    got[0].distance,
+                    want[0].distance
+                );
+            }
+            let kept = index.search_filtered(q, 10, &odd).unwrap();
+            assert_eq!(kept.len(), 10, "{library:?}");
+            assert!(kept.iter().all(|n| odd(n.row)), "{library:?}: {kept:?}");
+            assert!(kept.windows(2).all(|w| w[0].distance <= w[1].distance));
+        }
+        // More neighbours asked for than there are rows: all of them, nothing invented.
+        let few =
+            pinnersage_index::HnswIndex::build(&data, dim, &rows[..5], &params, &|_| {}).unwrap();
+        assert_eq!(few.search(&data[..dim], 50).unwrap().len(), 5);
+        assert!(few.search(&data[..dim], 0).unwrap().is_empty());
+    }
+}
+
+#[test]
+fn hnsw_library_choices_are_checked_and_old_generations_open_as_usearch() {
+    let dir = tempfile::tempdir().unwrap();
+    let dim = 16;
+    let data = vectors(500, dim, 3);
+    let catalog = catalog(dir.path(), &data, dim);
+    let f16 = HnswParams {
+        quantization: Quantization::F16,
+        ..HnswParams::default()
+    };
+    assert_eq!(
+        f16.validate().unwrap_err().to_string(),
+        "hnswlib stores f32 vectors only: use --hnsw-library usearch for f16"
+    );
+    // An index generation written before the library was recorded in meta.json is usearch's.
+    let options = BuildOptions {
+        params: HnswParams {
+            library: HnswLibrary::Usearch,
+            ..HnswParams::default()
+        },
+        ..BuildOptions::default()
+    };
+    let built = persist::build(dir.path(), &catalog, &options, &()).unwrap();
+    let meta_path = built.dir.join("meta.json");
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+    meta["params"]
+        .as_object_mut()
+        .unwrap()
+        .remove("library")
+        .unwrap();
+    std::fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
+    let opened = persist::open(dir.path(), catalog.clone(), None, false).unwrap();
+    assert_eq!(opened.meta.params.library, HnswLibrary::Usearch);
+    assert_eq!(
+        opened.index.search(catalog.embedding(3), 1).unwrap()[0].row,
+        3
+    );
+
+    // A damaged hnswlib file is an error naming it, not a crash.
+    let built = persist::build(dir.path(), &catalog, &BuildOptions::default(), &()).unwrap();
+    let file = built.dir.join("index.hnswlib");
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes[..bytes.len() / 3]).unwrap();
+    let err = persist::open(dir.path(), catalog.clone(), None, false)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.starts_with("hnswlib: cannot load") && err.contains("index.hnswlib"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -97,7 +97,7 @@ pub enum ImportError {
     },
 }
 
-const BATCH: usize = 10_000;
+const BATCH: usize = 50_000;
 
 /// Where a row is: a line of a text file (1-based) or a row of a Parquet file (0-based).
 #[derive(Debug, Clone, Copy)]

@@ -29,7 +29,7 @@ pub struct ServeConfig {
     pub cache_bytes: u64,
     /// Overrides the index's ef_search.
     pub ef_search: Option<usize>,
-    /// Load the HNSW index into memory instead of memory-mapping it.
+    /// Load a usearch HNSW index into memory instead of memory-mapping it (hnswlib's always is).
     pub load_index: bool,
     /// How medoids are sampled.
     pub resample: Resample,

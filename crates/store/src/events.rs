@@ -268,54 +268,86 @@ impl EventStore {
     /// assert_eq!(store.insert_each(&[click.clone(), click]).unwrap(), vec![false, false]);
     /// ```
     pub fn insert_each(&self, events: &[Event]) -> Result<Vec<bool>, EventStoreError> {
-        let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
-        let mut fresh = Vec::with_capacity(events.len());
-        let mut seen_in_batch = std::collections::HashSet::new();
         let mut scratch = Vec::new();
+        let mut hashes = Vec::with_capacity(events.len());
+        let mut keys = Vec::with_capacity(events.len());
         for e in events {
             check_event(e)?;
             let hash = dedupe_hash(e.id.as_deref(), &e.item, &e.action, &mut scratch).to_be_bytes();
-            let mut key = user_prefix(&e.user);
+            let mut key = Vec::with_capacity(4 + e.user.len() + 16);
+            key.extend((e.user.len() as u32).to_be_bytes());
+            key.extend(e.user.as_bytes());
             key.extend(time_key(e.time));
             key.extend(hash);
-            let is_new = match e.id.as_deref().filter(|id| !id.is_empty()) {
-                // The id alone is the event's identity.
-                Some(id) => {
-                    seen_in_batch.insert(id.as_bytes().to_vec())
-                        && !self
-                            .by_id
-                            .contains_key(id.as_bytes())
-                            .map_err(|s| self.engine(s))?
-                        // Stored before ids had their own index: same user, time and id.
-                        && !self
-                            .by_user
-                            .contains_key(&key)
-                            .map_err(|s| self.engine(s))?
-                }
-                None => {
-                    seen_in_batch.insert(key.clone())
-                        && !self
-                            .by_user
-                            .contains_key(&key)
-                            .map_err(|s| self.engine(s))?
-                }
-            };
-            fresh.push(is_new);
-            if !is_new {
-                continue;
+            hashes.push(hash);
+            keys.push(key);
+        }
+        let mut fresh = Vec::with_capacity(events.len());
+        {
+            let mut ids_in_batch = std::collections::HashSet::new();
+            let mut keys_in_batch = std::collections::HashSet::with_capacity(events.len());
+            for (e, key) in events.iter().zip(&keys) {
+                let is_new = match e.id.as_deref().filter(|id| !id.is_empty()) {
+                    // The id alone is the event's identity.
+                    Some(id) => {
+                        ids_in_batch.insert(id)
+                            && !self
+                                .by_id
+                                .contains_key(id.as_bytes())
+                                .map_err(|s| self.engine(s))?
+                            // Stored before ids had their own index: same user, time and id.
+                            && !self
+                                .by_user
+                                .contains_key(key)
+                                .map_err(|s| self.engine(s))?
+                    }
+                    None => {
+                        keys_in_batch.insert(key.as_slice())
+                            && !self.by_user.contains_key(key).map_err(|s| self.engine(s))?
+                    }
+                };
+                fresh.push(is_new);
             }
+        }
+        // Each keyspace's new entries go in key order: a memtable insert next to the previous
+        // one finds its skiplist path in cache, while `by_time` inserts in file order (a log
+        // sorted by user) land all over the memtable at a cache miss per level.
+        let mut by_user = Vec::with_capacity(events.len());
+        let mut by_time = Vec::with_capacity(events.len());
+        let mut by_id = Vec::new();
+        for (((e, key), hash), _) in events
+            .iter()
+            .zip(keys)
+            .zip(hashes)
+            .zip(&fresh)
+            .filter(|(_, is_new)| **is_new)
+        {
             let mut value = Vec::with_capacity(1 + e.action.len() + 4 + e.item.len());
             value.push(e.action.len() as u8);
             value.extend(e.action.as_bytes());
             value.extend(e.weight.to_le_bytes());
             value.extend(e.item.as_bytes());
-            let mut tkey = time_key(e.time).to_vec();
-            tkey.extend(user_prefix(&e.user));
+            let mut tkey = Vec::with_capacity(key.len());
+            tkey.extend(time_key(e.time));
+            tkey.extend(&key[..key.len() - 16]);
             tkey.extend(hash);
             if let Some(id) = e.id.as_deref().filter(|id| !id.is_empty()) {
-                batch.insert(&self.by_id, id.as_bytes(), []);
+                by_id.push(id.as_bytes());
             }
+            by_user.push((key, value));
+            by_time.push(tkey);
+        }
+        by_id.sort_unstable();
+        by_user.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        by_time.sort_unstable();
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
+        for id in by_id {
+            batch.insert(&self.by_id, id, []);
+        }
+        for (key, value) in by_user {
             batch.insert(&self.by_user, key, value);
+        }
+        for tkey in by_time {
             batch.insert(&self.by_time, tkey, []);
         }
         batch.commit().map_err(|s| self.engine(s))?;

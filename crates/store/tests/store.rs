@@ -259,3 +259,49 @@ fn an_event_id_alone_identifies_the_event() {
     let long = "x".repeat(pinnersage_store::events::MAX_ID_BYTES + 1);
     assert!(store.insert_each(&[event(30, Some(&long))]).is_err());
 }
+
+#[test]
+fn a_batch_stores_what_one_event_at_a_time_stores_and_the_first_copy_wins() {
+    // Keyspaces are written in key order, whatever the order of the batch: the stored events
+    // must be the same as inserting each alone, and inside a batch the first copy wins.
+    let (one, many) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (one, many) = (
+        EventStore::open(one.path()).unwrap(),
+        EventStore::open(many.path()).unwrap(),
+    );
+    let mut batch = Vec::new();
+    for k in 0..400u64 {
+        let h = k.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40;
+        let mut e = ev(
+            &format!("u{}", h % 37),
+            &format!("i{}", h % 11),
+            (h % 50) as i64,
+            "click",
+        );
+        e.weight = k as f32;
+        if k % 5 == 0 {
+            e.id = Some(format!("id{}", h % 13));
+        }
+        batch.push(e);
+    }
+    let fresh_one: Vec<bool> = batch
+        .iter()
+        .map(|e| one.insert_each(std::slice::from_ref(e)).unwrap()[0])
+        .collect();
+    assert_eq!(many.insert_each(&batch).unwrap(), fresh_one);
+    let all = |s: &EventStore| -> Vec<(String, Vec<pinnersage_store::events::StoredEvent>)> {
+        s.users(i64::MIN, i64::MAX).map(Result::unwrap).collect()
+    };
+    assert_eq!(all(&many), all(&one));
+    assert!(fresh_one.iter().any(|f| !f) && fresh_one.iter().any(|f| *f));
+    // The first copy's weight is the one kept.
+    let first = batch.iter().zip(&fresh_one).find(|(_, f)| **f).unwrap().0;
+    let stored = many
+        .user_events(&first.user, first.time, first.time)
+        .unwrap();
+    assert!(
+        stored
+            .iter()
+            .any(|s| s.weight == first.weight && s.item == first.item)
+    );
+}

@@ -7,15 +7,18 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::Args;
 use pinnersage_catalog::npy;
-use pinnersage_index::{AnnIndex, ExactIndex, HnswIndex, HnswParams, Metric, Quantization};
+use pinnersage_index::{
+    AnnIndex, ExactIndex, HnswIndex, HnswLibrary, HnswParams, Metric, Quantization,
+};
 use serde_json::json;
 
 use crate::args::InputError;
 
-/// Measure the HNSW index (usearch) against the exact scan on your vectors: build time, then
+/// Measure the HNSW index (hnswlib or usearch) against the exact scan on your vectors: build time, then
 /// for each ef_search the recall@k and single-thread queries per second.
 ///
-/// Used by scripts/compare_hnswlib.py to put usearch next to hnswlib on identical vectors.
+/// Used by scripts/compare_hnswlib.py to put both libraries, as pinnersage runs them, next
+/// to hnswlib's Python package on identical vectors.
 ///
 /// Example:
 ///   pinnersage bench index --vectors items.npy --queries queries.npy --ef 16,32,64,128
@@ -43,9 +46,12 @@ pub struct BenchIndexArgs {
     /// Distance: cosine or l2.
     #[arg(long, default_value = "cosine")]
     metric: Metric,
-    /// Vector storage: f32 or f16.
+    /// Vector storage: f32 or f16 (usearch).
     #[arg(long, default_value = "f32")]
     quantization: Quantization,
+    /// HNSW library: hnswlib or usearch [default: hnswlib, usearch with --quantization f16].
+    #[arg(long, value_name = "LIBRARY")]
+    hnsw_library: Option<HnswLibrary>,
     /// Print JSON lines instead of a table.
     #[arg(long)]
     json: bool,
@@ -77,6 +83,7 @@ pub fn run(args: &BenchIndexArgs) -> Result<()> {
         expansion_search: 64,
         metric: args.metric,
         quantization: args.quantization,
+        library: crate::index::library(args.hnsw_library, args.quantization),
     };
     params.validate().map_err(|e| InputError(e.to_string()))?;
     let rows: Vec<u32> = (0..x.rows as u32).collect();

@@ -1,0 +1,253 @@
+//! A safe wrapper over hnswlib (vendored C++ headers, see `crates/index/hnswlib/`) through the
+//! small C interface of `hnswlib/shim.cpp`.
+
+use std::ffi::{CString, c_char, c_int, c_long, c_void};
+use std::path::Path;
+
+use crate::{IndexError, Metric, Neighbor};
+
+unsafe extern "C" {
+    fn ps_hnswlib_new(
+        inner_product: c_int,
+        dim: usize,
+        max_elements: usize,
+        m: usize,
+        ef_construction: usize,
+        seed: usize,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> *mut c_void;
+    fn ps_hnswlib_load(
+        inner_product: c_int,
+        dim: usize,
+        path: *const c_char,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> *mut c_void;
+    fn ps_hnswlib_free(index: *mut c_void);
+    fn ps_hnswlib_add(
+        index: *mut c_void,
+        vector: *const f32,
+        row: u32,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
+    fn ps_hnswlib_save(
+        index: *mut c_void,
+        path: *const c_char,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
+    fn ps_hnswlib_set_ef(index: *mut c_void, ef: usize);
+    fn ps_hnswlib_len(index: *mut c_void) -> usize;
+    fn ps_hnswlib_memory(index: *mut c_void) -> usize;
+    fn ps_hnswlib_search(
+        index: *mut c_void,
+        query: *const f32,
+        k: usize,
+        keep: Option<unsafe extern "C" fn(*mut c_void, u32) -> bool>,
+        ctx: *mut c_void,
+        rows: *mut u32,
+        distances: *mut f32,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_long;
+}
+
+/// Room for a C++ exception's message.
+const ERR_LEN: usize = 512;
+
+/// Seed of hnswlib's level generator: the same vectors added in the same order build the same
+/// graph.
+const SEED: usize = 100;
+
+fn failed(what: &str, err: &[u8]) -> IndexError {
+    let end = err.iter().position(|&b| b == 0).unwrap_or(err.len());
+    IndexError::Library(format!(
+        "hnswlib: {what}: {}",
+        String::from_utf8_lossy(&err[..end])
+    ))
+}
+
+fn c_path(path: &Path) -> Result<CString, IndexError> {
+    path.to_str()
+        .and_then(|p| CString::new(p).ok())
+        .ok_or_else(|| IndexError::Options(format!("{} is not a usable path", path.display())))
+}
+
+/// An hnswlib HNSW graph over `f32` vectors whose labels are catalog rows.
+pub(crate) struct Hnswlib {
+    ptr: *mut c_void,
+    dim: usize,
+}
+
+// SAFETY: hnswlib's `addPoint` takes per-element and per-label locks and `searchKnn` is const
+// with a pool of visited lists, so both may run from many threads at once; `setEf` writes one
+// word (only called between searches by `bench index`). The pointer is owned and freed once.
+unsafe impl Send for Hnswlib {}
+unsafe impl Sync for Hnswlib {}
+
+impl Drop for Hnswlib {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` came from ps_hnswlib_new/load and is freed only here.
+        unsafe { ps_hnswlib_free(self.ptr) }
+    }
+}
+
+fn inner_product(metric: Metric) -> c_int {
+    c_int::from(metric == Metric::Cosine)
+}
+
+impl Hnswlib {
+    /// An empty graph for up to `capacity` vectors.
+    pub(crate) fn new(
+        metric: Metric,
+        dim: usize,
+        capacity: usize,
+        m: usize,
+        ef_construction: usize,
+    ) -> Result<Self, IndexError> {
+        let mut err = [0u8; ERR_LEN];
+        // SAFETY: plain values and an error buffer of ERR_LEN bytes.
+        let ptr = unsafe {
+            ps_hnswlib_new(
+                inner_product(metric),
+                dim,
+                capacity.max(1),
+                m,
+                ef_construction,
+                SEED,
+                err.as_mut_ptr().cast(),
+                ERR_LEN,
+            )
+        };
+        if ptr.is_null() {
+            return Err(failed("cannot create the index", &err));
+        }
+        Ok(Self { ptr, dim })
+    }
+
+    /// Loads a graph written by [`Hnswlib::save`].
+    pub(crate) fn load(path: &Path, metric: Metric, dim: usize) -> Result<Self, IndexError> {
+        let p = c_path(path)?;
+        let mut err = [0u8; ERR_LEN];
+        // SAFETY: a NUL-terminated path and an error buffer of ERR_LEN bytes.
+        let ptr = unsafe {
+            ps_hnswlib_load(
+                inner_product(metric),
+                dim,
+                p.as_ptr(),
+                err.as_mut_ptr().cast(),
+                ERR_LEN,
+            )
+        };
+        if ptr.is_null() {
+            return Err(failed(&format!("cannot load {}", path.display()), &err));
+        }
+        Ok(Self { ptr, dim })
+    }
+
+    /// Adds `vector` (of the index's dimension) under `row`.
+    pub(crate) fn add(&self, row: u32, vector: &[f32]) -> Result<(), IndexError> {
+        assert_eq!(vector.len(), self.dim, "checked by the caller");
+        let mut err = [0u8; ERR_LEN];
+        // SAFETY: `vector` holds `dim` floats, read during the call only.
+        let rc = unsafe {
+            ps_hnswlib_add(
+                self.ptr,
+                vector.as_ptr(),
+                row,
+                err.as_mut_ptr().cast(),
+                ERR_LEN,
+            )
+        };
+        if rc != 0 {
+            return Err(failed("cannot add a vector", &err));
+        }
+        Ok(())
+    }
+
+    /// Writes the graph and vectors to `path`.
+    pub(crate) fn save(&self, path: &Path) -> Result<(), IndexError> {
+        let p = c_path(path)?;
+        let mut err = [0u8; ERR_LEN];
+        // SAFETY: a NUL-terminated path and an error buffer of ERR_LEN bytes.
+        let rc = unsafe { ps_hnswlib_save(self.ptr, p.as_ptr(), err.as_mut_ptr().cast(), ERR_LEN) };
+        if rc != 0 {
+            return Err(failed(&format!("cannot write {}", path.display()), &err));
+        }
+        Ok(())
+    }
+
+    /// Sets `ef_search`.
+    pub(crate) fn set_ef(&self, ef: usize) {
+        // SAFETY: a live index.
+        unsafe { ps_hnswlib_set_ef(self.ptr, ef) }
+    }
+
+    /// Vectors in the graph.
+    pub(crate) fn len(&self) -> usize {
+        // SAFETY: a live index.
+        unsafe { ps_hnswlib_len(self.ptr) }
+    }
+
+    /// Bytes of vectors and links.
+    pub(crate) fn memory_usage(&self) -> usize {
+        // SAFETY: a live index.
+        unsafe { ps_hnswlib_memory(self.ptr) }
+    }
+
+    /// The `k` rows nearest to `query` (of the index's dimension) for which `keep` holds (all
+    /// when `None`), closest first.
+    pub(crate) fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        keep: Option<&(dyn Fn(u32) -> bool + Sync)>,
+    ) -> Result<Vec<Neighbor>, IndexError> {
+        assert_eq!(query.len(), self.dim, "checked by the caller");
+        unsafe extern "C" fn call_keep(ctx: *mut c_void, row: u32) -> bool {
+            // SAFETY: `ctx` points at the `&dyn Fn` below, alive for the whole search.
+            let keep = unsafe { &*(ctx as *const &(dyn Fn(u32) -> bool + Sync)) };
+            keep(row)
+        }
+        let k = k.min(self.len());
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        let mut rows = vec![0u32; k];
+        let mut distances = vec![0f32; k];
+        let mut err = [0u8; ERR_LEN];
+        let (callback, ctx) = match &keep {
+            Some(f) => (
+                Some(call_keep as unsafe extern "C" fn(*mut c_void, u32) -> bool),
+                f as *const &(dyn Fn(u32) -> bool + Sync) as *mut c_void,
+            ),
+            None => (None, std::ptr::null_mut()),
+        };
+        // SAFETY: `query` holds `dim` floats; `rows` and `distances` have room for `k` results;
+        // `ctx` outlives the call.
+        let n = unsafe {
+            ps_hnswlib_search(
+                self.ptr,
+                query.as_ptr(),
+                k,
+                callback,
+                ctx,
+                rows.as_mut_ptr(),
+                distances.as_mut_ptr(),
+                err.as_mut_ptr().cast(),
+                ERR_LEN,
+            )
+        };
+        if n < 0 {
+            return Err(failed("search failed", &err));
+        }
+        let n = n as usize;
+        Ok(rows[..n]
+            .iter()
+            .zip(&distances[..n])
+            .map(|(&row, &distance)| Neighbor { row, distance })
+            .collect())
+    }
+}
