@@ -5,7 +5,7 @@
 #[path = "../../../tests/fuzz/common.rs"]
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use pinnersage_catalog::catalog::Catalog;
 use pinnersage_catalog::items::{ItemsOptions, import_items};
@@ -13,10 +13,11 @@ use pinnersage_catalog::npy;
 use pinnersage_catalog::timestamp::parse_timestamp;
 use proptest::prelude::*;
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ps-fuzz-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("ps-fuzz-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 proptest! {
@@ -35,18 +36,20 @@ proptest! {
 
     #[test]
     fn fuzz_items_csv(bytes in common::inputs(common::corpus("items-csv"))) {
-        let dir = scratch("items");
+        let scratch_dir = scratch("items");
+        let dir = scratch_dir.path();
         let file = dir.join("items.csv");
         std::fs::write(&file, &bytes).unwrap();
         if import_items(&dir.join("data"), &file, &ItemsOptions::default()).is_ok() {
             prop_assert!(Catalog::open(&dir.join("data")).is_ok());
         }
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
     fn fuzz_attributes(bytes in common::inputs(common::corpus("events-csv"))) {
-        let dir = scratch("attrs");
+        let scratch_dir = scratch("attrs");
+        let dir = scratch_dir.path();
         let items = dir.join("items.csv");
         std::fs::write(&items, "u1,1,2\ni1,3,4\n").unwrap();
         for name in ["attrs.csv", "attrs.jsonl"] {
@@ -55,12 +58,13 @@ proptest! {
             let options = ItemsOptions { attributes: Some(&file), ..ItemsOptions::default() };
             let _ = import_items(&dir.join("data"), &items, &options);
         }
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
     fn fuzz_catalog_meta(bytes in common::inputs(common::corpus("meta"))) {
-        let dir = scratch("meta");
+        let scratch_dir = scratch("meta");
+        let dir = scratch_dir.path();
         let items = dir.join("items.csv");
         std::fs::write(&items, "a,1,2\nb,3,4\n").unwrap();
         let data = dir.join("data");
@@ -74,6 +78,6 @@ proptest! {
                 let _ = (catalog.id(r), catalog.embedding(r), catalog.attributes(r));
             }
         }
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -7,11 +7,11 @@ use pinnersage_catalog::catalog::{Catalog, CatalogError, ImportSummary};
 use pinnersage_catalog::items::{ItemsOptions, import_items};
 use pinnersage_catalog::npy;
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ps-items-{}-{name}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    dir
+fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("ps-items-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
@@ -44,16 +44,17 @@ fn import_err(data: &Path, file: &Path, ids: Option<&Path>, normalize: bool) -> 
 
 #[test]
 fn npy_with_ids_round_trips_and_looks_up_by_id() {
-    let dir = scratch("npy");
+    let scratch_dir = scratch("npy");
+    let dir = scratch_dir.path();
     let x = dir.join("x.npy");
     npy::write_f32_matrix(&x, &[3.0, 4.0, 0.0, 1.0, -2.0, 0.0], 3, 2).unwrap();
-    let ids = write(&dir, "ids.txt", "b\r\na\nc\n");
-    let summary = import(&dir, &x, Some(&ids), false).unwrap();
+    let ids = write(dir, "ids.txt", "b\r\na\nc\n");
+    let summary = import(dir, &x, Some(&ids), false).unwrap();
     assert_eq!(
         (summary.meta.rows, summary.meta.dim, summary.meta.normalized),
         (3, 2, false)
     );
-    let c = Catalog::open(&dir).unwrap();
+    let c = Catalog::open(dir).unwrap();
     assert_eq!((c.rows(), c.dim()), (3, 2));
     assert_eq!(c.embeddings(), &[3.0, 4.0, 0.0, 1.0, -2.0, 0.0]);
     assert_eq!([c.id(0), c.id(1), c.id(2)], ["b", "a", "c"]);
@@ -65,28 +66,30 @@ fn npy_with_ids_round_trips_and_looks_up_by_id() {
 
 #[test]
 fn csv_with_header_tsv_without_and_normalisation() {
-    let dir = scratch("csv");
+    let scratch_dir = scratch("csv");
+    let dir = scratch_dir.path();
     let csv = write(
-        &dir,
+        dir,
         "items.csv",
         "item_id,e0,e1\nshoe,3,4\n\"hat, red\",0,2\n",
     );
-    import(&dir, &csv, None, true).unwrap();
-    let c = Catalog::open(&dir).unwrap();
+    import(dir, &csv, None, true).unwrap();
+    let c = Catalog::open(dir).unwrap();
     assert!(c.meta().normalized);
     assert_eq!(c.embedding(c.row_of("shoe").unwrap()), &[0.6, 0.8]);
     assert_eq!(c.embedding(c.row_of("hat, red").unwrap()), &[0.0, 1.0]);
 
-    let tsv = write(&dir, "items.tsv", "10\t1.5\t-1\t0\n20\t0\t0\t2e-3\n");
-    import(&dir, &tsv, None, false).unwrap();
-    let c = Catalog::open(&dir).unwrap();
+    let tsv = write(dir, "items.tsv", "10\t1.5\t-1\t0\n20\t0\t0\t2e-3\n");
+    import(dir, &tsv, None, false).unwrap();
+    let c = Catalog::open(dir).unwrap();
     assert_eq!((c.rows(), c.dim()), (2, 3));
     assert_eq!(c.embedding(1), &[0.0, 0.0, 2e-3]);
 }
 
 #[test]
 fn bad_files_are_refused_with_file_and_place() {
-    let dir = scratch("bad");
+    let scratch_dir = scratch("bad");
+    let dir = scratch_dir.path();
     let d = dir.display().to_string();
     let cases: Vec<(&str, &str, String)> = vec![
         (
@@ -129,66 +132,67 @@ fn bad_files_are_refused_with_file_and_place() {
         ),
     ];
     for (name, content, expected) in cases {
-        let f = write(&dir, name, content);
-        assert_eq!(import_err(&dir, &f, None, false), expected, "{name}");
+        let f = write(dir, name, content);
+        assert_eq!(import_err(dir, &f, None, false), expected, "{name}");
     }
-    let zero = write(&dir, "zero.csv", "a,0,0\n");
+    let zero = write(dir, "zero.csv", "a,0,0\n");
     assert_eq!(
-        import_err(&dir, &zero, None, true),
+        import_err(dir, &zero, None, true),
         format!("{d}/zero.csv: line 1: the vector has zero length and cannot be L2-normalised")
     );
-    let pq = write(&dir, "items.xlsx", "");
-    assert!(import_err(&dir, &pq, None, false).contains("unsupported items file type .xlsx"));
+    let pq = write(dir, "items.xlsx", "");
+    assert!(import_err(dir, &pq, None, false).contains("unsupported items file type .xlsx"));
 
     let x = dir.join("x.npy");
     npy::write_f32_matrix(&x, &[1.0, 2.0, f32::INFINITY, 4.0], 2, 2).unwrap();
-    let ids2 = write(&dir, "ids2.txt", "a\nb\n");
+    let ids2 = write(dir, "ids2.txt", "a\nb\n");
     assert_eq!(
-        import_err(&dir, &x, Some(&ids2), false),
+        import_err(dir, &x, Some(&ids2), false),
         format!("{d}/x.npy: value at row 1, column 0 is not finite in float32 (inf)")
     );
     assert_eq!(
-        import_err(&dir, &x, None, false),
+        import_err(dir, &x, None, false),
         format!("{d}/x.npy: NPY embeddings need --ids FILE (one item id per line, in row order)")
     );
     let ok = dir.join("ok.npy");
     npy::write_f32_matrix(&ok, &[1.0, 2.0, 3.0, 4.0], 2, 2).unwrap();
-    let ids3 = write(&dir, "ids3.txt", "a\nb\nc\n");
+    let ids3 = write(dir, "ids3.txt", "a\nb\nc\n");
     assert_eq!(
-        import_err(&dir, &ok, Some(&ids3), false),
+        import_err(dir, &ok, Some(&ids3), false),
         format!("{d}/ids3.txt: has 3 ids but {d}/ok.npy has 2 rows")
     );
-    let dup = write(&dir, "dup.txt", "a\na\n");
+    let dup = write(dir, "dup.txt", "a\na\n");
     assert_eq!(
-        import_err(&dir, &ok, Some(&dup), false),
+        import_err(dir, &ok, Some(&dup), false),
         format!("{d}/dup.txt: line 2: item id \"a\" duplicates item 0 (0-based) of this import")
     );
     // Nothing was ever imported: no catalog, and no staging directories left behind.
-    assert!(matches!(Catalog::open(&dir), Err(CatalogError::Missing(_))));
+    assert!(matches!(Catalog::open(dir), Err(CatalogError::Missing(_))));
     let leftovers: Vec<_> = fs::read_dir(dir.join("catalog")).unwrap().collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
 #[test]
 fn a_failed_reimport_keeps_the_catalog_and_a_good_one_replaces_it() {
-    let dir = scratch("replace");
-    let v1 = write(&dir, "v1.csv", "a,1,0\nb,0,1\n");
-    let first = import(&dir, &v1, None, false).unwrap().generation;
-    let opened_before = Catalog::open(&dir).unwrap();
+    let scratch_dir = scratch("replace");
+    let dir = scratch_dir.path();
+    let v1 = write(dir, "v1.csv", "a,1,0\nb,0,1\n");
+    let first = import(dir, &v1, None, false).unwrap().generation;
+    let opened_before = Catalog::open(dir).unwrap();
 
-    let bad = write(&dir, "bad.csv", "a,1,0\nb,0,1\nc,oops,1\n");
-    assert!(import_err(&dir, &bad, None, false).contains("line 3"));
-    let still = Catalog::open(&dir).unwrap();
+    let bad = write(dir, "bad.csv", "a,1,0\nb,0,1\nc,oops,1\n");
+    assert!(import_err(dir, &bad, None, false).contains("line 3"));
+    let still = Catalog::open(dir).unwrap();
     assert_eq!((still.dir(), still.rows()), (first.as_path(), 2));
 
-    let v2 = write(&dir, "v2.csv", "x,1,1,1\n");
-    let second = import(&dir, &v2, None, false).unwrap().generation;
-    let now = Catalog::open(&dir).unwrap();
+    let v2 = write(dir, "v2.csv", "x,1,1,1\n");
+    let second = import(dir, &v2, None, false).unwrap().generation;
+    let now = Catalog::open(dir).unwrap();
     assert_eq!((now.dir(), now.rows(), now.dim()), (second.as_path(), 1, 3));
     // A reader that opened the previous generation keeps working.
     assert_eq!(opened_before.embedding(1), &[0.0, 1.0]);
-    let v3 = write(&dir, "v3.csv", "y,2\n");
-    import(&dir, &v3, None, false).unwrap();
+    let v3 = write(dir, "v3.csv", "y,2\n");
+    import(dir, &v3, None, false).unwrap();
     assert!(
         !first.exists(),
         "generations older than the previous one are removed"
@@ -198,13 +202,14 @@ fn a_failed_reimport_keeps_the_catalog_and_a_good_one_replaces_it() {
 
 #[test]
 fn damaged_catalog_files_are_reported_not_trusted() {
-    let dir = scratch("corrupt");
-    let f = write(&dir, "a.csv", "a,1,2\nb,3,4\n");
-    let generation = import(&dir, &f, None, false).unwrap().generation;
+    let scratch_dir = scratch("corrupt");
+    let dir = scratch_dir.path();
+    let f = write(dir, "a.csv", "a,1,2\nb,3,4\n");
+    let generation = import(dir, &f, None, false).unwrap().generation;
     let emb = generation.join("embeddings.f32");
     let bytes = fs::read(&emb).unwrap();
     fs::write(&emb, &bytes[..bytes.len() - 4]).unwrap();
-    let err = Catalog::open(&dir).unwrap_err();
+    let err = Catalog::open(dir).unwrap_err();
     assert_eq!(
         err.to_string(),
         format!("{}: corrupt catalog: 12 bytes, expected 16", emb.display())
@@ -213,7 +218,8 @@ fn damaged_catalog_files_are_reported_not_trusted() {
 
 #[test]
 fn fortran_ordered_float64_npy_is_read_in_row_order() {
-    let dir = scratch("fortran");
+    let scratch_dir = scratch("fortran");
+    let dir = scratch_dir.path();
     let header = "{'descr': '<f8', 'fortran_order': True, 'shape': (2, 3), }\n";
     let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
     bytes.extend((header.len() as u16).to_le_bytes());
@@ -223,9 +229,9 @@ fn fortran_ordered_float64_npy_is_read_in_row_order() {
     }
     let x = dir.join("f.npy");
     fs::write(&x, bytes).unwrap();
-    let ids = write(&dir, "ids.txt", "p\nq\n");
-    import(&dir, &x, Some(&ids), false).unwrap();
-    let c = Catalog::open(&dir).unwrap();
+    let ids = write(dir, "ids.txt", "p\nq\n");
+    import(dir, &x, Some(&ids), false).unwrap();
+    let c = Catalog::open(dir).unwrap();
     assert_eq!(c.embeddings(), &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
 }
 
@@ -237,7 +243,9 @@ fn parquet_items_with_integer_ids_and_clear_errors() {
     use arrow_schema::{DataType, Field};
     use pinnersage_catalog::parquet_io::{ParquetWriter, vector_array, vector_field};
 
-    let dir = scratch("parquet");
+    let scratch_dir = scratch("parquet");
+
+    let dir = scratch_dir.path();
     let p = dir.join("items.parquet");
     let mut w = ParquetWriter::create(
         &p,
@@ -253,8 +261,8 @@ fn parquet_items_with_integer_ids_and_clear_errors() {
     ])
     .unwrap();
     w.finish().unwrap();
-    import(&dir, &p, None, true).unwrap();
-    let c = Catalog::open(&dir).unwrap();
+    import(dir, &p, None, true).unwrap();
+    let c = Catalog::open(dir).unwrap();
     assert_eq!(c.embedding(c.row_of("10").unwrap()), &[0.6, 0.8]);
     assert_eq!(c.row_of("20"), Some(1));
 
@@ -274,7 +282,7 @@ fn parquet_items_with_integer_ids_and_clear_errors() {
     .unwrap();
     w.finish().unwrap();
     assert_eq!(
-        import_err(&dir, &q, None, false),
+        import_err(dir, &q, None, false),
         format!(
             "{}: no id column (looked for id, item, item_id; columns: name, embedding)",
             q.display()
@@ -296,18 +304,18 @@ fn parquet_items_with_integer_ids_and_clear_errors() {
     .unwrap();
     w.finish().unwrap();
     assert_eq!(
-        import_err(&dir, &r, None, false),
+        import_err(dir, &r, None, false),
         format!(
             "{}: row 1: item id \"a\" duplicates item 0 (0-based) of this import",
             r.display()
         )
     );
-    let junk = write(&dir, "junk.parquet", "not parquet");
+    let junk = write(dir, "junk.parquet", "not parquet");
     assert!(
-        import_err(&dir, &junk, None, false).contains("junk.parquet: not a readable Parquet file")
+        import_err(dir, &junk, None, false).contains("junk.parquet: not a readable Parquet file")
     );
     // The good catalog is still the current one.
-    assert_eq!(Catalog::open(&dir).unwrap().rows(), 2);
+    assert_eq!(Catalog::open(dir).unwrap().rows(), 2);
 }
 
 /// Imports `items.csv` (ids a, b, c) with the attributes file `name` holding `content`.
@@ -330,9 +338,10 @@ fn import_with_attributes(
 
 #[test]
 fn attributes_from_csv_and_json_lines_are_joined_on_the_id() {
-    let dir = scratch("attrs-ok");
+    let scratch_dir = scratch("attrs-ok");
+    let dir = scratch_dir.path();
     let c = import_with_attributes(
-        &dir,
+        dir,
         "movies.csv",
         "movieId,title,genres\r\nb,\"Heat, the film (1995)\",Action|Crime\r\nzz,Unknown,x\r\na,Up (2009),Animation\r\n",
         Some("movieId"),
@@ -349,7 +358,7 @@ fn attributes_from_csv_and_json_lines_are_joined_on_the_id() {
     assert_eq!(c.attributes(2), None, "c has no attributes");
 
     let c = import_with_attributes(
-        &dir,
+        dir,
         "attrs.jsonl",
         "{\"id\": \"c\", \"title\": \"Cee\", \"year\": 2001, \"tags\": [\"x\"]}\n\n{\"id\": \"a\", \"url\": \"https://a\"}\n",
         None,
@@ -371,7 +380,9 @@ fn attributes_from_parquet_skip_list_columns() {
     use arrow_schema::{DataType, Field};
     use pinnersage_catalog::parquet_io::{ParquetWriter, vector_array, vector_field};
 
-    let dir = scratch("attrs-parquet");
+    let scratch_dir = scratch("attrs-parquet");
+
+    let dir = scratch_dir.path();
     let p = dir.join("items.parquet");
     let mut w = ParquetWriter::create(
         &p,
@@ -400,11 +411,11 @@ fn attributes_from_parquet_skip_list_columns() {
         attributes: Some(&p),
         ..Default::default()
     };
-    let imported = import_items(&dir, &p, &options).unwrap();
+    let imported = import_items(dir, &p, &options).unwrap();
     let summary = imported.attributes.unwrap();
     assert_eq!(summary.columns, ["title", "year", "price", "new"]);
     assert_eq!(summary.skipped_columns, ["embedding"]);
-    let c = Catalog::open(&dir).unwrap();
+    let c = Catalog::open(dir).unwrap();
     assert_eq!(
         c.attributes(0),
         Some(r#"{"new":false,"price":2.5,"title":"Pea","year":1999}"#)
@@ -417,8 +428,9 @@ fn attributes_from_parquet_skip_list_columns() {
 
 #[test]
 fn bad_attribute_files_are_refused_naming_file_and_line_and_keep_the_catalog() {
-    let dir = scratch("attrs-bad");
-    let before = import_with_attributes(&dir, "ok.csv", "id,title\na,A\n", None).unwrap();
+    let scratch_dir = scratch("attrs-bad");
+    let dir = scratch_dir.path();
+    let before = import_with_attributes(dir, "ok.csv", "id,title\na,A\n", None).unwrap();
     let cases = [
         (
             "dup.csv",
@@ -488,23 +500,24 @@ fn bad_attribute_files_are_refused_naming_file_and_line_and_keep_the_catalog() {
         ),
     ];
     for (name, content, id_col, expected) in cases {
-        let msg = match import_with_attributes(&dir, name, content, id_col) {
+        let msg = match import_with_attributes(dir, name, content, id_col) {
             Err(CatalogError::Input(msg)) => msg,
             other => panic!("{name}: expected an input error, got {other:?}"),
         };
         let shown = msg.replace(&format!("{}/", dir.display()), "");
         assert!(shown.starts_with(expected), "{name}: {shown}");
     }
-    let now = Catalog::open(&dir).unwrap();
+    let now = Catalog::open(dir).unwrap();
     assert_eq!(now.dir(), before.dir(), "failed imports publish nothing");
     assert_eq!(now.attributes(0), Some(r#"{"title":"A"}"#));
 }
 
 #[test]
 fn a_crafted_meta_json_cannot_overflow_the_size_checks() {
-    let dir = scratch("overflow");
-    let f = write(&dir, "a.csv", "a,1,2\nb,3,4\n");
-    let generation = import(&dir, &f, None, false).unwrap().generation;
+    let scratch_dir = scratch("overflow");
+    let dir = scratch_dir.path();
+    let f = write(dir, "a.csv", "a,1,2\nb,3,4\n");
+    let generation = import(dir, &f, None, false).unwrap().generation;
     let meta_path = generation.join("meta.json");
     let meta: serde_json::Value = serde_json::from_slice(&fs::read(&meta_path).unwrap()).unwrap();
     // rows * dim * 4 wraps around to 0 in 64 bits; so does (rows + 1) * 8 with rows = 2^61 - 1.
@@ -518,21 +531,22 @@ fn a_crafted_meta_json_cannot_overflow_the_size_checks() {
         crafted["rows"] = rows.into();
         crafted["dim"] = dim.into();
         fs::write(&meta_path, crafted.to_string()).unwrap();
-        let err = Catalog::open(&dir).unwrap_err().to_string();
+        let err = Catalog::open(dir).unwrap_err().to_string();
         assert!(err.contains("corrupt catalog"), "{rows} x {dim}: {err}");
     }
-    fs::remove_dir_all(&dir).unwrap();
+    fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn a_second_importer_is_refused_while_one_publishes() {
     use pinnersage_catalog::catalog::CatalogBuilder;
-    let dir = scratch("busy");
-    let first = CatalogBuilder::new(&dir, 2, false).unwrap();
-    let err = CatalogBuilder::new(&dir, 2, false).unwrap_err();
+    let scratch_dir = scratch("busy");
+    let dir = scratch_dir.path();
+    let first = CatalogBuilder::new(dir, 2, false).unwrap();
+    let err = CatalogBuilder::new(dir, 2, false).unwrap_err();
     assert!(matches!(err, CatalogError::Busy(_)), "{err}");
     assert!(err.to_string().contains("is busy"), "{err}");
     drop(first);
-    assert!(CatalogBuilder::new(&dir, 2, false).is_ok());
-    fs::remove_dir_all(&dir).unwrap();
+    assert!(CatalogBuilder::new(dir, 2, false).is_ok());
+    fs::remove_dir_all(dir).unwrap();
 }

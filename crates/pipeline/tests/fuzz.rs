@@ -9,9 +9,8 @@ use pinnersage_pipeline::import_events::{ImportOptions, read_events};
 use proptest::prelude::*;
 
 fn read(bytes: &[u8], name: &str) {
-    let dir = std::env::temp_dir().join(format!("ps-fuzz-events-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join(name);
+    let scratch_dir = tempfile::tempdir().unwrap();
+    let file = scratch_dir.path().join(name);
     std::fs::write(&file, bytes).unwrap();
     for skip_invalid in [false, true] {
         let options = ImportOptions {

@@ -16,11 +16,11 @@ use pinnersage_store::profiles::{ProfileStore, StoredProfile};
 const DAY: i64 = 86_400;
 const NOW: i64 = 1_700_000_000;
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ps-pipe-{}-{name}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    dir
+fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("ps-pipe-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 /// 3 topics x 10 items on orthogonal axes of R^4 (plus a little spread): `t{topic}-{k}`.
@@ -81,11 +81,11 @@ fn all_profiles(dir: &Path, users: usize) -> BTreeMap<String, StoredProfile> {
 
 #[test]
 fn batch_recovers_each_users_topics() {
-    let dir = scratch("recover");
-    topic_catalog(&dir);
-    let csv = events_csv(&dir, 30);
-    let report =
-        import_events(&dir, std::slice::from_ref(&csv), &ImportOptions::default()).unwrap();
+    let scratch_dir = scratch("recover");
+    let dir = scratch_dir.path();
+    topic_catalog(dir);
+    let csv = events_csv(dir, 30);
+    let report = import_events(dir, std::slice::from_ref(&csv), &ImportOptions::default()).unwrap();
     assert_eq!(
         report,
         ImportReport {
@@ -97,15 +97,15 @@ fn batch_recovers_each_users_topics() {
         }
     );
     // Idempotent re-import.
-    let again = import_events(&dir, &[csv], &ImportOptions::default()).unwrap();
+    let again = import_events(dir, &[csv], &ImportOptions::default()).unwrap();
     assert_eq!((again.inserted, again.duplicates), (0, 241));
 
-    let summary = run_batch(&dir, &config(None), &|_| {}).unwrap();
+    let summary = run_batch(dir, &config(None), &|_| {}).unwrap();
     assert_eq!(summary.users, 30);
     assert_eq!(summary.actions, 240);
     assert_eq!(summary.unknown_item_events, 1);
     assert_eq!((summary.clusters_p50, summary.clusters_p99), (2, 3));
-    let profiles = all_profiles(&dir, 30);
+    let profiles = all_profiles(dir, 30);
     for (u, p) in &profiles {
         let i: usize = u[1..].parse().unwrap();
         let mut topics: Vec<String> = p
@@ -127,15 +127,16 @@ fn batch_recovers_each_users_topics() {
 
 #[test]
 fn shards_partition_the_users_and_their_union_is_the_whole() {
-    let dir = scratch("shards");
-    topic_catalog(&dir);
-    import_events(&dir, &[events_csv(&dir, 40)], &ImportOptions::default()).unwrap();
-    run_batch(&dir, &config(None), &|_| {}).unwrap();
-    let whole = all_profiles(&dir, 40);
+    let scratch_dir = scratch("shards");
+    let dir = scratch_dir.path();
+    topic_catalog(dir);
+    import_events(dir, &[events_csv(dir, 40)], &ImportOptions::default()).unwrap();
+    run_batch(dir, &config(None), &|_| {}).unwrap();
+    let whole = all_profiles(dir, 40);
     let mut union = BTreeMap::new();
     for index in 0..3 {
-        let summary = run_batch(&dir, &config(Some(Shard { index, count: 3 })), &|_| {}).unwrap();
-        let part = all_profiles(&dir, 40);
+        let summary = run_batch(dir, &config(Some(Shard { index, count: 3 })), &|_| {}).unwrap();
+        let part = all_profiles(dir, 40);
         assert_eq!(part.len() as u64, summary.users);
         for (u, p) in part {
             assert!(union.insert(u, p).is_none(), "a user in two shards");
@@ -146,16 +147,17 @@ fn shards_partition_the_users_and_their_union_is_the_whole() {
 
 #[test]
 fn a_failed_batch_publishes_nothing() {
-    let dir = scratch("nothing");
-    topic_catalog(&dir);
-    import_events(&dir, &[events_csv(&dir, 5)], &ImportOptions::default()).unwrap();
-    let first = run_batch(&dir, &config(None), &|_| {}).unwrap().generation;
+    let scratch_dir = scratch("nothing");
+    let dir = scratch_dir.path();
+    topic_catalog(dir);
+    import_events(dir, &[events_csv(dir, 5)], &ImportOptions::default()).unwrap();
+    let first = run_batch(dir, &config(None), &|_| {}).unwrap().generation;
     let empty = BatchConfig {
         now: NOW + 1000 * DAY,
         ..config(None)
     };
     assert!(matches!(
-        run_batch(&dir, &empty, &|_| {}),
+        run_batch(dir, &empty, &|_| {}),
         Err(BatchError::NoEvents { .. })
     ));
     let bad = BatchConfig {
@@ -166,10 +168,10 @@ fn a_failed_batch_publishes_nothing() {
         ..config(None)
     };
     assert!(matches!(
-        run_batch(&dir, &bad, &|_| {}),
+        run_batch(dir, &bad, &|_| {}),
         Err(BatchError::Config(_))
     ));
-    assert_eq!(ProfileStore::open(&dir).unwrap().dir(), first);
+    assert_eq!(ProfileStore::open(dir).unwrap().dir(), first);
     let left: Vec<_> = fs::read_dir(dir.join("profiles"))
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -179,7 +181,8 @@ fn a_failed_batch_publishes_nothing() {
 
 #[test]
 fn json_lines_rfc3339_and_custom_columns() {
-    let dir = scratch("jsonl");
+    let scratch_dir = scratch("jsonl");
+    let dir = scratch_dir.path();
     let p = dir.join("e.jsonl");
     fs::write(
         &p,
@@ -195,12 +198,12 @@ fn json_lines_rfc3339_and_custom_columns() {
         },
         skip_invalid: false,
     };
-    let report = import_events(&dir, &[p], &options).unwrap();
+    let report = import_events(dir, &[p], &options).unwrap();
     assert_eq!(
         (report.rows, report.inserted, report.unknown_items),
         (2, 2, None)
     );
-    let events = EventStore::open(&dir)
+    let events = EventStore::open(dir)
         .unwrap()
         .user_events("a", 0, i64::MAX)
         .unwrap();
@@ -223,7 +226,8 @@ fn input_error(dir: &Path, name: &str, content: &str, options: &ImportOptions) -
 
 #[test]
 fn malformed_rows_name_file_and_line_and_store_nothing() {
-    let dir = scratch("bad");
+    let scratch_dir = scratch("bad");
+    let dir = scratch_dir.path();
     let d = dir.display().to_string();
     let strict = ImportOptions::default();
     let cases = [
@@ -275,14 +279,14 @@ fn malformed_rows_name_file_and_line_and_store_nothing() {
     ];
     for (name, content, expected) in &cases {
         assert_eq!(
-            &input_error(&dir, name, content, &strict),
+            &input_error(dir, name, content, &strict),
             expected,
             "{name}"
         );
     }
     // The valid first rows of refused files were not stored.
     assert!(
-        EventStore::open(&dir)
+        EventStore::open(dir)
             .unwrap()
             .user_events("u", i64::MIN, i64::MAX)
             .unwrap()
@@ -295,7 +299,7 @@ fn malformed_rows_name_file_and_line_and_store_nothing() {
     };
     let p = dir.join("mixed.csv");
     fs::write(&p, "user,item,timestamp\nu,i,1\nu,i,never\nu,j,2\n").unwrap();
-    let report = import_events(&dir, &[p], &lenient).unwrap();
+    let report = import_events(dir, &[p], &lenient).unwrap();
     assert_eq!((report.rows, report.inserted, report.invalid), (3, 2, 1));
 }
 
@@ -312,7 +316,9 @@ fn synthetic_parquet_run_recovers_true_interests() {
     use pinnersage_pipeline::batch::{UserBuffers, cluster_user};
     use std::collections::HashMap;
 
-    let dir = scratch("synth");
+    let scratch_dir = scratch("synth");
+
+    let dir = scratch_dir.path();
     let cfg = SynthConfig {
         users: 150,
         items: 3_000,
@@ -322,9 +328,9 @@ fn synthetic_parquet_run_recovers_true_interests() {
         ..Default::default()
     };
     let synth = generate(&dir.join("synth"), &cfg, &|_| {}).unwrap();
-    import_items(&dir, &synth.items_file, &Default::default()).unwrap();
+    import_items(dir, &synth.items_file, &Default::default()).unwrap();
     let report = import_events(
-        &dir,
+        dir,
         std::slice::from_ref(&synth.events_file),
         &ImportOptions::default(),
     )
@@ -343,7 +349,7 @@ fn synthetic_parquet_run_recovers_true_interests() {
         chunk_users: 64,
         parquet_out: Some(out.clone()),
     };
-    let summary = run_batch(&dir, &batch, &|_| {}).unwrap();
+    let summary = run_batch(dir, &batch, &|_| {}).unwrap();
     assert_eq!(summary.users, 150);
     // The Parquet output holds every cluster of every user.
     let mut reader = ParquetReader::open(&out).unwrap();
@@ -352,7 +358,7 @@ fn synthetic_parquet_run_recovers_true_interests() {
         let (_, b) = b.unwrap();
         rows += text_column(&b, "medoid").unwrap().len();
     }
-    let profiles = all_profiles(&dir, 150);
+    let profiles = all_profiles(dir, 150);
     assert_eq!(
         rows,
         profiles.values().map(|p| p.clusters.len()).sum::<usize>()
@@ -382,8 +388,8 @@ fn synthetic_parquet_run_recovers_true_interests() {
             );
         }
     }
-    let catalog = Catalog::open(&dir).unwrap();
-    let store = EventStore::open(&dir).unwrap();
+    let catalog = Catalog::open(dir).unwrap();
+    let store = EventStore::open(dir).unwrap();
     let mut clusterer = Clusterer::new(ProfileParams::default()).unwrap();
     let mut buffers = UserBuffers::default();
     let (mut weighted, mut total) = (0.0, 0.0);
@@ -424,7 +430,9 @@ fn parquet_events_with_timestamp_types_and_missing_columns() {
     use arrow_schema::{DataType, Field, TimeUnit};
     use pinnersage_catalog::parquet_io::ParquetWriter;
 
-    let dir = scratch("pq-events");
+    let scratch_dir = scratch("pq-events");
+
+    let dir = scratch_dir.path();
     let p = dir.join("e.parquet");
     let mut w = ParquetWriter::create(
         &p,
@@ -449,9 +457,9 @@ fn parquet_events_with_timestamp_types_and_missing_columns() {
     ])
     .unwrap();
     w.finish().unwrap();
-    let report = import_events(&dir, &[p], &ImportOptions::default()).unwrap();
+    let report = import_events(dir, &[p], &ImportOptions::default()).unwrap();
     assert_eq!(report.inserted, 2);
-    let events = EventStore::open(&dir)
+    let events = EventStore::open(dir)
         .unwrap()
         .user_events("u", 0, i64::MAX)
         .unwrap();
@@ -475,7 +483,7 @@ fn parquet_events_with_timestamp_types_and_missing_columns() {
     ])
     .unwrap();
     w.finish().unwrap();
-    match import_events(&dir, std::slice::from_ref(&q), &ImportOptions::default()) {
+    match import_events(dir, std::slice::from_ref(&q), &ImportOptions::default()) {
         Err(ImportError::Input(msg)) => {
             assert_eq!(
                 msg,
@@ -497,9 +505,11 @@ fn online_profiles_keep_the_latest_actions_after_the_boundary_and_roll_over() {
     use pinnersage_store::events::Event;
     use std::sync::Arc;
 
-    let dir = scratch("online");
-    topic_catalog(&dir);
-    let mut catalog = Catalog::open(&dir).unwrap();
+    let scratch_dir = scratch("online");
+
+    let dir = scratch_dir.path();
+    topic_catalog(dir);
+    let mut catalog = Catalog::open(dir).unwrap();
     catalog.build_hash_index();
     let catalog = Arc::new(catalog);
     let params = ProfileParams {
@@ -507,7 +517,7 @@ fn online_profiles_keep_the_latest_actions_after_the_boundary_and_roll_over() {
         ..ProfileParams::default()
     };
     let online = Arc::new(OnlineProfiles::new(catalog.clone(), params, 1_000).unwrap());
-    let store = Arc::new(EventStore::open(&dir).unwrap());
+    let store = Arc::new(EventStore::open(dir).unwrap());
     let ingestor = Ingestor::start(store.clone(), catalog.clone(), online.clone());
     let ev = |user: &str, item: &str, time: i64| Event {
         user: user.into(),
@@ -583,12 +593,14 @@ fn a_full_ingest_queue_refuses_instead_of_growing_and_loses_nothing_it_accepted(
     use pinnersage_store::events::Event;
     use std::sync::Arc;
 
-    let dir = scratch("overload");
-    topic_catalog(&dir);
-    let catalog = Arc::new(Catalog::open(&dir).unwrap());
+    let scratch_dir = scratch("overload");
+
+    let dir = scratch_dir.path();
+    topic_catalog(dir);
+    let catalog = Arc::new(Catalog::open(dir).unwrap());
     let online =
         Arc::new(OnlineProfiles::new(catalog.clone(), ProfileParams::default(), 0).unwrap());
-    let store = Arc::new(EventStore::open(&dir).unwrap());
+    let store = Arc::new(EventStore::open(dir).unwrap());
     let ingestor = Ingestor::with_queue(store.clone(), catalog, online, 1);
     let (tx, rx) = std::sync::mpsc::channel();
     let (mut accepted, mut refused) = (0, 0);
@@ -636,9 +648,11 @@ fn online_state_stays_within_its_budget_and_evicted_users_come_back_whole() {
     use pinnersage_store::events::Event;
     use std::sync::Arc;
 
-    let dir = scratch("budget");
-    topic_catalog(&dir);
-    let mut catalog = Catalog::open(&dir).unwrap();
+    let scratch_dir = scratch("budget");
+
+    let dir = scratch_dir.path();
+    topic_catalog(dir);
+    let mut catalog = Catalog::open(dir).unwrap();
     catalog.build_hash_index();
     let catalog = Arc::new(catalog);
     let params = ProfileParams {
@@ -651,7 +665,7 @@ fn online_state_stays_within_its_budget_and_evicted_users_come_back_whole() {
             .unwrap()
             .with_max_users(128),
     );
-    let store = Arc::new(EventStore::open(&dir).unwrap());
+    let store = Arc::new(EventStore::open(dir).unwrap());
     online.attach_store(store.clone());
     let ingestor = Ingestor::start(store.clone(), catalog.clone(), online.clone());
     let users = 1_000;

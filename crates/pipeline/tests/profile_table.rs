@@ -22,11 +22,11 @@ use pinnersage_store::profiles::{ProfileStore, StoredProfile};
 const DAY: i64 = 86_400;
 const NOW: i64 = 1_700_000_000;
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ps-table-{}-{name}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    dir
+fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("ps-table-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 /// A SplitMix64 stream: deterministic data without a dependency.
@@ -182,9 +182,10 @@ fn sorted(mut profiles: Vec<(String, StoredProfile)>) -> Vec<(String, StoredProf
 
 #[test]
 fn in_memory_profiles_equal_the_embedded_batch_for_both_vector_sources() {
-    let dir = scratch("parity");
-    let d = data(&dir);
-    let expected = embedded(&dir);
+    let scratch_dir = scratch("parity");
+    let dir = scratch_dir.path();
+    let d = data(dir);
+    let expected = embedded(dir);
     assert!(expected.len() > 50, "{} users", expected.len());
     assert!(
         expected[0]
@@ -224,7 +225,7 @@ fn in_memory_profiles_equal_the_embedded_batch_for_both_vector_sources() {
 
     // Joined upstream: one vector per event (unknown items have none and are left out, as an
     // inner join leaves them).
-    let catalog = Catalog::open(&dir).unwrap();
+    let catalog = Catalog::open(dir).unwrap();
     let known: Vec<usize> = (0..d.users.len())
         .filter(|&k| catalog.row_of(&d.items[k]).is_some())
         .collect();
@@ -291,20 +292,21 @@ fn bad_in_memory_input_names_the_row_or_column() {
 
 #[test]
 fn import_profiles_publishes_the_batch_output_unchanged() {
-    let dir = scratch("roundtrip");
-    data(&dir);
-    let expected = embedded(&dir);
-    let before = ProfileStore::current_dir(&dir).unwrap().unwrap();
+    let scratch_dir = scratch("roundtrip");
+    let dir = scratch_dir.path();
+    data(dir);
+    let expected = embedded(dir);
+    let before = ProfileStore::current_dir(dir).unwrap().unwrap();
     let options = ImportProfilesOptions {
         window_days: 30,
         params: params(),
         ..ImportProfilesOptions::new(NOW + 5)
     };
-    let report = import_profiles(&dir, &[dir.join("profiles.parquet")], &options, &|_| {}).unwrap();
+    let report = import_profiles(dir, &[dir.join("profiles.parquet")], &options, &|_| {}).unwrap();
     assert_ne!(report.generation, before);
     assert_eq!(report.users as usize, expected.len());
-    assert_eq!(stored(&dir), expected);
-    let store = ProfileStore::open(&dir).unwrap();
+    assert_eq!(stored(dir), expected);
+    let store = ProfileStore::open(dir).unwrap();
     assert_eq!(
         (store.meta().now, store.meta().alpha, store.meta().lambda),
         (NOW + 5, 1.5, 0.02)
@@ -330,10 +332,11 @@ fn table_file(
 
 #[test]
 fn bad_profile_tables_name_the_row_and_publish_nothing() {
-    let dir = scratch("bad");
-    data(&dir);
-    let profiles = embedded(&dir);
-    let current = ProfileStore::current_dir(&dir).unwrap().unwrap();
+    let scratch_dir = scratch("bad");
+    let dir = scratch_dir.path();
+    data(dir);
+    let profiles = embedded(dir);
+    let current = ProfileStore::current_dir(dir).unwrap().unwrap();
     let rows: usize = profiles.iter().map(|(_, p)| p.clusters.len()).sum();
     let strings = |col: &ArrayRef| -> Vec<String> {
         col.as_any()
@@ -345,16 +348,16 @@ fn bad_profile_tables_name_the_row_and_publish_nothing() {
     };
     let options = ImportProfilesOptions::new(NOW);
     let attempt = |file: PathBuf| -> String {
-        let err = import_profiles(&dir, &[file], &options, &|_| {}).unwrap_err();
+        let err = import_profiles(dir, &[file], &options, &|_| {}).unwrap_err();
         assert_eq!(
-            ProfileStore::current_dir(&dir).unwrap().unwrap(),
+            ProfileStore::current_dir(dir).unwrap().unwrap(),
             current,
             "nothing published after: {err}"
         );
         err.to_string()
     };
 
-    let f = table_file(&dir, "medoid.parquet", &profiles, |c| {
+    let f = table_file(dir, "medoid.parquet", &profiles, |c| {
         let mut m = strings(&c[2]);
         m[3] = "no-such-item".into();
         c[2] = Arc::new(StringArray::from(m));
@@ -365,7 +368,7 @@ fn bad_profile_tables_name_the_row_and_publish_nothing() {
         "{err}"
     );
 
-    let f = table_file(&dir, "importance.parquet", &profiles, |c| {
+    let f = table_file(dir, "importance.parquet", &profiles, |c| {
         let mut v = vec![1.0; rows];
         v[5] = f64::NAN;
         c[4] = Arc::new(Float64Array::from(v));
@@ -373,13 +376,13 @@ fn bad_profile_tables_name_the_row_and_publish_nothing() {
     let err = attempt(f);
     assert!(err.contains("row 5") && err.contains("importance"), "{err}");
 
-    let f = table_file(&dir, "rank.parquet", &profiles, |c| {
+    let f = table_file(dir, "rank.parquet", &profiles, |c| {
         c[1] = Arc::new(UInt32Array::from(vec![0u32; rows]));
     });
     let err = attempt(f);
     assert!(err.contains("duplicate (user, rank)"), "{err}");
 
-    let f = table_file(&dir, "scattered.parquet", &profiles, |c| {
+    let f = table_file(dir, "scattered.parquet", &profiles, |c| {
         let mut u = strings(&c[0]);
         let last = u.len() - 1;
         u[last] = u[0].clone();
@@ -395,12 +398,12 @@ fn bad_profile_tables_name_the_row_and_publish_nothing() {
     let err = attempt(path);
     assert!(err.contains("no column \"members\""), "{err}");
 
-    let err = import_profiles(&dir, &[dir.join("missing.parquet")], &options, &|_| {})
+    let err = import_profiles(dir, &[dir.join("missing.parquet")], &options, &|_| {})
         .unwrap_err()
         .to_string();
     assert!(err.contains("missing.parquet"), "{err}");
     assert!(matches!(
-        import_profiles(&dir, &[dir.join("medoid.parquet")], &options, &|_| {}),
+        import_profiles(dir, &[dir.join("medoid.parquet")], &options, &|_| {}),
         Err(ImportProfilesError::Row { row: 3, .. })
     ));
 }
@@ -408,9 +411,10 @@ fn bad_profile_tables_name_the_row_and_publish_nothing() {
 #[test]
 fn shipped_generations_are_imported_once_and_bad_ones_refused() {
     use pinnersage_pipeline::ship::{ShipError, import_shipped, pending_shipped, ship_profiles};
-    let dir = scratch("ship");
-    data(&dir);
-    let expected = embedded(&dir);
+    let scratch_dir = scratch("ship");
+    let dir = scratch_dir.path();
+    data(dir);
+    let expected = embedded(dir);
     let shared = dir.join("shared");
     let options = ImportProfilesOptions {
         window_days: 30,
@@ -418,30 +422,30 @@ fn shipped_generations_are_imported_once_and_bad_ones_refused() {
         ..ImportProfilesOptions::new(NOW + 7)
     };
     // Nothing shipped yet: nothing to do.
-    assert!(import_shipped(&dir, &shared).unwrap().is_none());
+    assert!(import_shipped(dir, &shared).unwrap().is_none());
 
     let shipped = ship_profiles(&shared, &[dir.join("profiles.parquet")], &options).unwrap();
     assert_eq!(shipped.manifest.files, ["part-00000.parquet"]);
-    assert!(pending_shipped(&dir, &shared).unwrap().is_some());
-    let report = import_shipped(&dir, &shared).unwrap().expect("imported");
+    assert!(pending_shipped(dir, &shared).unwrap().is_some());
+    let report = import_shipped(dir, &shared).unwrap().expect("imported");
     assert_eq!(report.users as usize, expected.len());
-    assert_eq!(stored(&dir), expected);
-    let meta = ProfileStore::open(&dir).unwrap().meta().clone();
+    assert_eq!(stored(dir), expected);
+    let meta = ProfileStore::open(dir).unwrap().meta().clone();
     assert_eq!((meta.now, meta.alpha, meta.lambda), (NOW + 7, 1.5, 0.02));
     // Imported once: the next check has nothing to do.
-    let generation = ProfileStore::current_dir(&dir).unwrap();
-    assert!(pending_shipped(&dir, &shared).unwrap().is_none());
-    assert!(import_shipped(&dir, &shared).unwrap().is_none());
-    assert_eq!(ProfileStore::current_dir(&dir).unwrap(), generation);
+    let generation = ProfileStore::current_dir(dir).unwrap();
+    assert!(pending_shipped(dir, &shared).unwrap().is_none());
+    assert!(import_shipped(dir, &shared).unwrap().is_none());
+    assert_eq!(ProfileStore::current_dir(dir).unwrap(), generation);
 
     // A generation whose rows this replica's catalog refuses: an error naming the row, the
     // replica's generation untouched.
-    let bad = table_file(&dir, "bad.parquet", &expected, |c| {
+    let bad = table_file(dir, "bad.parquet", &expected, |c| {
         let medoids: Vec<String> = (0..c[2].len()).map(|_| "no-such-item".into()).collect();
         c[2] = Arc::new(StringArray::from(medoids));
     });
     ship_profiles(&shared, &[bad], &options).unwrap();
-    let err = import_shipped(&dir, &shared).unwrap_err();
+    let err = import_shipped(dir, &shared).unwrap_err();
     assert!(
         matches!(
             err,
@@ -449,7 +453,7 @@ fn shipped_generations_are_imported_once_and_bad_ones_refused() {
         ),
         "{err}"
     );
-    assert_eq!(ProfileStore::current_dir(&dir).unwrap(), generation);
+    assert_eq!(ProfileStore::current_dir(dir).unwrap(), generation);
 
     // Not a profile table: refused when shipping, nothing shipped.
     let current = std::fs::read_to_string(shared.join("CURRENT")).unwrap();
@@ -459,5 +463,5 @@ fn shipped_generations_are_imported_once_and_bad_ones_refused() {
         std::fs::read_to_string(shared.join("CURRENT")).unwrap(),
         current
     );
-    let _ = fs::remove_dir_all(&dir);
+    let _ = fs::remove_dir_all(dir);
 }

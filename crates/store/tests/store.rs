@@ -1,18 +1,16 @@
 //! The event log and profile generations on a real disk.
 
-use std::path::PathBuf;
-
 use pinnersage_store::events::{Event, EventStore, InsertStats};
 use pinnersage_store::profiles::{
     GenerationMeta, ProfileStore, ProfileStoreError, ProfileWriter, StoredCluster, StoredItem,
     StoredProfile,
 };
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ps-store-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("ps-store-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 fn ev(user: &str, item: &str, time: i64, action: &str) -> Event {
@@ -28,9 +26,10 @@ fn ev(user: &str, item: &str, time: i64, action: &str) -> Event {
 
 #[test]
 fn events_are_grouped_by_user_in_time_order_and_deduplicated() {
-    let dir = scratch("events");
+    let scratch_dir = scratch("events");
+    let dir = scratch_dir.path();
     {
-        let store = EventStore::open(&dir).unwrap();
+        let store = EventStore::open(dir).unwrap();
         let batch = vec![
             ev("u2", "b", 300, "click"),
             ev("u1", "a", 200, "repin"),
@@ -67,7 +66,7 @@ fn events_are_grouped_by_user_in_time_order_and_deduplicated() {
         assert_eq!(store.insert(&[with_id]).unwrap().duplicates, 1);
     }
     // Durable: reopen and read back.
-    let store = EventStore::open(&dir).unwrap();
+    let store = EventStore::open(dir).unwrap();
     let u1 = store.user_events("u1", i64::MIN, i64::MAX).unwrap();
     let times: Vec<i64> = u1.iter().map(|e| e.time).collect();
     assert_eq!(times, vec![-50, 100, 100, 100, 200]);
@@ -97,8 +96,9 @@ fn events_are_grouped_by_user_in_time_order_and_deduplicated() {
 
 #[test]
 fn invalid_events_are_refused_before_anything_is_written() {
-    let dir = scratch("invalid");
-    let store = EventStore::open(&dir).unwrap();
+    let scratch_dir = scratch("invalid");
+    let dir = scratch_dir.path();
+    let store = EventStore::open(dir).unwrap();
     let mut bad = ev("u", "i", 1, "click");
     bad.weight = f32::NAN;
     let err = store.insert(&[ev("u", "ok", 1, "click"), bad]).unwrap_err();
@@ -114,9 +114,10 @@ fn invalid_events_are_refused_before_anything_is_written() {
 
 #[test]
 fn profile_generations_switch_atomically() {
-    let dir = scratch("profiles");
+    let scratch_dir = scratch("profiles");
+    let dir = scratch_dir.path();
     assert!(matches!(
-        ProfileStore::open(&dir),
+        ProfileStore::open(dir),
         Err(ProfileStoreError::Missing(_))
     ));
     let meta = GenerationMeta {
@@ -146,13 +147,13 @@ fn profile_generations_switch_atomically() {
             },
         ],
     };
-    let mut w = ProfileWriter::begin(&dir).unwrap();
+    let mut w = ProfileWriter::begin(dir).unwrap();
     w.write(&[("alice".into(), profile("x")), ("bob".into(), profile("y"))])
         .unwrap();
     w.write_popular(&[("x".into(), 7), ("y".into(), 3)])
         .unwrap();
     let first = w.publish(meta.clone()).unwrap();
-    let old = ProfileStore::open(&dir).unwrap();
+    let old = ProfileStore::open(dir).unwrap();
     assert_eq!(old.meta().users, 2);
     assert_eq!(old.get("alice").unwrap(), Some(profile("x")));
     assert_eq!(old.get("carol").unwrap(), None);
@@ -162,7 +163,7 @@ fn profile_generations_switch_atomically() {
     );
 
     // A second batch in progress is invisible; an abandoned one leaves nothing behind.
-    let mut w = ProfileWriter::begin(&dir).unwrap();
+    let mut w = ProfileWriter::begin(dir).unwrap();
     w.write(&[("alice".into(), profile("z"))]).unwrap();
     assert_eq!(old.get("alice").unwrap(), Some(profile("x")));
     let second = w
@@ -171,7 +172,7 @@ fn profile_generations_switch_atomically() {
             ..meta.clone()
         })
         .unwrap();
-    let new = ProfileStore::open(&dir).unwrap();
+    let new = ProfileStore::open(dir).unwrap();
     assert_eq!(new.dir(), second);
     assert_eq!(new.get("alice").unwrap(), Some(profile("z")));
     assert_eq!(new.get("bob").unwrap(), None);
@@ -179,17 +180,18 @@ fn profile_generations_switch_atomically() {
     assert_eq!(old.get("bob").unwrap(), Some(profile("y")));
     assert!(first.exists());
     {
-        let mut w = ProfileWriter::begin(&dir).unwrap();
+        let mut w = ProfileWriter::begin(dir).unwrap();
         w.write(&[("dave".into(), profile("q"))]).unwrap();
     }
     drop(new); // redb allows one handle per file and process
-    assert_eq!(ProfileStore::open(&dir).unwrap().dir(), second);
+    assert_eq!(ProfileStore::open(dir).unwrap().dir(), second);
 }
 
 #[test]
 fn events_after_a_time_come_in_time_order_with_their_users() {
-    let dir = scratch("after");
-    let store = EventStore::open(&dir).unwrap();
+    let scratch_dir = scratch("after");
+    let dir = scratch_dir.path();
+    let store = EventStore::open(dir).unwrap();
     store
         .insert(&[
             ev("bob", "i1", 100, "click"),
