@@ -216,6 +216,13 @@ void* ps_hnswlib_load(int inner_product, size_t dim, const char* path, char* err
     return guarded<void*>(err, err_len, nullptr, [&]() -> void* {
         std::unique_ptr<PsIndex> index(new PsIndex(inner_product != 0, dim));
         index->hnsw = new hnswlib::HierarchicalNSW<float>(&index->space, std::string(path));
+        // hnswlib takes the vector size from the space, not the file: a file of another
+        // dimension would be read out of step (and out of bounds).
+        const size_t stored = index->hnsw->label_offset_ - index->hnsw->offsetData_;
+        if (stored != index->space.get_data_size()) {
+            throw std::runtime_error("the file holds vectors of " + std::to_string(stored / sizeof(float)) +
+                                     " dimensions, expected " + std::to_string(dim));
+        }
         return index.release();
     });
 }

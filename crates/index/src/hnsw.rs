@@ -351,6 +351,31 @@ impl HnswIndex {
         }
     }
 
+    /// The `k` rows nearest to `query` for which `keep` holds (all when `None`), closest first.
+    fn search_kept(
+        &self,
+        query: &[f32],
+        k: usize,
+        keep: Option<&(dyn Fn(u32) -> bool + Sync)>,
+    ) -> Result<Vec<Neighbor>, IndexError> {
+        check_dim(self.dim, query.len())?;
+        if k == 0 || self.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut buffer = Vec::new();
+        let query = prepare(self.metric, query, &mut buffer);
+        match &self.backend {
+            Backend::Hnswlib(index) => index.search(query, k, keep),
+            Backend::Usearch(index) => {
+                let matches = match keep {
+                    Some(keep) => index.filtered_search(query, k, |key| keep(key as u32)),
+                    None => index.search(query, k),
+                };
+                Ok(self.neighbours(matches.map_err(usearch_err)?))
+            }
+        }
+    }
+
     fn neighbours(&self, m: usearch::ffi::Matches) -> Vec<Neighbor> {
         m.keys
             .iter()
@@ -399,18 +424,7 @@ impl AnnIndex for HnswIndex {
         self.metric
     }
     fn search(&self, query: &[f32], k: usize) -> Result<Vec<Neighbor>, IndexError> {
-        check_dim(self.dim, query.len())?;
-        if k == 0 || self.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut buffer = Vec::new();
-        let query = prepare(self.metric, query, &mut buffer);
-        match &self.backend {
-            Backend::Hnswlib(index) => index.search(query, k, None),
-            Backend::Usearch(index) => {
-                Ok(self.neighbours(index.search(query, k).map_err(usearch_err)?))
-            }
-        }
+        self.search_kept(query, k, None)
     }
     fn search_filtered(
         &self,
@@ -418,20 +432,7 @@ impl AnnIndex for HnswIndex {
         k: usize,
         keep: &(dyn Fn(u32) -> bool + Sync),
     ) -> Result<Vec<Neighbor>, IndexError> {
-        check_dim(self.dim, query.len())?;
-        if k == 0 || self.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut buffer = Vec::new();
-        let query = prepare(self.metric, query, &mut buffer);
-        match &self.backend {
-            Backend::Hnswlib(index) => index.search(query, k, Some(keep)),
-            Backend::Usearch(index) => Ok(self.neighbours(
-                index
-                    .filtered_search(query, k, |key| keep(key as u32))
-                    .map_err(usearch_err)?,
-            )),
-        }
+        self.search_kept(query, k, Some(keep))
     }
     fn kind(&self) -> &'static str {
         "hnsw"

@@ -210,6 +210,14 @@ fn hnsw_library_choices_are_checked_and_old_generations_open_as_usearch() {
     // A damaged hnswlib file is an error naming it, not a crash.
     let built = persist::build(dir.path(), &catalog, &BuildOptions::default(), &()).unwrap();
     let file = built.dir.join("index.hnswlib");
+    // Opened for another dimension: an error, not vectors read out of step.
+    let err = pinnersage_index::HnswIndex::view(&file, &HnswParams::default(), dim + 8, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("the file holds vectors of 16 dimensions, expected 24"),
+        "{err}"
+    );
     let bytes = std::fs::read(&file).unwrap();
     std::fs::write(&file, &bytes[..bytes.len() / 3]).unwrap();
     let err = persist::open(dir.path(), catalog.clone(), None, false)

@@ -139,6 +139,11 @@ pub fn dedupe_hash(id: Option<&str>, item: &str, action: &str, buf: &mut Vec<u8>
     stable_hash(buf)
 }
 
+/// The event's id, when it has a non-empty one: then the id alone is its identity.
+fn event_id(e: &Event) -> Option<&str> {
+    e.id.as_deref().filter(|id| !id.is_empty())
+}
+
 fn user_prefix(user: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(4 + user.len() + 16);
     k.extend((user.len() as u32).to_be_bytes());
@@ -269,17 +274,14 @@ impl EventStore {
     /// ```
     pub fn insert_each(&self, events: &[Event]) -> Result<Vec<bool>, EventStoreError> {
         let mut scratch = Vec::new();
-        let mut hashes = Vec::with_capacity(events.len());
         let mut keys = Vec::with_capacity(events.len());
         for e in events {
             check_event(e)?;
-            let hash = dedupe_hash(e.id.as_deref(), &e.item, &e.action, &mut scratch).to_be_bytes();
-            let mut key = Vec::with_capacity(4 + e.user.len() + 16);
-            key.extend((e.user.len() as u32).to_be_bytes());
-            key.extend(e.user.as_bytes());
+            let mut key = user_prefix(&e.user);
             key.extend(time_key(e.time));
-            key.extend(hash);
-            hashes.push(hash);
+            key.extend(
+                dedupe_hash(e.id.as_deref(), &e.item, &e.action, &mut scratch).to_be_bytes(),
+            );
             keys.push(key);
         }
         let mut fresh = Vec::with_capacity(events.len());
@@ -287,7 +289,7 @@ impl EventStore {
             let mut ids_in_batch = std::collections::HashSet::new();
             let mut keys_in_batch = std::collections::HashSet::with_capacity(events.len());
             for (e, key) in events.iter().zip(&keys) {
-                let is_new = match e.id.as_deref().filter(|id| !id.is_empty()) {
+                let is_new = match event_id(e) {
                     // The id alone is the event's identity.
                     Some(id) => {
                         ids_in_batch.insert(id)
@@ -315,10 +317,9 @@ impl EventStore {
         let mut by_user = Vec::with_capacity(events.len());
         let mut by_time = Vec::with_capacity(events.len());
         let mut by_id = Vec::new();
-        for (((e, key), hash), _) in events
+        for ((e, key), _) in events
             .iter()
             .zip(keys)
-            .zip(hashes)
             .zip(&fresh)
             .filter(|(_, is_new)| **is_new)
         {
@@ -327,11 +328,13 @@ impl EventStore {
             value.extend(e.action.as_bytes());
             value.extend(e.weight.to_le_bytes());
             value.extend(e.item.as_bytes());
+            // by_user key [user prefix][time][hash] -> by_time key [time][user prefix][hash]
+            let (prefix, time_and_hash) = key.split_at(key.len() - 16);
             let mut tkey = Vec::with_capacity(key.len());
-            tkey.extend(time_key(e.time));
-            tkey.extend(&key[..key.len() - 16]);
-            tkey.extend(hash);
-            if let Some(id) = e.id.as_deref().filter(|id| !id.is_empty()) {
+            tkey.extend(&time_and_hash[..8]);
+            tkey.extend(prefix);
+            tkey.extend(&time_and_hash[8..]);
+            if let Some(id) = event_id(e) {
                 by_id.push(id.as_bytes());
             }
             by_user.push((key, value));
