@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use clap::Args;
 use pinnersage_core::ProfileParams;
 use pinnersage_core::importance::DEFAULT_LAMBDA;
+use pinnersage_core::learned::Learner;
 use pinnersage_core::profile::{DEFAULT_ALPHA, DEFAULT_MAX_ACTIONS};
 use pinnersage_pipeline::batch::DEFAULT_WINDOW_DAYS;
 use pinnersage_pipeline::import_events::EventColumns;
@@ -157,5 +158,25 @@ mod tests {
     fn column_defaults_are_the_readers_defaults() {
         let parsed = Columns::parse_from(["x"]);
         assert_eq!(parsed.columns.columns(), EventColumns::default());
+    }
+}
+
+/// How item embeddings are learned from engagements (`embed --method`, `eval --learned-method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LearnMethodArg {
+    /// Truncated SVD of the user x item matrix.
+    Svd,
+    /// Implicit alternating least squares.
+    Als,
+}
+
+impl LearnMethodArg {
+    /// The method with its defaults, dimension `dim` and seed `seed`.
+    pub fn learner(self, dim: usize, seed: u64) -> Learner {
+        let key = match self {
+            Self::Svd => "svd",
+            Self::Als => "als",
+        };
+        Learner::with(key, dim, seed).expect("both keys name a method")
     }
 }

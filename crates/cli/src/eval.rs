@@ -12,7 +12,7 @@ use pinnersage_eval::tune::TuneGrid;
 use pinnersage_eval::{EvalError, EvalFiles, EvalOptions, Evaluation};
 use pinnersage_pipeline::movielens;
 
-use crate::args::{EventColumnArgs, InputError};
+use crate::args::{EventColumnArgs, InputError, LearnMethodArg};
 use crate::progress::Bars;
 
 /// Reproduce the paper's offline evaluation (Recall, Relevance, lifts over the last-item
@@ -130,12 +130,16 @@ struct EvalOptionArgs {
     #[arg(long, default_value_t = 1000)]
     bootstrap: usize,
     /// Item embeddings to evaluate with: the given ones, co-engagement embeddings learned from
-    /// the training split (truncated SVD of the user x item matrix), or both (two tables).
+    /// the training split (by --learned-method, as `pinnersage embed` learns them), or both
+    /// (two tables).
     #[arg(long, value_enum, default_value = "both")]
     item_embeddings: EmbeddingsArg,
+    /// How the co-engagement embeddings are learned (see `pinnersage embed --help`).
+    #[arg(long, value_enum, default_value = "svd")]
+    learned_method: LearnMethodArg,
     /// Dimension of the learned co-engagement embeddings.
-    #[arg(long, default_value_t = 64)]
-    svd_dim: usize,
+    #[arg(long, alias = "svd-dim", default_value_t = 64)]
+    learned_dim: usize,
     /// Alphas of the alpha sweep (PinnerSage sampling 3 medoids).
     #[arg(
         long,
@@ -194,7 +198,8 @@ enum BudgetArg {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum EmbeddingsArg {
     Given,
-    Svd,
+    #[value(alias = "svd")]
+    Learned,
     Both,
 }
 
@@ -219,10 +224,10 @@ impl EvalOptionArgs {
             bootstrap: self.bootstrap,
             item_embeddings: match self.item_embeddings {
                 EmbeddingsArg::Given => ItemEmbeddings::Given,
-                EmbeddingsArg::Svd => ItemEmbeddings::Svd,
+                EmbeddingsArg::Learned => ItemEmbeddings::Learned,
                 EmbeddingsArg::Both => ItemEmbeddings::Both,
             },
-            svd_dim: self.svd_dim,
+            learner: self.learned_method.learner(self.learned_dim, self.seed),
             sweep_alphas: self.sweep_alphas.clone(),
             sweep_embeddings: self.sweep_embeddings.clone(),
             sweeps: !self.no_sweeps,

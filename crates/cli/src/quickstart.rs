@@ -10,6 +10,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::{Args, FromArgMatches};
 
+use pinnersage_pipeline::embed::{EMBEDDINGS_FILE, IDS_FILE};
 use pinnersage_pipeline::import_events::ImportError;
 use pinnersage_pipeline::movielens::{self, MIN_RATING, positive_ratings};
 
@@ -22,9 +23,11 @@ const MARKER: &str = "quickstart.json";
 ///
 /// Uses the bundled MovieLens-small (610 users, 9,742 movies with MiniLM title embeddings and
 /// titles/genres as attributes; GroupLens license in its README.txt). On the first run it
-///   1. imports the movies (`import items --normalize --attributes movies.csv`),
-///   2. imports every rating >= 3.5 as an engagement (`import events`), every timestamp moved
+///   1. imports every rating >= 3.5 as an engagement (`import events`), every timestamp moved
 ///      by the same offset so that the last rating is now (--original-times keeps 1996-2018),
+///   2. imports the movies (`import items --normalize --attributes movies.csv`) with their
+///      title embeddings, or with --embeddings learned, embeddings learned from the ratings
+///      alone (`embed`, implicit ALS: what a team with logs and no embeddings would do),
 ///   3. builds the HNSW index (`index build`),
 ///   4. runs the batch with --now at the last rating and a window covering all 22 years of
 ///      ratings (`batch`),
@@ -35,6 +38,7 @@ const MARKER: &str = "quickstart.json";
 /// Examples:
 ///   cargo run --release -- quickstart
 ///   pinnersage quickstart --port 9000 --data-dir /tmp/ml
+///   pinnersage quickstart --embeddings learned --data-dir /tmp/ml-learned
 ///   pinnersage quickstart --no-serve        # prepare the data directory and exit
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
@@ -58,6 +62,29 @@ pub struct QuickstartArgs {
     /// history (importance decays by exp(-0.01 per day)) and the other interests fade.
     #[arg(long)]
     original_times: bool,
+    /// The movies' embeddings: MiniLM embeddings of their titles and genres, or embeddings
+    /// learned from the ratings alone (`pinnersage embed`; movies fewer than 2 users rated
+    /// then have none and are not recommended).
+    #[arg(long, value_enum, default_value = "titles")]
+    embeddings: EmbeddingsArg,
+}
+
+/// Where the quickstart's item embeddings come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum EmbeddingsArg {
+    /// The bundled MiniLM title embeddings.
+    Titles,
+    /// Learned from the ratings by `pinnersage embed`.
+    Learned,
+}
+
+impl EmbeddingsArg {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Titles => "titles",
+            Self::Learned => "learned",
+        }
+    }
 }
 
 /// Runs `pinnersage quickstart`.
@@ -75,18 +102,32 @@ pub fn run(args: &QuickstartArgs) -> Result<()> {
             .into());
         }
         let movielens = movielens_dir(args.movielens.as_deref())?;
-        let shift = prepare(data_dir, &movielens, !args.original_times)?;
+        let shift = prepare(data_dir, &movielens, !args.original_times, args.embeddings)?;
         fs::write(
             &marker,
             serde_json::json!({
                 "movielens": movielens,
                 "min_rating": MIN_RATING,
                 "time_shift_seconds": shift,
+                "embeddings": args.embeddings.name(),
             })
             .to_string(),
         )
         .with_context(|| format!("writing {}", marker.display()))?;
     } else {
+        let built: serde_json::Value = fs::read(&marker)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let built = built["embeddings"].as_str().unwrap_or("titles");
+        if built != args.embeddings.name() {
+            return Err(InputError(format!(
+                "{} was built with --embeddings {built}: pass --rebuild to rebuild it with --embeddings {}, or pick another --data-dir",
+                data_dir.display(),
+                args.embeddings.name()
+            ))
+            .into());
+        }
         eprintln!(
             "{} is ready (from an earlier quickstart; --rebuild starts over)",
             data_dir.display()
@@ -147,7 +188,12 @@ fn movielens_dir(flag: Option<&Path>) -> Result<PathBuf> {
 
 /// Builds the data directory from the MovieLens files, one pinnersage command per step; with
 /// `live`, the ratings' times move so that the last one is now. Returns the seconds they moved.
-fn prepare(data_dir: &Path, movielens: &Path, live: bool) -> Result<i64> {
+fn prepare(
+    data_dir: &Path,
+    movielens: &Path,
+    live: bool,
+    embeddings: EmbeddingsArg,
+) -> Result<i64> {
     if data_dir.exists()
         && fs::read_dir(data_dir)
             .with_context(|| format!("reading {}", data_dir.display()))?
@@ -173,27 +219,19 @@ fn prepare(data_dir: &Path, movielens: &Path, live: bool) -> Result<i64> {
         }
     };
     let dir: OsString = data_dir.into();
-
-    step("1/4 import items", || {
-        crate::import::run_items(&parse(
-            "import items",
-            [
-                "--data-dir".into(),
-                dir.clone(),
-                "--normalize".into(),
-                "--ids".into(),
-                file(movielens::EMBEDDING_IDS).into(),
-                "--attributes".into(),
-                file(movielens::MOVIES).into(),
-                "--attributes-id-col".into(),
-                "movieId".into(),
-                file(movielens::EMBEDDINGS).into(),
-            ],
-        )?)
-    })?;
+    let total = if embeddings == EmbeddingsArg::Learned {
+        5
+    } else {
+        4
+    };
+    let done = std::cell::Cell::new(0);
+    let step = |name: &str| {
+        done.set(done.get() + 1);
+        format!("{}/{total} {name}", done.get())
+    };
 
     let events = data_dir.join("quickstart-events.csv");
-    let last = step("2/4 import events", || {
+    let last = run_step(&step("import events"), || {
         let ends_at = live.then(crate::args::unix_now);
         let ratings = positive_ratings(&file(movielens::RATINGS), &events, MIN_RATING, ends_at)
             .map_err(input)?;
@@ -215,7 +253,56 @@ fn prepare(data_dir: &Path, movielens: &Path, live: bool) -> Result<i64> {
         Ok(ratings)
     })?;
 
-    step("3/4 index build", || {
+    // With learned embeddings, `embed` reads the events just imported (the last rating is
+    // `now`; the window covers all 22 years) and `import items` reads what it wrote.
+    let (matrix, ids, normalize): (OsString, OsString, bool) = match embeddings {
+        EmbeddingsArg::Titles => (
+            file(movielens::EMBEDDINGS).into(),
+            file(movielens::EMBEDDING_IDS).into(),
+            true,
+        ),
+        EmbeddingsArg::Learned => {
+            let out = data_dir.join("learned-embeddings");
+            run_step(&step("embed (implicit ALS on the ratings)"), || {
+                crate::embed::run(&parse(
+                    "embed",
+                    [
+                        "--data-dir".into(),
+                        dir.clone(),
+                        "--out".into(),
+                        out.clone().into(),
+                        "--now".into(),
+                        last.latest.to_string().into(),
+                        "--window-days".into(),
+                        "10000".into(),
+                    ],
+                )?)
+            })?;
+            (
+                out.join(EMBEDDINGS_FILE).into(),
+                out.join(IDS_FILE).into(),
+                false,
+            )
+        }
+    };
+    run_step(&step("import items"), || {
+        let mut argv: Vec<OsString> = vec!["--data-dir".into(), dir.clone()];
+        if normalize {
+            argv.push("--normalize".into());
+        }
+        argv.extend([
+            "--ids".into(),
+            ids.clone(),
+            "--attributes".into(),
+            file(movielens::MOVIES).into(),
+            "--attributes-id-col".into(),
+            "movieId".into(),
+            matrix.clone(),
+        ]);
+        crate::import::run_items(&parse("import items", argv)?)
+    })?;
+
+    run_step(&step("index build"), || {
         crate::index::run(&crate::index::IndexCommand::Build(parse(
             "index build",
             ["--data-dir".into(), dir.clone()],
@@ -223,7 +310,7 @@ fn prepare(data_dir: &Path, movielens: &Path, live: bool) -> Result<i64> {
     })?;
 
     // MovieLens spans 1996–2018: the window covers it all, importance still decays by age.
-    step("4/4 batch", || {
+    run_step(&step("batch"), || {
         crate::batch::run(&parse(
             "batch",
             [
@@ -240,7 +327,7 @@ fn prepare(data_dir: &Path, movielens: &Path, live: bool) -> Result<i64> {
 }
 
 /// Runs one step with a heading and its wall time.
-fn step<T>(name: &str, run: impl FnOnce() -> Result<T>) -> Result<T> {
+fn run_step<T>(name: &str, run: impl FnOnce() -> Result<T>) -> Result<T> {
     eprintln!("== {name}");
     let start = Instant::now();
     let out = run().with_context(|| format!("quickstart step {name:?} failed"))?;

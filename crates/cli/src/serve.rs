@@ -122,7 +122,9 @@ pub struct ServeArgs {
     #[arg(long, default_value = Retrieval::default().selection.as_str())]
     selection: Selection,
     /// How their neighbour lists become one list, unless the request says (`blend=`):
-    /// round-robin (equal turns by rank, the paper) or importance (turns in proportion to it).
+    /// round-robin (equal turns by rank, the paper), importance (turns in proportion to it) or
+    /// score (one ranking by importance-weighted reciprocal-rank fusion: an item on several
+    /// interests' lists rises).
     #[arg(long, default_value = Retrieval::default().blend.as_str())]
     blend: Blend,
     /// Share of the results (0 to 1) from the user's global interest, the importance-weighted

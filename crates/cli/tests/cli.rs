@@ -436,54 +436,65 @@ fn embed_learns_item_embeddings_from_events_alone() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let learned = dir.join("learned");
-    let embed = |out_dir: &Path| {
+    let embed = |out_dir: &Path, method: &str| {
         run(&[
             "embed",
             "--data-dir",
             s(&data),
             "--out",
             s(out_dir),
+            "--method",
+            method,
             "--dim",
             "4",
             "--now",
             "1700002000",
         ])
     };
-    let out = embed(&learned);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        text.contains("learned 10 items x 4 dims from 100 engagements of 20 users (1 rarer"),
-        "{text}"
-    );
-    let ids = std::fs::read_to_string(learned.join("ids.txt")).unwrap();
-    let ids: Vec<&str> = ids.lines().collect();
-    assert_eq!(ids.len(), 10);
-    assert!(!ids.contains(&"rare"));
-    let m = npy::read(learned.join("items.npy"))
-        .unwrap()
-        .into_f32_matrix()
-        .unwrap();
-    assert_eq!((m.rows, m.cols), (10, 4));
-    let row = |id: &str| {
-        let r = ids.iter().position(|x| *x == id).unwrap();
-        &m.data[r * 4..(r + 1) * 4]
-    };
-    let cos = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
-    assert!(cos(row("a0"), row("a3")) > 0.99, "same community");
-    assert!(cos(row("a0"), row("b0")).abs() < 0.01, "other community");
-    // Deterministic, and what `import items` reads.
-    let again = dir.join("again");
-    assert!(embed(&again).status.success());
-    assert_eq!(
-        std::fs::read(learned.join("items.npy")).unwrap(),
-        std::fs::read(again.join("items.npy")).unwrap()
-    );
+    for (method, name) in [("svd", "truncated SVD"), ("als", "implicit ALS")] {
+        let learned = dir.join(method);
+        let out = embed(&learned, method);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains(&format!(
+                "learned 10 items x 4 dims ({name}) from 100 engagements of 20 users (1 rarer"
+            )),
+            "{text}"
+        );
+        let ids = std::fs::read_to_string(learned.join("ids.txt")).unwrap();
+        let ids: Vec<&str> = ids.lines().collect();
+        assert_eq!(ids.len(), 10);
+        assert!(!ids.contains(&"rare"));
+        let m = npy::read(learned.join("items.npy"))
+            .unwrap()
+            .into_f32_matrix()
+            .unwrap();
+        assert_eq!((m.rows, m.cols), (10, 4));
+        let row = |id: &str| {
+            let r = ids.iter().position(|x| *x == id).unwrap();
+            &m.data[r * 4..(r + 1) * 4]
+        };
+        let cos = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+        assert!(cos(row("a0"), row("a3")) > 0.99, "{method}: same community");
+        assert!(
+            cos(row("a0"), row("b0")).abs() < 0.1,
+            "{method}: other community"
+        );
+        // Deterministic.
+        let again = dir.join(format!("{method}-again"));
+        assert!(embed(&again, method).status.success());
+        assert_eq!(
+            std::fs::read(learned.join("items.npy")).unwrap(),
+            std::fs::read(again.join("items.npy")).unwrap()
+        );
+    }
+    // What `import items` reads.
+    let learned = dir.join("als");
     let out = run(&[
         "import",
         "items",
@@ -511,6 +522,20 @@ fn embed_learns_item_embeddings_from_events_alone() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no item in the window"), "{err}");
+    let out = run(&[
+        "embed",
+        "--data-dir",
+        s(&data),
+        "--out",
+        s(&dir.join("bad")),
+        "--method",
+        "als",
+        "--regularization",
+        "nan",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--regularization"), "{err}");
 }
 
 #[test]
@@ -974,7 +999,7 @@ fn eval_writes_report_and_metrics_and_names_bad_inputs() {
             .as_array()
             .unwrap()
             .len(),
-        2 * 3 * 2 * 2
+        2 * 3 * 3 * 2
     );
     let config = tuned.join("tuned-given.toml");
     let chosen = &metrics["given"]["tuned"]["chosen"];
@@ -1111,8 +1136,8 @@ fn quickstart_prepares_movielens_once_and_refuses_foreign_directories() {
     );
     assert!(stdout.contains("batch: 609 users"), "{stdout}");
     for step in [
-        "1/4 import items",
-        "2/4 import events",
+        "1/4 import events",
+        "2/4 import items",
         "3/4 index build",
         "4/4 batch",
     ] {
@@ -1149,6 +1174,21 @@ fn quickstart_prepares_movielens_once_and_refuses_foreign_directories() {
     let again = run(&["quickstart", "--data-dir", s(&data), "--no-serve"]);
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("is ready"));
+    // Another kind of embeddings needs --rebuild.
+    let out = run(&[
+        "quickstart",
+        "--data-dir",
+        s(&data),
+        "--no-serve",
+        "--embeddings",
+        "learned",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("was built with --embeddings titles"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Rebuilding under a running server is refused (its server.json is the sign).
     std::fs::write(data.join("server.json"), "{}").unwrap();
     let out = run(&[
@@ -1182,6 +1222,50 @@ fn quickstart_prepares_movielens_once_and_refuses_foreign_directories() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no MovieLens data (ratings.csv)"));
+}
+
+/// `quickstart --embeddings learned` learns the movies' embeddings from the ratings (`embed`)
+/// and runs the same steps on them: fewer movies (those rated by one user have no embedding),
+/// 64 dimensions, profiles with titles.
+#[test]
+fn quickstart_with_learned_embeddings_embeds_the_ratings_first() {
+    let dir = scratch("quickstart-learned");
+    let data = dir.join("ml");
+    let out = run(&[
+        "quickstart",
+        "--data-dir",
+        s(&data),
+        "--no-serve",
+        "--embeddings",
+        "learned",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stderr}\n{stdout}");
+    for step in [
+        "1/5 import events",
+        "2/5 embed (implicit ALS",
+        "3/5 import items",
+        "4/5 index build",
+        "5/5 batch",
+    ] {
+        assert!(stderr.contains(step), "{step}: {stderr}");
+    }
+    assert!(stdout.contains("x 64 dims (implicit ALS)"), "{stdout}");
+    let catalog = run(&["catalog", "--data-dir", s(&data), "--json"]);
+    let catalog: Value = serde_json::from_slice(&catalog.stdout).unwrap();
+    let items = catalog["meta"]["rows"].as_u64().unwrap_or(0);
+    assert!((3_000..9_742).contains(&items), "{catalog}");
+    assert_eq!(catalog["meta"]["dim"], 64);
+    let out = run(&["profile", "--data-dir", s(&data), "--user", "414", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let profile: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let clusters = profile["clusters"].as_array().unwrap();
+    assert!(clusters.len() >= 5, "{} interests", clusters.len());
 }
 
 #[test]

@@ -21,6 +21,9 @@ pub enum Blend {
     RoundRobin,
     /// Turns in proportion to the interests' importance ([`blend_weighted`]).
     Importance,
+    /// One ranking of every list's items by importance-weighted reciprocal-rank fusion
+    /// ([`blend_scored`]).
+    Score,
 }
 
 impl Blend {
@@ -29,6 +32,7 @@ impl Blend {
         match self {
             Blend::RoundRobin => "round-robin",
             Blend::Importance => "importance",
+            Blend::Score => "score",
         }
     }
 }
@@ -40,16 +44,18 @@ impl std::str::FromStr for Blend {
         match s {
             "round-robin" => Ok(Blend::RoundRobin),
             "importance" => Ok(Blend::Importance),
+            "score" => Ok(Blend::Score),
             other => Err(format!(
-                "unknown blend {other:?} (expected round-robin or importance)"
+                "unknown blend {other:?} (expected round-robin, importance or score)"
             )),
         }
     }
 }
 
-/// Each list's share of the turns: the chosen interests' by `kind` (equal, or in proportion to
-/// `importance`), scaled to `1 − global`, then, when `global > 0`, one more list (the user's
-/// global interest, last) with share `global`.
+/// Each list's share of the turns (its weight in the fusion, for [`Blend::Score`]): the chosen interests'
+/// by `kind` (equal for round-robin, else in proportion to `importance`), scaled to
+/// `1 − global`, then, when `global > 0`, one more list (the user's global interest, last) with
+/// share `global`.
 ///
 /// ```
 /// use pinnersage_core::blend::{Blend, shares};
@@ -62,7 +68,9 @@ pub fn shares(kind: Blend, importance: &[f64], global: f64) -> Vec<f64> {
     let clean = |w: f64| if w.is_finite() && w > 0.0 { w } else { 0.0 };
     let total: f64 = importance.iter().map(|&w| clean(w)).sum();
     let mut out: Vec<f64> = match kind {
-        Blend::Importance if total > 0.0 => importance.iter().map(|&w| clean(w) / total).collect(),
+        Blend::Importance | Blend::Score if total > 0.0 => {
+            importance.iter().map(|&w| clean(w) / total).collect()
+        }
         _ => vec![1.0 / n.max(1) as f64; n],
     };
     let global = if global.is_finite() {
@@ -77,20 +85,107 @@ pub fn shares(kind: Blend, importance: &[f64], global: f64) -> Vec<f64> {
     out
 }
 
-/// Blends `lists` by their `shares` ([`shares`]): equal shares interleave round-robin by rank
-/// as the paper does ([`blend_round_robin`]), others take turns in proportion
-/// ([`blend_weighted`]).
+/// Blends `lists` (each `(row, similarity)` best first) by their `shares` ([`shares`]):
+/// [`Blend::Score`] ranks every item by [`blend_scored`]; otherwise equal shares interleave
+/// round-robin by rank as the paper does ([`blend_round_robin`]), others take turns in
+/// proportion ([`blend_weighted`]).
 pub fn blend_shares(
+    kind: Blend,
     lists: &[&[(u32, f32)]],
     shares: &[f64],
     k: usize,
     skip: impl Fn(u32) -> bool,
 ) -> Vec<Blended> {
-    if shares.windows(2).all(|w| w[0] == w[1]) {
+    if kind == Blend::Score {
+        blend_scored(lists, shares, k, skip)
+    } else if shares.windows(2).all(|w| w[0] == w[1]) {
         blend_round_robin(lists, k, skip)
     } else {
         blend_weighted(lists, shares, k, skip)
     }
+}
+
+/// The rank offset of [`blend_scored`]: how far down a list a row's contribution halves.
+/// Chosen on MovieLens (10, 60 and 200 tried, title and learned embeddings; docs/evaluation.md).
+pub const SCORE_RANK_OFFSET: f64 = 10.0;
+
+/// Ranks every row of `lists` (each `(row, similarity)` best first) by weighted reciprocal-rank
+/// fusion: `Σ_i weights[i] / (SCORE_RANK_OFFSET + rank_i)` over the lists `i` that hold it,
+/// `rank_i` its 0-based rank there. A row near the top of an important interest's list ranks
+/// high; a row on several interests' lists rises. Ranks, not similarities, are fused, so the
+/// blend is the same for any embedding's similarity scale. Each result keeps the similarity and
+/// the index of the list that contributed most; rows for which `skip` is true are left out (and
+/// do not take a rank); ties keep the lower row. Weights that are not positive and finite
+/// count as zero, all zero as equal.
+///
+/// ```
+/// use pinnersage_core::blend::blend_scored;
+/// let a = [(1, 0.9), (2, 0.5)];
+/// let b = [(3, 0.8), (2, 0.7)];
+/// let rows = |w: &[f64]| -> Vec<u32> {
+///     blend_scored(&[&a, &b], w, 3, |_| false).iter().map(|r| r.row).collect()
+/// };
+/// // Equal weights: 2, second on both lists, passes both leaders.
+/// assert_eq!(rows(&[1.0, 1.0]), [2, 1, 3]);
+/// // b far more important: its leader first.
+/// assert_eq!(rows(&[1.0, 20.0]), [3, 2, 1]);
+/// ```
+pub fn blend_scored(
+    lists: &[&[(u32, f32)]],
+    weights: &[f64],
+    k: usize,
+    skip: impl Fn(u32) -> bool,
+) -> Vec<Blended> {
+    let mut weight: Vec<f64> = (0..lists.len())
+        .map(|i| {
+            weights
+                .get(i)
+                .copied()
+                .filter(|w| w.is_finite() && *w > 0.0)
+                .unwrap_or(0.0)
+        })
+        .collect();
+    if weight.iter().all(|&w| w == 0.0) {
+        weight.iter_mut().for_each(|w| *w = 1.0);
+    }
+    /// A row's fused score, its largest contribution, and that contribution's similarity and list.
+    struct Fused {
+        score: f64,
+        best: f64,
+        similarity: f32,
+        source: usize,
+    }
+    let mut fused: std::collections::HashMap<u32, Fused> = std::collections::HashMap::new();
+    for (source, list) in lists.iter().enumerate() {
+        if weight[source] == 0.0 {
+            continue;
+        }
+        let kept = list.iter().filter(|&&(row, _)| !skip(row));
+        for (rank, &(row, similarity)) in kept.enumerate() {
+            let contribution = weight[source] / (SCORE_RANK_OFFSET + rank as f64);
+            let f = fused.entry(row).or_insert(Fused {
+                score: 0.0,
+                best: 0.0,
+                similarity,
+                source,
+            });
+            f.score += contribution;
+            if contribution > f.best {
+                (f.best, f.similarity, f.source) = (contribution, similarity, source);
+            }
+        }
+    }
+    let mut ranked: Vec<(u32, Fused)> = fused.into_iter().collect();
+    ranked.sort_unstable_by(|a, b| b.1.score.total_cmp(&a.1.score).then(a.0.cmp(&b.0)));
+    ranked
+        .into_iter()
+        .take(k)
+        .map(|(row, f)| Blended {
+            row,
+            score: f.similarity,
+            source: f.source,
+        })
+        .collect()
 }
 
 /// The importance-weighted mean of the medoids' embeddings: a user's global interest computed

@@ -22,6 +22,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod als;
 pub mod blend;
 pub mod distance;
 pub mod embeddings;
@@ -30,6 +31,7 @@ pub mod hash;
 mod hugepages;
 pub mod importance;
 pub mod kmeans;
+pub mod learned;
 pub mod medoid;
 pub mod merge;
 pub mod metrics;

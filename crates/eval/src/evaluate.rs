@@ -463,7 +463,13 @@ impl<'a> Retriever<'a> {
             );
         }
         let refs: Vec<&[(u32, f32)]> = lists.iter().map(|l| &l[..]).collect();
-        let blended = blend_shares(&refs, &queries.weights, self.candidates, |_| false);
+        let blended = blend_shares(
+            queries.blend,
+            &refs,
+            &queries.weights,
+            self.candidates,
+            |_| false,
+        );
         let candidates = blended.into_iter().map(|b| b.row).collect();
         Ok(Retrieved {
             candidates,

@@ -20,7 +20,7 @@ use crate::split::{Engagement, Split, SplitParams, time_split, walk_forward};
 use crate::sweep::{SweepPoint, alpha_sweep, embeddings_sweep};
 use crate::tune::{TuneGrid, tune};
 use crate::{EvalConfig, evaluate};
-use pinnersage_core::svd::{SvdParams, item_embeddings};
+use pinnersage_core::learned::Learner;
 
 /// How engagements are split into training and test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -37,8 +37,8 @@ pub enum SplitKind {
 pub enum ItemEmbeddings {
     /// The given embeddings only.
     Given,
-    /// Co-engagement embeddings learned from the training split only.
-    Svd,
+    /// Co-engagement embeddings learned from the training split only ([`EvalOptions::learner`]).
+    Learned,
     /// Both, one table each.
     #[default]
     Both,
@@ -61,14 +61,14 @@ pub struct EvalOptions {
     pub budget: Budget,
     /// Ward merge threshold.
     pub alpha: f64,
-    /// Seed of medoid sampling, the SVD and the bootstrap.
+    /// Seed of medoid sampling and the bootstrap (the learner has its own).
     pub seed: u64,
     /// Bootstrap resamples for the confidence intervals.
     pub bootstrap: usize,
     /// The item embeddings to evaluate with.
     pub item_embeddings: ItemEmbeddings,
-    /// Dimension of the learned co-engagement embeddings.
-    pub svd_dim: usize,
+    /// How the co-engagement embeddings are learned, with their dimension and seed.
+    pub learner: Learner,
     /// Alphas of the alpha sweep (empty: no sweeps).
     pub sweep_alphas: Vec<f64>,
     /// Numbers of sampled medoids of the embeddings sweep.
@@ -93,7 +93,7 @@ impl Default for EvalOptions {
             seed: 1,
             bootstrap: 1000,
             item_embeddings: ItemEmbeddings::Both,
-            svd_dim: 64,
+            learner: Learner::default(),
             sweep_alphas: vec![0.5, 1.0, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0],
             sweep_embeddings: vec![1, 2, 3, 4, 5, 6, 8, 10, 15, 20],
             sweeps: true,
@@ -140,8 +140,8 @@ impl EvalOptions {
                 return bad("--tune-global-shares must be in [0, 1]");
             }
         }
-        if self.item_embeddings != ItemEmbeddings::Given && self.svd_dim == 0 {
-            return bad("--svd-dim must be at least 1");
+        if self.item_embeddings != ItemEmbeddings::Given && self.learner.dim() == 0 {
+            return bad("--learned-dim must be at least 1");
         }
         Ok(())
     }
@@ -409,7 +409,7 @@ fn dense_engagements(
 /// The given embeddings and/or co-engagement embeddings learned from the split's shared training.
 fn embedding_kinds(data: &EvalData, options: &EvalOptions, split: &Split) -> Vec<Kind> {
     let mut kinds = Vec::new();
-    if options.item_embeddings != ItemEmbeddings::Svd {
+    if options.item_embeddings != ItemEmbeddings::Learned {
         kinds.push(Kind {
             key: "given",
             label: format!(
@@ -421,23 +421,18 @@ fn embedding_kinds(data: &EvalData, options: &EvalOptions, split: &Split) -> Vec
         });
     }
     if options.item_embeddings != ItemEmbeddings::Given {
-        let params = SvdParams {
-            dim: options.svd_dim,
-            seed: options.seed,
-            ..SvdParams::default()
-        };
         let items = data.item_ids.len();
         let rows: Vec<Vec<u32>> = split
             .shared_training
             .iter()
             .map(|u| u.train.iter().map(|&(r, _)| r).collect())
             .collect();
-        let (vectors, _) = item_embeddings(&rows, items, params);
-        let dim = vectors.len() / items.max(1);
+        let (vectors, dim) = options.learner.item_embeddings(&rows, items, &());
         kinds.push(Kind {
-            key: "svd",
+            key: options.learner.key(),
             label: format!(
-                "co-engagement embeddings (truncated SVD of the training split, {dim} dims)"
+                "co-engagement embeddings ({} of the training split, {dim} dims)",
+                options.learner.describe()
             ),
             vectors,
             dim,

@@ -146,6 +146,7 @@ impl Method {
                 let b = match blend {
                     Blend::RoundRobin => "",
                     Blend::Importance => "-importance",
+                    Blend::Score => "-score",
                 };
                 let g = match global {
                     Global::None => String::new(),
@@ -188,6 +189,7 @@ impl Method {
                 let b = match blend {
                     Blend::RoundRobin => "",
                     Blend::Importance => ", importance quotas",
+                    Blend::Score => ", score-merged",
                 };
                 let g = match global {
                     Global::None => String::new(),
@@ -273,8 +275,11 @@ pub fn default_methods() -> Vec<Method> {
         // Beyond the paper: how the interests' lists are blended.
         ward(0.01, Summary::Medoid, Pick::Top(3)),
         ward(0.01, Summary::Medoid, Pick::All).blended(Blend::Importance, Global::None),
+        ward(0.01, Summary::Medoid, Pick::All).blended(Blend::Score, Global::None),
         ward(0.01, Summary::Medoid, Pick::All)
             .blended(Blend::RoundRobin, Global::DecayAverage(GLOBAL_SHARE)),
+        ward(0.01, Summary::Medoid, Pick::All)
+            .blended(Blend::Score, Global::DecayAverage(GLOBAL_SHARE)),
         // As served: the global interest from the stored medoids.
         ward(0.01, Summary::Medoid, Pick::All)
             .blended(Blend::RoundRobin, Global::MedoidAverage(GLOBAL_SHARE)),
@@ -292,6 +297,8 @@ pub struct UserQueries {
     /// Each query's share of the candidate turns ([`pinnersage_core::blend::shares`]; the
     /// retriever blends round-robin when they are all equal, as the server does).
     pub weights: Vec<f64>,
+    /// How the queries' neighbour lists become one list.
+    pub blend: Blend,
     /// Interests the representation holds before any sampling (1 for single-embedding methods,
     /// 0 for popularity).
     pub clusters: usize,
@@ -312,6 +319,7 @@ pub fn queries(
     let single = |q: Vec<f32>| UserQueries {
         queries: vec![q],
         weights: vec![1.0],
+        blend: Blend::RoundRobin,
         clusters: 1,
     };
     let decay_average = |lambda: f64| {
@@ -419,6 +427,7 @@ pub fn queries(
             Ok(UserQueries {
                 queries,
                 weights,
+                blend,
                 clusters: profile.clusters.len(),
             })
         }

@@ -36,7 +36,7 @@ impl Default for TuneGrid {
             alphas: vec![1.0, 1.75, 2.5, 4.0],
             lambda: pinnersage_core::importance::DEFAULT_LAMBDA,
             picks: vec![Pick::Sample(3), Pick::Top(3), Pick::All],
-            blends: vec![Blend::RoundRobin, Blend::Importance],
+            blends: vec![Blend::RoundRobin, Blend::Importance, Blend::Score],
             globals: vec![0.0, 0.25, 0.5],
             validation_fraction: 0.2,
         }

@@ -250,7 +250,7 @@ fn tune_never_reads_the_test_items() {
         u.test = vec![(u.user * 13 + 7) % 200, (u.user * 29 + 101) % 200];
     }
     let leaked = tune(&vectors, 2, &poisoned, &config, &grid, 2, &|_| {}).unwrap();
-    assert_eq!(honest.validation.len(), 2 * 3 * 2 * 2);
+    assert_eq!(honest.validation.len(), 2 * 3 * 3 * 2);
     assert!(honest.validation_units > 0);
     // Bitwise (a metric no unit has is NaN).
     let bits = |t: &pinnersage_eval::tune::Tuned| -> Vec<(Candidate, u64, u64)> {

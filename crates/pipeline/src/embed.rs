@@ -1,8 +1,7 @@
 //! Item embeddings learned from engagements alone (`pinnersage embed`), for teams with logs but
 //! no item embeddings: the event store's users in a window become a binary user x item matrix
-//! whose truncated SVD gives every engaged item a co-engagement embedding
-//! ([`pinnersage_core::svd`]), written as an NPY matrix and an ids file that `import items`
-//! reads.
+//! from which a [`Learner`] (truncated SVD or implicit ALS) gives every engaged item an
+//! embedding, written as an NPY matrix and an ids file that `import items` reads.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -10,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use pinnersage_catalog::npy;
 use pinnersage_core::importance::SECONDS_PER_DAY;
+use pinnersage_core::learned::Learner;
 use pinnersage_core::progress::Progress;
-use pinnersage_core::svd::{SvdParams, item_embeddings};
 use pinnersage_store::events::{EventStore, EventStoreError};
 
 /// The NPY matrix [`write`] creates in the output directory.
@@ -26,12 +25,10 @@ pub struct EmbedOptions {
     pub now: i64,
     /// Days of engagements used.
     pub window_days: u32,
-    /// Embedding dimension.
-    pub dim: usize,
     /// Items engaged by fewer distinct users get no embedding (too little signal).
     pub min_users: usize,
-    /// Seed of the random projection (the result is deterministic for it).
-    pub seed: u64,
+    /// The method, with its dimension and seed (the result is deterministic for it).
+    pub learner: Learner,
 }
 
 impl Default for EmbedOptions {
@@ -39,9 +36,8 @@ impl Default for EmbedOptions {
         Self {
             now: 0,
             window_days: 365,
-            dim: 64,
             min_users: 2,
-            seed: 1,
+            learner: Learner::default(),
         }
     }
 }
@@ -83,13 +79,14 @@ pub enum EmbedError {
 }
 
 /// Learns embeddings for the items of the data directory's event store engaged in the window
-/// `(now − window_days, now]` by at least `min_users` users. Progress: events read.
+/// `(now − window_days, now]` by at least `min_users` users. Progress: events read, then the
+/// method's own phases (ALS: its iterations).
 pub fn learn(
     data_dir: &Path,
     options: &EmbedOptions,
     progress: &dyn Progress,
 ) -> Result<Learned, EmbedError> {
-    if options.dim == 0 || options.window_days == 0 {
+    if options.learner.dim() == 0 || options.window_days == 0 {
         return Err(EmbedError::Input(
             "--dim and --window-days must be at least 1".into(),
         ));
@@ -149,17 +146,14 @@ pub fn learn(
         )));
     }
     progress.note(&format!(
-        "truncated SVD of {} users x {} items",
+        "{} of {} users x {} items",
+        options.learner.describe(),
         rows.len(),
         kept_ids.len()
     ));
-    let params = SvdParams {
-        dim: options.dim,
-        seed: options.seed,
-        ..SvdParams::default()
-    };
-    let (vectors, _) = item_embeddings(&rows, kept_ids.len(), params);
-    let dim = vectors.len() / kept_ids.len();
+    let (vectors, dim) = options
+        .learner
+        .item_embeddings(&rows, kept_ids.len(), progress);
     Ok(Learned {
         engagements: rows.iter().map(Vec::len).sum(),
         users: rows.len(),

@@ -207,7 +207,7 @@ fn evaluate<'py>(
     items: StrArrays<'py>,
     times: PyReadonlyArray1<'py, i64>,
     options: &Bound<'py, PyDict>,
-) -> PyResult<(String, String)> {
+) -> PyResult<EvaluationOut> {
     let owned =
         |c: StrColumn<'_>| -> Vec<String> { (0..c.len()).map(|r| c.get(r).to_owned()).collect() };
     let item_ids = owned(str_column("id", &item_ids)?);
@@ -245,14 +245,22 @@ fn evaluate<'py>(
     let output = py
         .detach(|| Evaluation::run(&data, &options, "pinnersage evaluation", &()))
         .map_err(error)?;
-    Ok((output.metrics.to_string(), output.markdown))
+    Ok((output.metrics.to_string(), output.markdown, output.configs))
 }
+
+/// What `evaluate` returns: `metrics.json`, the Markdown report and the tuned configuration
+/// files (name, TOML).
+type EvaluationOut = (String, String, Vec<(String, String)>);
 
 /// [`EvalOptions`] from keyword arguments (unknown keys are an error).
 fn eval_options(kwargs: &Bound<'_, PyDict>) -> PyResult<EvalOptions> {
+    use pinnersage_core::learned::Learner;
     use pinnersage_eval::evaluate::Budget;
     use pinnersage_eval::evaluation::ItemEmbeddings;
+    use pinnersage_eval::tune::TuneGrid;
     let mut o = EvalOptions::default();
+    let (mut method, mut dim) = ("svd".to_owned(), o.learner.dim());
+    let mut tune: Option<TuneGrid> = None;
     for (key, value) in kwargs.iter() {
         let key: String = key.extract()?;
         match key.as_str() {
@@ -262,7 +270,17 @@ fn eval_options(kwargs: &Bound<'_, PyDict>) -> PyResult<EvalOptions> {
             "min_train" => o.min_train = value.extract()?,
             "seed" => o.seed = value.extract()?,
             "bootstrap" => o.bootstrap = value.extract()?,
-            "svd_dim" => o.svd_dim = value.extract()?,
+            "learned_dim" | "svd_dim" => dim = value.extract()?,
+            "learned_method" => method = value.extract()?,
+            "tune" => {
+                if value.extract::<bool>()? {
+                    tune.get_or_insert_with(TuneGrid::default);
+                }
+            }
+            "tune_alphas" => tune.get_or_insert_with(TuneGrid::default).alphas = value.extract()?,
+            "tune_global_shares" => {
+                tune.get_or_insert_with(TuneGrid::default).globals = value.extract()?
+            }
             "sweeps" => o.sweeps = value.extract()?,
             "budget" => {
                 let v: String = value.extract()?;
@@ -280,11 +298,11 @@ fn eval_options(kwargs: &Bound<'_, PyDict>) -> PyResult<EvalOptions> {
                 let v: String = value.extract()?;
                 o.item_embeddings = match v.as_str() {
                     "given" => ItemEmbeddings::Given,
-                    "svd" => ItemEmbeddings::Svd,
+                    "learned" | "svd" => ItemEmbeddings::Learned,
                     "both" => ItemEmbeddings::Both,
                     other => {
                         return Err(error(format!(
-                            "item_embeddings {other:?}: expected \"given\", \"svd\" or \"both\""
+                            "item_embeddings {other:?}: expected \"given\", \"learned\" or \"both\""
                         )));
                     }
                 }
@@ -292,6 +310,12 @@ fn eval_options(kwargs: &Bound<'_, PyDict>) -> PyResult<EvalOptions> {
             other => return Err(error(format!("evaluate: unknown option {other:?}"))),
         }
     }
+    o.learner = Learner::with(&method, dim, o.seed).ok_or_else(|| {
+        error(format!(
+            "learned_method {method:?}: expected \"svd\" or \"als\""
+        ))
+    })?;
+    o.tune = tune;
     o.validate().map_err(error)?;
     Ok(o)
 }

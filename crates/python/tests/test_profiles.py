@@ -120,3 +120,25 @@ def test_evaluate_returns_the_metrics_of_pinnersage_eval():
     assert "pinnersage" in text.lower() and "recall" in text.lower()
     with pytest.raises(pinnersage.PinnersageError, match="unknown option"):
         pinnersage.evaluate(events, (ids, matrix), colour="blue")
+
+
+def test_evaluate_tunes_on_als_embeddings_and_returns_the_config():
+    pd = pytest.importorskip("pandas")
+    ml = REPO / "examples" / "movielens-small"
+    ratings = pd.read_csv(ml / "ratings.csv")
+    ratings = ratings[ratings.rating >= 4.0]
+    heavy = ratings.userId.value_counts().index[:100]
+    ratings = ratings[ratings.userId.isin(heavy)]
+    events = {"user": ratings.userId.to_numpy(), "item": ratings.movieId.to_numpy(),
+              "time": ratings.timestamp.to_numpy()}
+    ids = [line.strip() for line in open(ml / "item_emb_movieIds.txt") if line.strip()]
+    matrix = np.load(ml / "item_emb_minilm_l6_v2.npy")
+    out = pinnersage.evaluate(events, (ids, matrix), item_embeddings="learned",
+                              learned_method="als", learned_dim=16, sweeps=False, bootstrap=20,
+                              tune=True, tune_alphas=[1.75, 4.0], tune_global_shares=[0.0, 0.5])
+    assert "als" in out and "tuned" in out["als"]
+    assert "implicit ALS" in out["report"]
+    config = out["configs"]["tuned-als.toml"]
+    assert "alpha" in config and "serve --config" in config
+    with pytest.raises(pinnersage.PinnersageError, match="learned_method"):
+        pinnersage.evaluate(events, (ids, matrix), learned_method="pca")

@@ -3,8 +3,9 @@
 //! For a user with a profile: choose `medoids` clusters ([`Selection`]: sampled in proportion
 //! to importance, seeded by user and day unless configured otherwise, as in the paper; the most
 //! important; or all), fetch each chosen medoid's neighbours from the [`MedoidCache`] or the
-//! index, blend them ([`Blend`]: round-robin by rank as in the paper, or turns in proportion to
-//! importance), drop duplicates, the medoids and (by default) items the user already engaged
+//! index, blend them ([`Blend`]: round-robin by rank as in the paper, turns in proportion to
+//! importance, or one ranking by importance-weighted reciprocal-rank fusion), drop
+//! duplicates, the medoids and (by default) items the user already engaged
 //! with. A user without a profile gets the
 //! window's most engaged items, marked as a fallback.
 //!
@@ -741,6 +742,12 @@ impl Engine {
         let share = shares(req.blend, &picked_weights, 0.0)
             .into_iter()
             .fold(0.0, f64::max);
+        // A score-merged list may draw every result from one interest.
+        let share = if req.blend == Blend::Score {
+            1.0
+        } else {
+            share
+        };
         let per_medoid = ((req.k as f64 * share).ceil() as usize).clamp(1, req.k);
         let fetch = (per_medoid * 2).next_power_of_two().max(MIN_FETCH);
         let mut lists: Vec<Neighbours> = Vec::with_capacity(picked.len());
@@ -781,7 +788,7 @@ impl Engine {
         let excluded = self.excluded.current();
         let refs: Vec<&[(u32, f32)]> = lists.iter().map(|l| &l[..]).collect();
         let shares = shares(req.blend, &importance, global);
-        let blended = blend_shares(&refs, &shares, req.k, |row| {
+        let blended = blend_shares(req.blend, &refs, &shares, req.k, |row| {
             excluded.contains(row)
                 || medoids.iter().any(|m| m.row == row)
                 || (!seen.is_empty()

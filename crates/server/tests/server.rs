@@ -295,6 +295,22 @@ fn every_endpoint_over_http() {
             "{got} vs {share:.1}: {weighted}"
         );
     }
+    // Score-merged: one ranking by importance-weighted rank fusion, led by the most important
+    // interest's nearest item, every item once.
+    let (status, fused) =
+        server.get_json("/v1/users/u3/recommendations?k=40&selection=all&blend=score");
+    assert_eq!(status, 200, "{fused}");
+    let fused_ids = ids(&fused["items"]);
+    assert_eq!(fused_ids.len(), 40);
+    let distinct: std::collections::HashSet<&String> = fused_ids.iter().collect();
+    assert_eq!(distinct.len(), 40);
+    assert_eq!(
+        fused["items"][0]["medoid"],
+        medoid_of(&clusters[0]),
+        "{fused}"
+    );
+    let (status, bad) = server.get_json("/v1/users/u3/recommendations?blend=softmax");
+    assert_eq!(status, 400, "{bad}");
     // The global interest supplies its share, with no medoid named.
     let (status, global) = server.get_json("/v1/users/u3/recommendations?k=40&global=0.5");
     assert_eq!(status, 200, "{global}");
@@ -395,11 +411,11 @@ fn every_endpoint_over_http() {
     let (status, text) = server.request("GET", "/metrics");
     assert_eq!(status, 200);
     assert!(
-        text.contains("pinnersage_http_requests_total{route=\"recommendations\",status=\"200\"} 8"),
+        text.contains("pinnersage_http_requests_total{route=\"recommendations\",status=\"200\"} 9"),
         "{text}"
     );
     assert!(
-        text.contains("pinnersage_http_requests_total{route=\"recommendations\",status=\"400\"} 8")
+        text.contains("pinnersage_http_requests_total{route=\"recommendations\",status=\"400\"} 9")
     );
     assert!(text.contains("pinnersage_http_request_duration_seconds_count{route=\"similar\"}"));
     assert!(text.contains(&format!("pinnersage_index_items {ITEMS}")));

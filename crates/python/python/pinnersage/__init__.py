@@ -413,17 +413,23 @@ def evaluate(events: Any, items: ItemsArg, **options: Any) -> dict:
     is ``(ids, matrix)`` or a table with ``id`` and ``embedding``. Options (the defaults of
     ``pinnersage eval``): ``alpha``, ``candidates``, ``budget`` (``"equal"``: every method
     gets ``candidates`` distinct items; ``"per-embedding"``: the paper's floor(N/e) per
-    embedding), ``train_fraction``, ``min_train``, ``seed``, ``bootstrap``, ``svd_dim``,
-    ``sweeps`` and ``item_embeddings`` (``"given"``, ``"svd"`` or ``"both"``).
+    embedding), ``train_fraction``, ``min_train``, ``seed``, ``bootstrap``, ``sweeps``,
+    ``item_embeddings`` (``"given"``, ``"learned"`` or ``"both"``), ``learned_method``
+    (``"svd"`` or ``"als"``, as ``pinnersage embed --method``), ``learned_dim``, and ``tune``
+    (``True``: choose alpha, selection, blend and global share on a validation split carved from
+    the training period, as ``pinnersage eval --tune``) with ``tune_alphas`` and
+    ``tune_global_shares``.
 
-    Returns the content of ``metrics.json`` as a dict, plus ``"report"``: the Markdown report.
+    Returns the content of ``metrics.json`` as a dict, plus ``"report"``: the Markdown report,
+    and with ``tune``, ``"configs"``: file name -> the TOML configuration ``serve --config``
+    reads, per embedding kind.
     """
     table = _table(events, "events")
     user_name, users = _column(table, ("user", "user_id"), "events")
     item_name, item_col = _column(table, ("item", "item_id"), "events")
     time_name, time_col = _column(table, ("time", "timestamp"), "events")
     (ids, matrix) = _items(items)
-    metrics, report = _native.evaluate(
+    metrics, report, configs = _native.evaluate(
         ids,
         matrix,
         _strings(users, user_name),
@@ -433,4 +439,6 @@ def evaluate(events: Any, items: ItemsArg, **options: Any) -> dict:
     )
     out = json.loads(metrics)
     out["report"] = report
+    if configs:
+        out["configs"] = dict(configs)
     return out
