@@ -253,8 +253,18 @@ fn prepare(
         Ok(ratings)
     })?;
 
-    // With learned embeddings, `embed` reads the events just imported (the last rating is
-    // `now`; the window covers all 22 years) and `import items` reads what it wrote.
+    // MovieLens spans 1996–2018: `embed` and the batch see it all (the last rating is `now`),
+    // importance still decays by age.
+    let whole_history: Vec<OsString> = vec![
+        "--data-dir".into(),
+        dir.clone(),
+        "--now".into(),
+        last.latest.to_string().into(),
+        "--window-days".into(),
+        "10000".into(),
+    ];
+    // With learned embeddings, `embed` reads the events just imported and `import items` reads
+    // what it wrote.
     let (matrix, ids, normalize): (OsString, OsString, bool) = match embeddings {
         EmbeddingsArg::Titles => (
             file(movielens::EMBEDDINGS).into(),
@@ -264,19 +274,9 @@ fn prepare(
         EmbeddingsArg::Learned => {
             let out = data_dir.join("learned-embeddings");
             run_step(&step("embed (implicit ALS on the ratings)"), || {
-                crate::embed::run(&parse(
-                    "embed",
-                    [
-                        "--data-dir".into(),
-                        dir.clone(),
-                        "--out".into(),
-                        out.clone().into(),
-                        "--now".into(),
-                        last.latest.to_string().into(),
-                        "--window-days".into(),
-                        "10000".into(),
-                    ],
-                )?)
+                let mut argv = whole_history.clone();
+                argv.extend(["--out".into(), out.clone().into()]);
+                crate::embed::run(&parse("embed", argv)?)
             })?;
             (
                 out.join(EMBEDDINGS_FILE).into(),
@@ -309,19 +309,8 @@ fn prepare(
         )?))
     })?;
 
-    // MovieLens spans 1996–2018: the window covers it all, importance still decays by age.
     run_step(&step("batch"), || {
-        crate::batch::run(&parse(
-            "batch",
-            [
-                "--data-dir".into(),
-                dir.clone(),
-                "--now".into(),
-                last.latest.to_string().into(),
-                "--window-days".into(),
-                "10000".into(),
-            ],
-        )?)
+        crate::batch::run(&parse("batch", whole_history.clone())?)
     })?;
     Ok(last.shift)
 }

@@ -12,6 +12,7 @@
 
 use crate::progress::Progress;
 use crate::sample::SplitMix64;
+use crate::svd::distinct_items;
 
 /// Settings of [`item_embeddings`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -64,19 +65,7 @@ pub fn item_embeddings(
     progress: &dyn Progress,
 ) -> Vec<f32> {
     let d = params.dim.max(1);
-    let user_items: Vec<Vec<u32>> = users
-        .iter()
-        .map(|u| {
-            let mut r: Vec<u32> = u
-                .iter()
-                .copied()
-                .filter(|&i| (i as usize) < items)
-                .collect();
-            r.sort_unstable();
-            r.dedup();
-            r
-        })
-        .collect();
+    let user_items = distinct_items(users, items);
     let item_users = transpose(&user_items, items);
     let mut rng = SplitMix64::new(params.seed);
     let scale = 0.01 / (d as f64).sqrt();

@@ -105,6 +105,24 @@ pub fn blend_shares(
     }
 }
 
+/// `n` lists' weights from `weights`: missing, non-finite and non-positive ones count as zero;
+/// all zero count as equal.
+fn list_weights(weights: &[f64], n: usize) -> Vec<f64> {
+    let mut weight: Vec<f64> = (0..n)
+        .map(|i| {
+            weights
+                .get(i)
+                .copied()
+                .filter(|w| w.is_finite() && *w > 0.0)
+                .unwrap_or(0.0)
+        })
+        .collect();
+    if weight.iter().all(|&w| w == 0.0) {
+        weight.iter_mut().for_each(|w| *w = 1.0);
+    }
+    weight
+}
+
 /// The rank offset of [`blend_scored`]: how far down a list a row's contribution halves.
 /// Chosen on MovieLens (10, 60 and 200 tried, title and learned embeddings; docs/evaluation.md).
 pub const SCORE_RANK_OFFSET: f64 = 10.0;
@@ -136,18 +154,7 @@ pub fn blend_scored(
     k: usize,
     skip: impl Fn(u32) -> bool,
 ) -> Vec<Blended> {
-    let mut weight: Vec<f64> = (0..lists.len())
-        .map(|i| {
-            weights
-                .get(i)
-                .copied()
-                .filter(|w| w.is_finite() && *w > 0.0)
-                .unwrap_or(0.0)
-        })
-        .collect();
-    if weight.iter().all(|&w| w == 0.0) {
-        weight.iter_mut().for_each(|w| *w = 1.0);
-    }
+    let weight = list_weights(weights, lists.len());
     /// A row's fused score, its largest contribution, and that contribution's similarity and list.
     struct Fused {
         score: f64,
@@ -188,17 +195,18 @@ pub fn blend_scored(
         .collect()
 }
 
-/// The importance-weighted mean of the medoids' embeddings: a user's global interest computed
-/// from a stored profile (close to the decay-weighted average of their actions, each action
-/// replaced by its cluster's medoid). Empty when there are no medoids.
+/// The weighted mean of embeddings: a user's global interest, from their stored items weighted
+/// by importance (the decay average of their actions) or, for generations without item
+/// importance, from their medoids weighted by their clusters' importance. Weights that are not
+/// positive and finite count as zero; empty when no weight is left.
 ///
 /// ```
-/// use pinnersage_core::blend::medoid_average;
+/// use pinnersage_core::blend::weighted_mean;
 /// let a = [1.0, 0.0];
 /// let b = [0.0, 1.0];
-/// assert_eq!(medoid_average([(&a[..], 3.0), (&b[..], 1.0)], 2), [0.75, 0.25]);
+/// assert_eq!(weighted_mean([(&a[..], 3.0), (&b[..], 1.0)], 2), [0.75, 0.25]);
 /// ```
-pub fn medoid_average<'a>(
+pub fn weighted_mean<'a>(
     medoids: impl IntoIterator<Item = (&'a [f32], f64)>,
     dim: usize,
 ) -> Vec<f32> {
@@ -281,18 +289,7 @@ pub fn blend_weighted(
     k: usize,
     skip: impl Fn(u32) -> bool,
 ) -> Vec<Blended> {
-    let mut weight: Vec<f64> = (0..lists.len())
-        .map(|i| {
-            weights
-                .get(i)
-                .copied()
-                .filter(|w| w.is_finite() && *w > 0.0)
-                .unwrap_or(0.0)
-        })
-        .collect();
-    if weight.iter().all(|&w| w == 0.0) {
-        weight.iter_mut().for_each(|w| *w = 1.0);
-    }
+    let weight = list_weights(weights, lists.len());
     let total: usize = lists.iter().map(|l| l.len()).sum();
     let mut taken = HashSet::with_capacity(k.min(total));
     let mut out = Vec::with_capacity(k.min(total));

@@ -65,6 +65,24 @@ impl Engagements {
     }
 }
 
+/// Each user's engaged items below `items`, sorted, each once: the binary user x item matrix
+/// both learners factorise.
+pub(crate) fn distinct_items(users: &[Vec<u32>], items: usize) -> Vec<Vec<u32>> {
+    users
+        .iter()
+        .map(|u| {
+            let mut r: Vec<u32> = u
+                .iter()
+                .copied()
+                .filter(|&i| (i as usize) < items)
+                .collect();
+            r.sort_unstable();
+            r.dedup();
+            r
+        })
+        .collect()
+}
+
 /// Orthonormalises the `l` columns of the row-major `n x l` matrix in place (modified
 /// Gram–Schmidt, twice for stability); columns that vanish become zero.
 fn orthonormalise(m: &mut [f64], l: usize) {
@@ -166,19 +184,7 @@ pub fn item_embeddings(
     params: SvdParams,
 ) -> (Vec<f32>, Vec<f64>) {
     let a = Engagements {
-        rows: users
-            .iter()
-            .map(|u| {
-                let mut r: Vec<u32> = u
-                    .iter()
-                    .copied()
-                    .filter(|&i| (i as usize) < items)
-                    .collect();
-                r.sort_unstable();
-                r.dedup();
-                r
-            })
-            .collect(),
+        rows: distinct_items(users, items),
         items,
     };
     let l = (params.dim + params.oversample)

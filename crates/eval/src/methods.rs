@@ -1,7 +1,7 @@
 //! User representations compared by the evaluation: each turns a user's training engagements
 //! into query embeddings (or, for popularity, directly into candidates).
 
-use pinnersage_core::blend::{medoid_average, shares};
+use pinnersage_core::blend::{shares, weighted_mean};
 use pinnersage_core::distance::SqDistances;
 use pinnersage_core::importance::decay;
 use pinnersage_core::kmeans::kmeans;
@@ -58,10 +58,11 @@ pub enum Global {
     /// None (the paper).
     #[default]
     None,
-    /// The decay average of the training items (same λ), with this share.
+    /// The decay average of the training items (same λ), with this share: what the server
+    /// serves (`serve --global-share`) from the items' stored importance.
     DecayAverage(f64),
     /// The importance-weighted mean of all the medoids, with this share: what the server
-    /// computes from a stored profile (`serve --global-share`).
+    /// serves from a profile generation written before item importance was stored.
     MedoidAverage(f64),
 }
 
@@ -280,10 +281,10 @@ pub fn default_methods() -> Vec<Method> {
             .blended(Blend::RoundRobin, Global::DecayAverage(GLOBAL_SHARE)),
         ward(0.01, Summary::Medoid, Pick::All)
             .blended(Blend::Score, Global::DecayAverage(GLOBAL_SHARE)),
-        // As served: the global interest from the stored medoids.
-        ward(0.01, Summary::Medoid, Pick::All)
-            .blended(Blend::RoundRobin, Global::MedoidAverage(GLOBAL_SHARE)),
         ward(0.01, Summary::Medoid, Pick::Sample(3))
+            .blended(Blend::RoundRobin, Global::DecayAverage(GLOBAL_SHARE)),
+        // As generations without item importance serve it: the medoids' weighted mean.
+        ward(0.01, Summary::Medoid, Pick::All)
             .blended(Blend::RoundRobin, Global::MedoidAverage(GLOBAL_SHARE)),
         Method::Popularity,
     ]
@@ -407,7 +408,7 @@ pub fn queries(
             let global_query = match global {
                 Global::None => None,
                 Global::DecayAverage(_) => Some(decay_average(lambda)),
-                Global::MedoidAverage(_) => Some(medoid_average(
+                Global::MedoidAverage(_) => Some(weighted_mean(
                     profile
                         .clusters
                         .iter()

@@ -88,7 +88,7 @@ impl Candidate {
     /// The evaluation method that retrieves as a server with this configuration does.
     pub fn method(&self) -> Method {
         let global = if self.global_share > 0.0 {
-            Global::MedoidAverage(self.global_share)
+            Global::DecayAverage(self.global_share)
         } else {
             Global::None
         };

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use pinnersage_catalog::catalog::{Catalog, CatalogError};
 use pinnersage_core::hash::stable_hash;
-use pinnersage_core::importance::SECONDS_PER_DAY;
+use pinnersage_core::importance::{SECONDS_PER_DAY, decay};
 use pinnersage_core::{Actions, Clusterer, CoreError, Embeddings, ProfileParams};
 use pinnersage_store::events::{EventStore, EventStoreError, StoredEvent};
 use pinnersage_store::profiles::{
@@ -18,7 +18,7 @@ use pinnersage_store::profiles::{
 };
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use pinnersage_catalog::parquet_io::ParquetIoError;
@@ -421,29 +421,39 @@ fn most_engaged(catalog: &Catalog, engagements: &[AtomicU32], n: usize) -> Vec<(
 
 /// The stored form of `profile`: clusters in profile order with their medoid's item id, and the
 /// user's distinct items, each once in the first cluster that holds it, most recent first within
-/// a cluster. `times` are the clustered rows' times and `item(row)` a row's item id. The batch,
-/// the in-memory batch ([`crate::memory`]) and therefore the Spark job all store profiles
-/// through this one function.
+/// a cluster, with its importance (the sum of `decayed(row)`, each action's `w·exp(−λ·age)`,
+/// over its actions). `times` are the clustered rows' times and `item(row)` a row's item id. The
+/// batch, the in-memory batch ([`crate::memory`]) and therefore the Spark job all store
+/// profiles through this one function.
 pub fn to_stored<'a>(
     profile: &pinnersage_core::Profile,
     times: &[i64],
+    decayed: impl Fn(usize) -> f64,
     item: impl Fn(usize) -> &'a str,
 ) -> StoredProfile {
     let known: usize = profile.clusters.iter().map(|c| c.size()).sum();
-    let mut seen = HashSet::with_capacity(known);
+    let mut index: HashMap<&str, usize> = HashMap::with_capacity(known);
     let mut items = Vec::with_capacity(known);
+    let mut importance: Vec<f64> = Vec::with_capacity(known);
     for (k, c) in profile.clusters.iter().enumerate() {
         let mut members = c.members.clone();
         members.sort_by_key(|&m| std::cmp::Reverse(times[m]));
         for m in members {
             let id = item(m);
-            if seen.insert(id) {
+            let i = *index.entry(id).or_insert_with(|| {
                 items.push(StoredItem {
                     item: id.to_owned(),
                     cluster: k as u32,
+                    importance: None,
                 });
-            }
+                importance.push(0.0);
+                items.len() - 1
+            });
+            importance[i] += decayed(m);
         }
+    }
+    for (stored, total) in items.iter_mut().zip(importance) {
+        stored.importance = Some(total as f32);
     }
     StoredProfile {
         items,
@@ -491,7 +501,13 @@ fn cluster_chunk(
                     });
                 };
                 let actions = profile.clusters.iter().map(|c| c.size() as u64).sum();
-                let stored = to_stored(&profile, &buffers.times, |m| catalog.id(buffers.rows[m]));
+                let lambda = config.params.lambda;
+                let decayed = |m: usize| {
+                    f64::from(buffers.weights[m]) * decay(config.now, buffers.times[m], lambda)
+                };
+                let stored = to_stored(&profile, &buffers.times, decayed, |m| {
+                    catalog.id(buffers.rows[m])
+                });
                 Ok(UserResult {
                     user: user.clone(),
                     profile: Some(stored),

@@ -14,7 +14,7 @@ use std::time::Instant;
 use arrow_array::RecordBatch;
 use pinnersage_catalog::catalog::{Catalog, CatalogError};
 use pinnersage_catalog::parquet_io::{
-    ParquetIoError, ParquetReader, number_column, text_column, text_list_column,
+    ParquetIoError, ParquetReader, number_column, text_column, text_list_column, vector_column,
 };
 use pinnersage_core::ProfileParams;
 use pinnersage_store::profiles::{
@@ -22,7 +22,7 @@ use pinnersage_store::profiles::{
 };
 
 use crate::batch::{DEFAULT_WINDOW_DAYS, POPULAR_ITEMS, check_settings};
-use crate::profile_table::COLUMNS;
+use crate::profile_table::{MEMBER_IMPORTANCE, REQUIRED_COLUMNS};
 
 /// What the profiles were computed with; stored in the generation's metadata, where the server
 /// reads the online boundary (`now`) and the online path's alpha and lambda.
@@ -131,6 +131,8 @@ struct Row {
     rank: u32,
     cluster: StoredCluster,
     members: Vec<String>,
+    /// Each member's importance, when the file has them.
+    member_importance: Option<Vec<f32>>,
 }
 
 /// The user whose rows are being read and where they started.
@@ -163,7 +165,7 @@ pub fn import_profiles(
     let mut clusters = 0u64;
     for file in &files {
         let mut reader = ParquetReader::open(file)?;
-        for name in COLUMNS {
+        for name in REQUIRED_COLUMNS {
             reader.require_column(name)?;
         }
         let mut pending: Option<Pending> = None;
@@ -276,6 +278,10 @@ fn read_rows(
     let importances = number_column(batch, "importance")?;
     let latest = number_column(batch, "latest_time")?;
     let mut members = text_list_column(batch, "members")?;
+    let mut member_importance = match batch.column_by_name(MEMBER_IMPORTANCE) {
+        Some(_) => vector_column(batch, MEMBER_IMPORTANCE)?,
+        None => vec![None; batch.num_rows()],
+    };
     let mut out = Vec::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
         let row = first + i;
@@ -328,6 +334,21 @@ fn read_rows(
         if !items.contains(&medoid) {
             return Err(bad(format!("medoid {medoid:?} is not among the members")));
         }
+        let member_importance = member_importance[i].take();
+        if let Some(values) = &member_importance {
+            if values.len() != items.len() {
+                return Err(bad(format!(
+                    "{MEMBER_IMPORTANCE} has {} values for {} members",
+                    values.len(),
+                    items.len()
+                )));
+            }
+            if let Some(v) = values.iter().find(|v| !(v.is_finite() && **v >= 0.0)) {
+                return Err(bad(format!(
+                    "{MEMBER_IMPORTANCE} holds {v}: each must be finite and >= 0"
+                )));
+            }
+        }
         if let Some(unknown) = items.iter().find(|id| catalog.row_of(id).is_none()) {
             return Err(bad(format!("item {unknown:?} is not in the catalog")));
         }
@@ -343,6 +364,7 @@ fn read_rows(
                     latest_time: latest_time as i64,
                 },
                 members: items,
+                member_importance,
             },
         ));
     }
@@ -405,12 +427,32 @@ fn assemble(
             items.push(StoredItem {
                 item: m.clone(),
                 cluster: k as u32,
+                importance: None,
             });
             if let Some(row) = catalog.row_of(m) {
                 *popularity.entry(row).or_default() += 1;
             }
         }
         clusters.push(r.cluster.clone());
+    }
+    // Item importance is kept only when every cluster of the user has it.
+    let importance: Option<Vec<f32>> = user
+        .rows
+        .iter()
+        .map(|(_, r)| r.member_importance.as_ref())
+        .collect::<Option<Vec<_>>>()
+        .map(|_| {
+            let mut by_rank: Vec<&Row> = user.rows.iter().map(|(_, r)| r).collect();
+            by_rank.sort_by_key(|r| r.rank);
+            by_rank
+                .into_iter()
+                .flat_map(|r| r.member_importance.iter().flatten().copied())
+                .collect()
+        });
+    if let Some(importance) = importance {
+        for (item, v) in items.iter_mut().zip(importance) {
+            item.importance = Some(v);
+        }
     }
     Ok(StoredProfile { clusters, items })
 }

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use pinnersage_core::importance::SECONDS_PER_DAY;
+use pinnersage_core::importance::{SECONDS_PER_DAY, decay};
 use pinnersage_core::{Actions, Clusterer, CoreError, Embeddings, ProfileParams};
 use pinnersage_store::events::{check_event_parts, dedupe_hash};
 pub use pinnersage_store::profiles::StoredProfile;
@@ -359,7 +359,10 @@ fn run(
                     user: user.clone(),
                     source,
                 })?;
-                let stored = to_stored(&profile, times, |m| events.items.get(rows[m]));
+                let lambda = config.params.lambda;
+                let decayed =
+                    |m: usize| f64::from(weights[m]) * decay(config.now, times[m], lambda);
+                let stored = to_stored(&profile, times, decayed, |m| events.items.get(rows[m]));
                 Ok((user, Some(stored), unknown))
             },
         )

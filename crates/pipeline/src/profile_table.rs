@@ -10,20 +10,23 @@
 //! | `importance`  | float64        | `Σ w·exp(−λ·age_days)` over the cluster's actions          |
 //! | `latest_time` | int64          | the cluster's most recent action, unix seconds             |
 //! | `members`     | list\<string\> | the cluster's distinct items, most recent first            |
+//! | `member_importance` | list\<float32\> | each member's `Σ w·exp(−λ·age_days)`, in `members` order |
 //!
-//! An item belongs to one cluster of a user (the first, in rank order, that holds it).
+//! An item belongs to one cluster of a user (the first, in rank order, that holds it). The
+//! members' importance weights the user's global interest (their decay average); files
+//! written before it existed lack the column and are still read.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow_array::builder::{ListBuilder, StringBuilder};
+use arrow_array::builder::{Float32Builder, ListBuilder, StringBuilder};
 use arrow_array::{ArrayRef, Float64Array, Int64Array, StringArray, UInt32Array};
 use arrow_schema::{DataType, Field};
 use pinnersage_catalog::parquet_io::{ParquetIoError, ParquetWriter};
-use pinnersage_store::profiles::StoredProfile;
+use pinnersage_store::profiles::{StoredItem, StoredProfile};
 
 /// The column names, in schema order.
-pub const COLUMNS: [&str; 7] = [
+pub const COLUMNS: [&str; 8] = [
     "user",
     "rank",
     "medoid",
@@ -31,6 +34,15 @@ pub const COLUMNS: [&str; 7] = [
     "importance",
     "latest_time",
     "members",
+    MEMBER_IMPORTANCE,
+];
+
+/// The optional column: each member's importance (absent from files of older versions).
+pub const MEMBER_IMPORTANCE: &str = "member_importance";
+
+/// The columns every profile file must have.
+pub const REQUIRED_COLUMNS: [&str; 7] = [
+    COLUMNS[0], COLUMNS[1], COLUMNS[2], COLUMNS[3], COLUMNS[4], COLUMNS[5], COLUMNS[6],
 ];
 
 /// The Arrow fields of the profile table.
@@ -47,6 +59,11 @@ pub fn fields() -> Vec<Field> {
             DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
             false,
         ),
+        Field::new(
+            MEMBER_IMPORTANCE,
+            DataType::List(Arc::new(Field::new("item", DataType::Float32, true))),
+            true,
+        ),
     ]
 }
 
@@ -58,10 +75,11 @@ pub fn fields() -> Vec<Field> {
 /// use pinnersage_store::profiles::{StoredCluster, StoredItem, StoredProfile};
 /// let profile = StoredProfile {
 ///     clusters: vec![StoredCluster { medoid: "b".into(), size: 3, importance: 2.5, latest_time: 9 }],
-///     items: vec![StoredItem { item: "b".into(), cluster: 0 }, StoredItem { item: "a".into(), cluster: 0 }],
+///     items: vec![StoredItem { item: "b".into(), cluster: 0, importance: Some(1.5) },
+///                 StoredItem { item: "a".into(), cluster: 0, importance: Some(1.0) }],
 /// };
 /// let columns = arrays(&[("u1".to_string(), profile)]);
-/// assert_eq!(columns.len(), 7);
+/// assert_eq!(columns.len(), 8);
 /// assert_eq!(columns[0].len(), 1);
 /// ```
 pub fn arrays(profiles: &[(String, StoredProfile)]) -> Vec<ArrayRef> {
@@ -81,15 +99,18 @@ pub fn arrays(profiles: &[(String, StoredProfile)]) -> Vec<ArrayRef> {
         DataType::Utf8,
         true,
     )));
-    let mut by_cluster: Vec<Vec<&str>> = Vec::new();
+    let mut member_importance = ListBuilder::new(Float32Builder::new())
+        .with_field(Arc::new(Field::new("item", DataType::Float32, true)));
+    let mut by_cluster: Vec<Vec<&StoredItem>> = Vec::new();
     for (u, p) in profiles {
         by_cluster.clear();
         by_cluster.resize(p.clusters.len(), Vec::new());
         for item in &p.items {
             if let Some(list) = by_cluster.get_mut(item.cluster as usize) {
-                list.push(&item.item);
+                list.push(item);
             }
         }
+        let known = p.items.iter().all(|i| i.importance.is_some());
         for (r, c) in p.clusters.iter().enumerate() {
             user.push(u.as_str());
             rank.push(r as u32);
@@ -98,9 +119,13 @@ pub fn arrays(profiles: &[(String, StoredProfile)]) -> Vec<ArrayRef> {
             importance.push(c.importance);
             latest.push(c.latest_time);
             for item in &by_cluster[r] {
-                members.values().append_value(item);
+                members.values().append_value(&item.item);
+                if let (true, Some(v)) = (known, item.importance) {
+                    member_importance.values().append_value(v);
+                }
             }
             members.append(true);
+            member_importance.append(known);
         }
     }
     vec![
@@ -111,6 +136,7 @@ pub fn arrays(profiles: &[(String, StoredProfile)]) -> Vec<ArrayRef> {
         Arc::new(Float64Array::from(importance)),
         Arc::new(Int64Array::from(latest)),
         Arc::new(members.finish()),
+        Arc::new(member_importance.finish()),
     ]
 }
 

@@ -22,7 +22,7 @@ use crate::import_profiles::{
     ImportProfilesError, ImportProfilesOptions, ImportProfilesReport, import_profiles,
     parquet_files,
 };
-use crate::profile_table::COLUMNS;
+use crate::profile_table::REQUIRED_COLUMNS;
 
 /// The manifest's file name inside a shipped generation.
 pub const MANIFEST: &str = "manifest.json";
@@ -127,7 +127,7 @@ pub fn ship_profiles(
     }
     for file in &files {
         let reader = ParquetReader::open(file)?;
-        for name in COLUMNS {
+        for name in REQUIRED_COLUMNS {
             reader.require_column(name)?;
         }
     }

@@ -122,6 +122,21 @@ fn batch_recovers_each_users_topics() {
                 .windows(2)
                 .all(|w| w[0].importance >= w[1].importance)
         );
+        // Every item's importance is stored, and a cluster's importance is its items' sum
+        // (what the served global interest, the decay average of the items, is weighted by).
+        for (k, c) in p.clusters.iter().enumerate() {
+            let items: f64 = p
+                .items
+                .iter()
+                .filter(|i| i.cluster as usize == k)
+                .map(|i| f64::from(i.importance.expect("stored")))
+                .sum();
+            assert!(
+                (items - c.importance).abs() <= 1e-5 * c.importance,
+                "{u}: {items} vs {}",
+                c.importance
+            );
+        }
     }
 }
 

@@ -312,6 +312,28 @@ fn import_profiles_publishes_the_batch_output_unchanged() {
         (NOW + 5, 1.5, 0.02)
     );
     assert!(!store.popular().unwrap().is_empty());
+    assert!(
+        expected
+            .iter()
+            .all(|(_, p)| p.items.iter().all(|i| i.importance.is_some())),
+        "the batch stores every item's importance"
+    );
+
+    // A file written before member_importance existed still imports, without item importance.
+    let old = dir.join("old.parquet");
+    let mut w = ParquetWriter::create(&old, fields()[..7].to_vec()).unwrap();
+    w.write(arrays(&expected)[..7].to_vec()).unwrap();
+    w.finish().unwrap();
+    import_profiles(dir, &[old], &options, &|_| {}).unwrap();
+    let without: Vec<(String, StoredProfile)> = expected
+        .iter()
+        .map(|(u, p)| {
+            let mut p = p.clone();
+            p.items.iter_mut().for_each(|i| i.importance = None);
+            (u.clone(), p)
+        })
+        .collect();
+    assert_eq!(stored(dir), without);
 }
 
 /// Writes one profile table with `profiles`, then lets `edit` replace columns.

@@ -138,13 +138,18 @@ def rows(table: pa.Table) -> list[dict]:
 
 
 def assert_same_profiles(got: pa.Table, expected: pa.Table) -> None:
-    """Same users, ranks, medoids, members and sizes; importance within 1e-9 relative."""
+    """Same users, ranks, medoids, members and sizes; importance within 1e-9 relative; each
+    member's importance within 1e-6 (float32), summing to the cluster's."""
     a, b = rows(got), rows(expected)
     assert len(a) == len(b), f"{len(a)} clusters, expected {len(b)}"
     for x, y in zip(a, b):
         for key in ("user", "rank", "medoid", "size", "latest_time", "members"):
             assert x[key] == y[key], f"{key}: {x} != {y}"
         assert abs(x["importance"] - y["importance"]) <= 1e-9 * abs(y["importance"]), (x, y)
+        mx, my = x["member_importance"], y["member_importance"]
+        assert len(mx) == len(x["members"]), x
+        assert all(abs(p - q) <= 1e-6 * abs(q) for p, q in zip(mx, my)), (x, y)
+        assert abs(sum(mx) - x["importance"]) <= 1e-5 * x["importance"], x
 
 
 class Server:

@@ -101,18 +101,24 @@ def test_bad_items_and_parameters():
         pinnersage.profiles([1, 2, 3], (["x"], np.eye(1, dtype=np.float32)), now=NOW)
 
 
-def test_evaluate_returns_the_metrics_of_pinnersage_eval():
+def movielens_heaviest(users: int):
+    """The bundled MovieLens ratings >= 4 of the `users` heaviest users as an events dict, and
+    the title embeddings as (ids, matrix)."""
     pd = pytest.importorskip("pandas")
     ml = REPO / "examples" / "movielens-small"
     ratings = pd.read_csv(ml / "ratings.csv")
     ratings = ratings[ratings.rating >= 4.0]
-    # A quick run: the 150 heaviest users, no sweeps, few bootstrap samples.
-    heavy = ratings.userId.value_counts().index[:150]
+    heavy = ratings.userId.value_counts().index[:users]
     ratings = ratings[ratings.userId.isin(heavy)]
     events = {"user": ratings.userId.to_numpy(), "item": ratings.movieId.to_numpy(),
               "time": ratings.timestamp.to_numpy()}
     ids = [line.strip() for line in open(ml / "item_emb_movieIds.txt") if line.strip()]
-    matrix = np.load(ml / "item_emb_minilm_l6_v2.npy")
+    return events, (ids, np.load(ml / "item_emb_minilm_l6_v2.npy"))
+
+
+def test_evaluate_returns_the_metrics_of_pinnersage_eval():
+    # A quick run: the 150 heaviest users, no sweeps, few bootstrap samples.
+    events, (ids, matrix) = movielens_heaviest(150)
     out = pinnersage.evaluate(events, (ids, matrix), item_embeddings="given", sweeps=False,
                               bootstrap=50)
     assert "report" in out and "Recall" in out["report"]
@@ -123,16 +129,7 @@ def test_evaluate_returns_the_metrics_of_pinnersage_eval():
 
 
 def test_evaluate_tunes_on_als_embeddings_and_returns_the_config():
-    pd = pytest.importorskip("pandas")
-    ml = REPO / "examples" / "movielens-small"
-    ratings = pd.read_csv(ml / "ratings.csv")
-    ratings = ratings[ratings.rating >= 4.0]
-    heavy = ratings.userId.value_counts().index[:100]
-    ratings = ratings[ratings.userId.isin(heavy)]
-    events = {"user": ratings.userId.to_numpy(), "item": ratings.movieId.to_numpy(),
-              "time": ratings.timestamp.to_numpy()}
-    ids = [line.strip() for line in open(ml / "item_emb_movieIds.txt") if line.strip()]
-    matrix = np.load(ml / "item_emb_minilm_l6_v2.npy")
+    events, (ids, matrix) = movielens_heaviest(100)
     out = pinnersage.evaluate(events, (ids, matrix), item_embeddings="learned",
                               learned_method="als", learned_dim=16, sweeps=False, bootstrap=20,
                               tune=True, tune_alphas=[1.75, 4.0], tune_global_shares=[0.0, 0.5])

@@ -57,7 +57,7 @@ def test_spark_profiles_equal_the_embedded_batch_and_are_served(
     profiles.write.parquet(str(out))
     got = pq.read_table(out)
     assert got.column_names == ["user", "rank", "medoid", "size", "importance", "latest_time",
-                                "members"]
+                                "members", "member_importance"]
     assert_same_profiles(got, expected)
 
     # A server runs on the embedded batch's generation; publishing the Spark output switches it.

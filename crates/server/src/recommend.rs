@@ -20,7 +20,7 @@ use std::sync::{Arc, RwLock};
 use pinnersage_catalog::catalog::Catalog;
 use pinnersage_catalog::filter::{AttributeTable, Filter};
 use pinnersage_core::ProfileParams;
-use pinnersage_core::blend::{Blend, blend_shares, medoid_average, shares};
+use pinnersage_core::blend::{Blend, blend_shares, shares, weighted_mean};
 use pinnersage_core::hash::stable_hash;
 use pinnersage_core::importance::{DEFAULT_LAMBDA, SECONDS_PER_DAY};
 use pinnersage_core::merge::{Interest, merge_interests};
@@ -702,7 +702,10 @@ impl Engine {
                     );
                 }
             };
-            self.personalised(user, &medoids, seen, req, filter)
+            let items = (req.global > 0.0)
+                .then(|| self.weighted_items(view.as_ref(), online.as_deref()))
+                .flatten();
+            self.personalised(user, &medoids, items.as_deref(), seen, req, filter)
         };
         match &profiles.store {
             None => serve(None),
@@ -710,13 +713,41 @@ impl Engine {
         }
     }
 
-    /// Chooses medoids as `req.selection` says and blends their neighbours as `req.blend` says;
-    /// `seen` adds the id hashes of the user's engaged items (called only when they are to be
-    /// excluded).
+    /// The user's items as catalog rows with their importance, over which their global interest
+    /// is the decay average: the batch's items weighted by their stored importance, and each
+    /// online cluster's members sharing its importance. `None` when the generation predates
+    /// item importance (the global interest is then the medoids' weighted mean).
+    fn weighted_items(
+        &self,
+        view: Option<&ProfileView<'_>>,
+        online: Option<&OnlineUser>,
+    ) -> Option<Vec<(u32, f64)>> {
+        let mut items = Vec::new();
+        if let Some(v) = view {
+            if !v.has_item_importance() {
+                return None;
+            }
+            items.extend(v.items.iter().enumerate().filter_map(|(i, &(item, _))| {
+                let row = self.catalog.row_of(item)? as u32;
+                Some((row, f64::from(v.item_importance(i)?)))
+            }));
+        }
+        for c in online.map_or(&[][..], |o| &o.clusters[..]) {
+            let each = c.importance / c.members.len().max(1) as f64;
+            items.extend(c.members.iter().map(|&row| (row, each)));
+        }
+        Some(items)
+    }
+
+    /// Chooses medoids as `req.selection` says and blends their neighbours as `req.blend` says,
+    /// with the global interest (when `req.global > 0`) the weighted mean of `items` (see
+    /// [`Engine::weighted_items`]) or, without them, of the medoids; `seen` adds the id hashes
+    /// of the user's engaged items (called only when they are to be excluded).
     fn personalised(
         &self,
         user: &str,
         interests: &[(MedoidRef<'_>, f64)],
+        items: Option<&[(u32, f64)]>,
         seen: impl FnOnce(&mut SeenSet),
         req: Request,
         filter: Option<&Filter>,
@@ -761,17 +792,24 @@ impl Engine {
             lists.push(self.neighbours_matching(row, fetch, filter)?);
             medoids.push(SampledMedoid { row, importance });
         }
-        // The global interest: every medoid (chosen or not), weighted by importance; its
-        // results name no medoid.
+        // The global interest: the decay average of the user's items or, for an older
+        // generation, every medoid (chosen or not) weighted by importance; its results name no
+        // medoid.
         let importance: Vec<f64> = medoids.iter().map(|m| m.importance).collect();
         let global = if req.global > 0.0 && !medoids.is_empty() {
-            let query = medoid_average(
-                interests.iter().filter_map(|&(medoid, importance)| {
-                    let row = self.medoid_row(medoid)?;
-                    Some((self.catalog.embedding(row as usize), importance))
-                }),
-                self.catalog.dim(),
-            );
+            let embedding = |row: u32| self.catalog.embedding(row as usize);
+            let query = match items {
+                Some(items) if !items.is_empty() => weighted_mean(
+                    items.iter().map(|&(row, w)| (embedding(row), w)),
+                    self.catalog.dim(),
+                ),
+                _ => weighted_mean(
+                    interests.iter().filter_map(|&(medoid, importance)| {
+                        Some((embedding(self.medoid_row(medoid)?), importance))
+                    }),
+                    self.catalog.dim(),
+                ),
+            };
             let wanted = ((req.k as f64 * req.global).ceil() as usize).clamp(1, req.k);
             let fetch = (wanted * 2).next_power_of_two().max(MIN_FETCH);
             lists.push(self.search(&query, fetch, filter)?);

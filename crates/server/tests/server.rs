@@ -324,6 +324,62 @@ fn every_endpoint_over_http() {
             .all(|r| !seen.contains(&r["item"].as_str().unwrap().to_owned()))
     );
 
+    // The global interest is the decay average of the user's items (the batch stores each
+    // item's importance): with global=1 every result is its neighbour. Computed here from the
+    // events make_data_dir wrote for u3, and compared with the medoids' weighted mean.
+    let catalog = Catalog::open(dir.path()).unwrap();
+    let u = 3usize;
+    let topics = [u % TOPICS, (u * 5 + 1) % TOPICS, (u * 7 + 3) % TOPICS];
+    let mut decay_avg = vec![0.0f64; DIM];
+    let mut engaged = std::collections::HashSet::new();
+    for e in 0..30usize {
+        let topic = topics[e % (2 + u % 2)];
+        let item = topic + TOPICS * ((u * 31 + e * 17) % (ITEMS / TOPICS));
+        let row = catalog.row_of(&format!("i{item}")).unwrap();
+        let w = (-0.01 * (e as f64 * 7.0 * 3_600.0) / 86_400.0).exp();
+        for (a, &x) in decay_avg.iter_mut().zip(catalog.embedding(row)) {
+            *a += w * f64::from(x);
+        }
+        engaged.insert(row);
+    }
+    let mut medoid_avg = vec![0.0f64; DIM];
+    for c in clusters {
+        let row = catalog.row_of(c["medoid"].as_str().unwrap()).unwrap();
+        let w = c["importance"].as_f64().unwrap();
+        for (a, &x) in medoid_avg.iter_mut().zip(catalog.embedding(row)) {
+            *a += w * f64::from(x);
+        }
+    }
+    let exact_top = |q: &[f64]| -> std::collections::HashSet<String> {
+        let mut scored: Vec<(f64, usize)> = (0..catalog.rows())
+            .filter(|r| !engaged.contains(r))
+            .map(|r| {
+                let dot: f64 = q
+                    .iter()
+                    .zip(catalog.embedding(r))
+                    .map(|(a, &b)| a * f64::from(b))
+                    .sum();
+                (dot, r)
+            })
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+        scored
+            .iter()
+            .take(10)
+            .map(|&(_, r)| catalog.id(r).to_owned())
+            .collect()
+    };
+    let (status, global_only) = server.get_json("/v1/users/u3/recommendations?k=10&global=1");
+    assert_eq!(status, 200, "{global_only}");
+    let served: std::collections::HashSet<String> =
+        ids(&global_only["items"]).into_iter().collect();
+    let near_decay = served.intersection(&exact_top(&decay_avg)).count();
+    let near_medoids = served.intersection(&exact_top(&medoid_avg)).count();
+    assert!(
+        near_decay >= 9 && near_decay > near_medoids,
+        "{near_decay} of 10 near the decay average, {near_medoids} near the medoids' mean"
+    );
+
     // Fallback: most engaged items, marked.
     let (status, fb) = server.get_json("/v1/users/stranger/recommendations?k=4");
     assert_eq!(status, 200);
@@ -411,7 +467,9 @@ fn every_endpoint_over_http() {
     let (status, text) = server.request("GET", "/metrics");
     assert_eq!(status, 200);
     assert!(
-        text.contains("pinnersage_http_requests_total{route=\"recommendations\",status=\"200\"} 9"),
+        text.contains(
+            "pinnersage_http_requests_total{route=\"recommendations\",status=\"200\"} 10"
+        ),
         "{text}"
     );
     assert!(

@@ -41,6 +41,11 @@ pub struct StoredItem {
     pub item: String,
     /// Index into [`StoredProfile::clusters`].
     pub cluster: u32,
+    /// The item's share of the user's importance at the batch's `now`: `Σ w·exp(−λ·age_days)`
+    /// over its actions (a cluster's importance is the sum over its items). Weights the user's
+    /// global interest, the decay average of their items. `None` in generations written
+    /// before it was stored.
+    pub importance: Option<f32>,
 }
 
 /// A user's stored profile: clusters in profile order (importance, then size, then medoid), and
@@ -57,7 +62,8 @@ pub struct StoredProfile {
 impl StoredProfile {
     /// Compact binary encoding (little-endian): `u32` cluster count, then per cluster `u16` id
     /// length, id, `u32` size, `f64` importance, `i64` latest time; then `u32` item count and per
-    /// item `u16` id length, id, `u32` cluster.
+    /// item `u16` id length, id, `u32` cluster; then, when every item has one, each item's `f32`
+    /// importance in item order (older generations end before it).
     pub fn encode(&self) -> Vec<u8> {
         let ids: usize = self.items.iter().map(|i| i.item.len() + 6).sum();
         let mut out = Vec::with_capacity(8 + self.clusters.len() * 40 + ids);
@@ -75,6 +81,11 @@ impl StoredProfile {
             out.extend(i.item.as_bytes());
             out.extend(i.cluster.to_le_bytes());
         }
+        if self.items.iter().all(|i| i.importance.is_some()) {
+            for i in &self.items {
+                out.extend(i.importance.unwrap_or_default().to_le_bytes());
+            }
+        }
         out
     }
 
@@ -86,10 +97,16 @@ impl StoredProfile {
     /// let p = StoredProfile {
     ///     clusters: vec![StoredCluster {
     ///         medoid: "item-9".into(), size: 4, importance: 3.5, latest_time: 1_700_000_000 }],
-    ///     items: vec![StoredItem { item: "item-9".into(), cluster: 0 }],
+    ///     items: vec![StoredItem { item: "item-9".into(), cluster: 0, importance: Some(3.5) }],
     /// };
-    /// assert_eq!(StoredProfile::decode(&p.encode()), Some(p));
+    /// assert_eq!(StoredProfile::decode(&p.encode()), Some(p.clone()));
     /// assert_eq!(StoredProfile::decode(&[1, 0, 0]), None);
+    /// // Without item importance (generations written before it), and truncated inside it.
+    /// let mut old = p.clone();
+    /// old.items[0].importance = None;
+    /// assert_eq!(StoredProfile::decode(&old.encode()), Some(old));
+    /// let bytes = p.encode();
+    /// assert_eq!(StoredProfile::decode(&bytes[..bytes.len() - 1]), None);
     /// ```
     pub fn decode(bytes: &[u8]) -> Option<Self> {
         ProfileView::parse(bytes).map(|v| v.to_stored())
@@ -113,9 +130,11 @@ impl ProfileView<'_> {
             items: self
                 .items
                 .iter()
-                .map(|&(item, cluster)| StoredItem {
+                .enumerate()
+                .map(|(i, &(item, cluster))| StoredItem {
                     item: item.to_owned(),
                     cluster,
+                    importance: self.item_importance(i),
                 })
                 .collect(),
         }
@@ -143,6 +162,9 @@ pub struct ProfileView<'a> {
     pub clusters: Vec<ClusterView<'a>>,
     /// Distinct items and the index of their cluster.
     pub items: Vec<(&'a str, u32)>,
+    /// The items' importance, `4·items.len()` little-endian `f32` bytes, or empty (a generation
+    /// written before it was stored); see [`ProfileView::item_importance`].
+    importance: &'a [u8],
 }
 
 impl<'a> ProfileView<'a> {
@@ -180,8 +202,28 @@ impl<'a> ProfileView<'a> {
             }
             items.push((item, cluster));
         }
-        take(0).filter(|_| r.is_empty())?;
-        Some(Self { clusters, items })
+        let importance = match r.len() {
+            0 => &[][..],
+            n if n == 4 * items.len() => r,
+            _ => return None,
+        };
+        Some(Self {
+            clusters,
+            items,
+            importance,
+        })
+    }
+
+    /// Item `i`'s importance ([`StoredItem::importance`]); `None` for a generation written
+    /// before it was stored.
+    pub fn item_importance(&self, i: usize) -> Option<f32> {
+        let bytes = self.importance.get(4 * i..4 * i + 4)?;
+        Some(f32::from_le_bytes(bytes.try_into().ok()?))
+    }
+
+    /// Whether the items' importance was stored ([`ProfileView::item_importance`]).
+    pub fn has_item_importance(&self) -> bool {
+        !self.items.is_empty() && !self.importance.is_empty()
     }
 }
 

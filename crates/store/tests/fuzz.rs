@@ -18,8 +18,10 @@ proptest! {
     }
 }
 
-/// The corpus's seed: a valid two-cluster profile, kept in step with the encoding (regenerate
-/// with `PINNERSAGE_WRITE_CORPUS=1 cargo test -p pinnersage-store --test fuzz`).
+/// The corpus's seed: a valid two-cluster profile in the encoding of generations written
+/// before item importance was stored (items without importance encode exactly so), which must
+/// still decode (regenerate with `PINNERSAGE_WRITE_CORPUS=1 cargo test -p pinnersage-store
+/// --test fuzz`).
 #[test]
 fn the_corpus_seed_decodes() {
     use pinnersage_store::profiles::{StoredCluster, StoredItem};
@@ -42,14 +44,17 @@ fn the_corpus_seed_decodes() {
             StoredItem {
                 item: "item-9".into(),
                 cluster: 0,
+                importance: None,
             },
             StoredItem {
                 item: "item-3".into(),
                 cluster: 0,
+                importance: None,
             },
             StoredItem {
                 item: "é".into(),
                 cluster: 1,
+                importance: None,
             },
         ],
     };

@@ -140,10 +140,12 @@ fn profile_generations_switch_atomically() {
             StoredItem {
                 item: m.into(),
                 cluster: 0,
+                importance: Some(1.0),
             },
             StoredItem {
                 item: format!("{m}-2"),
                 cluster: 0,
+                importance: Some(1.0),
             },
         ],
     };

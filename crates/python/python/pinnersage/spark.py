@@ -14,7 +14,8 @@ whole users, as Arrow record batches, to the same Rust code the embedded batch r
       -> keep each user's max_actions most recent (a rank window; ties kept, Rust cuts exactly)
       -> sort within partitions by user
       -> mapInArrow: Rust clusters each user  (no Python loop over actions, no per-row UDF)
-      -> one row per cluster: user, rank, medoid, size, importance, latest_time, members
+      -> one row per cluster: user, rank, medoid, size, importance, latest_time, members,
+         member_importance
 
 Write the result with ``df.write.parquet(path)`` and publish it with
 ``pinnersage import profiles --data-dir DIR --now NOW path``.
@@ -50,7 +51,7 @@ SECONDS_PER_DAY = 86_400
 #: The Spark schema of the profile table (Spark has no unsigned types: rank and size are int).
 PROFILE_SCHEMA_DDL = (
     "user string, rank int, medoid string, size int, importance double, "
-    "latest_time long, members array<string>"
+    "latest_time long, members array<string>, member_importance array<float>"
 )
 
 
@@ -68,6 +69,7 @@ def _cluster_users(now: int, window_days: int, alpha: float, lam: float, max_act
             ("importance", pa.float64()),
             ("latest_time", pa.int64()),
             ("members", pa.list_(pa.string())),
+            ("member_importance", pa.list_(pa.float32())),
         ]
     )
 
