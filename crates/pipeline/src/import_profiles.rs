@@ -414,7 +414,7 @@ fn assemble(
                 format!("user {:?}: rank {k} missing", user.user),
             )
         })?;
-        for m in &r.members {
+        for (j, m) in r.members.iter().enumerate() {
             if !seen.insert(m.as_str()) {
                 return Err((
                     *row,
@@ -427,7 +427,7 @@ fn assemble(
             items.push(StoredItem {
                 item: m.clone(),
                 cluster: k as u32,
-                importance: None,
+                importance: r.member_importance.as_ref().and_then(|v| v.get(j).copied()),
             });
             if let Some(row) = catalog.row_of(m) {
                 *popularity.entry(row).or_default() += 1;
@@ -436,23 +436,8 @@ fn assemble(
         clusters.push(r.cluster.clone());
     }
     // Item importance is kept only when every cluster of the user has it.
-    let importance: Option<Vec<f32>> = user
-        .rows
-        .iter()
-        .map(|(_, r)| r.member_importance.as_ref())
-        .collect::<Option<Vec<_>>>()
-        .map(|_| {
-            let mut by_rank: Vec<&Row> = user.rows.iter().map(|(_, r)| r).collect();
-            by_rank.sort_by_key(|r| r.rank);
-            by_rank
-                .into_iter()
-                .flat_map(|r| r.member_importance.iter().flatten().copied())
-                .collect()
-        });
-    if let Some(importance) = importance {
-        for (item, v) in items.iter_mut().zip(importance) {
-            item.importance = Some(v);
-        }
+    if items.iter().any(|i| i.importance.is_none()) {
+        items.iter_mut().for_each(|i| i.importance = None);
     }
     Ok(StoredProfile { clusters, items })
 }
