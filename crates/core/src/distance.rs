@@ -1,19 +1,19 @@
 //! Pairwise squared Euclidean distances, computed the fast way and kept exact where it matters.
 //!
 //! The bulk of the work is one matrix product: with rows centred on their mean,
-//! `||x_i - x_j||² = |y_i|² + |y_j|² - 2·y_i·y_j` and all dot products come from a single
-//! SIMD `sgemm` call (the `matrixmultiply` crate). That form cancels badly when two rows are
+//! `||x_i - x_j||² = |y_i|² + |y_j|² - 2·y_i·y_j` and all dot products of the upper triangle come
+//! from one tiled kernel over a packed copy of the centred rows (written as it is centred, so
+//! no separate packing pass; 16 AVX-512 accumulators per tile on CPUs that have them, and the
+//! same fused multiply-add chains, hence the same bits, everywhere). That form cancels badly when two rows are
 //! close, so every pair whose result is small relative to the norms is recomputed directly as
 //! `Σ (x_ik - x_jk)²` with `f64` accumulation; duplicated rows therefore get exactly `0`.
 
 use crate::embeddings::Embeddings;
+use crate::gram::{gram_upper, pack_centred};
 
 /// Pairs whose Gram-form distance is below this fraction of `|y_i|² + |y_j|²` are recomputed
 /// directly. At `1/8` the Gram form's relative error stays below ~1e-6 for the rest.
 const RECOMPUTE_FRACTION: f32 = 0.125;
-
-/// Rows per `sgemm` call when computing the upper triangle of the Gram matrix.
-const GEMM_BLOCK: usize = 128;
 
 /// Tile edge used when mirroring the upper triangle into the lower one.
 const TILE: usize = 64;
@@ -31,7 +31,7 @@ pub fn sq_euclidean(a: &[f32], b: &[f32]) -> f64 {
 
 /// A dense symmetric `n x n` matrix of squared Euclidean distances (`f32`, row-major, zero
 /// diagonal). It owns its buffers so one value can be reused across many users without
-/// reallocating: memory is `4·n²` bytes plus `4·n·d` of scratch.
+/// reallocating: memory is `4·n²` bytes plus about `4·n·d` of packed rows.
 ///
 /// ```
 /// use pinnersage_core::{Embeddings, distance::SqDistances};
@@ -45,8 +45,9 @@ pub fn sq_euclidean(a: &[f32], b: &[f32]) -> f64 {
 pub struct SqDistances {
     n: usize,
     data: Vec<f32>,
-    centred: Vec<f32>,
+    packed: Vec<f32>,
     norms: Vec<f64>,
+    norms_f32: Vec<f32>,
 }
 
 impl SqDistances {
@@ -74,112 +75,66 @@ impl SqDistances {
     pub fn compute(&mut self, x: Embeddings<'_>) {
         let (n, d) = (x.rows(), x.dim());
         self.n = n;
-        centre_rows(x, &mut self.centred, &mut self.norms);
+        pack_centred(x, &mut self.packed, &mut self.norms);
+        self.norms_f32.clear();
+        self.norms_f32.extend(self.norms.iter().map(|&v| v as f32));
         crate::hugepages::reserve_huge(&mut self.data, n * n);
         // Every entry is overwritten below, so only newly grown space gets zeroed.
         self.data.resize(n * n, 0.0);
-        gram_upper(&self.centred, n, d, &mut self.data);
-        gram_to_distances(&mut self.data, n, &self.norms, x);
-    }
-}
-
-/// Upper triangle of the Gram matrix `Y · Yᵀ` of the `n x d` rows `y` into the `n x n` `out`, one
-/// block of rows at a time: block `[r0, r1)` needs only the columns from `r0` on, which halves
-/// the work. Entries left of the diagonal blocks are not written.
-fn gram_upper(y: &[f32], n: usize, d: usize, out: &mut [f32]) {
-    assert!(y.len() >= n * d && out.len() >= n * n);
-    for r0 in (0..n).step_by(GEMM_BLOCK) {
-        let rows = GEMM_BLOCK.min(n - r0);
-        let y = &y[r0 * d..];
-        let out = &mut out[r0 * n + r0..];
-        // SAFETY: `y` holds (n - r0) rows of d values, read as a `rows x d` matrix and as a
-        // `d x (n - r0)` transposed one; `out` starts at (r0, r0) and the `rows x (n - r0)`
-        // window with row stride n ends inside the n x n buffer (checked above). No overlap.
-        unsafe {
-            matrixmultiply::sgemm(
-                rows,
-                d,
-                n - r0,
-                1.0,
-                y.as_ptr(),
-                d as isize,
-                1,
-                y.as_ptr(),
-                1,
-                d as isize,
-                0.0,
-                out.as_mut_ptr(),
-                n as isize,
-                1,
+        let (data, norms) = (&mut self.data, &self.norms_f32);
+        gram_upper(&self.packed, n, d, |i, j, dots| {
+            to_distances(
+                &mut data[i * n + j..i * n + j + dots.len()],
+                dots,
+                i,
+                j,
+                norms,
+                x,
             );
-        }
+        });
+        mirror(data, n);
     }
 }
 
-crate::simd::multiversion! {
-    /// Fills `centred` with the rows minus their mean and `norms` with their squared norms.
-    fn centre_rows(x: Embeddings<'_>, centred: &mut Vec<f32>, norms: &mut Vec<f64>) => centre_rows_impl;
-}
-
+/// Turns the dot products of row `i` with rows `j..` into squared distances in `out`: the Gram
+/// form `|y_i|² + |y_j|² - 2·y_i·y_j`, branch-free so that it vectorises, then the close pairs
+/// recomputed directly.
 #[inline(always)]
-fn centre_rows_impl(x: Embeddings<'_>, centred: &mut Vec<f32>, norms: &mut Vec<f64>) {
-    let (n, d) = (x.rows(), x.dim());
-    let mut mean = vec![0.0f64; d];
-    for i in 0..n {
-        for (m, &v) in mean.iter_mut().zip(x.row(i)) {
-            *m += f64::from(v);
-        }
+fn to_distances(
+    out: &mut [f32],
+    dots: &[f32],
+    i: usize,
+    j: usize,
+    norms: &[f32],
+    x: Embeddings<'_>,
+) {
+    let ni = norms[i];
+    let nj = &norms[j..j + dots.len()];
+    let mut any_close = false;
+    for ((o, &g), &nj) in out.iter_mut().zip(dots).zip(nj) {
+        let sum = ni + nj;
+        let dist = sum - 2.0 * g;
+        any_close |= dist < RECOMPUTE_FRACTION * sum;
+        *o = dist.max(0.0);
     }
-    let mean: Vec<f32> = mean.iter().map(|m| (m / n as f64) as f32).collect();
-    centred.clear();
-    centred.reserve(n * d);
-    norms.clear();
-    for i in 0..n {
-        let start = centred.len();
-        centred.extend(x.row(i).iter().zip(&mean).map(|(&v, &m)| v - m));
-        norms.push(sq_norm(&centred[start..]));
-    }
-}
-
-/// `Σ v²` with `f64` accumulation.
-#[inline(always)]
-fn sq_norm(a: &[f32]) -> f64 {
-    crate::simd::sum_sq(a, a, |v, _| f64::from(v))
-}
-
-crate::simd::multiversion! {
-    /// Turns the upper triangle of the Gram matrix in `data` into squared distances and mirrors it.
-    fn gram_to_distances(data: &mut [f32], n: usize, norms: &[f64], x: Embeddings<'_>) => gram_to_distances_impl;
-}
-
-/// Turns the Gram matrix in `data` into squared distances: the upper triangle is converted
-/// row by row (recomputing close pairs directly) and mirrored into the lower one, tile by tile.
-#[inline(always)]
-fn gram_to_distances_impl(data: &mut [f32], n: usize, norms: &[f64], x: Embeddings<'_>) {
-    let norms: Vec<f32> = norms.iter().map(|&v| v as f32).collect();
-    for i in 0..n {
-        let ni = norms[i];
-        let row = &mut data[i * n + i + 1..(i + 1) * n];
-        let nj = &norms[i + 1..];
-        // Branch-free so that it vectorises; close pairs are fixed in a second pass.
-        let mut any_close = false;
-        for (g, &nj) in row.iter_mut().zip(nj) {
+    if any_close {
+        for (k, (o, (&g, &nj))) in out.iter_mut().zip(dots.iter().zip(nj)).enumerate() {
             let sum = ni + nj;
-            let dist = sum - 2.0 * *g;
-            any_close |= dist < RECOMPUTE_FRACTION * sum;
-            *g = dist;
-        }
-        if any_close {
-            for (k, (g, &nj)) in row.iter_mut().zip(nj).enumerate() {
-                if *g < RECOMPUTE_FRACTION * (ni + nj) {
-                    *g = sq_euclidean(x.row(i), x.row(i + 1 + k)) as f32;
-                }
+            if sum - 2.0 * g < RECOMPUTE_FRACTION * sum {
+                *o = sq_euclidean(x.row(i), x.row(j + k)) as f32;
             }
         }
-        for g in row.iter_mut() {
-            *g = g.max(0.0);
-        }
     }
+}
+
+crate::simd::multiversion! {
+    /// Copies the upper triangle of the `n x n` `data` into the lower one, tile by tile, and zeroes
+    /// the diagonal.
+    fn mirror(data: &mut [f32], n: usize) => mirror_impl;
+}
+
+#[inline(always)]
+fn mirror_impl(data: &mut [f32], n: usize) {
     for ti in (0..n).step_by(TILE) {
         for tj in (ti..n).step_by(TILE) {
             for i in ti..(ti + TILE).min(n) {
@@ -199,35 +154,49 @@ mod tests {
     use super::*;
     use crate::sample::uniform_rows;
 
-    /// The runtime-dispatched copies and the baseline copies agree bit for bit.
-    #[test]
-    fn dispatched_and_baseline_copies_agree_exactly() {
-        let (m, d) = (130, 40);
-        let mut x: Vec<f32> = uniform_rows(5, m, d).iter().map(|v| v + 3.0).collect();
-        x.copy_within(0..d, 7 * d);
-        let emb = Embeddings::new(&x, d).unwrap();
-
-        let (mut centred, mut norms) = (Vec::new(), Vec::new());
-        centre_rows(emb, &mut centred, &mut norms);
-        let (mut centred_base, mut norms_base) = (Vec::new(), Vec::new());
-        centre_rows_impl(emb, &mut centred_base, &mut norms_base);
-        assert_eq!((&centred, &norms), (&centred_base, &norms_base));
-
-        let mut gram = vec![0.0f32; m * m];
-        gram_upper(&centred, m, d, &mut gram);
-        let mut base = gram.clone();
-        gram_to_distances(&mut gram, m, &norms, emb);
-        gram_to_distances_impl(&mut base, m, &norms, emb);
-        assert_eq!(gram, base);
-
-        let mut dist = SqDistances::default();
-        dist.compute(emb);
-        assert_eq!(dist.data, gram);
-        assert_eq!(dist.get(0, 7), 0.0);
-        for i in 0..m {
-            for j in 0..m {
-                assert_eq!(dist.get(i, j), dist.get(j, i));
+    /// The distances the two-pass way: the whole Gram matrix first, then every entry converted
+    /// (close pairs recomputed), mirrored, in plain scalar code.
+    fn two_pass_reference(x: Embeddings<'_>) -> Vec<f32> {
+        let n = x.rows();
+        let (mut packed, mut norms) = (Vec::new(), Vec::new());
+        pack_centred(x, &mut packed, &mut norms);
+        let mut gram = vec![0.0f32; n * n];
+        gram_upper(&packed, n, x.dim(), |i, j, dots| {
+            gram[i * n + j..i * n + j + dots.len()].copy_from_slice(dots);
+        });
+        let norms: Vec<f32> = norms.iter().map(|&v| v as f32).collect();
+        let mut out = vec![0.0f32; n * n];
+        for i in 0..n {
+            for j in i + 1..n {
+                let sum = norms[i] + norms[j];
+                let mut dist = sum - 2.0 * gram[i * n + j];
+                if dist < RECOMPUTE_FRACTION * sum {
+                    dist = sq_euclidean(x.row(i), x.row(j)) as f32;
+                }
+                out[i * n + j] = dist.max(0.0);
+                out[j * n + i] = dist.max(0.0);
             }
+        }
+        out
+    }
+
+    /// Converting each tile as it is computed gives the two-pass result, close pairs included,
+    /// and the dispatched and baseline mirroring agree.
+    #[test]
+    fn one_pass_distances_equal_the_two_pass_reference() {
+        for (m, d) in [(130, 40), (75, 300), (2, 3)] {
+            let mut x: Vec<f32> = uniform_rows(5, m, d).iter().map(|v| v + 3.0).collect();
+            x.copy_within(0..d, (m - 1) * d);
+            let emb = Embeddings::new(&x, d).unwrap();
+            let mut dist = SqDistances::default();
+            dist.compute(emb);
+            assert_eq!(dist.data, two_pass_reference(emb), "m {m} d {d}");
+            assert_eq!(dist.get(0, m - 1), 0.0);
+
+            let mut base = dist.data.clone();
+            base.iter_mut().step_by(m + 1).for_each(|v| *v = 1.0);
+            mirror_impl(&mut base, m);
+            assert_eq!(dist.data, base);
         }
     }
 }

@@ -27,6 +27,7 @@ pub mod blend;
 pub mod distance;
 pub mod embeddings;
 pub mod error;
+mod gram;
 pub mod hash;
 mod hugepages;
 pub mod importance;

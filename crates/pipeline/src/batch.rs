@@ -240,6 +240,7 @@ pub fn run_batch_on(
     let mut totals = (0u64, 0u64, 0u64, 0u64); // users seen, actions, unknown, users without items
     let mut cluster_counts: Vec<u32> = Vec::new();
     let engagements: Vec<AtomicU32> = (0..catalog.rows()).map(|_| AtomicU32::new(0)).collect();
+    let workers = workers(&config.params)?;
     let (mut writer, parquet) = std::thread::scope(|scope| {
         // One thread streams users from the store, the pool clusters a chunk, and one thread
         // writes the previous chunk's profiles: the three overlap.
@@ -280,7 +281,7 @@ pub fn run_batch_on(
         let clustering = (|| -> Result<(), BatchError> {
             for chunk in rx {
                 let chunk = chunk?;
-                let results = cluster_chunk(&catalog, config, &chunk, &engagements)?;
+                let results = cluster_chunk(&catalog, config, &chunk, &engagements, &workers)?;
                 let mut profiles = Vec::with_capacity(results.len());
                 for r in results {
                     totals.0 += 1;
@@ -471,51 +472,67 @@ pub fn to_stored<'a>(
 }
 
 /// Clusters a chunk of users in parallel.
+/// One pool thread's clusterer and buffers, kept across chunks so that the large buffers (the
+/// distance matrix is `4·m²` bytes) are allocated and faulted in once per thread, not per
+/// rayon split.
+type Worker = std::sync::Mutex<(Clusterer, UserBuffers)>;
+
+/// One [`Worker`] per thread of the current rayon pool.
+fn workers(params: &ProfileParams) -> Result<Vec<Worker>, BatchError> {
+    (0..rayon::current_num_threads())
+        .map(|_| {
+            let clusterer =
+                Clusterer::new(params.clone()).map_err(|e| BatchError::Config(e.to_string()))?;
+            Ok(std::sync::Mutex::new((clusterer, UserBuffers::default())))
+        })
+        .collect()
+}
+
 fn cluster_chunk(
     catalog: &Catalog,
     config: &BatchConfig,
     chunk: &Chunk,
     engagements: &[AtomicU32],
+    workers: &[Worker],
 ) -> Result<Vec<UserResult>, BatchError> {
     chunk
         .par_iter()
-        .map_init(
-            || {
-                let clusterer = Clusterer::new(config.params.clone()).expect("validated above");
-                (clusterer, UserBuffers::default())
-            },
-            |(clusterer, buffers), (user, events)| {
-                let profile = cluster_user(clusterer, catalog, events, config.now, buffers)
-                    .map_err(|e| BatchError::Config(format!("user {user:?}: {e}")))?;
-                let known = buffers.rows.len();
-                for &row in &buffers.rows {
-                    engagements[row].fetch_add(1, Ordering::Relaxed);
-                }
-                let unknown = (events.len() - known) as u64;
-                let Some(profile) = profile else {
-                    return Ok(UserResult {
-                        user: user.clone(),
-                        profile: None,
-                        actions: 0,
-                        unknown,
-                    });
-                };
-                let actions = profile.clusters.iter().map(|c| c.size() as u64).sum();
-                let lambda = config.params.lambda;
-                let decayed = |m: usize| {
-                    f64::from(buffers.weights[m]) * decay(config.now, buffers.times[m], lambda)
-                };
-                let stored = to_stored(&profile, &buffers.times, decayed, |m| {
-                    catalog.id(buffers.rows[m])
-                });
-                Ok(UserResult {
+        .map(|(user, events)| {
+            // Each pool thread takes its own worker, so the lock is never contended; a thread
+            // outside the pool (none in practice) would wait for worker 0.
+            let worker = &workers[rayon::current_thread_index().unwrap_or(0) % workers.len()];
+            let mut worker = worker.lock().unwrap_or_else(|e| e.into_inner());
+            let (clusterer, buffers) = &mut *worker;
+            let profile = cluster_user(clusterer, catalog, events, config.now, buffers)
+                .map_err(|e| BatchError::Config(format!("user {user:?}: {e}")))?;
+            let known = buffers.rows.len();
+            for &row in &buffers.rows {
+                engagements[row].fetch_add(1, Ordering::Relaxed);
+            }
+            let unknown = (events.len() - known) as u64;
+            let Some(profile) = profile else {
+                return Ok(UserResult {
                     user: user.clone(),
-                    profile: Some(stored),
-                    actions,
+                    profile: None,
+                    actions: 0,
                     unknown,
-                })
-            },
-        )
+                });
+            };
+            let actions = profile.clusters.iter().map(|c| c.size() as u64).sum();
+            let lambda = config.params.lambda;
+            let decayed = |m: usize| {
+                f64::from(buffers.weights[m]) * decay(config.now, buffers.times[m], lambda)
+            };
+            let stored = to_stored(&profile, &buffers.times, decayed, |m| {
+                catalog.id(buffers.rows[m])
+            });
+            Ok(UserResult {
+                user: user.clone(),
+                profile: Some(stored),
+                actions,
+                unknown,
+            })
+        })
         .collect()
 }
 
