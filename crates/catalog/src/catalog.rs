@@ -394,7 +394,9 @@ impl Catalog {
             rows.extend(ids.map(|id| self.row_by_search(id)));
             return;
         };
-        // Each id is hashed once: the hashes are kept between the prefetch and the probe pass.
+        // Each lookup touches three scattered places: its slot, the candidate row's id offset and
+        // the id's bytes. One pass per level, each prefetching what the next one reads, overlaps
+        // the cache misses of all the ids instead of paying them one after another.
         let hashes: Vec<u64> = ids
             .clone()
             .map(|id| {
@@ -403,10 +405,22 @@ impl Catalog {
                 hash
             })
             .collect();
-        rows.extend(
-            ids.zip(hashes)
-                .map(|(id, hash)| index.find(hash, |r| self.id_bytes(r) == id.as_bytes())),
-        );
+        rows.extend(hashes.iter().map(|&hash| {
+            let row = index.candidate(hash);
+            if let Some(row) = row {
+                prefetch(&self.offsets[row * 8..row * 8 + 8]);
+            }
+            row
+        }));
+        for &row in rows.iter().flatten() {
+            prefetch(self.id_bytes(row));
+        }
+        // The candidate is the row only if its id matches; otherwise probe on (exact).
+        for ((row, id), hash) in rows.iter_mut().zip(ids).zip(hashes) {
+            if row.is_some_and(|r| self.id_bytes(r) != id.as_bytes()) {
+                *row = index.find(hash, |r| self.id_bytes(r) == id.as_bytes());
+            }
+        }
     }
 
     fn row_by_search(&self, id: &str) -> Option<usize> {

@@ -63,6 +63,24 @@ impl IdTable {
         }
     }
 
+    /// The first row along `hash`'s probe whose fingerprint matches, without checking the id:
+    /// the likely row, which [`find`](Self::find) then confirms. `None` means no row has `hash`.
+    #[inline]
+    pub fn candidate(&self, hash: u64) -> Option<usize> {
+        let fp = fingerprint(hash);
+        let mut slot = self.home(hash);
+        loop {
+            let entry = self.slots[slot];
+            if entry == 0 {
+                return None;
+            }
+            if entry >> 32 == fp {
+                return Some((entry & 0xffff_ffff) as usize - 1);
+            }
+            slot = (slot + 1) & self.mask;
+        }
+    }
+
     /// Hints the CPU to load the slot `find(hash, ..)` reads first, so that a later `find`
     /// over many ids overlaps its cache misses.
     #[inline]
@@ -102,12 +120,26 @@ mod tests {
         // A deliberately bad hash: 50 distinct values, so every probe meets fingerprint twins.
         let hash = |id: &str| pinnersage_core::hash::stable_hash(id.as_bytes()) % 50;
         let table = IdTable::build(ids.len(), |r| hash(&ids[r]));
+        let mut candidates_wrong = 0;
         for (row, id) in ids.iter().enumerate() {
             assert_eq!(table.find(hash(id), |r| ids[r] == *id), Some(row));
+            let candidate = table.candidate(hash(id)).expect("a row has this hash");
+            candidates_wrong += usize::from(candidate != row);
         }
+        assert!(
+            candidates_wrong > 0,
+            "the bad hash makes some candidates wrong"
+        );
         for absent in ["item-5000", "", "x"] {
             assert_eq!(table.find(hash(absent), |r| ids[r] == absent), None);
         }
+        let good = IdTable::build(ids.len(), |r| {
+            pinnersage_core::hash::stable_hash(ids[r].as_bytes())
+        });
+        assert_eq!(
+            good.candidate(pinnersage_core::hash::stable_hash(b"item-7")),
+            Some(7)
+        );
         assert!(table.bytes() >= ids.len() * 16);
     }
 }

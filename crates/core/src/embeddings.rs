@@ -42,9 +42,8 @@ impl<'a> Embeddings<'a> {
                 found: data.len(),
             });
         }
-        if let Some(pos) = data
-            .iter()
-            .position(|v| !v.is_finite() || v.abs() > MAX_ABS_VALUE)
+        if !all_in_range(data)
+            && let Some(pos) = data.iter().position(|v| !in_range(*v))
         {
             return Err(CoreError::InvalidEmbedding {
                 row: pos / dim,
@@ -73,5 +72,60 @@ impl<'a> Embeddings<'a> {
     /// The whole row-major buffer.
     pub fn as_slice(&self) -> &'a [f32] {
         self.data
+    }
+}
+
+/// Whether `v` is finite and within [`MAX_ABS_VALUE`] (false for NaN).
+#[inline(always)]
+fn in_range(v: f32) -> bool {
+    v.abs() <= MAX_ABS_VALUE
+}
+
+crate::simd::multiversion! {
+    /// Whether every value is [`in_range`]: a branch-free pass over blocks (it vectorises), so that
+    /// validating the batch's gathered rows costs little next to clustering them.
+    fn all_in_range(data: &[f32]) -> bool => all_in_range_impl;
+}
+
+#[inline(always)]
+fn all_in_range_impl(data: &[f32]) -> bool {
+    let blocks = data.chunks_exact(64);
+    let tail = blocks.remainder().iter().all(|&v| in_range(v));
+    tail && blocks
+        .into_iter()
+        .all(|block| block.iter().fold(true, |ok, &v| ok & in_range(v)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bad value anywhere (inside a block or in the tail) is caught and located, by the
+    /// dispatched and the baseline check alike; values at the limit pass.
+    #[test]
+    fn every_bad_value_is_found_where_it_is() {
+        let dim = 7;
+        let good = vec![MAX_ABS_VALUE; 130 * dim];
+        assert!(Embeddings::new(&good, dim).is_ok());
+        let bad_values = [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            1.01e12,
+            -1.01e12,
+        ];
+        for pos in [0, 63, 64, 500, 130 * dim - 1] {
+            for bad in bad_values {
+                let mut data = good.clone();
+                data[pos] = bad;
+                assert!(!all_in_range(&data) && !all_in_range_impl(&data));
+                match Embeddings::new(&data, dim) {
+                    Err(CoreError::InvalidEmbedding { row, col, .. }) => {
+                        assert_eq!((row, col), (pos / dim, pos % dim))
+                    }
+                    other => panic!("{bad} at {pos}: {other:?}"),
+                }
+            }
+        }
     }
 }
