@@ -12,7 +12,7 @@ use pinnersage_catalog::catalog::{Catalog, CatalogError};
 use pinnersage_core::hash::stable_hash;
 use pinnersage_core::importance::{SECONDS_PER_DAY, decay};
 use pinnersage_core::{Actions, Clusterer, CoreError, Embeddings, ProfileParams};
-use pinnersage_store::events::{EventStore, EventStoreError, StoredEvent};
+use pinnersage_store::events::{ChunkUser, EventChunk, EventStore, EventStoreError};
 use pinnersage_store::profiles::{
     GenerationMeta, ProfileStoreError, ProfileWriter, StoredCluster, StoredItem, StoredProfile,
 };
@@ -187,8 +187,9 @@ pub enum BatchError {
     },
 }
 
-/// Users and their events in the window, as streamed from the store.
-type Chunk = Vec<(String, Vec<StoredEvent>)>;
+/// Chunks in flight between the store scan and the clustering (each holds `chunk_users` users):
+/// one being filled, one queued, one being clustered.
+const CHUNKS_IN_FLIGHT: usize = 3;
 
 /// One user's result inside a chunk.
 struct UserResult {
@@ -244,28 +245,29 @@ pub fn run_batch_on(
     let (mut writer, parquet) = std::thread::scope(|scope| {
         // One thread streams users from the store, the pool clusters a chunk, and one thread
         // writes the previous chunk's profiles: the three overlap.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk, EventStoreError>>(2);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<EventChunk, EventStoreError>>(1);
+        // Clustered chunks go back to the scan to be refilled: their buffers are reused, not
+        // freed and faulted in again.
+        let (recycle, recycled) = std::sync::mpsc::channel::<EventChunk>();
+        for _ in 0..CHUNKS_IN_FLIGHT {
+            let _ = recycle.send(EventChunk::default());
+        }
         scope.spawn(move || {
-            let mut chunk = Vec::with_capacity(config.chunk_users);
-            for next in events.users(from, config.now) {
-                match next {
+            let mut scan = events.scan_users(from, config.now);
+            let keep = |user: &str| config.shard.is_none_or(|s| s.contains(user));
+            for mut chunk in recycled {
+                match scan.fill(&mut chunk, config.chunk_users, keep) {
+                    Ok(false) => return,
+                    Ok(true) => {
+                        if tx.send(Ok(chunk)).is_err() {
+                            return; // the consumer stopped
+                        }
+                    }
                     Err(e) => {
                         let _ = tx.send(Err(e));
                         return;
                     }
-                    Ok((user, evs)) if config.shard.is_none_or(|s| s.contains(&user)) => {
-                        chunk.push((user, evs));
-                    }
-                    Ok(_) => {}
                 }
-                if chunk.len() >= config.chunk_users
-                    && tx.send(Ok(std::mem::take(&mut chunk))).is_err()
-                {
-                    return; // the consumer stopped
-                }
-            }
-            if !chunk.is_empty() {
-                let _ = tx.send(Ok(chunk));
             }
         });
         let (to_writer, written) = std::sync::mpsc::sync_channel::<Vec<(String, StoredProfile)>>(1);
@@ -282,6 +284,7 @@ pub fn run_batch_on(
             for chunk in rx {
                 let chunk = chunk?;
                 let results = cluster_chunk(&catalog, config, &chunk, &engagements, &workers)?;
+                let _ = recycle.send(chunk);
                 let mut profiles = Vec::with_capacity(results.len());
                 for r in results {
                     totals.0 += 1;
@@ -302,6 +305,9 @@ pub fn run_batch_on(
             }
             Ok(())
         })();
+        // A scan waiting for a chunk to refill stops here (as after an error) instead of waiting
+        // forever.
+        drop(recycle);
         drop(to_writer);
         let written = writing.join().expect("the profile writer thread panicked");
         clustering?;
@@ -357,7 +363,7 @@ pub struct UserBuffers {
     embeddings: Vec<f32>,
     times: Vec<i64>,
     weights: Vec<f32>,
-    /// For each clustered action, the index of its event in the user's event list.
+    /// For each clustered action, the index of its event in the user's events.
     pub event_index: Vec<usize>,
     rows: Vec<usize>,
     resolved: Vec<Option<usize>>,
@@ -365,11 +371,12 @@ pub struct UserBuffers {
 
 /// Clusters one user's events: resolves items through the catalog (unknown items are skipped),
 /// gathers their embeddings and builds the profile. Cluster members index
-/// `buffers.event_index`, which maps them back to `events`. `None` if no item is known.
+/// `buffers.event_index`, which maps them back to the user's events. `None` if no item is
+/// known.
 pub fn cluster_user(
     clusterer: &mut Clusterer,
     catalog: &Catalog,
-    events: &[StoredEvent],
+    events: ChunkUser<'_>,
     now: i64,
     buffers: &mut UserBuffers,
 ) -> Result<Option<pinnersage_core::Profile>, CoreError> {
@@ -379,11 +386,11 @@ pub fn cluster_user(
     b.weights.clear();
     b.event_index.clear();
     b.rows.clear();
-    catalog.rows_of(events.iter().map(|e| e.item.as_str()), &mut b.resolved);
-    for (k, (e, &row)) in events.iter().zip(&b.resolved).enumerate() {
+    catalog.rows_of(events.items(), &mut b.resolved);
+    for (k, &row) in b.resolved.iter().enumerate() {
         if let Some(row) = row {
-            b.times.push(e.time);
-            b.weights.push(e.weight);
+            b.times.push(events.times[k]);
+            b.weights.push(events.weights[k]);
             b.event_index.push(k);
             b.rows.push(row);
         }
@@ -491,13 +498,15 @@ fn workers(params: &ProfileParams) -> Result<Vec<Worker>, BatchError> {
 fn cluster_chunk(
     catalog: &Catalog,
     config: &BatchConfig,
-    chunk: &Chunk,
+    chunk: &EventChunk,
     engagements: &[AtomicU32],
     workers: &[Worker],
 ) -> Result<Vec<UserResult>, BatchError> {
-    chunk
-        .par_iter()
-        .map(|(user, events)| {
+    (0..chunk.len())
+        .into_par_iter()
+        .map(|u| {
+            let events = chunk.user(u);
+            let user = events.id;
             // Each pool thread takes its own worker, so the lock is never contended; a thread
             // outside the pool (none in practice) would wait for worker 0.
             let worker = &workers[rayon::current_thread_index().unwrap_or(0) % workers.len()];
@@ -512,7 +521,7 @@ fn cluster_chunk(
             let unknown = (events.len() - known) as u64;
             let Some(profile) = profile else {
                 return Ok(UserResult {
-                    user: user.clone(),
+                    user: user.to_owned(),
                     profile: None,
                     actions: 0,
                     unknown,
@@ -527,7 +536,7 @@ fn cluster_chunk(
                 catalog.id(buffers.rows[m])
             });
             Ok(UserResult {
-                user: user.clone(),
+                user: user.to_owned(),
                 profile: Some(stored),
                 actions,
                 unknown,

@@ -329,6 +329,7 @@ fn synthetic_parquet_run_recovers_true_interests() {
     use pinnersage_core::Clusterer;
     use pinnersage_core::metrics::adjusted_rand_index;
     use pinnersage_pipeline::batch::{UserBuffers, cluster_user};
+    use pinnersage_store::events::EventChunk;
     use std::collections::HashMap;
 
     let scratch_dir = scratch("synth");
@@ -408,19 +409,28 @@ fn synthetic_parquet_run_recovers_true_interests() {
     let mut clusterer = Clusterer::new(ProfileParams::default()).unwrap();
     let mut buffers = UserBuffers::default();
     let (mut weighted, mut total) = (0.0, 0.0);
-    for user in profiles.keys() {
-        let events = store.user_events(user, i64::MIN, i64::MAX).unwrap();
-        let profile = cluster_user(&mut clusterer, &catalog, &events, cfg.now, &mut buffers)
+    let mut chunk = EventChunk::default();
+    assert!(
+        store
+            .scan_users(i64::MIN, i64::MAX)
+            .fill(&mut chunk, 1_000, |_| true)
+            .unwrap()
+    );
+    assert_eq!(chunk.len(), profiles.len());
+    for u in 0..chunk.len() {
+        let events = chunk.user(u);
+        let profile = cluster_user(&mut clusterer, &catalog, events, cfg.now, &mut buffers)
             .unwrap()
             .unwrap();
         let mut ours = vec![0usize; buffers.event_index.len()];
         for (k, c) in profile.clusters.iter().enumerate() {
             c.members.iter().for_each(|&m| ours[m] = k);
         }
+        let items: Vec<&str> = events.items().collect();
         let theirs: Vec<u32> = buffers
             .event_index
             .iter()
-            .map(|&e| truth[&(user.clone(), events[e].item.clone(), events[e].time)])
+            .map(|&e| truth[&(events.id.to_owned(), items[e].to_owned(), events.times[e])])
             .collect();
         let n = ours.len() as f64;
         weighted += adjusted_rand_index(&ours, &theirs) * n;

@@ -413,6 +413,22 @@ impl EventStore {
     }
 
     fn decode(&self, key: &[u8], value: &[u8]) -> Result<(String, StoredEvent), EventStoreError> {
+        let parts = self.parts(key, value)?;
+        let text =
+            |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| self.corrupt("non-UTF-8 id"));
+        Ok((
+            text(parts.user)?,
+            StoredEvent {
+                item: text(parts.item)?,
+                time: parts.time,
+                action: text(parts.action)?,
+                weight: parts.weight,
+            },
+        ))
+    }
+
+    /// The fields of a `by_user` entry, borrowed from it.
+    fn parts<'k>(&self, key: &'k [u8], value: &'k [u8]) -> Result<EventParts<'k>, EventStoreError> {
         let bad = || self.corrupt("short key or value");
         let ulen = u32::from_be_bytes(
             key.get(..4)
@@ -433,18 +449,13 @@ impl EventStore {
             .ok_or_else(bad)?
             .try_into()
             .map_err(|_| bad())?;
-        let item = value.get(5 + alen..).ok_or_else(bad)?;
-        let text =
-            |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| self.corrupt("non-UTF-8 id"));
-        Ok((
-            text(user)?,
-            StoredEvent {
-                item: text(item)?,
-                time: time_from_key(t),
-                action: text(action)?,
-                weight: f32::from_le_bytes(w),
-            },
-        ))
+        Ok(EventParts {
+            user,
+            time: time_from_key(t),
+            action,
+            weight: f32::from_le_bytes(w),
+            item: value.get(5 + alen..).ok_or_else(bad)?,
+        })
     }
 
     /// The events of `user` with `from <= time <= to`, oldest first.
@@ -481,6 +492,20 @@ impl EventStore {
         }
     }
 
+    /// Every user's events with `from <= time <= to` in key order, like [`users`](Self::users), but
+    /// filled into reusable [`EventChunk`]s: no allocation per event or per user once the chunk's
+    /// buffers have grown. The batch streams the store this way.
+    pub fn scan_users(&self, from: i64, to: i64) -> UserScan<'_> {
+        UserScan {
+            store: self,
+            iter: Box::new(self.by_user.iter()),
+            pending: None,
+            current: Vec::new(),
+            from,
+            to,
+        }
+    }
+
     /// Approximate number of stored events (cheap).
     pub fn approximate_len(&self) -> usize {
         self.by_user.approximate_len()
@@ -489,6 +514,198 @@ impl EventStore {
     /// The store's directory.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// The fields of one stored event, borrowed from its key and value.
+struct EventParts<'k> {
+    user: &'k [u8],
+    time: i64,
+    action: &'k [u8],
+    weight: f32,
+    item: &'k [u8],
+}
+
+/// Several users' events in flat buffers, filled by [`UserScan::fill`]: one string holds every
+/// item id, so neither an event nor a user costs an allocation, and refilling a chunk reuses its
+/// buffers.
+#[derive(Debug, Default)]
+pub struct EventChunk {
+    user_ids: String,
+    /// Per user: the end of its id in `user_ids` and of its events.
+    users: Vec<(usize, usize)>,
+    item_ids: String,
+    /// Per event: the end of its item id in `item_ids`.
+    item_ends: Vec<usize>,
+    times: Vec<i64>,
+    weights: Vec<f32>,
+}
+
+impl EventChunk {
+    /// Number of users.
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    /// Whether the chunk holds no user.
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    /// Number of events over all users.
+    pub fn events(&self) -> usize {
+        self.times.len()
+    }
+
+    /// The `u`-th user and its events (oldest first). Panics if `u >= len()`.
+    pub fn user(&self, u: usize) -> ChunkUser<'_> {
+        let (id_start, first) = match u {
+            0 => (0, 0),
+            _ => self.users[u - 1],
+        };
+        let (id_end, end) = self.users[u];
+        ChunkUser {
+            id: &self.user_ids[id_start..id_end],
+            item_ids: &self.item_ids,
+            item_start: first.checked_sub(1).map_or(0, |e| self.item_ends[e]),
+            item_ends: &self.item_ends[first..end],
+            times: &self.times[first..end],
+            weights: &self.weights[first..end],
+        }
+    }
+
+    fn clear(&mut self) {
+        self.user_ids.clear();
+        self.users.clear();
+        self.item_ids.clear();
+        self.item_ends.clear();
+        self.times.clear();
+        self.weights.clear();
+    }
+
+    /// Starts a user (its events follow with [`push_event`](Self::push_event)).
+    fn push_user(&mut self, id: &str) {
+        self.user_ids.push_str(id);
+        self.users.push((self.user_ids.len(), self.times.len()));
+    }
+
+    /// Drops the last user if it got no event.
+    fn drop_empty_user(&mut self) {
+        if let Some(&(_, end)) = self.users.last() {
+            let first = self
+                .users
+                .len()
+                .checked_sub(2)
+                .map_or(0, |u| self.users[u].1);
+            if end == first {
+                self.users.pop();
+                let id_end = self.users.last().map_or(0, |u| u.0);
+                self.user_ids.truncate(id_end);
+            }
+        }
+    }
+
+    fn push_event(&mut self, item: &str, time: i64, weight: f32) {
+        self.item_ids.push_str(item);
+        self.item_ends.push(self.item_ids.len());
+        self.times.push(time);
+        self.weights.push(weight);
+        if let Some(last) = self.users.last_mut() {
+            last.1 = self.times.len();
+        }
+    }
+}
+
+/// One user's events in an [`EventChunk`], oldest first.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkUser<'a> {
+    /// The user's external id.
+    pub id: &'a str,
+    item_ids: &'a str,
+    item_start: usize,
+    item_ends: &'a [usize],
+    /// Unix times in seconds, one per event.
+    pub times: &'a [i64],
+    /// Weights, one per event.
+    pub weights: &'a [f32],
+}
+
+impl<'a> ChunkUser<'a> {
+    /// Number of events.
+    pub fn len(&self) -> usize {
+        self.times.len()
+    }
+
+    /// Whether the user has no event (never, for a user of a filled chunk).
+    pub fn is_empty(&self) -> bool {
+        self.times.is_empty()
+    }
+
+    /// The item id of each event, in order.
+    pub fn items(&self) -> impl Iterator<Item = &'a str> + Clone + 'a {
+        let (ids, ends) = (self.item_ids, self.item_ends);
+        let starts = std::iter::once(self.item_start).chain(ends.iter().copied());
+        starts.zip(ends).map(move |(start, &end)| &ids[start..end])
+    }
+}
+
+/// A streaming scan of every user's events in a window, from [`EventStore::scan_users`].
+pub struct UserScan<'a> {
+    store: &'a EventStore,
+    iter: Box<dyn Iterator<Item = fjall::Guard> + 'a>,
+    /// The entry that starts the next chunk's first user.
+    pending: Option<fjall::KvPair>,
+    /// The id of the user being read (kept or skipped).
+    current: Vec<u8>,
+    from: i64,
+    to: i64,
+}
+
+impl UserScan<'_> {
+    /// Clears `chunk` and fills it with the next users that `keep` accepts and that have events
+    /// in the window, at most `max_users` of them. Returns false when the scan is over and
+    /// nothing was added.
+    pub fn fill(
+        &mut self,
+        chunk: &mut EventChunk,
+        max_users: usize,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<bool, EventStoreError> {
+        chunk.clear();
+        let (mut started, mut keeping) = (false, false);
+        loop {
+            let (key, value) = match self.pending.take() {
+                Some(kv) => kv,
+                None => match self.iter.next() {
+                    None => break,
+                    Some(guard) => guard.into_inner().map_err(|e| self.store.engine(e))?,
+                },
+            };
+            let parts = self.store.parts(&key, &value)?;
+            if !started || parts.user != self.current.as_slice() {
+                started = true;
+                chunk.drop_empty_user();
+                if chunk.len() >= max_users.max(1) {
+                    self.pending = Some((key, value));
+                    break;
+                }
+                let user = std::str::from_utf8(parts.user)
+                    .map_err(|_| self.store.corrupt("non-UTF-8 id"))?;
+                self.current.clear();
+                self.current.extend_from_slice(parts.user);
+                keeping = keep(user);
+                if keeping {
+                    chunk.push_user(user);
+                }
+            }
+            if keeping && (self.from..=self.to).contains(&parts.time) {
+                let item = std::str::from_utf8(parts.item)
+                    .map_err(|_| self.store.corrupt("non-UTF-8 id"))?;
+                chunk.push_event(item, parts.time, parts.weight);
+            }
+        }
+        chunk.drop_empty_user();
+        Ok(!chunk.is_empty())
     }
 }
 

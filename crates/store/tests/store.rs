@@ -309,3 +309,64 @@ fn a_batch_stores_what_one_event_at_a_time_stores_and_the_first_copy_wins() {
             .any(|s| s.weight == first.weight && s.item == first.item)
     );
 }
+
+/// The chunked scan the batch uses gives, chunk after chunk, exactly what the per-user iterator
+/// gives (users with no event in the window left out, the kept users only), for every chunk size,
+/// with its buffers reused from one fill to the next.
+#[test]
+fn the_chunked_scan_sees_what_the_user_iterator_sees() {
+    use pinnersage_store::events::EventChunk;
+    let scratch_dir = scratch("chunks");
+    let store = EventStore::open(scratch_dir.path()).unwrap();
+    let mut events = Vec::new();
+    for u in 0..40i64 {
+        for k in 0..(u * 7) % 13 {
+            let mut e = ev(
+                &format!("user-{u}"),
+                &format!("item-{}", (u * k) % 17),
+                (u * 31 + k * 59) % 600,
+                "",
+            );
+            e.weight = (k % 3) as f32 + 0.5;
+            events.push(e);
+        }
+    }
+    store.insert(&events).unwrap();
+    let (from, to) = (100, 400);
+    for keep_all in [true, false] {
+        let keep = |user: &str| keep_all || user.len() % 2 == 0;
+        let want: Vec<(String, Vec<(String, i64, f32)>)> = store
+            .users(from, to)
+            .map(Result::unwrap)
+            .filter(|(u, _)| keep(u))
+            .map(|(u, evs)| {
+                (
+                    u,
+                    evs.into_iter()
+                        .map(|e| (e.item, e.time, e.weight))
+                        .collect(),
+                )
+            })
+            .collect();
+        assert!(want.len() > 5 && want.len() < 40);
+        for max_users in [1, 3, 7, 100] {
+            let mut scan = store.scan_users(from, to);
+            let mut chunk = EventChunk::default();
+            let mut got = Vec::new();
+            while scan.fill(&mut chunk, max_users, keep).unwrap() {
+                assert!(chunk.len() <= max_users);
+                for u in 0..chunk.len() {
+                    let user = chunk.user(u);
+                    let evs = user
+                        .items()
+                        .zip(user.times.iter().zip(user.weights))
+                        .map(|(item, (&t, &w))| (item.to_string(), t, w))
+                        .collect();
+                    got.push((user.id.to_string(), evs));
+                }
+            }
+            assert_eq!(got, want, "max_users {max_users}, keep_all {keep_all}");
+            assert!(!scan.fill(&mut chunk, max_users, keep).unwrap() && chunk.is_empty());
+        }
+    }
+}
