@@ -316,6 +316,8 @@ fn a_batch_stores_what_one_event_at_a_time_stores_and_the_first_copy_wins() {
 #[test]
 fn the_chunked_scan_sees_what_the_user_iterator_sees() {
     use pinnersage_store::events::EventChunk;
+    /// A user and its (item, time, weight) events.
+    type UserRows = (String, Vec<(String, i64, f32)>);
     let scratch_dir = scratch("chunks");
     let store = EventStore::open(scratch_dir.path()).unwrap();
     let mut events = Vec::new();
@@ -334,8 +336,8 @@ fn the_chunked_scan_sees_what_the_user_iterator_sees() {
     store.insert(&events).unwrap();
     let (from, to) = (100, 400);
     for keep_all in [true, false] {
-        let keep = |user: &str| keep_all || user.len() % 2 == 0;
-        let want: Vec<(String, Vec<(String, i64, f32)>)> = store
+        let keep = |user: &str| keep_all || user.len().is_multiple_of(2);
+        let want: Vec<UserRows> = store
             .users(from, to)
             .map(Result::unwrap)
             .filter(|(u, _)| keep(u))
