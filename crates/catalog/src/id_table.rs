@@ -46,39 +46,34 @@ impl IdTable {
     /// stored id), or `None`.
     #[inline]
     pub fn find(&self, hash: u64, is_row: impl Fn(usize) -> bool) -> Option<usize> {
-        let fp = fingerprint(hash);
-        let mut slot = self.home(hash);
-        loop {
-            let entry = self.slots[slot];
-            if entry == 0 {
-                return None;
-            }
-            if entry >> 32 == fp {
-                let row = (entry & 0xffff_ffff) as usize - 1;
-                if is_row(row) {
-                    return Some(row);
-                }
-            }
-            slot = (slot + 1) & self.mask;
-        }
+        self.probe(hash).find(|&row| is_row(row))
     }
 
     /// The first row along `hash`'s probe whose fingerprint matches, without checking the id:
     /// the likely row, which [`find`](Self::find) then confirms. `None` means no row has `hash`.
     #[inline]
     pub fn candidate(&self, hash: u64) -> Option<usize> {
+        self.probe(hash).next()
+    }
+
+    /// The rows along `hash`'s probe whose fingerprint matches, in probe order, up to the first
+    /// empty slot.
+    #[inline]
+    fn probe(&self, hash: u64) -> impl Iterator<Item = usize> + '_ {
         let fp = fingerprint(hash);
         let mut slot = self.home(hash);
-        loop {
-            let entry = self.slots[slot];
-            if entry == 0 {
-                return None;
+        std::iter::from_fn(move || {
+            loop {
+                let entry = self.slots[slot];
+                if entry == 0 {
+                    return None;
+                }
+                slot = (slot + 1) & self.mask;
+                if entry >> 32 == fp {
+                    return Some((entry & 0xffff_ffff) as usize - 1);
+                }
             }
-            if entry >> 32 == fp {
-                return Some((entry & 0xffff_ffff) as usize - 1);
-            }
-            slot = (slot + 1) & self.mask;
-        }
+        })
     }
 
     /// Hints the CPU to load the slot `find(hash, ..)` reads first, so that a later `find`
