@@ -2,10 +2,10 @@
 //!
 //! The bulk of the work is one matrix product: with rows centred on their mean,
 //! `||x_i - x_j||² = |y_i|² + |y_j|² - 2·y_i·y_j` and all dot products of the upper triangle come
-//! from one tiled kernel over a packed copy of the centred rows (written as it is centred, so
-//! no separate packing pass; 16 AVX-512 accumulators per tile on CPUs that have them, and the
-//! same fused multiply-add chains, hence the same bits, everywhere). That form cancels badly when two rows are
-//! close, so every pair whose result is small relative to the norms is recomputed directly as
+//! from the tiled kernel of `gram.rs` over a packed copy of the centred rows (the same fused
+//! multiply-add chains, hence the same bits, on every instruction set); each tile becomes
+//! distances as it leaves the kernel. That form cancels badly when two rows are close, so every
+//! pair whose result is small relative to the norms is recomputed directly as
 //! `Σ (x_ik - x_jk)²` with `f64` accumulation; duplicated rows therefore get exactly `0`.
 
 use crate::embeddings::Embeddings;
@@ -46,8 +46,7 @@ pub struct SqDistances {
     n: usize,
     data: Vec<f32>,
     packed: Vec<f32>,
-    norms: Vec<f64>,
-    norms_f32: Vec<f32>,
+    norms: Vec<f32>,
 }
 
 impl SqDistances {
@@ -76,12 +75,10 @@ impl SqDistances {
         let (n, d) = (x.rows(), x.dim());
         self.n = n;
         pack_centred(x, &mut self.packed, &mut self.norms);
-        self.norms_f32.clear();
-        self.norms_f32.extend(self.norms.iter().map(|&v| v as f32));
         crate::hugepages::reserve_huge(&mut self.data, n * n);
         // Every entry is overwritten below, so only newly grown space gets zeroed.
         self.data.resize(n * n, 0.0);
-        let (data, norms) = (&mut self.data, &self.norms_f32);
+        let (data, norms) = (&mut self.data, &self.norms);
         gram_upper(&self.packed, n, d, |i, j, dots| {
             to_distances(
                 &mut data[i * n + j..i * n + j + dots.len()],
@@ -164,7 +161,6 @@ mod tests {
         gram_upper(&packed, n, x.dim(), |i, j, dots| {
             gram[i * n + j..i * n + j + dots.len()].copy_from_slice(dots);
         });
-        let norms: Vec<f32> = norms.iter().map(|&v| v as f32).collect();
         let mut out = vec![0.0f32; n * n];
         for i in 0..n {
             for j in i + 1..n {

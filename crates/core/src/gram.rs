@@ -35,12 +35,13 @@ fn padded_rows(n: usize) -> usize {
 crate::simd::multiversion! {
     /// Fills `packed` with the rows of `x` minus their mean, in panels of [`PANEL`] rows stored
     /// dimension-major (`packed[(p·d + k)·PANEL + l]` is dimension `k` of row `p·PANEL + l`),
-    /// zero rows up to a whole tile; and `norms` with the centred rows' squared norms (`f64`).
-    pub(crate) fn pack_centred(x: Embeddings<'_>, packed: &mut Vec<f32>, norms: &mut Vec<f64>) => pack_centred_impl;
+    /// zero rows up to a whole tile; and `norms` with the centred rows' squared norms (summed in
+    /// `f64`, stored as `f32`: the precision of the Gram form they enter).
+    pub(crate) fn pack_centred(x: Embeddings<'_>, packed: &mut Vec<f32>, norms: &mut Vec<f32>) => pack_centred_impl;
 }
 
 #[inline(always)]
-fn pack_centred_impl(x: Embeddings<'_>, packed: &mut Vec<f32>, norms: &mut Vec<f64>) {
+fn pack_centred_impl(x: Embeddings<'_>, packed: &mut Vec<f32>, norms: &mut Vec<f32>) {
     let (n, d) = (x.rows(), x.dim());
     let mut mean = vec![0.0f64; d];
     for i in 0..n {
@@ -61,7 +62,7 @@ fn pack_centred_impl(x: Embeddings<'_>, packed: &mut Vec<f32>, norms: &mut Vec<f
                 for ((c, &v), &m) in centred.iter_mut().zip(x.row(i)).zip(&mean) {
                     *c = v - m;
                 }
-                norms.push(crate::simd::sum_sq(centred, centred, |v, _| f64::from(v)));
+                norms.push(crate::simd::sum_sq(centred, centred, |v, _| f64::from(v)) as f32);
             } else {
                 centred.fill(0.0);
             }
@@ -212,8 +213,8 @@ fn tiles(
 ) {
     let panel_len = PANEL * d;
     let mut values: Tile = [[0.0; TILE_COLS]; TILE_ROWS];
-    // Column blocks outside: a block's two panels (32 KiB at d = 256) stay in L1 while the row
-    // blocks above and left of its end stream past.
+    // Column blocks outside: a block's two panels (32 KiB at d = 256) stay in cache while the
+    // row blocks above and left of its end stream past.
     for j0 in (0..n).step_by(TILE_COLS) {
         let cols = &packed[j0 * d..(j0 + TILE_COLS) * d];
         for i0 in (0..(j0 + TILE_COLS).min(n)).step_by(TILE_ROWS) {

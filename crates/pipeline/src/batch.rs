@@ -478,7 +478,6 @@ pub fn to_stored<'a>(
     }
 }
 
-/// Clusters a chunk of users in parallel.
 /// One pool thread's clusterer and buffers, kept across chunks so that the large buffers (the
 /// distance matrix is `4·m²` bytes) are allocated and faulted in once per thread, not per
 /// rayon split.
@@ -495,6 +494,7 @@ fn workers(params: &ProfileParams) -> Result<Vec<Worker>, BatchError> {
         .collect()
 }
 
+/// Clusters a chunk of users in parallel, each pool thread with its own [`Worker`].
 fn cluster_chunk(
     catalog: &Catalog,
     config: &BatchConfig,

@@ -552,11 +552,6 @@ impl EventChunk {
         self.users.is_empty()
     }
 
-    /// Number of events over all users.
-    pub fn events(&self) -> usize {
-        self.times.len()
-    }
-
     /// The `u`-th user and its events (oldest first). Panics if `u >= len()`.
     pub fn user(&self, u: usize) -> ChunkUser<'_> {
         let (id_start, first) = match u {
