@@ -72,6 +72,31 @@ impl SqDistances {
 
     /// Recomputes the matrix for the rows of `x`, reusing the buffers.
     pub fn compute(&mut self, x: Embeddings<'_>) {
+        self.compute_with(x, None);
+    }
+
+    /// Recomputes the matrix as Ward's starting dissimilarities between **weighted points**: row
+    /// `i` of `x` stands for `counts[i]` identical actions, and entry `(i, j)` is
+    /// `2·cᵢ·cⱼ/(cᵢ + cⱼ)·||xᵢ − xⱼ||²`, the Ward distance between the two groups of copies (the
+    /// value Lance–Williams reaches after merging each group's copies at height 0). With every
+    /// count 1 this is [`compute`](Self::compute), bit for bit.
+    ///
+    /// ```
+    /// use pinnersage_core::{Embeddings, distance::SqDistances};
+    /// let data = [0.0, 0.0, 3.0, 4.0];
+    /// let mut d = SqDistances::default();
+    /// d.compute_weighted(Embeddings::new(&data, 2).unwrap(), &[3.0, 1.0]);
+    /// assert_eq!(d.get(0, 1), 2.0 * 3.0 / 4.0 * 25.0);
+    /// ```
+    ///
+    /// # Panics
+    /// If `counts` does not hold one entry per row.
+    pub fn compute_weighted(&mut self, x: Embeddings<'_>, counts: &[f32]) {
+        assert_eq!(counts.len(), x.rows(), "one count per row");
+        self.compute_with(x, Some(counts));
+    }
+
+    fn compute_with(&mut self, x: Embeddings<'_>, counts: Option<&[f32]>) {
         let (n, d) = (x.rows(), x.dim());
         self.n = n;
         pack_centred(x, &mut self.packed, &mut self.norms);
@@ -88,6 +113,9 @@ impl SqDistances {
                 norms,
                 x,
             );
+            if let Some(c) = counts {
+                ward_weights(&mut data[i * n + j..i * n + j + dots.len()], c[i], &c[j..]);
+            }
         });
         mirror(data, n);
     }
@@ -121,6 +149,15 @@ fn to_distances(
                 *o = sq_euclidean(x.row(i), x.row(j + k)) as f32;
             }
         }
+    }
+}
+
+/// Scales the distances from a point of count `ci` to points of counts `cj` into Ward
+/// dissimilarities, `2·ci·cj/(ci + cj)·d` (exactly `d` when both counts are 1).
+#[inline(always)]
+fn ward_weights(out: &mut [f32], ci: f32, cj: &[f32]) {
+    for (o, &cj) in out.iter_mut().zip(cj) {
+        *o *= 2.0 * ci * cj / (ci + cj);
     }
 }
 

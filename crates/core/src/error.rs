@@ -41,6 +41,16 @@ pub enum CoreError {
         /// The value itself.
         value: f32,
     },
+    /// An action names an item row that the item embeddings do not have.
+    #[error("action {row} names item row {item}, but there are only {items} item rows")]
+    ItemOutOfRange {
+        /// 0-based row of the offending action.
+        row: usize,
+        /// The item row it names.
+        item: u32,
+        /// Number of item rows.
+        items: usize,
+    },
     /// A parameter is outside its domain.
     #[error("parameter {name} must be {expected}, got {value}")]
     InvalidParameter {

@@ -22,25 +22,60 @@ crate::simd::multiversion! {
     pub fn medoid(x: Embeddings<'_>, members: &[usize]) -> Option<usize> => medoid_impl;
 }
 
+crate::simd::multiversion! {
+    /// The medoid of **weighted points**: row `rows[k]` of `x` stands for `counts[k]` identical
+    /// members (repeated engagements of one item). Returns the position `k` in `rows` of the
+    /// point minimising the summed squared distance to all members — the point nearest to the
+    /// weighted centroid — with ties to the first, or `None` for no points. With every count 1
+    /// this is [`medoid`], bit for bit.
+    ///
+    /// ```
+    /// use pinnersage_core::{Embeddings, medoid::weighted_medoid};
+    /// let data = [0.0, 0.0, 1.0, 0.0, 10.0, 0.0];
+    /// let x = Embeddings::new(&data, 2).unwrap();
+    /// assert_eq!(weighted_medoid(x, &[0, 1, 2], &[1.0, 1.0, 1.0]), Some(1));
+    /// assert_eq!(weighted_medoid(x, &[0, 1, 2], &[1.0, 1.0, 5.0]), Some(2));
+    /// ```
+    ///
+    /// # Panics
+    /// If `counts` and `rows` differ in length.
+    pub fn weighted_medoid(x: Embeddings<'_>, rows: &[usize], counts: &[f32]) -> Option<usize> => weighted_medoid_impl;
+}
+
 #[inline(always)]
 fn medoid_impl(x: Embeddings<'_>, members: &[usize]) -> Option<usize> {
-    let first = *members.first()?;
-    if members.len() <= 2 {
-        return Some(first);
+    medoid_by(x, members, |_| 1.0).map(|k| members[k])
+}
+
+#[inline(always)]
+fn weighted_medoid_impl(x: Embeddings<'_>, rows: &[usize], counts: &[f32]) -> Option<usize> {
+    assert_eq!(rows.len(), counts.len(), "one count per row");
+    medoid_by(x, rows, |k| f64::from(counts[k]))
+}
+
+/// The position in `rows` of the row nearest to the centroid of the rows weighted by
+/// `count(position)` (ties: the first); the first row when the weights add up to at most 2.
+#[inline(always)]
+fn medoid_by(x: Embeddings<'_>, rows: &[usize], count: impl Fn(usize) -> f64) -> Option<usize> {
+    rows.first()?;
+    let total: f64 = (0..rows.len()).map(&count).sum();
+    if total <= 2.0 {
+        return Some(0);
     }
     let mut centroid = vec![0.0f64; x.dim()];
-    for &i in members {
-        for (c, &v) in centroid.iter_mut().zip(x.row(i)) {
-            *c += f64::from(v);
+    for (k, &i) in rows.iter().enumerate() {
+        let c = count(k);
+        for (s, &v) in centroid.iter_mut().zip(x.row(i)) {
+            *s += c * f64::from(v);
         }
     }
-    let inv = 1.0 / members.len() as f64;
+    let inv = 1.0 / total;
     centroid.iter_mut().for_each(|c| *c *= inv);
-    let mut best = (f64::INFINITY, first);
-    for &i in members {
+    let mut best = (f64::INFINITY, 0);
+    for (k, &i) in rows.iter().enumerate() {
         let dist = crate::simd::sum_sq(x.row(i), &centroid, |v, c| f64::from(v) - c);
         if dist < best.0 {
-            best = (dist, i);
+            best = (dist, k);
         }
     }
     Some(best.1)

@@ -5,9 +5,9 @@ use crate::distance::SqDistances;
 use crate::embeddings::Embeddings;
 use crate::error::{CoreError, Result};
 use crate::importance::{DEFAULT_LAMBDA, importance};
-use crate::medoid::medoid;
+use crate::medoid::{medoid, weighted_medoid};
 use crate::sample::{SplitMix64, sample_weighted};
-use crate::ward::{Dendrogram, ward};
+use crate::ward::{Dendrogram, ward, ward_weighted};
 
 /// Default merge threshold for **L2-normalised** embeddings (squared-distance scale).
 ///
@@ -97,18 +97,25 @@ impl ProfileParams {
     }
 }
 
-/// One user's actions: item embeddings (one row per action, any order), unix times in seconds
-/// and optional non-negative weights (for example repin 1.0, click 0.5).
+/// One user's actions: item embeddings, unix times in seconds and optional non-negative weights
+/// (for example repin 1.0, click 0.5), in any order.
+///
+/// Built with [`Actions::new`] the embeddings hold one row per action. Built with
+/// [`Actions::on_items`] they hold each engaged item once and every action names its item's row:
+/// repeated engagements of an item are then clustered as **one weighted point**, which yields the
+/// same clusters (Ward's cost of merging two clusters depends only on their sizes and centroids,
+/// and copies of one point merge at height 0) for a fraction of the work when items repeat.
 #[derive(Debug, Clone, Copy)]
 pub struct Actions<'a> {
     embeddings: Embeddings<'a>,
+    item_of: Option<&'a [u32]>,
     times: &'a [i64],
     weights: Option<&'a [f32]>,
 }
 
 impl<'a> Actions<'a> {
-    /// Validates that `times` and `weights` have one entry per row and that weights are finite
-    /// and non-negative.
+    /// Actions with one embedding row each. Validates that `times` and `weights` have one entry
+    /// per row and that weights are finite and non-negative.
     ///
     /// ```
     /// use pinnersage_core::{Actions, Embeddings};
@@ -130,26 +137,83 @@ impl<'a> Actions<'a> {
                 found: times.len(),
             });
         }
-        if let Some(w) = weights {
-            if w.len() != m {
-                return Err(CoreError::DimensionMismatch {
-                    what: "weights (one per embedding row)",
-                    expected: m,
-                    found: w.len(),
-                });
-            }
-            if let Some(row) = w.iter().position(|v| !v.is_finite() || *v < 0.0) {
-                return Err(CoreError::InvalidWeight { row, value: w[row] });
-            }
-        }
+        check_weights(weights, m)?;
         Ok(Self {
             embeddings,
+            item_of: None,
             times,
             weights,
         })
     }
 
-    /// The actions' embeddings.
+    /// Actions on items: `items` holds each engaged item's embedding once and action `a` engaged
+    /// row `item_of[a]` of it at `times[a]`. Validates one time (and weight) per action, weights
+    /// finite and non-negative, and every item row in range.
+    ///
+    /// Clustering then works on the distinct items of the kept actions, each weighted by its
+    /// number of actions; clusters still list action rows.
+    ///
+    /// ```
+    /// use pinnersage_core::{Actions, Clusterer, Embeddings, ProfileParams};
+    /// let items = Embeddings::new(&[0.0, 0.0, 0.0, 0.1, 5.0, 5.0], 2).unwrap();
+    /// let item_of = [0, 2, 0, 1, 2];
+    /// let actions = Actions::on_items(items, &item_of, &[0, 1, 2, 3, 4], None).unwrap();
+    /// let profile = Clusterer::new(ProfileParams { alpha: 1.0, ..Default::default() })
+    ///     .unwrap()
+    ///     .profile(&actions, 4)
+    ///     .unwrap();
+    /// let members: Vec<&[usize]> = profile.clusters.iter().map(|c| c.members.as_slice()).collect();
+    /// assert_eq!(members, [&[0, 2, 3][..], &[1, 4]]);
+    /// assert!(Actions::on_items(items, &[0, 3], &[0, 1], None).is_err());
+    /// ```
+    pub fn on_items(
+        items: Embeddings<'a>,
+        item_of: &'a [u32],
+        times: &'a [i64],
+        weights: Option<&'a [f32]>,
+    ) -> Result<Self> {
+        if times.len() != item_of.len() {
+            return Err(CoreError::DimensionMismatch {
+                what: "times (one per action)",
+                expected: item_of.len(),
+                found: times.len(),
+            });
+        }
+        if item_of.is_empty() {
+            return Err(CoreError::Empty);
+        }
+        check_weights(weights, item_of.len())?;
+        let rows = items.rows();
+        if let Some(row) = item_of.iter().position(|&i| i as usize >= rows) {
+            return Err(CoreError::ItemOutOfRange {
+                row,
+                item: item_of[row],
+                items: rows,
+            });
+        }
+        Ok(Self {
+            embeddings: items,
+            item_of: Some(item_of),
+            times,
+            weights,
+        })
+    }
+
+    /// The embedding of action `a`.
+    pub fn row(&self, a: usize) -> &'a [f32] {
+        match self.item_of {
+            Some(item_of) => self.embeddings.row(item_of[a] as usize),
+            None => self.embeddings.row(a),
+        }
+    }
+
+    /// Each action's item row, for actions built with [`Actions::on_items`].
+    pub fn item_of(&self) -> Option<&'a [u32]> {
+        self.item_of
+    }
+
+    /// The embedding rows: one per action ([`Actions::new`]) or one per item
+    /// ([`Actions::on_items`]).
     pub fn embeddings(&self) -> Embeddings<'a> {
         self.embeddings
     }
@@ -174,6 +238,22 @@ impl<'a> Actions<'a> {
             rows.sort_unstable();
         }
         rows
+    }
+}
+
+/// Checks that `weights`, if given, hold `m` finite non-negative values.
+fn check_weights(weights: Option<&[f32]>, m: usize) -> Result<()> {
+    let Some(w) = weights else { return Ok(()) };
+    if w.len() != m {
+        return Err(CoreError::DimensionMismatch {
+            what: "weights (one per action)",
+            expected: m,
+            found: w.len(),
+        });
+    }
+    match w.iter().position(|v| !v.is_finite() || *v < 0.0) {
+        Some(row) => Err(CoreError::InvalidWeight { row, value: w[row] }),
+        None => Ok(()),
     }
 }
 
@@ -226,11 +306,36 @@ impl Profile {
         lambda: f64,
     ) -> Profile {
         let x = actions.embeddings;
-        let mut clusters: Vec<Cluster> = clusters
+        let with_medoids = clusters
             .into_iter()
             .filter(|members| !members.is_empty())
-            .map(|members| Cluster {
-                medoid: medoid(x, &members).unwrap_or(members[0]),
+            .map(|members| {
+                let medoid = match actions.item_of {
+                    None => medoid(x, &members).unwrap_or(members[0]),
+                    Some(item_of) => {
+                        let mut points = Points::default();
+                        points.group(&members, item_of, x.rows());
+                        points.medoid_action(x, &members, item_of)
+                    }
+                };
+                (members, medoid)
+            })
+            .collect();
+        Profile::summarise(actions, with_medoids, now, lambda)
+    }
+
+    /// Gives every cluster (members and medoid row) its importance and latest time, and puts
+    /// the clusters in profile order.
+    fn summarise(
+        actions: &Actions<'_>,
+        clusters: Vec<(Vec<usize>, usize)>,
+        now: i64,
+        lambda: f64,
+    ) -> Profile {
+        let mut clusters: Vec<Cluster> = clusters
+            .into_iter()
+            .map(|(members, medoid)| Cluster {
+                medoid,
                 importance: importance(&members, actions.times, actions.weights, now, lambda),
                 latest_time: members
                     .iter()
@@ -287,6 +392,7 @@ pub struct Clusterer {
     params: ProfileParams,
     distances: SqDistances,
     gathered: Vec<f32>,
+    points: Points,
 }
 
 impl Clusterer {
@@ -297,6 +403,7 @@ impl Clusterer {
             params,
             distances: SqDistances::default(),
             gathered: Vec::new(),
+            points: Points::default(),
         })
     }
 
@@ -312,9 +419,26 @@ impl Clusterer {
     }
 
     /// Clusters the user's most recent actions (at most `max_actions`), cuts at alpha and
-    /// summarises every cluster; importance is measured at `now` (unix seconds).
+    /// summarises every cluster; importance is measured at `now` (unix seconds). Actions built
+    /// with [`Actions::on_items`] are clustered as their distinct items, each weighted by its
+    /// number of kept actions.
     pub fn profile(&mut self, actions: &Actions<'_>, now: i64) -> Result<Profile> {
         let kept = actions.most_recent(self.params.max_actions);
+        let Some(item_of) = actions.item_of else {
+            return self.profile_rows(actions, &kept, now);
+        };
+        let x = actions.embeddings;
+        let mut points = std::mem::take(&mut self.points);
+        points.group(&kept, item_of, x.rows());
+        let mut gathered = std::mem::take(&mut self.gathered);
+        let result = self.profile_points(actions, &kept, &points, &mut gathered, now);
+        self.gathered = gathered;
+        self.points = points;
+        result
+    }
+
+    /// [`Clusterer::profile`] for actions with a row each: the `kept` rows are clustered.
+    fn profile_rows(&mut self, actions: &Actions<'_>, kept: &[usize], now: i64) -> Result<Profile> {
         let full = actions.embeddings;
         let tree = if kept.len() == actions.len() {
             self.dendrogram(full)
@@ -339,5 +463,127 @@ impl Clusterer {
             now,
             self.params.lambda,
         ))
+    }
+
+    /// [`Clusterer::profile`] for actions on items: the distinct items of the `kept` actions
+    /// (`points`) are clustered as weighted points, and each cluster of points becomes the
+    /// cluster of their actions.
+    fn profile_points(
+        &mut self,
+        actions: &Actions<'_>,
+        kept: &[usize],
+        points: &Points,
+        gathered: &mut Vec<f32>,
+        now: i64,
+    ) -> Result<Profile> {
+        let items = actions.embeddings;
+        let x = if points.rows.iter().enumerate().all(|(p, &r)| p == r)
+            && points.rows.len() == items.rows()
+        {
+            items
+        } else {
+            gathered.clear();
+            for &r in &points.rows {
+                gathered.extend_from_slice(items.row(r));
+            }
+            Embeddings::new(gathered, items.dim())?
+        };
+        let tree = if points.counts.iter().all(|&c| c == 1.0) {
+            self.dendrogram(x)
+        } else {
+            self.distances.compute_weighted(x, &points.counts);
+            ward_weighted(&mut self.distances, &points.counts)
+        };
+        let point_clusters = tree.cut(self.params.alpha);
+        let mut cluster_of_point = vec![0u32; points.rows.len()];
+        for (c, members) in point_clusters.iter().enumerate() {
+            for &p in members {
+                cluster_of_point[p] = c as u32;
+            }
+        }
+        let mut clusters: Vec<Vec<usize>> = point_clusters
+            .iter()
+            .map(|ps| Vec::with_capacity(ps.iter().map(|&p| points.counts[p] as usize).sum()))
+            .collect();
+        for (k, &a) in kept.iter().enumerate() {
+            clusters[cluster_of_point[points.point_of[k] as usize] as usize].push(a);
+        }
+        let (mut rows, mut counts) = (Vec::new(), Vec::new());
+        let with_medoids = point_clusters
+            .iter()
+            .zip(clusters)
+            .map(|(ps, members)| {
+                rows.clear();
+                counts.clear();
+                rows.extend(ps.iter().copied());
+                counts.extend(ps.iter().map(|&p| points.counts[p]));
+                let best = weighted_medoid(x, &rows, &counts).map_or(0, |k| ps[k]);
+                let medoid = kept
+                    .iter()
+                    .zip(&points.point_of)
+                    .find(|&(_, &p)| p as usize == best)
+                    .map_or(members[0], |(&a, _)| a);
+                (members, medoid)
+            })
+            .collect();
+        Ok(Profile::summarise(
+            actions,
+            with_medoids,
+            now,
+            self.params.lambda,
+        ))
+    }
+}
+
+/// The distinct items of some actions, in order of first appearance, with their counts.
+#[derive(Debug, Clone, Default)]
+struct Points {
+    /// Item row of each point.
+    rows: Vec<usize>,
+    /// Number of the actions on each point.
+    counts: Vec<f32>,
+    /// Point of each of the grouped actions.
+    point_of: Vec<u32>,
+    /// Point of each item row, `u32::MAX` for none (kept all-`MAX` between calls).
+    slot: Vec<u32>,
+}
+
+impl Points {
+    /// Groups the actions `rows` (each on item `item_of[row]`, of `items` item rows).
+    fn group(&mut self, rows: &[usize], item_of: &[u32], items: usize) {
+        self.rows.clear();
+        self.counts.clear();
+        self.point_of.clear();
+        if self.slot.len() < items {
+            self.slot.resize(items, u32::MAX);
+        }
+        for &a in rows {
+            let item = item_of[a] as usize;
+            let mut p = self.slot[item];
+            if p == u32::MAX {
+                p = self.rows.len() as u32;
+                self.slot[item] = p;
+                self.rows.push(item);
+                self.counts.push(0.0);
+            }
+            self.counts[p as usize] += 1.0;
+            self.point_of.push(p);
+        }
+        for &item in &self.rows {
+            self.slot[item] = u32::MAX;
+        }
+    }
+
+    /// The medoid of the grouped actions `members` as an action row: the first of them on the
+    /// item nearest to their weighted centroid.
+    fn medoid_action(&self, items: Embeddings<'_>, members: &[usize], item_of: &[u32]) -> usize {
+        weighted_medoid(items, &self.rows, &self.counts)
+            .and_then(|k| {
+                members
+                    .iter()
+                    .find(|&&a| item_of[a] as usize == self.rows[k])
+            })
+            .copied()
+            .unwrap_or(members[0])
     }
 }

@@ -65,6 +65,32 @@ crate::simd::multiversion! {
 }
 
 crate::simd::multiversion! {
+    /// Runs Ward clustering over **weighted points**: slot `i` starts as a cluster of `sizes[i]`
+    /// identical actions, and `dist` holds Ward's starting dissimilarities between them
+    /// ([`SqDistances::compute_weighted`] with the same counts). Every merge above height 0 is
+    /// then the merge Ward makes on the actions themselves, so the cut at any `alpha` groups the
+    /// points as [`ward`] groups their copies; the tree has `sizes.len()` leaves, one per point.
+    ///
+    /// ```
+    /// use pinnersage_core::{Embeddings, distance::SqDistances, ward::{ward, ward_weighted}};
+    /// let points = [0.0, 0.0, 0.0, 1.0, 10.0, 0.0];
+    /// let counts = [3.0, 1.0, 2.0];
+    /// let mut d = SqDistances::default();
+    /// d.compute_weighted(Embeddings::new(&points, 2).unwrap(), &counts);
+    /// let tree = ward_weighted(&mut d, &counts);
+    /// // The same actions one row each: rows 0..3 are point 0, row 3 point 1, rows 4..6 point 2.
+    /// let actions = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 10.0, 0.0, 10.0, 0.0];
+    /// d.compute(Embeddings::new(&actions, 2).unwrap());
+    /// assert_eq!(tree.cut(2.0), vec![vec![0, 1], vec![2]]);
+    /// assert_eq!(ward(&mut d).cut(2.0), vec![vec![0, 1, 2, 3], vec![4, 5]]);
+    /// ```
+    ///
+    /// # Panics
+    /// If `sizes` does not hold one count per slot.
+    pub fn ward_weighted(dist: &mut SqDistances, sizes: &[f32]) -> Dendrogram => ward_weighted_impl;
+}
+
+crate::simd::multiversion! {
     /// Runs complete-linkage clustering on the distances in `dist` (overwritten): a merged
     /// cluster's distance to another is the largest squared distance between their members, so
     /// merge heights are squared complete-linkage (`scipy ... 'complete'`) heights.
@@ -84,33 +110,45 @@ crate::simd::multiversion! {
 
 #[inline(always)]
 fn ward_impl(dist: &mut SqDistances) -> Dendrogram {
-    nn_chain(dist, |row_y, row_x, size, nx, ny, height| {
-        for ((dy, &dx), &nk) in row_y.iter_mut().zip(row_x).zip(size) {
-            *dy = ((nx + nk) * dx + (ny + nk) * *dy - nk * height) / (nx + ny + nk);
-        }
-    })
+    let sizes = vec![1.0f32; dist.len()];
+    ward_weighted_impl(dist, &sizes)
+}
+
+#[inline(always)]
+fn ward_weighted_impl(dist: &mut SqDistances, sizes: &[f32]) -> Dendrogram {
+    assert_eq!(sizes.len(), dist.len(), "one size per slot");
+    nn_chain(
+        dist,
+        sizes.to_vec(),
+        |row_y, row_x, size, nx, ny, height| {
+            for ((dy, &dx), &nk) in row_y.iter_mut().zip(row_x).zip(size) {
+                *dy = ((nx + nk) * dx + (ny + nk) * *dy - nk * height) / (nx + ny + nk);
+            }
+        },
+    )
 }
 
 #[inline(always)]
 fn complete_impl(dist: &mut SqDistances) -> Dendrogram {
-    nn_chain(dist, |row_y, row_x, _, _, _, _| {
+    let sizes = vec![1.0f32; dist.len()];
+    nn_chain(dist, sizes, |row_y, row_x, _, _, _, _| {
         for (dy, &dx) in row_y.iter_mut().zip(row_x) {
             *dy = if dx > *dy { dx } else { *dy };
         }
     })
 }
 
-/// The nearest-neighbour chain over the distance matrix in `dist`. `update(row_y, row_x, sizes,
-/// nx, ny, height)` rewrites `row_y` into the distances from the merged cluster `x ∪ y` (stored
+/// The nearest-neighbour chain over the distance matrix in `dist`, whose slots start with the
+/// cluster sizes `size`. `update(row_y, row_x, sizes, nx, ny, height)` rewrites `row_y` into the distances from the merged cluster `x ∪ y` (stored
 /// in slot `y`) to every slot, the Lance–Williams step of the linkage.
 #[inline(always)]
 fn nn_chain(
     dist: &mut SqDistances,
+    mut size: Vec<f32>,
     update: impl Fn(&mut [f32], &[f32], &[f32], f32, f32, f32),
 ) -> Dendrogram {
     let n = dist.len();
     let d = dist.raw_mut();
-    let mut size = vec![1.0f32; n];
     let mut active: Vec<u32> = (0..n as u32).collect();
     let mut chain: Vec<usize> = Vec::with_capacity(n);
     let mut merges = Vec::with_capacity(n.saturating_sub(1));

@@ -323,6 +323,54 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Repeated engagements clustered once as weighted points give the profile of clustering
+    /// every action: the same clusters, medoids, importances and order, with and without a cap,
+    /// at thresholds away from any merge height of the actions' own Ward tree.
+    #[test]
+    fn profile_on_items_equals_profile_on_every_action(
+        shape in shape_strategy(),
+        items in 1usize..=60,
+        m in 1usize..=120,
+        d in 1usize..=16,
+        seed in any::<u64>(),
+        cap_pick in 0.0f64..1.0,
+        picks in proptest::collection::vec(0.0f64..1.0, 3),
+    ) {
+        let x = make_data(shape, items, d, seed);
+        let mut rng = SplitMix64::new(seed ^ 7);
+        // Skewed item choice, so that some items repeat many times.
+        let item_of: Vec<u32> = (0..m).map(|_| {
+            let r = rng.next_f64();
+            ((r * r * items as f64) as u32).min(items as u32 - 1)
+        }).collect();
+        let now = 1_700_000_000i64;
+        let times: Vec<i64> = (0..m).map(|_| now - (rng.next_u64() % (90 * 86_400)) as i64).collect();
+        let weights: Vec<f32> = (0..m).map(|_| [0.5f32, 1.0, 2.0][(rng.next_u64() % 3) as usize]).collect();
+        let rows: Vec<f32> = item_of.iter().flat_map(|&i| x[i as usize * d..(i as usize + 1) * d].to_vec()).collect();
+        let per_action = Actions::new(Embeddings::new(&rows, d).unwrap(), &times, Some(&weights)).unwrap();
+        let on_items = Actions::on_items(Embeddings::new(&x, d).unwrap(), &item_of, &times, Some(&weights)).unwrap();
+        let cap = 1 + ((m - 1) as f64 * cap_pick) as usize;
+        let kept = per_action.most_recent(cap);
+        prop_assert_eq!(on_items.most_recent(cap), kept.clone());
+        let kept_rows: Vec<f32> = kept.iter().flat_map(|&a| per_action.row(a).to_vec()).collect();
+        let heights: Vec<f64> = if kept.len() > 1 {
+            naive_ward(&kept_rows, d).iter().map(|r| r.1).collect()
+        } else {
+            vec![1.0]
+        };
+        for alpha in safe_alphas(&heights, &picks).into_iter().chain([0.0]) {
+            let params = ProfileParams { alpha, lambda: 0.01, max_actions: cap };
+            let mut clusterer = Clusterer::new(params).unwrap();
+            let expected = clusterer.profile(&per_action, now).unwrap();
+            let got = clusterer.profile(&on_items, now).unwrap();
+            prop_assert_eq!(got, expected, "alpha {}", alpha);
+        }
+    }
+}
+
 fn ordered(v: f64) -> i64 {
     // Importance values are positive and finite here; their bit patterns order like the values.
     v.to_bits() as i64

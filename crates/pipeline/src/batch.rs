@@ -357,10 +357,72 @@ pub fn run_batch_on(
     })
 }
 
+/// A user's distinct items in order of first appearance, and each action's index among them:
+/// the input of [`Actions::on_items`], so that an item engaged many times is clustered once
+/// (weighted by its count). The batch, the in-memory batch and the online path group actions
+/// through this one type.
+#[derive(Debug, Default)]
+pub struct DistinctItems {
+    index: HashMap<usize, u32, std::hash::BuildHasherDefault<RowHasher>>,
+    /// Each distinct item's row (in the caller's item table).
+    pub rows: Vec<usize>,
+    /// Each action's index into `rows`.
+    pub item_of: Vec<u32>,
+}
+
+impl DistinctItems {
+    /// Forgets every action, keeping the buffers.
+    pub fn clear(&mut self) {
+        self.index.clear();
+        self.rows.clear();
+        self.item_of.clear();
+    }
+
+    /// Adds the next action, on item `row`.
+    ///
+    /// ```
+    /// use pinnersage_pipeline::batch::DistinctItems;
+    /// let mut items = DistinctItems::default();
+    /// [70, 3, 70, 70, 9].into_iter().for_each(|row| items.push(row));
+    /// assert_eq!(items.rows, [70, 3, 9]);
+    /// assert_eq!(items.item_of, [0, 1, 0, 0, 2]);
+    /// ```
+    pub fn push(&mut self, row: usize) {
+        let next = self.rows.len() as u32;
+        let index = *self.index.entry(row).or_insert(next);
+        if index == next {
+            self.rows.push(row);
+        }
+        self.item_of.push(index);
+    }
+}
+
+/// Hashes item rows, already distinct integers, with one multiplication (Fibonacci hashing).
+#[derive(Debug, Default)]
+pub struct RowHasher(u64);
+
+impl std::hash::Hasher for RowHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64 ^ self.0).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// Reusable per-thread buffers for [`cluster_user`].
 #[derive(Debug, Default)]
 pub struct UserBuffers {
     embeddings: Vec<f32>,
+    items: DistinctItems,
+    counts: Vec<u32>,
     times: Vec<i64>,
     weights: Vec<f32>,
     /// For each clustered action, the index of its event in the user's events.
@@ -370,7 +432,7 @@ pub struct UserBuffers {
 }
 
 /// Clusters one user's events: resolves items through the catalog (unknown items are skipped),
-/// gathers their embeddings and builds the profile. Cluster members index
+/// gathers the embedding of each distinct item once and builds the profile. Cluster members index
 /// `buffers.event_index`, which maps them back to the user's events. `None` if no item is
 /// known.
 pub fn cluster_user(
@@ -386,6 +448,7 @@ pub fn cluster_user(
     b.weights.clear();
     b.event_index.clear();
     b.rows.clear();
+    b.items.clear();
     catalog.rows_of(events.items(), &mut b.resolved);
     for (k, &row) in b.resolved.iter().enumerate() {
         if let Some(row) = row {
@@ -393,14 +456,15 @@ pub fn cluster_user(
             b.weights.push(events.weights[k]);
             b.event_index.push(k);
             b.rows.push(row);
+            b.items.push(row);
         }
     }
     if b.rows.is_empty() {
         return Ok(None);
     }
-    catalog.gather(&b.rows, &mut b.embeddings);
+    catalog.gather(&b.items.rows, &mut b.embeddings);
     let x = Embeddings::new(&b.embeddings, catalog.dim())?;
-    let actions = Actions::new(x, &b.times, Some(&b.weights))?;
+    let actions = Actions::on_items(x, &b.items.item_of, &b.times, Some(&b.weights))?;
     clusterer.profile(&actions, now).map(Some)
 }
 
@@ -430,46 +494,50 @@ fn most_engaged(catalog: &Catalog, engagements: &[AtomicU32], n: usize) -> Vec<(
 /// The stored form of `profile`: clusters in profile order with their medoid's item id, and the
 /// user's distinct items, each once in the first cluster that holds it, most recent first within
 /// a cluster, with its importance (the sum of `decayed(row)`, each action's `w·exp(−λ·age)`,
-/// over its actions). `times` are the clustered rows' times and `item(row)` a row's item id. The
-/// batch, the in-memory batch ([`crate::memory`]) and therefore the Spark job all store
-/// profiles through this one function.
+/// over its actions). `times` are the clustered rows' times, `items` says which distinct item
+/// each row engaged and `item(k)` is distinct item `k`'s id. The batch, the in-memory batch
+/// ([`crate::memory`]) and therefore the Spark job all store profiles through this one function.
 pub fn to_stored<'a>(
     profile: &pinnersage_core::Profile,
     times: &[i64],
     decayed: impl Fn(usize) -> f64,
+    items: &DistinctItems,
     item: impl Fn(usize) -> &'a str,
 ) -> StoredProfile {
     let known: usize = profile.clusters.iter().map(|c| c.size()).sum();
-    let mut index: HashMap<&str, usize> = HashMap::with_capacity(known);
-    let mut items = Vec::with_capacity(known);
-    let mut importance: Vec<f64> = Vec::with_capacity(known);
+    // Position in `stored` of each distinct item, u32::MAX until it is placed.
+    let mut position = vec![u32::MAX; items.rows.len()];
+    let mut stored = Vec::with_capacity(items.rows.len().min(known));
+    let mut importance: Vec<f64> = Vec::with_capacity(stored.capacity());
+    let mut members = Vec::new();
     for (k, c) in profile.clusters.iter().enumerate() {
-        let mut members = c.members.clone();
+        members.clear();
+        members.extend_from_slice(&c.members);
         members.sort_by_key(|&m| std::cmp::Reverse(times[m]));
-        for m in members {
-            let id = item(m);
-            let i = *index.entry(id).or_insert_with(|| {
-                items.push(StoredItem {
-                    item: id.to_owned(),
+        for &m in &members {
+            let distinct = items.item_of[m] as usize;
+            if position[distinct] == u32::MAX {
+                position[distinct] = stored.len() as u32;
+                stored.push(StoredItem {
+                    item: item(distinct).to_owned(),
                     cluster: k as u32,
                     importance: None,
                 });
                 importance.push(0.0);
-                items.len() - 1
-            });
-            importance[i] += decayed(m);
+            }
+            importance[position[distinct] as usize] += decayed(m);
         }
     }
-    for (stored, total) in items.iter_mut().zip(importance) {
+    for (stored, total) in stored.iter_mut().zip(importance) {
         stored.importance = Some(total as f32);
     }
     StoredProfile {
-        items,
+        items: stored,
         clusters: profile
             .clusters
             .iter()
             .map(|c| StoredCluster {
-                medoid: item(c.medoid).to_owned(),
+                medoid: item(items.item_of[c.medoid] as usize).to_owned(),
                 size: c.size() as u32,
                 importance: c.importance,
                 latest_time: c.latest_time,
@@ -515,8 +583,13 @@ fn cluster_chunk(
             let profile = cluster_user(clusterer, catalog, events, config.now, buffers)
                 .map_err(|e| BatchError::Config(format!("user {user:?}: {e}")))?;
             let known = buffers.rows.len();
-            for &row in &buffers.rows {
-                engagements[row].fetch_add(1, Ordering::Relaxed);
+            buffers.counts.clear();
+            buffers.counts.resize(buffers.items.rows.len(), 0);
+            for &k in &buffers.items.item_of {
+                buffers.counts[k as usize] += 1;
+            }
+            for (&row, &count) in buffers.items.rows.iter().zip(&buffers.counts) {
+                engagements[row].fetch_add(count, Ordering::Relaxed);
             }
             let unknown = (events.len() - known) as u64;
             let Some(profile) = profile else {
@@ -532,8 +605,8 @@ fn cluster_chunk(
             let decayed = |m: usize| {
                 f64::from(buffers.weights[m]) * decay(config.now, buffers.times[m], lambda)
             };
-            let stored = to_stored(&profile, &buffers.times, decayed, |m| {
-                catalog.id(buffers.rows[m])
+            let stored = to_stored(&profile, &buffers.times, decayed, &buffers.items, |k| {
+                catalog.id(buffers.items.rows[k])
             });
             Ok(UserResult {
                 user: user.to_owned(),

@@ -16,7 +16,7 @@ use pinnersage_store::events::{check_event_parts, dedupe_hash};
 pub use pinnersage_store::profiles::StoredProfile;
 use rayon::prelude::*;
 
-use crate::batch::{check_settings, to_stored};
+use crate::batch::{DistinctItems, check_settings, to_stored};
 
 /// A column of strings, read by row.
 pub trait Strings: Sync {
@@ -110,6 +110,7 @@ pub struct EventTable<'a> {
 /// Where the events' embeddings come from.
 pub enum Vectors<'a> {
     /// One row per event: the embedding of the event's item, joined upstream (the Spark job).
+    /// The events of one item all use the vector of its first event.
     PerEvent(Embeddings<'a>),
     /// An item table: `ids[r]` has embedding row `r`; events on other items are skipped.
     Items {
@@ -222,7 +223,13 @@ pub fn build_profiles(
     let (resolve, x): (Box<dyn Fn(usize) -> Option<usize> + Sync>, Embeddings<'_>) = match vectors {
         Vectors::PerEvent(x) => {
             check_len("embedding", x.rows())?;
-            (Box::new(Some), *x)
+            // Every event of an item reads the vector of the item's first event, so that an
+            // item is one point of its user's clustering, as in the embedded batch.
+            let mut first: HashMap<&str, usize> = HashMap::new();
+            let canonical: Vec<usize> = (0..events.items.len())
+                .map(|row| *first.entry(events.items.get(row)).or_insert(row))
+                .collect();
+            (Box::new(move |row| Some(canonical[row])), *x)
         }
         Vectors::Items { ids, embeddings } => {
             if ids.len() != embeddings.rows() {
@@ -330,29 +337,37 @@ fn run(
                     Vec::<i64>::new(),
                     Vec::<f32>::new(),
                     Vec::<usize>::new(),
+                    DistinctItems::default(),
                 )
             },
-            |(clusterer, gathered, times, weights, rows), user_events| {
+            |(clusterer, gathered, times, weights, rows, items), user_events| {
                 gathered.clear();
                 times.clear();
                 weights.clear();
                 rows.clear();
+                items.clear();
                 for e in *user_events {
                     if let Some(vector) = resolve(e.row) {
-                        gathered.extend_from_slice(x.row(vector));
                         times.push(e.time);
                         weights.push(weight(e.row));
-                        rows.push(e.row);
+                        let distinct = items.rows.len();
+                        items.push(vector);
+                        if items.rows.len() > distinct {
+                            rows.push(e.row); // the first event on this distinct item
+                        }
                     }
                 }
+                for &vector in &items.rows {
+                    gathered.extend_from_slice(x.row(vector));
+                }
                 let user = events.users.get(user_events[0].row).to_owned();
-                let unknown = (user_events.len() - rows.len()) as u64;
-                if rows.is_empty() {
+                let unknown = (user_events.len() - times.len()) as u64;
+                if times.is_empty() {
                     return Ok((user, None, unknown));
                 }
                 let mut cluster = || -> Result<_, CoreError> {
-                    let actions =
-                        Actions::new(Embeddings::new(gathered, x.dim())?, times, Some(weights))?;
+                    let vectors = Embeddings::new(gathered, x.dim())?;
+                    let actions = Actions::on_items(vectors, &items.item_of, times, Some(weights))?;
                     clusterer.profile(&actions, config.now)
                 };
                 let profile = cluster().map_err(|source| MemoryError::Cluster {
@@ -362,7 +377,9 @@ fn run(
                 let lambda = config.params.lambda;
                 let decayed =
                     |m: usize| f64::from(weights[m]) * decay(config.now, times[m], lambda);
-                let stored = to_stored(&profile, times, decayed, |m| events.items.get(rows[m]));
+                let stored = to_stored(&profile, times, decayed, items, |k| {
+                    events.items.get(rows[k])
+                });
                 Ok((user, Some(stored), unknown))
             },
         )

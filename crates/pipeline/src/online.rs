@@ -22,6 +22,8 @@ use pinnersage_core::{Actions, Clusterer, CoreError, Embeddings, ProfileParams};
 use pinnersage_store::events::{EventStore, EventStoreError};
 use rayon::prelude::*;
 
+use crate::batch::DistinctItems;
+
 /// Latest actions per user clustered online, as in the paper.
 pub const DEFAULT_ONLINE_ACTIONS: usize = 20;
 
@@ -320,14 +322,16 @@ impl OnlineProfiles {
             actions.drain(..actions.len() - keep);
         }
         let dim = self.catalog.dim();
-        let mut x = Vec::with_capacity(actions.len() * dim);
-        for a in &actions {
-            x.extend_from_slice(self.catalog.embedding(a.row as usize));
+        let mut items = DistinctItems::default();
+        actions.iter().for_each(|a| items.push(a.row as usize));
+        let mut x = Vec::with_capacity(items.rows.len() * dim);
+        for &row in &items.rows {
+            x.extend_from_slice(self.catalog.embedding(row));
         }
         let times: Vec<i64> = actions.iter().map(|a| a.time).collect();
         let weights: Vec<f32> = actions.iter().map(|a| a.weight).collect();
         let clusters = Embeddings::new(&x, dim)
-            .and_then(|x| Actions::new(x, &times, Some(&weights)))
+            .and_then(|x| Actions::on_items(x, &items.item_of, &times, Some(&weights)))
             .and_then(|a| clusterer.profile(&a, since))
             .map(|p| {
                 p.clusters
