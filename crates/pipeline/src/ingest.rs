@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 use pinnersage_catalog::catalog::Catalog;
 use pinnersage_store::events::{Event, EventStore, EventStoreError};
 
+use crate::histogram::Histogram;
 use crate::online::{Accepted, OnlineAction, OnlineProfiles};
 
 /// Most events stored by one commit (a group larger than this is split).
@@ -52,6 +53,10 @@ pub struct IngestCounters {
     /// The last commit's error, while commits fail (cleared by the next success): a store that
     /// cannot write (for example poisoned after an fsync error) makes the server unhealthy.
     pub failing: std::sync::Mutex<Option<String>>,
+    /// Time of each commit's store write (insert + fsync).
+    pub store_time: Histogram,
+    /// Time of each commit's online-profile update (re-clustering the users it touched).
+    pub online_time: Histogram,
 }
 
 /// The group-commit writer. Dropping it stops accepting, finishes what is queued and joins
@@ -169,7 +174,9 @@ fn write_loop(
             events.extend(job.events);
         }
         counters.commits.fetch_add(1, Relaxed);
+        let started = std::time::Instant::now();
         let result = store.insert_each(&events);
+        counters.store_time.record(started.elapsed());
         if let Ok(mut failing) = counters.failing.lock() {
             *failing = result.as_ref().err().map(ToString::to_string);
         }
@@ -190,7 +197,9 @@ fn write_loop(
                         })
                     })
                     .collect();
+                let started = std::time::Instant::now();
                 online.apply(&accepted);
+                counters.online_time.record(started.elapsed());
                 let new = fresh.iter().filter(|&&f| f).count() as u64;
                 counters.stored.fetch_add(new, Relaxed);
                 counters

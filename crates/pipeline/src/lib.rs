@@ -2,7 +2,7 @@
 //!
 //! The jobs that move data through pinnersage: importing engagement logs into the event store
 //! ([`import_events`]) and the daily batch that turns every user's recent events into a new
-//! profile generation ([`batch`]); durable ingestion with group commit ([`ingest`]) and the
+//! profile generation ([`batch`]); durable ingestion with group commit ([`ingest`], its commit times in a [`histogram`]) and the
 //! online profiles of today's latest actions ([`online`]); the MovieLens layout ([`movielens`]); the batch over in-memory columns ([`memory`], for the
 //! Python package and the Spark job), the profile table's schema ([`profile_table`]) and
 //! publishing profiles computed elsewhere ([`import_profiles`]) and shipping them to a fleet of
@@ -12,6 +12,7 @@
 
 pub mod batch;
 pub mod embed;
+pub mod histogram;
 pub mod import_events;
 pub mod import_profiles;
 pub mod ingest;

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use crate::auth::{AuthConfig, RouteClass};
 use crate::clock::unix_now;
 use crate::ingest::{Ingest, IngestError, MAX_BODY_BYTES};
-use crate::metrics::{Metrics, write_metric};
+use crate::metrics::{Metrics, write_histogram, write_metric};
 use crate::recommend::{Engine, EngineError, Recommended, Request as RecoRequest, SampledMedoid};
 use pinnersage_core::ProfileParams;
 use pinnersage_pipeline::batch::BatchConfig;
@@ -1053,6 +1053,18 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             ),
         ];
         write_counters(&mut out, &counters);
+        out.push_str(
+            "# HELP pinnersage_event_commit_seconds Time of a group commit's phases: store (write + fsync), online (re-clustering its users).\n\
+             # TYPE pinnersage_event_commit_seconds histogram\n",
+        );
+        for (phase, histogram) in [("store", &c.store_time), ("online", &c.online_time)] {
+            write_histogram(
+                &mut out,
+                "pinnersage_event_commit_seconds",
+                &format!("phase=\"{phase}\""),
+                histogram,
+            );
+        }
         if let Some(n) = &state.nats {
             let nats = [
                 (

@@ -4,6 +4,8 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use pinnersage_pipeline::histogram::{BOUNDS, Histogram};
+
 /// Routes measured, by label.
 pub const ROUTES: [&str; 10] = [
     "recommendations",
@@ -19,17 +21,11 @@ pub const ROUTES: [&str; 10] = [
 ];
 /// Status codes counted individually; anything else is counted as `other`.
 const STATUSES: [u16; 9] = [200, 202, 400, 404, 405, 413, 422, 500, 503];
-/// Latency histogram bucket bounds, seconds.
-const BUCKETS: [f64; 14] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-];
 
 #[derive(Default)]
 struct Route {
     statuses: [AtomicU64; STATUSES.len() + 1],
-    buckets: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
-    sum_nanos: AtomicU64,
+    latency: Histogram,
 }
 
 /// Counters and latency histograms per route.
@@ -63,14 +59,7 @@ impl Metrics {
             .position(|&x| x == status)
             .unwrap_or(STATUSES.len());
         route.statuses[s].fetch_add(1, Ordering::Relaxed);
-        let secs = elapsed.as_secs_f64();
-        if let Some(b) = BUCKETS.iter().position(|&le| secs <= le) {
-            route.buckets[b].fetch_add(1, Ordering::Relaxed);
-        }
-        route.count.fetch_add(1, Ordering::Relaxed);
-        route
-            .sum_nanos
-            .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+        route.latency.record(elapsed);
     }
 
     /// Appends the request metrics in the Prometheus text format.
@@ -95,33 +84,29 @@ impl Metrics {
         out.push_str("# HELP pinnersage_http_request_duration_seconds Time to answer, by route.\n");
         out.push_str("# TYPE pinnersage_http_request_duration_seconds histogram\n");
         for (name, route) in ROUTES.iter().zip(&self.routes) {
-            let count = route.count.load(Ordering::Relaxed);
-            if count == 0 {
-                continue;
-            }
-            let mut cumulative = 0;
-            for (le, b) in BUCKETS.iter().zip(&route.buckets) {
-                cumulative += b.load(Ordering::Relaxed);
-                let _ = writeln!(
-                    out,
-                    "pinnersage_http_request_duration_seconds_bucket{{route=\"{name}\",le=\"{le}\"}} {cumulative}"
-                );
-            }
-            let _ = writeln!(
+            write_histogram(
                 out,
-                "pinnersage_http_request_duration_seconds_bucket{{route=\"{name}\",le=\"+Inf\"}} {count}"
-            );
-            let sum = route.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-            let _ = writeln!(
-                out,
-                "pinnersage_http_request_duration_seconds_sum{{route=\"{name}\"}} {sum}"
-            );
-            let _ = writeln!(
-                out,
-                "pinnersage_http_request_duration_seconds_count{{route=\"{name}\"}} {count}"
+                "pinnersage_http_request_duration_seconds",
+                &format!("route=\"{name}\""),
+                &route.latency,
             );
         }
     }
+}
+
+/// Appends the buckets, sum and count of `histogram` as the series `name{labels}` (the HELP
+/// and TYPE lines are the caller's); nothing while it is empty.
+pub fn write_histogram(out: &mut String, name: &str, labels: &str, histogram: &Histogram) {
+    let (cumulative, count, sum) = histogram.snapshot();
+    if count == 0 {
+        return;
+    }
+    for (le, c) in BOUNDS.iter().zip(cumulative) {
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {c}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+    let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
 }
 
 /// Appends one gauge or counter with its help text.

@@ -701,6 +701,12 @@ fn posted_events_are_validated_one_by_one_stored_once_and_survive_a_restart() {
         let (_, text) = server.request("GET", "/metrics");
         assert_eq!(metric(&text, "pinnersage_events_stored_total"), 3.0);
         assert_eq!(metric(&text, "pinnersage_events_duplicate_total"), 3.0);
+        let commits = metric(&text, "pinnersage_event_commits_total");
+        assert!(commits >= 1.0, "{text}");
+        for phase in ["store", "online"] {
+            let timed = format!("pinnersage_event_commit_seconds_count{{phase=\"{phase}\"}}");
+            assert_eq!(metric(&text, &timed), commits, "{phase}");
+        }
 
         // The new user is served from online clusters alone, without their own items.
         let (status, profile) = server.get_json("/v1/users/newbie/profile");
