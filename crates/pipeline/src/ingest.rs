@@ -1,8 +1,9 @@
 //! Durable ingestion with group commit: the one path behind every door (HTTP, NATS).
 //!
 //! Submitters hand validated events to the [`Ingestor`]; one writer thread takes everything
-//! queued, stores it in one atomic, fsynced batch, updates the online profiles and only then
-//! answers each submitter. Under load many requests share one fsync, so throughput grows with
+//! queued, checks it for duplicates, then stores it in one atomic, fsynced batch while the
+//! online profiles are updated with it on a second thread, and only then answers each
+//! submitter. Under load many requests share one fsync, so throughput grows with
 //! concurrency while every acknowledgement still means "on disk".
 
 use std::sync::Arc;
@@ -53,8 +54,10 @@ pub struct IngestCounters {
     /// The last commit's error, while commits fail (cleared by the next success): a store that
     /// cannot write (for example poisoned after an fsync error) makes the server unhealthy.
     pub failing: std::sync::Mutex<Option<String>>,
-    /// Time of each commit's store write (insert + fsync).
-    pub store_time: Histogram,
+    /// Time of each commit's duplicate lookups in the store.
+    pub lookup_time: Histogram,
+    /// Time of each commit's store write (journal write + fsync, and any write stall).
+    pub write_time: Histogram,
     /// Time of each commit's online-profile update (re-clustering the users it touched).
     pub online_time: Histogram,
 }
@@ -174,32 +177,12 @@ fn write_loop(
             events.extend(job.events);
         }
         counters.commits.fetch_add(1, Relaxed);
-        let started = std::time::Instant::now();
-        let result = store.insert_each(&events);
-        counters.store_time.record(started.elapsed());
+        let result = commit_group(store, catalog, online, counters, &events);
         if let Ok(mut failing) = counters.failing.lock() {
             *failing = result.as_ref().err().map(ToString::to_string);
         }
         match result {
             Ok(fresh) => {
-                let accepted: Vec<Accepted<'_>> = events
-                    .iter()
-                    .zip(&fresh)
-                    .filter(|&(_, &f)| f)
-                    .filter_map(|(e, _)| {
-                        catalog.row_of(&e.item).map(|row| Accepted {
-                            user: &e.user,
-                            action: OnlineAction {
-                                row: row as u32,
-                                time: e.time,
-                                weight: e.weight,
-                            },
-                        })
-                    })
-                    .collect();
-                let started = std::time::Instant::now();
-                online.apply(&accepted);
-                counters.online_time.record(started.elapsed());
                 let new = fresh.iter().filter(|&&f| f).count() as u64;
                 counters.stored.fetch_add(new, Relaxed);
                 counters
@@ -223,4 +206,64 @@ fn write_loop(
             }
         }
     }
+}
+
+/// Stores one group and updates the online profiles with its new events: the duplicate lookups
+/// first, then the store write (journal + fsync) and the re-clustering of the group's users at
+/// the same time, on two threads. Returns once both are done, so an acknowledged event is
+/// durable and visible. If the write fails, the users updated from it are dropped from memory
+/// and rebuilt from the store when next needed.
+fn commit_group(
+    store: &EventStore,
+    catalog: &Catalog,
+    online: &OnlineProfiles,
+    counters: &IngestCounters,
+    events: &[Event],
+) -> Result<Vec<bool>, EventStoreError> {
+    let started = std::time::Instant::now();
+    let prepared = store.prepare(events)?;
+    counters.lookup_time.record(started.elapsed());
+    let accepted: Vec<Accepted<'_>> = events
+        .iter()
+        .zip(prepared.fresh())
+        .filter(|&(_, &f)| f)
+        .filter_map(|(e, _)| {
+            catalog.row_of(&e.item).map(|row| Accepted {
+                user: &e.user,
+                action: OnlineAction {
+                    row: row as u32,
+                    time: e.time,
+                    weight: e.weight,
+                },
+            })
+        })
+        .collect();
+    let result = std::thread::scope(|scope| {
+        // Rebuilds of evicted users read the store: they wait for this write.
+        let written = online.hold_rebuilds();
+        let applying = (!accepted.is_empty()).then(|| {
+            scope.spawn(|| {
+                let started = std::time::Instant::now();
+                online.apply(&accepted);
+                counters.online_time.record(started.elapsed());
+            })
+        });
+        let started = std::time::Instant::now();
+        let result = store.commit(prepared);
+        counters.write_time.record(started.elapsed());
+        drop(written);
+        if let Some(applying) = applying
+            && let Err(panic) = applying.join()
+        {
+            std::panic::resume_unwind(panic);
+        }
+        if accepted.is_empty() {
+            counters.online_time.record(std::time::Duration::ZERO);
+        }
+        result
+    });
+    if result.is_err() {
+        online.forget(accepted.iter().map(|a| a.user));
+    }
+    result
 }

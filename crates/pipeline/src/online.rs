@@ -86,6 +86,9 @@ pub struct OnlineProfiles {
     clock: AtomicU64,
     /// Users evicted so far.
     evictions: AtomicU64,
+    /// Held for writing while a store write is in flight (see [`OnlineProfiles::hold_rebuilds`]):
+    /// a rebuild from the store reads only what is fully written.
+    rebuilds: RwLock<()>,
 }
 
 /// One shard of the users.
@@ -142,6 +145,7 @@ impl OnlineProfiles {
             store: OnceLock::new(),
             clock: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
+            rebuilds: RwLock::new(()),
         })
     }
 
@@ -213,6 +217,7 @@ impl OnlineProfiles {
     /// `user`'s state from the store's events after the boundary; `None` without any.
     fn rebuild(&self, user: &str, served: &Served) -> Option<OnlineUser> {
         let store = self.store.get()?;
+        let _written = self.rebuilds.read().unwrap_or_else(|p| p.into_inner());
         let events = store.user_events_after(user, served.since).ok()?;
         let actions: Vec<OnlineAction> = events
             .iter()
@@ -259,6 +264,25 @@ impl OnlineProfiles {
         shard.evicted.extend(evicted);
         self.evictions
             .fetch_add((before - shard.users.len()) as u64, Ordering::Relaxed);
+    }
+
+    /// Makes rebuilds of evicted users from the store wait until the guard is dropped. A writer
+    /// holds it while it writes events to the store and applies the same events here
+    /// concurrently: a user evicted meanwhile is then rebuilt from a store that has them.
+    pub fn hold_rebuilds(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.rebuilds.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Drops what is held in memory for `users`, so that each is rebuilt from the store when
+    /// next needed: after events were applied here but their store write failed, the store
+    /// (the source of truth) decides again.
+    pub fn forget<'a>(&self, users: impl IntoIterator<Item = &'a str>) {
+        for user in users {
+            let mut shard = self.shard(user).lock().expect("not poisoned");
+            if shard.users.remove(user).is_some() {
+                shard.evicted.insert(stable_hash(user.as_bytes()));
+            }
+        }
     }
 
     /// Users with online actions held in memory.

@@ -1054,10 +1054,14 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         ];
         write_counters(&mut out, &counters);
         out.push_str(
-            "# HELP pinnersage_event_commit_seconds Time of a group commit's phases: store (write + fsync), online (re-clustering its users).\n\
+            "# HELP pinnersage_event_commit_seconds Time of a group commit's phases: lookup (duplicate checks), write (journal write + fsync + storage write stalls), online (re-clustering its users).\n\
              # TYPE pinnersage_event_commit_seconds histogram\n",
         );
-        for (phase, histogram) in [("store", &c.store_time), ("online", &c.online_time)] {
+        for (phase, histogram) in [
+            ("lookup", &c.lookup_time),
+            ("write", &c.write_time),
+            ("online", &c.online_time),
+        ] {
             write_histogram(
                 &mut out,
                 "pinnersage_event_commit_seconds",
@@ -1065,6 +1069,54 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
                 histogram,
             );
         }
+        let engine = ingest.engine_stats();
+        for (name, help, value) in [
+            (
+                "pinnersage_event_store_sealed_memtables",
+                "Full memtables waiting for a flush (writes stall at 4 in one keyspace).",
+                engine.sealed_memtables,
+            ),
+            (
+                "pinnersage_event_store_outstanding_flushes",
+                "Memtable flushes queued or running.",
+                engine.outstanding_flushes,
+            ),
+            (
+                "pinnersage_event_store_l0_tables",
+                "Tables in level 0, waiting to be compacted (writes slow down at 20 runs).",
+                engine.l0_tables,
+            ),
+            (
+                "pinnersage_event_store_tables",
+                "Tables on disk.",
+                engine.tables,
+            ),
+            (
+                "pinnersage_event_store_active_compactions",
+                "Compactions running.",
+                engine.active_compactions,
+            ),
+            (
+                "pinnersage_event_store_journals",
+                "Journal files (more than one while flushes lag).",
+                engine.journals,
+            ),
+            (
+                "pinnersage_event_store_write_buffer_bytes",
+                "Bytes held in memtables.",
+                engine.write_buffer_bytes,
+            ),
+        ] {
+            write_metric(&mut out, name, "gauge", help, value as f64);
+        }
+        write_counters(
+            &mut out,
+            &[(
+                "pinnersage_event_store_compactions_total",
+                "Compactions completed since the store was opened.",
+                engine.compactions_completed,
+            )],
+        );
         if let Some(n) = &state.nats {
             let nats = [
                 (

@@ -17,7 +17,7 @@ use pinnersage_catalog::timestamp::{TimestampError, parse_timestamp, unix_second
 use pinnersage_pipeline::batch::{BatchConfig, BatchError, BatchSummary, run_batch_on};
 use pinnersage_pipeline::ingest::Overloaded;
 use pinnersage_pipeline::ingest::{IngestCounters, Ingestor};
-use pinnersage_store::events::{Event, EventStore, EventStoreError, check_event};
+use pinnersage_store::events::{EngineStats, Event, EventStore, EventStoreError, check_event};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -261,6 +261,11 @@ impl Ingest {
     /// The writer's counters.
     pub fn counters(&self) -> &IngestCounters {
         self.ingestor.counters()
+    }
+
+    /// The event store's flush and compaction backlog.
+    pub fn engine_stats(&self) -> EngineStats {
+        self.store.engine_stats()
     }
 
     /// Validates and stores a request body; resolves once the valid events are durable.

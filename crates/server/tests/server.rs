@@ -703,10 +703,23 @@ fn posted_events_are_validated_one_by_one_stored_once_and_survive_a_restart() {
         assert_eq!(metric(&text, "pinnersage_events_duplicate_total"), 3.0);
         let commits = metric(&text, "pinnersage_event_commits_total");
         assert!(commits >= 1.0, "{text}");
-        for phase in ["store", "online"] {
+        for phase in ["lookup", "write", "online"] {
             let timed = format!("pinnersage_event_commit_seconds_count{{phase=\"{phase}\"}}");
             assert_eq!(metric(&text, &timed), commits, "{phase}");
         }
+        // The storage engine's backlog is exported; the events sit in memtables of one journal.
+        assert!(
+            metric(&text, "pinnersage_event_store_journals") >= 1.0,
+            "{text}"
+        );
+        assert!(
+            metric(&text, "pinnersage_event_store_write_buffer_bytes") > 0.0,
+            "{text}"
+        );
+        assert_eq!(
+            metric(&text, "pinnersage_event_store_sealed_memtables"),
+            0.0
+        );
 
         // The new user is served from online clusters alone, without their own items.
         let (status, profile) = server.get_json("/v1/users/newbie/profile");

@@ -91,6 +91,55 @@ pub struct InsertStats {
     pub duplicates: u64,
 }
 
+/// An insert checked against the stored events and ready to be written by
+/// [`EventStore::commit`]; it holds the store's writer lock until then.
+#[must_use = "a prepared insert stores nothing until it is committed"]
+pub struct Prepared<'s, 'e> {
+    _writer: std::sync::MutexGuard<'s, ()>,
+    fresh: Vec<bool>,
+    by_id: Vec<&'e [u8]>,
+    by_user: Vec<(Vec<u8>, Vec<u8>)>,
+    by_time: Vec<Vec<u8>>,
+}
+
+impl Prepared<'_, '_> {
+    /// For each event, whether it is new (`false`: already stored, or repeated earlier in the
+    /// same insert).
+    pub fn fresh(&self) -> &[bool] {
+        &self.fresh
+    }
+}
+
+impl std::fmt::Debug for Prepared<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("events", &self.fresh.len())
+            .field("new", &self.by_user.len())
+            .finish()
+    }
+}
+
+/// The storage engine's backlog, summed over the store's keyspaces: what a slow write waits for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Full memtables waiting to be flushed to disk (writes stall at 4 in one keyspace).
+    pub sealed_memtables: u64,
+    /// Flushes queued or running.
+    pub outstanding_flushes: u64,
+    /// Tables in level 0 (writes slow down as they pile up, before compaction merges them).
+    pub l0_tables: u64,
+    /// Tables on disk.
+    pub tables: u64,
+    /// Compactions running.
+    pub active_compactions: u64,
+    /// Compactions completed since the store was opened.
+    pub compactions_completed: u64,
+    /// Journal files (more than one while flushes lag).
+    pub journals: u64,
+    /// Bytes held in memtables.
+    pub write_buffer_bytes: u64,
+}
+
 /// The event log of a data directory (`DATA_DIR/events`).
 pub struct EventStore {
     path: PathBuf,
@@ -98,7 +147,15 @@ pub struct EventStore {
     by_user: Keyspace,
     by_time: Keyspace,
     by_id: Keyspace,
+    /// Every stored event with an id is in `by_id` (the store was created with that index), so
+    /// an id's duplicate check needs no second lookup in `by_user`.
+    ids_complete: bool,
+    /// Held from [`EventStore::prepare`] to [`EventStore::commit`]: one insert at a time.
+    writer: std::sync::Mutex<()>,
 }
+
+/// The `meta` keyspace's marker of a store whose every id-carrying event is in `by_id`.
+const IDS_COMPLETE: &[u8] = b"ids_complete";
 
 impl std::fmt::Debug for EventStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -225,12 +282,28 @@ impl EventStore {
                     .filter_block_pinning_policy(fjall::config::PinningPolicy::all(true))
             })
             .map_err(engine)?;
+        // Stores written before the id index existed hold id-carrying events in `by_user` only;
+        // a store that was empty when the index first met it is marked complete, durably.
+        let meta = db
+            .keyspace("meta", KeyspaceCreateOptions::default)
+            .map_err(engine)?;
+        let ids_complete = if meta.contains_key(IDS_COMPLETE).map_err(engine)? {
+            true
+        } else if by_user.is_empty().map_err(engine)? {
+            meta.insert(IDS_COMPLETE, []).map_err(engine)?;
+            db.persist(PersistMode::SyncAll).map_err(engine)?;
+            true
+        } else {
+            false
+        };
         Ok(Self {
             path,
             db,
             by_user,
             by_time,
             by_id,
+            ids_complete,
+            writer: std::sync::Mutex::new(()),
         })
     }
 
@@ -273,6 +346,37 @@ impl EventStore {
     /// assert_eq!(store.insert_each(&[click.clone(), click]).unwrap(), vec![false, false]);
     /// ```
     pub fn insert_each(&self, events: &[Event]) -> Result<Vec<bool>, EventStoreError> {
+        let prepared = self.prepare(events)?;
+        self.commit(prepared)
+    }
+
+    /// The first half of an insert: checks each event against the stored ones and builds the
+    /// new entries, without writing. [`EventStore::commit`] writes them. The prepared insert
+    /// holds the store's writer lock, so no other insert can interleave and store a duplicate.
+    /// Splitting the two lets a caller act on [`Prepared::fresh`] while the write and its fsync
+    /// run (the online path re-clusters users meanwhile).
+    ///
+    /// ```
+    /// use pinnersage_store::events::{Event, EventStore};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = EventStore::open(dir.path()).unwrap();
+    /// let view = Event { user: "u".into(), item: "i".into(), time: 5, action: "view".into(),
+    ///                    weight: 1.0, id: None };
+    /// let prepared = store.prepare(std::slice::from_ref(&view)).unwrap();
+    /// assert_eq!(prepared.fresh(), &[true]);
+    /// assert_eq!(store.user_events("u", 0, 10).unwrap().len(), 0); // not written yet
+    /// assert_eq!(store.commit(prepared).unwrap(), vec![true]);
+    /// assert_eq!(store.user_events("u", 0, 10).unwrap().len(), 1);
+    /// // The event waits in a memtable of the one journal; nothing is flushed yet.
+    /// let engine = store.engine_stats();
+    /// assert!(engine.write_buffer_bytes > 0);
+    /// assert_eq!((engine.journals, engine.sealed_memtables, engine.tables), (1, 0, 0));
+    /// ```
+    pub fn prepare<'s, 'e>(
+        &'s self,
+        events: &'e [Event],
+    ) -> Result<Prepared<'s, 'e>, EventStoreError> {
+        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let mut scratch = Vec::new();
         let mut keys = Vec::with_capacity(events.len());
         for e in events {
@@ -298,10 +402,11 @@ impl EventStore {
                                 .contains_key(id.as_bytes())
                                 .map_err(|s| self.engine(s))?
                             // Stored before ids had their own index: same user, time and id.
-                            && !self
+                            && (self.ids_complete
+                                || !self
                                 .by_user
                                 .contains_key(key)
-                                .map_err(|s| self.engine(s))?
+                                .map_err(|s| self.engine(s))?)
                     }
                     None => {
                         keys_in_batch.insert(key.as_slice())
@@ -343,6 +448,25 @@ impl EventStore {
         by_id.sort_unstable();
         by_user.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         by_time.sort_unstable();
+        Ok(Prepared {
+            _writer: writer,
+            fresh,
+            by_id,
+            by_user,
+            by_time,
+        })
+    }
+
+    /// Writes a [`Prepared`] insert atomically and durably (the journal is fsynced before this
+    /// returns) and gives back, for each event, whether it was new.
+    pub fn commit(&self, prepared: Prepared<'_, '_>) -> Result<Vec<bool>, EventStoreError> {
+        let Prepared {
+            _writer,
+            fresh,
+            by_id,
+            by_user,
+            by_time,
+        } = prepared;
         let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
         for id in by_id {
             batch.insert(&self.by_id, id, []);
@@ -355,6 +479,25 @@ impl EventStore {
         }
         batch.commit().map_err(|s| self.engine(s))?;
         Ok(fresh)
+    }
+
+    /// The storage engine's current backlog (cheap: counters only, no I/O). Read through
+    /// fjall's hidden diagnostic accessors, which the locked fjall version provides.
+    pub fn engine_stats(&self) -> EngineStats {
+        let mut stats = EngineStats {
+            outstanding_flushes: self.db.outstanding_flushes() as u64,
+            active_compactions: self.db.active_compactions() as u64,
+            compactions_completed: self.db.compactions_completed() as u64,
+            journals: self.db.journal_count() as u64,
+            write_buffer_bytes: self.db.write_buffer_size(),
+            ..EngineStats::default()
+        };
+        for keyspace in [&self.by_user, &self.by_time, &self.by_id] {
+            stats.sealed_memtables += keyspace.sealed_memtable_count() as u64;
+            stats.l0_tables += keyspace.l0_table_count() as u64;
+            stats.tables += keyspace.table_count() as u64;
+        }
+        stats
     }
 
     /// The events of `user` with `time > after`, in time order: one range scan (the online path
@@ -755,5 +898,68 @@ impl Iterator for UserEvents<'_> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn click(id: &str, time: i64) -> Event {
+        Event {
+            user: "u".into(),
+            item: "i".into(),
+            time,
+            action: "click".into(),
+            weight: 1.0,
+            id: Some(id.into()),
+        }
+    }
+
+    #[test]
+    fn a_store_from_before_the_id_index_still_finds_its_id_events() {
+        let dir = tempfile::tempdir().unwrap();
+        // What a store written before `by_id` existed holds: the event in `by_user` only.
+        {
+            let db = Database::builder(dir.path().join("events")).open().unwrap();
+            let by_user = db
+                .keyspace("by_user", KeyspaceCreateOptions::default)
+                .unwrap();
+            let e = click("e1", 5);
+            let mut key = user_prefix(&e.user);
+            key.extend(time_key(e.time));
+            key.extend(
+                dedupe_hash(e.id.as_deref(), &e.item, &e.action, &mut Vec::new()).to_be_bytes(),
+            );
+            by_user.insert(key, b"x").unwrap();
+            db.persist(PersistMode::SyncAll).unwrap();
+        }
+        for _ in 0..2 {
+            let store = EventStore::open(dir.path()).unwrap();
+            assert!(
+                !store.ids_complete,
+                "a non-empty store without the marker is not complete"
+            );
+            assert_eq!(store.insert_each(&[click("e1", 5)]).unwrap(), vec![false]);
+        }
+    }
+
+    #[test]
+    fn a_new_store_is_marked_complete_and_stays_so() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = EventStore::open(dir.path()).unwrap();
+            assert!(store.ids_complete);
+            assert_eq!(store.insert_each(&[click("e1", 5)]).unwrap(), vec![true]);
+        }
+        let store = EventStore::open(dir.path()).unwrap();
+        assert!(store.ids_complete, "the marker is durable");
+        // The id alone identifies the event, at any time.
+        assert_eq!(
+            store
+                .insert_each(&[click("e1", 5), click("e1", 9)])
+                .unwrap(),
+            vec![false, false]
+        );
     }
 }
