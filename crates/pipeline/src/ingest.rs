@@ -245,21 +245,19 @@ fn commit_group(
             scope.spawn(|| {
                 let started = std::time::Instant::now();
                 online.apply(&accepted);
-                counters.online_time.record(started.elapsed());
+                started.elapsed()
             })
         });
         let started = std::time::Instant::now();
         let result = store.commit(prepared);
         counters.write_time.record(started.elapsed());
         drop(written);
-        if let Some(applying) = applying
-            && let Err(panic) = applying.join()
-        {
-            std::panic::resume_unwind(panic);
-        }
-        if accepted.is_empty() {
-            counters.online_time.record(std::time::Duration::ZERO);
-        }
+        let online_time = match applying.map(|a| a.join()) {
+            None => std::time::Duration::ZERO,
+            Some(Ok(elapsed)) => elapsed,
+            Some(Err(panic)) => std::panic::resume_unwind(panic),
+        };
+        counters.online_time.record(online_time);
         result
     });
     if result.is_err() {

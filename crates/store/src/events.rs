@@ -201,6 +201,14 @@ fn event_id(e: &Event) -> Option<&str> {
     e.id.as_deref().filter(|id| !id.is_empty())
 }
 
+/// `e`'s key in `by_user`: `[user prefix][time][dedupe hash]`; `scratch` is the hash's buffer.
+fn by_user_key(e: &Event, scratch: &mut Vec<u8>) -> Vec<u8> {
+    let mut key = user_prefix(&e.user);
+    key.extend(time_key(e.time));
+    key.extend(dedupe_hash(e.id.as_deref(), &e.item, &e.action, scratch).to_be_bytes());
+    key
+}
+
 fn user_prefix(user: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(4 + user.len() + 16);
     k.extend((user.len() as u32).to_be_bytes());
@@ -381,12 +389,7 @@ impl EventStore {
         let mut keys = Vec::with_capacity(events.len());
         for e in events {
             check_event(e)?;
-            let mut key = user_prefix(&e.user);
-            key.extend(time_key(e.time));
-            key.extend(
-                dedupe_hash(e.id.as_deref(), &e.item, &e.action, &mut scratch).to_be_bytes(),
-            );
-            keys.push(key);
+            keys.push(by_user_key(e, &mut scratch));
         }
         let mut fresh = Vec::with_capacity(events.len());
         {
@@ -926,12 +929,9 @@ mod tests {
                 .keyspace("by_user", KeyspaceCreateOptions::default)
                 .unwrap();
             let e = click("e1", 5);
-            let mut key = user_prefix(&e.user);
-            key.extend(time_key(e.time));
-            key.extend(
-                dedupe_hash(e.id.as_deref(), &e.item, &e.action, &mut Vec::new()).to_be_bytes(),
-            );
-            by_user.insert(key, b"x").unwrap();
+            by_user
+                .insert(by_user_key(&e, &mut Vec::new()), b"x")
+                .unwrap();
             db.persist(PersistMode::SyncAll).unwrap();
         }
         for _ in 0..2 {
