@@ -665,6 +665,55 @@ fn a_full_ingest_queue_refuses_instead_of_growing_and_loses_nothing_it_accepted(
     assert_eq!(stored, accepted, "exactly the accepted events are stored");
 }
 
+/// Re-clustering reuses its buffers from user to user, on one thread for small updates and
+/// spread over the pool for big ones: every user still ends up exactly as when clustered alone
+/// in a fresh state, whatever the users before it on the same buffers held.
+#[test]
+fn online_users_clustered_together_or_in_groups_equal_each_clustered_alone() {
+    use pinnersage_catalog::catalog::Catalog;
+    use pinnersage_pipeline::online::{Accepted, OnlineAction, OnlineProfiles};
+    use std::sync::Arc;
+
+    let scratch_dir = scratch("together");
+    let dir = scratch_dir.path();
+    topic_catalog(dir);
+    let catalog = Arc::new(Catalog::open(dir).unwrap());
+    let params = ProfileParams {
+        max_actions: 8,
+        ..ProfileParams::default()
+    };
+    let fresh = || OnlineProfiles::new(catalog.clone(), params.clone(), 1_000).unwrap();
+    let users: Vec<String> = (0..600).map(|u| format!("u{u}")).collect();
+    // 1 to 13 actions per user (some over max_actions), on 1 to 13 of the 30 items.
+    let events: Vec<Accepted<'_>> = users
+        .iter()
+        .enumerate()
+        .flat_map(|(u, user)| {
+            (0..1 + u % 13).map(move |a| Accepted {
+                user,
+                action: OnlineAction {
+                    row: ((u * 7 + a * a * 3) % 30) as u32,
+                    time: 1_001 + ((a * 37 + u) % 500) as i64,
+                    weight: 1.0 + (a % 3) as f32,
+                },
+            })
+        })
+        .collect();
+    let together = fresh();
+    together.apply(&events);
+    let grouped = fresh();
+    events.chunks(50).for_each(|group| grouped.apply(group));
+    for user in &users {
+        let alone = fresh();
+        let own: Vec<Accepted<'_>> = events.iter().filter(|e| e.user == user).copied().collect();
+        alone.apply(&own);
+        let expected = alone.get(user).expect("online actions");
+        assert!(!expected.clusters.is_empty(), "{user}");
+        assert_eq!(together.get(user).as_deref(), Some(&*expected), "{user}");
+        assert_eq!(grouped.get(user).as_deref(), Some(&*expected), "{user}");
+    }
+}
+
 #[test]
 fn online_state_stays_within_its_budget_and_evicted_users_come_back_whole() {
     use pinnersage_catalog::catalog::Catalog;
