@@ -31,6 +31,10 @@ use crate::http_client::Conn;
 /// probes run only with --rate. With --visible-on B (a fleet), probes are posted to --addr and
 /// polled on replica B.
 ///
+/// Server side: the group commits of --addr during the run, from its /metrics (mean time and
+/// commits over 100 ms of each phase: lookup = duplicate checks, write = journal + fsync,
+/// online = re-clustering), which tells a slow tail's phase.
+///
 /// Example:
 ///   pinnersage bench ingest --addr 127.0.0.1:8080 --items 200000 --duration 20
 ///   pinnersage bench ingest --addr 127.0.0.1:8080 --items 200000 --nats nats://127.0.0.1:4222
@@ -137,6 +141,7 @@ pub fn run(args: &BenchIngestArgs) -> Result<()> {
     if status != 200 {
         bail!("{} answered /healthz with HTTP {status}", args.addr);
     }
+    let phases_before = CommitPhases::read(&metrics(args.addr)?);
     let stop = Arc::new(AtomicBool::new(false));
     let probe_stop = stop.clone();
     let probing = args.nats.is_none() || args.rate > 0.0;
@@ -169,6 +174,9 @@ pub fn run(args: &BenchIngestArgs) -> Result<()> {
         );
         Ok(latencies)
     })?;
+    if let Some(line) = CommitPhases::read(&metrics(args.addr)?).since(&phases_before) {
+        println!("{line}");
+    }
     let mut sorted = probes;
     if sorted.is_empty() {
         println!("no latency probes (over NATS they need --rate)");
@@ -229,12 +237,66 @@ fn http_load(args: &BenchIngestArgs) -> Result<(u64, f64)> {
 
 /// Reads one counter from the server's /metrics.
 fn counter(addr: SocketAddr, name: &str) -> Result<f64> {
+    Ok(sample(&metrics(addr)?, name))
+}
+
+/// The server's /metrics page.
+fn metrics(addr: SocketAddr) -> Result<String> {
     let (_, text) = Conn::open(addr)?.get("/metrics")?;
-    let text = String::from_utf8_lossy(&text);
-    Ok(text
-        .lines()
+    Ok(String::from_utf8_lossy(&text).into_owned())
+}
+
+/// The value of the sample `name` (with its labels, as rendered) in a /metrics page; 0 if absent.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0))
+        .unwrap_or(0.0)
+}
+
+/// The phases of the server's group commits, as `/metrics` splits them.
+const PHASES: [&str; 3] = ["lookup", "write", "online"];
+
+/// Per phase: commits, seconds in all and commits over 100 ms, from the server's
+/// `pinnersage_event_commit_seconds` histogram.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct CommitPhases([(f64, f64, f64); 3]);
+
+impl CommitPhases {
+    fn read(text: &str) -> Self {
+        let h = "pinnersage_event_commit_seconds";
+        Self(PHASES.map(|p| {
+            let count = sample(text, &format!("{h}_count{{phase=\"{p}\"}}"));
+            let within = sample(text, &format!("{h}_bucket{{phase=\"{p}\",le=\"0.1\"}}"));
+            (
+                count,
+                sample(text, &format!("{h}_sum{{phase=\"{p}\"}}")),
+                count - within,
+            )
+        }))
+    }
+
+    /// What happened between `before` and `self`, as one line; `None` without commits.
+    fn since(&self, before: &Self) -> Option<String> {
+        let delta: Vec<(f64, f64, f64)> = self
+            .0
+            .iter()
+            .zip(&before.0)
+            .map(|(a, b)| (a.0 - b.0, a.1 - b.1, a.2 - b.2))
+            .collect();
+        let commits = delta.iter().map(|d| d.0).fold(0.0, f64::max);
+        if commits <= 0.0 {
+            return None;
+        }
+        let join = |f: &dyn Fn(&(f64, f64, f64)) -> String| {
+            delta.iter().map(f).collect::<Vec<_>>().join(" / ")
+        };
+        Some(format!(
+            "server: {commits:.0} group commits; {}: mean ms {}, over 100 ms {}",
+            PHASES.join(" / "),
+            join(&|d| format!("{:.2}", 1e3 * d.1 / d.0.max(1.0))),
+            join(&|d| format!("{:.0}", d.2)),
+        ))
+    }
 }
 
 /// NATS load: publish for the duration, then wait until the server has acknowledged all of it.
@@ -357,4 +419,44 @@ fn probe(args: &BenchIngestArgs, stop: &AtomicBool) -> Result<Vec<f64>> {
         std::thread::sleep(Duration::from_millis(args.probe_ms));
     }
     Ok(latencies)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(commits: u64, write_sum: f64, write_within: u64) -> String {
+        let h = "pinnersage_event_commit_seconds";
+        let mut text = String::from("# TYPE pinnersage_event_commit_seconds histogram\n");
+        for p in PHASES {
+            let (sum, within) = if p == "write" {
+                (write_sum, write_within)
+            } else {
+                (0.001 * commits as f64, commits)
+            };
+            text.push_str(&format!("{h}_bucket{{phase=\"{p}\",le=\"0.05\"}} 0\n"));
+            text.push_str(&format!(
+                "{h}_bucket{{phase=\"{p}\",le=\"0.1\"}} {within}\n"
+            ));
+            text.push_str(&format!("{h}_sum{{phase=\"{p}\"}} {sum}\n"));
+            text.push_str(&format!("{h}_count{{phase=\"{p}\"}} {commits}\n"));
+        }
+        text
+    }
+
+    #[test]
+    fn commit_phases_report_the_runs_share_of_the_histograms() {
+        let before = CommitPhases::read(&page(10, 0.5, 9));
+        let after = CommitPhases::read(&page(110, 1.7, 106));
+        assert_eq!(
+            after.since(&before).unwrap(),
+            "server: 100 group commits; lookup / write / online: mean ms 1.00 / 12.00 / 1.00, \
+             over 100 ms 0 / 3 / 0"
+        );
+        assert_eq!(before.since(&before), None);
+        assert_eq!(
+            CommitPhases::read("no metrics here"),
+            CommitPhases::default()
+        );
+    }
 }
