@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use pinnersage_catalog::catalog::CatalogBuilder;
+use pinnersage_catalog::catalog::{Catalog, CatalogBuilder};
 use pinnersage_core::ProfileParams;
 use pinnersage_pipeline::batch::{BatchConfig, BatchError, Shard, run_batch};
 use pinnersage_pipeline::import_events::{
@@ -34,6 +35,14 @@ fn topic_catalog(dir: &Path) {
         }
     }
     b.commit("topics").unwrap();
+}
+
+/// [`topic_catalog`] in `dir`, opened with its id index, as the online path reads it.
+fn online_catalog(dir: &Path) -> Arc<Catalog> {
+    topic_catalog(dir);
+    let mut catalog = Catalog::open(dir).unwrap();
+    catalog.build_hash_index();
+    Arc::new(catalog)
 }
 
 /// Users u0..u{n}: user i engages topics 0..=(i % 3), 4 items each, spread over 30 days.
@@ -322,7 +331,6 @@ fn malformed_rows_name_file_and_line_and_store_nothing() {
 /// interests with the adjusted Rand index (ARI), per user, weighted by actions.
 #[test]
 fn synthetic_parquet_run_recovers_true_interests() {
-    use pinnersage_catalog::catalog::Catalog;
     use pinnersage_catalog::items::import_items;
     use pinnersage_catalog::parquet_io::{ParquetReader, number_column, text_column};
     use pinnersage_catalog::synth::{SynthConfig, generate};
@@ -449,8 +457,6 @@ fn synthetic_parquet_run_recovers_true_interests() {
 
 #[test]
 fn parquet_events_with_timestamp_types_and_missing_columns() {
-    use std::sync::Arc;
-
     use arrow_array::{ArrayRef, StringArray, TimestampMillisecondArray};
     use arrow_schema::{DataType, Field, TimeUnit};
     use pinnersage_catalog::parquet_io::ParquetWriter;
@@ -524,19 +530,14 @@ fn parquet_events_with_timestamp_types_and_missing_columns() {
 
 #[test]
 fn online_profiles_keep_the_latest_actions_after_the_boundary_and_roll_over() {
-    use pinnersage_catalog::catalog::Catalog;
     use pinnersage_pipeline::ingest::Ingestor;
     use pinnersage_pipeline::online::OnlineProfiles;
     use pinnersage_store::events::Event;
-    use std::sync::Arc;
 
     let scratch_dir = scratch("online");
 
     let dir = scratch_dir.path();
-    topic_catalog(dir);
-    let mut catalog = Catalog::open(dir).unwrap();
-    catalog.build_hash_index();
-    let catalog = Arc::new(catalog);
+    let catalog = online_catalog(dir);
     let params = ProfileParams {
         max_actions: 4,
         ..ProfileParams::default()
@@ -612,17 +613,14 @@ fn online_profiles_keep_the_latest_actions_after_the_boundary_and_roll_over() {
 
 #[test]
 fn a_full_ingest_queue_refuses_instead_of_growing_and_loses_nothing_it_accepted() {
-    use pinnersage_catalog::catalog::Catalog;
     use pinnersage_pipeline::ingest::{Ingestor, Overloaded};
     use pinnersage_pipeline::online::OnlineProfiles;
     use pinnersage_store::events::Event;
-    use std::sync::Arc;
 
     let scratch_dir = scratch("overload");
 
     let dir = scratch_dir.path();
-    topic_catalog(dir);
-    let catalog = Arc::new(Catalog::open(dir).unwrap());
+    let catalog = online_catalog(dir);
     let online =
         Arc::new(OnlineProfiles::new(catalog.clone(), ProfileParams::default(), 0).unwrap());
     let store = Arc::new(EventStore::open(dir).unwrap());
@@ -670,14 +668,11 @@ fn a_full_ingest_queue_refuses_instead_of_growing_and_loses_nothing_it_accepted(
 /// in a fresh state, whatever the users before it on the same buffers held.
 #[test]
 fn online_users_clustered_together_or_in_groups_equal_each_clustered_alone() {
-    use pinnersage_catalog::catalog::Catalog;
     use pinnersage_pipeline::online::{Accepted, OnlineAction, OnlineProfiles};
-    use std::sync::Arc;
 
     let scratch_dir = scratch("together");
     let dir = scratch_dir.path();
-    topic_catalog(dir);
-    let catalog = Arc::new(Catalog::open(dir).unwrap());
+    let catalog = online_catalog(dir);
     let params = ProfileParams {
         max_actions: 8,
         ..ProfileParams::default()
@@ -716,19 +711,14 @@ fn online_users_clustered_together_or_in_groups_equal_each_clustered_alone() {
 
 #[test]
 fn online_state_stays_within_its_budget_and_evicted_users_come_back_whole() {
-    use pinnersage_catalog::catalog::Catalog;
     use pinnersage_pipeline::ingest::Ingestor;
     use pinnersage_pipeline::online::OnlineProfiles;
     use pinnersage_store::events::Event;
-    use std::sync::Arc;
 
     let scratch_dir = scratch("budget");
 
     let dir = scratch_dir.path();
-    topic_catalog(dir);
-    let mut catalog = Catalog::open(dir).unwrap();
-    catalog.build_hash_index();
-    let catalog = Arc::new(catalog);
+    let catalog = online_catalog(dir);
     let params = ProfileParams {
         max_actions: 5,
         ..ProfileParams::default()
