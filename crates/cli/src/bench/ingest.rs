@@ -256,45 +256,53 @@ fn sample(text: &str, name: &str) -> f64 {
 /// The phases of the server's group commits, as `/metrics` splits them.
 const PHASES: [&str; 3] = ["lookup", "write", "online"];
 
-/// Per phase: commits, seconds in all and commits over 100 ms, from the server's
-/// `pinnersage_event_commit_seconds` histogram.
+/// One phase's share of the server's `pinnersage_event_commit_seconds` histogram.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-struct CommitPhases([(f64, f64, f64); 3]);
+struct Phase {
+    commits: f64,
+    seconds: f64,
+    /// Commits over 100 ms.
+    slow: f64,
+}
+
+/// The histogram's phases, in [`PHASES`] order.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct CommitPhases([Phase; 3]);
 
 impl CommitPhases {
     fn read(text: &str) -> Self {
         let h = "pinnersage_event_commit_seconds";
         Self(PHASES.map(|p| {
-            let count = sample(text, &format!("{h}_count{{phase=\"{p}\"}}"));
+            let commits = sample(text, &format!("{h}_count{{phase=\"{p}\"}}"));
             let within = sample(text, &format!("{h}_bucket{{phase=\"{p}\",le=\"0.1\"}}"));
-            (
-                count,
-                sample(text, &format!("{h}_sum{{phase=\"{p}\"}}")),
-                count - within,
-            )
+            Phase {
+                commits,
+                seconds: sample(text, &format!("{h}_sum{{phase=\"{p}\"}}")),
+                slow: commits - within,
+            }
         }))
     }
 
     /// What happened between `before` and `self`, as one line; `None` without commits.
     fn since(&self, before: &Self) -> Option<String> {
-        let delta: Vec<(f64, f64, f64)> = self
-            .0
-            .iter()
-            .zip(&before.0)
-            .map(|(a, b)| (a.0 - b.0, a.1 - b.1, a.2 - b.2))
-            .collect();
-        let commits = delta.iter().map(|d| d.0).fold(0.0, f64::max);
+        let delta = std::array::from_fn::<Phase, 3, _>(|i| {
+            let (a, b) = (self.0[i], before.0[i]);
+            Phase {
+                commits: a.commits - b.commits,
+                seconds: a.seconds - b.seconds,
+                slow: a.slow - b.slow,
+            }
+        });
+        let commits = delta.iter().map(|d| d.commits).fold(0.0, f64::max);
         if commits <= 0.0 {
             return None;
         }
-        let join = |f: &dyn Fn(&(f64, f64, f64)) -> String| {
-            delta.iter().map(f).collect::<Vec<_>>().join(" / ")
-        };
+        let join = |f: fn(&Phase) -> String| delta.iter().map(f).collect::<Vec<_>>().join(" / ");
         Some(format!(
             "server: {commits:.0} group commits; {}: mean ms {}, over 100 ms {}",
             PHASES.join(" / "),
-            join(&|d| format!("{:.2}", 1e3 * d.1 / d.0.max(1.0))),
-            join(&|d| format!("{:.0}", d.2)),
+            join(|d| format!("{:.2}", 1e3 * d.seconds / d.commits.max(1.0))),
+            join(|d| format!("{:.0}", d.slow)),
         ))
     }
 }
