@@ -39,6 +39,13 @@ impl Conn {
 
     /// POSTs a JSON `body` to `path`; returns the status and body.
     pub fn post_json(&mut self, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
+        self.send_json(path, body)?;
+        self.response()
+    }
+
+    /// Sends a POST of a JSON `body` to `path` without waiting for the answer: read it with
+    /// [`Conn::response`].
+    pub fn send_json(&mut self, path: &str, body: &[u8]) -> Result<()> {
         write!(
             self.writer,
             "POST {path} HTTP/1.1\r\n{}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
@@ -46,10 +53,11 @@ impl Conn {
             body.len()
         )?;
         self.writer.write_all(body)?;
-        self.response()
+        Ok(())
     }
 
-    fn response(&mut self) -> Result<(u16, Vec<u8>)> {
+    /// Reads the answer to the request sent last: the status and body.
+    pub fn response(&mut self) -> Result<(u16, Vec<u8>)> {
         let mut line = String::new();
         self.reader.read_line(&mut line)?;
         let status: u16 = line

@@ -236,6 +236,13 @@ fn a_failing_disk_is_reported_unhealthy_and_nothing_is_acknowledged() {
         health.contains("the event store fails its commits"),
         "{health}"
     );
+    // The refused events were visible ahead of their write; their users are rebuilt from the
+    // store since, which has only what was acknowledged.
+    for (user, stored) in [("u0", true), ("u2", false), ("u3", false)] {
+        let profile = server.request("GET", &format!("/v1/users/{user}/profile"), "");
+        let found = profile.starts_with("HTTP/1.1 200");
+        assert_eq!(found, stored, "{user}: {profile}");
+    }
     drop(server);
     drop(fs);
 }

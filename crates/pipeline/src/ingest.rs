@@ -1,20 +1,23 @@
 //! Durable ingestion with group commit: the one path behind every door (HTTP, NATS).
 //!
-//! Submitters hand validated events to the [`Ingestor`]; one writer thread takes everything
-//! queued, checks it for duplicates, then stores it in one atomic, fsynced batch while the
-//! online profiles are updated with it on a second thread, and only then answers each
-//! submitter. Under load many requests share one fsync, so throughput grows with
-//! concurrency while every acknowledgement still means "on disk".
+//! Submitters hand validated events to the [`Ingestor`]. A staging thread takes everything
+//! queued as one group, checks it for duplicates (against the store and the groups staged
+//! before it) and updates the online profiles with its new events; a committing thread writes
+//! the staged groups in one atomic, fsynced batch and only then answers each submitter. Under
+//! load many requests share one fsync, so throughput grows with concurrency while every
+//! acknowledgement still means "on disk"; and the next groups become visible while a slow
+//! fsync runs, instead of waiting behind it. Events visible but not yet written are forgotten
+//! (their users rebuilt from the store) if their write fails.
 
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 
 use pinnersage_catalog::catalog::Catalog;
-use pinnersage_store::events::{Event, EventStore, EventStoreError};
+use pinnersage_store::events::{Event, EventStore, EventStoreError, Staged, Writer};
 
 use crate::histogram::Histogram;
-use crate::online::{Accepted, OnlineAction, OnlineProfiles};
+use crate::online::{Accepted, OnlineAction, OnlineProfiles, PendingWrite};
 
 /// Most events stored by one commit (a group larger than this is split).
 pub const MAX_GROUP_EVENTS: usize = 50_000;
@@ -149,6 +152,20 @@ impl Drop for Ingestor {
     }
 }
 
+/// Most groups staged ahead of the store write (beyond it the staging thread waits).
+const MAX_AHEAD: usize = 256;
+
+/// A group staged for the store: its events, their submitters and its online update.
+struct Group {
+    events: Vec<Event>,
+    replies: Vec<(usize, Reply)>,
+    staged: Staged,
+    online: PendingWrite,
+}
+
+/// The staging thread: takes everything queued as one group, checks it for duplicates and
+/// updates the online profiles with its new events, then hands it to the committing thread and
+/// goes on with the next group while the store writes this one.
 fn write_loop(
     rx: &Receiver<Job>,
     store: &EventStore,
@@ -156,76 +173,69 @@ fn write_loop(
     online: &OnlineProfiles,
     counters: &IngestCounters,
 ) {
-    use std::sync::atomic::Ordering::Relaxed;
-    while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
-        let mut total = jobs[0].events.len();
-        while total < MAX_GROUP_EVENTS {
-            match rx.try_recv() {
-                Ok(job) => {
-                    total += job.events.len();
-                    jobs.push(job);
-                }
-                Err(_) => break,
-            }
-        }
-        // Move the events out of the jobs (no copies); remember each job's share.
-        let mut events: Vec<Event> = Vec::with_capacity(total);
-        let mut replies = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            replies.push((job.events.len(), job.reply));
-            events.extend(job.events);
-        }
-        counters.commits.fetch_add(1, Relaxed);
-        let result = commit_group(store, catalog, online, counters, &events);
-        if let Ok(mut failing) = counters.failing.lock() {
-            *failing = result.as_ref().err().map(ToString::to_string);
-        }
-        match result {
-            Ok(fresh) => {
-                let new = fresh.iter().filter(|&&f| f).count() as u64;
-                counters.stored.fetch_add(new, Relaxed);
-                counters
-                    .duplicates
-                    .fetch_add(fresh.len() as u64 - new, Relaxed);
-                let mut rest = &fresh[..];
-                for (len, reply) in replies {
-                    let (mine, tail) = rest.split_at(len);
-                    rest = tail;
-                    reply(Ok(mine.to_vec()));
+    let writer = &store.writer();
+    let (ahead, staged) = sync_channel::<Group>(MAX_AHEAD);
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("pinnersage-commit".into())
+            .spawn_scoped(scope, move || {
+                commit_loop(&staged, writer, online, counters)
+            })
+            .expect("spawning a thread");
+        while let Ok(first) = rx.recv() {
+            let mut jobs = vec![first];
+            let mut total = jobs[0].events.len();
+            while total < MAX_GROUP_EVENTS {
+                match rx.try_recv() {
+                    Ok(job) => {
+                        total += job.events.len();
+                        jobs.push(job);
+                    }
+                    Err(_) => break,
                 }
             }
-            Err(e) => {
-                counters.failures.fetch_add(1, Relaxed);
-                // One bad group must not fail the others' retries forever: answer each with
-                // the error text (all or nothing was stored: nothing).
-                let text = e.to_string();
-                for (_, reply) in replies {
-                    reply(Err(EventStoreError::Invalid(text.clone())));
+            // Move the events out of the jobs (no copies); remember each job's share.
+            let mut events: Vec<Event> = Vec::with_capacity(total);
+            let mut replies = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                replies.push((job.events.len(), job.reply));
+                events.extend(job.events);
+            }
+            let started = std::time::Instant::now();
+            let staged = match writer.stage(&events) {
+                Ok(staged) => staged,
+                Err(e) => {
+                    fail(counters, replies.into_iter().map(|(_, r)| r).collect(), &e);
+                    if let Ok(mut failing) = counters.failing.lock() {
+                        *failing = Some(e.to_string());
+                    }
+                    continue;
                 }
+            };
+            counters.lookup_time.record(started.elapsed());
+            let started = std::time::Instant::now();
+            let accepted = accepted(catalog, &events, staged.fresh());
+            let pending = online.apply_ahead(&accepted);
+            counters.online_time.record(started.elapsed());
+            let group = Group {
+                events,
+                replies,
+                staged,
+                online: pending,
+            };
+            if ahead.send(group).is_err() {
+                break; // the committing thread is gone (it panicked): stop taking events
             }
         }
-    }
+        drop(ahead);
+    });
 }
 
-/// Stores one group and updates the online profiles with its new events: the duplicate lookups
-/// first, then the store write (journal + fsync) and the re-clustering of the group's users at
-/// the same time, on two threads. Returns once both are done, so an acknowledged event is
-/// durable and visible. If the write fails, the users updated from it are dropped from memory
-/// and rebuilt from the store when next needed.
-fn commit_group(
-    store: &EventStore,
-    catalog: &Catalog,
-    online: &OnlineProfiles,
-    counters: &IngestCounters,
-    events: &[Event],
-) -> Result<Vec<bool>, EventStoreError> {
-    let started = std::time::Instant::now();
-    let prepared = store.prepare(events)?;
-    counters.lookup_time.record(started.elapsed());
-    let accepted: Vec<Accepted<'_>> = events
+/// The events of `events` that are new (`fresh`) and on catalog items, for the online profiles.
+fn accepted<'e>(catalog: &Catalog, events: &'e [Event], fresh: &[bool]) -> Vec<Accepted<'e>> {
+    events
         .iter()
-        .zip(prepared.fresh())
+        .zip(fresh)
         .filter(|&(_, &f)| f)
         .filter_map(|(e, _)| {
             catalog.row_of(&e.item).map(|row| Accepted {
@@ -237,31 +247,80 @@ fn commit_group(
                 },
             })
         })
-        .collect();
-    let result = std::thread::scope(|scope| {
-        // Rebuilds of evicted users read the store: they wait for this write.
-        let written = online.hold_rebuilds();
-        let applying = (!accepted.is_empty()).then(|| {
-            scope.spawn(|| {
-                let started = std::time::Instant::now();
-                online.apply(&accepted);
-                started.elapsed()
-            })
-        });
+        .collect()
+}
+
+/// The committing thread: writes the staged groups waiting (up to [`MAX_GROUP_EVENTS`] events)
+/// in one atomic, fsynced batch, then answers their submitters. Users of a group that was not
+/// written are dropped from the online profiles and rebuilt from the store when next needed.
+fn commit_loop(
+    staged: &Receiver<Group>,
+    writer: &Writer<'_>,
+    online: &OnlineProfiles,
+    counters: &IngestCounters,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    while let Ok(first) = staged.recv() {
+        let mut total = first.events.len();
+        let mut groups = vec![first];
+        while total < MAX_GROUP_EVENTS {
+            match staged.try_recv() {
+                Ok(group) => {
+                    total += group.events.len();
+                    groups.push(group);
+                }
+                Err(_) => break,
+            }
+        }
+        counters.commits.fetch_add(1, Relaxed);
+        let mut batch = Vec::with_capacity(groups.len());
+        let mut rest = Vec::with_capacity(groups.len());
+        for g in groups {
+            batch.push(g.staged);
+            rest.push((g.events, g.replies, g.online));
+        }
         let started = std::time::Instant::now();
-        let result = store.commit(prepared);
+        let results = writer.write(batch);
         counters.write_time.record(started.elapsed());
-        drop(written);
-        let online_time = match applying.map(|a| a.join()) {
-            None => std::time::Duration::ZERO,
-            Some(Ok(elapsed)) => elapsed,
-            Some(Err(panic)) => std::panic::resume_unwind(panic),
-        };
-        counters.online_time.record(online_time);
-        result
-    });
-    if result.is_err() {
-        online.forget(accepted.iter().map(|a| a.user));
+        let mut failing = None;
+        for ((events, replies, pending), result) in rest.into_iter().zip(results) {
+            match result {
+                Ok(fresh) => {
+                    online.written(pending);
+                    let new = fresh.iter().filter(|&&f| f).count() as u64;
+                    counters.stored.fetch_add(new, Relaxed);
+                    counters
+                        .duplicates
+                        .fetch_add(fresh.len() as u64 - new, Relaxed);
+                    let mut rest = &fresh[..];
+                    for (len, reply) in replies {
+                        let (mine, tail) = rest.split_at(len);
+                        rest = tail;
+                        reply(Ok(mine.to_vec()));
+                    }
+                }
+                Err(e) => {
+                    online.forget(events.iter().map(|e| e.user.as_str()));
+                    online.written(pending);
+                    fail(counters, replies.into_iter().map(|(_, r)| r).collect(), &e);
+                    failing = Some(e.to_string());
+                }
+            }
+        }
+        if let Ok(mut f) = counters.failing.lock() {
+            *f = failing;
+        }
     }
-    result
+}
+
+/// Answers each submitter of a group with `e` (nothing of the group was stored) and counts the
+/// failure. Each gets the error's text: one bad group must not fail the others' retries.
+fn fail(counters: &IngestCounters, replies: Vec<Reply>, e: &EventStoreError) {
+    counters
+        .failures
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let text = e.to_string();
+    for reply in replies {
+        reply(Err(EventStoreError::Invalid(text.clone())));
+    }
 }

@@ -14,7 +14,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 
 use pinnersage_catalog::catalog::Catalog;
 use pinnersage_core::hash::stable_hash;
@@ -86,10 +86,26 @@ pub struct OnlineProfiles {
     clock: AtomicU64,
     /// Users evicted so far.
     evictions: AtomicU64,
-    /// Held for writing while a store write is in flight (see [`OnlineProfiles::hold_rebuilds`]):
-    /// a rebuild from the store reads only what is fully written.
-    rebuilds: RwLock<()>,
+    /// Store writes of events applied here ahead of them (see [`OnlineProfiles::apply_ahead`]):
+    /// a rebuild from the store waits for the writes it must see.
+    writes: Mutex<Writes>,
+    /// Signalled when a write ends.
+    written: Condvar,
 }
+
+/// Store writes of events applied ahead of them: writes `1..=begun` began, in order, and
+/// `1..=ended` ended (written, or failed and their users forgotten).
+#[derive(Debug, Default)]
+struct Writes {
+    begun: u64,
+    ended: u64,
+}
+
+/// A store write of events applied ahead of it ([`OnlineProfiles::apply_ahead`]); hand it to
+/// [`OnlineProfiles::written`] once the write is done.
+#[derive(Debug)]
+#[must_use = "rebuilds from the store wait until the write is reported done"]
+pub struct PendingWrite(u64);
 
 /// One shard of the users.
 #[derive(Default)]
@@ -97,6 +113,9 @@ struct Shard {
     users: HashMap<String, Resident>,
     /// Stable hashes of users evicted from memory: their online actions are in the store.
     evicted: HashSet<u64>,
+    /// Users forgotten so far ([`OnlineProfiles::forget`]): an update that read a user's state
+    /// before a forget starts again from the store.
+    forgets: u64,
 }
 
 /// A user held in memory.
@@ -104,6 +123,16 @@ struct Resident {
     state: Arc<OnlineUser>,
     /// The [`OnlineProfiles::clock`] value of the user's latest update.
     touched: u64,
+}
+
+/// What [`OnlineProfiles::resident`] found of a user.
+struct Lookup {
+    /// The user's state, if any.
+    state: Option<Arc<OnlineUser>>,
+    /// Whether it was rebuilt from the store just now.
+    rebuilt: bool,
+    /// The shard's [`Shard::forgets`] when it was read.
+    forgets: u64,
 }
 
 /// Users kept in memory by default (about 1–2 KB each with 20 online actions).
@@ -145,7 +174,8 @@ impl OnlineProfiles {
             store: OnceLock::new(),
             clock: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
-            rebuilds: RwLock::new(()),
+            writes: Mutex::new(Writes::default()),
+            written: Condvar::new(),
         })
     }
 
@@ -187,37 +217,61 @@ impl OnlineProfiles {
     /// store if they were evicted from memory).
     pub fn get(&self, user: &str) -> Option<Arc<OnlineUser>> {
         let served = self.served.read().expect("not poisoned");
-        let mut shard = self.shard(user).lock().expect("not poisoned");
-        self.resident(user, &served, &mut shard).0
+        // Events applied here ahead of their writes are visible: a rebuild waits for them.
+        let through = self.writes().begun;
+        self.resident(user, &served, through).state
     }
 
-    /// `user`'s state in memory, rebuilding an evicted user from the store (under the shard's
-    /// lock, so no update of theirs interleaves); `true` when it was rebuilt.
-    fn resident(
-        &self,
-        user: &str,
-        served: &Served,
-        shard: &mut Shard,
-    ) -> (Option<Arc<OnlineUser>>, bool) {
-        if let Some(r) = shard.users.get(user) {
-            return (Some(r.state.clone()), false);
+    fn writes(&self) -> std::sync::MutexGuard<'_, Writes> {
+        self.writes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until the store writes `1..=through` have ended.
+    fn wait_written(&self, through: u64) {
+        let mut writes = self.writes();
+        while writes.ended < through {
+            writes = self.written.wait(writes).unwrap_or_else(|p| p.into_inner());
         }
+    }
+
+    /// `user`'s state in memory; an evicted user is rebuilt from the store once the writes
+    /// `1..=through` have ended (waiting outside the shard's lock, as ending a write may need
+    /// it to forget users; rebuilding under it, so no update of theirs interleaves).
+    fn resident(&self, user: &str, served: &Served, through: u64) -> Lookup {
         let h = stable_hash(user.as_bytes());
-        if !shard.evicted.remove(&h) {
-            return (None, false);
+        let mut waited = false;
+        loop {
+            let mut shard = self.shard(user).lock().expect("not poisoned");
+            let forgets = shard.forgets;
+            let state = shard.users.get(user).map(|r| r.state.clone());
+            if state.is_some() || !shard.evicted.contains(&h) {
+                return Lookup {
+                    state,
+                    rebuilt: false,
+                    forgets,
+                };
+            }
+            if waited {
+                shard.evicted.remove(&h);
+                let state = self.rebuild(user, served).map(Arc::new);
+                if let Some(state) = &state {
+                    self.insert(&mut shard, user, state.clone());
+                }
+                return Lookup {
+                    state,
+                    rebuilt: true,
+                    forgets,
+                };
+            }
+            drop(shard);
+            self.wait_written(through);
+            waited = true;
         }
-        let Some(state) = self.rebuild(user, served) else {
-            return (None, true);
-        };
-        let state = Arc::new(state);
-        self.insert(shard, user, state.clone());
-        (Some(state), true)
     }
 
     /// `user`'s state from the store's events after the boundary; `None` without any.
     fn rebuild(&self, user: &str, served: &Served) -> Option<OnlineUser> {
         let store = self.store.get()?;
-        let _written = self.rebuilds.read().unwrap_or_else(|p| p.into_inner());
         let events = store.user_events_after(user, served.since).ok()?;
         let actions: Vec<OnlineAction> = events
             .iter()
@@ -266,19 +320,13 @@ impl OnlineProfiles {
             .fetch_add((before - shard.users.len()) as u64, Ordering::Relaxed);
     }
 
-    /// Makes rebuilds of evicted users from the store wait until the guard is dropped. A writer
-    /// holds it while it writes events to the store and applies the same events here
-    /// concurrently: a user evicted meanwhile is then rebuilt from a store that has them.
-    pub fn hold_rebuilds(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
-        self.rebuilds.write().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Drops what is held in memory for `users`, so that each is rebuilt from the store when
     /// next needed: after events were applied here but their store write failed, the store
-    /// (the source of truth) decides again.
+    /// (the source of truth) decides again. An update of theirs under way starts again.
     pub fn forget<'a>(&self, users: impl IntoIterator<Item = &'a str>) {
         for user in users {
             let mut shard = self.shard(user).lock().expect("not poisoned");
+            shard.forgets += 1;
             if shard.users.remove(user).is_some() {
                 shard.evicted.insert(stable_hash(user.as_bytes()));
             }
@@ -296,6 +344,38 @@ impl OnlineProfiles {
     /// Adds newly stored events (duplicates must be left out by the caller) and re-clusters
     /// their users. Events at or before the boundary are ignored: the batch covers them.
     pub fn apply(&self, events: &[Accepted<'_>]) {
+        let through = self.writes().begun;
+        self.update(events, through, true);
+    }
+
+    /// Adds new events before their store write (duplicates of stored or earlier applied events
+    /// must be left out by the caller) and re-clusters their users, so they are visible while
+    /// the write runs. Writes are begun in the order of these calls and must be reported done
+    /// with [`OnlineProfiles::written`] in the same order, failed ones after
+    /// [`OnlineProfiles::forget`]ting their users. An evicted user is rebuilt from the store
+    /// once the earlier writes are done, then gets these events.
+    pub fn apply_ahead(&self, events: &[Accepted<'_>]) -> PendingWrite {
+        let write = {
+            let mut writes = self.writes();
+            writes.begun += 1;
+            writes.begun
+        };
+        self.update(events, write - 1, false);
+        PendingWrite(write)
+    }
+
+    /// The store write of events applied ahead of it ended (written, or failed and its users
+    /// forgotten): rebuilds waiting for it go on.
+    pub fn written(&self, write: PendingWrite) {
+        let mut writes = self.writes();
+        writes.ended = writes.ended.max(write.0);
+        self.written.notify_all();
+    }
+
+    /// Adds `events` and re-clusters their users; evicted users are rebuilt from the store once
+    /// the writes `1..=through` ended. `stored`: the store has the events (a rebuilt user has
+    /// them already).
+    fn update(&self, events: &[Accepted<'_>], through: u64, stored: bool) {
         let served = self.served.read().expect("not poisoned");
         let mut by_user: HashMap<&str, Vec<OnlineAction>> = HashMap::new();
         for e in events.iter().filter(|e| e.action.time > served.since) {
@@ -303,19 +383,22 @@ impl OnlineProfiles {
         }
         let by_user: Vec<(&str, Vec<OnlineAction>)> = by_user.into_iter().collect();
         let update = |clusterer: &mut Clusterer, (user, fresh): &(&str, Vec<OnlineAction>)| {
-            let (current, rebuilt) = {
+            loop {
+                let current = self.resident(user, &served, through);
+                // A user rebuilt from the store already has stored events.
+                if stored && current.rebuilt && current.state.is_some() {
+                    return;
+                }
+                let mut actions = current.state.map(|u| u.actions.clone()).unwrap_or_default();
+                actions.extend_from_slice(fresh);
+                let state = Arc::new(self.build(clusterer, actions, &served));
                 let mut shard = self.shard(user).lock().expect("not poisoned");
-                self.resident(user, &served, &mut shard)
-            };
-            // A user rebuilt from the store already has these (stored) events.
-            if rebuilt && current.is_some() {
-                return;
+                // Forgotten meanwhile: what it was built on may be gone from the store.
+                if shard.forgets == current.forgets {
+                    self.insert(&mut shard, user, state);
+                    return;
+                }
             }
-            let mut actions = current.map(|u| u.actions.clone()).unwrap_or_default();
-            actions.extend_from_slice(fresh);
-            let state = Arc::new(self.build(clusterer, actions, &served));
-            let mut shard = self.shard(user).lock().expect("not poisoned");
-            self.insert(&mut shard, user, state);
         };
         let new_clusterer = || Clusterer::new(served.params.clone()).expect("validated before");
         if by_user.len() < 16 {

@@ -734,22 +734,34 @@ fn online_state_stays_within_its_budget_and_evicted_users_come_back_whole() {
     let ingestor = Ingestor::start(store.clone(), catalog.clone(), online.clone());
     let users = 1_000;
     for round in 0..3i64 {
-        let events: Vec<Event> = (0..users)
-            .map(|u| Event {
-                user: format!("u{u}"),
-                item: format!("t{}-{}", u % 3, round + 1),
-                time: 1_001 + round * 10_000 + u as i64,
-                action: "click".into(),
-                weight: 1.0,
-                id: None,
+        // Two passes over the users: a user's second event comes ~1,000 users after the first,
+        // when they are evicted again, and all of a round is submitted before any answer, so
+        // the state runs ahead of the store: a rebuild must wait for the writes before it.
+        let events: Vec<Event> = (0..2 * users)
+            .map(|k| {
+                let (pass, u) = (k / users, k % users);
+                Event {
+                    user: format!("u{u}"),
+                    item: format!("t{}-{}", u % 3, 2 * round + pass + 1),
+                    time: 1_001 + round * 10_000 + pass * 5_000 + u,
+                    action: "click".into(),
+                    weight: 1.0,
+                    id: None,
+                }
             })
             .collect();
-        for chunk in events.chunks(100) {
-            let (tx, rx) = std::sync::mpsc::channel();
-            ingestor
-                .submit(chunk.to_vec(), Box::new(move |o| tx.send(o).unwrap()))
-                .unwrap();
-            rx.recv().unwrap().unwrap();
+        let answers: Vec<_> = events
+            .chunks(100)
+            .map(|chunk| {
+                let (tx, rx) = std::sync::mpsc::channel();
+                ingestor
+                    .submit(chunk.to_vec(), Box::new(move |o| tx.send(o).unwrap()))
+                    .unwrap();
+                rx
+            })
+            .collect();
+        for rx in answers {
+            assert!(rx.recv().unwrap().unwrap().iter().all(|&new| new));
         }
         assert!(online.users() <= 128, "{} users in memory", online.users());
     }
@@ -761,8 +773,95 @@ fn online_state_stays_within_its_budget_and_evicted_users_come_back_whole() {
         let user = format!("u{u}");
         let got = online.get(&user).expect("evicted users are rebuilt");
         assert_eq!(Some(got), reference.get(&user), "{user}");
-        assert_eq!(online.get(&user).unwrap().actions.len(), 3);
+        assert_eq!(online.get(&user).unwrap().actions.len(), 5);
     }
     assert!(online.users() <= 128);
     drop(ingestor);
+}
+
+/// Events applied ahead of their store write are visible at once, and a user evicted meanwhile
+/// is rebuilt only once the store has them: a rebuild waits for the writes before it.
+#[test]
+fn an_evicted_user_is_rebuilt_only_after_the_writes_ahead_of_the_store() {
+    use pinnersage_pipeline::online::{Accepted, OnlineAction, OnlineProfiles};
+    use pinnersage_store::events::Event;
+
+    let scratch_dir = scratch("ahead");
+    let dir = scratch_dir.path();
+    let catalog = online_catalog(dir);
+    // One user per shard: a thousand others evict `a`.
+    let online = Arc::new(
+        OnlineProfiles::new(catalog.clone(), ProfileParams::default(), 1_000)
+            .unwrap()
+            .with_max_users(64),
+    );
+    let store = Arc::new(EventStore::open(dir).unwrap());
+    online.attach_store(store.clone());
+    let event = |user: &str, item: &str, time: i64| Event {
+        user: user.into(),
+        item: item.into(),
+        time,
+        action: "click".into(),
+        weight: 1.0,
+        id: None,
+    };
+    let accepted = |events: &[Event]| -> Vec<(String, OnlineAction)> {
+        events
+            .iter()
+            .map(|e| {
+                let row = catalog.row_of(&e.item).unwrap() as u32;
+                let action = OnlineAction {
+                    row,
+                    time: e.time,
+                    weight: e.weight,
+                };
+                (e.user.clone(), action)
+            })
+            .collect()
+    };
+    let apply_ahead = |events: &[Event]| {
+        let owned = accepted(events);
+        let batch: Vec<Accepted<'_>> = owned
+            .iter()
+            .map(|(user, action)| Accepted {
+                user,
+                action: *action,
+            })
+            .collect();
+        online.apply_ahead(&batch)
+    };
+    let first = vec![event("a", "t1-1", 1_001)];
+    let others: Vec<Event> = (0..1_000)
+        .map(|u| event(&format!("o{u}"), "t2-2", 1_002))
+        .collect();
+    let first_write = apply_ahead(&first);
+    let others_write = apply_ahead(&others);
+    assert!(online.evictions() > 900);
+    // `a` is evicted and its event is not in the store yet: asking for `a` waits.
+    let asking = {
+        let online = online.clone();
+        std::thread::spawn(move || online.get("a"))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(
+        !asking.is_finished(),
+        "rebuilt before the store had the event"
+    );
+    store.insert(&first).unwrap();
+    online.written(first_write);
+    store.insert(&others).unwrap();
+    online.written(others_write);
+    let a = asking.join().unwrap().expect("a is rebuilt from the store");
+    assert_eq!(
+        a.actions,
+        accepted(&first)[..].iter().map(|p| p.1).collect::<Vec<_>>()
+    );
+    // A later event of `a`, applied ahead of its write, joins what the store holds.
+    let later = vec![event("a", "t1-2", 1_003)];
+    let later_write = apply_ahead(&later);
+    let a = online.get("a").unwrap();
+    assert_eq!(a.actions.len(), 2);
+    assert_eq!(a.clusters.len(), 1, "two items of one topic: one interest");
+    store.insert(&later).unwrap();
+    online.written(later_write);
 }

@@ -1054,7 +1054,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         ];
         write_counters(&mut out, &counters);
         out.push_str(
-            "# HELP pinnersage_event_commit_seconds Time of a group commit's phases: lookup (duplicate checks), write (journal write + fsync + storage write stalls), online (re-clustering its users).\n\
+            "# HELP pinnersage_event_commit_seconds Time of the ingest phases: per staged group lookup (duplicate checks) and online (re-clustering its users); per store write of one or more groups write (journal write + fsync + storage write stalls).\n\
              # TYPE pinnersage_event_commit_seconds histogram\n",
         );
         for (phase, histogram) in [

@@ -19,6 +19,9 @@ use std::path::{Path, PathBuf};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use pinnersage_core::hash::stable_hash;
 
+mod writer;
+pub use writer::{Staged, Writer};
+
 /// One engagement as users give it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
@@ -71,6 +74,16 @@ pub enum EventStoreError {
     /// An event cannot be stored as given.
     #[error("{0}")]
     Invalid(String),
+    /// A staged insert was not written: its write failed (the first insert of a failed write
+    /// gets the engine's error, the others this), or an earlier write it was checked against
+    /// did. Nothing of it was stored; retrying it is safe.
+    #[error("event store {}: not written: {reason}", path.display())]
+    NotWritten {
+        /// The store's directory.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// Another process (a running server, another import) has the store open.
     #[error(
         "event store {} is in use by another process: a running `pinnersage serve` owns it (post events to its /v1/events; `pinnersage batch` runs through it)",
@@ -89,34 +102,6 @@ pub struct InsertStats {
     pub inserted: u64,
     /// Events that were already in the store (same key), left as they were.
     pub duplicates: u64,
-}
-
-/// An insert checked against the stored events and ready to be written by
-/// [`EventStore::commit`]; it holds the store's writer lock until then.
-#[must_use = "a prepared insert stores nothing until it is committed"]
-pub struct Prepared<'s, 'e> {
-    _writer: std::sync::MutexGuard<'s, ()>,
-    fresh: Vec<bool>,
-    by_id: Vec<&'e [u8]>,
-    by_user: Vec<(Vec<u8>, Vec<u8>)>,
-    by_time: Vec<Vec<u8>>,
-}
-
-impl Prepared<'_, '_> {
-    /// For each event, whether it is new (`false`: already stored, or repeated earlier in the
-    /// same insert).
-    pub fn fresh(&self) -> &[bool] {
-        &self.fresh
-    }
-}
-
-impl std::fmt::Debug for Prepared<'_, '_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Prepared")
-            .field("events", &self.fresh.len())
-            .field("new", &self.by_user.len())
-            .finish()
-    }
 }
 
 /// The storage engine's backlog, summed over the store's keyspaces: what a slow write waits for.
@@ -150,7 +135,7 @@ pub struct EventStore {
     /// Every stored event with an id is in `by_id` (the store was created with that index), so
     /// an id's duplicate check needs no second lookup in `by_user`.
     ids_complete: bool,
-    /// Held from [`EventStore::prepare`] to [`EventStore::commit`]: one insert at a time.
+    /// Held by the one [`Writer`]: one writer at a time.
     writer: std::sync::Mutex<()>,
 }
 
@@ -322,6 +307,13 @@ impl EventStore {
         }
     }
 
+    fn not_written(&self, reason: &str) -> EventStoreError {
+        EventStoreError::NotWritten {
+            path: self.path.clone(),
+            reason: reason.to_owned(),
+        }
+    }
+
     fn corrupt(&self, problem: &str) -> EventStoreError {
         EventStoreError::Corrupt {
             path: self.path.clone(),
@@ -354,134 +346,12 @@ impl EventStore {
     /// assert_eq!(store.insert_each(&[click.clone(), click]).unwrap(), vec![false, false]);
     /// ```
     pub fn insert_each(&self, events: &[Event]) -> Result<Vec<bool>, EventStoreError> {
-        let prepared = self.prepare(events)?;
-        self.commit(prepared)
-    }
-
-    /// The first half of an insert: checks each event against the stored ones and builds the
-    /// new entries, without writing. [`EventStore::commit`] writes them. The prepared insert
-    /// holds the store's writer lock, so no other insert can interleave and store a duplicate.
-    /// Splitting the two lets a caller act on [`Prepared::fresh`] while the write and its fsync
-    /// run (the online path re-clusters users meanwhile).
-    ///
-    /// ```
-    /// use pinnersage_store::events::{Event, EventStore};
-    /// let dir = tempfile::tempdir().unwrap();
-    /// let store = EventStore::open(dir.path()).unwrap();
-    /// let view = Event { user: "u".into(), item: "i".into(), time: 5, action: "view".into(),
-    ///                    weight: 1.0, id: None };
-    /// let prepared = store.prepare(std::slice::from_ref(&view)).unwrap();
-    /// assert_eq!(prepared.fresh(), &[true]);
-    /// assert_eq!(store.user_events("u", 0, 10).unwrap().len(), 0); // not written yet
-    /// assert_eq!(store.commit(prepared).unwrap(), vec![true]);
-    /// assert_eq!(store.user_events("u", 0, 10).unwrap().len(), 1);
-    /// // The event waits in a memtable of the one journal; nothing is flushed yet.
-    /// let engine = store.engine_stats();
-    /// assert!(engine.write_buffer_bytes > 0);
-    /// assert_eq!((engine.journals, engine.sealed_memtables, engine.tables), (1, 0, 0));
-    /// ```
-    pub fn prepare<'s, 'e>(
-        &'s self,
-        events: &'e [Event],
-    ) -> Result<Prepared<'s, 'e>, EventStoreError> {
-        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let mut scratch = Vec::new();
-        let mut keys = Vec::with_capacity(events.len());
-        for e in events {
-            check_event(e)?;
-            keys.push(by_user_key(e, &mut scratch));
-        }
-        let mut fresh = Vec::with_capacity(events.len());
-        {
-            let mut ids_in_batch = std::collections::HashSet::new();
-            let mut keys_in_batch = std::collections::HashSet::with_capacity(events.len());
-            for (e, key) in events.iter().zip(&keys) {
-                let is_new = match event_id(e) {
-                    // The id alone is the event's identity.
-                    Some(id) => {
-                        ids_in_batch.insert(id)
-                            && !self
-                                .by_id
-                                .contains_key(id.as_bytes())
-                                .map_err(|s| self.engine(s))?
-                            // Stored before ids had their own index: same user, time and id.
-                            && (self.ids_complete
-                                || !self
-                                .by_user
-                                .contains_key(key)
-                                .map_err(|s| self.engine(s))?)
-                    }
-                    None => {
-                        keys_in_batch.insert(key.as_slice())
-                            && !self.by_user.contains_key(key).map_err(|s| self.engine(s))?
-                    }
-                };
-                fresh.push(is_new);
-            }
-        }
-        // Each keyspace's new entries go in key order: a memtable insert next to the previous
-        // one finds its skiplist path in cache, while `by_time` inserts in file order (a log
-        // sorted by user) land all over the memtable at a cache miss per level.
-        let mut by_user = Vec::with_capacity(events.len());
-        let mut by_time = Vec::with_capacity(events.len());
-        let mut by_id = Vec::new();
-        for ((e, key), _) in events
-            .iter()
-            .zip(keys)
-            .zip(&fresh)
-            .filter(|(_, is_new)| **is_new)
-        {
-            let mut value = Vec::with_capacity(1 + e.action.len() + 4 + e.item.len());
-            value.push(e.action.len() as u8);
-            value.extend(e.action.as_bytes());
-            value.extend(e.weight.to_le_bytes());
-            value.extend(e.item.as_bytes());
-            // by_user key [user prefix][time][hash] -> by_time key [time][user prefix][hash]
-            let (prefix, time_and_hash) = key.split_at(key.len() - 16);
-            let mut tkey = Vec::with_capacity(key.len());
-            tkey.extend(&time_and_hash[..8]);
-            tkey.extend(prefix);
-            tkey.extend(&time_and_hash[8..]);
-            if let Some(id) = event_id(e) {
-                by_id.push(id.as_bytes());
-            }
-            by_user.push((key, value));
-            by_time.push(tkey);
-        }
-        by_id.sort_unstable();
-        by_user.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        by_time.sort_unstable();
-        Ok(Prepared {
-            _writer: writer,
-            fresh,
-            by_id,
-            by_user,
-            by_time,
-        })
-    }
-
-    /// Writes a [`Prepared`] insert atomically and durably (the journal is fsynced before this
-    /// returns) and gives back, for each event, whether it was new.
-    pub fn commit(&self, prepared: Prepared<'_, '_>) -> Result<Vec<bool>, EventStoreError> {
-        let Prepared {
-            _writer,
-            fresh,
-            by_id,
-            by_user,
-            by_time,
-        } = prepared;
-        let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
-        for id in by_id {
-            batch.insert(&self.by_id, id, []);
-        }
-        for (key, value) in by_user {
-            batch.insert(&self.by_user, key, value);
-        }
-        for tkey in by_time {
-            batch.insert(&self.by_time, tkey, []);
-        }
-        batch.commit().map_err(|s| self.engine(s))?;
-        Ok(fresh)
+        let writer = self.writer();
+        let staged = writer.stage(events)?;
+        writer
+            .write(vec![staged])
+            .pop()
+            .unwrap_or_else(|| Err(self.not_written("the write returned no result")))
     }
 
     /// The storage engine's current backlog (cheap: counters only, no I/O). Read through

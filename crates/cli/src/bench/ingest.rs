@@ -27,13 +27,13 @@ use crate::http_client::Conn;
 ///
 /// Latency: meanwhile, every --probe-ms a probe posts (or publishes) one event for a fresh
 /// user and polls GET /v1/users/{probe}/profile until the event is there: the time from send
-/// to visible, under load. Over NATS a saturating load queues the probes behind the backlog, so
-/// probes run only with --rate. With --visible-on B (a fleet), probes are posted to --addr and
-/// polled on replica B.
+/// to visible, under load; over HTTP also the time to the answer, which comes once durable.
+/// Over NATS a saturating load queues the probes behind the backlog, so probes run only with
+/// --rate. With --visible-on B (a fleet), probes are posted to --addr and polled on replica B.
 ///
-/// Server side: the group commits of --addr during the run, from its /metrics (mean time and
-/// commits over 100 ms of each phase: lookup = duplicate checks, write = journal + fsync,
-/// online = re-clustering), which tells a slow tail's phase.
+/// Server side: the ingest of --addr during the run, from its /metrics (mean time and times
+/// over 100 ms of each phase: per staged group lookup = duplicate checks and online =
+/// re-clustering, per store write write = journal + fsync), which tells a slow tail's phase.
 ///
 /// Example:
 ///   pinnersage bench ingest --addr 127.0.0.1:8080 --items 200000 --duration 20
@@ -145,12 +145,12 @@ pub fn run(args: &BenchIngestArgs) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let probe_stop = stop.clone();
     let probing = args.nats.is_none() || args.rate > 0.0;
-    let probes = std::thread::scope(|scope| -> Result<Vec<f64>> {
+    let probes = std::thread::scope(|scope| -> Result<Probes> {
         let prober = scope.spawn(move || {
             if probing {
                 probe(args, &probe_stop)
             } else {
-                Ok(Vec::new())
+                Ok(Probes::default())
             }
         });
         let load = match &args.nats {
@@ -158,7 +158,7 @@ pub fn run(args: &BenchIngestArgs) -> Result<()> {
             Some(url) => nats_load(args, url),
         };
         stop.store(true, Ordering::Relaxed);
-        let latencies = prober.join().expect("probe thread panicked")?;
+        let probes = prober.join().expect("probe thread panicked")?;
         let (events, seconds) = load?;
         println!(
             "{} events durable in {seconds:.1} s: {:.0} events/s ({} clients x {} events per {})",
@@ -172,29 +172,52 @@ pub fn run(args: &BenchIngestArgs) -> Result<()> {
                 "request, over HTTP"
             }
         );
-        Ok(latencies)
+        Ok(probes)
     })?;
     if let Some(line) = CommitPhases::read(&metrics(args.addr)?).since(&phases_before) {
         println!("{line}");
     }
-    let mut sorted = probes;
-    if sorted.is_empty() {
+    if probes.visible.is_empty() {
         println!("no latency probes (over NATS they need --rate)");
         return Ok(());
     }
-    sorted.sort_by(f64::total_cmp);
-    println!(
-        "event -> visible in the profile{}, ms ({} probes under load): p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
-        args.visible_on
-            .map(|b| format!(" on {b} (posted to {})", args.addr))
-            .unwrap_or_default(),
-        sorted.len(),
-        percentile(&sorted, 0.5),
-        percentile(&sorted, 0.9),
-        percentile(&sorted, 0.99),
-        percentile(&sorted, 1.0)
+    let on = args
+        .visible_on
+        .map(|b| format!(" on {b} (posted to {})", args.addr))
+        .unwrap_or_default();
+    print_latencies(
+        &format!("event -> visible in the profile{on}"),
+        probes.visible,
     );
+    if !probes.acknowledged.is_empty() {
+        print_latencies(
+            "event -> acknowledged (HTTP 202: durable)",
+            probes.acknowledged,
+        );
+    }
     Ok(())
+}
+
+/// Prints `what`'s percentiles in milliseconds.
+fn print_latencies(what: &str, mut ms: Vec<f64>) {
+    ms.sort_by(f64::total_cmp);
+    println!(
+        "{what}, ms ({} probes under load): p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
+        ms.len(),
+        percentile(&ms, 0.5),
+        percentile(&ms, 0.9),
+        percentile(&ms, 0.99),
+        percentile(&ms, 1.0)
+    );
+}
+
+/// The probes' latencies, in milliseconds.
+#[derive(Debug, Default)]
+struct Probes {
+    /// From send to visible in the profile.
+    visible: Vec<f64>,
+    /// From send to the HTTP answer (durable), read once visible (empty over NATS).
+    acknowledged: Vec<f64>,
 }
 
 /// HTTP load: returns (events acknowledged, seconds).
@@ -253,15 +276,17 @@ fn sample(text: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// The phases of the server's group commits, as `/metrics` splits them.
+/// The phases of the server's ingest, as `/metrics` splits them: per staged group its duplicate
+/// lookups and online update, per store write (of one or more groups) the write.
 const PHASES: [&str; 3] = ["lookup", "write", "online"];
 
 /// One phase's share of the server's `pinnersage_event_commit_seconds` histogram.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 struct Phase {
-    commits: f64,
+    /// Times the phase ran.
+    count: f64,
     seconds: f64,
-    /// Commits over 100 ms.
+    /// Times over 100 ms.
     slow: f64,
 }
 
@@ -273,12 +298,12 @@ impl CommitPhases {
     fn read(text: &str) -> Self {
         let h = "pinnersage_event_commit_seconds";
         Self(PHASES.map(|p| {
-            let commits = sample(text, &format!("{h}_count{{phase=\"{p}\"}}"));
+            let count = sample(text, &format!("{h}_count{{phase=\"{p}\"}}"));
             let within = sample(text, &format!("{h}_bucket{{phase=\"{p}\",le=\"0.1\"}}"));
             Phase {
-                commits,
+                count,
                 seconds: sample(text, &format!("{h}_sum{{phase=\"{p}\"}}")),
-                slow: commits - within,
+                slow: count - within,
             }
         }))
     }
@@ -288,20 +313,21 @@ impl CommitPhases {
         let delta = std::array::from_fn::<Phase, 3, _>(|i| {
             let (a, b) = (self.0[i], before.0[i]);
             Phase {
-                commits: a.commits - b.commits,
+                count: a.count - b.count,
                 seconds: a.seconds - b.seconds,
                 slow: a.slow - b.slow,
             }
         });
-        let commits = delta.iter().map(|d| d.commits).fold(0.0, f64::max);
-        if commits <= 0.0 {
+        let (groups, writes) = (delta[0].count, delta[1].count);
+        if groups <= 0.0 && writes <= 0.0 {
             return None;
         }
         let join = |f: fn(&Phase) -> String| delta.iter().map(f).collect::<Vec<_>>().join(" / ");
         Some(format!(
-            "server: {commits:.0} group commits; {}: mean ms {}, over 100 ms {}",
+            "server: {groups:.0} groups staged, {writes:.0} store writes; {}: mean ms {}, \
+             over 100 ms {}",
             PHASES.join(" / "),
-            join(|d| format!("{:.2}", 1e3 * d.seconds / d.commits.max(1.0))),
+            join(|d| format!("{:.2}", 1e3 * d.seconds / d.count.max(1.0))),
             join(|d| format!("{:.0}", d.slow)),
         ))
     }
@@ -370,8 +396,9 @@ fn nats_load(args: &BenchIngestArgs, url: &str) -> Result<(u64, f64)> {
     Ok((messages * args.batch as u64, start.elapsed().as_secs_f64()))
 }
 
-/// Probes until `stop`: one event for a fresh user, then poll its profile. Milliseconds each.
-fn probe(args: &BenchIngestArgs, stop: &AtomicBool) -> Result<Vec<f64>> {
+/// Probes until `stop`: one event for a fresh user, then poll its profile (over HTTP without
+/// waiting for the answer, which is read once the event is visible).
+fn probe(args: &BenchIngestArgs, stop: &AtomicBool) -> Result<Probes> {
     let mut conn = Conn::open(args.addr)?;
     let mut poll = Conn::open(args.visible_on.unwrap_or(args.addr))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -384,7 +411,7 @@ fn probe(args: &BenchIngestArgs, stop: &AtomicBool) -> Result<Vec<f64>> {
             anyhow::Ok(async_nats::jetstream::new(client))
         })?),
     };
-    let mut latencies = Vec::new();
+    let mut probes = Probes::default();
     let mut rng = SplitMix64::new(0x9B0B);
     let run = std::process::id();
     let mut k = 0u64;
@@ -399,12 +426,7 @@ fn probe(args: &BenchIngestArgs, stop: &AtomicBool) -> Result<Vec<f64>> {
         );
         let sent = Instant::now();
         match &js {
-            None => {
-                let (status, reply) = conn.post_json("/v1/events", event.as_bytes())?;
-                if status != 202 {
-                    bail!("probe: HTTP {status}: {}", String::from_utf8_lossy(&reply));
-                }
-            }
+            None => conn.send_json("/v1/events", event.as_bytes())?,
             Some(js) => runtime.block_on(async {
                 js.publish(args.subject.clone(), event.into())
                     .await?
@@ -419,28 +441,41 @@ fn probe(args: &BenchIngestArgs, stop: &AtomicBool) -> Result<Vec<f64>> {
                 break;
             }
             if sent.elapsed() > Duration::from_secs(30) {
-                bail!("probe event for {user} not visible after 30 s");
+                let answer = match &js {
+                    None => format!(" (HTTP {})", conn.response()?.0),
+                    Some(_) => String::new(),
+                };
+                bail!("probe event for {user} not visible after 30 s{answer}");
             }
             std::thread::sleep(Duration::from_micros(200));
         }
-        latencies.push(sent.elapsed().as_secs_f64() * 1e3);
+        probes.visible.push(sent.elapsed().as_secs_f64() * 1e3);
+        if js.is_none() {
+            let (status, reply) = conn.response()?;
+            if status != 202 {
+                bail!("probe: HTTP {status}: {}", String::from_utf8_lossy(&reply));
+            }
+            probes.acknowledged.push(sent.elapsed().as_secs_f64() * 1e3);
+        }
         std::thread::sleep(Duration::from_millis(args.probe_ms));
     }
-    Ok(latencies)
+    Ok(probes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn page(commits: u64, write_sum: f64, write_within: u64) -> String {
+    /// A /metrics page of `groups` staged groups (1 ms lookups and online updates) written in
+    /// `writes` store writes taking `write_sum` seconds, `write_within` of them within 100 ms.
+    fn page(groups: u64, writes: u64, write_sum: f64, write_within: u64) -> String {
         let h = "pinnersage_event_commit_seconds";
         let mut text = String::from("# TYPE pinnersage_event_commit_seconds histogram\n");
         for p in PHASES {
-            let (sum, within) = if p == "write" {
-                (write_sum, write_within)
+            let (commits, sum, within) = if p == "write" {
+                (writes, write_sum, write_within)
             } else {
-                (0.001 * commits as f64, commits)
+                (groups, 0.001 * groups as f64, groups)
             };
             text.push_str(&format!("{h}_bucket{{phase=\"{p}\",le=\"0.05\"}} 0\n"));
             text.push_str(&format!(
@@ -454,12 +489,12 @@ mod tests {
 
     #[test]
     fn commit_phases_report_the_runs_share_of_the_histograms() {
-        let before = CommitPhases::read(&page(10, 0.5, 9));
-        let after = CommitPhases::read(&page(110, 1.7, 106));
+        let before = CommitPhases::read(&page(10, 8, 0.5, 7));
+        let after = CommitPhases::read(&page(110, 68, 1.7, 64));
         assert_eq!(
             after.since(&before).unwrap(),
-            "server: 100 group commits; lookup / write / online: mean ms 1.00 / 12.00 / 1.00, \
-             over 100 ms 0 / 3 / 0"
+            "server: 100 groups staged, 60 store writes; lookup / write / online: mean ms \
+             1.00 / 20.00 / 1.00, over 100 ms 0 / 3 / 0"
         );
         assert_eq!(before.since(&before), None);
         assert_eq!(
