@@ -235,9 +235,10 @@ impl std::fmt::Debug for Ingest {
 }
 
 impl Ingest {
-    /// Opens the event store of `engine`'s data directory (the server owns it from now on),
-    /// recovers the online profiles from the events after the served batch, and starts the
-    /// writer with room for `queue` waiting submissions. Returns the number of events recovered too.
+    /// Opens the event store of `engine`'s data directory (the server owns it from now on; its
+    /// background flushes and compactions run at a lower CPU priority), recovers the online
+    /// profiles from the events after the served batch, and starts the writer with room for
+    /// `queue` waiting submissions. Returns the number of events recovered too.
     pub fn open(
         engine: &Engine,
         catalog: Arc<Catalog>,
@@ -245,6 +246,8 @@ impl Ingest {
     ) -> Result<(Self, u64), EventStoreError> {
         let data_dir = engine.data_dir().to_path_buf();
         let store = Arc::new(EventStore::open(&data_dir)?);
+        // Flushes and compactions yield the CPU to ingestion and requests.
+        store.lower_background_priority();
         let recovered = engine.online().recover(&store)?;
         let ingestor = Ingestor::with_queue(store.clone(), catalog, engine.online().clone(), queue);
         Ok((

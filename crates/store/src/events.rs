@@ -150,6 +150,31 @@ impl std::fmt::Debug for EventStore {
     }
 }
 
+/// The nice value of the storage engine's background threads once
+/// [`EventStore::lower_background_priority`] is called (0 is the default, 19 the lowest).
+pub const BACKGROUND_NICE: i32 = 10;
+
+/// Thread ids of this process's storage-engine workers (fjall names them `fjall:worker`).
+#[cfg(target_os = "linux")]
+fn background_threads() -> Vec<libc::id_t> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.trim_end() == "fjall:worker")
+        })
+        .filter_map(|t| t.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn background_threads() -> Vec<libc::id_t> {
+    Vec::new()
+}
+
 /// Largest user or item id, in bytes.
 pub const MAX_ID_BYTES: usize = 1024;
 
@@ -352,6 +377,22 @@ impl EventStore {
             .write(vec![staged])
             .pop()
             .unwrap_or_else(|| Err(self.not_written("the write returned no result")))
+    }
+
+    /// Lowers the CPU priority of the storage engine's background threads (memtable flushes and
+    /// compactions) to nice [`BACKGROUND_NICE`], like RocksDB's `LowerThreadPoolCPUPriority`:
+    /// on a busy machine they then yield to the threads that write, re-cluster and answer,
+    /// instead of holding them off the CPU for tens of milliseconds; they still get every idle
+    /// cycle. A server calls this once; a bulk import, where they are the bottleneck's helpers,
+    /// does not. Linux only (elsewhere nothing changes); returns the threads lowered.
+    pub fn lower_background_priority(&self) -> usize {
+        background_threads()
+            .into_iter()
+            // SAFETY: plain syscall on a thread id of this process; no memory is shared.
+            .filter(
+                |&tid| unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, BACKGROUND_NICE) } == 0,
+            )
+            .count()
     }
 
     /// The storage engine's current backlog (cheap: counters only, no I/O). Read through
