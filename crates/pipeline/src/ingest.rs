@@ -35,7 +35,7 @@ pub struct Overloaded(pub usize);
 /// stored (`false`, an idempotent retry); or the store's error, in which case none was stored.
 pub type Outcome = Result<Vec<bool>, EventStoreError>;
 
-/// Called once with a submission's outcome, on the writer thread (keep it short: send it on).
+/// Called once with a submission's outcome, on the ingestor's threads (keep it short: send it on).
 pub type Reply = Box<dyn FnOnce(Outcome) + Send>;
 
 struct Job {
@@ -43,30 +43,30 @@ struct Job {
     reply: Reply,
 }
 
-/// Counters of the writer thread.
+/// Counters of the ingestor's threads.
 #[derive(Debug, Default)]
 pub struct IngestCounters {
     /// Events newly stored.
     pub stored: std::sync::atomic::AtomicU64,
     /// Events that were already stored.
     pub duplicates: std::sync::atomic::AtomicU64,
-    /// Commits (fsyncs).
+    /// Store writes (fsyncs), each of one or more staged groups.
     pub commits: std::sync::atomic::AtomicU64,
-    /// Commits that failed.
+    /// Groups that were not stored (their write or their check failed).
     pub failures: std::sync::atomic::AtomicU64,
-    /// The last commit's error, while commits fail (cleared by the next success): a store that
-    /// cannot write (for example poisoned after an fsync error) makes the server unhealthy.
+    /// The last error, while writes fail (cleared by the next success): a store that cannot
+    /// write (for example poisoned after an fsync error) makes the server unhealthy.
     pub failing: std::sync::Mutex<Option<String>>,
-    /// Time of each commit's duplicate lookups in the store.
+    /// Time of each group's duplicate lookups (in the store and the groups staged before it).
     pub lookup_time: Histogram,
-    /// Time of each commit's store write (journal write + fsync, and any write stall).
+    /// Time of each store write (journal write + fsync, and any write stall).
     pub write_time: Histogram,
-    /// Time of each commit's online-profile update (re-clustering the users it touched).
+    /// Time of each group's online-profile update (re-clustering the users it touched).
     pub online_time: Histogram,
 }
 
 /// The group-commit writer. Dropping it stops accepting, finishes what is queued and joins
-/// the writer thread.
+/// its threads.
 pub struct Ingestor {
     tx: Option<SyncSender<Job>>,
     capacity: usize,
@@ -83,9 +83,10 @@ impl std::fmt::Debug for Ingestor {
 }
 
 impl Ingestor {
-    /// Starts the writer thread over `store` with a queue of [`DEFAULT_QUEUE`] submissions.
-    /// Newly stored events on catalog items update `online` before their submitters are
-    /// answered, so an acknowledged event is already visible to the next recommendation.
+    /// Starts the writer's threads over `store` with a queue of [`DEFAULT_QUEUE`] submissions.
+    /// New events on catalog items update `online` before they are written (so they are
+    /// visible while the write runs, and an acknowledged event is visible to the next
+    /// recommendation); if their write fails, their users are rebuilt from the store.
     pub fn start(
         store: Arc<EventStore>,
         catalog: Arc<Catalog>,
@@ -183,17 +184,8 @@ fn write_loop(
             })
             .expect("spawning a thread");
         while let Ok(first) = rx.recv() {
-            let mut jobs = vec![first];
-            let mut total = jobs[0].events.len();
-            while total < MAX_GROUP_EVENTS {
-                match rx.try_recv() {
-                    Ok(job) => {
-                        total += job.events.len();
-                        jobs.push(job);
-                    }
-                    Err(_) => break,
-                }
-            }
+            let jobs = gather(rx, first, |job| job.events.len());
+            let total = jobs.iter().map(|job| job.events.len()).sum();
             // Move the events out of the jobs (no copies); remember each job's share.
             let mut events: Vec<Event> = Vec::with_capacity(total);
             let mut replies = Vec::with_capacity(jobs.len());
@@ -261,17 +253,7 @@ fn commit_loop(
 ) {
     use std::sync::atomic::Ordering::Relaxed;
     while let Ok(first) = staged.recv() {
-        let mut total = first.events.len();
-        let mut groups = vec![first];
-        while total < MAX_GROUP_EVENTS {
-            match staged.try_recv() {
-                Ok(group) => {
-                    total += group.events.len();
-                    groups.push(group);
-                }
-                Err(_) => break,
-            }
-        }
+        let groups = gather(staged, first, |group| group.events.len());
         counters.commits.fetch_add(1, Relaxed);
         let mut batch = Vec::with_capacity(groups.len());
         let mut rest = Vec::with_capacity(groups.len());
@@ -311,6 +293,23 @@ fn commit_loop(
             *f = failing;
         }
     }
+}
+
+/// `first` and whatever else is waiting on `rx`, until about [`MAX_GROUP_EVENTS`] events (`len`
+/// counts an item's).
+fn gather<T>(rx: &Receiver<T>, first: T, len: impl Fn(&T) -> usize) -> Vec<T> {
+    let mut total = len(&first);
+    let mut items = vec![first];
+    while total < MAX_GROUP_EVENTS {
+        match rx.try_recv() {
+            Ok(item) => {
+                total += len(&item);
+                items.push(item);
+            }
+            Err(_) => break,
+        }
+    }
+    items
 }
 
 /// Answers each submitter of a group with `e` (nothing of the group was stored) and counts the

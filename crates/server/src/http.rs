@@ -1038,12 +1038,12 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             ),
             (
                 "pinnersage_event_commits_total",
-                "Group commits (one fsync each).",
+                "Store writes (one fsync each, of one or more staged groups).",
                 c.commits.load(Relaxed),
             ),
             (
                 "pinnersage_event_commit_failures_total",
-                "Group commits that failed.",
+                "Staged groups that were not stored (their write or their check failed).",
                 c.failures.load(Relaxed),
             ),
             (
