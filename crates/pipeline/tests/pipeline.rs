@@ -11,7 +11,7 @@ use pinnersage_pipeline::batch::{BatchConfig, BatchError, Shard, run_batch};
 use pinnersage_pipeline::import_events::{
     EventColumns, ImportError, ImportOptions, ImportReport, import_events,
 };
-use pinnersage_store::events::EventStore;
+use pinnersage_store::events::{Event, EventStore};
 use pinnersage_store::profiles::{ProfileStore, StoredProfile};
 
 const DAY: i64 = 86_400;
@@ -35,6 +35,18 @@ fn topic_catalog(dir: &Path) {
         }
     }
     b.commit("topics").unwrap();
+}
+
+/// A click of `user` on `item` at `time`, without an id.
+fn click(user: &str, item: &str, time: i64) -> Event {
+    Event {
+        user: user.into(),
+        item: item.into(),
+        time,
+        action: "click".into(),
+        weight: 1.0,
+        id: None,
+    }
 }
 
 /// [`topic_catalog`] in `dir`, opened with its id index, as the online path reads it.
@@ -532,7 +544,6 @@ fn parquet_events_with_timestamp_types_and_missing_columns() {
 fn online_profiles_keep_the_latest_actions_after_the_boundary_and_roll_over() {
     use pinnersage_pipeline::ingest::Ingestor;
     use pinnersage_pipeline::online::OnlineProfiles;
-    use pinnersage_store::events::Event;
 
     let scratch_dir = scratch("online");
 
@@ -545,25 +556,17 @@ fn online_profiles_keep_the_latest_actions_after_the_boundary_and_roll_over() {
     let online = Arc::new(OnlineProfiles::new(catalog.clone(), params, 1_000).unwrap());
     let store = Arc::new(EventStore::open(dir).unwrap());
     let ingestor = Ingestor::start(store.clone(), catalog.clone(), online.clone());
-    let ev = |user: &str, item: &str, time: i64| Event {
-        user: user.into(),
-        item: item.into(),
-        time,
-        action: "click".into(),
-        weight: 1.0,
-        id: None,
-    };
     // u1: one action before the boundary (covered by the batch), then 3 on topic 0 and 3 on
     // topic 2 (the oldest of which falls out of the latest 4).
     let events = vec![
-        ev("u1", "t1-0", 900),
-        ev("u1", "t0-1", 1_001),
-        ev("u1", "t0-2", 1_002),
-        ev("u1", "t0-3", 1_003),
-        ev("u1", "t2-1", 1_004),
-        ev("u1", "t2-2", 1_005),
-        ev("u1", "t2-3", 1_006),
-        ev("u2", "t1-5", 2_000),
+        click("u1", "t1-0", 900),
+        click("u1", "t0-1", 1_001),
+        click("u1", "t0-2", 1_002),
+        click("u1", "t0-3", 1_003),
+        click("u1", "t2-1", 1_004),
+        click("u1", "t2-2", 1_005),
+        click("u1", "t2-3", 1_006),
+        click("u2", "t1-5", 2_000),
     ];
     let (tx, rx) = std::sync::mpsc::channel();
     ingestor
@@ -615,7 +618,6 @@ fn online_profiles_keep_the_latest_actions_after_the_boundary_and_roll_over() {
 fn a_full_ingest_queue_refuses_instead_of_growing_and_loses_nothing_it_accepted() {
     use pinnersage_pipeline::ingest::{Ingestor, Overloaded};
     use pinnersage_pipeline::online::OnlineProfiles;
-    use pinnersage_store::events::Event;
 
     let scratch_dir = scratch("overload");
 
@@ -629,14 +631,7 @@ fn a_full_ingest_queue_refuses_instead_of_growing_and_loses_nothing_it_accepted(
     let (mut accepted, mut refused) = (0, 0);
     // Every commit fsyncs (milliseconds); submissions arrive in microseconds.
     for k in 0..2_000 {
-        let event = Event {
-            user: format!("u{k}"),
-            item: "t0-1".into(),
-            time: 1_000 + k,
-            action: "click".into(),
-            weight: 1.0,
-            id: None,
-        };
+        let event = click(&format!("u{k}"), "t0-1", 1_000 + k);
         let tx = tx.clone();
         match ingestor.submit(vec![event], Box::new(move |o| tx.send(o).unwrap())) {
             Ok(()) => accepted += 1,
@@ -713,7 +708,6 @@ fn online_users_clustered_together_or_in_groups_equal_each_clustered_alone() {
 fn online_state_stays_within_its_budget_and_evicted_users_come_back_whole() {
     use pinnersage_pipeline::ingest::Ingestor;
     use pinnersage_pipeline::online::OnlineProfiles;
-    use pinnersage_store::events::Event;
 
     let scratch_dir = scratch("budget");
 
@@ -740,14 +734,12 @@ fn online_state_stays_within_its_budget_and_evicted_users_come_back_whole() {
         let events: Vec<Event> = (0..2 * users)
             .map(|k| {
                 let (pass, u) = (k / users, k % users);
-                Event {
-                    user: format!("u{u}"),
-                    item: format!("t{}-{}", u % 3, 2 * round + pass + 1),
-                    time: 1_001 + round * 10_000 + pass * 5_000 + u,
-                    action: "click".into(),
-                    weight: 1.0,
-                    id: None,
-                }
+                let item = format!("t{}-{}", u % 3, 2 * round + pass + 1);
+                click(
+                    &format!("u{u}"),
+                    &item,
+                    1_001 + round * 10_000 + pass * 5_000 + u,
+                )
             })
             .collect();
         let answers: Vec<_> = events
@@ -784,7 +776,6 @@ fn online_state_stays_within_its_budget_and_evicted_users_come_back_whole() {
 #[test]
 fn an_evicted_user_is_rebuilt_only_after_the_writes_ahead_of_the_store() {
     use pinnersage_pipeline::online::{Accepted, OnlineAction, OnlineProfiles};
-    use pinnersage_store::events::Event;
 
     let scratch_dir = scratch("ahead");
     let dir = scratch_dir.path();
@@ -797,14 +788,6 @@ fn an_evicted_user_is_rebuilt_only_after_the_writes_ahead_of_the_store() {
     );
     let store = Arc::new(EventStore::open(dir).unwrap());
     online.attach_store(store.clone());
-    let event = |user: &str, item: &str, time: i64| Event {
-        user: user.into(),
-        item: item.into(),
-        time,
-        action: "click".into(),
-        weight: 1.0,
-        id: None,
-    };
     let accepted = |events: &[Event]| -> Vec<(String, OnlineAction)> {
         events
             .iter()
@@ -830,9 +813,9 @@ fn an_evicted_user_is_rebuilt_only_after_the_writes_ahead_of_the_store() {
             .collect();
         online.apply_ahead(&batch)
     };
-    let first = vec![event("a", "t1-1", 1_001)];
+    let first = vec![click("a", "t1-1", 1_001)];
     let others: Vec<Event> = (0..1_000)
-        .map(|u| event(&format!("o{u}"), "t2-2", 1_002))
+        .map(|u| click(&format!("o{u}"), "t2-2", 1_002))
         .collect();
     let first_write = apply_ahead(&first);
     let others_write = apply_ahead(&others);
@@ -857,7 +840,7 @@ fn an_evicted_user_is_rebuilt_only_after_the_writes_ahead_of_the_store() {
         accepted(&first)[..].iter().map(|p| p.1).collect::<Vec<_>>()
     );
     // A later event of `a`, applied ahead of its write, joins what the store holds.
-    let later = vec![event("a", "t1-2", 1_003)];
+    let later = vec![click("a", "t1-2", 1_003)];
     let later_write = apply_ahead(&later);
     let a = online.get("a").unwrap();
     assert_eq!(a.actions.len(), 2);
