@@ -12,6 +12,10 @@
 //! | `year>=1990`, `year>1990`, `year<2000`, `year<=1999` | is a number in that range (text that parses as a number counts) |
 //! | `!cond` | does not hold `cond` (an item without the attribute holds every negation) |
 //!
+//! A filter has at most [`MAX_CONDITIONS`] conditions, a condition at most [`MAX_ALTERNATIVES`]
+//! alternatives, and a value at most [`MAX_VALUE_BYTES`] bytes: testing a row costs a bounded
+//! number of set lookups and comparisons whatever a request sends.
+//!
 //! ```
 //! use pinnersage_catalog::filter::{AttributeTable, Filter};
 //! let table = AttributeTable::from_json_rows([
@@ -25,7 +29,7 @@
 //! assert!(err.to_string().contains("unknown attribute \"colour\""));
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
@@ -118,8 +122,9 @@ fn cell_of(value: &Value) -> Option<Cell> {
 /// What a condition tests.
 #[derive(Debug, Clone, PartialEq)]
 enum Test {
-    /// Equals one of the values (a list: has an element equal to one).
-    AnyOf(Vec<String>),
+    /// Equals one of the values (a list: has an element equal to one); a set, so a cell costs
+    /// one lookup however many alternatives a condition lists.
+    AnyOf(HashSet<Box<str>>),
     /// Contains the text (a list: has it as an element).
     Contains(String),
     /// A number within the bounds (inclusive flags).
@@ -159,7 +164,7 @@ pub const SELECTIVITY_SAMPLE: usize = 4096;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("filter {condition:?}: {message}")]
 pub struct FilterError {
-    /// The condition as given.
+    /// The condition as given (its first 64 characters and `...` when longer).
     pub condition: String,
     /// What is wrong.
     pub message: String,
@@ -167,6 +172,12 @@ pub struct FilterError {
 
 /// Most conditions in one filter.
 pub const MAX_CONDITIONS: usize = 32;
+
+/// Most alternatives in one `attr:a|b|...` condition.
+pub const MAX_ALTERNATIVES: usize = 256;
+
+/// Longest value (each alternative, a `~` text, a number) in bytes.
+pub const MAX_VALUE_BYTES: usize = 256;
 
 impl Filter {
     /// Parses and checks `conditions` against `table`'s attributes: an unknown attribute, a
@@ -182,12 +193,12 @@ impl Filter {
             let c = c.as_ref();
             if parsed.len() == MAX_CONDITIONS {
                 return Err(FilterError {
-                    condition: c.to_owned(),
+                    condition: shortened(c),
                     message: format!("at most {MAX_CONDITIONS} conditions"),
                 });
             }
             parsed.push(parse_condition(c, table).map_err(|message| FilterError {
-                condition: c.to_owned(),
+                condition: shortened(c),
                 message,
             })?);
             text.push(c.to_owned());
@@ -240,10 +251,8 @@ impl Filter {
 
 fn test(test: &Test, cell: &Cell) -> bool {
     match (test, cell) {
-        (Test::AnyOf(values), Cell::Text(t, _)) => values.iter().any(|v| **t == **v),
-        (Test::AnyOf(values), Cell::List(items)) => {
-            items.iter().any(|i| values.iter().any(|v| **i == **v))
-        }
+        (Test::AnyOf(values), Cell::Text(t, _)) => values.contains(t),
+        (Test::AnyOf(values), Cell::List(items)) => items.iter().any(|i| values.contains(i)),
         (Test::Contains(v), Cell::Text(t, _)) => t.contains(v.as_str()),
         (Test::Contains(v), Cell::List(items)) => items.iter().any(|i| **i == **v),
         (Test::Range { min, max }, Cell::Text(_, Some(x))) => {
@@ -287,8 +296,22 @@ fn parse_condition(text: &str, table: &AttributeTable) -> Result<Condition, Stri
         return Err(format!("no value after {op:?}"));
     }
     let test = match op {
-        ":" => Test::AnyOf(value.split('|').map(str::to_owned).collect()),
+        ":" => {
+            let values: Vec<&str> = value.split('|').collect();
+            if values.len() > MAX_ALTERNATIVES {
+                return Err(format!(
+                    "{} alternatives: at most {MAX_ALTERNATIVES} per condition",
+                    values.len()
+                ));
+            }
+            if let Some(long) = values.iter().find(|v| v.len() > MAX_VALUE_BYTES) {
+                return Err(too_long(long));
+            }
+            Test::AnyOf(values.into_iter().map(Box::from).collect())
+        }
+        "~" if value.len() > MAX_VALUE_BYTES => return Err(too_long(value)),
         "~" => Test::Contains(value.to_owned()),
+        _ if value.len() > MAX_VALUE_BYTES => return Err(too_long(value)),
         _ => {
             let bound: f64 = value
                 .trim()
@@ -326,6 +349,22 @@ fn parse_condition(text: &str, table: &AttributeTable) -> Result<Condition, Stri
         negated,
         test,
     })
+}
+
+/// `condition` as an error names it: whole, or its first 64 characters and `...`.
+fn shortened(condition: &str) -> String {
+    match condition.char_indices().nth(64) {
+        Some((end, _)) => format!("{}...", &condition[..end]),
+        None => condition.to_owned(),
+    }
+}
+
+/// The error for a value over [`MAX_VALUE_BYTES`].
+fn too_long(value: &str) -> String {
+    format!(
+        "a value of {} bytes: values are limited to {MAX_VALUE_BYTES} bytes",
+        value.len()
+    )
 }
 
 #[cfg(test)]
@@ -386,5 +425,39 @@ mod tests {
         }
         let many = vec!["lang:en"; MAX_CONDITIONS + 1];
         assert!(Filter::parse(many, &t).is_err());
+    }
+
+    #[test]
+    fn alternatives_and_value_lengths_are_bounded() {
+        let t = table();
+        let alternatives = |n: usize| {
+            let values: Vec<String> = (0..n).map(|i| format!("v{i}")).collect();
+            format!("lang:en|{}", values.join("|"))
+        };
+        let most = alternatives(MAX_ALTERNATIVES - 1);
+        let f = Filter::parse([most.as_str()], &t).unwrap();
+        assert!(f.matches(&t, 0) && !f.matches(&t, 1));
+        let over = alternatives(MAX_ALTERNATIVES);
+        let err = Filter::parse([over.as_str()], &t).unwrap_err();
+        assert!(
+            err.message.contains(&format!("at most {MAX_ALTERNATIVES}")),
+            "{err}"
+        );
+        let long = "x".repeat(MAX_VALUE_BYTES + 1);
+        for condition in [
+            format!("lang:{long}"),
+            format!("lang:en|{long}"),
+            format!("lang~{long}"),
+            format!("price>=1{}", "0".repeat(MAX_VALUE_BYTES)),
+        ] {
+            let err = Filter::parse([condition.as_str()], &t).unwrap_err();
+            assert!(
+                err.message
+                    .contains(&format!("limited to {MAX_VALUE_BYTES} bytes")),
+                "{err}"
+            );
+        }
+        let longest = format!("lang:{}", "x".repeat(MAX_VALUE_BYTES));
+        assert!(Filter::parse([longest.as_str()], &t).is_ok());
     }
 }

@@ -8,6 +8,7 @@ use clap::Args;
 use pinnersage_pipeline::batch::{
     BatchConfig, BatchError, BatchSummary, DEFAULT_CHUNK_USERS, Shard, run_batch,
 };
+use pinnersage_server::handoff::{CHALLENGE_HEADER, PROOF_HEADER, ServerRecord};
 use pinnersage_store::events::EventStoreError;
 
 use crate::args::{DataDirArg, InputError, ProfileArgs, unix_now};
@@ -39,6 +40,10 @@ pub struct BatchArgs {
     /// Also write the profiles as Parquet for the data lake (one row per cluster).
     #[arg(long, value_name = "profiles.parquet")]
     out: Option<PathBuf>,
+    /// Publish even a generation computed for an older --now than the current one's, or with
+    /// under half its users (refused otherwise: a mistyped --now would serve stale profiles).
+    #[arg(long)]
+    force: bool,
 }
 
 /// Runs `pinnersage batch`.
@@ -50,6 +55,7 @@ pub fn run(args: &BatchArgs) -> Result<()> {
         shard: args.shard,
         chunk_users: args.chunk_users,
         parquet_out: args.out.clone(),
+        force: args.force,
     };
     let progress = Progress::new("users clustered", None);
     let result = run_batch(&args.data.data_dir, &config, &|users| {
@@ -60,9 +66,14 @@ pub fn run(args: &BatchArgs) -> Result<()> {
         return run_batch_on_server(args, &config);
     }
     let summary = result.map_err(|e| match e {
-        BatchError::Config(_) | BatchError::NoEvents { .. } | BatchError::Output(_) => {
-            InputError(e.to_string()).into()
-        }
+        BatchError::Config(_)
+        | BatchError::NoEvents { .. }
+        | BatchError::Output(_)
+        | BatchError::Refused(_) => InputError(e.to_string().replace(
+            "force it to publish anyway",
+            "pass --force to publish it anyway",
+        ))
+        .into(),
         BatchError::Catalog(pinnersage_catalog::catalog::CatalogError::Missing(_)) => {
             InputError(e.to_string()).into()
         }
@@ -113,18 +124,29 @@ fn run_batch_on_server(args: &BatchArgs, config: &BatchConfig) -> Result<()> {
         ))
         .into());
     }
-    let file = pinnersage_server::server_file(data_dir);
-    let addr: std::net::SocketAddr = std::fs::read_to_string(&file)
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| v["addr"].as_str().and_then(|a| a.parse().ok()))
-        .ok_or_else(|| {
-            InputError(format!(
-                "the event store of {} is in use by another process, and {} does not name a running server",
-                data_dir.display(),
-                file.display()
-            ))
-        })?;
+    let server = ServerRecord::read(data_dir).map_err(|e| {
+        InputError(format!(
+            "the event store of {} is in use by another process, and {e}",
+            data_dir.display()
+        ))
+    })?;
+    let addr = server.reach();
+    // The admin token goes only to the server that wrote the record: a stale record's port
+    // may be another program's now.
+    let challenge = ServerRecord::challenge();
+    let mut conn = crate::http_client::Conn::open(addr)?;
+    let (status, _) =
+        conn.get_without_token("/healthz", &format!("{CHALLENGE_HEADER}: {challenge}\r\n"))?;
+    let proven = conn
+        .header(PROOF_HEADER)
+        .is_some_and(|proof| server.verify(&challenge, proof));
+    if !proven {
+        return Err(InputError(format!(
+            "{} (/healthz answered {status})",
+            server.not_the_server(data_dir)
+        ))
+        .into());
+    }
     eprintln!("a server at http://{addr} owns the event store: running the batch there");
     let body = serde_json::json!({
         "now": config.now,
@@ -132,9 +154,9 @@ fn run_batch_on_server(args: &BatchArgs, config: &BatchConfig) -> Result<()> {
         "alpha": config.params.alpha,
         "lambda": config.params.lambda,
         "max_actions": config.params.max_actions,
+        "force": config.force,
     });
-    let (status, reply) = crate::http_client::Conn::open(addr)?
-        .post_json("/v1/admin/batch", body.to_string().as_bytes())?;
+    let (status, reply) = conn.post_json("/v1/admin/batch", body.to_string().as_bytes())?;
     if status != 200 {
         let message = serde_json::from_slice::<serde_json::Value>(&reply)
             .ok()

@@ -429,18 +429,19 @@ fn check_value(arg: &Arg, value: &str) -> Result<(), String> {
             .allow_hyphen_values(true)
             .value_parser(arg.get_value_parser().clone()),
     );
+    let shown = mask_secret(value);
     match probe.try_get_matches_from(["--value", value]) {
         Ok(_) => Ok(()),
         Err(e) => Err(match e.get(ContextKind::ValidValue) {
             Some(ContextValue::Strings(valid)) => {
                 format!(
-                    "invalid value {value:?}: expected one of {}",
+                    "invalid value {shown:?}: expected one of {}",
                     valid.join(", ")
                 )
             }
             _ => match std::error::Error::source(&e) {
-                Some(cause) => format!("invalid value {value:?}: {cause}"),
-                None => format!("invalid value {value:?}"),
+                Some(cause) => format!("invalid value {shown:?}: {cause}"),
+                None => format!("invalid value {shown:?}"),
             },
         }),
     }
@@ -608,24 +609,9 @@ fn placeholder(arg: &Arg) -> String {
     }
 }
 
-/// `scheme://user:password@host` with the password masked; other values unchanged.
+/// A value as `config show` prints it: the passwords and tokens of URLs masked.
 fn mask_secret(value: &str) -> String {
-    value
-        .split(',')
-        .map(|part| {
-            let Some((scheme, rest)) = part.split_once("://") else {
-                return part.to_string();
-            };
-            let Some((userinfo, host)) = rest.split_once('@') else {
-                return part.to_string();
-            };
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-                None => format!("{scheme}://***@{host}"),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(",")
+    pinnersage_server::nats::masked_urls(value)
 }
 
 /// Greedy word wrap of a help text (paragraph breaks kept).
@@ -870,6 +856,7 @@ mod tests {
             "nats://app:***@n1:4222,nats://n2:4222"
         );
         assert_eq!(mask_secret("nats://tok3n@n1:4222"), "nats://***@n1:4222");
+        assert_eq!(mask_secret("app:s3cret@n1:4222"), "app:***@n1:4222");
         assert_eq!(mask_secret("127.0.0.1:8080"), "127.0.0.1:8080");
     }
 }

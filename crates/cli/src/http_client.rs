@@ -13,6 +13,8 @@ pub struct Conn {
     writer: TcpStream,
     /// The `Host` and, when `PINNERSAGE_TOKEN` is set, `Authorization` header lines.
     headers: String,
+    /// The `x-pinnersage-*` headers of the last response, `(lowercase name, value)`.
+    received: Vec<(String, String)>,
 }
 
 impl Conn {
@@ -28,13 +30,38 @@ impl Conn {
             reader: BufReader::new(s.try_clone()?),
             writer: s,
             headers,
+            received: Vec::new(),
         })
     }
 
     /// GETs `path`; returns the status and body.
     pub fn get(&mut self, path: &str) -> Result<(u16, Vec<u8>)> {
-        write!(self.writer, "GET {path} HTTP/1.1\r\n{}\r\n", self.headers)?;
+        self.get_with(path, "")
+    }
+
+    /// GETs `path` with `extra` header lines (each ending in CRLF), without the API token;
+    /// returns the status and body.
+    pub fn get_without_token(&mut self, path: &str, extra: &str) -> Result<(u16, Vec<u8>)> {
+        let host = self.headers.lines().next().unwrap_or_default().to_owned();
+        write!(self.writer, "GET {path} HTTP/1.1\r\n{host}\r\n{extra}\r\n")?;
         self.response()
+    }
+
+    fn get_with(&mut self, path: &str, extra: &str) -> Result<(u16, Vec<u8>)> {
+        write!(
+            self.writer,
+            "GET {path} HTTP/1.1\r\n{}{extra}\r\n",
+            self.headers
+        )?;
+        self.response()
+    }
+
+    /// The value of the `x-pinnersage-*` header `name` (case-insensitive) in the last response.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.received
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// POSTs a JSON `body` to `path`; returns the status and body.
@@ -66,6 +93,7 @@ impl Conn {
             .and_then(|s| s.parse().ok())
             .with_context(|| format!("bad status line {line:?}"))?;
         let mut length = 0usize;
+        self.received.clear();
         loop {
             line.clear();
             self.reader.read_line(&mut line)?;
@@ -73,10 +101,14 @@ impl Conn {
             if l.is_empty() {
                 break;
             }
-            if let Some((name, value)) = l.split_once(':')
-                && name.eq_ignore_ascii_case("content-length")
-            {
-                length = value.trim().parse()?;
+            if let Some((name, value)) = l.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse()?;
+                }
+                let name = name.to_ascii_lowercase();
+                if name.starts_with("x-pinnersage-") {
+                    self.received.push((name, value.trim().to_owned()));
+                }
             }
         }
         let mut body = vec![0; length];

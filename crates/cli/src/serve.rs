@@ -187,16 +187,34 @@ pub struct ServeArgs {
     profiles_from: Option<PathBuf>,
 }
 
+/// The largest medoid cache budget `--cache-mb` takes (1 TiB).
+const MAX_CACHE_MB: u64 = 1 << 20;
+
+/// The longest duration a seconds flag takes (a day).
+const MAX_SECONDS: f64 = 86_400.0;
+
+/// `value` seconds of `flag` as a duration, if it lies in `[min, MAX_SECONDS]`.
+fn seconds(flag: &str, value: f64, min: f64) -> Result<Duration> {
+    if !(min..=MAX_SECONDS).contains(&value) {
+        return Err(InputError(format!(
+            "{flag} must be between {min} and {MAX_SECONDS} seconds, got {value}"
+        ))
+        .into());
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
 impl ServeArgs {
     /// The library's settings from the flags.
     fn config(&self) -> Result<ServeConfig> {
-        if !(self.reload_seconds > 0.0 && self.reload_seconds.is_finite()) {
-            return Err(InputError("--reload-seconds must be positive".into()).into());
-        }
-        if !(self.request_timeout > 0.0 && self.request_timeout <= 86_400.0) {
-            return Err(
-                InputError("--request-timeout must be in (0, 86400] seconds".into()).into(),
-            );
+        let reload = seconds("--reload-seconds", self.reload_seconds, 0.01)?;
+        let request_timeout = seconds("--request-timeout", self.request_timeout, 0.01)?;
+        if self.cache_mb > MAX_CACHE_MB {
+            return Err(InputError(format!(
+                "--cache-mb must be at most {MAX_CACHE_MB} (1 TiB), got {}",
+                self.cache_mb
+            ))
+            .into());
         }
         let auth = AuthConfig {
             tokens: self.tokens()?,
@@ -230,7 +248,7 @@ impl ServeArgs {
                 global: self.global_share,
             },
             seed: self.seed,
-            reload: Duration::from_secs_f64(self.reload_seconds),
+            reload,
             online_actions: self.online_actions,
             online_users: self.online_users,
             nats: self.nats.as_ref().map(|url| NatsConfig {
@@ -244,7 +262,7 @@ impl ServeArgs {
             excluded: self.excluded.clone(),
             auth,
             max_in_flight: self.max_in_flight,
-            request_timeout: Duration::from_secs_f64(self.request_timeout),
+            request_timeout,
             ingest_queue: self.ingest_queue,
         })
     }

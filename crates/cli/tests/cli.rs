@@ -1295,3 +1295,125 @@ fn serve_refuses_an_exposed_address_without_tokens_and_bad_token_lists() {
         "{err}"
     );
 }
+
+#[test]
+fn serve_refuses_durations_and_sizes_out_of_range() {
+    let dir = scratch("ranges");
+    let d = s(&dir);
+    for (flag, value, message) in [
+        (
+            "--reload-seconds",
+            "1e300",
+            "--reload-seconds must be between",
+        ),
+        ("--reload-seconds", "0", "--reload-seconds must be between"),
+        (
+            "--reload-seconds",
+            "NaN",
+            "--reload-seconds must be between",
+        ),
+        (
+            "--request-timeout",
+            "1e-300",
+            "--request-timeout must be between",
+        ),
+        (
+            "--request-timeout",
+            "inf",
+            "--request-timeout must be between",
+        ),
+        (
+            "--cache-mb",
+            "18446744073709551615",
+            "--cache-mb must be at most",
+        ),
+    ] {
+        let err = fails_with_code_2(&["serve", "--data-dir", d, flag, value]);
+        assert!(err.contains(message), "{flag} {value}: {err}");
+    }
+}
+
+/// A program that took a dead server's port: answers every request `200 {}` and records the
+/// request heads it got.
+fn stranger() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 2 {
+                head.push_str(&line);
+                line.clear();
+            }
+            seen.lock().unwrap().push(head);
+            let _ = (&stream).write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}");
+        }
+    });
+    (addr, heads)
+}
+
+#[test]
+fn batch_hands_over_to_the_live_server_only() {
+    use pinnersage_server::handoff::{ServerRecord, server_file};
+    let dir = scratch("handoff");
+    let d = s(&dir);
+    let items = dir.join("items.csv");
+    std::fs::write(&items, common::FIVE_ITEMS_CSV).unwrap();
+    for args in [
+        &["import", "items", "--data-dir", d, s(&items)][..],
+        &["index", "build", "--data-dir", d, "--kind", "exact"],
+    ] {
+        let out = run(args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // A server on every interface (so with tokens): `batch` reaches it on loopback.
+    let token = "admin-token-000001";
+    let tokens = dir.join("tokens.txt");
+    std::fs::write(&tokens, format!("{token} admin,write\n")).unwrap();
+    let mut server =
+        RunningServer::start_with(d, &["--addr", "0.0.0.0:0", "--tokens-file", s(&tokens)]);
+    assert!(server.addr.starts_with("0.0.0.0:"), "{}", server.addr);
+    let posted = bin()
+        .args(["batch", "--data-dir", d, "--now", "1700000200"])
+        .env("PINNERSAGE_TOKEN", token)
+        .output()
+        .unwrap();
+    // No events yet: the server ran the batch and said so (not a 421 for Host 0.0.0.0).
+    let err = String::from_utf8_lossy(&posted.stderr);
+    assert!(err.contains("no events between"), "{err}");
+    server.kill9();
+
+    // The store held by another process, server.json naming a program that is not the server:
+    // nothing but the challenge reaches it, no token.
+    let store = pinnersage_store::events::EventStore::open(&dir).unwrap();
+    let (addr, heads) = stranger();
+    let record = ServerRecord::new(addr.parse().unwrap(), std::process::id());
+    record.write(&server_file(&dir)).unwrap();
+    let out = bin()
+        .args(["batch", "--data-dir", d, "--now", "1700000200"])
+        .env("PINNERSAGE_TOKEN", token)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not the server that wrote"), "{err}");
+    let heads = heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    assert!(heads[0].starts_with("GET /healthz"), "{heads:?}");
+    assert!(!heads[0].contains(token), "the token was sent: {heads:?}");
+    // A record whose process is gone is stale.
+    let gone = ServerRecord::new(addr.parse().unwrap(), 4_194_305);
+    gone.write(&server_file(&dir)).unwrap();
+    let err = fails_with_code_2(&["batch", "--data-dir", d, "--now", "1700000200"]);
+    assert!(err.contains("is stale"), "{err}");
+    drop(store);
+}

@@ -14,7 +14,8 @@ use pinnersage_core::importance::{SECONDS_PER_DAY, decay};
 use pinnersage_core::{Actions, Clusterer, CoreError, Embeddings, ProfileParams};
 use pinnersage_store::events::{ChunkUser, EventChunk, EventStore, EventStoreError};
 use pinnersage_store::profiles::{
-    GenerationMeta, ProfileStoreError, ProfileWriter, StoredCluster, StoredItem, StoredProfile,
+    GenerationMeta, ProfileStore, ProfileStoreError, ProfileWriter, StoredCluster, StoredItem,
+    StoredProfile,
 };
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -73,6 +74,9 @@ pub struct BatchConfig {
     /// Also write the profiles to this Parquet file, one row per cluster in the
     /// [`crate::profile_table`] schema (the one `import profiles` reads).
     pub parquet_out: Option<PathBuf>,
+    /// Publish even a generation that [`BatchError::Refused`] would keep out: one computed for
+    /// an older `now` than the current generation's, or with under half its users.
+    pub force: bool,
 }
 
 impl BatchConfig {
@@ -94,6 +98,7 @@ impl BatchConfig {
             shard: None,
             chunk_users: DEFAULT_CHUNK_USERS,
             parquet_out: None,
+            force: false,
         }
     }
 }
@@ -175,6 +180,10 @@ pub enum BatchError {
     /// The Parquet output could not be written.
     #[error(transparent)]
     Output(ParquetIoError),
+    /// The new generation would replace the current one with older or far fewer profiles (a
+    /// mistyped or hostile `now`): not published unless forced ([`BatchConfig::force`]).
+    #[error("not published: {0}; force it to publish anyway")]
+    Refused(String),
     /// No events in the window.
     #[error(
         "no events between {from} and {to} (unix seconds): nothing to cluster; --now defaults to the current time, pass --now for historical data"
@@ -322,6 +331,11 @@ pub fn run_batch_on(
     if let Some(out) = parquet {
         out.finish().map_err(BatchError::Output)?;
     }
+    if !config.force
+        && let Some(current) = ProfileStore::current_meta(data_dir)?
+    {
+        check_replaces(&current, config, writer.users()).map_err(BatchError::Refused)?;
+    }
     writer.write_popular(&most_engaged(&catalog, &engagements, POPULAR_ITEMS))?;
     let generation = writer.publish(GenerationMeta {
         now: config.now,
@@ -355,6 +369,42 @@ pub fn run_batch_on(
         clusters_p99: pct(0.99),
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// Why a batch of `config` with `users` profiles must not replace the `current` generation, if
+/// it must not: it was computed for an earlier `now` (it would serve older profiles and bring
+/// back online actions the current one covers), or it holds under half the users of a current
+/// generation of the same shard (a window that misses most events).
+///
+/// ```
+/// use pinnersage_pipeline::batch::{BatchConfig, check_replaces};
+/// use pinnersage_store::profiles::GenerationMeta;
+/// let current = GenerationMeta { now: 1_000, window_days: 90, alpha: 1.75, lambda: 0.01,
+///                                max_actions: 2_000, shard: None, users: 514 };
+/// assert!(check_replaces(&current, &BatchConfig::new(2_000), 500).is_ok());
+/// assert!(check_replaces(&current, &BatchConfig::new(0), 514).unwrap_err().contains("older"));
+/// let few = check_replaces(&current, &BatchConfig::new(2_000), 1);
+/// assert!(few.unwrap_err().contains("under half"));
+/// ```
+pub fn check_replaces(
+    current: &GenerationMeta,
+    config: &BatchConfig,
+    users: u64,
+) -> Result<(), String> {
+    if config.now < current.now {
+        return Err(format!(
+            "the batch's now ({}) is older than the current generation's ({}): it would serve older profiles",
+            config.now, current.now
+        ));
+    }
+    let shard = config.shard.map(|s| (s.index, s.count));
+    if shard == current.shard && users.saturating_mul(2) < current.users {
+        return Err(format!(
+            "the batch has {users} users, under half of the current generation's {}",
+            current.users
+        ));
+    }
+    Ok(())
 }
 
 /// A user's distinct items in order of first appearance, and each action's index among them:

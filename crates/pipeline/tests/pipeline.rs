@@ -85,6 +85,7 @@ fn config(shard: Option<Shard>) -> BatchConfig {
         shard,
         chunk_users: 7,
         parquet_out: None,
+        force: false,
     }
 }
 
@@ -384,6 +385,7 @@ fn synthetic_parquet_run_recovers_true_interests() {
         shard: None,
         chunk_users: 64,
         parquet_out: Some(out.clone()),
+        force: false,
     };
     let summary = run_batch(dir, &batch, &|_| {}).unwrap();
     assert_eq!(summary.users, 150);

@@ -75,6 +75,11 @@ impl Tokens {
     /// assert!(tokens.scopes_of("secret-secret-0001").unwrap().contains(&Scope::Admin));
     /// assert!(tokens.scopes_of("nope").is_none());
     /// assert!(Tokens::parse("short write", "env").is_err());
+    /// // Two tokens on one line: the error never shows either.
+    /// let err = Tokens::parse("secret-secret-0001 second-token-0002 write", "env").unwrap_err();
+    /// assert!(!err.to_string().contains("secret-secret") && !err.to_string().contains("second-token"));
+    /// let err = Tokens::parse("secret-secret-0001 second-token-0002", "env").unwrap_err();
+    /// assert!(!err.to_string().contains("second-token"), "{err}");
     /// ```
     pub fn parse(text: &str, source_name: &str) -> Result<Self, TokensError> {
         let mut entries: Vec<(Vec<u8>, HashSet<Scope>)> = Vec::new();
@@ -112,10 +117,18 @@ impl Tokens {
                     "read" => Scope::Read,
                     "write" => Scope::Write,
                     "admin" => Scope::Admin,
-                    other => {
+                    // Two tokens on one line put a token here: only what cannot be a token
+                    // (shorter than one) is shown.
+                    other if other.chars().count() < MIN_TOKEN_CHARS => {
                         return Err(bad(format!(
                             "unknown scope {other:?} (expected read, write or admin)"
                         )));
+                    }
+                    _ => {
+                        return Err(bad(
+                            "unknown scope (expected read, write or admin; not shown: it is as long as a token)"
+                                .into(),
+                        ));
                     }
                 });
             }
@@ -169,7 +182,7 @@ pub struct AuthConfig {
     pub tokens: Tokens,
     /// Read routes need a token with the `read` scope too.
     pub require_read: bool,
-    /// `Host` names allowed besides the loopback names (`*`: any).
+    /// `Host` names allowed besides the loopback names (`*`: any, and none).
     pub allowed_hosts: Vec<String>,
     /// Serve a non-loopback address without tokens (anyone who can reach it may write).
     pub insecure_no_auth: bool,
@@ -187,10 +200,13 @@ impl AuthConfig {
     /// assert!(config.host_allowed(Some("API.example.com:443")));
     /// assert!(!config.host_allowed(Some("attacker.example:8080")));
     /// assert!(!config.host_allowed(None));
+    /// // `*` allows any host, and a request without one (HTTP/1.0 clients, probes).
+    /// let any = AuthConfig { allowed_hosts: vec!["*".into()], ..AuthConfig::default() };
+    /// assert!(any.host_allowed(Some("attacker.example")) && any.host_allowed(None));
     /// ```
     pub fn host_allowed(&self, host: Option<&str>) -> bool {
         let Some(host) = host else {
-            return false;
+            return self.allowed_hosts.iter().any(|h| h == "*");
         };
         let name = host_name(host).to_ascii_lowercase();
         let loopback = name == "localhost"

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, RawQuery, Request, State};
+use axum::extract::{
+    DefaultBodyLimit, Extension, MatchedPath, Path, Query, RawQuery, Request, State,
+};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -55,6 +57,9 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     /// The NATS consumer task, when one runs (the server is unhealthy once it has stopped).
     pub nats_task: Option<Arc<tokio::task::JoinHandle<()>>>,
+    /// What this server recorded in its data directory: `/healthz` proves knowing its secret
+    /// to the commands that hand it work ([`crate::handoff`]).
+    pub identity: Option<Arc<crate::handoff::ServerRecord>>,
 }
 
 /// Bounds that keep an overloaded server answering: at most `in_flight` requests at once (the
@@ -151,6 +156,15 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
+/// 413: a body over [`MAX_BODY_BYTES`].
+fn body_too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("request body over the limit of {MAX_BODY_BYTES} bytes"),
+    )
+}
+
 impl From<BytesRejection> for ApiError {
     fn from(e: BytesRejection) -> Self {
         let status = e.status();
@@ -221,8 +235,10 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Outermost first: metrics, the access policy (headers only), then the body and the
+        // in-flight and time bounds.
+        .layer(middleware::from_fn_with_state(state.limits.clone(), limit))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
-        .layer(middleware::from_fn_with_state(state.clone(), limit))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -269,11 +285,58 @@ pub async fn serve(
             }
         }
     });
-    let result = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let result = serve_connections(listener, router(state), shutdown).await;
     reloader.abort();
     result
+}
+
+/// How long a connection may take to send a request's head, and stay idle between requests:
+/// then it is closed (half-sent requests cannot hold connections open forever).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Accepts connections on `listener` and serves `app` on each (HTTP/1.1, with
+/// [`HEADER_TIMEOUT`]) until `shutdown` completes, then waits for open requests to finish.
+async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+                    if !matches!(e.kind(), ConnectionRefused | ConnectionAborted | ConnectionReset) {
+                        // Out of file descriptors, say: wait for some to close.
+                        eprintln!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+            use tower_service::Service;
+            app.clone().call(req.map(axum::body::Body::new))
+        });
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            // A client that went away or timed out is nothing to report.
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -309,11 +372,72 @@ fn route_class(req: &Request) -> RouteClass {
     }
 }
 
-/// Bounds concurrency (503 with `Retry-After` beyond it) and time (503 after the timeout; the
-/// admin batch, which can take minutes, is exempt).
-async fn limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let limits = &state.limits;
-    let Ok(_permit) = limits.in_flight.clone().try_acquire_owned() else {
+/// A request's place among the in-flight requests, shared with the blocking work it starts: the
+/// place is given back when the request and its work have both finished, so work that outlives
+/// its timed-out request still counts against `--max-in-flight`.
+#[derive(Clone)]
+struct InFlight(#[allow(dead_code)] Arc<tokio::sync::OwnedSemaphorePermit>);
+
+/// Runs `work` on the blocking thread pool, holding the request's in-flight place until it ends:
+/// CPU-heavy work (filtered and exact searches, profile reads) never occupies an async worker,
+/// so other requests keep being answered, and the request's timeout still applies to it.
+async fn blocking<T: Send + 'static>(
+    place: Option<Extension<InFlight>>,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(move || {
+        let _held = place;
+        work()
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
+}
+
+/// Reads the request's body (refused at once when its declared length is over the limit, 408
+/// when it does not arrive within the request timeout), then bounds concurrency (503 with
+/// `Retry-After` beyond it) and time (503 after the timeout; the admin batch, which can take
+/// minutes, is exempt). A slow upload holds no in-flight place: it waits before taking one.
+async fn limit(State(limits): State<Arc<Limits>>, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        // Before hyper answers `Expect: 100-continue`: the client sends nothing of it.
+        return body_too_large().into_response();
+    }
+    let (parts, body) = req.into_parts();
+    let body = match tokio::time::timeout(
+        limits.timeout,
+        axum::body::to_bytes(body, MAX_BODY_BYTES),
+    )
+    .await
+    {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) => {
+            let e = e.into_inner();
+            return if e.is::<http_body_util::LengthLimitError>() {
+                body_too_large()
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.to_string())
+            }
+            .into_response();
+        }
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "the request body did not arrive within {:.0} s",
+                    limits.timeout.as_secs_f64()
+                ),
+            )
+            .into_response();
+        }
+    };
+    let mut req = Request::from_parts(parts, axum::body::Body::from(body));
+    let Ok(permit) = limits.in_flight.clone().try_acquire_owned() else {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "overloaded",
@@ -325,10 +449,21 @@ async fn limit(State(state): State<AppState>, req: Request, next: Next) -> Respo
         .retry_after(1)
         .into_response();
     };
-    if route_class(&req) == RouteClass::Admin {
-        return next.run(req).await;
-    }
-    match tokio::time::timeout(limits.timeout, next.run(req)).await {
+    // Held here until the response, and by blocking work the handler starts until it ends.
+    let place = Arc::new(permit);
+    req.extensions_mut().insert(InFlight(place.clone()));
+    let response = if route_class(&req) == RouteClass::Admin {
+        next.run(req).await
+    } else {
+        timed(&limits, next.run(req)).await
+    };
+    drop(place);
+    response
+}
+
+/// `respond`'s response, or a 503 once `limits.timeout` has passed.
+async fn timed(limits: &Limits, respond: impl Future<Output = Response>) -> Response {
+    match tokio::time::timeout(limits.timeout, respond).await {
         Ok(response) => response,
         Err(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -356,7 +491,9 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
 fn refusal(auth: &AuthConfig, req: &Request) -> Option<Response> {
     let class = route_class(req);
     let path = req.extensions().get::<MatchedPath>().map(|p| p.as_str());
-    let probe = matches!(path, Some("/healthz" | "/metrics"));
+    // Probes name whatever host they were configured with (kubelet: the pod's IP) or none
+    // (HAProxy's HTTP/1.0 `option httpchk`): they answer without the Host check.
+    let probe = matches!(path, Some("/healthz" | "/readyz" | "/metrics"));
     let header = |name: header::HeaderName| {
         req.headers()
             .get(name)
@@ -379,7 +516,14 @@ fn refusal(auth: &AuthConfig, req: &Request) -> Option<Response> {
                 .next()
                 .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
         });
-        if !json {
+        // An admin call's parameters are optional: without a body it needs no content type.
+        // (A browser's cross-site request always carries `Origin`: it still needs JSON.)
+        let bodiless = class == RouteClass::Admin
+            && header(header::CONTENT_TYPE).is_none()
+            && header(header::ORIGIN).is_none()
+            && header(header::TRANSFER_ENCODING).is_none()
+            && header(header::CONTENT_LENGTH).is_none_or(|n| n.trim() == "0");
+        if !json && !bodiless {
             return Some(
                 ApiError::new(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -392,13 +536,7 @@ fn refusal(auth: &AuthConfig, req: &Request) -> Option<Response> {
     }
     if let Some(scope) = auth.required(class) {
         let presented = header(header::AUTHORIZATION);
-        let token = presented
-            .as_deref()
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim);
+        let token = presented.as_deref().and_then(bearer_token);
         let Some(scopes) = token.and_then(|t| auth.tokens.scopes_of(t)) else {
             let mut response = ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -429,6 +567,15 @@ fn refusal(auth: &AuthConfig, req: &Request) -> Option<Response> {
     None
 }
 
+/// The token of an `Authorization: Bearer TOKEN` value (the scheme is case-insensitive).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
 async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let route = match req.extensions().get::<MatchedPath>().map(|p| p.as_str()) {
         Some("/v1/users/{user}/recommendations") => "recommendations",
@@ -439,10 +586,12 @@ async fn track(State(state): State<AppState>, req: Request, next: Next) -> Respo
         Some("/v1/events") => "events",
         Some("/v1/admin/batch") => "batch",
         Some("/healthz") => "healthz",
+        Some("/readyz") => "readyz",
         Some("/metrics") => "metrics",
         Some("/openapi.json") => "openapi",
         Some("/") => "page",
-        _ => "other",
+        Some(_) => "other",
+        None => "unknown",
     };
     let start = Instant::now();
     let response = next.run(req).await;
@@ -527,6 +676,7 @@ fn filter_of(engine: &Engine, raw: Option<&str>) -> Result<Option<Filter>, ApiEr
 
 async fn recommendations(
     State(state): State<AppState>,
+    place: Option<Extension<InFlight>>,
     user: Result<Path<String>, PathRejection>,
     query: Result<Query<RecoQuery>, QueryRejection>,
     RawQuery(raw): RawQuery,
@@ -552,7 +702,16 @@ async fn recommendations(
         now: unix_now(),
     };
     let engine = &state.engine;
-    let reco = engine.recommend_filtered(&user, req, filter.as_ref())?;
+    let reco = match filter {
+        None => engine.recommend(&user, req)?,
+        Some(filter) => {
+            let (engine, user) = (engine.clone(), user.clone());
+            blocking(place, move || {
+                engine.recommend_filtered(&user, req, Some(&filter))
+            })
+            .await??
+        }
+    };
     let body = RecommendationsOut {
         user: &user,
         items: items_out(engine, &reco.items, &reco.medoids),
@@ -588,9 +747,14 @@ struct ProfileQuery {
 const MAX_MEMBERS: usize = 10_000;
 
 /// The explorer page: plain HTML, CSS and JS compiled into the binary (no CDN, no build step).
+/// No other site may frame it (its **Engage** button posts events: clickjacking).
 async fn page() -> Response {
     (
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::CONTENT_SECURITY_POLICY, "frame-ancestors 'none'"),
+        ],
         include_str!("explorer.html"),
     )
         .into_response()
@@ -607,6 +771,7 @@ const MAX_USERS: usize = 1_000;
 
 async fn users(
     State(state): State<AppState>,
+    place: Option<Extension<InFlight>>,
     query: Result<Query<UsersQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = query?;
@@ -620,24 +785,20 @@ async fn users(
     }
     let engine = state.engine.clone();
     let prefix = q.prefix.unwrap_or_default();
-    let listed = tokio::task::spawn_blocking(move || engine.users(&prefix, limit))
-        .await
-        .map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-        })??;
+    let listed = blocking(place, move || engine.users(&prefix, limit)).await??;
     Ok(json_response(&json!({ "users": listed })))
 }
 
 async fn user_map(
     State(state): State<AppState>,
+    place: Option<Extension<InFlight>>,
     user: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(user) = user?;
     let engine = state.engine.clone();
     let u = user.clone();
-    let map = tokio::task::spawn_blocking(move || engine.map(&u))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??
+    let map = blocking(place, move || engine.map(&u))
+        .await??
         .ok_or_else(|| no_profile(&user))?;
     #[derive(Serialize)]
     struct Point<'a> {
@@ -668,6 +829,7 @@ fn no_profile(user: &str) -> ApiError {
 
 async fn profile(
     State(state): State<AppState>,
+    place: Option<Extension<InFlight>>,
     user: Result<Path<String>, PathRejection>,
     query: Result<Query<ProfileQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -683,11 +845,7 @@ async fn profile(
     }
     let engine = state.engine.clone();
     let u = user.clone();
-    let served = tokio::task::spawn_blocking(move || engine.profile(&u, members))
-        .await
-        .map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-        })??;
+    let served = blocking(place, move || engine.profile(&u, members)).await??;
     let Some(p) = served else {
         return Err(no_profile(&user));
     };
@@ -796,6 +954,7 @@ struct BatchIn {
     alpha: Option<f64>,
     lambda: Option<f64>,
     max_actions: Option<usize>,
+    force: Option<bool>,
 }
 
 async fn admin_batch(
@@ -815,8 +974,21 @@ async fn admin_batch(
     let q: BatchIn = if body.iter().all(u8::is_ascii_whitespace) {
         BatchIn::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.to_string()))?
+        let bad = |e: serde_json::Error| {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.to_string())
+        };
+        let value: Value = serde_json::from_slice(&body).map_err(bad)?;
+        let null = value
+            .as_object()
+            .and_then(|o| o.iter().find(|(_, v)| v.is_null()));
+        if let Some((field, _)) = null {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                format!("{field:?} must not be null: leave it out to take its default"),
+            ));
+        }
+        serde_json::from_value(value).map_err(bad)?
     };
     let mut config = BatchConfig::new(q.now.unwrap_or_else(unix_now));
     let defaults = &config.params;
@@ -826,6 +998,7 @@ async fn admin_batch(
         max_actions: q.max_actions.unwrap_or(defaults.max_actions),
     };
     config.window_days = q.window_days.unwrap_or(config.window_days);
+    config.force = q.force.unwrap_or(false);
     let engine = state.engine.clone();
     let summary = tokio::task::spawn_blocking(move || {
         let summary = ingest.run_batch(&config);
@@ -838,11 +1011,33 @@ async fn admin_batch(
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??
     .map_err(|e| {
         use pinnersage_pipeline::batch::BatchError;
-        let status = match e {
-            BatchError::Config(_) | BatchError::NoEvents { .. } => StatusCode::BAD_REQUEST,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        ApiError::new(status, "batch_failed", e.to_string())
+        use pinnersage_store::profiles::ProfileStoreError;
+        match e {
+            // Another command publishing into the data directory: its path and pid stay here.
+            BatchError::Profiles(ProfileStoreError::Busy(_)) => ApiError::new(
+                StatusCode::CONFLICT,
+                "busy",
+                "another command is publishing into the data directory (an import, an index \
+                 build or a batch): retry when it has finished",
+            )
+            .retry_after(10),
+            BatchError::Refused(_) => ApiError::new(
+                StatusCode::CONFLICT,
+                "not_published",
+                e.to_string().replace(
+                    "force it to publish anyway",
+                    "send \"force\": true to publish it anyway",
+                ),
+            ),
+            BatchError::Config(_) | BatchError::NoEvents { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "batch_failed", e.to_string())
+            }
+            _ => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "batch_failed",
+                e.to_string(),
+            ),
+        }
     })?;
     Ok(json_response(&summary))
 }
@@ -854,6 +1049,7 @@ struct SimilarQuery {
 
 async fn similar(
     State(state): State<AppState>,
+    place: Option<Extension<InFlight>>,
     item: Result<Path<String>, PathRejection>,
     query: Result<Query<SimilarQuery>, QueryRejection>,
     RawQuery(raw): RawQuery,
@@ -861,9 +1057,17 @@ async fn similar(
     let Path(item) = item?;
     let Query(q) = query?;
     let filter = filter_of(&state.engine, raw.as_deref())?;
-    let hits = state
-        .engine
-        .similar_filtered(&item, q.k.unwrap_or(20), filter.as_ref())?;
+    let k = q.k.unwrap_or(20);
+    let hits = match filter {
+        None => state.engine.similar(&item, k)?,
+        Some(filter) => {
+            let (engine, item) = (state.engine.clone(), item.clone());
+            blocking(place, move || {
+                engine.similar_filtered(&item, k, Some(&filter))
+            })
+            .await??
+        }
+    };
     #[derive(Serialize)]
     struct Neighbour<'a> {
         item: &'a str,
@@ -906,7 +1110,7 @@ fn unhealthy_reasons(state: &AppState) -> Vec<String> {
     reasons
 }
 
-async fn healthz(State(state): State<AppState>) -> Response {
+async fn healthz(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     let e = &state.engine;
     let index = e.index();
     let reasons = unhealthy_reasons(&state);
@@ -921,6 +1125,17 @@ async fn healthz(State(state): State<AppState>) -> Response {
     .into_response();
     if !reasons.is_empty() {
         *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    }
+    let challenge = headers
+        .get(crate::handoff::CHALLENGE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|c| c.len() <= 128);
+    if let (Some(identity), Some(challenge)) = (&state.identity, challenge)
+        && let Ok(proof) = identity.prove(challenge).parse()
+    {
+        response
+            .headers_mut()
+            .insert(crate::handoff::PROOF_HEADER, proof);
     }
     response
 }
@@ -1195,4 +1410,140 @@ async fn method_not_allowed() -> ApiError {
         "method_not_allowed",
         "method not allowed on this route; see /openapi.json",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    use super::*;
+
+    /// A server of one slow route (it sleeps `hold`) and one fast one behind [`limit`], on a
+    /// real socket; stopped when the returned sender is dropped.
+    fn limited(
+        limits: Limits,
+        hold: Duration,
+    ) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+        let app = Router::new()
+            .route(
+                "/slow",
+                get(move || async move {
+                    tokio::time::sleep(hold).await;
+                    "slept"
+                }),
+            )
+            .route(
+                "/fast",
+                post(|body: Bytes| async move { body.len().to_string() }),
+            )
+            .layer(middleware::from_fn_with_state(Arc::new(limits), limit));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                let shutdown = async {
+                    let _ = stopped.await;
+                };
+                serve_connections(listener, app, shutdown).await.unwrap();
+            });
+        });
+        (addr_rx.recv().unwrap(), stop)
+    }
+
+    /// Sends `head` (and `body`) on a new connection; the whole answer.
+    fn exchange(addr: std::net::SocketAddr, head: &str, body: &str) -> String {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        write!(s, "{head}Host: {addr}\r\nConnection: close\r\n\r\n{body}").unwrap();
+        let mut raw = String::new();
+        let _ = s.read_to_string(&mut raw);
+        raw
+    }
+
+    #[test]
+    fn in_flight_requests_and_their_time_are_bounded() {
+        let (addr, _stop) = limited(
+            Limits::new(1, Duration::from_millis(500)),
+            Duration::from_secs(5),
+        );
+        // A request that takes too long holds the one place...
+        let slow = std::thread::spawn(move || exchange(addr, "GET /slow HTTP/1.1\r\n", ""));
+        std::thread::sleep(Duration::from_millis(150));
+        // ...so the next request is refused at once, with a hint to come back.
+        let refused = exchange(addr, "POST /fast HTTP/1.1\r\nContent-Length: 2\r\n", "{}");
+        assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+        assert!(refused.contains("\"overloaded\""), "{refused}");
+        assert!(
+            refused.to_ascii_lowercase().contains("retry-after: 1"),
+            "{refused}"
+        );
+        // The slow request is cut off at the timeout, and the place is free again.
+        let raw = slow.join().unwrap();
+        assert!(raw.starts_with("HTTP/1.1 503"), "{raw}");
+        assert!(raw.to_ascii_lowercase().contains("retry-after: 1"), "{raw}");
+        assert!(raw.contains("\"timeout\""), "{raw}");
+        let ok = exchange(addr, "POST /fast HTTP/1.1\r\nContent-Length: 2\r\n", "{}");
+        assert!(
+            ok.starts_with("HTTP/1.1 200") && ok.ends_with("\r\n\r\n2"),
+            "{ok}"
+        );
+    }
+
+    #[test]
+    fn a_slow_upload_holds_no_place_and_times_out() {
+        let (addr, _stop) = limited(Limits::new(1, Duration::from_millis(500)), Duration::ZERO);
+        // Eight uploads that announce a body and send one byte of it...
+        let uploads: Vec<TcpStream> = (0..8)
+            .map(|_| {
+                let mut s = TcpStream::connect(addr).unwrap();
+                write!(
+                    s,
+                    "POST /fast HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 100\r\n\r\n{{"
+                )
+                .unwrap();
+                s
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(100));
+        // ...take no in-flight place: other requests are served.
+        let ok = exchange(addr, "POST /fast HTTP/1.1\r\nContent-Length: 2\r\n", "{}");
+        assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+        // Each is answered 408 once the request timeout has passed.
+        for mut s in uploads {
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut raw = String::new();
+            let _ = s.read_to_string(&mut raw);
+            assert!(raw.starts_with("HTTP/1.1 408"), "{raw}");
+            assert!(raw.contains("\"body_timeout\""), "{raw}");
+        }
+        // A body declared over the limit is refused before it is sent (no 100 Continue).
+        let raw = exchange(
+            addr,
+            &format!(
+                "POST /fast HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: {}\r\n",
+                crate::ingest::MAX_BODY_BYTES + 1
+            ),
+            "",
+        );
+        assert!(raw.starts_with("HTTP/1.1 413"), "{raw}");
+        assert!(raw.contains("\"body_too_large\""), "{raw}");
+    }
+
+    #[test]
+    fn bearer_schemes_are_case_insensitive() {
+        for value in ["Bearer abc", "bearer abc", "BEARER abc", "  BeArEr   abc "] {
+            assert_eq!(bearer_token(value), Some("abc"), "{value:?}");
+        }
+        for value in ["Basic abc", "Bearer", "Bearer   ", "abc"] {
+            assert_eq!(bearer_token(value), None, "{value:?}");
+        }
+    }
 }

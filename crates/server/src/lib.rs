@@ -1,7 +1,8 @@
 //! Serving: the recommendation engine ([`recommend`]), its medoid cache ([`cache`]), request
 //! metrics ([`metrics`]), event ingestion over HTTP and NATS JetStream ([`ingest`], [`nats`]), fleet mode
-//! (partitioned events, readiness: [`fleet`]), the HTTP API ([`http`])
-//! and [`Server`], which opens a data directory and runs all of it.
+//! (partitioned events, readiness: [`fleet`]), the HTTP API ([`http`]), how commands find and
+//! trust a running server ([`handoff`]) and [`Server`], which opens a data directory and runs
+//! all of it.
 #![warn(missing_docs)]
 
 pub mod auth;
@@ -9,6 +10,7 @@ pub mod cache;
 pub mod clock;
 pub mod excluded;
 pub mod fleet;
+pub mod handoff;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
@@ -16,6 +18,7 @@ pub mod nats;
 pub mod recommend;
 pub mod server;
 
+pub use handoff::server_file;
 pub use http::{AppState, router, serve, shutdown_signal};
 pub use recommend::{Engine, EngineConfig, Resample, Retrieval};
-pub use server::{ServeConfig, ServeError, Server, server_file};
+pub use server::{ServeConfig, ServeError, Server};

@@ -7,20 +7,27 @@ use std::time::Duration;
 use pinnersage_pipeline::histogram::{BOUNDS, Histogram};
 
 /// Routes measured, by label.
-pub const ROUTES: [&str; 10] = [
+pub const ROUTES: [&str; 14] = [
     "recommendations",
     "profile",
+    "map",
+    "users",
     "similar",
     "events",
     "batch",
     "healthz",
+    "readyz",
     "metrics",
     "openapi",
     "page",
     "other",
+    "unknown",
 ];
-/// Status codes counted individually; anything else is counted as `other`.
-const STATUSES: [u16; 9] = [200, 202, 400, 404, 405, 413, 422, 500, 503];
+/// Status codes counted individually (every status this server sends); anything else is
+/// counted as `other`.
+const STATUSES: [u16; 18] = [
+    200, 202, 400, 401, 403, 404, 405, 408, 409, 413, 414, 415, 421, 422, 431, 500, 503, 504,
+];
 
 #[derive(Default)]
 struct Route {
@@ -46,13 +53,13 @@ impl Metrics {
         self.rejected_events.load(Ordering::Relaxed)
     }
 
-    /// Records one request to `route` (a label of [`ROUTES`]; unknown labels count as
-    /// `other`).
+    /// Records one request to `route` (a label of [`ROUTES`]; `unknown` stands for requests
+    /// that matched no route, and other labels count as `other`).
     pub fn record(&self, route: &str, status: u16, elapsed: Duration) {
         let r = ROUTES
             .iter()
             .position(|&x| x == route)
-            .unwrap_or(ROUTES.len() - 1);
+            .unwrap_or(ROUTES.len() - 2);
         let route = &self.routes[r];
         let s = STATUSES
             .iter()
@@ -127,11 +134,15 @@ mod tests {
         m.record("similar", 200, Duration::from_micros(300));
         m.record("similar", 404, Duration::from_millis(3));
         m.record("nonsense", 418, Duration::from_secs(9));
+        m.record("map", 421, Duration::from_millis(1));
+        m.record("readyz", 401, Duration::from_millis(1));
         let mut out = String::new();
         m.render(&mut out);
         assert!(out.contains("pinnersage_http_requests_total{route=\"similar\",status=\"200\"} 1"));
         assert!(out.contains("pinnersage_http_requests_total{route=\"similar\",status=\"404\"} 1"));
         assert!(out.contains("pinnersage_http_requests_total{route=\"other\",status=\"other\"} 1"));
+        assert!(out.contains("pinnersage_http_requests_total{route=\"map\",status=\"421\"} 1"));
+        assert!(out.contains("pinnersage_http_requests_total{route=\"readyz\",status=\"401\"} 1"));
         assert!(out.contains("_bucket{route=\"similar\",le=\"0.0005\"} 1"));
         assert!(out.contains("_bucket{route=\"similar\",le=\"0.005\"} 2"));
         assert!(out.contains("_bucket{route=\"other\",le=\"2.5\"} 0"));

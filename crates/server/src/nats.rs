@@ -97,6 +97,41 @@ pub struct NatsCounters {
     pub terminated: std::sync::atomic::AtomicU64,
 }
 
+/// NATS server URLs (comma-separated) as they may be printed: the password of `user:password@`
+/// or the token of `token@` masked, with or without a `nats://` scheme.
+///
+/// ```
+/// use pinnersage_server::nats::masked_urls;
+/// assert_eq!(
+///     masked_urls("nats://app:s3cret@n1:4222,nats://n2:4222"),
+///     "nats://app:***@n1:4222,nats://n2:4222"
+/// );
+/// assert_eq!(masked_urls("app:s3cret@n1:4222"), "app:***@n1:4222");
+/// assert_eq!(masked_urls("tls://tok3n@n1"), "tls://***@n1");
+/// assert_eq!(masked_urls("127.0.0.1:4222"), "127.0.0.1:4222");
+/// ```
+pub fn masked_urls(urls: &str) -> String {
+    urls.split(',')
+        .map(|part| {
+            let (scheme, rest) = match part.split_once("://") {
+                Some((scheme, rest)) => (format!("{scheme}://"), rest),
+                None => (String::new(), part),
+            };
+            // The userinfo ends at the last '@' of the authority (before any path).
+            let authority = rest.split('/').next().unwrap_or(rest);
+            let Some(at) = authority.rfind('@') else {
+                return part.to_owned();
+            };
+            let (userinfo, host) = (&rest[..at], &rest[at + 1..]);
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{scheme}{user}:***@{host}"),
+                None => format!("{scheme}***@{host}"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// A NATS failure while setting up or consuming.
 #[derive(Debug, thiserror::Error)]
 #[error("NATS {url}: {message}")]
@@ -128,7 +163,7 @@ pub async fn start(
     readiness: Arc<Readiness>,
 ) -> Result<Consuming, NatsError> {
     let fail = |message: String| NatsError {
-        url: config.url.clone(),
+        url: masked_urls(&config.url),
         message,
     };
     let urls: Vec<&str> = config.url.split(',').map(str::trim).collect();
@@ -168,7 +203,7 @@ pub async fn start(
     eprintln!(
         "consuming {} from {} (stream {}, durable consumers {})",
         subjects.join(", "),
-        config.url,
+        masked_urls(&config.url),
         config.stream,
         config
             .consumers(&replica)

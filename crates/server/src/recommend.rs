@@ -781,7 +781,6 @@ impl Engine {
         };
         let per_medoid = ((req.k as f64 * share).ceil() as usize).clamp(1, req.k);
         let fetch = (per_medoid * 2).next_power_of_two().max(MIN_FETCH);
-        let mut lists: Vec<Neighbours> = Vec::with_capacity(picked.len());
         let mut medoids = Vec::with_capacity(picked.len());
         for &c in &picked {
             let (medoid, importance) = interests[c];
@@ -789,14 +788,13 @@ impl Engine {
             let Some(row) = self.medoid_row(medoid) else {
                 continue;
             };
-            lists.push(self.neighbours_matching(row, fetch, filter)?);
             medoids.push(SampledMedoid { row, importance });
         }
         // The global interest: the decay average of the user's items or, for an older
         // generation, every medoid (chosen or not) weighted by importance; its results name no
         // medoid.
         let importance: Vec<f64> = medoids.iter().map(|m| m.importance).collect();
-        let global = if req.global > 0.0 && !medoids.is_empty() {
+        let global_query = (req.global > 0.0 && !medoids.is_empty()).then(|| {
             let embedding = |row: u32| self.catalog.embedding(row as usize);
             let query = match items {
                 Some(items) if !items.is_empty() => weighted_mean(
@@ -811,8 +809,9 @@ impl Engine {
                 ),
             };
             let wanted = ((req.k as f64 * req.global).ceil() as usize).clamp(1, req.k);
-            let fetch = (wanted * 2).next_power_of_two().max(MIN_FETCH);
-            lists.push(self.search(&query, fetch, filter)?);
+            (query, (wanted * 2).next_power_of_two().max(MIN_FETCH))
+        });
+        let global = if global_query.is_some() {
             req.global
         } else {
             0.0
@@ -824,14 +823,38 @@ impl Engine {
         }
         let seen = seen_hashes;
         let excluded = self.excluded.current();
-        let refs: Vec<&[(u32, f32)]> = lists.iter().map(|l| &l[..]).collect();
-        let shares = shares(req.blend, &importance, global);
-        let blended = blend_shares(req.blend, &refs, &shares, req.k, |row| {
+        let skip = |row: u32| {
             excluded.contains(row)
                 || medoids.iter().any(|m| m.row == row)
                 || (!seen.is_empty()
                     && seen.contains(&stable_hash(self.catalog.id(row as usize).as_bytes())))
-        });
+        };
+        let shares = shares(req.blend, &importance, global);
+        // Lists twice as deep while the skipped items (seen, excluded, the medoids) leave the
+        // blend short of k and a list was cut at its depth: k results whenever k exist.
+        let mut scale = 1;
+        let blended = loop {
+            let mut lists: Vec<Neighbours> = Vec::with_capacity(medoids.len() + 1);
+            let mut cut = false;
+            for m in &medoids {
+                let depth = self.depth(fetch, scale);
+                let list = self.neighbours_matching(m.row, depth, filter)?;
+                cut |= self.was_cut(&list, depth);
+                lists.push(list);
+            }
+            if let Some((query, fetch)) = &global_query {
+                let depth = self.depth(*fetch, scale);
+                let list = self.search(query, depth, filter)?;
+                cut |= self.was_cut(&list, depth);
+                lists.push(list);
+            }
+            let refs: Vec<&[(u32, f32)]> = lists.iter().map(|l| &l[..]).collect();
+            let blended = blend_shares(req.blend, &refs, &shares, req.k, skip);
+            if blended.len() >= req.k || !cut {
+                break blended;
+            }
+            scale *= 2;
+        };
         let items = blended
             .into_iter()
             .map(|b| Recommended {
@@ -865,18 +888,38 @@ impl Engine {
             .row_of(item)
             .ok_or_else(|| EngineError::UnknownItem(item.to_owned()))? as u32;
         let fetch = (k + 1).next_power_of_two().max(MIN_FETCH);
-        let list = self.neighbours_matching(row, fetch, filter)?;
         let excluded = self.excluded.current();
-        Ok(list
-            .iter()
-            .filter(|&&(r, _)| r != row && !excluded.contains(r))
-            .take(k)
-            .map(|&(r, score)| Recommended {
-                row: r,
-                score: f64::from(score),
-                medoid: None,
-            })
-            .collect())
+        // Twice as deep while the item itself and excluded items leave fewer than k.
+        let mut scale = 1;
+        loop {
+            let depth = self.depth(fetch, scale);
+            let list = self.neighbours_matching(row, depth, filter)?;
+            let hits: Vec<Recommended> = list
+                .iter()
+                .filter(|&&(r, _)| r != row && !excluded.contains(r))
+                .take(k)
+                .map(|&(r, score)| Recommended {
+                    row: r,
+                    score: f64::from(score),
+                    medoid: None,
+                })
+                .collect();
+            if hits.len() >= k || !self.was_cut(&list, depth) {
+                return Ok(hits);
+            }
+            scale *= 2;
+        }
+    }
+
+    /// `fetch` neighbours `scale` times over, at most the catalog.
+    fn depth(&self, fetch: usize, scale: usize) -> usize {
+        fetch.saturating_mul(scale).min(self.catalog.rows()).max(1)
+    }
+
+    /// Whether a search for `depth` neighbours that returned `list` may have left matching
+    /// items out (it returned all it was asked for, and the catalog has more).
+    fn was_cut(&self, list: &[(u32, f32)], depth: usize) -> bool {
+        list.len() >= depth && depth < self.catalog.rows()
     }
 
     /// Neighbours of catalog row `row` that match `filter`: through the cache without one,
@@ -961,13 +1004,17 @@ impl Engine {
         }
     }
 
+    /// The window's most engaged items that the operator has not excluded and that match
+    /// `filter`.
     fn fallback(&self, profiles: &Profiles, k: usize, filter: Option<&Filter>) -> Recommendation {
+        let excluded = self.excluded.current();
         Recommendation {
             items: profiles
                 .popular
                 .iter()
                 .filter(|&&(row, _)| {
-                    filter.is_none_or(|f| f.matches(&self.attributes, row as usize))
+                    !excluded.contains(row)
+                        && filter.is_none_or(|f| f.matches(&self.attributes, row as usize))
                 })
                 .take(k)
                 .map(|&(row, count)| Recommended {

@@ -16,6 +16,7 @@ use pinnersage_store::events::EventStoreError;
 
 use crate::auth::AuthConfig;
 use crate::fleet::{Readiness, ShippedCounters, watch_shipped};
+use crate::handoff::{ServerRecord, server_file};
 use crate::http::{AppState, DEFAULT_MAX_IN_FLIGHT, DEFAULT_REQUEST_TIMEOUT, Limits, serve};
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
@@ -128,11 +129,6 @@ impl ServeError {
             ServeError::Io { .. } => false,
         }
     }
-}
-
-/// Where a running server records its address and pid, so that `pinnersage batch` can reach it.
-pub fn server_file(data_dir: &Path) -> PathBuf {
-    data_dir.join("server.json")
 }
 
 /// A data directory opened for serving.
@@ -254,7 +250,9 @@ impl Server {
             ));
             counters
         });
+        let record = ServerRecord::new(addr, std::process::id());
         let state = AppState {
+            identity: Some(Arc::new(record.clone())),
             engine: self.engine,
             metrics: Arc::new(Metrics::default()),
             ingest: Some(self.ingest),
@@ -271,9 +269,9 @@ impl Server {
             nats_task,
         };
         let file = server_file(&self.data_dir);
-        let record =
-            serde_json::json!({"addr": addr.to_string(), "pid": std::process::id()}).to_string();
-        std::fs::write(&file, record).map_err(io(format!("writing {}", file.display())))?;
+        record
+            .write(&file)
+            .map_err(io(format!("writing {}", file.display())))?;
         let served = serve(listener, state, self.config.reload, shutdown).await;
         let _ = std::fs::remove_file(&file);
         served.map_err(io("serving".into()))

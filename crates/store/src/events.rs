@@ -7,8 +7,16 @@
 //!   "this user's events in the last N days" is a single range scan, and a full scan visits
 //!   users one after another (the batch job streams it).
 //! - `by_time`: `[time][u32 BE user length][user][dedupe hash]` -> empty: "all events since T".
-//! - `by_id`: `[event id]` -> empty, for events that carry an id: the id alone identifies the
-//!   event, so a retry with another time (a client that re-stamps its retries) is stored once.
+//! - `user_ids`: `[u32 BE user length][user][event id]` -> empty, for events that carry an id:
+//!   the user and the id identify the event, so a retry with another time (a client that
+//!   re-stamps its retries) is stored once, and two users' producers may number their events
+//!   alike (1, 2, 3...) without one's events hiding the other's.
+//!
+//! Stores written before ids were kept per user have a `by_id` keyspace keyed by the id alone.
+//! It is read, never written: an id found there is a duplicate only if the same user has an
+//! event with that id's dedupe hash (one scan of that user's events, needed only for ids used
+//! before the upgrade). Older stores still, from before any id index (no `ids_complete` marker),
+//! find an id event by its `by_user` key (same user, time and id).
 //!
 //! `time` is the unix second with its sign bit flipped, big-endian, so keys sort by time. The
 //! dedupe hash is the [`stable_hash`] of the event id when the event has one, else of
@@ -131,9 +139,12 @@ pub struct EventStore {
     db: Database,
     by_user: Keyspace,
     by_time: Keyspace,
-    by_id: Keyspace,
-    /// Every stored event with an id is in `by_id` (the store was created with that index), so
-    /// an id's duplicate check needs no second lookup in `by_user`.
+    user_ids: Keyspace,
+    /// The id index of a store written before ids were kept per user (read only), when it has
+    /// entries.
+    legacy_ids: Option<Keyspace>,
+    /// Every stored event with an id is in `user_ids` or `legacy_ids` (the store was created
+    /// with an id index), so an id's duplicate check needs no second lookup in `by_user`.
     ids_complete: bool,
     /// Held by the one [`Writer`]: one writer at a time.
     writer: std::sync::Mutex<()>,
@@ -219,6 +230,13 @@ fn by_user_key(e: &Event, scratch: &mut Vec<u8>) -> Vec<u8> {
     key
 }
 
+/// `e`'s key in `user_ids` when it has an id: `[user prefix][id]`.
+fn user_id_key(user: &str, id: &str) -> Vec<u8> {
+    let mut key = user_prefix(user);
+    key.extend(id.as_bytes());
+    key
+}
+
 fn user_prefix(user: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(4 + user.len() + 16);
     k.extend((user.len() as u32).to_be_bytes());
@@ -294,12 +312,20 @@ impl EventStore {
         let by_time = db
             .keyspace("by_time", KeyspaceCreateOptions::default)
             .map_err(engine)?;
-        let by_id = db
-            .keyspace("by_id", || {
+        let user_ids = db
+            .keyspace("user_ids", || {
                 KeyspaceCreateOptions::default()
                     .filter_block_pinning_policy(fjall::config::PinningPolicy::all(true))
             })
             .map_err(engine)?;
+        let legacy_ids = if db.keyspace_exists("by_id") {
+            let by_id = db
+                .keyspace("by_id", KeyspaceCreateOptions::default)
+                .map_err(engine)?;
+            (!by_id.is_empty().map_err(engine)?).then_some(by_id)
+        } else {
+            None
+        };
         // Stores written before the id index existed hold id-carrying events in `by_user` only;
         // a store that was empty when the index first met it is marked complete, durably.
         let meta = db
@@ -319,7 +345,8 @@ impl EventStore {
             db,
             by_user,
             by_time,
-            by_id,
+            user_ids,
+            legacy_ids,
             ids_complete,
             writer: std::sync::Mutex::new(()),
         })
@@ -406,12 +433,36 @@ impl EventStore {
             write_buffer_bytes: self.db.write_buffer_size(),
             ..EngineStats::default()
         };
-        for keyspace in [&self.by_user, &self.by_time, &self.by_id] {
+        for keyspace in [&self.by_user, &self.by_time, &self.user_ids] {
             stats.sealed_memtables += keyspace.sealed_memtable_count() as u64;
             stats.l0_tables += keyspace.l0_table_count() as u64;
             stats.tables += keyspace.table_count() as u64;
         }
         stats
+    }
+
+    /// Whether an id event of a store written before ids were kept per user belongs to the
+    /// user of `key` (a `by_user` key): the id is in the old index, and the user has an event
+    /// with the same dedupe hash (at any time).
+    fn in_legacy_ids(&self, id: &str, key: &[u8]) -> Result<bool, EventStoreError> {
+        let Some(by_id) = &self.legacy_ids else {
+            return Ok(false);
+        };
+        if !by_id
+            .contains_key(id.as_bytes())
+            .map_err(|s| self.engine(s))?
+        {
+            return Ok(false);
+        }
+        let (prefix, time_and_hash) = key.split_at(key.len() - 16);
+        let hash = &time_and_hash[8..];
+        for guard in self.by_user.prefix(prefix) {
+            let k = guard.key().map_err(|s| self.engine(s))?;
+            if k.len() == key.len() && k.ends_with(hash) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// The events of `user` with `time > after`, in time order: one range scan (the online path
@@ -853,6 +904,69 @@ mod tests {
             );
             assert_eq!(store.insert_each(&[click("e1", 5)]).unwrap(), vec![false]);
         }
+    }
+
+    fn click_by(user: &str, id: &str, time: i64) -> Event {
+        Event {
+            user: user.into(),
+            ..click(id, time)
+        }
+    }
+
+    #[test]
+    fn event_ids_are_per_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EventStore::open(dir.path()).unwrap();
+        // Two producers numbering their events alike: both stored.
+        assert_eq!(
+            store
+                .insert_each(&[click_by("a", "1", 5), click_by("b", "1", 5)])
+                .unwrap(),
+            vec![true, true]
+        );
+        assert_eq!(store.insert_each(&[click_by("c", "1", 7)]).unwrap(), [true]);
+        // A retry of the same (user, id), re-stamped or not, is stored once.
+        assert_eq!(
+            store
+                .insert_each(&[click_by("a", "1", 9), click_by("b", "1", 5)])
+                .unwrap(),
+            vec![false, false]
+        );
+        for user in ["a", "b", "c"] {
+            assert_eq!(store.user_events(user, 0, 100).unwrap().len(), 1, "{user}");
+        }
+    }
+
+    #[test]
+    fn a_store_with_ids_keyed_alone_still_finds_its_id_events() {
+        let dir = tempfile::tempdir().unwrap();
+        // What a store written while ids were one namespace holds: `by_id` keyed by the id, the
+        // event in `by_user`, and the marker.
+        {
+            let db = Database::builder(dir.path().join("events")).open().unwrap();
+            let keyspace = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default).unwrap();
+            let e = click("e1", 5);
+            keyspace("by_user")
+                .insert(by_user_key(&e, &mut Vec::new()), b"\x05click\0\0\x80\x3fi")
+                .unwrap();
+            keyspace("by_id").insert("e1", []).unwrap();
+            keyspace("meta").insert(IDS_COMPLETE, []).unwrap();
+            db.persist(PersistMode::SyncAll).unwrap();
+        }
+        let store = EventStore::open(dir.path()).unwrap();
+        assert!(store.ids_complete && store.legacy_ids.is_some());
+        // The same user's retry, even re-stamped, is a duplicate; another user's e1 is new.
+        assert_eq!(
+            store
+                .insert_each(&[click("e1", 9), click_by("v", "e1", 9)])
+                .unwrap(),
+            vec![false, true]
+        );
+        assert_eq!(
+            store.insert_each(&[click_by("v", "e1", 3)]).unwrap(),
+            [false]
+        );
+        assert_eq!(store.user_events("v", 0, 100).unwrap().len(), 1);
     }
 
     #[test]

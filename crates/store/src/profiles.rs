@@ -394,6 +394,14 @@ impl ProfileWriter {
     }
 }
 
+/// The `meta.json` of the generation in `dir`.
+fn read_meta(dir: &Path) -> Result<GenerationMeta, ProfileStoreError> {
+    let meta_path = dir.join(META);
+    std::fs::read(&meta_path)
+        .map_err(|e| io(&meta_path)(&e))
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| io(&meta_path)(&e)))
+}
+
 /// The current profile generation of a data directory, opened for reading. redb allows one open
 /// handle per file in a process: share one `ProfileStore` (it is `Sync`) rather than opening the
 /// same generation twice.
@@ -413,14 +421,19 @@ impl ProfileStore {
             .map_err(|e| io(generations.root())(&e))
     }
 
+    /// What the current generation was computed with, if there is one (reads its `meta.json`
+    /// only: the generation may be open elsewhere in this process).
+    pub fn current_meta(data_dir: &Path) -> Result<Option<GenerationMeta>, ProfileStoreError> {
+        Self::current_dir(data_dir)?
+            .map(|dir| read_meta(&dir))
+            .transpose()
+    }
+
     /// Opens the current generation.
     pub fn open(data_dir: &Path) -> Result<Self, ProfileStoreError> {
         let dir = Self::current_dir(data_dir)?
             .ok_or_else(|| ProfileStoreError::Missing(data_dir.to_path_buf()))?;
-        let meta_path = dir.join(META);
-        let meta = std::fs::read(&meta_path)
-            .map_err(|e| io(&meta_path)(&e))
-            .and_then(|b| serde_json::from_slice(&b).map_err(|e| io(&meta_path)(&e)))?;
+        let meta = read_meta(&dir)?;
         let file = dir.join(FILE);
         let db = redb::Builder::new()
             .set_cache_size(READER_CACHE_BYTES)

@@ -48,11 +48,17 @@ impl RunningServer {
         Self::start_with(data_dir, &[])
     }
 
-    /// Like [`RunningServer::start`], with more `serve` arguments.
+    /// Like [`RunningServer::start`], with more `serve` arguments (an `--addr` among them
+    /// replaces the ephemeral loopback one).
     pub fn start_with(data_dir: &str, extra: &[&str]) -> Self {
         use std::io::BufRead;
+        let addr: &[&str] = match extra.contains(&"--addr") {
+            true => &[],
+            false => &["--addr", "127.0.0.1:0"],
+        };
         let mut child = bin()
-            .args(["serve", "--data-dir", data_dir, "--addr", "127.0.0.1:0"])
+            .args(["serve", "--data-dir", data_dir])
+            .args(addr)
             .args(extra)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())

@@ -11,7 +11,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use fjall::PersistMode;
 
-use super::{Event, EventStore, EventStoreError, by_user_key, check_event, event_id};
+use super::{Event, EventStore, EventStoreError, by_user_key, check_event, event_id, user_id_key};
 
 /// The store's one writer (see [`EventStore::writer`]). It holds the store's writer lock until
 /// dropped, so no other insert interleaves; its two halves may run on two threads.
@@ -26,7 +26,7 @@ pub struct Writer<'s> {
 /// What staged inserts claimed and their writes have not stored yet.
 #[derive(Default)]
 struct Pending {
-    /// Ids of staged new events.
+    /// `user_ids` keys (user and id) of staged new events.
     ids: HashSet<Vec<u8>>,
     /// `by_user` keys of staged new events without an id.
     keys: HashSet<Vec<u8>>,
@@ -41,7 +41,7 @@ pub struct Staged {
     fresh: Vec<bool>,
     /// [`Pending::failures`] when it was checked.
     failures: u64,
-    by_id: Vec<Vec<u8>>,
+    user_ids: Vec<Vec<u8>>,
     by_user: Vec<(Vec<u8>, Vec<u8>)>,
     by_time: Vec<Vec<u8>>,
     /// `by_user` keys of the new events without an id (their identity), for the pending set.
@@ -118,19 +118,21 @@ impl Writer<'_> {
         let store = self.store;
         let mut scratch = Vec::new();
         let mut keys = Vec::with_capacity(events.len());
+        let mut id_keys = Vec::with_capacity(events.len());
         for e in events {
             check_event(e)?;
             keys.push(by_user_key(e, &mut scratch));
+            id_keys.push(event_id(e).map(|id| user_id_key(&e.user, id)));
         }
         // Staged events first, then the store: a staged key leaves the pending set only once
         // it is in the store, so a key in neither was never staged.
         let (failures, staged_before) = {
             let pending = self.pending();
-            let staged: Vec<bool> = events
+            let staged: Vec<bool> = id_keys
                 .iter()
                 .zip(&keys)
-                .map(|(e, key)| match event_id(e) {
-                    Some(id) => pending.ids.contains(id.as_bytes()),
+                .map(|(id_key, key)| match id_key {
+                    Some(id_key) => pending.ids.contains(id_key),
                     None => pending.keys.contains(key),
                 })
                 .collect();
@@ -139,16 +141,20 @@ impl Writer<'_> {
         let mut fresh = Vec::with_capacity(events.len());
         let mut ids_in_batch = HashSet::new();
         let mut keys_in_batch = HashSet::with_capacity(events.len());
-        for ((e, key), staged) in events.iter().zip(&keys).zip(staged_before) {
-            let is_new = match event_id(e) {
-                // The id alone is the event's identity.
-                Some(id) => {
-                    ids_in_batch.insert(id)
+        for (((e, key), id_key), staged) in
+            events.iter().zip(&keys).zip(&id_keys).zip(staged_before)
+        {
+            let is_new = match (event_id(e), id_key) {
+                // The user and the id are the event's identity.
+                (Some(id), Some(id_key)) => {
+                    ids_in_batch.insert(id_key.as_slice())
                         && !staged
                         && !store
-                            .by_id
-                            .contains_key(id.as_bytes())
+                            .user_ids
+                            .contains_key(id_key)
                             .map_err(|s| store.engine(s))?
+                        // Stored before ids were kept per user.
+                        && !store.in_legacy_ids(id, key)?
                         // Stored before ids had their own index: same user, time and id.
                         && (store.ids_complete
                             || !store
@@ -156,7 +162,7 @@ impl Writer<'_> {
                                 .contains_key(key)
                                 .map_err(|s| store.engine(s))?)
                 }
-                None => {
+                _ => {
                     keys_in_batch.insert(key.as_slice())
                         && !staged
                         && !store
@@ -172,11 +178,12 @@ impl Writer<'_> {
         // sorted by user) land all over the memtable at a cache miss per level.
         let mut by_user = Vec::with_capacity(events.len());
         let mut by_time = Vec::with_capacity(events.len());
-        let mut by_id = Vec::new();
+        let mut user_ids = Vec::new();
         let mut keyless = Vec::new();
-        for ((e, key), _) in events
+        for (((e, key), id_key), _) in events
             .iter()
             .zip(keys)
+            .zip(id_keys)
             .zip(&fresh)
             .filter(|(_, is_new)| **is_new)
         {
@@ -191,20 +198,20 @@ impl Writer<'_> {
             tkey.extend(&time_and_hash[..8]);
             tkey.extend(prefix);
             tkey.extend(&time_and_hash[8..]);
-            match event_id(e) {
-                Some(id) => by_id.push(id.as_bytes().to_vec()),
+            match id_key {
+                Some(id_key) => user_ids.push(id_key),
                 None => keyless.push(key.clone()),
             }
             by_user.push((key, value));
             by_time.push(tkey);
         }
-        by_id.sort_unstable();
+        user_ids.sort_unstable();
         by_user.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         by_time.sort_unstable();
         let staged = Staged {
             fresh,
             failures,
-            by_id,
+            user_ids,
             by_user,
             by_time,
             keyless,
@@ -218,7 +225,7 @@ impl Writer<'_> {
     fn claim(&self, staged: &Staged) {
         let mut pending = self.pending();
         if pending.failures == staged.failures {
-            pending.ids.extend(staged.by_id.iter().cloned());
+            pending.ids.extend(staged.user_ids.iter().cloned());
             pending.keys.extend(staged.keyless.iter().cloned());
         }
     }
@@ -234,8 +241,8 @@ impl Writer<'_> {
         let live = |s: &&Staged| s.failures == failures;
         let mut batch = store.db.batch().durability(Some(PersistMode::SyncAll));
         for s in staged.iter().filter(live) {
-            for id in &s.by_id {
-                batch.insert(&store.by_id, id.as_slice(), []);
+            for id_key in &s.user_ids {
+                batch.insert(&store.user_ids, id_key.as_slice(), []);
             }
             for (key, value) in &s.by_user {
                 batch.insert(&store.by_user, key.as_slice(), value.as_slice());
@@ -254,8 +261,8 @@ impl Writer<'_> {
                 pending.keys.clear();
             } else {
                 for s in staged.iter().filter(live) {
-                    for id in &s.by_id {
-                        pending.ids.remove(id);
+                    for id_key in &s.user_ids {
+                        pending.ids.remove(id_key);
                     }
                     for key in &s.keyless {
                         pending.keys.remove(key);
@@ -300,14 +307,14 @@ mod tests {
         }
     }
 
-    /// The naive reference: an event is new when its identity (the id, else user, time, item
-    /// and action) was not seen before.
+    /// The naive reference: an event is new when its identity (user and id, else user, time,
+    /// item and action) was not seen before.
     fn first_seen(events: &[Event]) -> Vec<bool> {
         let mut seen = HashSet::new();
         events
             .iter()
             .map(|e| match &e.id {
-                Some(id) => seen.insert(format!("id {id}")),
+                Some(id) => seen.insert(format!("id {} {id}", e.user)),
                 None => seen.insert(format!("ev {} {} {}", e.user, e.time, e.item)),
             })
             .collect()
