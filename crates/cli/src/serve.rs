@@ -90,9 +90,14 @@ pub struct ServeArgs {
     /// Concurrent requests at most; more are answered 503 with Retry-After.
     #[arg(long, default_value_t = pinnersage_server::http::DEFAULT_MAX_IN_FLIGHT)]
     max_in_flight: usize,
-    /// Seconds a request may take before it is answered 503 (admin batches are exempt).
+    /// Seconds a request may take before it is answered 503 (admin batches are exempt); a
+    /// request body that has not arrived by then is answered 408.
     #[arg(long, default_value_t = 30.0)]
     request_timeout: f64,
+    /// Seconds a connection may take to send a request head, or stay idle between requests,
+    /// before it is closed (half-sent requests cannot hold connections open).
+    #[arg(long, default_value_t = 30.0)]
+    header_timeout: f64,
     /// Event submissions waiting for the durable writer at most; more are answered 503 with
     /// Retry-After (NATS messages are redelivered).
     #[arg(long, default_value_t = pinnersage_pipeline::ingest::DEFAULT_QUEUE)]
@@ -209,6 +214,7 @@ impl ServeArgs {
     fn config(&self) -> Result<ServeConfig> {
         let reload = seconds("--reload-seconds", self.reload_seconds, 0.01)?;
         let request_timeout = seconds("--request-timeout", self.request_timeout, 0.01)?;
+        let header_timeout = seconds("--header-timeout", self.header_timeout, 0.1)?;
         if self.cache_mb > MAX_CACHE_MB {
             return Err(InputError(format!(
                 "--cache-mb must be at most {MAX_CACHE_MB} (1 TiB), got {}",
@@ -263,6 +269,7 @@ impl ServeArgs {
             auth,
             max_in_flight: self.max_in_flight,
             request_timeout,
+            header_timeout,
             ingest_queue: self.ingest_queue,
         })
     }

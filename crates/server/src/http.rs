@@ -69,17 +69,27 @@ pub struct Limits {
     in_flight: Arc<tokio::sync::Semaphore>,
     max_in_flight: usize,
     timeout: Duration,
+    header_timeout: Duration,
 }
 
 impl Limits {
-    /// At most `max_in_flight` concurrent requests (at least 1), each within `timeout`.
+    /// At most `max_in_flight` concurrent requests (at least 1), each within `timeout`; a
+    /// connection's request head within [`DEFAULT_HEADER_TIMEOUT`].
     pub fn new(max_in_flight: usize, timeout: Duration) -> Self {
         let max_in_flight = max_in_flight.max(1);
         Self {
             in_flight: Arc::new(tokio::sync::Semaphore::new(max_in_flight)),
             max_in_flight,
             timeout,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
         }
+    }
+
+    /// The same limits with another time for a connection to send a request head, or to stay
+    /// idle between requests (then it is closed).
+    pub fn with_header_timeout(mut self, header_timeout: Duration) -> Self {
+        self.header_timeout = header_timeout;
+        self
     }
 }
 
@@ -285,26 +295,29 @@ pub async fn serve(
             }
         }
     });
-    let result = serve_connections(listener, router(state), shutdown).await;
+    let header_timeout = state.limits.header_timeout;
+    let result = serve_connections(listener, router(state), header_timeout, shutdown).await;
     reloader.abort();
     result
 }
 
-/// How long a connection may take to send a request's head, and stay idle between requests:
-/// then it is closed (half-sent requests cannot hold connections open forever).
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a connection may take to send a request's head, and stay idle between requests, by
+/// default: then it is closed (half-sent requests cannot hold connections open forever).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Accepts connections on `listener` and serves `app` on each (HTTP/1.1, with
-/// [`HEADER_TIMEOUT`]) until `shutdown` completes, then waits for open requests to finish.
+/// Accepts connections on `listener` and serves `app` on each (HTTP/1.1; a connection that
+/// sends no complete request head within `header_timeout`, idle or half-sent, is closed) until
+/// `shutdown` completes, then waits for open requests to finish.
 async fn serve_connections(
     listener: tokio::net::TcpListener,
     app: Router,
+    header_timeout: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT);
+        .header_read_timeout(header_timeout);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -1452,7 +1465,9 @@ mod tests {
                 let shutdown = async {
                     let _ = stopped.await;
                 };
-                serve_connections(listener, app, shutdown).await.unwrap();
+                serve_connections(listener, app, Duration::from_millis(500), shutdown)
+                    .await
+                    .unwrap();
             });
         });
         (addr_rx.recv().unwrap(), stop)
@@ -1535,6 +1550,36 @@ mod tests {
         );
         assert!(raw.starts_with("HTTP/1.1 413"), "{raw}");
         assert!(raw.contains("\"body_too_large\""), "{raw}");
+    }
+
+    #[test]
+    fn half_sent_and_idle_connections_are_closed() {
+        let (addr, _stop) = limited(Limits::new(4, Duration::from_secs(5)), Duration::ZERO);
+        // 200 connections that send half a request head, and one that sends nothing.
+        let mut open: Vec<TcpStream> = (0..200)
+            .map(|_| {
+                let mut s = TcpStream::connect(addr).unwrap();
+                write!(s, "GET /fast HTTP/1.1\r\nHost: {addr}\r\nX-Slow: ").unwrap();
+                s
+            })
+            .collect();
+        open.push(TcpStream::connect(addr).unwrap());
+        // Closed by the server at the header timeout (500 ms here), each of them.
+        let started = std::time::Instant::now();
+        for mut s in open {
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut rest = Vec::new();
+            let read = s.read_to_end(&mut rest);
+            assert!(read.is_ok(), "the server closed it: {read:?}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        // The server still answers.
+        let ok = exchange(addr, "POST /fast HTTP/1.1\r\nContent-Length: 2\r\n", "{}");
+        assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
     }
 
     #[test]

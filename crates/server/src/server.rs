@@ -17,7 +17,9 @@ use pinnersage_store::events::EventStoreError;
 use crate::auth::AuthConfig;
 use crate::fleet::{Readiness, ShippedCounters, watch_shipped};
 use crate::handoff::{ServerRecord, server_file};
-use crate::http::{AppState, DEFAULT_MAX_IN_FLIGHT, DEFAULT_REQUEST_TIMEOUT, Limits, serve};
+use crate::http::{
+    AppState, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_IN_FLIGHT, DEFAULT_REQUEST_TIMEOUT, Limits, serve,
+};
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::nats::{self, NatsConfig, NatsCounters, NatsError};
@@ -56,6 +58,8 @@ pub struct ServeConfig {
     pub max_in_flight: usize,
     /// Time a request may take (admin batches excepted).
     pub request_timeout: Duration,
+    /// Time a connection may take to send a request head, or stay idle between requests.
+    pub header_timeout: Duration,
     /// Event submissions waiting for the writer at most (more get 503 with `Retry-After`).
     pub ingest_queue: usize,
 }
@@ -78,6 +82,7 @@ impl Default for ServeConfig {
             auth: AuthConfig::default(),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
             ingest_queue: DEFAULT_QUEUE,
         }
     }
@@ -262,10 +267,10 @@ impl Server {
             readiness,
             shipped,
             auth: Arc::new(self.config.auth),
-            limits: Arc::new(Limits::new(
-                self.config.max_in_flight,
-                self.config.request_timeout,
-            )),
+            limits: Arc::new(
+                Limits::new(self.config.max_in_flight, self.config.request_timeout)
+                    .with_header_timeout(self.config.header_timeout),
+            ),
             nats_task,
         };
         let file = server_file(&self.data_dir);
