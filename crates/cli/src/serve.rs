@@ -71,9 +71,14 @@ pub struct ServeArgs {
     /// PINNERSAGE_TOKENS environment variable may hold the same entries instead.
     #[arg(long, value_name = "FILE", env = "PINNERSAGE_TOKENS_FILE")]
     tokens_file: Option<PathBuf>,
-    /// Reads (profiles, recommendations, similar items, users) need a `read` token too.
-    #[arg(long)]
+    /// Reads (profiles, recommendations, similar items, users) need a `read` token too, on any
+    /// address (off loopback they do unless --open-reads).
+    #[arg(long, conflicts_with = "open_reads")]
     require_read_token: bool,
+    /// On a non-loopback address, serve reads without a token (profiles are personal data: only
+    /// behind a gateway that authenticates its clients).
+    #[arg(long)]
+    open_reads: bool,
     /// A Host name clients use to reach the server, besides the loopback names (repeat it; `*`
     /// allows any, which gives up the DNS-rebinding check).
     #[arg(
@@ -227,6 +232,7 @@ impl ServeArgs {
             require_read: self.require_read_token,
             allowed_hosts: self.allowed_hosts.clone(),
             insecure_no_auth: self.insecure_no_auth,
+            open_reads: self.open_reads,
         };
         if auth.require_read && auth.tokens.is_empty() {
             return Err(InputError(

@@ -1378,10 +1378,31 @@ fn batch_hands_over_to_the_live_server_only() {
     // A server on every interface (so with tokens): `batch` reaches it on loopback.
     let token = "admin-token-000001";
     let tokens = dir.join("tokens.txt");
-    std::fs::write(&tokens, format!("{token} admin,write\n")).unwrap();
+    std::fs::write(
+        &tokens,
+        format!("{token} admin,write\nreader-token-00002 read\n"),
+    )
+    .unwrap();
     let mut server =
         RunningServer::start_with(d, &["--addr", "0.0.0.0:0", "--tokens-file", s(&tokens)]);
     assert!(server.addr.starts_with("0.0.0.0:"), "{}", server.addr);
+    // Off loopback, reads need a token too (profiles are personal data).
+    let read = |authorization: &str| {
+        use std::io::{Read, Write};
+        let addr = server.addr.replace("0.0.0.0", "127.0.0.1");
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(s, "GET /v1/users/ann/profile HTTP/1.1\r\nHost: {addr}\r\n{authorization}Connection: close\r\n\r\n").unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).unwrap();
+        raw
+    };
+    let refused = read("");
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    let answered = read("Authorization: Bearer reader-token-00002\r\n");
+    assert!(
+        answered.starts_with("HTTP/1.1 404"),
+        "no profile yet: {answered}"
+    );
     let posted = bin()
         .args(["batch", "--data-dir", d, "--now", "1700000200"])
         .env("PINNERSAGE_TOKEN", token)

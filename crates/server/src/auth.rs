@@ -186,6 +186,9 @@ pub struct AuthConfig {
     pub allowed_hosts: Vec<String>,
     /// Serve a non-loopback address without tokens (anyone who can reach it may write).
     pub insecure_no_auth: bool,
+    /// On a non-loopback address, serve the read routes without a token (by default they need
+    /// one there: profiles are personal data).
+    pub open_reads: bool,
 }
 
 impl AuthConfig {
@@ -231,6 +234,26 @@ impl AuthConfig {
             RouteClass::Write => Some(Scope::Write),
             RouteClass::Admin => Some(Scope::Admin),
         }
+    }
+
+    /// The policy as it applies on `addr`: off loopback, a server with tokens needs one for
+    /// reads too, unless reads were opened explicitly.
+    ///
+    /// ```
+    /// use pinnersage_server::auth::{AuthConfig, RouteClass, Scope, Tokens};
+    /// let tokens = Tokens::parse("reader-reader-0001 read", "env").unwrap();
+    /// let auth = AuthConfig { tokens, ..AuthConfig::default() };
+    /// let public = auth.on_address("0.0.0.0:8080".parse().unwrap());
+    /// assert_eq!(public.required(RouteClass::Read), Some(Scope::Read));
+    /// let local = auth.on_address("127.0.0.1:8080".parse().unwrap());
+    /// assert_eq!(local.required(RouteClass::Read), None);
+    /// let opened = AuthConfig { open_reads: true, ..auth };
+    /// assert_eq!(opened.on_address("0.0.0.0:8080".parse().unwrap()).required(RouteClass::Read), None);
+    /// ```
+    pub fn on_address(&self, addr: std::net::SocketAddr) -> Self {
+        let mut auth = self.clone();
+        auth.require_read |= !addr.ip().is_loopback() && !self.open_reads;
+        auth
     }
 
     /// Checks that serving on `addr` is safe: a non-loopback address needs tokens (or the

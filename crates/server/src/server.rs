@@ -266,7 +266,7 @@ impl Server {
             fleet,
             readiness,
             shipped,
-            auth: Arc::new(self.config.auth),
+            auth: Arc::new(self.config.auth.on_address(addr)),
             limits: Arc::new(
                 Limits::new(self.config.max_in_flight, self.config.request_timeout)
                     .with_header_timeout(self.config.header_timeout),
