@@ -57,7 +57,7 @@ pub fn run(command: &ImportCommand) -> Result<()> {
 pub struct ImportItemsArgs {
     #[command(flatten)]
     data: DataDirArg,
-    /// The items file (.npy, .csv or .tsv).
+    /// The items file (.parquet, .npy, .csv or .tsv).
     #[arg(value_name = "FILE")]
     file: PathBuf,
     /// For NPY: the item ids, one per line, in row order.
@@ -77,8 +77,8 @@ pub struct ImportItemsArgs {
 
 /// Import engagement logs (user, item, time[, action, weight, id]) into the event store.
 ///
-/// Files: .csv/.tsv with a header line, or .jsonl (one JSON object per line). Timestamps are
-/// unix seconds or RFC 3339 (2018-09-24T10:00:00Z). Each file is validated completely before
+/// Files: .parquet, .csv/.tsv with a header line, or .jsonl (one JSON object per line). Timestamps are unix seconds, Arrow timestamps
+/// (Parquet) or RFC 3339 (2018-09-24T10:00:00Z). Each file is validated completely before
 /// any of it is stored (unless --skip-invalid); re-importing a file stores nothing twice.
 /// Items not in the catalog are stored and counted; the batch ignores them until they exist.
 ///

@@ -213,6 +213,17 @@ fn help_teaches_usage() {
     ] {
         assert!(text.contains(needle), "missing {needle} in:\n{text}");
     }
+    // Every format an import reads is named in its help.
+    for (command, formats) in [
+        ("events", &[".parquet", ".csv/.tsv", ".jsonl"][..]),
+        ("items", &[".parquet", ".npy", ".csv"][..]),
+    ] {
+        let out = run(&["import", command, "--help"]);
+        let text = String::from_utf8(out.stdout).unwrap();
+        for format in formats {
+            assert!(text.contains(format), "import {command}: {format} in:\n{text}");
+        }
+    }
 }
 
 #[test]

@@ -118,6 +118,24 @@ def test_spark_bad_columns_are_clear_errors(spark):
         build_profiles(spark, events_df, items_df, NOW, time_col="t", window_days=0)
 
 
+def test_spark_reads_the_column_names_every_entry_point_reads(spark):
+    """``pinnersage synth`` writes user_id/item_id/timestamp; ``profiles`` reads them, and so
+    does the Spark job, with the same result as with user/item/time."""
+    from pinnersage.spark import build_profiles
+
+    rows = [("u1", "a", NOW - 10), ("u1", "b", NOW - 5), ("u2", "a", NOW - 1)]
+    items_df = spark.createDataFrame(
+        [("a", [1.0, 0.0]), ("b", [0.0, 1.0])], "id string, embedding array<float>"
+    )
+    def collect(df):
+        return sorted(tuple(row) for row in df.collect())
+
+    plain = spark.createDataFrame(rows, "user string, item string, time long")
+    synth = spark.createDataFrame(rows, "user_id string, item_id string, timestamp long")
+    expected = collect(build_profiles(spark, plain, items_df, NOW))
+    assert expected and collect(build_profiles(spark, synth, items_df, NOW)) == expected
+
+
 def test_broadcast_plan_shuffles_the_events_once_and_never_the_vectors(spark):
     from pinnersage.spark import prepare_actions
 

@@ -256,6 +256,14 @@ def _table(data: Any, what: str):
     )
 
 
+#: The names each events column goes by, in every entry point (``profiles``, ``evaluate``,
+#: ``pinnersage.spark``), first match wins: what ``pinnersage synth`` and ``import events``
+#: write is read everywhere.
+USER_COLUMNS = ("user", "user_id")
+ITEM_COLUMNS = ("item", "item_id")
+TIME_COLUMNS = ("time", "timestamp")
+
+
 def _column(table, names: Sequence[str], what: str, required: bool = True):
     for n in names:
         if n in table.column_names:
@@ -384,9 +392,9 @@ def profiles(
     import pyarrow as pa
 
     table = _table(events, "events")
-    user_name, users = _column(table, ("user", "user_id"), "events")
-    item_name, item_col = _column(table, ("item", "item_id"), "events")
-    time_name, time_col = _column(table, ("time", "timestamp"), "events")
+    user_name, users = _column(table, USER_COLUMNS, "events")
+    item_name, item_col = _column(table, ITEM_COLUMNS, "events")
+    time_name, time_col = _column(table, TIME_COLUMNS, "events")
     weight_name, weight_col = _column(table, ("weight",), "events", required=False)
     action_name, action_col = _column(table, ("action",), "events", required=False)
     (ids, matrix) = _items(items)
@@ -434,9 +442,9 @@ def evaluate(events: Any, items: ItemsArg, **options: Any) -> dict:
     reads, per embedding kind.
     """
     table = _table(events, "events")
-    user_name, users = _column(table, ("user", "user_id"), "events")
-    item_name, item_col = _column(table, ("item", "item_id"), "events")
-    time_name, time_col = _column(table, ("time", "timestamp"), "events")
+    user_name, users = _column(table, USER_COLUMNS, "events")
+    item_name, item_col = _column(table, ITEM_COLUMNS, "events")
+    time_name, time_col = _column(table, TIME_COLUMNS, "events")
     (ids, matrix) = _items(items)
     metrics, report, configs = _native.evaluate(
         ids,

@@ -34,6 +34,9 @@ from . import (
     DEFAULT_LAMBDA,
     DEFAULT_MAX_ACTIONS,
     DEFAULT_WINDOW_DAYS,
+    ITEM_COLUMNS,
+    TIME_COLUMNS,
+    USER_COLUMNS,
     PinnersageError,
     _native,
     _numbers,
@@ -115,6 +118,18 @@ def _cluster_users(now: int, window_days: int, alpha: float, lam: float, max_act
     return per_partition
 
 
+def _pick(cols, given: Optional[str], names) -> str:
+    """The events column to read: ``given``, else the first of ``names`` present (the names
+    every entry point of the package takes)."""
+    wanted = (given,) if given is not None else tuple(names)
+    for name in wanted:
+        if name in cols:
+            return name
+    raise PinnersageError(
+        f"events: no column {' or '.join(repr(n) for n in wanted)} (columns: {', '.join(cols)})"
+    )
+
+
 def prepare_actions(
     spark,
     events_df,
@@ -124,9 +139,9 @@ def prepare_actions(
     max_actions: int = DEFAULT_MAX_ACTIONS,
     partitions: Optional[int] = None,
     broadcast_items: Optional[bool] = None,
-    user_col: str = "user",
-    item_col: str = "item",
-    time_col: str = "time",
+    user_col: Optional[str] = None,
+    item_col: Optional[str] = None,
+    time_col: Optional[str] = None,
     weight_col: Optional[str] = "weight",
     action_col: Optional[str] = "action",
     id_col: str = "id",
@@ -145,9 +160,9 @@ def prepare_actions(
     if max_actions < 1:
         raise PinnersageError(f"max_actions must be >= 1, got {max_actions}")
     cols = events_df.columns
-    for name in (user_col, item_col, time_col):
-        if name not in cols:
-            raise PinnersageError(f"events: no column {name!r} (columns: {', '.join(cols)})")
+    user_col = _pick(cols, user_col, USER_COLUMNS)
+    item_col = _pick(cols, item_col, ITEM_COLUMNS)
+    time_col = _pick(cols, time_col, TIME_COLUMNS)
     time = F.col(time_col)
     if dict(events_df.dtypes)[time_col].startswith("timestamp"):
         time = F.unix_timestamp(time)
@@ -227,8 +242,9 @@ def build_profiles(
     timestamp), and optionally weight and action columns (missing ones default to 1 and "").
     ``items_df`` has an id and an embedding column (array of float or double). Column names are
     keyword arguments: ``user_col``, ``item_col``, ``time_col``, ``weight_col``,
-    ``action_col``, ``id_col``, ``embedding_col`` (defaults: user, item, time, weight, action,
-    id, embedding).
+    ``action_col``, ``id_col``, ``embedding_col`` (defaults: user or user_id, item or item_id,
+    time or timestamp — the names :func:`pinnersage.profiles` takes and ``pinnersage synth``
+    writes — then weight, action, id, embedding).
 
     Parameters and results are those of ``pinnersage batch --now now``: same window,
     deduplication, per-user cap, clustering and profile order. ``partitions`` sets the number of
