@@ -4,8 +4,9 @@
 //
 // Opens the page in Debian's chromium (playwright-core, no bundled browser), selects a user,
 // checks that interest cards, the actions map and at least 10 recommendations render, posts a
-// test engagement through the page and checks that the profile shows online actions, then saves
-// a screenshot. Exits non-zero with a message on any failure.
+// test engagement through the page and checks that the profile shows online actions, saves a
+// screenshot, then checks that number and list attributes render. Exits non-zero with a message
+// on any failure.
 import { chromium } from "playwright-core";
 
 const base = process.argv[2] ?? "http://127.0.0.1:8080";
@@ -51,6 +52,24 @@ try {
   check(errors.length === 0, `page errors: ${errors.join("; ")}`);
   await page.screenshot({ path: screenshot });
   console.log(`screenshot: ${screenshot}`);
+
+  // Attributes are any JSON a catalog holds: numbers and lists render as text (the answers are
+  // the server's, with their attributes rewritten in flight).
+  await page.route("**/v1/users/*/recommendations*", async (route) => {
+    const response = await route.fetch();
+    const body = await response.json();
+    body.items.forEach((item, i) => (item.attributes = { title: 1000 + i, genres: ["Drama", "Comedy"] }));
+    await route.fulfill({ response, json: body });
+  });
+  await page.fill("#user-input", "1");
+  await page.click("#load");
+  await page.waitForFunction(() => document.body.dataset.shown === "1");
+  const rewritten = await page.locator(".rec-item").count();
+  const firstRec = await page.locator(".rec-item .body").first().innerText();
+  check(rewritten >= 10, `expected recommendations with number and list attributes, found ${rewritten}`);
+  check(firstRec.includes("1000") && firstRec.includes("Drama, Comedy"), `unexpected rendering: ${firstRec}`);
+  check(errors.length === 0, `page errors with number and list attributes: ${errors.join("; ")}`);
+  console.log(`number and list attributes: ${firstRec.replace(/\s+/g, " ")}`);
 } finally {
   await browser.close();
 }

@@ -221,7 +221,10 @@ fn help_teaches_usage() {
         let out = run(&["import", command, "--help"]);
         let text = String::from_utf8(out.stdout).unwrap();
         for format in formats {
-            assert!(text.contains(format), "import {command}: {format} in:\n{text}");
+            assert!(
+                text.contains(format),
+                "import {command}: {format} in:\n{text}"
+            );
         }
     }
 }
@@ -1448,4 +1451,38 @@ fn batch_hands_over_to_the_live_server_only() {
     let err = fails_with_code_2(&["batch", "--data-dir", d, "--now", "1700000200"]);
     assert!(err.contains("is stale"), "{err}");
     drop(store);
+}
+
+#[test]
+fn serve_never_prints_a_nats_password() {
+    let dir = scratch("nats-secret");
+    let d = s(&dir);
+    let items = dir.join("items.csv");
+    std::fs::write(&items, common::FIVE_ITEMS_CSV).unwrap();
+    for args in [
+        &["import", "items", "--data-dir", d, s(&items)][..],
+        &["index", "build", "--data-dir", d, "--kind", "exact"],
+    ] {
+        let out = run(args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Nothing listens on port 1: the connection error names the URL, masked, with or without
+    // a scheme.
+    for (url, shown) in [
+        (
+            "nats://app:s3cret@127.0.0.1:1",
+            "nats://app:***@127.0.0.1:1",
+        ),
+        ("app:s3cret@127.0.0.1:1", "app:***@127.0.0.1:1"),
+    ] {
+        let out = run(&["serve", "--data-dir", d, "--nats", url]);
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(shown), "{err}");
+        assert!(!err.contains("s3cret"), "the password was printed: {err}");
+    }
 }
