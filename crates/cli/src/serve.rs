@@ -12,7 +12,7 @@ use pinnersage_pipeline::online::DEFAULT_ONLINE_ACTIONS;
 use pinnersage_server::auth::{AuthConfig, Tokens};
 use pinnersage_server::fleet::FleetConfig;
 use pinnersage_server::nats::NatsConfig;
-use pinnersage_server::{Resample, Retrieval, ServeConfig, ServeError, Server};
+use pinnersage_server::{Front, Resample, Retrieval, ServeConfig, ServeError, Server};
 
 use crate::args::{DataDirArg, InputError, input};
 
@@ -317,21 +317,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     let config = args.config()?;
     // Refuse an unsafe address before opening anything (`Server::run` checks again).
     config.auth.check_listen(args.addr).map_err(InputError)?;
-    let server = Server::open(data_dir, config).map_err(classify)?;
-    let engine = server.engine().clone();
-    if server.recovered_events() > 0 {
-        eprintln!(
-            "recovered {} events after the served batch: {} users have online clusters",
-            server.recovered_events(),
-            engine.online().users()
-        );
-    }
-    if engine.profile_generation().is_none() {
-        eprintln!(
-            "note: no profiles yet (run `pinnersage batch --data-dir {}`); every user gets the fallback",
-            data_dir.display()
-        );
-    }
+    let header_timeout = config.header_timeout;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = args.threads {
         runtime.worker_threads(n.max(1));
@@ -341,19 +327,54 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
+        // Listen at once: while the data directory opens (a long event journal takes seconds),
+        // /readyz answers 503 with what the server waits for, instead of refusing connections.
         let listener = tokio::net::TcpListener::bind(args.addr)
             .await
             .map_err(|e| InputError(format!("cannot listen on {}: {e}", args.addr)))?;
-        let addr = listener.local_addr()?;
+        let front = Front::start(listener, header_timeout, pinnersage_server::shutdown_signal())?;
+        let addr = front.local_addr();
+        let mut opening = {
+            let data_dir = data_dir.clone();
+            tokio::task::spawn_blocking(move || Server::open(&data_dir, config))
+        };
+        let opened = tokio::select! {
+            opened = &mut opening => opened,
+            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {
+                eprintln!(
+                    "listening on {addr} while the data directory opens (/readyz says when it is ready)"
+                );
+                opening.await
+            }
+        };
+        let server = match opened.context("opening the data directory")? {
+            Ok(server) => server,
+            Err(e) => {
+                front.close().await;
+                return Err(classify(e));
+            }
+        };
+        let engine = server.engine().clone();
+        if server.recovered_events() > 0 {
+            eprintln!(
+                "recovered {} events after the served batch: {} users have online clusters",
+                server.recovered_events(),
+                engine.online().users()
+            );
+        }
+        if engine.profile_generation().is_none() {
+            eprintln!(
+                "note: no profiles yet (run `pinnersage batch --data-dir {}`); every user gets the fallback",
+                data_dir.display()
+            );
+        }
+        let running = server.start_on(front).await.map_err(classify)?;
         eprintln!(
             "serving {} items ({} index) on http://{addr}  (try: curl http://{addr}/healthz)",
             engine.catalog().rows(),
             engine.index().index.kind()
         );
-        server
-            .run(listener, pinnersage_server::shutdown_signal())
-            .await
-            .map_err(classify)?;
+        running.finish().await.map_err(classify)?;
         eprintln!("shut down");
         Ok(())
     })

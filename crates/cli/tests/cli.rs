@@ -1486,3 +1486,88 @@ fn serve_never_prints_a_nats_password() {
         assert!(!err.contains("s3cret"), "the password was printed: {err}");
     }
 }
+
+#[test]
+fn serve_answers_readyz_while_its_data_directory_opens() {
+    use std::io::{Read, Write};
+    let dir = scratch("opening");
+    let d = s(&dir);
+    let items = dir.join("items.csv");
+    std::fs::write(&items, common::FIVE_ITEMS_CSV).unwrap();
+    for args in [
+        &["import", "items", "--data-dir", d, s(&items)][..],
+        &["index", "build", "--data-dir", d, "--kind", "exact"],
+    ] {
+        let out = run(args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // A long journal of events after the served batch (none): replayed into the online state
+    // when the server opens.
+    {
+        let store = pinnersage_store::events::EventStore::open(&dir).unwrap();
+        let events: Vec<_> = (0..200_000u64)
+            .map(|n| pinnersage_store::events::Event {
+                user: format!("u{}", n % 20_000),
+                item: format!("i{}", n % 5),
+                time: 1_700_000_000 + n as i64,
+                action: String::new(),
+                weight: 1.0,
+                id: None,
+            })
+            .collect();
+        store.insert(&events).unwrap();
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let started = std::time::Instant::now();
+    let mut child = bin()
+        .args(["serve", "--data-dir", d, "--addr", &addr])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let readyz = || -> Option<String> {
+        let mut s = std::net::TcpStream::connect(&addr).ok()?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .ok()?;
+        write!(s, "GET /readyz HTTP/1.0\r\n\r\n").ok()?;
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).ok()?;
+        Some(raw)
+    };
+    let mut answers = Vec::new();
+    while started.elapsed() < std::time::Duration::from_secs(120) {
+        if let Some(raw) = readyz() {
+            let ready = raw.contains(" 200 ");
+            answers.push(raw);
+            if ready {
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let opening = answers
+        .iter()
+        .filter(|a| a.contains(" 503 ") && a.contains("opening the data directory"))
+        .count();
+    eprintln!(
+        "{} answers, {opening} while opening, ready after {:?}",
+        answers.len(),
+        started.elapsed()
+    );
+    assert!(
+        answers.last().is_some_and(|a| a.contains(" 200 ")),
+        "{answers:?}"
+    );
+    assert!(opening > 0, "no answer while opening: {answers:?}");
+}

@@ -1,4 +1,4 @@
-//! The HTTP API (axum): routes, JSON errors, request metrics, graceful shutdown.
+//! The HTTP API (axum): routes, JSON errors, request metrics, the bounds on requests.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 
 use crate::auth::{AuthConfig, RouteClass};
 use crate::clock::unix_now;
+use crate::front::DEFAULT_HEADER_TIMEOUT;
 use crate::ingest::{Ingest, IngestError, MAX_BODY_BYTES};
 use crate::metrics::{Metrics, write_histogram, write_metric};
 use crate::recommend::{Engine, EngineError, Recommended, Request as RecoRequest, SampledMedoid};
@@ -90,6 +91,11 @@ impl Limits {
     pub fn with_header_timeout(mut self, header_timeout: Duration) -> Self {
         self.header_timeout = header_timeout;
         self
+    }
+
+    /// The time a connection has to send a request head, or may stay idle between requests.
+    pub fn header_timeout(&self) -> Duration {
+        self.header_timeout
     }
 }
 
@@ -252,126 +258,6 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
-}
-
-/// Serves `router(state)` on `listener` until `shutdown` completes, then finishes in-flight
-/// requests. Reloads the profile generation every `reload` when a batch publishes a new one.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: AppState,
-    reload: Duration,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let engine = state.engine.clone();
-    let reloader = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(reload);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let engine = engine.clone();
-            let (profiles, excluded) = tokio::task::spawn_blocking(move || {
-                (engine.reload_profiles(), engine.reload_excluded())
-            })
-            .await
-            .unwrap_or_else(|e| {
-                let failed = EngineError::Internal(e.to_string());
-                (Err(failed.clone()), Err(failed))
-            });
-            match profiles {
-                Ok(true) => eprintln!("serving a new profile generation"),
-                Err(e) => {
-                    eprintln!("profile reload failed (still serving the previous generation): {e}")
-                }
-                _ => {}
-            }
-            match excluded {
-                Ok(Some(list)) => eprintln!(
-                    "exclusion list: {} items excluded ({} unknown ids ignored)",
-                    list.len(),
-                    list.unknown
-                ),
-                Err(e) => eprintln!("{e} (the previous list stays)"),
-                _ => {}
-            }
-        }
-    });
-    let header_timeout = state.limits.header_timeout;
-    let result = serve_connections(listener, router(state), header_timeout, shutdown).await;
-    reloader.abort();
-    result
-}
-
-/// How long a connection may take to send a request's head, and stay idle between requests, by
-/// default: then it is closed (half-sent requests cannot hold connections open forever).
-pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Accepts connections on `listener` and serves `app` on each (HTTP/1.1; a connection that
-/// sends no complete request head within `header_timeout`, idle or half-sent, is closed) until
-/// `shutdown` completes, then waits for open requests to finish.
-async fn serve_connections(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    header_timeout: Duration,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
-                    if !matches!(e.kind(), ConnectionRefused | ConnectionAborted | ConnectionReset) {
-                        // Out of file descriptors, say: wait for some to close.
-                        eprintln!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    }
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let app = app.clone();
-        let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-            use tower_service::Service;
-            app.clone().call(req.map(axum::body::Body::new))
-        });
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            // A client that went away or timed out is nothing to report.
-            let _ = connection.await;
-        });
-    }
-    drop(listener);
-    graceful.shutdown().await;
-    Ok(())
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
 }
 
 /// The access class of a request, from its matched route and method.
@@ -1465,9 +1351,14 @@ mod tests {
                 let shutdown = async {
                     let _ = stopped.await;
                 };
-                serve_connections(listener, app, Duration::from_millis(500), shutdown)
-                    .await
-                    .unwrap();
+                crate::front::serve_connections(
+                    listener,
+                    app,
+                    Duration::from_millis(500),
+                    shutdown,
+                )
+                .await
+                .unwrap();
             });
         });
         (addr_rx.recv().unwrap(), stop)

@@ -1,6 +1,7 @@
 //! Serving: the recommendation engine ([`recommend`]), its medoid cache ([`cache`]), request
 //! metrics ([`metrics`]), event ingestion over HTTP and NATS JetStream ([`ingest`], [`nats`]), fleet mode
-//! (partitioned events, readiness: [`fleet`]), the HTTP API ([`http`]), how commands find and
+//! (partitioned events, readiness: [`fleet`]), the listener and its phases ([`front`]), the HTTP
+//! API ([`http`]), how commands find and
 //! trust a running server ([`handoff`]) and [`Server`], which opens a data directory and runs
 //! all of it.
 #![warn(missing_docs)]
@@ -10,6 +11,7 @@ pub mod cache;
 pub mod clock;
 pub mod excluded;
 pub mod fleet;
+pub mod front;
 pub mod handoff;
 pub mod http;
 pub mod ingest;
@@ -18,7 +20,8 @@ pub mod nats;
 pub mod recommend;
 pub mod server;
 
+pub use front::{Front, serve, shutdown_signal};
 pub use handoff::server_file;
-pub use http::{AppState, router, serve, shutdown_signal};
+pub use http::{AppState, router};
 pub use recommend::{Engine, EngineConfig, Resample, Retrieval};
-pub use server::{ServeConfig, ServeError, Server};
+pub use server::{Running, ServeConfig, ServeError, Server};

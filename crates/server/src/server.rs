@@ -16,10 +16,9 @@ use pinnersage_store::events::EventStoreError;
 
 use crate::auth::AuthConfig;
 use crate::fleet::{Readiness, ShippedCounters, watch_shipped};
+use crate::front::{DEFAULT_HEADER_TIMEOUT, Front};
 use crate::handoff::{ServerRecord, server_file};
-use crate::http::{
-    AppState, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_IN_FLIGHT, DEFAULT_REQUEST_TIMEOUT, Limits, serve,
-};
+use crate::http::{AppState, DEFAULT_MAX_IN_FLIGHT, DEFAULT_REQUEST_TIMEOUT, Limits};
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::nats::{self, NatsConfig, NatsCounters, NatsError};
@@ -211,10 +210,40 @@ impl Server {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
-        let io = |what: String| move |source| ServeError::Io { what, source };
         let addr = listener
             .local_addr()
             .map_err(io("reading the listening address".into()))?;
+        let (header_timeout, reload) = (self.config.header_timeout, self.config.reload);
+        let (state, data_dir) = self.prepare(addr, None).await?;
+        let front = Front::start_serving(listener, state.clone(), reload, header_timeout, shutdown)
+            .map_err(io("reading the listening address".into()))?;
+        Running::record(front, &state, &data_dir)?.finish().await
+    }
+
+    /// Serves on `front`, a listener answering since before the server was opened (`/readyz`
+    /// says what it waits for meanwhile, the NATS setup included): the API from the moment this
+    /// returns, until the shutdown given to [`Front::start`]; [`Running::finish`] waits for it.
+    pub async fn start_on(self, front: Front) -> Result<Running, ServeError> {
+        let reload = self.config.reload;
+        let (state, data_dir) = match self.prepare(front.local_addr(), Some(&front)).await {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                front.close().await;
+                return Err(e);
+            }
+        };
+        let mut front = front;
+        front.install(state.clone(), reload);
+        Running::record(front, &state, &data_dir)
+    }
+
+    /// Checks the address, starts the NATS consumer and the shipped-profiles watcher when
+    /// configured (telling `front` what it waits for), and builds the state of the handlers.
+    async fn prepare(
+        self,
+        addr: std::net::SocketAddr,
+        front: Option<&Front>,
+    ) -> Result<(AppState, PathBuf), ServeError> {
         self.config
             .auth
             .check_listen(addr)
@@ -227,6 +256,12 @@ impl Server {
         let (nats, nats_task, publisher) = match self.config.nats.clone() {
             None => (None, None, None),
             Some(config) => {
+                if let Some(front) = front {
+                    front.waiting_for(format!(
+                        "setting up the NATS consumer ({})",
+                        nats::masked_urls(&config.url)
+                    ));
+                }
                 let counters = Arc::new(NatsCounters::default());
                 let consuming = nats::start(
                     config,
@@ -255,9 +290,8 @@ impl Server {
             ));
             counters
         });
-        let record = ServerRecord::new(addr, std::process::id());
         let state = AppState {
-            identity: Some(Arc::new(record.clone())),
+            identity: Some(Arc::new(ServerRecord::new(addr, std::process::id()))),
             engine: self.engine,
             metrics: Arc::new(Metrics::default()),
             ingest: Some(self.ingest),
@@ -273,12 +307,37 @@ impl Server {
             ),
             nats_task,
         };
-        let file = server_file(&self.data_dir);
-        record
-            .write(&file)
-            .map_err(io(format!("writing {}", file.display())))?;
-        let served = serve(listener, state, self.config.reload, shutdown).await;
-        let _ = std::fs::remove_file(&file);
+        Ok((state, self.data_dir))
+    }
+}
+
+/// A server answering its API, recorded in its data directory's [`server_file`].
+pub struct Running {
+    front: Front,
+    file: PathBuf,
+}
+
+impl Running {
+    /// Records the server serving `state` in `data_dir`.
+    fn record(front: Front, state: &AppState, data_dir: &Path) -> Result<Self, ServeError> {
+        let file = server_file(data_dir);
+        if let Some(identity) = &state.identity {
+            identity
+                .write(&file)
+                .map_err(io(format!("writing {}", file.display())))?;
+        }
+        Ok(Self { front, file })
+    }
+
+    /// Waits for the shutdown and the requests in flight, then removes the record.
+    pub async fn finish(self) -> Result<(), ServeError> {
+        let served = self.front.finish().await;
+        let _ = std::fs::remove_file(&self.file);
         served.map_err(io("serving".into()))
     }
+}
+
+/// An I/O error of `what`.
+fn io(what: String) -> impl FnOnce(std::io::Error) -> ServeError {
+    move |source| ServeError::Io { what, source }
 }

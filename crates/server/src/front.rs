@@ -1,0 +1,300 @@
+//! The listener: connections accepted from the moment it is bound, answered by the starting
+//! front while the server opens (its data directory, its NATS consumers), then by the API.
+//!
+//! A server with a long event journal takes seconds to open, and a fleet replica waits for its
+//! NATS stream; meanwhile probes and clients get answers instead of a connection that hangs:
+//! `/readyz` answers 503 with what the server waits for, `/healthz` 200 `"starting"` (the
+//! process is alive: a liveness probe must not restart it), every other route 503 `starting`
+//! with `Retry-After: 1`.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use serde_json::json;
+
+use crate::http::{AppState, router};
+use crate::recommend::EngineError;
+
+/// How long a connection may take to send a request's head, and stay idle between requests, by
+/// default: then it is closed (half-sent requests cannot hold connections open forever).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A bound listener being served: first the starting front, then the API ([`Front::install`]).
+pub struct Front {
+    addr: std::net::SocketAddr,
+    app: Arc<RwLock<Router>>,
+    waiting: Arc<Mutex<String>>,
+    connections: tokio::task::JoinHandle<std::io::Result<()>>,
+    reloader: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Front {
+    /// Starts answering on `listener` (on the current tokio runtime) until `shutdown`
+    /// completes; a connection that sends no complete request head within `header_timeout`,
+    /// idle or half-sent, is closed.
+    pub fn start(
+        listener: tokio::net::TcpListener,
+        header_timeout: Duration,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<Self> {
+        let waiting = Arc::new(Mutex::new("opening the data directory".to_owned()));
+        let app = starting(waiting.clone());
+        Self::start_with(listener, app, waiting, header_timeout, shutdown)
+    }
+
+    /// Like [`Front::start`], answering the API of `state` from the first connection (and
+    /// reloading as [`Front::install`] does).
+    pub fn start_serving(
+        listener: tokio::net::TcpListener,
+        state: AppState,
+        reload: Duration,
+        header_timeout: Duration,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<Self> {
+        let waiting = Arc::new(Mutex::new(String::new()));
+        let app = router(state.clone());
+        let mut front = Self::start_with(listener, app, waiting, header_timeout, shutdown)?;
+        front.reloader = Some(tokio::spawn(reload_every(state, reload)));
+        Ok(front)
+    }
+
+    fn start_with(
+        listener: tokio::net::TcpListener,
+        app: Router,
+        waiting: Arc<Mutex<String>>,
+        header_timeout: Duration,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<Self> {
+        let addr = listener.local_addr()?;
+        let app = Arc::new(RwLock::new(app));
+        let connections = tokio::spawn(serve_switched(
+            listener,
+            app.clone(),
+            header_timeout,
+            shutdown,
+        ));
+        Ok(Self {
+            addr,
+            app,
+            waiting,
+            connections,
+            reloader: None,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// Says what the server waits for now (shown by `/readyz` and in every 503 until served).
+    pub fn waiting_for(&self, what: impl Into<String>) {
+        *self.waiting.lock().unwrap_or_else(|p| p.into_inner()) = what.into();
+    }
+
+    /// Answers the API of `state` from now on, reloading the profile generation and the
+    /// exclusion list every `reload`.
+    pub fn install(&mut self, state: AppState, reload: Duration) {
+        if let Some(previous) = self
+            .reloader
+            .replace(tokio::spawn(reload_every(state.clone(), reload)))
+        {
+            previous.abort();
+        }
+        *self.app.write().unwrap_or_else(|p| p.into_inner()) = router(state);
+    }
+
+    /// Waits until the shutdown given to [`Front::start`] completes and the requests in flight
+    /// are answered.
+    pub async fn finish(self) -> std::io::Result<()> {
+        let result = self
+            .connections
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        if let Some(reloader) = self.reloader {
+            reloader.abort();
+        }
+        result
+    }
+
+    /// Stops answering (the server could not open): in-flight requests finish first.
+    pub async fn close(self) {
+        self.connections.abort();
+        let _ = self.connections.await;
+    }
+}
+
+/// The answers while the server opens.
+fn starting(waiting: Arc<Mutex<String>>) -> Router {
+    let now = move || waiting.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let (ready, health, other) = (now.clone(), now.clone(), now);
+    let body = |status: &str, what: String| json!({"status": status, "waiting_for": [what]});
+    Router::new()
+        .route(
+            "/readyz",
+            get(move || async move {
+                let body = body("not_ready", ready());
+                (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body))
+            }),
+        )
+        .route(
+            "/healthz",
+            get(move || async move { axum::Json(body("starting", health())) }),
+        )
+        .fallback(move || async move {
+            let message = format!("the server is starting ({}): retry shortly", other());
+            let mut response = (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({"error": {"code": "starting", "message": message}})),
+            )
+                .into_response();
+            response.headers_mut().insert(header::RETRY_AFTER, 1.into());
+            response
+        })
+}
+
+/// Every `reload`: switches to a new profile generation or exclusion list when one appeared.
+async fn reload_every(state: AppState, reload: Duration) {
+    let engine = state.engine;
+    let mut tick = tokio::time::interval(reload);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let engine = engine.clone();
+        let (profiles, excluded) = tokio::task::spawn_blocking(move || {
+            (engine.reload_profiles(), engine.reload_excluded())
+        })
+        .await
+        .unwrap_or_else(|e| {
+            let failed = EngineError::Internal(e.to_string());
+            (Err(failed.clone()), Err(failed))
+        });
+        match profiles {
+            Ok(true) => eprintln!("serving a new profile generation"),
+            Err(e) => {
+                eprintln!("profile reload failed (still serving the previous generation): {e}")
+            }
+            _ => {}
+        }
+        match excluded {
+            Ok(Some(list)) => eprintln!(
+                "exclusion list: {} items excluded ({} unknown ids ignored)",
+                list.len(),
+                list.unknown
+            ),
+            Err(e) => eprintln!("{e} (the previous list stays)"),
+            _ => {}
+        }
+    }
+}
+
+/// Serves the router `app` holds at each request's arrival.
+async fn serve_switched(
+    listener: tokio::net::TcpListener,
+    app: Arc<RwLock<Router>>,
+    header_timeout: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let current = move || app.read().unwrap_or_else(|p| p.into_inner()).clone();
+    serve_with(listener, current, header_timeout, shutdown).await
+}
+
+/// Accepts connections on `listener` and serves `app` on each (HTTP/1.1; a connection that
+/// sends no complete request head within `header_timeout`, idle or half-sent, is closed) until
+/// `shutdown` completes, then waits for open requests to finish.
+#[cfg(test)]
+pub(crate) async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    header_timeout: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_with(listener, move || app.clone(), header_timeout, shutdown).await
+}
+
+/// The connection loop of [`serve_connections`], taking the router for each request from `app`.
+async fn serve_with(
+    listener: tokio::net::TcpListener,
+    app: impl Fn() -> Router + Clone + Send + Sync + 'static,
+    header_timeout: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+                    if !matches!(e.kind(), ConnectionRefused | ConnectionAborted | ConnectionReset) {
+                        // Out of file descriptors, say: wait for some to close.
+                        eprintln!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+            use tower_service::Service;
+            app().call(req.map(axum::body::Body::new))
+        });
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            // A client that went away or timed out is nothing to report.
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// Serves `router(state)` on `listener` until `shutdown` completes, then finishes in-flight
+/// requests. Reloads the profile generation every `reload` when a batch publishes a new one.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    reload: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let header_timeout = state.limits.header_timeout();
+    Front::start_serving(listener, state, reload, header_timeout, shutdown)?
+        .finish()
+        .await
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
