@@ -188,6 +188,40 @@ fn answers(server: &RunningServer) -> Vec<String> {
         .collect()
 }
 
+/// A runtime and a JetStream context on `cluster`, with the events stream created on its three
+/// nodes (once the cluster has a leader).
+fn replicated_stream(cluster: &Cluster) -> (tokio::runtime::Runtime, jetstream::Context) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let js = rt.block_on(async {
+        let client = async_nats::connect(cluster.urls().split(',').collect::<Vec<_>>())
+            .await
+            .unwrap();
+        let js = jetstream::new(client);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let created = js
+                .get_or_create_stream(jetstream::stream::Config {
+                    name: "PINNERSAGE_EVENTS".into(),
+                    subjects: vec!["pinnersage.events.*".into()],
+                    num_replicas: 3,
+                    ..Default::default()
+                })
+                .await;
+            match created {
+                Ok(_) => break,
+                Err(e) => assert!(Instant::now() < deadline, "no stream: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        js
+    });
+    (rt, js)
+}
+
 const BASE: u64 = 1_700_000_000;
 /// The first shipped generation's `now`; online events come after it.
 const NOW1: u64 = BASE + 1_000;
@@ -238,34 +272,7 @@ fn a_fleet_of_three_replicas_serves_as_one() {
     assert!(shipped.contains("gen-000001"), "{shipped}");
 
     // The stream, replicated on the three nodes (created once the cluster has a leader).
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let js = rt.block_on(async {
-        let client = async_nats::connect(cluster.urls().split(',').collect::<Vec<_>>())
-            .await
-            .unwrap();
-        let js = jetstream::new(client);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let created = js
-                .get_or_create_stream(jetstream::stream::Config {
-                    name: "PINNERSAGE_EVENTS".into(),
-                    subjects: vec!["pinnersage.events.*".into()],
-                    num_replicas: 3,
-                    ..Default::default()
-                })
-                .await;
-            match created {
-                Ok(_) => break,
-                Err(e) => assert!(Instant::now() < deadline, "no stream: {e}"),
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        js
-    });
+    let (rt, js) = replicated_stream(&cluster);
 
     let urls = cluster.urls();
     let shared_s = s(&shared);
@@ -546,4 +553,72 @@ fn copy_dir(from: &Path, to: &Path) {
         from.display(),
         to.display()
     );
+}
+
+#[test]
+fn a_stream_leader_change_costs_no_failed_post() {
+    let Some(exe) = nats_server() else { return };
+    let dir = Scratch::new("fleet-leader");
+    let mut cluster = Cluster::start(&exe, &dir.join("nats"), 3);
+    let data = dir.join("a");
+    let d = data.to_str().unwrap();
+    let items = dir.join("items.csv");
+    std::fs::write(&items, FIVE_ITEMS_CSV).unwrap();
+    run_ok(&["import", "items", "--data-dir", d, items.to_str().unwrap()]);
+    run_ok(&["index", "build", "--data-dir", d, "--kind", "exact"]);
+    let (rt, js) = replicated_stream(&cluster);
+    let urls = cluster.urls();
+    let fleet = [
+        "--fleet",
+        "--nats",
+        &urls,
+        "--stream-replicas",
+        "3",
+        "--partitions",
+        "4",
+    ];
+    let mut a = RunningServer::start_with(d, &fleet);
+    wait_ready(&mut a);
+    // Kill the node that leads the stream, while posting.
+    let leader = rt.block_on(async {
+        let mut stream = js.get_stream("PINNERSAGE_EVENTS").await.unwrap();
+        let info = stream.info().await.unwrap();
+        info.cluster
+            .as_ref()
+            .and_then(|c| c.leader.clone())
+            .unwrap()
+    });
+    let node: usize = leader.trim_start_matches('n').parse().unwrap();
+    cluster.kill9(node);
+    let started = Instant::now();
+    let mut answers = Vec::new();
+    let mut n = 0;
+    while started.elapsed() < Duration::from_secs(12) {
+        let batch: Vec<u64> = (n..n + 5).collect();
+        let sent = Instant::now();
+        let posted = a.request("POST", "/v1/events", &events_body(&batch, NOW1));
+        answers.push((sent.elapsed(), status(&posted)));
+        n += 5;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let failed: Vec<_> = answers.iter().filter(|(_, s)| *s != 202).collect();
+    let slowest = answers
+        .iter()
+        .map(|(t, _)| *t)
+        .fold(Duration::ZERO, Duration::max);
+    eprintln!(
+        "{} posts after killing the stream leader {leader}, {} failed, the slowest in {slowest:?}",
+        answers.len(),
+        failed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "posts failed during the leader change: {failed:?}"
+    );
+    assert!(slowest < Duration::from_secs(30), "{slowest:?}");
+    // Every acknowledged event reaches the replica's store, once.
+    wait_for("the acknowledged events to be stored", 60, || {
+        metric(&a, "pinnersage_events_stored_total") >= n as f64
+    });
+    assert_eq!(metric(&a, "pinnersage_events_stored_total"), n as f64);
 }

@@ -173,6 +173,7 @@ pub struct Publisher {
     js: jetstream::Context,
     subject: String,
     partitions: u32,
+    patience: Duration,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -197,12 +198,13 @@ struct EventOut<'a> {
 
 impl Publisher {
     /// Publishes on `<subject>.<partition>` through `client`; each acknowledgement waits at
-    /// most `timeout`.
+    /// most `timeout`, and a publish NATS cannot take is tried again for up to `patience`.
     pub fn new(
         client: async_nats::Client,
         subject: String,
         partitions: u32,
         timeout: Duration,
+        patience: Duration,
     ) -> Self {
         let js = jetstream::ContextBuilder::new()
             .timeout(timeout)
@@ -212,6 +214,7 @@ impl Publisher {
             js,
             subject,
             partitions,
+            patience,
         }
     }
 
@@ -232,8 +235,40 @@ impl Publisher {
         Ok(report)
     }
 
-    /// Publishes `events` (in order within each partition) and waits for every acknowledgement.
+    /// Publishes `events` (in order within each partition) and waits for every acknowledgement,
+    /// trying again for up to the publisher's patience while NATS cannot take them (a stream
+    /// electing a new leader after its leader's node died, a client reconnecting to another
+    /// node): a leader change completing within it costs the client no failed request. Every
+    /// message carries an id derived from its content, so the stream stores a message sent twice
+    /// once (within its duplicate window).
     pub async fn publish(&self, events: &[Event]) -> Result<(), IngestError> {
+        let messages: Vec<(String, Vec<u8>, String)> =
+            messages(&self.subject, self.partitions, events)
+                .into_iter()
+                .map(|(subject, payload)| {
+                    let id = format!("{:016x}-{}", stable_hash(&payload), payload.len());
+                    (subject, payload, id)
+                })
+                .collect();
+        let deadline = tokio::time::Instant::now() + self.patience;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.publish_once(&messages).await {
+                Ok(()) => return Ok(()),
+                Err(e) if tokio::time::Instant::now() + pause >= deadline => return Err(e),
+                Err(_) => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// One attempt of [`Publisher::publish`]: every message sent, every acknowledgement awaited.
+    async fn publish_once(
+        &self,
+        messages: &[(String, Vec<u8>, String)],
+    ) -> Result<(), IngestError> {
         if self.client.connection_state() != State::Connected {
             return Err(IngestError::Unavailable(
                 "NATS is not reachable: the events were not taken; retry shortly".into(),
@@ -244,16 +279,14 @@ impl Publisher {
                 "NATS JetStream did not take the events ({e}); retry shortly"
             ))
         };
-        let mut acks = Vec::new();
-        for (subject, payload) in messages(&self.subject, self.partitions, events) {
-            // The id lets the stream drop a retried message (within its duplicate window).
-            let id = format!("{:016x}-{}", stable_hash(&payload), payload.len());
+        let mut acks = Vec::with_capacity(messages.len());
+        for (subject, payload, id) in messages {
             let ack = self
                 .js
                 .send_publish(
-                    subject,
+                    subject.clone(),
                     PublishMessage::build()
-                        .payload(payload.into())
+                        .payload(payload.clone().into())
                         .message_id(id),
                 )
                 .await

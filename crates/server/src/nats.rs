@@ -42,6 +42,9 @@ pub struct NatsConfig {
     /// Fleet mode: partitioned subjects, a consumer per replica, events posted to any replica
     /// published to the stream.
     pub fleet: Option<FleetConfig>,
+    /// Fleet mode: how long a post is tried again while NATS cannot take it (a stream electing
+    /// a leader) before it is answered 503.
+    pub publish_patience: Duration,
 }
 
 impl NatsConfig {
@@ -54,6 +57,7 @@ impl NatsConfig {
             durable: "pinnersage".into(),
             in_flight: 256,
             fleet: None,
+            publish_patience: PUBLISH_PATIENCE,
         }
     }
 
@@ -219,6 +223,7 @@ pub async fn start(
             config.subject.clone(),
             fleet.partitions,
             PUBLISH_TIMEOUT,
+            config.publish_patience,
         )
     });
     let task = tokio::spawn(
@@ -335,6 +340,10 @@ pub const PULL_EXPIRES: Duration = Duration::from_secs(5);
 
 /// How long `POST /v1/events` waits for JetStream's acknowledgement in fleet mode.
 pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a fleet-mode post is tried again while NATS cannot take it, at most (less when the
+/// request timeout is shorter): a stream elects a new leader in 5-7 s after its leader died.
+pub const PUBLISH_PATIENCE: Duration = Duration::from_secs(10);
 
 /// Marks `readiness` caught up once every consumer has acknowledged the stream up to `target`
 /// (its last sequence at startup), or has nothing pending.

@@ -255,7 +255,13 @@ impl Server {
         let fleet = self.config.nats.as_ref().and_then(|n| n.fleet.clone());
         let (nats, nats_task, publisher) = match self.config.nats.clone() {
             None => (None, None, None),
-            Some(config) => {
+            Some(mut config) => {
+                // Retries of a post end a second before its request would time out.
+                let answer_within = self
+                    .config
+                    .request_timeout
+                    .saturating_sub(Duration::from_secs(1));
+                config.publish_patience = config.publish_patience.min(answer_within);
                 if let Some(front) = front {
                     front.waiting_for(format!(
                         "setting up the NATS consumer ({})",
