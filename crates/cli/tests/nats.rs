@@ -184,3 +184,76 @@ fn nats_messages_are_stored_once_across_kill_9_and_bad_ones_are_dropped() {
         "every published event stored exactly once"
     );
 }
+
+#[test]
+fn nats_event_ids_are_per_user() {
+    let Some(exe) = nats_server() else { return };
+    let dir = Scratch::new("nats-ids");
+    let nats = Nats::start(&exe, &dir.join("jetstream"));
+    let data = dir.join("data");
+    let d = data.to_str().unwrap();
+    let items = dir.join("items.csv");
+    std::fs::write(&items, common::FIVE_ITEMS_CSV).unwrap();
+    run_ok(&["import", "items", "--data-dir", d, items.to_str().unwrap()]);
+    run_ok(&["index", "build", "--data-dir", d, "--kind", "exact"]);
+    let server = RunningServer::start_with(d, &["--nats", &nats.url]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // Two producers numbering their events 1, 2, and a re-stamped retry of one of them.
+    let event = |user: &str, id: &str, ts: i64| {
+        format!(r#"{{"user":"{user}","item":"i1","ts":{ts},"id":"{id}"}}"#)
+    };
+    let messages = [
+        format!(
+            r#"{{"events":[{},{}]}}"#,
+            event("ua", "1", BASE),
+            event("ua", "2", BASE + 1)
+        ),
+        format!(
+            r#"{{"events":[{},{}]}}"#,
+            event("ub", "1", BASE),
+            event("ub", "2", BASE + 1)
+        ),
+        format!(r#"{{"events":[{}]}}"#, event("ua", "1", BASE + 9)),
+    ];
+    rt.block_on(async {
+        let client = async_nats::connect(&nats.url).await.unwrap();
+        let js = jetstream::new(client);
+        for message in messages {
+            js.publish("pinnersage.events", message.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    });
+    let acked = || {
+        let metrics = server.request("GET", "/metrics", "");
+        metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("pinnersage_nats_acked_total ")?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or(0.0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acked() < 3.0 {
+        assert!(Instant::now() < deadline, "the messages were not consumed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(server);
+    let store = EventStore::open(&data).unwrap();
+    for user in ["ua", "ub"] {
+        let times: Vec<i64> = store
+            .user_events(user, i64::MIN, i64::MAX)
+            .unwrap()
+            .iter()
+            .map(|e| e.time)
+            .collect();
+        assert_eq!(times, [BASE, BASE + 1], "{user}: both ids stored once");
+    }
+}
