@@ -833,6 +833,11 @@ mod tests {
                 "[import]\nskip_invalid = true\n",
                 "[import] holds only tables",
             ),
+            // A secret in a bad value is masked in the error.
+            (
+                "[serve]\naddr = \"app:s3cret@reco.internal\"\n",
+                "invalid value \"app:***@reco.internal\"",
+            ),
         ];
         for (i, (text, expected)) in cases.iter().enumerate() {
             let file = write(&format!("bad{i}"), text);
@@ -844,6 +849,7 @@ mod tests {
                 Err(e) => e.to_string(),
             };
             assert!(err.contains(expected), "{text:?}: {err}");
+            assert!(!err.contains("s3cret"), "{text:?}: {err}");
             assert!(err.contains(file.to_str().unwrap()), "{err}");
             std::fs::remove_dir_all(file.parent().unwrap()).unwrap();
         }
