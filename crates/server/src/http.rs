@@ -928,7 +928,11 @@ async fn admin_batch(
                     "send \"force\": true to publish it anyway",
                 ),
             ),
-            BatchError::Config(_) | BatchError::NoEvents { .. } => {
+            // The request is well-formed; the store has nothing to cluster in its window.
+            BatchError::NoEvents { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "no_events", e.to_string())
+            }
+            BatchError::Config(_) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "batch_failed", e.to_string())
             }
             _ => ApiError::new(

@@ -264,7 +264,7 @@ fn an_admin_batch_takes_no_body_and_refuses_nulls() {
     // No body, no content type: the parameters are optional (now is the current time, after
     // every event of this data directory: nothing to cluster, said as such).
     let (status, text) = server.send_with("POST", "/v1/admin/batch", &host, b"");
-    assert_eq!(status, 400, "{text}");
+    assert_eq!(status, 409, "{text}");
     assert!(text.contains("no events between"), "{text}");
     // A browser's cross-site request carries Origin: it still needs JSON.
     let origin = format!("{host}Origin: https://attacker.example\r\n");
