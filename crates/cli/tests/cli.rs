@@ -1376,19 +1376,7 @@ fn batch_hands_over_to_the_live_server_only() {
     use pinnersage_server::handoff::{ServerRecord, server_file};
     let dir = scratch("handoff");
     let d = s(&dir);
-    let items = dir.join("items.csv");
-    std::fs::write(&items, common::FIVE_ITEMS_CSV).unwrap();
-    for args in [
-        &["import", "items", "--data-dir", d, s(&items)][..],
-        &["index", "build", "--data-dir", d, "--kind", "exact"],
-    ] {
-        let out = run(args);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    common::five_item_catalog(&dir);
     // A server on every interface (so with tokens): `batch` reaches it on loopback.
     let token = "admin-token-000001";
     let tokens = dir.join("tokens.txt");
@@ -1457,19 +1445,7 @@ fn batch_hands_over_to_the_live_server_only() {
 fn serve_never_prints_a_nats_password() {
     let dir = scratch("nats-secret");
     let d = s(&dir);
-    let items = dir.join("items.csv");
-    std::fs::write(&items, common::FIVE_ITEMS_CSV).unwrap();
-    for args in [
-        &["import", "items", "--data-dir", d, s(&items)][..],
-        &["index", "build", "--data-dir", d, "--kind", "exact"],
-    ] {
-        let out = run(args);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    common::five_item_catalog(&dir);
     // Nothing listens on port 1: the connection error names the URL, masked, with or without
     // a scheme.
     for (url, shown) in [
@@ -1492,19 +1468,7 @@ fn serve_answers_readyz_while_its_data_directory_opens() {
     use std::io::{Read, Write};
     let dir = scratch("opening");
     let d = s(&dir);
-    let items = dir.join("items.csv");
-    std::fs::write(&items, common::FIVE_ITEMS_CSV).unwrap();
-    for args in [
-        &["import", "items", "--data-dir", d, s(&items)][..],
-        &["index", "build", "--data-dir", d, "--kind", "exact"],
-    ] {
-        let out = run(args);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    common::five_item_catalog(&dir);
     // A long journal of events after the served batch (none): replayed into the online state
     // when the server opens.
     {

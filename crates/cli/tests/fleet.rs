@@ -562,10 +562,7 @@ fn a_stream_leader_change_costs_no_failed_post() {
     let mut cluster = Cluster::start(&exe, &dir.join("nats"), 3);
     let data = dir.join("a");
     let d = data.to_str().unwrap();
-    let items = dir.join("items.csv");
-    std::fs::write(&items, FIVE_ITEMS_CSV).unwrap();
-    run_ok(&["import", "items", "--data-dir", d, items.to_str().unwrap()]);
-    run_ok(&["index", "build", "--data-dir", d, "--kind", "exact"]);
+    common::five_item_catalog(&data);
     let (rt, js) = replicated_stream(&cluster);
     let urls = cluster.urls();
     let fleet = [

@@ -192,10 +192,7 @@ fn nats_event_ids_are_per_user() {
     let nats = Nats::start(&exe, &dir.join("jetstream"));
     let data = dir.join("data");
     let d = data.to_str().unwrap();
-    let items = dir.join("items.csv");
-    std::fs::write(&items, common::FIVE_ITEMS_CSV).unwrap();
-    run_ok(&["import", "items", "--data-dir", d, items.to_str().unwrap()]);
-    run_ok(&["index", "build", "--data-dir", d, "--kind", "exact"]);
+    common::five_item_catalog(&data);
     let server = RunningServer::start_with(d, &["--nats", &nats.url]);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

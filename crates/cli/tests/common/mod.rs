@@ -154,6 +154,25 @@ pub fn events_body(ns: &[u64], base: u64) -> String {
 /// The items of [`events_body`]'s events, as a CSV for `import items`.
 pub const FIVE_ITEMS_CSV: &str = "id,a,b\ni0,1,0\ni1,0,1\ni2,1,1\ni3,1,-1\ni4,-1,0\n";
 
+/// Imports [`FIVE_ITEMS_CSV`] into `data_dir` and builds its exact index, with the binary.
+pub fn five_item_catalog(data_dir: &Path) {
+    std::fs::create_dir_all(data_dir).unwrap();
+    let items = data_dir.join("five-items.csv");
+    std::fs::write(&items, FIVE_ITEMS_CSV).unwrap();
+    let d = data_dir.to_str().unwrap();
+    for args in [
+        &["import", "items", "--data-dir", d, items.to_str().unwrap()][..],
+        &["index", "build", "--data-dir", d, "--kind", "exact"],
+    ] {
+        let out = bin().args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 /// Debian's `nats-server`, or `None` with a note when it is not installed, unless
 /// `PINNERSAGE_REQUIRE_NATS=1` (set by CI), which makes a missing server a failure.
 pub fn nats_server() -> Option<PathBuf> {
