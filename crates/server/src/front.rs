@@ -252,7 +252,8 @@ async fn serve_with(
             use tower_service::Service;
             app().call(req.map(axum::body::Body::new))
         });
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let stream = TokioIo::new(JsonErrors::new(stream));
+        let connection = graceful.watch(http.serve_connection(stream, service));
         tokio::spawn(async move {
             // A client that went away or timed out is nothing to report.
             let _ = connection.await;
@@ -296,5 +297,112 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
+    }
+}
+
+/// Gives the answers hyper sends by itself, to requests it cannot parse (a URL over 64 KiB: 414,
+/// headers over its buffer: 431, a malformed request line such as a raw `>` in the query: 400),
+/// the JSON error body every other answer has: hyper writes them without a body and offers no
+/// hook, so the connection's writes are watched for such a head (this server's own 400s always
+/// carry a body) and it is replaced. Everything else passes through unchanged.
+struct JsonErrors<S> {
+    inner: S,
+    /// A replacement being written: the bytes, how many are written, and the length of the
+    /// write it stands for (reported once all are written).
+    replacing: Option<(Vec<u8>, usize, usize)>,
+}
+
+impl<S> JsonErrors<S> {
+    fn new(inner: S) -> Self {
+        Self {
+            inner,
+            replacing: None,
+        }
+    }
+}
+
+/// The JSON answer standing for `head` when it is one of hyper's bodiless parse-error answers.
+fn json_error_for(head: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(head).ok()?;
+    let status_line = text
+        .strip_prefix("HTTP/1.1 ")
+        .or_else(|| text.strip_prefix("HTTP/1.0 "))?;
+    let (code, message) = match status_line.get(..4)? {
+        "400 " => (
+            "bad_request",
+            "the request could not be parsed (a character not allowed in the URL, or a malformed request line or header)",
+        ),
+        "414 " => ("uri_too_long", "the URL is over 64 KiB"),
+        "431 " => ("headers_too_large", "the request's headers are too large"),
+        _ => return None,
+    };
+    let lower = text.to_ascii_lowercase();
+    if !text.ends_with("\r\n\r\n") || !lower.contains("\r\ncontent-length: 0\r\n") {
+        return None;
+    }
+    let status = &status_line[..3];
+    let reason = status_line.lines().next()?.get(4..)?;
+    let body = json!({"error": {"code": code, "message": message}}).to_string();
+    Some(
+        format!(
+            "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes(),
+    )
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for JsonErrors<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for JsonErrors<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        if this.replacing.is_none()
+            && let Some(replacement) = json_error_for(buf)
+        {
+            this.replacing = Some((replacement, 0, buf.len()));
+        }
+        let Some((bytes, written, stands_for)) = &mut this.replacing else {
+            return std::pin::Pin::new(&mut this.inner).poll_write(cx, buf);
+        };
+        while *written < bytes.len() {
+            match std::pin::Pin::new(&mut this.inner).poll_write(cx, &bytes[*written..]) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(n)) => *written += n,
+                other => return other,
+            }
+        }
+        let reported = *stands_for;
+        this.replacing = None;
+        Poll::Ready(Ok(reported))
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -1478,6 +1478,41 @@ mod tests {
     }
 
     #[test]
+    fn requests_the_http_layer_cannot_parse_get_json_errors_too() {
+        let (addr, _stop) = limited(Limits::new(4, Duration::from_secs(5)), Duration::ZERO);
+        let long_url = format!("/fast?filter={}", "a".repeat(70_000));
+        let big_header = format!("X-Big: {}\r\n", "b".repeat(600_000));
+        for (head, status, code) in [
+            (
+                "GET /fast?q=a>b HTTP/1.1\r\n".to_owned(),
+                "400",
+                "bad_request",
+            ),
+            (
+                format!("GET {long_url} HTTP/1.1\r\n"),
+                "414",
+                "uri_too_long",
+            ),
+            (
+                format!("GET /fast HTTP/1.1\r\n{big_header}"),
+                "431",
+                "headers_too_large",
+            ),
+        ] {
+            let raw = exchange(addr, &head, "");
+            let shown = &raw[..raw.len().min(300)];
+            assert!(raw.starts_with(&format!("HTTP/1.1 {status} ")), "{shown}");
+            assert!(raw.contains("content-type: application/json"), "{shown}");
+            let body = raw.split("\r\n\r\n").nth(1).unwrap_or_default();
+            let json: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {shown}"));
+            assert_eq!(json["error"]["code"], code, "{shown}");
+        }
+        // The server goes on answering.
+        let ok = exchange(addr, "POST /fast HTTP/1.1\r\nContent-Length: 2\r\n", "{}");
+        assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    }
+
+    #[test]
     fn bearer_schemes_are_case_insensitive() {
         for value in ["Bearer abc", "bearer abc", "BEARER abc", "  BeArEr   abc "] {
             assert_eq!(bearer_token(value), Some("abc"), "{value:?}");
