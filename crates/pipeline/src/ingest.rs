@@ -197,10 +197,12 @@ fn write_loop(
             let staged = match writer.stage(&events) {
                 Ok(staged) => staged,
                 Err(e) => {
-                    fail(counters, replies.into_iter().map(|(_, r)| r).collect(), &e);
+                    // Unhealthy before the failure is answered: a client told 503 finds the
+                    // reason on /healthz at once.
                     if let Ok(mut failing) = counters.failing.lock() {
                         *failing = Some(e.to_string());
                     }
+                    fail(counters, replies.into_iter().map(|(_, r)| r).collect(), &e);
                     continue;
                 }
             };
@@ -284,6 +286,10 @@ fn commit_loop(
                 Err(e) => {
                     online.forget(events.iter().map(|e| e.user.as_str()));
                     online.written(pending);
+                    // Unhealthy before the failure is answered (see the staging thread).
+                    if let Ok(mut f) = counters.failing.lock() {
+                        *f = Some(e.to_string());
+                    }
                     fail(counters, replies.into_iter().map(|(_, r)| r).collect(), &e);
                     failing = Some(e.to_string());
                 }
