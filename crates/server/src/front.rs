@@ -8,7 +8,7 @@
 //! with `Retry-After: 1`.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -28,7 +28,8 @@ pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// A bound listener being served: first the starting front, then the API ([`Front::install`]).
 pub struct Front {
     addr: std::net::SocketAddr,
-    app: Arc<RwLock<Router>>,
+    /// The API, once installed (until then the starting answers).
+    api: Arc<OnceLock<Router>>,
     waiting: Arc<Mutex<String>>,
     connections: tokio::task::JoinHandle<std::io::Result<()>>,
     reloader: Option<tokio::task::JoinHandle<()>>,
@@ -44,8 +45,8 @@ impl Front {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<Self> {
         let waiting = Arc::new(Mutex::new("opening the data directory".to_owned()));
-        let app = starting(waiting.clone());
-        Self::start_with(listener, app, waiting, header_timeout, shutdown)
+        let api = Arc::new(OnceLock::new());
+        Self::start_with(listener, api, waiting, header_timeout, shutdown)
     }
 
     /// Like [`Front::start`], answering the API of `state` from the first connection (and
@@ -58,30 +59,30 @@ impl Front {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<Self> {
         let waiting = Arc::new(Mutex::new(String::new()));
-        let app = router(state.clone());
-        let mut front = Self::start_with(listener, app, waiting, header_timeout, shutdown)?;
+        let api = Arc::new(OnceLock::from(router(state.clone())));
+        let mut front = Self::start_with(listener, api, waiting, header_timeout, shutdown)?;
         front.reloader = Some(tokio::spawn(reload_every(state, reload)));
         Ok(front)
     }
 
     fn start_with(
         listener: tokio::net::TcpListener,
-        app: Router,
+        api: Arc<OnceLock<Router>>,
         waiting: Arc<Mutex<String>>,
         header_timeout: Duration,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
-        let app = Arc::new(RwLock::new(app));
         let connections = tokio::spawn(serve_switched(
             listener,
-            app.clone(),
+            api.clone(),
+            starting(waiting.clone()),
             header_timeout,
             shutdown,
         ));
         Ok(Self {
             addr,
-            app,
+            api,
             waiting,
             connections,
             reloader: None,
@@ -99,15 +100,11 @@ impl Front {
     }
 
     /// Answers the API of `state` from now on, reloading the profile generation and the
-    /// exclusion list every `reload`.
+    /// exclusion list every `reload` (once: a front serves one API).
     pub fn install(&mut self, state: AppState, reload: Duration) {
-        if let Some(previous) = self
-            .reloader
-            .replace(tokio::spawn(reload_every(state.clone(), reload)))
-        {
-            previous.abort();
+        if self.api.set(router(state.clone())).is_ok() {
+            self.reloader = Some(tokio::spawn(reload_every(state, reload)));
         }
-        *self.app.write().unwrap_or_else(|p| p.into_inner()) = router(state);
     }
 
     /// Waits until the shutdown given to [`Front::start`] completes and the requests in flight
@@ -194,14 +191,15 @@ async fn reload_every(state: AppState, reload: Duration) {
     }
 }
 
-/// Serves the router `app` holds at each request's arrival.
+/// Serves `api` once it is set, `starting` until then (one atomic load per request).
 async fn serve_switched(
     listener: tokio::net::TcpListener,
-    app: Arc<RwLock<Router>>,
+    api: Arc<OnceLock<Router>>,
+    starting: Router,
     header_timeout: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let current = move || app.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let current = move || api.get().unwrap_or(&starting).clone();
     serve_with(listener, current, header_timeout, shutdown).await
 }
 
@@ -390,6 +388,25 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for JsonErrors<S> {
         let reported = *stands_for;
         this.replacing = None;
         Poll::Ready(Ok(reported))
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        // hyper's own error answer is one head, in one slice.
+        let mut slices = bufs.iter().filter(|b| !b.is_empty());
+        if let (Some(only), None) = (slices.next(), slices.next())
+            && (self.replacing.is_some() || json_error_for(only).is_some())
+        {
+            return self.poll_write(cx, only);
+        }
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 
     fn poll_flush(

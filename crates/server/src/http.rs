@@ -306,36 +306,15 @@ async fn limit(State(limits): State<Arc<Limits>>, req: Request, next: Next) -> R
         // Before hyper answers `Expect: 100-continue`: the client sends nothing of it.
         return body_too_large().into_response();
     }
-    let (parts, body) = req.into_parts();
-    let body = match tokio::time::timeout(
-        limits.timeout,
-        axum::body::to_bytes(body, MAX_BODY_BYTES),
-    )
-    .await
-    {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(e)) => {
-            let e = e.into_inner();
-            return if e.is::<http_body_util::LengthLimitError>() {
-                body_too_large()
-            } else {
-                ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.to_string())
-            }
-            .into_response();
-        }
-        Err(_) => {
-            return ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
-                format!(
-                    "the request body did not arrive within {:.0} s",
-                    limits.timeout.as_secs_f64()
-                ),
-            )
-            .into_response();
+    // Most requests (GETs) have no body: nothing to read.
+    let mut req = if axum::body::HttpBody::size_hint(req.body()).exact() == Some(0) {
+        req
+    } else {
+        match read_body(req, &limits).await {
+            Ok(req) => req,
+            Err(refused) => return refused,
         }
     };
-    let mut req = Request::from_parts(parts, axum::body::Body::from(body));
     let Ok(permit) = limits.in_flight.clone().try_acquire_owned() else {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -358,6 +337,41 @@ async fn limit(State(limits): State<Arc<Limits>>, req: Request, next: Next) -> R
     };
     drop(place);
     response
+}
+
+/// `req` with its body read whole (within the request timeout, at most [`MAX_BODY_BYTES`]), or
+/// the answer refusing it (408, 413, 400).
+async fn read_body(req: Request, limits: &Limits) -> Result<Request, Response> {
+    let (parts, body) = req.into_parts();
+    let body = match tokio::time::timeout(
+        limits.timeout,
+        axum::body::to_bytes(body, MAX_BODY_BYTES),
+    )
+    .await
+    {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) => {
+            let e = e.into_inner();
+            return Err(if e.is::<http_body_util::LengthLimitError>() {
+                body_too_large()
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.to_string())
+            }
+            .into_response());
+        }
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "the request body did not arrive within {:.0} s",
+                    limits.timeout.as_secs_f64()
+                ),
+            )
+            .into_response());
+        }
+    };
+    Ok(Request::from_parts(parts, axum::body::Body::from(body)))
 }
 
 /// `respond`'s response, or a 503 once `limits.timeout` has passed.
