@@ -66,14 +66,12 @@ pub fn run(args: &BatchArgs) -> Result<()> {
         return run_batch_on_server(args, &config);
     }
     let summary = result.map_err(|e| match e {
-        BatchError::Config(_)
-        | BatchError::NoEvents { .. }
-        | BatchError::Output(_)
-        | BatchError::Refused(_) => InputError(e.to_string().replace(
-            "force it to publish anyway",
-            "pass --force to publish it anyway",
-        ))
-        .into(),
+        BatchError::Refused(_) => {
+            InputError(format!("{e}; pass --force to publish it anyway")).into()
+        }
+        BatchError::Config(_) | BatchError::NoEvents { .. } | BatchError::Output(_) => {
+            InputError(e.to_string()).into()
+        }
         BatchError::Catalog(pinnersage_catalog::catalog::CatalogError::Missing(_)) => {
             InputError(e.to_string()).into()
         }

@@ -181,8 +181,9 @@ pub enum BatchError {
     #[error(transparent)]
     Output(ParquetIoError),
     /// The new generation would replace the current one with older or far fewer profiles (a
-    /// mistyped or hostile `now`): not published unless forced ([`BatchConfig::force`]).
-    #[error("not published: {0}; force it to publish anyway")]
+    /// mistyped or hostile `now`): not published unless forced ([`BatchConfig::force`]; the
+    /// host says how to force it).
+    #[error("not published: {0}")]
     Refused(String),
     /// No events in the window.
     #[error(

@@ -183,18 +183,10 @@ fn body_too_large() -> ApiError {
 
 impl From<BytesRejection> for ApiError {
     fn from(e: BytesRejection) -> Self {
-        let status = e.status();
-        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "body_too_large"
-        } else {
-            "bad_body"
-        };
-        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            format!("request body over the limit of {MAX_BODY_BYTES} bytes")
-        } else {
-            e.body_text()
-        };
-        Self::new(status, code, message)
+        match e.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => body_too_large(),
+            status => Self::new(status, "bad_body", e.body_text()),
+        }
     }
 }
 
@@ -937,10 +929,7 @@ async fn admin_batch(
             BatchError::Refused(_) => ApiError::new(
                 StatusCode::CONFLICT,
                 "not_published",
-                e.to_string().replace(
-                    "force it to publish anyway",
-                    "send \"force\": true to publish it anyway",
-                ),
+                format!("{e}; send \"force\": true to publish it anyway"),
             ),
             // The request is well-formed; the store has nothing to cluster in its window.
             BatchError::NoEvents { .. } => {
