@@ -9,8 +9,8 @@ use pinnersage_core::ProfileParams;
 use pinnersage_core::importance::DEFAULT_LAMBDA;
 use pinnersage_core::learned::Learner;
 use pinnersage_core::profile::{DEFAULT_ALPHA, DEFAULT_MAX_ACTIONS};
-use pinnersage_pipeline::batch::DEFAULT_WINDOW_DAYS;
-use pinnersage_pipeline::import_events::EventColumns;
+use pinnersage_pipeline::data_in::import_events::EventColumns;
+use pinnersage_store::settings::{DEFAULT_WINDOW_DAYS, GenerationSettings};
 
 /// An error caused by the user's input (bad file, bad value): exit code 2, like usage errors.
 #[derive(Debug)]
@@ -48,12 +48,16 @@ pub struct ProfileArgs {
 }
 
 impl ProfileArgs {
-    /// The clustering parameters.
-    pub fn params(&self) -> ProfileParams {
-        ProfileParams {
-            alpha: self.alpha,
-            lambda: self.lambda,
-            max_actions: self.max_actions,
+    /// The settings of a generation at `now`.
+    pub fn settings(&self, now: i64) -> GenerationSettings {
+        GenerationSettings {
+            now,
+            window_days: self.window_days,
+            params: ProfileParams {
+                alpha: self.alpha,
+                lambda: self.lambda,
+                max_actions: self.max_actions,
+            },
         }
     }
 }
@@ -75,13 +79,9 @@ pub struct ProfileTableArgs {
 }
 
 impl ProfileTableArgs {
-    /// The library's options.
-    pub fn options(&self) -> pinnersage_pipeline::import_profiles::ImportProfilesOptions {
-        pinnersage_pipeline::import_profiles::ImportProfilesOptions {
-            now: self.now,
-            window_days: self.profile.window_days,
-            params: self.profile.params(),
-        }
+    /// What the profiles were computed with.
+    pub fn settings(&self) -> GenerationSettings {
+        self.profile.settings(self.now)
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use pinnersage_pipeline::batch::{
-    BatchConfig, BatchError, BatchSummary, DEFAULT_CHUNK_USERS, Shard, run_batch,
+    BatchConfig, BatchError, BatchRequest, BatchSummary, DEFAULT_CHUNK_USERS, Shard, run_batch,
 };
 use pinnersage_server::handoff::{CHALLENGE_HEADER, PROOF_HEADER, ServerRecord};
 use pinnersage_store::events::EventStoreError;
@@ -49,9 +49,7 @@ pub struct BatchArgs {
 /// Runs `pinnersage batch`.
 pub fn run(args: &BatchArgs) -> Result<()> {
     let config = BatchConfig {
-        now: args.now.unwrap_or_else(unix_now),
-        window_days: args.profile.window_days,
-        params: args.profile.params(),
+        settings: args.profile.settings(args.now.unwrap_or_else(unix_now)),
         shard: args.shard,
         chunk_users: args.chunk_users,
         parquet_out: args.out.clone(),
@@ -69,9 +67,10 @@ pub fn run(args: &BatchArgs) -> Result<()> {
         BatchError::Refused(_) => {
             InputError(format!("{e}; pass --force to publish it anyway")).into()
         }
-        BatchError::Config(_) | BatchError::NoEvents { .. } | BatchError::Output(_) => {
-            InputError(e.to_string()).into()
-        }
+        BatchError::Config(_)
+        | BatchError::Settings(_)
+        | BatchError::NoEvents { .. }
+        | BatchError::Output(_) => InputError(e.to_string()).into(),
         BatchError::Catalog(pinnersage_catalog::catalog::CatalogError::Missing(_)) => {
             InputError(e.to_string()).into()
         }
@@ -146,15 +145,8 @@ fn run_batch_on_server(args: &BatchArgs, config: &BatchConfig) -> Result<()> {
         .into());
     }
     eprintln!("a server at http://{addr} owns the event store: running the batch there");
-    let body = serde_json::json!({
-        "now": config.now,
-        "window_days": config.window_days,
-        "alpha": config.params.alpha,
-        "lambda": config.params.lambda,
-        "max_actions": config.params.max_actions,
-        "force": config.force,
-    });
-    let (status, reply) = conn.post_json("/v1/admin/batch", body.to_string().as_bytes())?;
+    let body = serde_json::to_vec(&BatchRequest::from(config))?;
+    let (status, reply) = conn.post_json("/v1/admin/batch", &body)?;
     if status != 200 {
         let message = serde_json::from_slice::<serde_json::Value>(&reply)
             .ok()

@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::Args;
 use pinnersage_core::als::AlsParams;
 use pinnersage_core::learned::Learner;
-use pinnersage_pipeline::embed::{EmbedError, EmbedOptions, learn, write};
+use pinnersage_pipeline::data_in::embed::{EmbedError, EmbedOptions, learn, write};
 
 use crate::args::{DataDirArg, InputError, LearnMethodArg, unix_now};
 use crate::progress::Bars;

@@ -10,7 +10,7 @@ use pinnersage_eval::evaluate::Budget;
 use pinnersage_eval::evaluation::{ItemEmbeddings, SplitKind};
 use pinnersage_eval::tune::TuneGrid;
 use pinnersage_eval::{EvalError, EvalFiles, EvalOptions, Evaluation};
-use pinnersage_pipeline::movielens;
+use pinnersage_pipeline::data_in::movielens;
 
 use crate::args::{EventColumnArgs, InputError, LearnMethodArg};
 use crate::progress::Bars;

@@ -6,8 +6,8 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use pinnersage_catalog::items::{ItemsOptions, import_items};
-use pinnersage_pipeline::import_events::{ImportError, ImportOptions, import_events};
-use pinnersage_pipeline::import_profiles::{ImportProfilesError, import_profiles};
+use pinnersage_pipeline::data_in::import_events::{ImportError, ImportOptions, import_events};
+use pinnersage_pipeline::exchange::import_profiles::{ImportProfilesError, import_profiles};
 use pinnersage_store::events::EventStoreError;
 use pinnersage_store::profiles::ProfileStoreError;
 
@@ -202,7 +202,7 @@ pub struct ImportProfilesArgs {
 
 /// Runs `pinnersage import profiles`.
 pub fn run_profiles(args: &ImportProfilesArgs) -> Result<()> {
-    let options = args.table.options();
+    let options = args.table.settings();
     let progress = Progress::new("users read", None);
     let result = import_profiles(&args.data.data_dir, &args.table.files, &options, &|users| {
         progress.update(users)

@@ -41,14 +41,14 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
             .collect();
         println!(
             "{}",
-            json!({"user": args.user, "now": store.meta().now, "clusters": clusters})
+            json!({"user": args.user, "now": store.meta().settings.now, "clusters": clusters})
         );
     } else {
         println!(
             "user {}: {} interests (batch at {}, generation {})",
             args.user,
             profile.clusters.len(),
-            store.meta().now,
+            store.meta().settings.now,
             store.dir().display()
         );
         println!(

@@ -10,9 +10,9 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::{Args, FromArgMatches};
 
-use pinnersage_pipeline::embed::{EMBEDDINGS_FILE, IDS_FILE};
-use pinnersage_pipeline::import_events::ImportError;
-use pinnersage_pipeline::movielens::{self, MIN_RATING, positive_ratings};
+use pinnersage_pipeline::data_in::embed::{EMBEDDINGS_FILE, IDS_FILE};
+use pinnersage_pipeline::data_in::import_events::ImportError;
+use pinnersage_pipeline::data_in::movielens::{self, MIN_RATING, positive_ratings};
 
 use crate::args::{DataDirArg, InputError};
 

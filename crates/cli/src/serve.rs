@@ -105,7 +105,7 @@ pub struct ServeArgs {
     header_timeout: f64,
     /// Event submissions waiting for the durable writer at most; more are answered 503 with
     /// Retry-After (NATS messages are redelivered).
-    #[arg(long, default_value_t = pinnersage_pipeline::ingest::DEFAULT_QUEUE)]
+    #[arg(long, default_value_t = pinnersage_pipeline::online::ingest::DEFAULT_QUEUE)]
     ingest_queue: usize,
     /// Serve a non-loopback address with no tokens at all: anyone who can reach it can post
     /// events into any profile and run batches. For closed networks only.

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use pinnersage_pipeline::ship::{ShipError, ship_profiles};
+use pinnersage_pipeline::exchange::ship::{ShipError, ship_profiles};
 
 use crate::args::{InputError, ProfileTableArgs};
 
@@ -34,11 +34,12 @@ pub struct ShipArgs {
 
 /// Runs `pinnersage ship`.
 pub fn run(args: &ShipArgs) -> Result<()> {
-    let report =
-        ship_profiles(&args.to, &args.table.files, &args.table.options()).map_err(|e| match e {
+    let report = ship_profiles(&args.to, &args.table.files, &args.table.settings()).map_err(
+        |e| match e {
             e @ ShipError::Io { .. } => anyhow::Error::from(e),
             e => InputError(e.to_string()).into(),
-        })?;
+        },
+    )?;
     println!(
         "shipped {} file(s) as {}",
         report.manifest.files.len(),

@@ -48,3 +48,8 @@ pub mod ward;
 pub use embeddings::Embeddings;
 pub use error::{CoreError, Result};
 pub use profile::{Actions, Cluster, Clusterer, Profile, ProfileParams};
+
+/// The README, whose Rust example is compiled and run as a doc-test so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeExample;

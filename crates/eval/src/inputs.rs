@@ -10,8 +10,8 @@ use pinnersage_catalog::attributes::{ByRow, read_attributes};
 use pinnersage_catalog::catalog::Catalog;
 use pinnersage_catalog::items::{ItemsOptions, import_items};
 use pinnersage_catalog::npy;
-use pinnersage_pipeline::import_events::{EventColumns, ImportOptions, read_events};
-use pinnersage_pipeline::movielens;
+use pinnersage_pipeline::data_in::import_events::{EventColumns, ImportOptions, read_events};
+use pinnersage_pipeline::data_in::movielens;
 
 use crate::error::EvalError;
 

@@ -5,7 +5,7 @@
 #[path = "../../../tests/fuzz/common.rs"]
 mod common;
 
-use pinnersage_pipeline::import_events::{ImportOptions, read_events};
+use pinnersage_pipeline::data_in::import_events::{ImportOptions, read_events};
 use proptest::prelude::*;
 
 fn read(bytes: &[u8], name: &str) {

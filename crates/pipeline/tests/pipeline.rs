@@ -8,11 +8,12 @@ use std::sync::Arc;
 use pinnersage_catalog::catalog::{Catalog, CatalogBuilder};
 use pinnersage_core::ProfileParams;
 use pinnersage_pipeline::batch::{BatchConfig, BatchError, Shard, run_batch};
-use pinnersage_pipeline::import_events::{
+use pinnersage_pipeline::data_in::import_events::{
     EventColumns, ImportError, ImportOptions, ImportReport, import_events,
 };
 use pinnersage_store::events::{Event, EventStore};
 use pinnersage_store::profiles::{ProfileStore, StoredProfile};
+use pinnersage_store::settings::GenerationSettings;
 
 const DAY: i64 = 86_400;
 const NOW: i64 = 1_700_000_000;
@@ -76,11 +77,13 @@ fn events_csv(dir: &Path, users: usize) -> PathBuf {
 
 fn config(shard: Option<Shard>) -> BatchConfig {
     BatchConfig {
-        now: NOW,
-        window_days: 90,
-        params: ProfileParams {
-            alpha: 0.5,
-            ..Default::default()
+        settings: GenerationSettings {
+            now: NOW,
+            window_days: 90,
+            params: ProfileParams {
+                alpha: 0.5,
+                ..Default::default()
+            },
         },
         shard,
         chunk_users: 7,
@@ -190,23 +193,18 @@ fn a_failed_batch_publishes_nothing() {
     import_events(dir, &[events_csv(dir, 5)], &ImportOptions::default()).unwrap();
     let first = run_batch(dir, &config(None), &|_| {}).unwrap().generation;
     let empty = BatchConfig {
-        now: NOW + 1000 * DAY,
+        settings: GenerationSettings::new(NOW + 1000 * DAY),
         ..config(None)
     };
     assert!(matches!(
         run_batch(dir, &empty, &|_| {}),
         Err(BatchError::NoEvents { .. })
     ));
-    let bad = BatchConfig {
-        params: ProfileParams {
-            alpha: -1.0,
-            ..Default::default()
-        },
-        ..config(None)
-    };
+    let mut bad = config(None);
+    bad.settings.params.alpha = -1.0;
     assert!(matches!(
         run_batch(dir, &bad, &|_| {}),
-        Err(BatchError::Config(_))
+        Err(BatchError::Settings(_))
     ));
     assert_eq!(ProfileStore::open(dir).unwrap().dir(), first);
     let left: Vec<_> = fs::read_dir(dir.join("profiles"))
@@ -379,9 +377,10 @@ fn synthetic_parquet_run_recovers_true_interests() {
 
     let out = dir.join("profiles.parquet");
     let batch = BatchConfig {
-        now: cfg.now,
-        window_days: cfg.days,
-        params: ProfileParams::default(),
+        settings: GenerationSettings {
+            window_days: cfg.days,
+            ..GenerationSettings::new(cfg.now)
+        },
         shard: None,
         chunk_users: 64,
         parquet_out: Some(out.clone()),
@@ -444,13 +443,14 @@ fn synthetic_parquet_run_recovers_true_interests() {
         let profile = cluster_user(&mut clusterer, &catalog, events, cfg.now, &mut buffers)
             .unwrap()
             .unwrap();
-        let mut ours = vec![0usize; buffers.event_index.len()];
+        let mut ours = vec![0usize; buffers.actions.len()];
         for (k, c) in profile.clusters.iter().enumerate() {
             c.members.iter().for_each(|&m| ours[m] = k);
         }
         let items: Vec<&str> = events.items().collect();
         let theirs: Vec<u32> = buffers
-            .event_index
+            .actions
+            .events
             .iter()
             .map(|&e| truth[&(events.id.to_owned(), items[e].to_owned(), events.times[e])])
             .collect();
@@ -544,8 +544,8 @@ fn parquet_events_with_timestamp_types_and_missing_columns() {
 
 #[test]
 fn online_profiles_keep_the_latest_actions_after_the_boundary_and_roll_over() {
-    use pinnersage_pipeline::ingest::Ingestor;
     use pinnersage_pipeline::online::OnlineProfiles;
+    use pinnersage_pipeline::online::ingest::Ingestor;
 
     let scratch_dir = scratch("online");
 
@@ -601,8 +601,11 @@ fn online_profiles_keep_the_latest_actions_after_the_boundary_and_roll_over() {
     assert_eq!(recovered.users(), 2);
 
     // A batch at 1_004 covers u1's first two kept actions; u2 stays whole.
-    let (alpha, lambda) = (params.alpha, params.lambda);
-    assert_eq!(online.roll_over(1_004, alpha, lambda).unwrap(), 0);
+    let at = |now| GenerationSettings {
+        params: params.clone(),
+        ..GenerationSettings::new(now)
+    };
+    assert_eq!(online.roll_over(&at(1_004)).unwrap(), 0);
     let times: Vec<i64> = online
         .get("u1")
         .unwrap()
@@ -612,14 +615,14 @@ fn online_profiles_keep_the_latest_actions_after_the_boundary_and_roll_over() {
         .collect();
     assert_eq!(times, vec![1_005, 1_006]);
     assert_eq!(online.since(), 1_004);
-    assert_eq!(online.roll_over(5_000, alpha, lambda).unwrap(), 2);
+    assert_eq!(online.roll_over(&at(5_000)).unwrap(), 2);
     assert!(online.get("u1").is_none() && online.users() == 0);
 }
 
 #[test]
 fn a_full_ingest_queue_refuses_instead_of_growing_and_loses_nothing_it_accepted() {
-    use pinnersage_pipeline::ingest::{Ingestor, Overloaded};
     use pinnersage_pipeline::online::OnlineProfiles;
+    use pinnersage_pipeline::online::ingest::{Ingestor, Overloaded};
 
     let scratch_dir = scratch("overload");
 
@@ -708,8 +711,8 @@ fn online_users_clustered_together_or_in_groups_equal_each_clustered_alone() {
 
 #[test]
 fn online_state_stays_within_its_budget_and_evicted_users_come_back_whole() {
-    use pinnersage_pipeline::ingest::Ingestor;
     use pinnersage_pipeline::online::OnlineProfiles;
+    use pinnersage_pipeline::online::ingest::Ingestor;
 
     let scratch_dir = scratch("budget");
 

@@ -10,14 +10,13 @@ use pinnersage_catalog::catalog::Catalog;
 use pinnersage_catalog::items::import_items;
 use pinnersage_catalog::parquet_io::ParquetWriter;
 use pinnersage_core::{Embeddings, ProfileParams};
+use pinnersage_pipeline::batch::memory::{EventTable, Vectors, build_profiles};
 use pinnersage_pipeline::batch::{BatchConfig, run_batch};
-use pinnersage_pipeline::import_events::import_events;
-use pinnersage_pipeline::import_profiles::{
-    ImportProfilesError, ImportProfilesOptions, import_profiles,
-};
-use pinnersage_pipeline::memory::{EventTable, ProfilesConfig, Vectors, build_profiles};
-use pinnersage_pipeline::profile_table::{arrays, fields};
+use pinnersage_pipeline::data_in::import_events::import_events;
+use pinnersage_pipeline::exchange::import_profiles::{ImportProfilesError, import_profiles};
+use pinnersage_pipeline::exchange::profile_table::{arrays, fields};
 use pinnersage_store::profiles::{ProfileStore, StoredProfile};
+use pinnersage_store::settings::GenerationSettings;
 
 const DAY: i64 = 86_400;
 const NOW: i64 = 1_700_000_000;
@@ -143,15 +142,22 @@ fn params() -> ProfileParams {
     }
 }
 
+/// The settings the tests' profiles are computed with, at `now`.
+fn settings(now: i64) -> GenerationSettings {
+    GenerationSettings {
+        now,
+        window_days: 30,
+        params: params(),
+    }
+}
+
 /// Imports the data and runs the embedded batch; returns every user's stored profile.
 fn embedded(dir: &Path) -> Vec<(String, StoredProfile)> {
     import_items(dir, &dir.join("items.csv"), &Default::default()).unwrap();
     import_events(dir, &[dir.join("events.csv")], &Default::default()).unwrap();
     let config = BatchConfig {
-        window_days: 30,
-        params: params(),
         parquet_out: Some(dir.join("profiles.parquet")),
-        ..BatchConfig::new(NOW)
+        ..BatchConfig::with(settings(NOW))
     };
     run_batch(dir, &config, &|_| {}).unwrap();
     stored(dir)
@@ -204,11 +210,7 @@ fn in_memory_profiles_equal_the_embedded_batch_for_both_vector_sources() {
         weights: Some(&d.weights),
         actions: Some(&d.actions),
     };
-    let config = ProfilesConfig {
-        now: NOW,
-        window_days: 30,
-        params: params(),
-    };
+    let config = settings(NOW);
     let x = Embeddings::new(&d.vectors, d.dim).unwrap();
     let by_table = build_profiles(
         &events,
@@ -261,11 +263,7 @@ fn bad_in_memory_input_names_the_row_or_column() {
         ids: &ids,
         embeddings: Embeddings::new(&x, 2).unwrap(),
     };
-    let config = ProfilesConfig {
-        now: NOW,
-        window_days: 90,
-        params: ProfileParams::default(),
-    };
+    let config = GenerationSettings::new(NOW);
     let users = vec!["u".to_owned(), String::new()];
     let items = vec!["a".to_owned(), "a".to_owned()];
     let table = |times| EventTable {
@@ -279,7 +277,7 @@ fn bad_in_memory_input_names_the_row_or_column() {
     assert!(err.to_string().contains("event row 1"), "{err}");
     let err = build_profiles(&table(&[NOW]), &vectors, &config, 1).unwrap_err();
     assert!(err.to_string().contains("column \"time\""), "{err}");
-    let bad = ProfilesConfig {
+    let bad = GenerationSettings {
         params: ProfileParams {
             alpha: f64::NAN,
             ..ProfileParams::default()
@@ -297,18 +295,18 @@ fn import_profiles_publishes_the_batch_output_unchanged() {
     data(dir);
     let expected = embedded(dir);
     let before = ProfileStore::current_dir(dir).unwrap().unwrap();
-    let options = ImportProfilesOptions {
-        window_days: 30,
-        params: params(),
-        ..ImportProfilesOptions::new(NOW + 5)
-    };
+    let options = settings(NOW + 5);
     let report = import_profiles(dir, &[dir.join("profiles.parquet")], &options, &|_| {}).unwrap();
     assert_ne!(report.generation, before);
     assert_eq!(report.users as usize, expected.len());
     assert_eq!(stored(dir), expected);
     let store = ProfileStore::open(dir).unwrap();
     assert_eq!(
-        (store.meta().now, store.meta().alpha, store.meta().lambda),
+        (
+            store.meta().settings.now,
+            store.meta().settings.params.alpha,
+            store.meta().settings.params.lambda
+        ),
         (NOW + 5, 1.5, 0.02)
     );
     assert!(!store.popular().unwrap().is_empty());
@@ -368,7 +366,7 @@ fn bad_profile_tables_name_the_row_and_publish_nothing() {
             .map(|v| v.unwrap().to_owned())
             .collect()
     };
-    let options = ImportProfilesOptions::new(NOW);
+    let options = GenerationSettings::new(NOW);
     let attempt = |file: PathBuf| -> String {
         let err = import_profiles(dir, &[file], &options, &|_| {}).unwrap_err();
         assert_eq!(
@@ -432,17 +430,15 @@ fn bad_profile_tables_name_the_row_and_publish_nothing() {
 
 #[test]
 fn shipped_generations_are_imported_once_and_bad_ones_refused() {
-    use pinnersage_pipeline::ship::{ShipError, import_shipped, pending_shipped, ship_profiles};
+    use pinnersage_pipeline::exchange::ship::{
+        ShipError, import_shipped, pending_shipped, ship_profiles,
+    };
     let scratch_dir = scratch("ship");
     let dir = scratch_dir.path();
     data(dir);
     let expected = embedded(dir);
     let shared = dir.join("shared");
-    let options = ImportProfilesOptions {
-        window_days: 30,
-        params: params(),
-        ..ImportProfilesOptions::new(NOW + 7)
-    };
+    let options = settings(NOW + 7);
     // Nothing shipped yet: nothing to do.
     assert!(import_shipped(dir, &shared).unwrap().is_none());
 
@@ -453,7 +449,9 @@ fn shipped_generations_are_imported_once_and_bad_ones_refused() {
     assert_eq!(report.users as usize, expected.len());
     assert_eq!(stored(dir), expected);
     let meta = ProfileStore::open(dir).unwrap().meta().clone();
-    assert_eq!((meta.now, meta.alpha, meta.lambda), (NOW + 7, 1.5, 0.02));
+    let settings = &meta.settings;
+    let (alpha, lambda) = (settings.params.alpha, settings.params.lambda);
+    assert_eq!((settings.now, alpha, lambda), (NOW + 7, 1.5, 0.02));
     // Imported once: the next check has nothing to do.
     let generation = ProfileStore::current_dir(dir).unwrap();
     assert!(pending_shipped(dir, &shared).unwrap().is_none());

@@ -11,9 +11,8 @@ use numpy::{PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods}
 use pinnersage_core::{Actions, Clusterer, Embeddings, ProfileParams};
 use pinnersage_eval::inputs::LoggedEngagement;
 use pinnersage_eval::{EvalData, EvalOptions, Evaluation};
-use pinnersage_pipeline::memory::{
-    EventTable, ProfilesConfig, StrColumn, Strings, Vectors, build_profiles,
-};
+use pinnersage_pipeline::batch::memory::{EventTable, StrColumn, Strings, Vectors, build_profiles};
+use pinnersage_store::settings::GenerationSettings;
 use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -133,7 +132,7 @@ fn profiles<'py>(
     let data = embeddings
         .as_slice()
         .map_err(|_| error("embeddings: the array must be C-contiguous"))?;
-    let config = ProfilesConfig {
+    let config = GenerationSettings {
         now,
         window_days,
         params: ProfileParams {
@@ -177,11 +176,11 @@ fn profiles<'py>(
     Ok((PyBytes::new(py, &ipc), stats))
 }
 
-/// The profile table (`pinnersage_pipeline::profile_table`) as one Arrow IPC stream.
+/// The profile table (`pinnersage_pipeline::exchange::profile_table`) as one Arrow IPC stream.
 fn profile_ipc(
-    profiles: &[(String, pinnersage_pipeline::memory::StoredProfile)],
+    profiles: &[(String, pinnersage_pipeline::batch::memory::StoredProfile)],
 ) -> Result<Vec<u8>, arrow_schema::ArrowError> {
-    use pinnersage_pipeline::profile_table::{arrays, fields};
+    use pinnersage_pipeline::exchange::profile_table::{arrays, fields};
     let schema = std::sync::Arc::new(arrow_schema::Schema::new(fields()));
     let mut out = Vec::new();
     let mut writer = arrow_ipc::writer::StreamWriter::try_new(&mut out, &schema)?;
@@ -338,7 +337,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     m.add(
         "DEFAULT_WINDOW_DAYS",
-        pinnersage_pipeline::batch::DEFAULT_WINDOW_DAYS,
+        pinnersage_store::settings::DEFAULT_WINDOW_DAYS,
     )?;
     Ok(())
 }

@@ -357,7 +357,7 @@ pub async fn watch_shipped(
     readiness: std::sync::Arc<Readiness>,
     counters: std::sync::Arc<ShippedCounters>,
 ) {
-    use pinnersage_pipeline::ship::{import_shipped, pending_shipped};
+    use pinnersage_pipeline::exchange::ship::{import_shipped, pending_shipped};
     use std::sync::atomic::Ordering::Relaxed;
     let data_dir = engine.data_dir().to_path_buf();
     // The last failure: the generation refused (skipped until a newer one), or the message.

@@ -27,8 +27,7 @@ use crate::front::DEFAULT_HEADER_TIMEOUT;
 use crate::ingest::{Ingest, IngestError, MAX_BODY_BYTES};
 use crate::metrics::{Metrics, write_histogram, write_metric};
 use crate::recommend::{Engine, EngineError, Recommended, Request as RecoRequest, SampledMedoid};
-use pinnersage_core::ProfileParams;
-use pinnersage_pipeline::batch::BatchConfig;
+use pinnersage_pipeline::batch::BatchRequest;
 
 /// The OpenAPI description of every route.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -850,18 +849,6 @@ async fn events(
     Ok(response)
 }
 
-/// Parameters of `POST /v1/admin/batch`, all optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BatchIn {
-    now: Option<i64>,
-    window_days: Option<u32>,
-    alpha: Option<f64>,
-    lambda: Option<f64>,
-    max_actions: Option<usize>,
-    force: Option<bool>,
-}
-
 async fn admin_batch(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
@@ -876,8 +863,8 @@ async fn admin_batch(
         ));
     }
     let ingest = ingest_of(&state)?;
-    let q: BatchIn = if body.iter().all(u8::is_ascii_whitespace) {
-        BatchIn::default()
+    let q: BatchRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        BatchRequest::default()
     } else {
         let bad = |e: serde_json::Error| {
             ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.to_string())
@@ -895,15 +882,7 @@ async fn admin_batch(
         }
         serde_json::from_value(value).map_err(bad)?
     };
-    let mut config = BatchConfig::new(q.now.unwrap_or_else(unix_now));
-    let defaults = &config.params;
-    config.params = ProfileParams {
-        alpha: q.alpha.unwrap_or(defaults.alpha),
-        lambda: q.lambda.unwrap_or(defaults.lambda),
-        max_actions: q.max_actions.unwrap_or(defaults.max_actions),
-    };
-    config.window_days = q.window_days.unwrap_or(config.window_days);
-    config.force = q.force.unwrap_or(false);
+    let config = q.config(unix_now());
     let engine = state.engine.clone();
     let summary = tokio::task::spawn_blocking(move || {
         let summary = ingest.run_batch(&config);
@@ -935,7 +914,7 @@ async fn admin_batch(
             BatchError::NoEvents { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "no_events", e.to_string())
             }
-            BatchError::Config(_) => {
+            BatchError::Config(_) | BatchError::Settings(_) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "batch_failed", e.to_string())
             }
             _ => ApiError::new(

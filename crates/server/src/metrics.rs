@@ -4,7 +4,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use pinnersage_pipeline::histogram::{BOUNDS, Histogram};
+use pinnersage_pipeline::online::histogram::{BOUNDS, Histogram};
 
 /// Routes measured, by label.
 pub const ROUTES: [&str; 14] = [

@@ -22,7 +22,7 @@ use pinnersage_catalog::filter::{AttributeTable, Filter};
 use pinnersage_core::ProfileParams;
 use pinnersage_core::blend::{Blend, blend_shares, shares, weighted_mean};
 use pinnersage_core::hash::stable_hash;
-use pinnersage_core::importance::{DEFAULT_LAMBDA, SECONDS_PER_DAY};
+use pinnersage_core::importance::SECONDS_PER_DAY;
 use pinnersage_core::merge::{Interest, merge_interests};
 use pinnersage_core::profile::DEFAULT_ALPHA;
 use pinnersage_core::sample::{Selection, SplitMix64, sample_seed, select};
@@ -31,6 +31,7 @@ use pinnersage_pipeline::online::{
     DEFAULT_MAX_USERS, DEFAULT_ONLINE_ACTIONS, OnlineProfiles, OnlineUser,
 };
 use pinnersage_store::profiles::{ProfileStore, ProfileStoreError, ProfileView, UserSummary};
+use pinnersage_store::settings::GenerationSettings;
 
 use crate::cache::{MedoidCache, Neighbours};
 use crate::excluded::{Excluded, ExclusionList};
@@ -225,23 +226,20 @@ struct Profiles {
 }
 
 impl Profiles {
-    /// The generation's `now` (the online boundary), `i64::MIN` without a generation.
-    fn now(&self) -> i64 {
-        self.store.as_ref().map_or(i64::MIN, |s| s.meta().now)
+    /// What the served generation was computed with; without one, the default parameters and
+    /// a boundary of `i64::MIN` (every action is online).
+    fn settings(&self) -> GenerationSettings {
+        self.store.as_ref().map_or_else(
+            || GenerationSettings::new(i64::MIN),
+            |s| s.meta().settings.clone(),
+        )
     }
 
     /// The generation's merge threshold.
     fn alpha(&self) -> f64 {
         self.store
             .as_ref()
-            .map_or(DEFAULT_ALPHA, |s| s.meta().alpha)
-    }
-
-    /// The generation's importance decay per day.
-    fn lambda(&self) -> f64 {
-        self.store
-            .as_ref()
-            .map_or(DEFAULT_LAMBDA, |s| s.meta().lambda)
+            .map_or(DEFAULT_ALPHA, |s| s.meta().settings.params.alpha)
     }
 }
 
@@ -354,12 +352,12 @@ impl Engine {
         config: EngineConfig,
     ) -> Result<Self, EngineError> {
         let profiles = load_profiles(data_dir, &catalog)?;
+        let served = profiles.settings();
         let params = ProfileParams {
-            alpha: profiles.alpha(),
-            lambda: profiles.lambda(),
             max_actions: config.online_actions.max(1),
+            ..served.params
         };
-        let online = OnlineProfiles::new(catalog.clone(), params, profiles.now())
+        let online = OnlineProfiles::new(catalog.clone(), params, served.now)
             .map_err(|e| EngineError::BadRequest(e.to_string()))?
             .with_max_users(config.online_users);
         let attributes =
@@ -442,7 +440,7 @@ impl Engine {
         // for a moment a request may miss the actions between the two boundaries, never count
         // them twice.
         self.online
-            .roll_over(fresh.now(), fresh.alpha(), fresh.lambda())
+            .roll_over(&fresh.settings())
             .map_err(|e| EngineError::Internal(e.to_string()))?;
         *self.profiles.write().expect("not poisoned") = Arc::new(fresh);
         Ok(true)

@@ -10,7 +10,7 @@ use std::time::Duration;
 use pinnersage_catalog::catalog::{Catalog, CatalogError};
 use pinnersage_index::IndexError;
 use pinnersage_index::persist;
-use pinnersage_pipeline::ingest::DEFAULT_QUEUE;
+use pinnersage_pipeline::online::ingest::DEFAULT_QUEUE;
 use pinnersage_pipeline::online::{DEFAULT_MAX_USERS, DEFAULT_ONLINE_ACTIONS};
 use pinnersage_store::events::EventStoreError;
 
@@ -47,7 +47,7 @@ pub struct ServeConfig {
     pub online_users: usize,
     /// Also consume events from NATS JetStream (in fleet mode, publish posted events to it).
     pub nats: Option<NatsConfig>,
-    /// Import profile generations shipped to this shared directory ([`pinnersage_pipeline::ship`]).
+    /// Import profile generations shipped to this shared directory ([`pinnersage_pipeline::exchange::ship`]).
     pub profiles_from: Option<PathBuf>,
     /// The operator's exclusion list (a file of item ids, re-read when it changes).
     pub excluded: Option<PathBuf>,

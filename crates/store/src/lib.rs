@@ -4,8 +4,10 @@
 //!
 //! - [`events`]: the append-heavy event log, in fjall (a journaled LSM tree);
 //! - [`profiles`]: the profiles each batch writes, in redb (ACID B-tree, fast point reads), one
-//!   file per generation, switched atomically.
+//!   file per generation, switched atomically;
+//! - [`settings`]: what a profile generation is computed with, as every generation records it.
 #![warn(missing_docs)]
 
 pub mod events;
 pub mod profiles;
+pub mod settings;

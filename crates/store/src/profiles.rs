@@ -8,6 +8,8 @@ use pinnersage_generation::{Generations, PublishLock, Staging};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+use crate::settings::GenerationSettings;
+
 /// Page cache of the generation writer.
 const WRITER_CACHE_BYTES: usize = 64 << 20;
 
@@ -238,19 +240,13 @@ pub struct UserSummary {
     pub items: usize,
 }
 
-/// What a profile generation was computed with (its `meta.json`).
+/// What a profile generation was computed with (its `meta.json`: the settings' flat fields,
+/// `shard` and `users`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GenerationMeta {
-    /// The batch's `now` (unix seconds).
-    pub now: i64,
-    /// Window length in days.
-    pub window_days: u32,
-    /// Merge threshold.
-    pub alpha: f64,
-    /// Importance decay per day.
-    pub lambda: f64,
-    /// Cap on actions per user.
-    pub max_actions: usize,
+    /// The moment, window and clustering parameters.
+    #[serde(flatten)]
+    pub settings: GenerationSettings,
     /// `(index, count)` when the batch processed one shard of the users.
     pub shard: Option<(u32, u32)>,
     /// Number of users with a profile.

@@ -1,10 +1,12 @@
 //! The event log and profile generations on a real disk.
 
+use pinnersage_core::ProfileParams;
 use pinnersage_store::events::{Event, EventStore, InsertStats};
 use pinnersage_store::profiles::{
     GenerationMeta, ProfileStore, ProfileStoreError, ProfileWriter, StoredCluster, StoredItem,
     StoredProfile,
 };
+use pinnersage_store::settings::GenerationSettings;
 
 fn scratch(name: &str) -> tempfile::TempDir {
     tempfile::Builder::new()
@@ -112,6 +114,23 @@ fn invalid_events_are_refused_before_anything_is_written() {
     assert!(store.insert(&[ev("", "i", 1, "")]).is_err());
 }
 
+/// A generation's `meta.json` keeps the flat layout every earlier version wrote, so old
+/// generations are read and new ones are readable by older servers.
+#[test]
+fn generation_metadata_keeps_its_flat_layout() {
+    let written = r#"{"now":1700000000,"window_days":90,"alpha":1.75,"lambda":0.01,"max_actions":2000,"shard":[1,4],"users":514}"#;
+    let meta: GenerationMeta = serde_json::from_str(written).unwrap();
+    assert_eq!(meta.settings.now, 1_700_000_000);
+    assert_eq!(meta.settings.params.alpha, 1.75);
+    assert_eq!(meta.settings.params.max_actions, 2000);
+    assert_eq!((meta.shard, meta.users), (Some((1, 4)), 514));
+    assert_eq!(serde_json::to_string(&meta).unwrap(), written);
+    // Written before sharded batches: no `shard`.
+    let older = r#"{"now":5,"window_days":30,"alpha":1.0,"lambda":0.0,"max_actions":20,"users":1}"#;
+    let meta: GenerationMeta = serde_json::from_str(older).unwrap();
+    assert_eq!((meta.settings.window_days, meta.shard), (30, None));
+}
+
 #[test]
 fn profile_generations_switch_atomically() {
     let scratch_dir = scratch("profiles");
@@ -121,11 +140,15 @@ fn profile_generations_switch_atomically() {
         Err(ProfileStoreError::Missing(_))
     ));
     let meta = GenerationMeta {
-        now: 10,
-        window_days: 90,
-        alpha: 1.75,
-        lambda: 0.01,
-        max_actions: 2000,
+        settings: GenerationSettings {
+            now: 10,
+            window_days: 90,
+            params: ProfileParams {
+                alpha: 1.75,
+                lambda: 0.01,
+                max_actions: 2000,
+            },
+        },
         shard: None,
         users: 0,
     };
@@ -170,7 +193,10 @@ fn profile_generations_switch_atomically() {
     assert_eq!(old.get("alice").unwrap(), Some(profile("x")));
     let second = w
         .publish(GenerationMeta {
-            now: 20,
+            settings: GenerationSettings {
+                now: 20,
+                ..meta.settings.clone()
+            },
             ..meta.clone()
         })
         .unwrap();

@@ -9,7 +9,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use pinnersage_catalog::catalog::{Catalog, CatalogBuilder};
-use pinnersage_core::ProfileParams;
 use pinnersage_core::sample::SplitMix64;
 use pinnersage_index::persist::{self, BuildOptions};
 use pinnersage_pipeline::batch::{BatchConfig, run_batch};
@@ -71,13 +70,8 @@ pub fn make_data_dir(dir: &Path) {
 
 pub fn batch(dir: &Path, now: i64) {
     let config = BatchConfig {
-        now,
-        window_days: 90,
-        params: ProfileParams::default(),
-        shard: None,
         chunk_users: 16,
-        parquet_out: None,
-        force: false,
+        ..BatchConfig::new(now)
     };
     run_batch(dir, &config, &|_| {}).unwrap();
 }

@@ -5,18 +5,18 @@
 //! Equal to the embedded batch by construction: events are kept in the same window
 //! (`now − window_days·86400 ..= now`), deduplicated and ordered per user exactly as the event
 //! store keys them (time, then the dedupe hash of item and action; the first of two equal keys
-//! wins), events on unknown items are skipped, each user is clustered by the same
-//! [`Clusterer`] and stored through [`crate::batch::to_stored`].
+//! wins), events on unknown items are skipped, and each user is clustered and stored by the same
+//! routine ([`crate::clustering::UserActions`]).
 
 use std::collections::HashMap;
 
-use pinnersage_core::importance::{SECONDS_PER_DAY, decay};
-use pinnersage_core::{Actions, Clusterer, CoreError, Embeddings, ProfileParams};
+use pinnersage_core::{Clusterer, CoreError, Embeddings};
 use pinnersage_store::events::{check_event_parts, dedupe_hash};
 pub use pinnersage_store::profiles::StoredProfile;
+use pinnersage_store::settings::{GenerationSettings, SettingsError};
 use rayon::prelude::*;
 
-use crate::batch::{DistinctItems, check_settings, to_stored};
+use crate::clustering::UserActions;
 
 /// A column of strings, read by row.
 pub trait Strings: Sync {
@@ -52,7 +52,7 @@ impl<'a> StrColumn<'a> {
     /// string is UTF-8 on character boundaries. `name` is the column's name for errors.
     ///
     /// ```
-    /// use pinnersage_pipeline::memory::{StrColumn, Strings};
+    /// use pinnersage_pipeline::batch::memory::{StrColumn, Strings};
     /// let c = StrColumn::new("user", &[0, 2, 5], b"u1u22").unwrap();
     /// assert_eq!((c.len(), c.get(1)), (2, "u22"));
     /// assert!(StrColumn::new("user", &[0, 3, 2], b"abc").is_err());
@@ -121,17 +121,6 @@ pub enum Vectors<'a> {
     },
 }
 
-/// The settings of an in-memory batch (those of [`crate::batch::BatchConfig`] that apply).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ProfilesConfig {
-    /// The window ends and importance is measured here (unix seconds).
-    pub now: i64,
-    /// Days of history per user.
-    pub window_days: u32,
-    /// Clustering parameters.
-    pub params: ProfileParams,
-}
-
 /// Profiles of every user with a known item in the window, and what was skipped.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Profiles {
@@ -176,7 +165,10 @@ pub enum MemoryError {
         /// The id.
         id: String,
     },
-    /// A setting is out of its domain.
+    /// The generation's settings are out of their domains.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// A setting of the run is out of its domain.
     #[error("{0}")]
     Config(String),
     /// Clustering rejected a user's data.
@@ -197,10 +189,10 @@ pub const MAX_THREADS: usize = 1024;
 pub fn build_profiles(
     events: &EventTable<'_>,
     vectors: &Vectors<'_>,
-    config: &ProfilesConfig,
+    settings: &GenerationSettings,
     threads: usize,
 ) -> Result<Profiles, MemoryError> {
-    check_settings(&config.params, config.window_days).map_err(MemoryError::Config)?;
+    settings.validate()?;
     let n = events.users.len();
     let check_len = |column: &str, len: usize| {
         if len == n {
@@ -220,7 +212,11 @@ pub fn build_profiles(
     if let Some(a) = events.actions {
         check_len("action", a.len())?;
     }
-    let (resolve, x): (Box<dyn Fn(usize) -> Option<usize> + Sync>, Embeddings<'_>) = match vectors {
+    // Each event's row in the vector table, and each vector row's item id.
+    type Resolve<'r> = Box<dyn Fn(usize) -> Option<usize> + Sync + 'r>;
+    type Name<'r> = Box<dyn Fn(usize) -> &'r str + Sync + 'r>;
+    let items = events.items;
+    let (resolve, name, x): (Resolve<'_>, Name<'_>, Embeddings<'_>) = match vectors {
         Vectors::PerEvent(x) => {
             check_len("embedding", x.rows())?;
             // Every event of an item reads the vector of the item's first event, so that an
@@ -229,7 +225,12 @@ pub fn build_profiles(
             let canonical: Vec<usize> = (0..events.items.len())
                 .map(|row| *first.entry(events.items.get(row)).or_insert(row))
                 .collect();
-            (Box::new(move |row| Some(canonical[row])), *x)
+            // A vector row is the item's first event.
+            (
+                Box::new(move |row| Some(canonical[row])),
+                Box::new(|row| items.get(row)),
+                *x,
+            )
         }
         Vectors::Items { ids, embeddings } => {
             if ids.len() != embeddings.rows() {
@@ -252,9 +253,9 @@ pub fn build_profiles(
                     });
                 }
             }
-            let items = events.items;
             (
                 Box::new(move |row| by_id.get(items.get(row)).copied()),
+                Box::new(|row| ids.get(row)),
                 *embeddings,
             )
         }
@@ -268,7 +269,7 @@ pub fn build_profiles(
         .num_threads(threads)
         .build()
         .map_err(|e| MemoryError::Config(format!("cannot start {threads} threads: {e}")))?;
-    pool.install(|| run(events, &*resolve, x, config))
+    pool.install(|| run(events, &*resolve, &*name, x, settings))
 }
 
 /// One event in the window, keyed as the store keys it.
@@ -278,15 +279,14 @@ struct Keyed {
     hash: u64,
 }
 
-fn run(
+fn run<'n>(
     events: &EventTable<'_>,
     resolve: &(dyn Fn(usize) -> Option<usize> + Sync),
+    name: &(dyn Fn(usize) -> &'n str + Sync),
     x: Embeddings<'_>,
-    config: &ProfilesConfig,
+    settings: &GenerationSettings,
 ) -> Result<Profiles, MemoryError> {
-    let from = config
-        .now
-        .saturating_sub(i64::from(config.window_days) * SECONDS_PER_DAY as i64);
+    let window = settings.window();
     let weight = |row: usize| events.weights.map_or(1.0, |w| w[row]);
     let action = |row: usize| events.actions.map_or("", |a| a.get(row));
     // Validate every event as an import would and key the window's.
@@ -302,9 +302,7 @@ fn run(
                 }
             })?;
             let hash = dedupe_hash(None, item, action, scratch);
-            Ok((from..=config.now)
-                .contains(&time)
-                .then_some(Keyed { row, time, hash }))
+            Ok::<_, MemoryError>(window.contains(&time).then_some(Keyed { row, time, hash }))
         })
         .filter_map(Result::transpose)
         .collect::<Result<_, _>>()?;
@@ -326,61 +324,30 @@ fn run(
     keyed.dedup_by(|b, a| a.time == b.time && a.hash == b.hash && user_key(a) == user_key(b));
     let duplicates = (before - keyed.len()) as u64;
     let users: Vec<&[Keyed]> = keyed.chunk_by(|a, b| user_key(a) == user_key(b)).collect();
+    let (now, lambda) = (settings.now, settings.params.lambda);
     let results: Vec<(String, Option<StoredProfile>, u64)> = users
         .par_iter()
         .map_init(
             || {
-                let clusterer = Clusterer::new(config.params.clone()).expect("validated above");
-                (
-                    clusterer,
-                    Vec::<f32>::new(),
-                    Vec::<i64>::new(),
-                    Vec::<f32>::new(),
-                    Vec::<usize>::new(),
-                    DistinctItems::default(),
-                )
+                let clusterer = Clusterer::new(settings.params.clone());
+                (clusterer.expect("validated above"), UserActions::default())
             },
-            |(clusterer, gathered, times, weights, rows, items), user_events| {
-                gathered.clear();
-                times.clear();
-                weights.clear();
-                rows.clear();
-                items.clear();
-                for e in *user_events {
+            |(clusterer, actions), user_events| {
+                actions.clear();
+                for (k, e) in user_events.iter().enumerate() {
                     if let Some(vector) = resolve(e.row) {
-                        times.push(e.time);
-                        weights.push(weight(e.row));
-                        let distinct = items.rows.len();
-                        items.push(vector);
-                        if items.rows.len() > distinct {
-                            rows.push(e.row); // the first event on this distinct item
-                        }
+                        actions.push(k, vector, e.time, weight(e.row));
                     }
                 }
-                for &vector in &items.rows {
-                    gathered.extend_from_slice(x.row(vector));
-                }
                 let user = events.users.get(user_events[0].row).to_owned();
-                let unknown = (user_events.len() - times.len()) as u64;
-                if times.is_empty() {
-                    return Ok((user, None, unknown));
-                }
-                let mut cluster = || -> Result<_, CoreError> {
-                    let vectors = Embeddings::new(gathered, x.dim())?;
-                    let actions = Actions::on_items(vectors, &items.item_of, times, Some(weights))?;
-                    clusterer.profile(&actions, config.now)
-                };
-                let profile = cluster().map_err(|source| MemoryError::Cluster {
+                let unknown = (user_events.len() - actions.len()) as u64;
+                let profile = actions.cluster(clusterer, &x, now);
+                let profile = profile.map_err(|source| MemoryError::Cluster {
                     user: user.clone(),
                     source,
                 })?;
-                let lambda = config.params.lambda;
-                let decayed =
-                    |m: usize| f64::from(weights[m]) * decay(config.now, times[m], lambda);
-                let stored = to_stored(&profile, times, decayed, items, |k| {
-                    events.items.get(rows[k])
-                });
-                Ok((user, Some(stored), unknown))
+                let stored = profile.map(|p| actions.to_stored(&p, now, lambda, name));
+                Ok((user, stored, unknown))
             },
         )
         .collect::<Result<_, MemoryError>>()?;

@@ -17,12 +17,12 @@ use pinnersage_core::ProfileParams;
 use pinnersage_generation::{Generations, replace_file};
 use serde::{Deserialize, Serialize};
 
-use crate::batch::check_settings;
-use crate::import_profiles::{
-    ImportProfilesError, ImportProfilesOptions, ImportProfilesReport, import_profiles,
-    parquet_files,
+use pinnersage_store::settings::{GenerationSettings, SettingsError};
+
+use super::import_profiles::{
+    ImportProfilesError, ImportProfilesReport, import_profiles, parquet_files,
 };
-use crate::profile_table::REQUIRED_COLUMNS;
+use super::profile_table::REQUIRED_COLUMNS;
 
 /// The manifest's file name inside a shipped generation.
 pub const MANIFEST: &str = "manifest.json";
@@ -31,18 +31,11 @@ pub const IMPORTED: &str = "shipped.json";
 
 /// What a shipped generation holds and was computed with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "ManifestFile", into = "ManifestFile")]
 pub struct Manifest {
-    /// The moment the profiles were computed for (unix seconds): the replicas' online boundary.
-    pub now: i64,
-    /// Days of history the profiles cover.
-    pub window_days: u32,
-    /// Ward's merge threshold they were computed with (the online path uses it too).
-    pub alpha: f64,
-    /// Importance decay per day.
-    pub lambda: f64,
-    /// Latest actions per user clustered at most.
-    pub max_actions: usize,
+    /// What the profiles were computed with: `now` is the replicas' online boundary, alpha and
+    /// lambda the online path's.
+    pub settings: GenerationSettings,
     /// The Parquet files of the generation, in order.
     pub files: Vec<String>,
     /// When it was shipped (unix nanoseconds): with the directory name, the generation's
@@ -50,17 +43,54 @@ pub struct Manifest {
     pub shipped_at: u128,
 }
 
-impl Manifest {
-    /// The import options it stands for.
-    pub fn options(&self) -> ImportProfilesOptions {
-        ImportProfilesOptions {
-            now: self.now,
-            window_days: self.window_days,
-            params: ProfileParams {
-                alpha: self.alpha,
-                lambda: self.lambda,
-                max_actions: self.max_actions,
+/// [`Manifest`] as its file holds it: the settings' fields flat beside the files, and nothing
+/// else.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManifestFile {
+    now: i64,
+    window_days: u32,
+    alpha: f64,
+    lambda: f64,
+    max_actions: usize,
+    files: Vec<String>,
+    shipped_at: u128,
+}
+
+impl From<ManifestFile> for Manifest {
+    fn from(f: ManifestFile) -> Self {
+        let params = ProfileParams {
+            alpha: f.alpha,
+            lambda: f.lambda,
+            max_actions: f.max_actions,
+        };
+        Self {
+            settings: GenerationSettings {
+                now: f.now,
+                window_days: f.window_days,
+                params,
             },
+            files: f.files,
+            shipped_at: f.shipped_at,
+        }
+    }
+}
+
+impl From<Manifest> for ManifestFile {
+    fn from(m: Manifest) -> Self {
+        let GenerationSettings {
+            now,
+            window_days,
+            params,
+        } = m.settings;
+        Self {
+            now,
+            window_days,
+            alpha: params.alpha,
+            lambda: params.lambda,
+            max_actions: params.max_actions,
+            files: m.files,
+            shipped_at: m.shipped_at,
         }
     }
 }
@@ -90,9 +120,12 @@ pub enum ShipError {
     /// The profiles were refused by the replica's import (the first bad row is named).
     #[error(transparent)]
     Import(#[from] ImportProfilesError),
-    /// A setting is out of its domain.
-    #[error("{0}")]
-    Config(String),
+    /// The settings recorded with the profiles are out of their domains.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// No profile file was given.
+    #[error("no profile files given")]
+    NoFiles,
 }
 
 fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> ShipError + '_ {
@@ -112,18 +145,18 @@ pub struct ShipReport {
 }
 
 /// Copies the profile tables in `inputs` (files, or directories of `*.parquet` such as a Spark
-/// output) into a new generation of `shared` with a manifest of `options`, and makes it the
+/// output) into a new generation of `shared` with a manifest of `settings`, and makes it the
 /// current one. Only the schema is checked here (the rows are validated by every replica
 /// against its catalog, which this host may not have). One publisher per shared directory.
 pub fn ship_profiles(
     shared: &Path,
     inputs: &[PathBuf],
-    options: &ImportProfilesOptions,
+    settings: &GenerationSettings,
 ) -> Result<ShipReport, ShipError> {
-    check_settings(&options.params, options.window_days).map_err(ShipError::Config)?;
+    settings.validate()?;
     let files = parquet_files(inputs)?;
     if files.is_empty() {
-        return Err(ShipError::Config("no profile files given".into()));
+        return Err(ShipError::NoFiles);
     }
     for file in &files {
         let reader = ParquetReader::open(file)?;
@@ -144,11 +177,7 @@ pub fn ship_profiles(
         names.push(name);
     }
     let manifest = Manifest {
-        now: options.now,
-        window_days: options.window_days,
-        alpha: options.params.alpha,
-        lambda: options.params.lambda,
-        max_actions: options.params.max_actions,
+        settings: settings.clone(),
         files: names,
         shipped_at: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -225,7 +254,7 @@ pub fn import_shipped(
         return Ok(None);
     }
     let files: Vec<PathBuf> = manifest.files.iter().map(|f| dir.join(f)).collect();
-    let report = import_profiles(data_dir, &files, &manifest.options(), &|_| {})?;
+    let report = import_profiles(data_dir, &files, &manifest.settings, &|_| {})?;
     let record = serde_json::json!({"generation": id, "from": shared}).to_string();
     let path = data_dir.join(IMPORTED);
     replace_file(&path, record.as_bytes()).map_err(io_at(&path))?;

@@ -18,11 +18,12 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 
 use pinnersage_catalog::catalog::Catalog;
 use pinnersage_core::hash::stable_hash;
-use pinnersage_core::{Actions, Clusterer, CoreError, Embeddings, ProfileParams};
+use pinnersage_core::{Clusterer, CoreError, ProfileParams};
 use pinnersage_store::events::{EventStore, EventStoreError};
+use pinnersage_store::settings::GenerationSettings;
 use rayon::prelude::*;
 
-use crate::batch::DistinctItems;
+use crate::clustering::UserActions;
 
 /// Latest actions per user clustered online, as in the paper.
 pub const DEFAULT_ONLINE_ACTIONS: usize = 20;
@@ -428,20 +429,16 @@ impl OnlineProfiles {
         if actions.len() > keep {
             actions.drain(..actions.len() - keep);
         }
-        let dim = self.catalog.dim();
-        let mut items = DistinctItems::default();
-        actions.iter().for_each(|a| items.push(a.row as usize));
-        let mut x = Vec::with_capacity(items.rows.len() * dim);
-        for &row in &items.rows {
-            x.extend_from_slice(self.catalog.embedding(row));
+        let mut user = UserActions::default();
+        for (k, a) in actions.iter().enumerate() {
+            user.push(k, a.row as usize, a.time, a.weight);
         }
-        let times: Vec<i64> = actions.iter().map(|a| a.time).collect();
-        let weights: Vec<f32> = actions.iter().map(|a| a.weight).collect();
-        let clusters = Embeddings::new(&x, dim)
-            .and_then(|x| Actions::on_items(x, &items.item_of, &times, Some(&weights)))
-            .and_then(|a| clusterer.profile(&a, since))
-            .map(|p| {
-                p.clusters
+        let profile = user.cluster(clusterer, &*self.catalog, since);
+        let times = &user.times;
+        let clusters = profile
+            .map(|profile| {
+                let clusters = profile.map(|p| p.clusters).unwrap_or_default();
+                clusters
                     .into_iter()
                     .map(|c| {
                         let mut members = c.members.clone();
@@ -461,16 +458,17 @@ impl OnlineProfiles {
         OnlineUser { actions, clusters }
     }
 
-    /// Follows a newly served batch generation: moves the boundary to `since` (its `now`) and
-    /// clusters with its `alpha` and `lambda` from now on. Actions at or before the boundary are
-    /// dropped and users left without actions are removed; the users whose actions changed are
-    /// re-clustered, and every user when alpha or lambda changed. Returns the number of users
-    /// removed. Invalid parameters change nothing.
-    pub fn roll_over(&self, since: i64, alpha: f64, lambda: f64) -> Result<usize, CoreError> {
+    /// Follows a newly served batch generation with `settings`: moves the boundary to its
+    /// `now` and clusters with its `alpha` and `lambda` from now on (the number of online actions
+    /// kept stays). Actions at or before the boundary are dropped and users left without actions
+    /// are removed; the users whose actions changed are re-clustered, and every user when alpha or
+    /// lambda changed. Returns the number of users removed. Invalid parameters change nothing.
+    pub fn roll_over(&self, settings: &GenerationSettings) -> Result<usize, CoreError> {
+        let since = settings.now;
         let mut served = self.served.write().expect("not poisoned");
         let params = ProfileParams {
-            alpha,
-            lambda,
+            alpha: settings.params.alpha,
+            lambda: settings.params.lambda,
             ..served.params.clone()
         };
         let mut clusterer = Clusterer::new(params.clone())?;

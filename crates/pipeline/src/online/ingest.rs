@@ -16,8 +16,8 @@ use std::thread::JoinHandle;
 use pinnersage_catalog::catalog::Catalog;
 use pinnersage_store::events::{Event, EventStore, EventStoreError, Staged, Writer};
 
-use crate::histogram::Histogram;
-use crate::online::{Accepted, OnlineAction, OnlineProfiles, PendingWrite};
+use super::histogram::Histogram;
+use super::profiles::{Accepted, OnlineAction, OnlineProfiles, PendingWrite};
 
 /// Most events stored by one commit (a group larger than this is split).
 pub const MAX_GROUP_EVENTS: usize = 50_000;

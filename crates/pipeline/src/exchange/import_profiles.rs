@@ -1,5 +1,5 @@
 //! Publishing profiles computed elsewhere (the Spark job, or any engine that writes the
-//! [`crate::profile_table`] schema) as a profile generation a server picks up like a batch's.
+//! [`crate::exchange::profile_table`] schema) as a profile generation a server picks up like a batch's.
 //!
 //! Everything is validated before the generation becomes visible: the schema, every row
 //! (medoid and members in the catalog, the medoid among the members, finite non-negative
@@ -16,36 +16,14 @@ use pinnersage_catalog::catalog::{Catalog, CatalogError};
 use pinnersage_catalog::parquet_io::{
     ParquetIoError, ParquetReader, number_column, text_column, text_list_column, vector_column,
 };
-use pinnersage_core::ProfileParams;
 use pinnersage_store::profiles::{
     GenerationMeta, ProfileStoreError, ProfileWriter, StoredCluster, StoredItem, StoredProfile,
 };
 
-use crate::batch::{DEFAULT_WINDOW_DAYS, POPULAR_ITEMS, check_settings};
-use crate::profile_table::{MEMBER_IMPORTANCE, REQUIRED_COLUMNS};
+use pinnersage_store::settings::{GenerationSettings, SettingsError};
 
-/// What the profiles were computed with; stored in the generation's metadata, where the server
-/// reads the online boundary (`now`) and the online path's alpha and lambda.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ImportProfilesOptions {
-    /// The moment the profiles were computed for (unix seconds).
-    pub now: i64,
-    /// Days of history the profiles cover.
-    pub window_days: u32,
-    /// The clustering parameters they were computed with.
-    pub params: ProfileParams,
-}
-
-impl ImportProfilesOptions {
-    /// Profiles computed at `now` with the default window and parameters.
-    pub fn new(now: i64) -> Self {
-        Self {
-            now,
-            window_days: DEFAULT_WINDOW_DAYS,
-            params: ProfileParams::default(),
-        }
-    }
-}
+use super::profile_table::{MEMBER_IMPORTANCE, REQUIRED_COLUMNS};
+use crate::batch::POPULAR_ITEMS;
 
 /// What an import published.
 #[derive(Debug, Clone, PartialEq)]
@@ -84,9 +62,9 @@ pub enum ImportProfilesError {
     /// The inputs hold no Parquet file or no row.
     #[error("{0}")]
     Empty(String),
-    /// A setting is out of its domain.
-    #[error("{0}")]
-    Config(String),
+    /// The settings recorded with the profiles are out of their domains.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
     /// Writing the generation failed.
     #[error(transparent)]
     Profiles(#[from] ProfileStoreError),
@@ -143,15 +121,17 @@ struct Pending {
 }
 
 /// Imports the profile tables in `inputs` (files or directories) as a new profile generation of
-/// `data_dir`; `progress(users)` is called as users are read.
+/// `data_dir`, recording `settings` (what they were computed with: the server reads its online
+/// boundary, `now`, and the online path's alpha and lambda from them); `progress(users)` is
+/// called as users are read.
 pub fn import_profiles(
     data_dir: &Path,
     inputs: &[PathBuf],
-    options: &ImportProfilesOptions,
+    settings: &GenerationSettings,
     progress: &dyn Fn(u64),
 ) -> Result<ImportProfilesReport, ImportProfilesError> {
     let start = Instant::now();
-    check_settings(&options.params, options.window_days).map_err(ImportProfilesError::Config)?;
+    settings.validate()?;
     let files = parquet_files(inputs)?;
     if files.is_empty() {
         return Err(ImportProfilesError::Empty("no profile files given".into()));
@@ -237,11 +217,7 @@ pub fn import_profiles(
     writer.write_popular(&popular)?;
     let users = writer.users();
     let generation = writer.publish(GenerationMeta {
-        now: options.now,
-        window_days: options.window_days,
-        alpha: options.params.alpha,
-        lambda: options.params.lambda,
-        max_actions: options.params.max_actions,
+        settings: settings.clone(),
         shard: None,
         users: 0,
     })?;

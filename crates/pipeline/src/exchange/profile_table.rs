@@ -71,7 +71,7 @@ pub fn fields() -> Vec<Field> {
 /// order and clusters by rank.
 ///
 /// ```
-/// use pinnersage_pipeline::profile_table::arrays;
+/// use pinnersage_pipeline::exchange::profile_table::arrays;
 /// use pinnersage_store::profiles::{StoredCluster, StoredItem, StoredProfile};
 /// let profile = StoredProfile {
 ///     clusters: vec![StoredCluster { medoid: "b".into(), size: 3, importance: 2.5, latest_time: 9 }],

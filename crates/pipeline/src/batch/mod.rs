@@ -3,76 +3,52 @@
 //!
 //! Users are streamed from the event store in key order and processed in chunks; each chunk is
 //! clustered in parallel (rayon, one reusable [`Clusterer`] per worker) and written in one redb
-//! transaction. Memory is bounded by the chunk, never by the number of users.
+//! transaction. Memory is bounded by the chunk, never by the number of users. [`memory`] is the
+//! same batch over columns a host holds in memory.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use pinnersage_catalog::catalog::{Catalog, CatalogError};
-use pinnersage_core::hash::stable_hash;
-use pinnersage_core::importance::{SECONDS_PER_DAY, decay};
-use pinnersage_core::{Actions, Clusterer, CoreError, Embeddings, ProfileParams};
-use pinnersage_store::events::{ChunkUser, EventChunk, EventStore, EventStoreError};
-use pinnersage_store::profiles::{
-    GenerationMeta, ProfileStore, ProfileStoreError, ProfileWriter, StoredCluster, StoredItem,
-    StoredProfile,
-};
-use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use pinnersage_catalog::catalog::{Catalog, CatalogError};
 use pinnersage_catalog::parquet_io::ParquetIoError;
+use pinnersage_core::{Clusterer, CoreError, Profile, ProfileParams};
+use pinnersage_store::events::{ChunkUser, EventChunk, EventStore, EventStoreError};
+use pinnersage_store::profiles::{
+    GenerationMeta, ProfileStore, ProfileStoreError, ProfileWriter, StoredProfile,
+};
+use pinnersage_store::settings::{GenerationSettings, SettingsError};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 
-use crate::profile_table::ProfilesParquet;
+use crate::clustering::UserActions;
+use crate::exchange::profile_table::ProfilesParquet;
 
-/// Days of history per user in a batch (the paper's 90).
-pub const DEFAULT_WINDOW_DAYS: u32 = 90;
+pub mod memory;
+mod request;
+mod shard;
+
+pub use request::BatchRequest;
+pub use shard::Shard;
 
 /// Users clustered per parallel chunk of a batch.
 pub const DEFAULT_CHUNK_USERS: usize = 4096;
 
-/// Longest window accepted, in days (a century).
-pub const MAX_WINDOW_DAYS: u32 = 36_500;
-
 /// Most users per chunk accepted (a chunk's events are held in memory at once).
 pub const MAX_CHUNK_USERS: usize = 1_000_000;
-
-/// Checks the settings every profile generation shares (the batch's, the in-memory batch's and
-/// those recorded for imported profiles): the parameters' domains and the window.
-///
-/// ```
-/// use pinnersage_core::ProfileParams;
-/// use pinnersage_pipeline::batch::check_settings;
-/// assert!(check_settings(&ProfileParams::default(), 90).is_ok());
-/// assert!(check_settings(&ProfileParams::default(), 0).unwrap_err().contains("window_days"));
-/// ```
-pub fn check_settings(params: &ProfileParams, window_days: u32) -> Result<(), String> {
-    params.validate().map_err(|e| e.to_string())?;
-    if !(1..=MAX_WINDOW_DAYS).contains(&window_days) {
-        return Err(format!(
-            "window_days must be >= 1 (at most {MAX_WINDOW_DAYS}), got {window_days}"
-        ));
-    }
-    Ok(())
-}
 
 /// Settings of one batch run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchConfig {
-    /// The moment profiles are computed for (unix seconds): the window ends here and importance
-    /// is measured from here.
-    pub now: i64,
-    /// Days of history per user.
-    pub window_days: u32,
-    /// Clustering parameters.
-    pub params: ProfileParams,
+    /// The moment, the window and the clustering parameters.
+    pub settings: GenerationSettings,
     /// Process only users with `stable_hash(user) % count == index`.
     pub shard: Option<Shard>,
     /// Users per parallel chunk.
     pub chunk_users: usize,
     /// Also write the profiles to this Parquet file, one row per cluster in the
-    /// [`crate::profile_table`] schema (the one `import profiles` reads).
+    /// [`crate::exchange::profile_table`] schema (the one `import profiles` reads).
     pub parquet_out: Option<PathBuf>,
     /// Publish even a generation that [`BatchError::Refused`] would keep out: one computed for
     /// an older `now` than the current generation's, or with under half its users.
@@ -80,60 +56,30 @@ pub struct BatchConfig {
 }
 
 impl BatchConfig {
-    /// A batch at `now` with every other setting at its default: a
-    /// [`DEFAULT_WINDOW_DAYS`]-day window, [`ProfileParams::default`], all users, chunks of
-    /// [`DEFAULT_CHUNK_USERS`], no Parquet output.
+    /// A batch at `now` with every other setting at its default
+    /// ([`GenerationSettings::new`]): all users, chunks of [`DEFAULT_CHUNK_USERS`], no Parquet
+    /// output.
     ///
     /// ```
-    /// use pinnersage_pipeline::batch::{BatchConfig, DEFAULT_WINDOW_DAYS};
+    /// use pinnersage_pipeline::batch::BatchConfig;
+    /// use pinnersage_store::settings::DEFAULT_WINDOW_DAYS;
     /// let config = BatchConfig::new(1_700_000_000);
-    /// assert_eq!(config.window_days, DEFAULT_WINDOW_DAYS);
+    /// assert_eq!(config.settings.window_days, DEFAULT_WINDOW_DAYS);
     /// assert!(config.shard.is_none() && config.parquet_out.is_none());
     /// ```
     pub fn new(now: i64) -> Self {
+        Self::with(GenerationSettings::new(now))
+    }
+
+    /// A batch with `settings` and every other setting at its default.
+    pub fn with(settings: GenerationSettings) -> Self {
         Self {
-            now,
-            window_days: DEFAULT_WINDOW_DAYS,
-            params: ProfileParams::default(),
+            settings,
             shard: None,
             chunk_users: DEFAULT_CHUNK_USERS,
             parquet_out: None,
             force: false,
         }
-    }
-}
-
-/// One of `count` disjoint parts of the users.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Shard {
-    /// This shard, `0..count`.
-    pub index: u32,
-    /// Number of shards.
-    pub count: u32,
-}
-
-impl Shard {
-    /// Parses `I/N` with `I < N`.
-    ///
-    /// ```
-    /// use pinnersage_pipeline::batch::Shard;
-    /// assert_eq!(Shard::parse("1/4"), Ok(Shard { index: 1, count: 4 }));
-    /// assert!(Shard::parse("4/4").is_err());
-    /// ```
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let (i, n) = text
-            .split_once('/')
-            .ok_or_else(|| format!("shard {text:?} is not I/N"))?;
-        let (index, count) = (i.trim().parse::<u32>(), n.trim().parse::<u32>());
-        match (index, count) {
-            (Ok(index), Ok(count)) if count > 0 && index < count => Ok(Self { index, count }),
-            _ => Err(format!("shard {text:?} must be I/N with 0 <= I < N")),
-        }
-    }
-
-    /// Whether `user` belongs to this shard.
-    pub fn contains(&self, user: &str) -> bool {
-        stable_hash(user.as_bytes()) % u64::from(self.count) == u64::from(self.index)
     }
 }
 
@@ -174,7 +120,10 @@ pub enum BatchError {
     /// Writing profiles failed.
     #[error(transparent)]
     Profiles(#[from] ProfileStoreError),
-    /// Parameters are invalid.
+    /// The generation's settings are out of their domains.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// A setting of the run itself is out of its domain.
     #[error("{0}")]
     Config(String),
     /// The Parquet output could not be written.
@@ -228,7 +177,8 @@ pub fn run_batch_on(
     progress: &dyn Fn(u64),
 ) -> Result<BatchSummary, BatchError> {
     let start = Instant::now();
-    check_settings(&config.params, config.window_days).map_err(BatchError::Config)?;
+    config.settings.validate()?;
+    let settings = &config.settings;
     if !(1..=MAX_CHUNK_USERS).contains(&config.chunk_users) {
         return Err(BatchError::Config(format!(
             "chunk_users must be >= 1 (at most {MAX_CHUNK_USERS}), got {}",
@@ -245,13 +195,11 @@ pub fn run_batch_on(
         .map(ProfilesParquet::create)
         .transpose()
         .map_err(BatchError::Output)?;
-    let from = config
-        .now
-        .saturating_sub(i64::from(config.window_days) * SECONDS_PER_DAY as i64);
+    let (from, now) = settings.window().into_inner();
     let mut totals = (0u64, 0u64, 0u64, 0u64); // users seen, actions, unknown, users without items
     let mut cluster_counts: Vec<u32> = Vec::new();
     let engagements: Vec<AtomicU32> = (0..catalog.rows()).map(|_| AtomicU32::new(0)).collect();
-    let workers = workers(&config.params)?;
+    let workers = workers(&settings.params)?;
     let (mut writer, parquet) = std::thread::scope(|scope| {
         // One thread streams users from the store, the pool clusters a chunk, and one thread
         // writes the previous chunk's profiles: the three overlap.
@@ -263,7 +211,7 @@ pub fn run_batch_on(
             let _ = recycle.send(EventChunk::default());
         }
         scope.spawn(move || {
-            let mut scan = events.scan_users(from, config.now);
+            let mut scan = events.scan_users(from, now);
             let keep = |user: &str| config.shard.is_none_or(|s| s.contains(user));
             for mut chunk in recycled {
                 match scan.fill(&mut chunk, config.chunk_users, keep) {
@@ -324,10 +272,7 @@ pub fn run_batch_on(
         written
     })?;
     if totals.0 == 0 {
-        return Err(BatchError::NoEvents {
-            from,
-            to: config.now,
-        });
+        return Err(BatchError::NoEvents { from, to: now });
     }
     if let Some(out) = parquet {
         out.finish().map_err(BatchError::Output)?;
@@ -339,11 +284,7 @@ pub fn run_batch_on(
     }
     writer.write_popular(&most_engaged(&catalog, &engagements, POPULAR_ITEMS))?;
     let generation = writer.publish(GenerationMeta {
-        now: config.now,
-        window_days: config.window_days,
-        alpha: config.params.alpha,
-        lambda: config.params.lambda,
-        max_actions: config.params.max_actions,
+        settings: settings.clone(),
         shard: config.shard.map(|s| (s.index, s.count)),
         users: 0,
     })?;
@@ -380,8 +321,8 @@ pub fn run_batch_on(
 /// ```
 /// use pinnersage_pipeline::batch::{BatchConfig, check_replaces};
 /// use pinnersage_store::profiles::GenerationMeta;
-/// let current = GenerationMeta { now: 1_000, window_days: 90, alpha: 1.75, lambda: 0.01,
-///                                max_actions: 2_000, shard: None, users: 514 };
+/// use pinnersage_store::settings::GenerationSettings;
+/// let current = GenerationMeta { settings: GenerationSettings::new(1_000), shard: None, users: 514 };
 /// assert!(check_replaces(&current, &BatchConfig::new(2_000), 500).is_ok());
 /// assert!(check_replaces(&current, &BatchConfig::new(0), 514).unwrap_err().contains("older"));
 /// let few = check_replaces(&current, &BatchConfig::new(2_000), 1);
@@ -392,10 +333,10 @@ pub fn check_replaces(
     config: &BatchConfig,
     users: u64,
 ) -> Result<(), String> {
-    if config.now < current.now {
+    let (now, current_now) = (config.settings.now, current.settings.now);
+    if now < current_now {
         return Err(format!(
-            "the batch's now ({}) is older than the current generation's ({}): it would serve older profiles",
-            config.now, current.now
+            "the batch's now ({now}) is older than the current generation's ({current_now}): it would serve older profiles"
         ));
     }
     let shard = config.shard.map(|s| (s.index, s.count));
@@ -408,83 +349,18 @@ pub fn check_replaces(
     Ok(())
 }
 
-/// A user's distinct items in order of first appearance, and each action's index among them:
-/// the input of [`Actions::on_items`], so that an item engaged many times is clustered once
-/// (weighted by its count). The batch, the in-memory batch and the online path group actions
-/// through this one type.
-#[derive(Debug, Default)]
-pub struct DistinctItems {
-    index: HashMap<usize, u32, std::hash::BuildHasherDefault<RowHasher>>,
-    /// Each distinct item's row (in the caller's item table).
-    pub rows: Vec<usize>,
-    /// Each action's index into `rows`.
-    pub item_of: Vec<u32>,
-}
-
-impl DistinctItems {
-    /// Forgets every action, keeping the buffers.
-    pub fn clear(&mut self) {
-        self.index.clear();
-        self.rows.clear();
-        self.item_of.clear();
-    }
-
-    /// Adds the next action, on item `row`.
-    ///
-    /// ```
-    /// use pinnersage_pipeline::batch::DistinctItems;
-    /// let mut items = DistinctItems::default();
-    /// [70, 3, 70, 70, 9].into_iter().for_each(|row| items.push(row));
-    /// assert_eq!(items.rows, [70, 3, 9]);
-    /// assert_eq!(items.item_of, [0, 1, 0, 0, 2]);
-    /// ```
-    pub fn push(&mut self, row: usize) {
-        let next = self.rows.len() as u32;
-        let index = *self.index.entry(row).or_insert(next);
-        if index == next {
-            self.rows.push(row);
-        }
-        self.item_of.push(index);
-    }
-}
-
-/// Hashes item rows, already distinct integers, with one multiplication (Fibonacci hashing).
-#[derive(Debug, Default)]
-pub struct RowHasher(u64);
-
-impl std::hash::Hasher for RowHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.0 = (n as u64 ^ self.0).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
 /// Reusable per-thread buffers for [`cluster_user`].
 #[derive(Debug, Default)]
 pub struct UserBuffers {
-    embeddings: Vec<f32>,
-    items: DistinctItems,
-    counts: Vec<u32>,
-    times: Vec<i64>,
-    weights: Vec<f32>,
-    /// For each clustered action, the index of its event in the user's events.
-    pub event_index: Vec<usize>,
-    rows: Vec<usize>,
+    /// The user's actions on catalog items, as last clustered.
+    pub actions: UserActions,
     resolved: Vec<Option<usize>>,
+    counts: Vec<u32>,
 }
 
-/// Clusters one user's events: resolves items through the catalog (unknown items are skipped),
-/// gathers the embedding of each distinct item once and builds the profile. Cluster members index
-/// `buffers.event_index`, which maps them back to the user's events. `None` if no item is
+/// Clusters one user's events: resolves their items through the catalog (events on unknown
+/// items are skipped) and clusters the rest ([`UserActions::cluster`]). Cluster members index
+/// `buffers.actions`, whose `events` maps them back to the user's events. `None` if no item is
 /// known.
 pub fn cluster_user(
     clusterer: &mut Clusterer,
@@ -492,31 +368,16 @@ pub fn cluster_user(
     events: ChunkUser<'_>,
     now: i64,
     buffers: &mut UserBuffers,
-) -> Result<Option<pinnersage_core::Profile>, CoreError> {
-    let b = buffers;
-    b.embeddings.clear();
-    b.times.clear();
-    b.weights.clear();
-    b.event_index.clear();
-    b.rows.clear();
-    b.items.clear();
-    catalog.rows_of(events.items(), &mut b.resolved);
-    for (k, &row) in b.resolved.iter().enumerate() {
-        if let Some(row) = row {
-            b.times.push(events.times[k]);
-            b.weights.push(events.weights[k]);
-            b.event_index.push(k);
-            b.rows.push(row);
-            b.items.push(row);
+) -> Result<Option<Profile>, CoreError> {
+    catalog.rows_of(events.items(), &mut buffers.resolved);
+    let actions = &mut buffers.actions;
+    actions.clear();
+    for (k, row) in buffers.resolved.iter().enumerate() {
+        if let Some(row) = *row {
+            actions.push(k, row, events.times[k], events.weights[k]);
         }
     }
-    if b.rows.is_empty() {
-        return Ok(None);
-    }
-    catalog.gather(&b.items.rows, &mut b.embeddings);
-    let x = Embeddings::new(&b.embeddings, catalog.dim())?;
-    let actions = Actions::on_items(x, &b.items.item_of, &b.times, Some(&b.weights))?;
-    clusterer.profile(&actions, now).map(Some)
+    actions.cluster(clusterer, catalog, now)
 }
 
 /// Items kept in a generation's most-engaged list (the fallback for users without a profile).
@@ -540,61 +401,6 @@ fn most_engaged(catalog: &Catalog, engagements: &[AtomicU32], n: usize) -> Vec<(
         .into_iter()
         .map(|(c, row)| (catalog.id(row).to_owned(), u64::from(c)))
         .collect()
-}
-
-/// The stored form of `profile`: clusters in profile order with their medoid's item id, and the
-/// user's distinct items, each once in the first cluster that holds it, most recent first within
-/// a cluster, with its importance (the sum of `decayed(row)`, each action's `w·exp(−λ·age)`,
-/// over its actions). `times` are the clustered rows' times, `items` says which distinct item
-/// each row engaged and `item(k)` is distinct item `k`'s id. The batch, the in-memory batch
-/// ([`crate::memory`]) and therefore the Spark job all store profiles through this one function.
-pub fn to_stored<'a>(
-    profile: &pinnersage_core::Profile,
-    times: &[i64],
-    decayed: impl Fn(usize) -> f64,
-    items: &DistinctItems,
-    item: impl Fn(usize) -> &'a str,
-) -> StoredProfile {
-    let known: usize = profile.clusters.iter().map(|c| c.size()).sum();
-    // Position in `stored` of each distinct item, u32::MAX until it is placed.
-    let mut position = vec![u32::MAX; items.rows.len()];
-    let mut stored = Vec::with_capacity(items.rows.len().min(known));
-    let mut importance: Vec<f64> = Vec::with_capacity(stored.capacity());
-    let mut members = Vec::new();
-    for (k, c) in profile.clusters.iter().enumerate() {
-        members.clear();
-        members.extend_from_slice(&c.members);
-        members.sort_by_key(|&m| std::cmp::Reverse(times[m]));
-        for &m in &members {
-            let distinct = items.item_of[m] as usize;
-            if position[distinct] == u32::MAX {
-                position[distinct] = stored.len() as u32;
-                stored.push(StoredItem {
-                    item: item(distinct).to_owned(),
-                    cluster: k as u32,
-                    importance: None,
-                });
-                importance.push(0.0);
-            }
-            importance[position[distinct] as usize] += decayed(m);
-        }
-    }
-    for (stored, total) in stored.iter_mut().zip(importance) {
-        stored.importance = Some(total as f32);
-    }
-    StoredProfile {
-        items: stored,
-        clusters: profile
-            .clusters
-            .iter()
-            .map(|c| StoredCluster {
-                medoid: item(items.item_of[c.medoid] as usize).to_owned(),
-                size: c.size() as u32,
-                importance: c.importance,
-                latest_time: c.latest_time,
-            })
-            .collect(),
-    }
 }
 
 /// One pool thread's clusterer and buffers, kept across chunks so that the large buffers (the
@@ -631,15 +437,17 @@ fn cluster_chunk(
             let worker = &workers[rayon::current_thread_index().unwrap_or(0) % workers.len()];
             let mut worker = worker.lock().unwrap_or_else(|e| e.into_inner());
             let (clusterer, buffers) = &mut *worker;
-            let profile = cluster_user(clusterer, catalog, events, config.now, buffers)
+            let now = config.settings.now;
+            let profile = cluster_user(clusterer, catalog, events, now, buffers)
                 .map_err(|e| BatchError::Config(format!("user {user:?}: {e}")))?;
-            let known = buffers.rows.len();
-            buffers.counts.clear();
-            buffers.counts.resize(buffers.items.rows.len(), 0);
-            for &k in &buffers.items.item_of {
-                buffers.counts[k as usize] += 1;
+            let (actions, counts) = (&buffers.actions, &mut buffers.counts);
+            let known = actions.len();
+            counts.clear();
+            counts.resize(actions.items.rows.len(), 0);
+            for &k in &actions.items.item_of {
+                counts[k as usize] += 1;
             }
-            for (&row, &count) in buffers.items.rows.iter().zip(&buffers.counts) {
+            for (&row, &count) in actions.items.rows.iter().zip(counts.iter()) {
                 engagements[row].fetch_add(count, Ordering::Relaxed);
             }
             let unknown = (events.len() - known) as u64;
@@ -651,18 +459,13 @@ fn cluster_chunk(
                     unknown,
                 });
             };
-            let actions = profile.clusters.iter().map(|c| c.size() as u64).sum();
-            let lambda = config.params.lambda;
-            let decayed = |m: usize| {
-                f64::from(buffers.weights[m]) * decay(config.now, buffers.times[m], lambda)
-            };
-            let stored = to_stored(&profile, &buffers.times, decayed, &buffers.items, |k| {
-                catalog.id(buffers.items.rows[k])
-            });
+            let clustered = profile.clusters.iter().map(|c| c.size() as u64).sum();
+            let lambda = config.settings.params.lambda;
+            let stored = actions.to_stored(&profile, now, lambda, |row| catalog.id(row));
             Ok(UserResult {
                 user: user.to_owned(),
                 profile: Some(stored),
-                actions,
+                actions: clustered,
                 unknown,
             })
         })

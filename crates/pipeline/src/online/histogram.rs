@@ -13,7 +13,7 @@ pub const BOUNDS: [f64; 14] = [
 ///
 /// ```
 /// use std::time::Duration;
-/// use pinnersage_pipeline::histogram::Histogram;
+/// use pinnersage_pipeline::online::histogram::Histogram;
 /// let h = Histogram::default();
 /// h.record(Duration::from_millis(3));
 /// h.record(Duration::from_secs(7));

@@ -6,7 +6,7 @@ use std::fs;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-use crate::import_events::ImportError;
+use super::import_events::ImportError;
 
 /// Ratings: `userId,movieId,rating,timestamp` with a header.
 pub const RATINGS: &str = "ratings.csv";
