@@ -43,9 +43,8 @@ impl Default for TuneGrid {
     }
 }
 
-/// Interests a server request takes at most (the server's `MAX_MEDOIDS`): `serve --medoids`
-/// for [`Pick::All`].
-const ALL_MEDOIDS: usize = 20;
+/// Interests a served request takes at most: `serve --medoids` for [`Pick::All`].
+const ALL_MEDOIDS: usize = pinnersage_engine::MAX_MEDOIDS;
 
 /// One configuration `batch` and `serve` can run: a profile setting and a retrieval setting.
 /// Serialised with the flags' names and values (`alpha`, `lambda`, `medoids`, `selection`,

@@ -352,7 +352,7 @@ pub struct ShippedCounters {
 /// the first attempt.
 pub async fn watch_shipped(
     shared: std::path::PathBuf,
-    engine: std::sync::Arc<crate::recommend::Engine>,
+    engine: std::sync::Arc<pinnersage_engine::engine::Engine>,
     interval: Duration,
     readiness: std::sync::Arc<Readiness>,
     counters: std::sync::Arc<ShippedCounters>,

@@ -19,7 +19,7 @@ use axum::routing::get;
 use serde_json::json;
 
 use crate::http::{AppState, router};
-use crate::recommend::EngineError;
+use pinnersage_engine::engine::EngineError;
 
 /// How long a connection may take to send a request's head, and stay idle between requests, by
 /// default: then it is closed (half-sent requests cannot hold connections open forever).

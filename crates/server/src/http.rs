@@ -26,7 +26,9 @@ use crate::clock::unix_now;
 use crate::front::DEFAULT_HEADER_TIMEOUT;
 use crate::ingest::{Ingest, IngestError, MAX_BODY_BYTES};
 use crate::metrics::{Metrics, write_histogram, write_metric};
-use crate::recommend::{Engine, EngineError, Recommended, Request as RecoRequest, SampledMedoid};
+use pinnersage_engine::engine::{
+    Engine, EngineError, Recommended, Request as RecoRequest, SampledMedoid,
+};
 use pinnersage_pipeline::batch::BatchRequest;
 
 /// The OpenAPI description of every route.
@@ -604,6 +606,7 @@ async fn recommendations(
         global: q.global.unwrap_or(defaults.global),
         exclude_seen: q.exclude_seen.unwrap_or(true),
         now: unix_now(),
+        nonce: crate::clock::unix_nanos(),
     };
     let engine = &state.engine;
     let reco = match filter {
@@ -739,7 +742,9 @@ async fn profile(
 ) -> Result<Response, ApiError> {
     let Path(user) = user?;
     let Query(q) = query?;
-    let members = q.members.unwrap_or(crate::recommend::MEMBERS_SHOWN);
+    let members = q
+        .members
+        .unwrap_or(pinnersage_engine::engine::MEMBERS_SHOWN);
     if members > MAX_MEMBERS {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -795,7 +800,7 @@ async fn profile(
                 importance: i.importance,
                 latest_time: i.latest_time,
                 members: i.members.iter().map(|&r| catalog.id(r as usize)).collect(),
-                online: i.source != crate::recommend::Source::Batch,
+                online: i.source != pinnersage_engine::engine::Source::Batch,
                 source: i.source.as_str(),
             })
             .collect(),

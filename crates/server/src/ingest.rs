@@ -21,7 +21,7 @@ use pinnersage_store::events::{EngineStats, Event, EventStore, EventStoreError, 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::recommend::Engine;
+use pinnersage_engine::engine::Engine;
 
 /// Most events in one request or message.
 pub const MAX_EVENTS_PER_REQUEST: usize = 10_000;

@@ -1,4 +1,4 @@
-//! Serving: the recommendation engine ([`recommend`]), its medoid cache ([`cache`]), request
+//! Serving: the doors of the recommendation engine (`pinnersage-engine`): request
 //! metrics ([`metrics`]), event ingestion over HTTP and NATS JetStream ([`ingest`], [`nats`]), fleet mode
 //! (partitioned events, readiness: [`fleet`]), the listener and its phases ([`front`]), the HTTP
 //! API ([`http`]), how commands find and
@@ -7,9 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
-pub mod cache;
 pub mod clock;
-pub mod excluded;
 pub mod fleet;
 pub mod front;
 pub mod handoff;
@@ -17,11 +15,10 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod nats;
-pub mod recommend;
 pub mod server;
 
 pub use front::{Front, serve, shutdown_signal};
 pub use handoff::server_file;
 pub use http::{AppState, router};
-pub use recommend::{Engine, EngineConfig, Resample, Retrieval};
+pub use pinnersage_engine::{Engine, EngineConfig, Resample, Retrieval};
 pub use server::{Running, ServeConfig, ServeError, Server};

@@ -21,7 +21,7 @@ use futures_util::StreamExt;
 
 use crate::fleet::{FleetConfig, Publisher, Readiness, partition_subject, replica_id};
 use crate::ingest::{Ingest, IngestError};
-use crate::recommend::Engine;
+use pinnersage_engine::engine::Engine;
 
 /// Where to consume from.
 #[derive(Debug, Clone, PartialEq, Eq)]

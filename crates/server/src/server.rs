@@ -22,7 +22,7 @@ use crate::http::{AppState, DEFAULT_MAX_IN_FLIGHT, DEFAULT_REQUEST_TIMEOUT, Limi
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::nats::{self, NatsConfig, NatsCounters, NatsError};
-use crate::recommend::{Engine, EngineConfig, EngineError, Resample, Retrieval};
+use pinnersage_engine::engine::{Engine, EngineConfig, EngineError, Resample, Retrieval};
 
 /// How a data directory is served; [`Default`] gives `pinnersage serve`'s defaults.
 #[derive(Debug, Clone, PartialEq)]

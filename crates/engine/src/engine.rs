@@ -1,4 +1,4 @@
-//! The recommendation engine behind the HTTP API: profiles in, blended neighbours out.
+//! The recommendation engine: profiles in, blended neighbours out.
 //!
 //! For a user with a profile: choose `medoids` clusters ([`Selection`]: sampled in proportion
 //! to importance, seeded by user and day unless configured otherwise, as in the paper; the most
@@ -170,6 +170,9 @@ pub struct Request {
     pub exclude_seen: bool,
     /// Unix seconds of the request (chooses the day of the sampling seed).
     pub now: i64,
+    /// A value that differs from request to request (the server's clock in nanoseconds): the
+    /// sampling seed under [`Resample::PerRequest`].
+    pub nonce: i64,
 }
 
 /// One recommended item (ids are resolved through [`Engine::catalog`] when answering).
@@ -752,7 +755,7 @@ impl Engine {
     ) -> Result<Recommendation, EngineError> {
         let day = match self.config.resample {
             Resample::Daily => req.now.div_euclid(SECONDS_PER_DAY as i64),
-            Resample::PerRequest => crate::clock::unix_nanos(),
+            Resample::PerRequest => req.nonce,
         };
         let seed = sample_seed(user.as_bytes(), day, self.config.seed);
         let weights: Vec<f64> = interests
