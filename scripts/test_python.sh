@@ -15,4 +15,9 @@ cargo build --release --locked --bin pinnersage
 export PINNERSAGE_BIN="$PWD/target/release/pinnersage"
 # Run from the tests' directory so that `import pinnersage` is the installed package.
 cd crates/python/tests
-exec "$venv/bin/python" -m pytest -q -p no:cacheprovider -W ignore::FutureWarning "$@" .
+"$venv/bin/python" -m pytest -q -p no:cacheprovider -W ignore::FutureWarning "$@" .
+# The types: the package checked by mypy, and the native module's stub (_native.pyi) against
+# the compiled module by stubtest (names, signatures, constants).
+cd ..
+"$venv/bin/python" -m mypy --config-file pyproject.toml python/pinnersage
+"$venv/bin/python" -m mypy.stubtest --mypy-config-file pyproject.toml pinnersage._native

@@ -545,7 +545,7 @@ fn parquet_events_with_timestamp_types_and_missing_columns() {
 #[test]
 fn online_profiles_keep_the_latest_actions_after_the_boundary_and_roll_over() {
     use pinnersage_pipeline::online::OnlineProfiles;
-    use pinnersage_pipeline::online::ingest::Ingestor;
+    use pinnersage_pipeline::online::ingest::{Ingestor, ResolvedEvents};
 
     let scratch_dir = scratch("online");
 
@@ -557,7 +557,7 @@ fn online_profiles_keep_the_latest_actions_after_the_boundary_and_roll_over() {
     };
     let online = Arc::new(OnlineProfiles::new(catalog.clone(), params, 1_000).unwrap());
     let store = Arc::new(EventStore::open(dir).unwrap());
-    let ingestor = Ingestor::start(store.clone(), catalog.clone(), online.clone());
+    let ingestor = Ingestor::start(store.clone(), online.clone());
     // u1: one action before the boundary (covered by the batch), then 3 on topic 0 and 3 on
     // topic 2 (the oldest of which falls out of the latest 4).
     let events = vec![
@@ -573,7 +573,7 @@ fn online_profiles_keep_the_latest_actions_after_the_boundary_and_roll_over() {
     let (tx, rx) = std::sync::mpsc::channel();
     ingestor
         .submit(
-            events.clone(),
+            ResolvedEvents::resolve(events.clone(), &catalog).unwrap(),
             Box::new(move |outcome| tx.send(outcome).unwrap()),
         )
         .unwrap();
@@ -587,7 +587,10 @@ fn online_profiles_keep_the_latest_actions_after_the_boundary_and_roll_over() {
     // A retry stores nothing and changes nothing.
     let (tx, rx) = std::sync::mpsc::channel();
     ingestor
-        .submit(events, Box::new(move |outcome| tx.send(outcome).unwrap()))
+        .submit(
+            ResolvedEvents::resolve(events, &catalog).unwrap(),
+            Box::new(move |outcome| tx.send(outcome).unwrap()),
+        )
         .unwrap();
     assert_eq!(rx.recv().unwrap().unwrap(), vec![false; 8]);
     assert_eq!(online.get("u1").unwrap(), u1);
@@ -622,7 +625,7 @@ fn online_profiles_keep_the_latest_actions_after_the_boundary_and_roll_over() {
 #[test]
 fn a_full_ingest_queue_refuses_instead_of_growing_and_loses_nothing_it_accepted() {
     use pinnersage_pipeline::online::OnlineProfiles;
-    use pinnersage_pipeline::online::ingest::{Ingestor, Overloaded};
+    use pinnersage_pipeline::online::ingest::{Ingestor, Overloaded, ResolvedEvents};
 
     let scratch_dir = scratch("overload");
 
@@ -631,14 +634,15 @@ fn a_full_ingest_queue_refuses_instead_of_growing_and_loses_nothing_it_accepted(
     let online =
         Arc::new(OnlineProfiles::new(catalog.clone(), ProfileParams::default(), 0).unwrap());
     let store = Arc::new(EventStore::open(dir).unwrap());
-    let ingestor = Ingestor::with_queue(store.clone(), catalog, online, 1);
+    let ingestor = Ingestor::with_queue(store.clone(), online, 1);
     let (tx, rx) = std::sync::mpsc::channel();
     let (mut accepted, mut refused) = (0, 0);
     // Every commit fsyncs (milliseconds); submissions arrive in microseconds.
     for k in 0..2_000 {
         let event = click(&format!("u{k}"), "t0-1", 1_000 + k);
         let tx = tx.clone();
-        match ingestor.submit(vec![event], Box::new(move |o| tx.send(o).unwrap())) {
+        let event = ResolvedEvents::resolve(vec![event], &catalog).unwrap();
+        match ingestor.submit(event, Box::new(move |o| tx.send(o).unwrap())) {
             Ok(()) => accepted += 1,
             Err(Overloaded(capacity)) => {
                 assert_eq!(capacity, 1);
@@ -712,7 +716,7 @@ fn online_users_clustered_together_or_in_groups_equal_each_clustered_alone() {
 #[test]
 fn online_state_stays_within_its_budget_and_evicted_users_come_back_whole() {
     use pinnersage_pipeline::online::OnlineProfiles;
-    use pinnersage_pipeline::online::ingest::Ingestor;
+    use pinnersage_pipeline::online::ingest::{Ingestor, ResolvedEvents};
 
     let scratch_dir = scratch("budget");
 
@@ -730,7 +734,7 @@ fn online_state_stays_within_its_budget_and_evicted_users_come_back_whole() {
     );
     let store = Arc::new(EventStore::open(dir).unwrap());
     online.attach_store(store.clone());
-    let ingestor = Ingestor::start(store.clone(), catalog.clone(), online.clone());
+    let ingestor = Ingestor::start(store.clone(), online.clone());
     let users = 1_000;
     for round in 0..3i64 {
         // Two passes over the users: a user's second event comes ~1,000 users after the first,
@@ -752,7 +756,10 @@ fn online_state_stays_within_its_budget_and_evicted_users_come_back_whole() {
             .map(|chunk| {
                 let (tx, rx) = std::sync::mpsc::channel();
                 ingestor
-                    .submit(chunk.to_vec(), Box::new(move |o| tx.send(o).unwrap()))
+                    .submit(
+                        ResolvedEvents::resolve(chunk.to_vec(), &catalog).unwrap(),
+                        Box::new(move |o| tx.send(o).unwrap()),
+                    )
                     .unwrap();
                 rx
             })

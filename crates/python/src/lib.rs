@@ -176,6 +176,18 @@ fn profiles<'py>(
     Ok((PyBytes::new(py, &ipc), stats))
 }
 
+/// The profile table's Spark schema ([`spark_fields`](pinnersage_pipeline::exchange::profile_table::spark_fields))
+/// as an Arrow IPC stream without batches: the Spark job's output schema, typed in one place.
+fn spark_schema_ipc() -> Result<Vec<u8>, arrow_schema::ArrowError> {
+    use pinnersage_pipeline::exchange::profile_table::spark_fields;
+    let schema = arrow_schema::Schema::new(spark_fields());
+    let mut out = Vec::new();
+    let mut writer = arrow_ipc::writer::StreamWriter::try_new(&mut out, &schema)?;
+    writer.finish()?;
+    drop(writer);
+    Ok(out)
+}
+
 /// The profile table (`pinnersage_pipeline::exchange::profile_table`) as one Arrow IPC stream.
 fn profile_ipc(
     profiles: &[(String, pinnersage_pipeline::batch::memory::StoredProfile)],
@@ -335,6 +347,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "DEFAULT_MAX_ACTIONS",
         pinnersage_core::profile::DEFAULT_MAX_ACTIONS,
     )?;
+    use pinnersage_pipeline::exchange::profile_table::{COLUMNS, spark_ddl};
+    m.add("PROFILE_COLUMNS", COLUMNS.to_vec())?;
+    m.add("PROFILE_SCHEMA_DDL", spark_ddl())?;
+    let spark_schema = spark_schema_ipc().map_err(error)?;
+    m.add("PROFILE_SPARK_SCHEMA", PyBytes::new(m.py(), &spark_schema))?;
     m.add(
         "DEFAULT_WINDOW_DAYS",
         pinnersage_store::settings::DEFAULT_WINDOW_DAYS,

@@ -229,7 +229,7 @@ impl Publisher {
     ) -> Result<IngestReport, IngestError> {
         let (valid, mut report) = parse_request(body, catalog)?;
         if !valid.is_empty() {
-            self.publish(&valid).await?;
+            self.publish(valid.events()).await?;
             report.accepted = valid.len();
         }
         Ok(report)

@@ -16,7 +16,7 @@ use pinnersage_catalog::catalog::Catalog;
 use pinnersage_catalog::timestamp::{TimestampError, parse_timestamp, unix_seconds};
 use pinnersage_pipeline::batch::{BatchConfig, BatchError, BatchSummary, run_batch_on};
 use pinnersage_pipeline::online::ingest::Overloaded;
-use pinnersage_pipeline::online::ingest::{IngestCounters, Ingestor};
+use pinnersage_pipeline::online::ingest::{IngestCounters, Ingestor, ResolvedEvents};
 use pinnersage_store::events::{EngineStats, Event, EventStore, EventStoreError, check_event};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -123,12 +123,13 @@ fn reject(index: usize, code: &'static str, message: impl Into<String>) -> Rejec
     }
 }
 
-/// Parses a request body into the valid events (in request order) and the rejections.
+/// Parses a request body into the valid events (in request order, each with its item's catalog
+/// row) and the rejections.
 pub fn parse_events(
     body: &[u8],
     catalog: &Catalog,
     now: i64,
-) -> Result<(Vec<Event>, Vec<Rejected>), IngestError> {
+) -> Result<(ResolvedEvents, Vec<Rejected>), IngestError> {
     let body: BodyIn = serde_json::from_slice(body).map_err(|e| {
         IngestError::BadBody(format!(
             "body must be {{\"events\":[...]}}: {e} (see /openapi.json)"
@@ -140,18 +141,24 @@ pub fn parse_events(
     if body.events.len() > MAX_EVENTS_PER_REQUEST {
         return Err(IngestError::TooMany(body.events.len()));
     }
-    let mut valid = Vec::with_capacity(body.events.len());
+    let mut valid = ResolvedEvents::with_capacity(body.events.len());
     let mut rejected = Vec::new();
     for (index, raw) in body.events.into_iter().enumerate() {
         match parse_one(index, raw, catalog, now) {
-            Ok(e) => valid.push(e),
+            Ok((event, row)) => valid.push(event, row),
             Err(r) => rejected.push(r),
         }
     }
     Ok((valid, rejected))
 }
 
-fn parse_one(index: usize, raw: &RawValue, catalog: &Catalog, now: i64) -> Result<Event, Rejected> {
+/// One valid event and its item's catalog row, or why it is rejected.
+fn parse_one(
+    index: usize,
+    raw: &RawValue,
+    catalog: &Catalog,
+    now: i64,
+) -> Result<(Event, u32), Rejected> {
     let e: EventIn = serde_json::from_str(raw.get()).map_err(|e| {
         reject(
             index,
@@ -191,14 +198,14 @@ fn parse_one(index: usize, raw: &RawValue, catalog: &Catalog, now: i64) -> Resul
         id: e.id.map(IdIn::into_string),
     };
     check_event(&event).map_err(|m| reject(index, "bad_event", format!("event {index}: {m}")))?;
-    if catalog.row_of(&event.item).is_none() {
+    let Some(row) = catalog.row_of(&event.item) else {
         return Err(reject(
             index,
             "unknown_item",
             format!("event {index}: item {:?} is not in the catalog", event.item),
         ));
-    }
-    Ok(event)
+    };
+    Ok((event, row as u32))
 }
 
 /// Parses a request body: the valid events, and a report listing the rejected ones (nothing
@@ -206,7 +213,7 @@ fn parse_one(index: usize, raw: &RawValue, catalog: &Catalog, now: i64) -> Resul
 pub fn parse_request(
     body: &[u8],
     catalog: &Catalog,
-) -> Result<(Vec<Event>, IngestReport), IngestError> {
+) -> Result<(ResolvedEvents, IngestReport), IngestError> {
     let (valid, rejected) = parse_events(body, catalog, unix_now())?;
     Ok((
         valid,
@@ -239,17 +246,13 @@ impl Ingest {
     /// background flushes and compactions run at a lower CPU priority), recovers the online
     /// profiles from the events after the served batch, and starts the writer with room for
     /// `queue` waiting submissions. Returns the number of events recovered too.
-    pub fn open(
-        engine: &Engine,
-        catalog: Arc<Catalog>,
-        queue: usize,
-    ) -> Result<(Self, u64), EventStoreError> {
+    pub fn open(engine: &Engine, queue: usize) -> Result<(Self, u64), EventStoreError> {
         let data_dir = engine.data_dir().to_path_buf();
         let store = Arc::new(EventStore::open(&data_dir)?);
         // Flushes and compactions yield the CPU to ingestion and requests.
         store.lower_background_priority();
         let recovered = engine.online().recover(&store)?;
-        let ingestor = Ingestor::with_queue(store.clone(), catalog, engine.online().clone(), queue);
+        let ingestor = Ingestor::with_queue(store.clone(), engine.online().clone(), queue);
         Ok((
             Self {
                 data_dir,

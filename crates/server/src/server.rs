@@ -182,7 +182,7 @@ impl Server {
                 excluded: config.excluded.clone(),
             },
         )?;
-        let (ingest, recovered) = Ingest::open(&engine, catalog, config.ingest_queue)?;
+        let (ingest, recovered) = Ingest::open(&engine, config.ingest_queue)?;
         Ok(Self {
             data_dir: data_dir.to_path_buf(),
             engine: Arc::new(engine),

@@ -31,7 +31,7 @@ proptest! {
     fn fuzz_ingest_json(bytes in common::inputs(common::corpus("ingest-json"))) {
         let catalog = catalog();
         if let Ok((valid, rejected)) = parse_events(&bytes, catalog, 1_800_000_000) {
-            for event in &valid {
+            for event in valid.events() {
                 prop_assert!(catalog.row_of(&event.item).is_some());
             }
             prop_assert!(!valid.is_empty() || !rejected.is_empty());

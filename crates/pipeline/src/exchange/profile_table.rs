@@ -67,6 +67,46 @@ pub fn fields() -> Vec<Field> {
     ]
 }
 
+/// The profile table as Spark types it (the Spark job's output): [`fields`] with the unsigned
+/// columns (`rank`, `size`) signed, as Spark has no unsigned integers, and every column
+/// nullable, as a DDL schema's are.
+pub fn spark_fields() -> Vec<Field> {
+    fields()
+        .into_iter()
+        .map(|f| match f.data_type() {
+            DataType::UInt32 => f.with_data_type(DataType::Int32),
+            _ => f,
+        })
+        .map(|f| f.with_nullable(true))
+        .collect()
+}
+
+/// The Spark DDL of [`spark_fields`], as `DataFrame.mapInArrow` takes it.
+///
+/// ```
+/// use pinnersage_pipeline::exchange::profile_table::spark_ddl;
+/// assert!(spark_ddl().starts_with("user string, rank int, medoid string, size int,"));
+/// assert!(spark_ddl().ends_with("members array<string>, member_importance array<float>"));
+/// ```
+pub fn spark_ddl() -> String {
+    fn spark_type(t: &DataType) -> String {
+        match t {
+            DataType::Utf8 => "string".into(),
+            DataType::Int32 => "int".into(),
+            DataType::Int64 => "long".into(),
+            DataType::Float32 => "float".into(),
+            DataType::Float64 => "double".into(),
+            DataType::List(item) => format!("array<{}>", spark_type(item.data_type())),
+            other => unreachable!("the profile table has no {other} column"),
+        }
+    }
+    spark_fields()
+        .iter()
+        .map(|f| format!("{} {}", f.name(), spark_type(f.data_type())))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The columns (in [`fields`] order) of `profiles`, one row per cluster, users in the given
 /// order and clusters by rank.
 ///

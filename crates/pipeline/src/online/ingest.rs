@@ -39,8 +39,59 @@ pub type Outcome = Result<Vec<bool>, EventStoreError>;
 pub type Reply = Box<dyn FnOnce(Outcome) + Send>;
 
 struct Job {
-    events: Vec<Event>,
+    events: ResolvedEvents,
     reply: Reply,
+}
+
+/// Events validated against the catalog, each with its item's catalog row: what
+/// [`Ingestor::submit`] takes, so the row found when an event was validated is the one the
+/// online profiles use (the item is never looked up twice).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResolvedEvents {
+    events: Vec<Event>,
+    rows: Vec<u32>,
+}
+
+impl ResolvedEvents {
+    /// Room for `n` events.
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            events: Vec::with_capacity(n),
+            rows: Vec::with_capacity(n),
+        }
+    }
+
+    /// Adds `event`, whose item is catalog row `row`.
+    pub fn push(&mut self, event: Event, row: u32) {
+        self.events.push(event);
+        self.rows.push(row);
+    }
+
+    /// Resolves every event's item through `catalog`; `Err(index)` names the first event whose
+    /// item is not in it.
+    pub fn resolve(events: Vec<Event>, catalog: &Catalog) -> Result<Self, usize> {
+        let rows = events
+            .iter()
+            .enumerate()
+            .map(|(k, e)| catalog.row_of(&e.item).map(|r| r as u32).ok_or(k))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { events, rows })
+    }
+
+    /// The events, in order.
+    pub fn events(&self) -> &[Event] {
+        &self.events
+    }
+
+    /// Number of events.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Whether there is no event.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
 }
 
 /// Counters of the ingestor's threads.
@@ -84,21 +135,16 @@ impl std::fmt::Debug for Ingestor {
 
 impl Ingestor {
     /// Starts the writer's threads over `store` with a queue of [`DEFAULT_QUEUE`] submissions.
-    /// New events on catalog items update `online` before they are written (so they are
-    /// visible while the write runs, and an acknowledged event is visible to the next
-    /// recommendation); if their write fails, their users are rebuilt from the store.
-    pub fn start(
-        store: Arc<EventStore>,
-        catalog: Arc<Catalog>,
-        online: Arc<OnlineProfiles>,
-    ) -> Self {
-        Self::with_queue(store, catalog, online, DEFAULT_QUEUE)
+    /// New events update `online` before they are written (so they are visible while the
+    /// write runs, and an acknowledged event is visible to the next recommendation); if their
+    /// write fails, their users are rebuilt from the store.
+    pub fn start(store: Arc<EventStore>, online: Arc<OnlineProfiles>) -> Self {
+        Self::with_queue(store, online, DEFAULT_QUEUE)
     }
 
     /// [`Ingestor::start`] with room for `capacity` waiting submissions (at least 1).
     pub fn with_queue(
         store: Arc<EventStore>,
-        catalog: Arc<Catalog>,
         online: Arc<OnlineProfiles>,
         capacity: usize,
     ) -> Self {
@@ -108,7 +154,7 @@ impl Ingestor {
         let c = counters.clone();
         let writer = std::thread::Builder::new()
             .name("pinnersage-ingest".into())
-            .spawn(move || write_loop(&rx, &store, &catalog, &online, &c))
+            .spawn(move || write_loop(&rx, &store, &online, &c))
             .expect("spawning a thread");
         Self {
             tx: Some(tx),
@@ -121,7 +167,7 @@ impl Ingestor {
     /// Queues `events` (already validated by the caller) for the next commit; `reply` gets the
     /// outcome once they are durable. A full queue refuses at once (nothing is stored, `reply`
     /// is dropped uncalled): the caller answers "retry later".
-    pub fn submit(&self, events: Vec<Event>, reply: Reply) -> Result<(), Overloaded> {
+    pub fn submit(&self, events: ResolvedEvents, reply: Reply) -> Result<(), Overloaded> {
         let job = Job { events, reply };
         let Some(tx) = &self.tx else {
             return Ok(());
@@ -170,7 +216,6 @@ struct Group {
 fn write_loop(
     rx: &Receiver<Job>,
     store: &EventStore,
-    catalog: &Catalog,
     online: &OnlineProfiles,
     counters: &IngestCounters,
 ) {
@@ -188,10 +233,12 @@ fn write_loop(
             let total = jobs.iter().map(|job| job.events.len()).sum();
             // Move the events out of the jobs (no copies); remember each job's share.
             let mut events: Vec<Event> = Vec::with_capacity(total);
+            let mut rows: Vec<u32> = Vec::with_capacity(total);
             let mut replies = Vec::with_capacity(jobs.len());
             for job in jobs {
                 replies.push((job.events.len(), job.reply));
-                events.extend(job.events);
+                events.extend(job.events.events);
+                rows.extend(job.events.rows);
             }
             let started = std::time::Instant::now();
             let staged = match writer.stage(&events) {
@@ -208,7 +255,7 @@ fn write_loop(
             };
             counters.lookup_time.record(started.elapsed());
             let started = std::time::Instant::now();
-            let accepted = accepted(catalog, &events, staged.fresh());
+            let accepted = accepted(&events, &rows, staged.fresh());
             let pending = online.apply_ahead(&accepted);
             counters.online_time.record(started.elapsed());
             let group = Group {
@@ -225,21 +272,21 @@ fn write_loop(
     });
 }
 
-/// The events of `events` that are new (`fresh`) and on catalog items, for the online profiles.
-fn accepted<'e>(catalog: &Catalog, events: &'e [Event], fresh: &[bool]) -> Vec<Accepted<'e>> {
+/// The events of `events` (on catalog rows `rows`) that are new (`fresh`), for the online
+/// profiles.
+fn accepted<'e>(events: &'e [Event], rows: &[u32], fresh: &[bool]) -> Vec<Accepted<'e>> {
     events
         .iter()
+        .zip(rows)
         .zip(fresh)
         .filter(|&(_, &f)| f)
-        .filter_map(|(e, _)| {
-            catalog.row_of(&e.item).map(|row| Accepted {
-                user: &e.user,
-                action: OnlineAction {
-                    row: row as u32,
-                    time: e.time,
-                    weight: e.weight,
-                },
-            })
+        .map(|((e, &row), _)| Accepted {
+            user: &e.user,
+            action: OnlineAction {
+                row,
+                time: e.time,
+                weight: e.weight,
+            },
         })
         .collect()
 }

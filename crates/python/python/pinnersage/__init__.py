@@ -52,16 +52,7 @@ __all__ = [
 #: The columns of a profile table, one row per cluster (the schema of ``pinnersage batch
 #: --out``, of :func:`profiles`, of :func:`pinnersage.spark.build_profiles` and of what
 #: ``pinnersage import profiles`` reads).
-PROFILE_COLUMNS = (
-    "user",
-    "rank",
-    "medoid",
-    "size",
-    "importance",
-    "latest_time",
-    "members",
-    "member_importance",
-)
+PROFILE_COLUMNS = tuple(_native.PROFILE_COLUMNS)
 
 
 @dataclass(frozen=True, eq=False)

@@ -9,6 +9,9 @@ DEFAULT_ALPHA: float
 DEFAULT_LAMBDA: float
 DEFAULT_MAX_ACTIONS: int
 DEFAULT_WINDOW_DAYS: int
+PROFILE_COLUMNS: List[str]
+PROFILE_SCHEMA_DDL: str
+PROFILE_SPARK_SCHEMA: bytes
 
 class PinnersageError(ValueError):
     """Bad input or parameters; the message names the argument, row or column."""
@@ -46,4 +49,4 @@ def evaluate(
     items: StrBuffers,
     times: npt.NDArray[np.int64],
     options: Dict[str, object],
-) -> Tuple[str, str]: ...
+) -> Tuple[str, str, List[Tuple[str, str]]]: ...

@@ -51,11 +51,9 @@ BROADCAST_LIMIT_BYTES = 1 << 30
 
 SECONDS_PER_DAY = 86_400
 
-#: The Spark schema of the profile table (Spark has no unsigned types: rank and size are int).
-PROFILE_SCHEMA_DDL = (
-    "user string, rank int, medoid string, size int, importance double, "
-    "latest_time long, members array<string>, member_importance array<float>"
-)
+#: The Spark schema of the profile table (Spark has no unsigned types: rank and size are int),
+#: as the Rust library defines it.
+PROFILE_SCHEMA_DDL: str = _native.PROFILE_SCHEMA_DDL
 
 
 def _cluster_users(now: int, window_days: int, alpha: float, lam: float, max_actions: int):
@@ -63,18 +61,7 @@ def _cluster_users(now: int, window_days: int, alpha: float, lam: float, max_act
     may span batches; the last user of a batch waits for the next one."""
     import pyarrow as pa
 
-    out_schema = pa.schema(
-        [
-            ("user", pa.string()),
-            ("rank", pa.int32()),
-            ("medoid", pa.string()),
-            ("size", pa.int32()),
-            ("importance", pa.float64()),
-            ("latest_time", pa.int64()),
-            ("members", pa.list_(pa.string())),
-            ("member_importance", pa.list_(pa.float32())),
-        ]
-    )
+    out_schema = pa.ipc.open_stream(_native.PROFILE_SPARK_SCHEMA).schema
 
     def run(table) -> Iterator["pa.RecordBatch"]:
         if table.num_rows == 0:

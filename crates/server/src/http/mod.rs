@@ -1,0 +1,137 @@
+//! The HTTP API (axum): the router here, one file per route group ([`recommend`], [`users`],
+//! [`events`], [`health`], [`metrics`]), the JSON errors ([`error`]) and the layers every
+//! request passes ([`middleware`]).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{
+    DefaultBodyLimit, Extension, MatchedPath, Path, Query, RawQuery, Request, State,
+};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use pinnersage_catalog::catalog::Catalog;
+use pinnersage_catalog::filter::Filter;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+
+use crate::auth::{AuthConfig, RouteClass};
+use crate::clock::unix_now;
+use crate::front::DEFAULT_HEADER_TIMEOUT;
+use crate::ingest::{Ingest, IngestError, MAX_BODY_BYTES};
+use crate::metrics::{Metrics, write_histogram, write_metric};
+use pinnersage_engine::engine::{
+    Engine, EngineError, Recommended, Request as RecoRequest, SampledMedoid,
+};
+use pinnersage_pipeline::batch::BatchRequest;
+
+/// The OpenAPI description of every route.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// The recommendation engine.
+    pub engine: Arc<Engine>,
+    /// Request metrics.
+    pub metrics: Arc<Metrics>,
+    /// Event ingestion and batches (when the server owns the event store).
+    pub ingest: Option<Arc<Ingest>>,
+    /// Counters of the NATS consumer, when one runs.
+    pub nats: Option<Arc<crate::nats::NatsCounters>>,
+    /// Fleet mode: posted events go to the stream through this publisher.
+    pub publisher: Option<crate::fleet::Publisher>,
+    /// Fleet mode: the partitions and the ones this replica holds.
+    pub fleet: Option<crate::fleet::FleetConfig>,
+    /// What the replica waits for before it takes traffic (`/readyz`).
+    pub readiness: Arc<crate::fleet::Readiness>,
+    /// Counters of the shipped-profiles watcher, when one runs.
+    pub shipped: Option<Arc<crate::fleet::ShippedCounters>>,
+    /// Who may do what.
+    pub auth: Arc<AuthConfig>,
+    /// Bounds on concurrent requests and their time.
+    pub limits: Arc<Limits>,
+    /// The NATS consumer task, when one runs (the server is unhealthy once it has stopped).
+    pub nats_task: Option<Arc<tokio::task::JoinHandle<()>>>,
+    /// What this server recorded in its data directory: `/healthz` proves knowing its secret
+    /// to the commands that hand it work ([`crate::handoff`]).
+    pub identity: Option<Arc<crate::handoff::ServerRecord>>,
+}
+
+mod error;
+mod events;
+mod health;
+mod layers;
+mod metrics;
+mod recommend;
+mod users;
+
+#[cfg(test)]
+mod tests;
+
+use self::{error::*, events::*, health::*, layers::*, metrics::*, recommend::*, users::*};
+pub use error::ApiError;
+pub use layers::{DEFAULT_MAX_IN_FLIGHT, DEFAULT_REQUEST_TIMEOUT, Limits};
+
+/// The router with every route, metrics middleware and JSON fallbacks.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/users/{user}/recommendations", get(recommendations))
+        .route("/v1/users/{user}/profile", get(profile))
+        .route("/v1/users/{user}/map", get(user_map))
+        .route("/v1/users", get(users))
+        .route("/", get(page))
+        .route("/v1/items/{item}/similar", get(similar))
+        .route("/v1/events", post(events))
+        .route("/v1/admin/batch", post(admin_batch))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        // Outermost first: metrics, the access policy (headers only), then the body and the
+        // in-flight and time bounds.
+        .layer(middleware::from_fn_with_state(state.limits.clone(), limit))
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Serialises `body` straight into the response (no intermediate `Value`).
+pub(super) fn json_response(body: &impl Serialize) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            .into_response(),
+    }
+}
+
+pub(super) async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+pub(super) async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such route; see /openapi.json",
+    )
+}
+
+pub(super) async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route; see /openapi.json",
+    )
+}
