@@ -135,12 +135,16 @@ impl EventColumnArgs {
     }
 }
 
-/// The current time in unix seconds: the CLI's only read of the clock (default `--now`, the
-/// ingest benchmark's event times).
-pub fn unix_now() -> i64 {
+/// The current time in unix nanoseconds: the CLI's only read of the clock.
+pub fn unix_nanos() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// The current time in unix seconds (default `--now`, the ingest benchmark's event times).
+pub fn unix_now() -> i64 {
+    (unix_nanos() / 1_000_000_000) as i64
 }
 
 #[cfg(test)]

@@ -442,7 +442,7 @@ fn shipped_generations_are_imported_once_and_bad_ones_refused() {
     // Nothing shipped yet: nothing to do.
     assert!(import_shipped(dir, &shared).unwrap().is_none());
 
-    let shipped = ship_profiles(&shared, &[dir.join("profiles.parquet")], &options).unwrap();
+    let shipped = ship_profiles(&shared, &[dir.join("profiles.parquet")], &options, 1).unwrap();
     assert_eq!(shipped.manifest.files, ["part-00000.parquet"]);
     assert!(pending_shipped(dir, &shared).unwrap().is_some());
     let report = import_shipped(dir, &shared).unwrap().expect("imported");
@@ -464,7 +464,7 @@ fn shipped_generations_are_imported_once_and_bad_ones_refused() {
         let medoids: Vec<String> = (0..c[2].len()).map(|_| "no-such-item".into()).collect();
         c[2] = Arc::new(StringArray::from(medoids));
     });
-    ship_profiles(&shared, &[bad], &options).unwrap();
+    ship_profiles(&shared, &[bad], &options, 2).unwrap();
     let err = import_shipped(dir, &shared).unwrap_err();
     assert!(
         matches!(
@@ -477,7 +477,7 @@ fn shipped_generations_are_imported_once_and_bad_ones_refused() {
 
     // Not a profile table: refused when shipping, nothing shipped.
     let current = std::fs::read_to_string(shared.join("CURRENT")).unwrap();
-    let err = ship_profiles(&shared, &[dir.join("items.csv")], &options).unwrap_err();
+    let err = ship_profiles(&shared, &[dir.join("items.csv")], &options, 3).unwrap_err();
     assert!(err.to_string().contains("items.csv"), "{err}");
     assert_eq!(
         std::fs::read_to_string(shared.join("CURRENT")).unwrap(),

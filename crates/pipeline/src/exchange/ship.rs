@@ -145,13 +145,15 @@ pub struct ShipReport {
 }
 
 /// Copies the profile tables in `inputs` (files, or directories of `*.parquet` such as a Spark
-/// output) into a new generation of `shared` with a manifest of `settings`, and makes it the
+/// output) into a new generation of `shared` with a manifest of `settings` stamped `shipped_at`
+/// (unix nanoseconds, the host's clock: part of the generation's identity), and makes it the
 /// current one. Only the schema is checked here (the rows are validated by every replica
 /// against its catalog, which this host may not have). One publisher per shared directory.
 pub fn ship_profiles(
     shared: &Path,
     inputs: &[PathBuf],
     settings: &GenerationSettings,
+    shipped_at: u128,
 ) -> Result<ShipReport, ShipError> {
     settings.validate()?;
     let files = parquet_files(inputs)?;
@@ -179,9 +181,7 @@ pub fn ship_profiles(
     let manifest = Manifest {
         settings: settings.clone(),
         files: names,
-        shipped_at: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
+        shipped_at,
     };
     let path = staging.path().join(MANIFEST);
     replace_file(

@@ -5,6 +5,20 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import numpy.typing as npt
 
+__all__ = [
+    "PinnersageError",
+    "cluster",
+    "profiles",
+    "evaluate",
+    "DEFAULT_ALPHA",
+    "DEFAULT_LAMBDA",
+    "DEFAULT_MAX_ACTIONS",
+    "PROFILE_COLUMNS",
+    "PROFILE_SCHEMA_DDL",
+    "PROFILE_SPARK_SCHEMA",
+    "DEFAULT_WINDOW_DAYS",
+]
+
 DEFAULT_ALPHA: float
 DEFAULT_LAMBDA: float
 DEFAULT_MAX_ACTIONS: int
@@ -16,7 +30,7 @@ PROFILE_SPARK_SCHEMA: bytes
 class PinnersageError(ValueError):
     """Bad input or parameters; the message names the argument, row or column."""
 
-StrBuffers = Tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]
+_StrBuffers = Tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]
 
 def cluster(
     embeddings: npt.NDArray[np.float32],
@@ -28,12 +42,12 @@ def cluster(
     weights: Optional[npt.NDArray[np.float32]] = None,
 ) -> List[Tuple[int, npt.NDArray[np.int64], float, int]]: ...
 def profiles(
-    users: StrBuffers,
-    items: StrBuffers,
+    users: _StrBuffers,
+    items: _StrBuffers,
     times: npt.NDArray[np.int64],
     weights: Optional[npt.NDArray[np.float32]],
-    actions: Optional[StrBuffers],
-    item_ids: Optional[StrBuffers],
+    actions: Optional[_StrBuffers],
+    item_ids: Optional[_StrBuffers],
     embeddings: npt.NDArray[np.float32],
     now: int,
     window_days: int,
@@ -43,10 +57,10 @@ def profiles(
     threads: int,
 ) -> Tuple[bytes, Dict[str, int]]: ...
 def evaluate(
-    item_ids: StrBuffers,
+    item_ids: _StrBuffers,
     embeddings: npt.NDArray[np.float32],
-    users: StrBuffers,
-    items: StrBuffers,
+    users: _StrBuffers,
+    items: _StrBuffers,
     times: npt.NDArray[np.int64],
     options: Dict[str, object],
 ) -> Tuple[str, str, List[Tuple[str, str]]]: ...

@@ -131,8 +131,8 @@ def prepare_actions(
     time_col: Optional[str] = None,
     weight_col: Optional[str] = "weight",
     action_col: Optional[str] = "action",
-    id_col: str = "id",
-    embedding_col: str = "embedding",
+    id_col: Optional[str] = None,
+    embedding_col: Optional[str] = None,
 ):
     """Every step of :func:`build_profiles` before clustering: the window's events partitioned
     by user, deduplicated, joined with their item's embedding, capped at each user's
@@ -159,10 +159,16 @@ def prepare_actions(
         F.col(user_col).cast("string").alias("user"),
         F.col(item_col).cast("string").alias("item"),
         F.floor(time.cast("double")).cast("long").alias("time"),
-        (F.col(weight_col).cast("float") if weight_col in cols else F.lit(1.0).cast("float")).alias(
-            "weight"
-        ),
-        (F.col(action_col).cast("string") if action_col in cols else F.lit("")).alias("action"),
+        (
+            F.col(weight_col).cast("float")
+            if weight_col is not None and weight_col in cols
+            else F.lit(1.0).cast("float")
+        ).alias("weight"),
+        (
+            F.col(action_col).cast("string")
+            if action_col is not None and action_col in cols
+            else F.lit("")
+        ).alias("action"),
     )
     start = int(now) - int(window_days) * SECONDS_PER_DAY
     events = events.where((F.col("time") >= start) & (F.col("time") <= int(now)))
@@ -175,6 +181,8 @@ def prepare_actions(
             F.min_by("weight", "_order").alias("weight")
         )
 
+    id_col = id_col or "id"
+    embedding_col = embedding_col or "embedding"
     for name in (id_col, embedding_col):
         if name not in items_df.columns:
             raise PinnersageError(
