@@ -15,7 +15,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use pinnersage_catalog::catalog::Catalog;
 use pinnersage_catalog::filter::{AttributeTable, Filter};
@@ -409,7 +409,11 @@ impl Engine {
 
     /// Directory of the profile generation being served, if any.
     pub fn profile_generation(&self) -> Option<PathBuf> {
-        let p = self.profiles.read().expect("not poisoned").clone();
+        let p = self
+            .profiles
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         p.store.as_ref().map(|s| s.dir().to_path_buf())
     }
 
@@ -420,7 +424,10 @@ impl Engine {
     /// redb opens a file once per process) and monotonic: a generation older than the served
     /// one is never installed.
     pub fn reload_profiles(&self) -> Result<bool, EngineError> {
-        let _one_at_a_time = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _one_at_a_time = self
+            .reload_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let current = ProfileStore::current_dir(&self.data_dir).map_err(internal)?;
         let served = self.profile_generation();
         if current.is_none() || current == served {
@@ -445,7 +452,10 @@ impl Engine {
         self.online
             .roll_over(&fresh.settings())
             .map_err(|e| EngineError::Internal(e.to_string()))?;
-        *self.profiles.write().expect("not poisoned") = Arc::new(fresh);
+        *self
+            .profiles
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(fresh);
         Ok(true)
     }
 
@@ -455,7 +465,11 @@ impl Engine {
         user: &str,
         members: usize,
     ) -> Result<Option<ServedProfile>, EngineError> {
-        let profiles = self.profiles.read().expect("not poisoned").clone();
+        let profiles = self
+            .profiles
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let online = self.online.get(user);
         let build = |view: Option<&ProfileView<'_>>| -> Option<ServedProfile> {
             if view.is_none_or(|v| v.clusters.is_empty()) && online.is_none() {
@@ -517,7 +531,11 @@ impl Engine {
 
     /// The users with a batch profile whose id starts with `prefix` (at most `limit`).
     pub fn users(&self, prefix: &str, limit: usize) -> Result<Vec<UserSummary>, EngineError> {
-        let profiles = self.profiles.read().expect("not poisoned").clone();
+        let profiles = self
+            .profiles
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         match &profiles.store {
             None => Ok(Vec::new()),
             Some(store) => store.users(prefix, limit).map_err(internal),
@@ -673,7 +691,11 @@ impl Engine {
                 req.global
             )));
         }
-        let profiles = self.profiles.read().expect("not poisoned").clone();
+        let profiles = self
+            .profiles
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let online = self.online.get(user);
         let serve = |view: Option<ProfileView<'_>>| {
             let view = view.filter(|v| !v.clusters.is_empty());

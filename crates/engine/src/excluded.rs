@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::SystemTime;
 
 use pinnersage_catalog::catalog::Catalog;
@@ -83,7 +83,10 @@ impl ExclusionList {
 
     /// What is excluded now.
     pub fn current(&self) -> Arc<Excluded> {
-        self.current.read().expect("not poisoned").clone()
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Re-reads the file if it changed (modification time or size); returns the new list when
@@ -96,7 +99,7 @@ impl ExclusionList {
             return Ok(None);
         }
         let fresh = Arc::new(read(path, catalog)?);
-        *self.current.write().expect("not poisoned") = fresh.clone();
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = fresh.clone();
         Ok(Some(fresh))
     }
 }

@@ -8,7 +8,7 @@
 //! with `Retry-After: 1`.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use axum::Router;
@@ -96,7 +96,7 @@ impl Front {
 
     /// Says what the server waits for now (shown by `/readyz` and in every 503 until served).
     pub fn waiting_for(&self, what: impl Into<String>) {
-        *self.waiting.lock().unwrap_or_else(|p| p.into_inner()) = what.into();
+        *self.waiting.lock().unwrap_or_else(PoisonError::into_inner) = what.into();
     }
 
     /// Answers the API of `state` from now on, reloading the profile generation and the
@@ -129,7 +129,12 @@ impl Front {
 
 /// The answers while the server opens.
 fn starting(waiting: Arc<Mutex<String>>) -> Router {
-    let now = move || waiting.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let now = move || {
+        waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    };
     let (ready, health, other) = (now.clone(), now.clone(), now);
     let body = |status: &str, what: String| json!({"status": status, "waiting_for": [what]});
     Router::new()

@@ -10,7 +10,7 @@
 
 use crate::clock::unix_now;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use pinnersage_catalog::catalog::Catalog;
 use pinnersage_catalog::timestamp::{TimestampError, parse_timestamp, unix_seconds};
@@ -303,7 +303,10 @@ impl Ingest {
     /// Runs a batch over the owned event store (one at a time) and returns its summary; the
     /// caller then reloads the engine's profiles.
     pub fn run_batch(&self, config: &BatchConfig) -> Result<BatchSummary, BatchError> {
-        let _one_at_a_time = self.batch_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _one_at_a_time = self
+            .batch_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         run_batch_on(&self.data_dir, &self.store, config, &|_| {})
     }
 

@@ -31,9 +31,21 @@ pub const DEFAULT_QUEUE: usize = 1_024;
 #[error("the ingest queue is full ({0} submissions waiting): retry shortly")]
 pub struct Overloaded(pub usize);
 
+/// Why a submission was not stored: nothing of it was, and retrying it is safe.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotStored {
+    /// The ingestor has stopped (the server is shutting down).
+    #[error("the ingestor has stopped")]
+    Stopped,
+    /// The store failed the write or the duplicate check of the submission's group (its
+    /// error's text: every submitter of the group gets it).
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// The answer to one submission: for each event, whether it was new (`true`) or already
-/// stored (`false`, an idempotent retry); or the store's error, in which case none was stored.
-pub type Outcome = Result<Vec<bool>, EventStoreError>;
+/// stored (`false`, an idempotent retry); or why none was stored.
+pub type Outcome = Result<Vec<bool>, NotStored>;
 
 /// Called once with a submission's outcome, on the ingestor's threads (keep it short: send it on).
 pub type Reply = Box<dyn FnOnce(Outcome) + Send>;
@@ -176,9 +188,7 @@ impl Ingestor {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(Overloaded(self.capacity)),
             Err(TrySendError::Disconnected(job)) => {
-                (job.reply)(Err(EventStoreError::Invalid(
-                    "the ingestor has stopped".into(),
-                )));
+                (job.reply)(Err(NotStored::Stopped));
                 Ok(())
             }
         }
@@ -373,6 +383,6 @@ fn fail(counters: &IngestCounters, replies: Vec<Reply>, e: &EventStoreError) {
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let text = e.to_string();
     for reply in replies {
-        reply(Err(EventStoreError::Invalid(text.clone())));
+        reply(Err(NotStored::Failed(text.clone())));
     }
 }

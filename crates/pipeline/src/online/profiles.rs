@@ -14,7 +14,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, RwLock};
 
 use pinnersage_catalog::catalog::Catalog;
 use pinnersage_core::hash::stable_hash;
@@ -201,12 +201,19 @@ impl OnlineProfiles {
 
     /// The boundary: actions later than this are online.
     pub fn since(&self) -> i64 {
-        self.served.read().expect("not poisoned").since
+        self.served
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .since
     }
 
     /// The clustering parameters (those of the served generation).
     pub fn params(&self) -> ProfileParams {
-        self.served.read().expect("not poisoned").params.clone()
+        self.served
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .params
+            .clone()
     }
 
     fn shard(&self, user: &str) -> &Mutex<Shard> {
@@ -217,21 +224,24 @@ impl OnlineProfiles {
     /// The online state of `user`, if they have actions after the boundary (rebuilt from the
     /// store if they were evicted from memory).
     pub fn get(&self, user: &str) -> Option<Arc<OnlineUser>> {
-        let served = self.served.read().expect("not poisoned");
+        let served = self.served.read().unwrap_or_else(PoisonError::into_inner);
         // Events applied here ahead of their writes are visible: a rebuild waits for them.
         let through = self.writes().begun;
         self.resident(user, &served, through).state
     }
 
     fn writes(&self) -> std::sync::MutexGuard<'_, Writes> {
-        self.writes.lock().unwrap_or_else(|p| p.into_inner())
+        self.writes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Waits until the store writes `1..=through` have ended.
     fn wait_written(&self, through: u64) {
         let mut writes = self.writes();
         while writes.ended < through {
-            writes = self.written.wait(writes).unwrap_or_else(|p| p.into_inner());
+            writes = self
+                .written
+                .wait(writes)
+                .unwrap_or_else(PoisonError::into_inner);
         }
     }
 
@@ -242,7 +252,10 @@ impl OnlineProfiles {
         let h = stable_hash(user.as_bytes());
         let mut waited = false;
         loop {
-            let mut shard = self.shard(user).lock().expect("not poisoned");
+            let mut shard = self
+                .shard(user)
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             let forgets = shard.forgets;
             let state = shard.users.get(user).map(|r| r.state.clone());
             if state.is_some() || !shard.evicted.contains(&h) {
@@ -326,7 +339,10 @@ impl OnlineProfiles {
     /// (the source of truth) decides again. An update of theirs under way starts again.
     pub fn forget<'a>(&self, users: impl IntoIterator<Item = &'a str>) {
         for user in users {
-            let mut shard = self.shard(user).lock().expect("not poisoned");
+            let mut shard = self
+                .shard(user)
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             shard.forgets += 1;
             if shard.users.remove(user).is_some() {
                 shard.evicted.insert(stable_hash(user.as_bytes()));
@@ -338,7 +354,7 @@ impl OnlineProfiles {
     pub fn users(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().expect("not poisoned").users.len())
+            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).users.len())
             .sum()
     }
 
@@ -377,7 +393,7 @@ impl OnlineProfiles {
     /// the writes `1..=through` ended. `stored`: the store has the events (a rebuilt user has
     /// them already).
     fn update(&self, events: &[Accepted<'_>], through: u64, stored: bool) {
-        let served = self.served.read().expect("not poisoned");
+        let served = self.served.read().unwrap_or_else(PoisonError::into_inner);
         let mut by_user: HashMap<&str, Vec<OnlineAction>> = HashMap::new();
         for e in events.iter().filter(|e| e.action.time > served.since) {
             by_user.entry(e.user).or_default().push(e.action);
@@ -393,7 +409,10 @@ impl OnlineProfiles {
                 let mut actions = current.state.map(|u| u.actions.clone()).unwrap_or_default();
                 actions.extend_from_slice(fresh);
                 let state = Arc::new(self.build(clusterer, actions, &served));
-                let mut shard = self.shard(user).lock().expect("not poisoned");
+                let mut shard = self
+                    .shard(user)
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
                 // Forgotten meanwhile: what it was built on may be gone from the store.
                 if shard.forgets == current.forgets {
                     self.insert(&mut shard, user, state);
@@ -465,7 +484,7 @@ impl OnlineProfiles {
     /// lambda changed. Returns the number of users removed. Invalid parameters change nothing.
     pub fn roll_over(&self, settings: &GenerationSettings) -> Result<usize, CoreError> {
         let since = settings.now;
-        let mut served = self.served.write().expect("not poisoned");
+        let mut served = self.served.write().unwrap_or_else(PoisonError::into_inner);
         let params = ProfileParams {
             alpha: settings.params.alpha,
             lambda: settings.params.lambda,
@@ -476,7 +495,7 @@ impl OnlineProfiles {
         *served = Served { since, params };
         let mut removed = 0;
         for shard in &self.shards {
-            let users = &mut shard.lock().expect("not poisoned").users;
+            let users = &mut shard.lock().unwrap_or_else(PoisonError::into_inner).users;
             let before = users.len();
             users.retain(|_, u| u.state.actions.iter().any(|a| a.time > since));
             removed += before - users.len();
@@ -502,7 +521,7 @@ impl OnlineProfiles {
     pub fn recover(&self, store: &Arc<EventStore>) -> Result<u64, EventStoreError> {
         self.attach_store(store.clone());
         let (since, keep) = {
-            let served = self.served.read().expect("not poisoned");
+            let served = self.served.read().unwrap_or_else(PoisonError::into_inner);
             (served.since, served.params.max_actions)
         };
         let mut latest: HashMap<String, Vec<OnlineAction>> = HashMap::new();
