@@ -16,9 +16,11 @@ pub mod ingest;
 pub mod metrics;
 pub mod nats;
 pub mod server;
+pub mod sink;
 
 pub use front::{Front, serve, shutdown_signal};
 pub use handoff::server_file;
 pub use http::{AppState, router};
 pub use pinnersage_engine::{Engine, EngineConfig, Resample, Retrieval};
 pub use server::{Running, ServeConfig, ServeError, Server};
+pub use sink::{EventSink, Mode};

@@ -22,6 +22,7 @@ use crate::http::{AppState, DEFAULT_MAX_IN_FLIGHT, DEFAULT_REQUEST_TIMEOUT, Limi
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::nats::{self, NatsConfig, NatsCounters, NatsError};
+use crate::sink::{EventSink, Mode};
 use pinnersage_engine::engine::{Engine, EngineConfig, EngineError, Resample, Retrieval};
 
 /// How a data directory is served; [`Default`] gives `pinnersage serve`'s defaults.
@@ -296,14 +297,18 @@ impl Server {
             ));
             counters
         });
+        let sink = match publisher {
+            Some(publisher) => EventSink::Stream(Arc::new(publisher)),
+            None => EventSink::Store(self.ingest.clone()),
+        };
         let state = AppState {
             identity: Some(Arc::new(ServerRecord::new(addr, std::process::id()))),
             engine: self.engine,
             metrics: Arc::new(Metrics::default()),
-            ingest: Some(self.ingest),
+            ingest: self.ingest,
+            sink,
+            mode: fleet.map_or(Mode::Standalone, Mode::Replica),
             nats,
-            publisher,
-            fleet,
             readiness,
             shipped,
             auth: Arc::new(self.config.auth.on_address(addr)),

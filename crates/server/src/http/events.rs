@@ -2,32 +2,12 @@
 
 use super::*;
 
-pub(super) fn ingest_of(state: &AppState) -> Result<Arc<Ingest>, ApiError> {
-    state.ingest.clone().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ingestion_disabled",
-            "this server does not own an event store",
-        )
-    })
-}
-
 pub(super) async fn events(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body?;
-    let report = match &state.publisher {
-        Some(publisher) => {
-            publisher
-                .publish_body(&body, state.engine.catalog())
-                .await?
-        }
-        None => {
-            let ingest = ingest_of(&state)?;
-            ingest.ingest(&body, state.engine.catalog()).await?
-        }
-    };
+    let report = state.sink.accept(&body, state.engine.catalog()).await?;
     state.metrics.record_rejected_events(report.rejected.len());
     if report.accepted + report.duplicates == 0 {
         #[derive(Serialize)]
@@ -53,7 +33,7 @@ pub(super) async fn admin_batch(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body?;
-    if state.fleet.is_some() {
+    if let crate::sink::Mode::Replica(_) = state.mode {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "fleet_replica",
@@ -61,7 +41,7 @@ pub(super) async fn admin_batch(
              and its profiles are shipped (`pinnersage ship`, docs/fleet.md)",
         ));
     }
-    let ingest = ingest_of(&state)?;
+    let ingest = state.ingest.clone();
     let q: BatchRequest = if body.iter().all(u8::is_ascii_whitespace) {
         BatchRequest::default()
     } else {

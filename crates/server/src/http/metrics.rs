@@ -81,7 +81,8 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
         "Items in the catalog.",
         e.catalog().rows() as f64,
     );
-    if let Some(ingest) = &state.ingest {
+    {
+        let ingest = &state.ingest;
         use std::sync::atomic::Ordering::Relaxed;
         let c = ingest.counters();
         let counters = [

@@ -43,14 +43,14 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     /// Request metrics.
     pub metrics: Arc<Metrics>,
-    /// Event ingestion and batches (when the server owns the event store).
-    pub ingest: Option<Arc<Ingest>>,
+    /// The event store this server owns (batches, health and counters).
+    pub ingest: Arc<Ingest>,
+    /// Where posted events go: the owned store, or a fleet's stream.
+    pub sink: crate::sink::EventSink,
+    /// Standalone, or a fleet replica.
+    pub mode: crate::sink::Mode,
     /// Counters of the NATS consumer, when one runs.
     pub nats: Option<Arc<crate::nats::NatsCounters>>,
-    /// Fleet mode: posted events go to the stream through this publisher.
-    pub publisher: Option<crate::fleet::Publisher>,
-    /// Fleet mode: the partitions and the ones this replica holds.
-    pub fleet: Option<crate::fleet::FleetConfig>,
     /// What the replica waits for before it takes traffic (`/readyz`).
     pub readiness: Arc<crate::fleet::Readiness>,
     /// Counters of the shipped-profiles watcher, when one runs.
