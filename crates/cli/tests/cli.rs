@@ -39,7 +39,7 @@ fn two_interests(dir: &Path) -> (PathBuf, PathBuf) {
 fn cluster_prints_the_documented_json() {
     let dir = scratch("json");
     let (x, t) = two_interests(&dir);
-    let out = run(&[
+    let v = succeeds_json(&[
         "cluster",
         "--embeddings",
         s(&x),
@@ -49,12 +49,6 @@ fn cluster_prints_the_documented_json() {
         "0.5",
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let clusters = v["clusters"].as_array().unwrap();
     assert_eq!(clusters.len(), 2);
     let first = clusters[0].as_object().unwrap();
@@ -75,7 +69,7 @@ fn cluster_prints_the_documented_json() {
 fn without_times_every_action_counts_as_now_and_linkage_is_optional() {
     let dir = scratch("now");
     let (x, _) = two_interests(&dir);
-    let out = run(&[
+    let v = succeeds_json(&[
         "cluster",
         "--embeddings",
         s(&x),
@@ -84,8 +78,6 @@ fn without_times_every_action_counts_as_now_and_linkage_is_optional() {
         "--json",
         "--linkage",
     ]);
-    assert!(out.status.success());
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["clusters"][0]["importance"], 3.0);
     assert_eq!(v["clusters"][1]["importance"], 2.0);
     let linkage = v["linkage"].as_array().unwrap();
@@ -113,7 +105,7 @@ fn cluster_matches_scipy_on_a_fixture() {
     let x = dir.join(format!("{name}.X.npy"));
     let m = 500;
     for (a, alpha) in alphas.iter().enumerate() {
-        let out = run(&[
+        let v = succeeds_json(&[
             "cluster",
             "--embeddings",
             s(&x),
@@ -121,8 +113,6 @@ fn cluster_matches_scipy_on_a_fixture() {
             &alpha.to_string(),
             "--json",
         ]);
-        assert!(out.status.success());
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         let mut ours = vec![usize::MAX; m];
         for (k, c) in v["clusters"].as_array().unwrap().iter().enumerate() {
             for r in c["members"].as_array().unwrap() {
@@ -141,6 +131,22 @@ fn cluster_matches_scipy_on_a_fixture() {
             }
         }
     }
+}
+
+/// Runs a command that must succeed; its stdout as text.
+fn succeeds(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs a command that must succeed; its stdout as JSON.
+fn succeeds_json(args: &[&str]) -> Value {
+    serde_json::from_str(&succeeds(args)).unwrap()
 }
 
 /// Runs a failing command and returns its single stderr line.
@@ -233,13 +239,7 @@ fn help_teaches_usage() {
 fn bench_reports_one_row_per_file() {
     let dir = scratch("bench");
     let (x, _) = two_interests(&dir);
-    let out = run(&["bench", "cluster", s(&x), "--repeat", "2", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = succeeds_json(&["bench", "cluster", s(&x), "--repeat", "2", "--json"]);
     assert_eq!(v["m"], 5);
     assert!(v["profile_ms"].as_f64().unwrap() > 0.0);
 }
@@ -250,7 +250,7 @@ fn import_items_then_look_them_up() {
     let data = dir.join("data");
     let items = dir.join("items.csv");
     std::fs::write(&items, "id,a,b\nm1,3,4\nm2,1,0\n").unwrap();
-    let out = run(&[
+    let text = succeeds(&[
         "import",
         "items",
         "--data-dir",
@@ -259,19 +259,11 @@ fn import_items_then_look_them_up() {
         s(&items),
     ]);
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    assert!(
         text.starts_with("imported 2 items x 2 dims, L2-normalised into"),
         "{text}"
     );
 
-    let out = run(&["catalog", "--data-dir", s(&data), "--id", "m1", "--json"]);
-    assert!(out.status.success());
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = succeeds_json(&["catalog", "--data-dir", s(&data), "--id", "m1", "--json"]);
     assert_eq!(v["meta"]["rows"], 2);
     assert_eq!(v["items"][0]["row"], 0);
     assert!((v["items"][0]["norm"].as_f64().unwrap() - 1.0).abs() < 1e-6);
@@ -311,24 +303,12 @@ fn a_config_file_sets_what_flags_and_variables_do_not() {
     )
     .unwrap();
     let catalog_rows = |data: &Path| {
-        let out = run(&["catalog", "--data-dir", s(data), "--json"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let v = succeeds_json(&["catalog", "--data-dir", s(data), "--json"]);
         v["meta"]["rows"].as_u64().unwrap()
     };
 
     // The file's data_dir and normalize.
-    let out = run(&["import", "items", "--config", s(&config), s(&items)]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = succeeds(&["import", "items", "--config", s(&config), s(&items)]);
     assert!(text.contains("L2-normalised into"), "{text}");
     assert_eq!(catalog_rows(&from_file), 2);
 
@@ -509,7 +489,7 @@ fn embed_learns_item_embeddings_from_events_alone() {
     }
     // What `import items` reads.
     let learned = dir.join("als");
-    let out = run(&[
+    succeeds(&[
         "import",
         "items",
         "--data-dir",
@@ -518,11 +498,6 @@ fn embed_learns_item_embeddings_from_events_alone() {
         s(&learned.join("ids.txt")),
         s(&learned.join("items.npy")),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     // A window without engagements is an input error (after the progress lines).
     let out = run(&[
         "embed",
@@ -607,7 +582,7 @@ fn events_batch_profile_end_to_end() {
 
     let now = "1699920000"; // 2023-11-14T00:00:00Z
     let table = dir.join("profiles.parquet");
-    let out = run(&[
+    let text = succeeds(&[
         "batch",
         "--data-dir",
         s(&data),
@@ -618,12 +593,6 @@ fn events_batch_profile_end_to_end() {
         "--out",
         s(&table),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
     assert!(
         text.starts_with("batch: 1 users, 3 actions, clusters per user mean 2.0"),
         "{text}"
@@ -1158,13 +1127,7 @@ fn quickstart_prepares_movielens_once_and_refuses_foreign_directories() {
         assert!(stderr.contains(step), "{step}: {stderr}");
     }
     // The profile of the heaviest user has dozens of interests, with titles.
-    let out = run(&["profile", "--data-dir", s(&data), "--user", "414", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let profile: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let profile = succeeds_json(&["profile", "--data-dir", s(&data), "--user", "414", "--json"]);
     let clusters = profile["clusters"].as_array().unwrap().len();
     assert!((50..=200).contains(&clusters), "{clusters} interests");
     // The ratings were moved so that the last one is now: the batch ran for today.
@@ -1271,13 +1234,7 @@ fn quickstart_with_learned_embeddings_embeds_the_ratings_first() {
     let items = catalog["meta"]["rows"].as_u64().unwrap_or(0);
     assert!((3_000..9_742).contains(&items), "{catalog}");
     assert_eq!(catalog["meta"]["dim"], 64);
-    let out = run(&["profile", "--data-dir", s(&data), "--user", "414", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let profile: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let profile = succeeds_json(&["profile", "--data-dir", s(&data), "--user", "414", "--json"]);
     let clusters = profile["clusters"].as_array().unwrap();
     assert!(clusters.len() >= 5, "{} interests", clusters.len());
 }
