@@ -1,7 +1,7 @@
 //! `pinnersage batch`: the daily batch, run here or handed to the server that owns the event
 //! store.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -55,13 +55,17 @@ pub fn run(args: &BatchArgs) -> Result<()> {
         parquet_out: args.out.clone(),
         force: args.force,
     };
+    batch(&args.data.data_dir, &config)
+}
+
+/// Runs the batch `config` over `data_dir`, here or through the server that owns its event
+/// store, and prints what it did (the command's work, which the quickstart calls too).
+pub fn batch(data_dir: &Path, config: &BatchConfig) -> Result<()> {
     let progress = Progress::new("users clustered", None);
-    let result = run_batch(&args.data.data_dir, &config, &|users| {
-        progress.update(users)
-    });
+    let result = run_batch(data_dir, config, &|users| progress.update(users));
     progress.finish();
     if let Err(BatchError::Events(EventStoreError::InUse { .. })) = &result {
-        return run_batch_on_server(args, &config);
+        return run_batch_on_server(data_dir, config);
     }
     let summary = result.map_err(|e| match e {
         BatchError::Refused(_) => {
@@ -77,7 +81,7 @@ pub fn run(args: &BatchArgs) -> Result<()> {
         other => anyhow::Error::from(other),
     })?;
     print_summary(&summary, None);
-    if let Some(out) = &args.out {
+    if let Some(out) = &config.parquet_out {
         println!("wrote {}", out.display());
     }
     Ok(())
@@ -112,9 +116,8 @@ fn print_summary(summary: &BatchSummary, served_by: Option<std::net::SocketAddr>
 
 /// A running server owns the event store: ask it to run the batch (it then serves the new
 /// generation at once and drops the online actions the batch covers).
-fn run_batch_on_server(args: &BatchArgs, config: &BatchConfig) -> Result<()> {
-    let data_dir = &args.data.data_dir;
-    if args.shard.is_some() || args.out.is_some() {
+fn run_batch_on_server(data_dir: &Path, config: &BatchConfig) -> Result<()> {
+    if config.shard.is_some() || config.parquet_out.is_some() {
         return Err(InputError(format!(
             "a server owns the event store of {}; --shard and --out need it stopped (or run the batch through it without them)",
             data_dir.display()

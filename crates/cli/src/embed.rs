@@ -1,6 +1,6 @@
 //! `pinnersage embed`: item embeddings learned from the event store.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Result;
@@ -93,21 +93,27 @@ impl EmbedArgs {
 
 /// Runs `pinnersage embed`.
 pub fn run(args: &EmbedArgs) -> Result<()> {
-    let start = Instant::now();
     let options = EmbedOptions {
         now: args.now.unwrap_or_else(unix_now),
         window_days: args.window_days,
         min_users: args.min_users,
         learner: args.learner()?,
     };
+    embed(&args.data.data_dir, &options, &args.out)
+}
+
+/// Learns item embeddings from the events of `data_dir`, writes them to `out` and prints what
+/// was learned (the command's work, which the quickstart calls too).
+pub fn embed(data_dir: &Path, options: &EmbedOptions, out: &Path) -> Result<()> {
+    let start = Instant::now();
     let classify = |e: EmbedError| -> anyhow::Error {
         match e {
             EmbedError::Input(m) => InputError(m).into(),
             other => other.into(),
         }
     };
-    let learned = learn(&args.data.data_dir, &options, &Bars::new("events")).map_err(classify)?;
-    let (matrix, ids) = write(&learned, &args.out).map_err(classify)?;
+    let learned = learn(data_dir, options, &Bars::new("events")).map_err(classify)?;
+    let (matrix, ids) = write(&learned, out).map_err(classify)?;
     println!(
         "learned {} items x {} dims ({}) from {} engagements of {} users ({} rarer items left out) in {:.1} s",
         learned.ids.len(),
@@ -120,7 +126,7 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
     );
     println!(
         "import them: pinnersage import items --data-dir {} --ids {} {}",
-        args.data.data_dir.display(),
+        data_dir.display(),
         ids.display(),
         matrix.display()
     );

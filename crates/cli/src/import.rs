@@ -1,6 +1,6 @@
 //! `pinnersage import items` and `pinnersage import events`: data into a data directory.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Result;
@@ -101,14 +101,20 @@ pub struct ImportEventsArgs {
 
 /// Runs `pinnersage import items`.
 pub fn run_items(args: &ImportItemsArgs) -> Result<()> {
-    let start = Instant::now();
     let options = ItemsOptions {
         ids: args.ids.as_deref(),
         normalize: args.normalize,
         attributes: args.attributes.as_deref(),
         attributes_id_col: args.attributes_id_col.as_deref(),
     };
-    let imported = import_items(&args.data.data_dir, &args.file, &options).map_err(classify)?;
+    items(&args.data.data_dir, &args.file, &options)
+}
+
+/// Imports the items of `file` into `data_dir` and prints what was imported (the command's
+/// work, which the quickstart calls too).
+pub fn items(data_dir: &Path, file: &Path, options: &ItemsOptions<'_>) -> Result<()> {
+    let start = Instant::now();
+    let imported = import_items(data_dir, file, options).map_err(classify)?;
     let summary = imported.catalog;
     let secs = start.elapsed().as_secs_f64();
     println!(
@@ -150,15 +156,18 @@ pub fn run_events(args: &ImportEventsArgs) -> Result<()> {
         columns: args.columns.columns(),
         skip_invalid: args.skip_invalid,
     };
+    events(&args.data.data_dir, &args.files, &options)
+}
+
+/// Imports the events of `files` into `data_dir` and prints what was stored (the command's
+/// work, which the quickstart calls too).
+pub fn events(data_dir: &Path, files: &[PathBuf], options: &ImportOptions) -> Result<()> {
     let start = Instant::now();
-    let report =
-        import_events(&args.data.data_dir, &args.files, &options).map_err(|e| match e {
-            ImportError::Input(msg) => InputError(msg).into(),
-            ImportError::Store(e @ EventStoreError::InUse { .. }) => {
-                InputError(e.to_string()).into()
-            }
-            other => anyhow::Error::from(other),
-        })?;
+    let report = import_events(data_dir, files, options).map_err(|e| match e {
+        ImportError::Input(msg) => InputError(msg).into(),
+        ImportError::Store(e @ EventStoreError::InUse { .. }) => InputError(e.to_string()).into(),
+        other => anyhow::Error::from(other),
+    })?;
     let secs = start.elapsed().as_secs_f64();
     println!(
         "read {} rows in {:.2} s ({:.0} rows/s): {} new events, {} already stored, {} invalid skipped{}",

@@ -1,6 +1,6 @@
 //! `pinnersage index build`: the nearest-neighbour index of a data directory.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
@@ -78,9 +78,6 @@ pub fn library(asked: Option<HnswLibrary>, quantization: Quantization) -> HnswLi
 /// Runs `pinnersage index build`.
 pub fn run(cmd: &IndexCommand) -> Result<()> {
     let IndexCommand::Build(args) = cmd;
-    let data_dir = &args.data.data_dir;
-    let mut catalog = Catalog::open(data_dir).map_err(|e| InputError(e.to_string()))?;
-    catalog.build_hash_index();
     let exclude = match &args.exclude {
         Some(path) => persist::read_ids(path).map_err(|e| InputError(e.to_string()))?,
         None => Vec::new(),
@@ -99,12 +96,20 @@ pub fn run(cmd: &IndexCommand) -> Result<()> {
         exclude,
         exclude_source: args.exclude.as_ref().map(|p| p.display().to_string()),
     };
+    build(&args.data.data_dir, &options)
+}
+
+/// Builds the index of `data_dir`'s catalog and prints what was built (the command's work,
+/// which the quickstart calls too).
+pub fn build(data_dir: &Path, options: &BuildOptions) -> Result<()> {
     options
         .params
         .validate()
         .map_err(|e| InputError(e.to_string()))?;
+    let mut catalog = Catalog::open(data_dir).map_err(|e| InputError(e.to_string()))?;
+    catalog.build_hash_index();
     let progress = Bars::new("items");
-    let built = persist::build(data_dir, &catalog, &options, &progress).map_err(|e| match e {
+    let built = persist::build(data_dir, &catalog, options, &progress).map_err(|e| match e {
         pinnersage_index::IndexError::Options(m) => anyhow::Error::new(InputError(m)),
         other => anyhow::Error::new(other),
     })?;

@@ -10,9 +10,15 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::{Args, FromArgMatches};
 
-use pinnersage_pipeline::data_in::embed::{EMBEDDINGS_FILE, IDS_FILE};
-use pinnersage_pipeline::data_in::import_events::ImportError;
+use pinnersage_catalog::items::ItemsOptions;
+use pinnersage_core::als::AlsParams;
+use pinnersage_core::learned::Learner;
+use pinnersage_index::persist::BuildOptions;
+use pinnersage_pipeline::batch::BatchConfig;
+use pinnersage_pipeline::data_in::embed::{EMBEDDINGS_FILE, EmbedOptions, IDS_FILE};
+use pinnersage_pipeline::data_in::import_events::{ImportError, ImportOptions};
 use pinnersage_pipeline::data_in::movielens::{self, MIN_RATING, positive_ratings};
+use pinnersage_store::settings::GenerationSettings;
 
 use crate::args::{DataDirArg, InputError};
 
@@ -148,6 +154,7 @@ pub fn run(args: &QuickstartArgs) -> Result<()> {
          curl 'http://{shown}/v1/users/414/profile'\n  \
          curl 'http://{shown}/v1/users/414/recommendations?k=10'\n"
     );
+    // `serve` is parsed like its command line: the served defaults are the command's.
     crate::serve::run(&parse(
         "serve",
         [
@@ -186,8 +193,9 @@ fn movielens_dir(flag: Option<&Path>) -> Result<PathBuf> {
         })
 }
 
-/// Builds the data directory from the MovieLens files, one pinnersage command per step; with
-/// `live`, the ratings' times move so that the last one is now. Returns the seconds they moved.
+/// Builds the data directory from the MovieLens files, each step the library call (and the
+/// printing) of its command; with `live`, the ratings' times move so that the last one is now.
+/// Returns the seconds they moved.
 fn prepare(
     data_dir: &Path,
     movielens: &Path,
@@ -218,7 +226,6 @@ fn prepare(
             other => other.into(),
         }
     };
-    let dir: OsString = data_dir.into();
     let total = if embeddings == EmbeddingsArg::Learned {
         5
     } else {
@@ -246,71 +253,57 @@ fn prepare(
                 ratings.shift as f64 / 86_400.0
             );
         }
-        crate::import::run_events(&parse(
-            "import events",
-            ["--data-dir".into(), dir.clone(), events.clone().into()],
-        )?)?;
+        let files = [events.clone()];
+        crate::import::events(data_dir, &files, &ImportOptions::default())?;
         Ok(ratings)
     })?;
 
     // MovieLens spans 1996–2018: `embed` and the batch see it all (the last rating is `now`),
     // importance still decays by age.
-    let whole_history: Vec<OsString> = vec![
-        "--data-dir".into(),
-        dir.clone(),
-        "--now".into(),
-        last.latest.to_string().into(),
-        "--window-days".into(),
-        "10000".into(),
-    ];
+    const WHOLE_HISTORY_DAYS: u32 = 10_000;
     // With learned embeddings, `embed` reads the events just imported and `import items` reads
     // what it wrote.
-    let (matrix, ids, normalize): (OsString, OsString, bool) = match embeddings {
+    let (matrix, ids, normalize) = match embeddings {
         EmbeddingsArg::Titles => (
-            file(movielens::EMBEDDINGS).into(),
-            file(movielens::EMBEDDING_IDS).into(),
+            file(movielens::EMBEDDINGS),
+            file(movielens::EMBEDDING_IDS),
             true,
         ),
         EmbeddingsArg::Learned => {
             let out = data_dir.join("learned-embeddings");
             run_step(&step("embed (implicit ALS on the ratings)"), || {
-                let mut argv = whole_history.clone();
-                argv.extend(["--out".into(), out.clone().into()]);
-                crate::embed::run(&parse("embed", argv)?)
+                let options = EmbedOptions {
+                    now: last.latest,
+                    window_days: WHOLE_HISTORY_DAYS,
+                    learner: Learner::Als(AlsParams::default()),
+                    ..EmbedOptions::default()
+                };
+                crate::embed::embed(data_dir, &options, &out)
             })?;
-            (
-                out.join(EMBEDDINGS_FILE).into(),
-                out.join(IDS_FILE).into(),
-                false,
-            )
+            (out.join(EMBEDDINGS_FILE), out.join(IDS_FILE), false)
         }
     };
     run_step(&step("import items"), || {
-        let mut argv: Vec<OsString> = vec!["--data-dir".into(), dir.clone()];
-        if normalize {
-            argv.push("--normalize".into());
-        }
-        argv.extend([
-            "--ids".into(),
-            ids.clone(),
-            "--attributes".into(),
-            file(movielens::MOVIES).into(),
-            "--attributes-id-col".into(),
-            "movieId".into(),
-            matrix.clone(),
-        ]);
-        crate::import::run_items(&parse("import items", argv)?)
+        let movies = file(movielens::MOVIES);
+        let options = ItemsOptions {
+            ids: Some(&ids),
+            normalize,
+            attributes: Some(&movies),
+            attributes_id_col: Some("movieId"),
+        };
+        crate::import::items(data_dir, &matrix, &options)
     })?;
 
     run_step(&step("index build"), || {
-        crate::index::run(&crate::index::IndexCommand::Build(parse(
-            "index build",
-            ["--data-dir".into(), dir.clone()],
-        )?))
+        crate::index::build(data_dir, &BuildOptions::default())
     })?;
 
     run_step(&step("batch"), || {
-        crate::batch::run(&parse("batch", whole_history.clone())?)
+        let settings = GenerationSettings {
+            window_days: WHOLE_HISTORY_DAYS,
+            ..GenerationSettings::new(last.latest)
+        };
+        crate::batch::batch(data_dir, &BatchConfig::with(settings))
     })?;
     Ok(last.shift)
 }
