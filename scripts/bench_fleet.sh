@@ -6,18 +6,19 @@
 #   READS=1000 COUNTS=1 scripts/bench_fleet.sh            # one replica at the 3-replica rate
 #
 # For 1 and then 3 replicas (fresh NATS cluster and data directories each time):
-#   1. event -> visible on another replica: `bench ingest` posts to replica A at RATE events/s
+#   1. event -> visible on another replica: `pinnersage-bench ingest` posts to replica A at RATE events/s
 #      while a probe posts one event to A every 50 ms and polls its profile on replica B (on A
 #      itself with one replica);
 #   2. CPU per consumed event: each replica's CPU time (utime + stime from /proc) during that
 #      ingest, divided by the events it consumed (every replica consumes every event);
-#   3. CPU per request: `bench serve` at READS req/s in total, split evenly over the replicas
+#   3. CPU per request: `pinnersage-bench serve` at READS req/s in total, split evenly over the replicas
 #      (a different user draw each), after a 10 s warm-up of the medoid caches; each replica's
 #      CPU time divided by the requests it served.
 # Data: 20,000 synthetic users, 50,000 items x 64, profiles computed once and shipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/pinnersage}
+BENCH=${BENCH:-target/release/pinnersage-bench}
 DIR=${DIR:-/tmp/pinnersage-fleet-bench}
 RATE=${RATE:-1000}
 READS=${READS:-3000}
@@ -81,7 +82,7 @@ for n in ${COUNTS:-1 3}; do
 
   visible=${addrs[$((n - 1))]}
   before=(); for p in "${replicas[@]}"; do before+=("$(cpu_ms "$p")"); done
-  "$BIN" bench ingest --addr "${addrs[0]}" --visible-on "$visible" --items 50000 \
+  "$BENCH" ingest --addr "${addrs[0]}" --visible-on "$visible" --items 50000 \
     --users 20000 --rate "$RATE" --batch 10 --connections 4 --duration "$SECONDS_LOAD" \
     | tee "$run-ingest.txt"
   sleep 2 # the last messages consumed everywhere
@@ -97,7 +98,7 @@ for n in ${COUNTS:-1 3}; do
   serve_load() { # $1: seconds, $2: report prefix; a different user draw per replica
     loads=()
     for i in "${!addrs[@]}"; do
-      "$BIN" bench serve --addr "${addrs[$i]}" --users 20000 --rate "$per" --connections 4 \
+      "$BENCH" serve --addr "${addrs[$i]}" --users 20000 --rate "$per" --connections 4 \
         --seed $((i + 1)) --duration "$1" >"$2$i.txt" 2>&1 &
       loads+=($!)
     done

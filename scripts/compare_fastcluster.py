@@ -3,7 +3,7 @@
 
 For each (m, d) it writes one user's L2-normalised embeddings (10 topics plus noise) as NPY,
 times fastcluster.linkage(X, method='ward') and scipy's linkage(X, 'ward') + fcluster, runs
-`pinnersage bench cluster` (distances + Ward + cut + medoids + importance, fastest of --repeat; every
+`pinnersage-bench cluster` (distances + Ward + cut + medoids + importance, fastest of --repeat; every
 tool is timed as its fastest run, which is the least disturbed by other work on the machine)
 on the same files, checks that `pinnersage cluster --json` gives the same partition as
 fcluster(fastcluster's tree, t=sqrt(alpha)), and prints a Markdown table of times and ratios.
@@ -11,7 +11,7 @@ fcluster(fastcluster's tree, t=sqrt(alpha)), and prints a Markdown table of time
 Usage:
   pip install numpy scipy fastcluster
   cargo build --release
-  python3 scripts/compare_fastcluster.py [--bin target/release/pinnersage] [--out bench-out]
+  python3 scripts/compare_fastcluster.py [--bin target/release/pinnersage] [--bench target/release/pinnersage-bench] [--out bench-out]
 """
 import argparse
 import json
@@ -57,6 +57,7 @@ def canonical(labels):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", default="target/release/pinnersage")
+    ap.add_argument("--bench", default="target/release/pinnersage-bench")
     ap.add_argument("--out", default="bench-out")
     ap.add_argument("--repeat", type=int, default=15)
     args = ap.parse_args()
@@ -77,7 +78,7 @@ def main():
                 repeat,
             )
             bench = subprocess.run(
-                [args.bin, "bench", "cluster", str(path), "--alpha", str(ALPHA), "--json",
+                [args.bench, "cluster", str(path), "--alpha", str(ALPHA), "--json",
                  "--repeat", str(repeat * 3)],
                 check=True, capture_output=True, text=True,
             )

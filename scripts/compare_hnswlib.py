@@ -49,7 +49,7 @@ def main():
     ap.add_argument("--m", type=int, default=16)
     ap.add_argument("--ef-construction", type=int, default=128)
     ap.add_argument("--ef", default="10,16,32,64,128,256")
-    ap.add_argument("--binary", default="target/release/pinnersage")
+    ap.add_argument("--binary", default="target/release/pinnersage-bench")
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
     import hnswlib
@@ -69,7 +69,7 @@ def main():
         runs = {}
         for library, quantization in ours:
             out = subprocess.run(
-                [args.binary, "bench", "index", "--vectors", xp, "--queries", qp, "--k", str(k),
+                [args.binary, "index", "--vectors", xp, "--queries", qp, "--k", str(k),
                  "--ef", args.ef, "--connectivity", str(args.m), "--ef-construction",
                  str(args.ef_construction), "--hnsw-library", library, "--quantization", quantization,
                  "--json"],

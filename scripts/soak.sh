@@ -13,6 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/pinnersage}
+BENCH=${BENCH:-target/release/pinnersage-bench}
 MINUTES=${MINUTES:-30}
 DIR=${DIR:-/tmp/pinnersage-soak}
 PORT=${PORT:-18181}
@@ -48,10 +49,10 @@ printf 'seconds\trss_mib\n' >"$DIR/rss.tsv"
 ) &
 sampler=$!
 
-"$BIN" bench serve --addr "127.0.0.1:$PORT" --users 50000 --rate 500 \
+"$BENCH" serve --addr "127.0.0.1:$PORT" --users 50000 --rate 500 \
   --duration "$SECONDS_TOTAL" >"$DIR/serve-report.txt" 2>&1 &
 reads=$!
-"$BIN" bench ingest --addr "127.0.0.1:$PORT" --items 100000 --users 200000 --rate 2000 \
+"$BENCH" ingest --addr "127.0.0.1:$PORT" --items 100000 --users 200000 --rate 2000 \
   --duration "$SECONDS_TOTAL" >"$DIR/ingest-report.txt" 2>&1 &
 writes=$!
 

@@ -1,7 +1,7 @@
 //! The `pinnersage` binary as users call it.
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 
 use pinnersage_catalog::npy;
 use serde_json::Value;
@@ -239,9 +239,20 @@ fn help_teaches_usage() {
 fn bench_reports_one_row_per_file() {
     let dir = scratch("bench");
     let (x, _) = two_interests(&dir);
-    let v = succeeds_json(&["bench", "cluster", s(&x), "--repeat", "2", "--json"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_pinnersage-bench"))
+        .args(["cluster", s(&x), "--repeat", "2", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["m"], 5);
     assert!(v["profile_ms"].as_f64().unwrap() > 0.0);
+    // The shipped binary carries no benchmark.
+    assert!(!run(&["bench", "cluster", s(&x)]).status.success());
 }
 
 #[test]

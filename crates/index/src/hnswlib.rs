@@ -83,7 +83,7 @@ pub(crate) struct Hnswlib {
 
 // SAFETY: hnswlib's `addPoint` takes per-element and per-label locks and `searchKnn` is const
 // with a pool of visited lists, so both may run from many threads at once; `setEf` writes one
-// word (only called between searches by `bench index`). The pointer is owned and freed once.
+// word (only called between searches by `pinnersage-bench index`). The pointer is owned and freed once.
 unsafe impl Send for Hnswlib {}
 unsafe impl Sync for Hnswlib {}
 

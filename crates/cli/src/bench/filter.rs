@@ -1,4 +1,4 @@
-//! `pinnersage bench filter`: filtered similar-item queries through the serving engine: QPS and
+//! `pinnersage-bench filter`: filtered similar-item queries through the serving engine: QPS and
 //! recall@k against a brute-force filtered scan, per filter, next to the unfiltered query.
 
 use std::time::Instant;
@@ -8,7 +8,7 @@ use clap::Args;
 use pinnersage_catalog::filter::Filter;
 use pinnersage_server::{ServeConfig, Server};
 
-use crate::args::{DataDirArg, InputError};
+use pinnersage::args::{DataDirArg, InputError};
 
 /// Measure query-time filters on a served data directory: for each filter, the share of the
 /// catalog it matches, single-thread queries per second of `similar` (the filter applied inside
@@ -19,7 +19,7 @@ use crate::args::{DataDirArg, InputError};
 /// medoid cache, which unfiltered queries use, starts cold for each).
 ///
 /// Example (a `bucket` attribute 0..999 on every item, see docs/benchmarks.md):
-///   pinnersage bench filter --data-dir d --filter 'bucket<500' --filter 'bucket<50' --filter 'bucket<1'
+///   pinnersage-bench filter --data-dir d --filter 'bucket<500' --filter 'bucket<50' --filter 'bucket<1'
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct BenchFilterArgs {
@@ -36,7 +36,7 @@ pub struct BenchFilterArgs {
     queries: usize,
 }
 
-/// Runs `pinnersage bench filter`.
+/// Runs `pinnersage-bench filter`.
 pub fn run(args: &BenchFilterArgs) -> Result<()> {
     if args.queries == 0 || args.k == 0 {
         return Err(InputError("--queries and --k must be positive".into()).into());

@@ -1,4 +1,4 @@
-//! `pinnersage bench index`: recall@k against the exact scan and single-thread QPS of the HNSW
+//! `pinnersage-bench index`: recall@k against the exact scan and single-thread QPS of the HNSW
 //! index, for several ef_search values.
 
 use std::path::PathBuf;
@@ -12,7 +12,7 @@ use pinnersage_index::{
 };
 use serde_json::json;
 
-use crate::args::InputError;
+use pinnersage::args::InputError;
 
 /// Measure the HNSW index (hnswlib or usearch) against the exact scan on your vectors: build time, then
 /// for each ef_search the recall@k and single-thread queries per second.
@@ -21,7 +21,7 @@ use crate::args::InputError;
 /// to hnswlib's Python package on identical vectors.
 ///
 /// Example:
-///   pinnersage bench index --vectors items.npy --queries queries.npy --ef 16,32,64,128
+///   pinnersage-bench index --vectors items.npy --queries queries.npy --ef 16,32,64,128
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct BenchIndexArgs {
@@ -63,7 +63,7 @@ fn read(path: &PathBuf) -> Result<npy::MatrixF32> {
         .map_err(|e| InputError(e.to_string()))?)
 }
 
-/// Runs `pinnersage bench index`.
+/// Runs `pinnersage-bench index`.
 pub fn run(args: &BenchIndexArgs) -> Result<()> {
     let x = read(&args.vectors)?;
     let q = read(&args.queries)?;
@@ -83,7 +83,7 @@ pub fn run(args: &BenchIndexArgs) -> Result<()> {
         expansion_search: 64,
         metric: args.metric,
         quantization: args.quantization,
-        library: crate::index::library(args.hnsw_library, args.quantization),
+        library: pinnersage::index::library(args.hnsw_library, args.quantization),
     };
     params.validate().map_err(|e| InputError(e.to_string()))?;
     let rows: Vec<u32> = (0..x.rows as u32).collect();

@@ -1,4 +1,4 @@
-//! `pinnersage bench ingest`: durable ingest throughput and event -> visible latency against a
+//! `pinnersage-bench ingest`: durable ingest throughput and event -> visible latency against a
 //! running `pinnersage serve`, over HTTP or NATS JetStream.
 
 use std::net::SocketAddr;
@@ -10,8 +10,8 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use pinnersage_core::sample::SplitMix64;
 
-use crate::args::{InputError, unix_now};
-use crate::http_client::Conn;
+use pinnersage::args::{InputError, unix_now};
+use pinnersage::http_client::Conn;
 
 /// Stream engagements into a running server and measure how many per second become durable,
 /// and how long one event takes to show in the user's profile (and so in recommendations).
@@ -36,9 +36,9 @@ use crate::http_client::Conn;
 /// re-clustering, per store write write = journal + fsync), which tells a slow tail's phase.
 ///
 /// Example:
-///   pinnersage bench ingest --addr 127.0.0.1:8080 --items 200000 --duration 20
-///   pinnersage bench ingest --addr 127.0.0.1:8080 --items 200000 --nats nats://127.0.0.1:4222
-///   pinnersage bench ingest --addr 127.0.0.1:8081 --visible-on 127.0.0.1:8082 --items 200000 --rate 1000
+///   pinnersage-bench ingest --addr 127.0.0.1:8080 --items 200000 --duration 20
+///   pinnersage-bench ingest --addr 127.0.0.1:8080 --items 200000 --nats nats://127.0.0.1:4222
+///   pinnersage-bench ingest --addr 127.0.0.1:8081 --visible-on 127.0.0.1:8082 --items 200000 --rate 1000
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct BenchIngestArgs {
@@ -129,7 +129,7 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
-/// Runs `pinnersage bench ingest`.
+/// Runs `pinnersage-bench ingest`.
 pub fn run(args: &BenchIngestArgs) -> Result<()> {
     if args.items == 0 || args.users == 0 || args.connections == 0 || args.batch == 0 {
         return Err(InputError(

@@ -1,4 +1,4 @@
-//! `pinnersage bench serve`: a load generator for a running `pinnersage serve`, over keep-alive
+//! `pinnersage-bench serve`: a load generator for a running `pinnersage serve`, over keep-alive
 //! HTTP/1.1 connections, with Zipf-distributed users.
 
 use std::net::SocketAddr;
@@ -8,8 +8,8 @@ use anyhow::{Result, bail};
 use clap::Args;
 use pinnersage_core::sample::SplitMix64;
 
-use crate::args::InputError;
-use crate::http_client::Conn;
+use pinnersage::args::InputError;
+use pinnersage::http_client::Conn;
 
 /// Load a running server with recommendation requests and report latency percentiles,
 /// throughput and the share of ANN searches the medoid cache removed.
@@ -22,7 +22,7 @@ use crate::http_client::Conn;
 /// few heavy users, a long tail), as `pinnersage synth` names them.
 ///
 /// Example:
-///   pinnersage bench serve --addr 127.0.0.1:8080 --users 100000 --rate 2000 --duration 20
+///   pinnersage-bench serve --addr 127.0.0.1:8080 --users 100000 --rate 2000 --duration 20
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct BenchServeArgs {
@@ -84,7 +84,7 @@ fn cache_counters(addr: SocketAddr) -> Result<(f64, f64)> {
     ))
 }
 
-/// Runs `pinnersage bench serve`.
+/// Runs `pinnersage-bench serve`.
 pub fn run(args: &BenchServeArgs) -> Result<()> {
     let valid_times = args.duration.is_finite()
         && args.duration > 0.0

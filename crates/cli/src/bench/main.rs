@@ -1,5 +1,7 @@
-//! `pinnersage bench`: `cluster` (the clustering engine on NPY inputs, here), `index` (recall and
-//! QPS against the exact scan), `filter` (query-time filters through the engine), `serve` (an HTTP load generator) and `ingest` (durable ingest).
+//! `pinnersage-bench`, the benchmarks, apart from the shipped `pinnersage`: `cluster` (the
+//! clustering engine on NPY inputs, here), `index` (recall and QPS against the exact scan),
+//! `filter` (query-time filters through the engine), `serve` (an HTTP load generator) and
+//! `ingest` (durable ingest over HTTP or NATS).
 
 mod filter;
 mod index;
@@ -10,21 +12,41 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Result;
-use clap::{Args, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use pinnersage_core::distance::SqDistances;
 use pinnersage_core::importance::DEFAULT_LAMBDA;
 use pinnersage_core::profile::DEFAULT_ALPHA;
 use pinnersage_core::ward::ward;
 use serde_json::json;
+use std::process::ExitCode;
 
-use crate::args::InputError;
-use crate::cluster::{clusterer, read_input};
+use pinnersage::args::InputError;
+use pinnersage::cluster::{clusterer, read_input};
 
-/// Measure pinnersage's speed on your own inputs.
-#[derive(Debug, Args)]
-pub struct BenchArgs {
+/// The same allocator as `pinnersage`, so that timings compare.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Measure pinnersage's speed on your own inputs (the benchmarks of docs/benchmarks.md).
+#[derive(Debug, Parser)]
+#[command(name = "pinnersage-bench", version)]
+struct BenchArgs {
     #[command(subcommand)]
     what: BenchCommand,
+}
+
+fn main() -> ExitCode {
+    match run(&BenchArgs::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.downcast_ref::<InputError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -57,7 +79,7 @@ struct BenchClusterArgs {
     json: bool,
 }
 
-pub fn run(args: &BenchArgs) -> Result<()> {
+fn run(args: &BenchArgs) -> Result<()> {
     let args = match &args.what {
         BenchCommand::Cluster(a) => a,
         BenchCommand::Index(a) => return index::run(a),
