@@ -2,7 +2,7 @@
 # The fleet benchmark: a 3-node nats-server cluster (JetStream, stream replicas 3) and 1 or 3
 # `pinnersage serve --fleet` replicas on 127.0.0.1, with shipped profiles.
 #
-#   cargo build --release && scripts/bench_fleet.sh   # DIR=/tmp/pinnersage-fleet-bench COUNTS="1 3"
+#   cargo build --release --workspace && scripts/bench_fleet.sh   # DIR=/tmp/pinnersage-fleet-bench COUNTS="1 3"
 #   READS=1000 COUNTS=1 scripts/bench_fleet.sh            # one replica at the 3-replica rate
 #
 # For 1 and then 3 replicas (fresh NATS cluster and data directories each time):

@@ -10,7 +10,7 @@ fcluster(fastcluster's tree, t=sqrt(alpha)), and prints a Markdown table of time
 
 Usage:
   pip install numpy scipy fastcluster
-  cargo build --release
+  cargo build --release --workspace
   python3 scripts/compare_fastcluster.py [--bin target/release/pinnersage] [--bench target/release/pinnersage-bench] [--out bench-out]
 """
 import argparse

@@ -8,7 +8,7 @@ ef_construction (on all cores) and are searched one query at a time on one threa
 ef_search; recall is measured against the exact top-10 (numpy, float64).
 
     pip install numpy hnswlib
-    cargo build --release
+    cargo build --release --workspace
     python3 scripts/compare_hnswlib.py --items 200000 --dim 128
 """
 import argparse

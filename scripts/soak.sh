@@ -4,7 +4,7 @@
 # queues, a bounded online state (--online-users, exceeded here on purpose so that users are
 # evicted and rebuilt), a bounded medoid cache.
 #
-#   cargo build --release && scripts/soak.sh            # MINUTES=30 DIR=/tmp/pinnersage-soak
+#   cargo build --release --workspace && scripts/soak.sh           # MINUTES=30 DIR=/tmp/pinnersage-soak
 #
 # Load: recommendations for 50,000 Zipf users at 500 req/s and events for 200,000 users at
 # 2,000 events/s (the online state holds at most 20,000 users), over HTTP on 127.0.0.1.
