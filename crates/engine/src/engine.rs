@@ -407,13 +407,17 @@ impl Engine {
         &self.cache
     }
 
-    /// Directory of the profile generation being served, if any.
-    pub fn profile_generation(&self) -> Option<PathBuf> {
-        let p = self
-            .profiles
+    /// The profiles being served (a new generation swaps them whole).
+    fn served_profiles(&self) -> Arc<Profiles> {
+        self.profiles
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+            .clone()
+    }
+
+    /// Directory of the profile generation being served, if any.
+    pub fn profile_generation(&self) -> Option<PathBuf> {
+        let p = self.served_profiles();
         p.store.as_ref().map(|s| s.dir().to_path_buf())
     }
 
@@ -465,11 +469,7 @@ impl Engine {
         user: &str,
         members: usize,
     ) -> Result<Option<ServedProfile>, EngineError> {
-        let profiles = self
-            .profiles
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let profiles = self.served_profiles();
         let online = self.online.get(user);
         let build = |view: Option<&ProfileView<'_>>| -> Option<ServedProfile> {
             if view.is_none_or(|v| v.clusters.is_empty()) && online.is_none() {
@@ -531,11 +531,7 @@ impl Engine {
 
     /// The users with a batch profile whose id starts with `prefix` (at most `limit`).
     pub fn users(&self, prefix: &str, limit: usize) -> Result<Vec<UserSummary>, EngineError> {
-        let profiles = self
-            .profiles
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let profiles = self.served_profiles();
         match &profiles.store {
             None => Ok(Vec::new()),
             Some(store) => store.users(prefix, limit).map_err(internal),
@@ -691,11 +687,7 @@ impl Engine {
                 req.global
             )));
         }
-        let profiles = self
-            .profiles
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let profiles = self.served_profiles();
         let online = self.online.get(user);
         let serve = |view: Option<ProfileView<'_>>| {
             let view = view.filter(|v| !v.clusters.is_empty());

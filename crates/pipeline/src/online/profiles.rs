@@ -14,7 +14,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard};
 
 use pinnersage_catalog::catalog::Catalog;
 use pinnersage_core::hash::stable_hash;
@@ -201,30 +201,30 @@ impl OnlineProfiles {
 
     /// The boundary: actions later than this are online.
     pub fn since(&self) -> i64 {
-        self.served
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .since
+        self.read_served().since
     }
 
     /// The clustering parameters (those of the served generation).
     pub fn params(&self) -> ProfileParams {
-        self.served
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .params
-            .clone()
+        self.read_served().params.clone()
     }
 
-    fn shard(&self, user: &str) -> &Mutex<Shard> {
+    /// The shard of `user`, locked.
+    fn shard(&self, user: &str) -> MutexGuard<'_, Shard> {
         let h = stable_hash(user.as_bytes());
-        &self.shards[(h % SHARDS as u64) as usize]
+        let shard = &self.shards[(h % SHARDS as u64) as usize];
+        shard.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The boundary and parameters, held for reading.
+    fn read_served(&self) -> RwLockReadGuard<'_, Served> {
+        self.served.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The online state of `user`, if they have actions after the boundary (rebuilt from the
     /// store if they were evicted from memory).
     pub fn get(&self, user: &str) -> Option<Arc<OnlineUser>> {
-        let served = self.served.read().unwrap_or_else(PoisonError::into_inner);
+        let served = self.read_served();
         // Events applied here ahead of their writes are visible: a rebuild waits for them.
         let through = self.writes().begun;
         self.resident(user, &served, through).state
@@ -252,10 +252,7 @@ impl OnlineProfiles {
         let h = stable_hash(user.as_bytes());
         let mut waited = false;
         loop {
-            let mut shard = self
-                .shard(user)
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut shard = self.shard(user);
             let forgets = shard.forgets;
             let state = shard.users.get(user).map(|r| r.state.clone());
             if state.is_some() || !shard.evicted.contains(&h) {
@@ -339,10 +336,7 @@ impl OnlineProfiles {
     /// (the source of truth) decides again. An update of theirs under way starts again.
     pub fn forget<'a>(&self, users: impl IntoIterator<Item = &'a str>) {
         for user in users {
-            let mut shard = self
-                .shard(user)
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut shard = self.shard(user);
             shard.forgets += 1;
             if shard.users.remove(user).is_some() {
                 shard.evicted.insert(stable_hash(user.as_bytes()));
@@ -393,7 +387,7 @@ impl OnlineProfiles {
     /// the writes `1..=through` ended. `stored`: the store has the events (a rebuilt user has
     /// them already).
     fn update(&self, events: &[Accepted<'_>], through: u64, stored: bool) {
-        let served = self.served.read().unwrap_or_else(PoisonError::into_inner);
+        let served = self.read_served();
         let mut by_user: HashMap<&str, Vec<OnlineAction>> = HashMap::new();
         for e in events.iter().filter(|e| e.action.time > served.since) {
             by_user.entry(e.user).or_default().push(e.action);
@@ -409,10 +403,7 @@ impl OnlineProfiles {
                 let mut actions = current.state.map(|u| u.actions.clone()).unwrap_or_default();
                 actions.extend_from_slice(fresh);
                 let state = Arc::new(self.build(clusterer, actions, &served));
-                let mut shard = self
-                    .shard(user)
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
+                let mut shard = self.shard(user);
                 // Forgotten meanwhile: what it was built on may be gone from the store.
                 if shard.forgets == current.forgets {
                     self.insert(&mut shard, user, state);
@@ -521,7 +512,7 @@ impl OnlineProfiles {
     pub fn recover(&self, store: &Arc<EventStore>) -> Result<u64, EventStoreError> {
         self.attach_store(store.clone());
         let (since, keep) = {
-            let served = self.served.read().unwrap_or_else(PoisonError::into_inner);
+            let served = self.read_served();
             (served.since, served.params.max_actions)
         };
         let mut latest: HashMap<String, Vec<OnlineAction>> = HashMap::new();
