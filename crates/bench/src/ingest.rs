@@ -11,7 +11,7 @@ use clap::Args;
 use pinnersage_core::sample::SplitMix64;
 
 use pinnersage::args::{InputError, unix_now};
-use pinnersage::http_client::Conn;
+use crate::connect;
 
 /// Stream engagements into a running server and measure how many per second become durable,
 /// and how long one event takes to show in the user's profile (and so in recommendations).
@@ -137,7 +137,7 @@ pub fn run(args: &BenchIngestArgs) -> Result<()> {
         )
         .into());
     }
-    let (status, _) = Conn::open(args.addr)?.get("/healthz")?;
+    let (status, _) = connect(args.addr)?.get("/healthz")?;
     if status != 200 {
         bail!("{} answered /healthz with HTTP {status}", args.addr);
     }
@@ -230,7 +230,7 @@ fn http_load(args: &BenchIngestArgs) -> Result<(u64, f64)> {
             .map(|c| {
                 let acked = &acked;
                 scope.spawn(move || -> Result<()> {
-                    let mut conn = Conn::open(args.addr)?;
+                    let mut conn = connect(args.addr)?;
                     let mut rng = SplitMix64::new(0xB0D1 + c as u64);
                     let mut seq = (c as u64) << 40;
                     let interval = args.interval();
@@ -265,15 +265,35 @@ fn counter(addr: SocketAddr, name: &str) -> Result<f64> {
 
 /// The server's /metrics page.
 fn metrics(addr: SocketAddr) -> Result<String> {
-    let (_, text) = Conn::open(addr)?.get("/metrics")?;
+    let (_, text) = connect(addr)?.get("/metrics")?;
     Ok(String::from_utf8_lossy(&text).into_owned())
 }
 
-/// The value of the sample `name` (with its labels, as rendered) in a /metrics page; 0 if absent.
+/// The value of the sample `name` (`metric{label="value",...}`, labels in any order) in a
+/// /metrics page; 0 if absent.
 fn sample(text: &str, name: &str) -> f64 {
+    let (wanted, wanted_labels) = split_sample(name);
     text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .find_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, labels) = split_sample(series);
+            (metric == wanted && labels == wanted_labels)
+                .then(|| value.parse().ok())
+                .flatten()
+        })
         .unwrap_or(0.0)
+}
+
+/// A series' metric name and its sorted `label="value"` pairs.
+fn split_sample(series: &str) -> (&str, Vec<&str>) {
+    match series.split_once('{') {
+        Some((metric, labels)) => {
+            let mut labels: Vec<&str> = labels.trim_end_matches('}').split(',').collect();
+            labels.sort_unstable();
+            (metric, labels)
+        }
+        None => (series, Vec::new()),
+    }
 }
 
 /// The phases of the server's ingest, as `/metrics` splits them: per staged group its duplicate
@@ -399,8 +419,8 @@ fn nats_load(args: &BenchIngestArgs, url: &str) -> Result<(u64, f64)> {
 /// Probes until `stop`: one event for a fresh user, then poll its profile (over HTTP without
 /// waiting for the answer, which is read once the event is visible).
 fn probe(args: &BenchIngestArgs, stop: &AtomicBool) -> Result<Probes> {
-    let mut conn = Conn::open(args.addr)?;
-    let mut poll = Conn::open(args.visible_on.unwrap_or(args.addr))?;
+    let mut conn = connect(args.addr)?;
+    let mut poll = connect(args.visible_on.unwrap_or(args.addr))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -477,9 +497,9 @@ mod tests {
             } else {
                 (groups, 0.001 * groups as f64, groups)
             };
-            text.push_str(&format!("{h}_bucket{{phase=\"{p}\",le=\"0.05\"}} 0\n"));
+            text.push_str(&format!("{h}_bucket{{le=\"0.05\",phase=\"{p}\"}} 0\n"));
             text.push_str(&format!(
-                "{h}_bucket{{phase=\"{p}\",le=\"0.1\"}} {within}\n"
+                "{h}_bucket{{le=\"0.1\",phase=\"{p}\"}} {within}\n"
             ));
             text.push_str(&format!("{h}_sum{{phase=\"{p}\"}} {sum}\n"));
             text.push_str(&format!("{h}_count{{phase=\"{p}\"}} {commits}\n"));

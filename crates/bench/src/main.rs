@@ -21,7 +21,15 @@ use serde_json::json;
 use std::process::ExitCode;
 
 use pinnersage::args::InputError;
+use pinnersage_server::client::Conn;
 use pinnersage::cluster::{clusterer, read_input};
+
+/// A connection to the server at `addr` that sends the API token in the `PINNERSAGE_TOKEN`
+/// environment variable, if set.
+fn connect(addr: std::net::SocketAddr) -> Result<Conn> {
+    let token = std::env::var("PINNERSAGE_TOKEN").ok();
+    Ok(Conn::open(addr)?.with_token(token.as_deref()))
+}
 
 /// The same allocator as `pinnersage`, so that timings compare.
 #[global_allocator]

@@ -9,7 +9,7 @@ use clap::Args;
 use pinnersage_core::sample::SplitMix64;
 
 use pinnersage::args::InputError;
-use pinnersage::http_client::Conn;
+use crate::connect;
 
 /// Load a running server with recommendation requests and report latency percentiles,
 /// throughput and the share of ANN searches the medoid cache removed.
@@ -71,7 +71,7 @@ fn zipf_cdf(n: usize, s: f64) -> Vec<f64> {
 }
 
 fn cache_counters(addr: SocketAddr) -> Result<(f64, f64)> {
-    let (_, body) = Conn::open(addr)?.get("/metrics")?;
+    let (_, body) = connect(addr)?.get("/metrics")?;
     let text = String::from_utf8_lossy(&body);
     let value = |name: &str| {
         text.lines()
@@ -107,7 +107,7 @@ pub fn run(args: &BenchServeArgs) -> Result<()> {
             .map(|c| {
                 let cdf = &cdf;
                 scope.spawn(move || -> Result<(Vec<u32>, u64)> {
-                    let mut conn = Conn::open(args.addr)?;
+                    let mut conn = connect(args.addr)?;
                     let mut rng = SplitMix64::new(args.seed ^ (c as u64).wrapping_mul(0x9E37_79B9));
                     let mut latencies_us = Vec::new();
                     let mut errors = 0u64;

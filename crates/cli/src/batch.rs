@@ -3,12 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use pinnersage_pipeline::batch::{
     BatchConfig, BatchError, BatchRequest, BatchSummary, DEFAULT_CHUNK_USERS, Shard, run_batch,
 };
-use pinnersage_server::handoff::{CHALLENGE_HEADER, PROOF_HEADER, ServerRecord};
+use pinnersage_server::handoff::{Handoff, HandoffError};
 use pinnersage_store::events::EventStoreError;
 
 use crate::args::{DataDirArg, InputError, ProfileArgs, unix_now};
@@ -124,44 +124,19 @@ fn run_batch_on_server(data_dir: &Path, config: &BatchConfig) -> Result<()> {
         ))
         .into());
     }
-    let server = ServerRecord::read(data_dir).map_err(|e| {
-        InputError(format!(
+    let token = std::env::var("PINNERSAGE_TOKEN").ok();
+    let mut server = Handoff::connect(data_dir, token.as_deref()).map_err(|e| match e {
+        HandoffError::NoRecord { .. } | HandoffError::Stale { .. } => InputError(format!(
             "the event store of {} is in use by another process, and {e}",
             data_dir.display()
-        ))
+        )),
+        e => InputError(e.to_string()),
     })?;
-    let addr = server.reach();
-    // The admin token goes only to the server that wrote the record: a stale record's port
-    // may be another program's now.
-    let challenge = ServerRecord::challenge();
-    let mut conn = crate::http_client::Conn::open(addr)?;
-    let (status, _) =
-        conn.get_without_token("/healthz", &format!("{CHALLENGE_HEADER}: {challenge}\r\n"))?;
-    let proven = conn
-        .header(PROOF_HEADER)
-        .is_some_and(|proof| server.verify(&challenge, proof));
-    if !proven {
-        return Err(InputError(format!(
-            "{} (/healthz answered {status})",
-            server.not_the_server(data_dir)
-        ))
-        .into());
-    }
+    let addr = server.addr();
     eprintln!("a server at http://{addr} owns the event store: running the batch there");
-    let body = serde_json::to_vec(&BatchRequest::from(config))?;
-    let (status, reply) = conn.post_json("/v1/admin/batch", &body)?;
-    if status != 200 {
-        let message = serde_json::from_slice::<serde_json::Value>(&reply)
-            .ok()
-            .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| String::from_utf8_lossy(&reply).into_owned());
-        return Err(InputError(format!(
-            "the server's batch failed (HTTP {status}): {message}"
-        ))
-        .into());
-    }
-    let summary: BatchSummary = serde_json::from_slice(&reply)
-        .with_context(|| format!("the server at {addr} answered without a batch summary"))?;
+    let summary = server
+        .batch(&BatchRequest::from(config))
+        .map_err(|e| InputError(format!("the server's batch failed: {e}")))?;
     print_summary(&summary, Some(addr));
     Ok(())
 }

@@ -9,7 +9,6 @@ pub mod cluster;
 pub mod config;
 pub mod embed;
 pub mod eval;
-pub mod http_client;
 pub mod import;
 pub mod index;
 pub mod profile;

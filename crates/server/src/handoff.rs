@@ -20,9 +20,12 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+use pinnersage_pipeline::batch::{BatchRequest, BatchSummary};
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
+
+use crate::client::{ClientError, Conn};
 
 /// The request header carrying a command's challenge (hex).
 pub const CHALLENGE_HEADER: &str = "x-pinnersage-challenge";
@@ -87,6 +90,77 @@ pub enum HandoffError {
         /// The address.
         addr: SocketAddr,
     },
+    /// The server could not be reached, or its answer was unreadable.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The server refused or failed the work.
+    #[error("the server answered HTTP {status}: {message}")]
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// The server's error message.
+        message: String,
+    },
+}
+
+/// A connection to the server that runs on a data directory, proven to be that server before
+/// anything but the challenge was sent; work goes with the API token.
+///
+/// ```no_run
+/// use pinnersage_pipeline::batch::{BatchConfig, BatchRequest};
+/// use pinnersage_server::handoff::Handoff;
+/// let mut server = Handoff::connect("data".as_ref(), std::env::var("PINNERSAGE_TOKEN").ok().as_deref())?;
+/// let summary = server.batch(&BatchRequest::from(&BatchConfig::new(1_700_000_000)))?;
+/// println!("{} users clustered on http://{}", summary.users, server.addr());
+/// # Ok::<(), pinnersage_server::handoff::HandoffError>(())
+/// ```
+pub struct Handoff {
+    conn: Conn,
+    addr: SocketAddr,
+}
+
+impl Handoff {
+    /// Finds the server recorded in `data_dir` and checks its identity; `token` is sent only
+    /// once it has proven it.
+    pub fn connect(data_dir: &Path, token: Option<&str>) -> Result<Self, HandoffError> {
+        let record = ServerRecord::read(data_dir)?;
+        let addr = record.reach();
+        let challenge = ServerRecord::challenge();
+        let mut conn = Conn::open(addr)?;
+        conn.get_without_token("/healthz", &format!("{CHALLENGE_HEADER}: {challenge}\r\n"))?;
+        let proven = conn
+            .header(PROOF_HEADER)
+            .is_some_and(|proof| record.verify(&challenge, proof));
+        if !proven {
+            return Err(record.not_the_server(data_dir));
+        }
+        Ok(Self {
+            conn: conn.with_token(token),
+            addr,
+        })
+    }
+
+    /// Where the server was reached.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Runs the batch `request` on the server (it serves the new generation at once).
+    pub fn batch(&mut self, request: &BatchRequest) -> Result<BatchSummary, HandoffError> {
+        let body = serde_json::to_vec(request)
+            .map_err(|e| ClientError::Malformed(format!("the batch request: {e}")))?;
+        let (status, reply) = self.conn.post_json("/v1/admin/batch", &body)?;
+        if status != 200 {
+            let message = serde_json::from_slice::<serde_json::Value>(&reply)
+                .ok()
+                .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| String::from_utf8_lossy(&reply).into_owned());
+            return Err(HandoffError::Refused { status, message });
+        }
+        serde_json::from_slice(&reply).map_err(|e| {
+            ClientError::Malformed(format!("no batch summary in the answer: {e}")).into()
+        })
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -2,11 +2,12 @@
 //! metrics ([`metrics`]), event ingestion over HTTP and NATS JetStream ([`ingest`], [`nats`]), fleet mode
 //! (partitioned events, readiness: [`fleet`]), the listener and its phases ([`front`]), the HTTP
 //! API ([`http`]), how commands find and
-//! trust a running server ([`handoff`]) and [`Server`], which opens a data directory and runs
+//! trust a running server and hand it work ([`handoff`], over the HTTP [`client`]) and [`Server`], which opens a data directory and runs
 //! all of it.
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod client;
 pub mod clock;
 pub mod fleet;
 pub mod front;

@@ -1,12 +1,35 @@
-//! Request metrics in the Prometheus text format, kept in atomics (no locks on the hot path).
+//! `/metrics` through a Prometheus registry ([`prometheus_client`]): the request counters and
+//! latencies the server records itself, and a collector that reads, at each scrape, what the
+//! engine, the ingest, the event store, the NATS consumer and the shipped-profiles watcher
+//! already count. Recording takes no lock beyond the registry's read lock of a label set, and
+//! latencies go into the lock-free [`Histogram`] the ingest uses too.
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use pinnersage_engine::engine::Engine;
 use pinnersage_pipeline::online::histogram::{BOUNDS, Histogram};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+    MetricEncoder, NoLabelSet,
+};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::Registry;
 
-/// Routes measured, by label.
+use crate::fleet::ShippedCounters;
+use crate::ingest::Ingest;
+use crate::nats::NatsCounters;
+
+/// The content type of [`Metrics::encode`]'s page (OpenMetrics text, which Prometheus reads).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Routes measured, by label; a route not listed counts as `other`.
 pub const ROUTES: [&str; 14] = [
     "recommendations",
     "profile",
@@ -23,105 +46,365 @@ pub const ROUTES: [&str; 14] = [
     "other",
     "unknown",
 ];
-/// Status codes counted individually (every status this server sends); anything else is
-/// counted as `other`.
+/// Status codes labelled individually (every status this server sends); anything else is
+/// labelled `other`, so the number of series stays bounded.
 const STATUSES: [u16; 18] = [
     200, 202, 400, 401, 403, 404, 405, 408, 409, 413, 414, 415, 421, 422, 431, 500, 503, 504,
 ];
 
-#[derive(Default)]
-struct Route {
-    statuses: [AtomicU64; STATUSES.len() + 1],
-    latency: Histogram,
+/// A response status as a label: one of [`STATUSES`], or `other`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+struct Status(Option<u16>);
+
+impl EncodeLabelValue for Status {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> fmt::Result {
+        use fmt::Write;
+        match self.0 {
+            Some(code) => write!(encoder, "{code}"),
+            None => encoder.write_str("other"),
+        }
+    }
 }
 
-/// Counters and latency histograms per route.
-#[derive(Default)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: &'static str,
+    status: Status,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: &'static str,
+}
+
+/// A latency histogram over [`BOUNDS`] as a registry metric.
+#[derive(Debug, Default)]
+struct Latency(Histogram);
+
+impl TypedMetric for Latency {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Latency {
+    fn encode(&self, mut encoder: MetricEncoder) -> fmt::Result {
+        encode_histogram(&self.0, &mut encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// Writes `histogram`'s buckets (the encoder wants each bucket's own count), sum and count.
+fn encode_histogram(histogram: &Histogram, encoder: &mut MetricEncoder) -> fmt::Result {
+    let (cumulative, count, sum) = histogram.snapshot();
+    let mut below = 0;
+    let mut buckets: Vec<(f64, u64)> = BOUNDS
+        .iter()
+        .zip(cumulative)
+        .map(|(&le, c)| (le, c - std::mem::replace(&mut below, c)))
+        .collect();
+    buckets.push((f64::INFINITY, count.saturating_sub(below)));
+    encoder.encode_histogram::<NoLabelSet>(sum, count.max(below), &buckets, None)
+}
+
+/// The server's metrics: a registry with the request metrics and, once [`Metrics::observe`]
+/// is called, the counters of the parts it serves.
 pub struct Metrics {
-    routes: [Route; ROUTES.len()],
-    rejected_events: AtomicU64,
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    durations: Family<RouteLabel, Latency>,
+    rejected_events: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let (requests, durations, rejected_events) = Default::default();
+        let mut registry = Registry::default();
+        // The registry adds the help text's final period.
+        registry.register(
+            "pinnersage_http_requests",
+            "HTTP requests by route and status",
+            Family::clone(&requests),
+        );
+        registry.register(
+            "pinnersage_http_request_duration_seconds",
+            "Time to answer, by route",
+            Family::clone(&durations),
+        );
+        registry.register(
+            "pinnersage_events_rejected",
+            "Events refused by validation",
+            Counter::clone(&rejected_events),
+        );
+        Self {
+            registry,
+            requests,
+            durations,
+            rejected_events,
+        }
+    }
 }
 
 impl Metrics {
-    /// Counts events refused by validation (the stored ones are counted by the ingestor).
-    pub fn record_rejected_events(&self, n: usize) {
-        self.rejected_events.fetch_add(n as u64, Ordering::Relaxed);
+    /// Adds the counters of the parts `observed` names, read at each scrape.
+    pub fn observe(mut self, observed: Observed) -> Self {
+        self.registry.register_collector(Box::new(observed));
+        self
     }
 
-    /// Events refused by validation so far.
-    pub fn rejected_events(&self) -> u64 {
-        self.rejected_events.load(Ordering::Relaxed)
+    /// Counts events refused by validation (the stored ones are counted by the ingestor).
+    pub fn record_rejected_events(&self, n: usize) {
+        self.rejected_events.inc_by(n as u64);
     }
 
     /// Records one request to `route` (a label of [`ROUTES`]; `unknown` stands for requests
     /// that matched no route, and other labels count as `other`).
     pub fn record(&self, route: &str, status: u16, elapsed: Duration) {
-        let r = ROUTES
-            .iter()
-            .position(|&x| x == route)
-            .unwrap_or(ROUTES.len() - 2);
-        let route = &self.routes[r];
-        let s = STATUSES
-            .iter()
-            .position(|&x| x == status)
-            .unwrap_or(STATUSES.len());
-        route.statuses[s].fetch_add(1, Ordering::Relaxed);
-        route.latency.record(elapsed);
+        let route = ROUTES
+            .into_iter()
+            .find(|&r| r == route)
+            .unwrap_or("other");
+        let status = Status(STATUSES.contains(&status).then_some(status));
+        self.requests
+            .get_or_create(&RequestLabels { route, status })
+            .inc();
+        self.durations
+            .get_or_create(&RouteLabel { route })
+            .0
+            .record(elapsed);
     }
 
-    /// Appends the request metrics in the Prometheus text format.
-    pub fn render(&self, out: &mut String) {
-        out.push_str("# HELP pinnersage_http_requests_total HTTP requests by route and status.\n");
-        out.push_str("# TYPE pinnersage_http_requests_total counter\n");
-        for (name, route) in ROUTES.iter().zip(&self.routes) {
-            for (i, counter) in route.statuses.iter().enumerate() {
-                let n = counter.load(Ordering::Relaxed);
-                if n == 0 {
-                    continue;
-                }
-                let status = STATUSES
-                    .get(i)
-                    .map_or("other".to_string(), |s| s.to_string());
-                let _ = writeln!(
-                    out,
-                    "pinnersage_http_requests_total{{route=\"{name}\",status=\"{status}\"}} {n}"
-                );
+    /// The metrics page, in the OpenMetrics text format ([`CONTENT_TYPE`]).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail, and every metric here encodes infallibly.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// The parts whose own counters `/metrics` shows, read at each scrape.
+pub struct Observed {
+    /// The engine: index, catalog, medoid cache, filters, online users.
+    pub engine: Arc<Engine>,
+    /// The ingest: stored events, store writes and their phases, the event store's engine.
+    pub ingest: Arc<Ingest>,
+    /// The NATS consumer's counters, when one runs.
+    pub nats: Option<Arc<NatsCounters>>,
+    /// The shipped-profiles watcher's counters, when one runs.
+    pub shipped: Option<Arc<ShippedCounters>>,
+}
+
+impl fmt::Debug for Observed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Observed").finish_non_exhaustive()
+    }
+}
+
+/// One scrape's descriptor encoder with a line per value.
+struct Page<'a>(DescriptorEncoder<'a>);
+
+impl Page<'_> {
+    fn gauge(&mut self, name: &str, help: &str, value: u64) -> fmt::Result {
+        let metric = self.0.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        ConstGauge::new(value).encode(metric)
+    }
+
+    /// A counter: `name` without the `_total` the encoder appends.
+    fn counter(&mut self, name: &str, help: &str, value: u64) -> fmt::Result {
+        let metric = self.0.encode_descriptor(name, help, None, MetricType::Counter)?;
+        ConstCounter::new(value).encode(metric)
+    }
+}
+
+impl Collector for Observed {
+    fn encode(&self, encoder: DescriptorEncoder) -> fmt::Result {
+        let mut page = Page(encoder);
+        let e = &self.engine;
+        let cache = e.cache();
+        let (entries, bytes) = cache.usage();
+        page.counter(
+            "pinnersage_medoid_cache_hits",
+            "Medoid neighbour lookups answered from the cache.",
+            cache.hits(),
+        )?;
+        page.counter(
+            "pinnersage_medoid_cache_misses",
+            "Medoid neighbour lookups that ran an ANN search.",
+            cache.misses(),
+        )?;
+        page.gauge(
+            "pinnersage_excluded_items",
+            "Items on the operator's exclusion list (never returned).",
+            e.excluded().len() as u64,
+        )?;
+        let filtered = e.filtered_counters();
+        page.counter(
+            "pinnersage_filtered_searches",
+            "ANN searches with a query-time filter (they bypass the medoid cache).",
+            filtered.searches.load(Relaxed),
+        )?;
+        page.counter(
+            "pinnersage_filtered_exact_fallbacks",
+            "Filtered searches the graph could not fill, answered by the exact scan.",
+            filtered.exact_fallbacks.load(Relaxed),
+        )?;
+        page.gauge(
+            "pinnersage_medoid_cache_entries",
+            "Neighbour lists held in the medoid cache.",
+            entries,
+        )?;
+        page.gauge(
+            "pinnersage_medoid_cache_bytes",
+            "Approximate bytes held in the medoid cache.",
+            bytes,
+        )?;
+        page.gauge(
+            "pinnersage_index_items",
+            "Items in the ANN index.",
+            e.index().index.len() as u64,
+        )?;
+        page.gauge(
+            "pinnersage_index_version",
+            "Generation number of the index being served.",
+            e.index().version,
+        )?;
+        page.gauge(
+            "pinnersage_catalog_items",
+            "Items in the catalog.",
+            e.catalog().rows() as u64,
+        )?;
+
+        let c = self.ingest.counters();
+        for (name, help, value) in [
+            ("pinnersage_events_stored", "Events stored (durable).", &c.stored),
+            (
+                "pinnersage_events_duplicate",
+                "Events already stored (retries).",
+                &c.duplicates,
+            ),
+            (
+                "pinnersage_event_commits",
+                "Store writes (one fsync each, of one or more staged groups).",
+                &c.commits,
+            ),
+            (
+                "pinnersage_event_commit_failures",
+                "Staged groups that were not stored (their write or their check failed).",
+                &c.failures,
+            ),
+        ] {
+            page.counter(name, help, value.load(Relaxed))?;
+        }
+        let mut phases = page.0.encode_descriptor(
+            "pinnersage_event_commit_seconds",
+            "Time of the ingest phases: per staged group lookup (duplicate checks) and online \
+             (re-clustering its users); per store write of one or more groups write (journal \
+             write + fsync + storage write stalls).",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (phase, histogram) in [
+            ("lookup", &c.lookup_time),
+            ("write", &c.write_time),
+            ("online", &c.online_time),
+        ] {
+            let labels = [("phase", phase)];
+            encode_histogram(histogram, &mut phases.encode_family(&labels)?)?;
+        }
+
+        let store = self.ingest.engine_stats();
+        for (name, help, value) in [
+            (
+                "pinnersage_event_store_sealed_memtables",
+                "Full memtables waiting for a flush (writes stall at 4 in one keyspace).",
+                store.sealed_memtables,
+            ),
+            (
+                "pinnersage_event_store_outstanding_flushes",
+                "Memtable flushes queued or running.",
+                store.outstanding_flushes,
+            ),
+            (
+                "pinnersage_event_store_l0_tables",
+                "Tables in level 0, waiting to be compacted (writes slow down at 20 runs).",
+                store.l0_tables,
+            ),
+            (
+                "pinnersage_event_store_tables",
+                "Tables on disk.",
+                store.tables,
+            ),
+            (
+                "pinnersage_event_store_active_compactions",
+                "Compactions running.",
+                store.active_compactions,
+            ),
+            (
+                "pinnersage_event_store_journals",
+                "Journal files (more than one while flushes lag).",
+                store.journals,
+            ),
+            (
+                "pinnersage_event_store_write_buffer_bytes",
+                "Bytes held in memtables.",
+                store.write_buffer_bytes,
+            ),
+        ] {
+            page.gauge(name, help, value)?;
+        }
+        page.counter(
+            "pinnersage_event_store_compactions",
+            "Compactions completed since the store was opened.",
+            store.compactions_completed,
+        )?;
+
+        if let Some(n) = &self.nats {
+            for (name, help, value) in [
+                (
+                    "pinnersage_nats_acked",
+                    "NATS messages acknowledged after their events were stored.",
+                    &n.acked,
+                ),
+                (
+                    "pinnersage_nats_nacked",
+                    "NATS messages to be redelivered (store failure).",
+                    &n.nacked,
+                ),
+                (
+                    "pinnersage_nats_terminated",
+                    "NATS messages dropped as unprocessable.",
+                    &n.terminated,
+                ),
+            ] {
+                page.counter(name, help, value.load(Relaxed))?;
             }
         }
-        out.push_str("# HELP pinnersage_http_request_duration_seconds Time to answer, by route.\n");
-        out.push_str("# TYPE pinnersage_http_request_duration_seconds histogram\n");
-        for (name, route) in ROUTES.iter().zip(&self.routes) {
-            write_histogram(
-                out,
-                "pinnersage_http_request_duration_seconds",
-                &format!("route=\"{name}\""),
-                &route.latency,
-            );
+        if let Some(n) = &self.shipped {
+            page.counter(
+                "pinnersage_shipped_generations_imported",
+                "Shipped profile generations imported.",
+                n.imported.load(Relaxed),
+            )?;
+            page.counter(
+                "pinnersage_shipped_generations_failed",
+                "Shipped profile generations refused or failed to import.",
+                n.failed.load(Relaxed),
+            )?;
         }
+        page.gauge(
+            "pinnersage_online_users",
+            "Users with online actions since the served batch, held in memory.",
+            e.online().users() as u64,
+        )?;
+        page.counter(
+            "pinnersage_online_evictions",
+            "Users evicted from memory over --online-users (rebuilt from the event store on \
+             demand).",
+            e.online().evictions(),
+        )
     }
-}
-
-/// Appends the buckets, sum and count of `histogram` as the series `name{labels}` (the HELP
-/// and TYPE lines are the caller's); nothing while it is empty.
-pub fn write_histogram(out: &mut String, name: &str, labels: &str, histogram: &Histogram) {
-    let (cumulative, count, sum) = histogram.snapshot();
-    if count == 0 {
-        return;
-    }
-    for (le, c) in BOUNDS.iter().zip(cumulative) {
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {c}");
-    }
-    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
-    let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
-    let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
-}
-
-/// Appends one gauge or counter with its help text.
-pub fn write_metric(out: &mut String, name: &str, kind: &str, help: &str, value: f64) {
-    let _ = writeln!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-    );
 }
 
 #[cfg(test)]
@@ -136,17 +419,23 @@ mod tests {
         m.record("nonsense", 418, Duration::from_secs(9));
         m.record("map", 421, Duration::from_millis(1));
         m.record("readyz", 401, Duration::from_millis(1));
-        let mut out = String::new();
-        m.render(&mut out);
+        m.record_rejected_events(3);
+        let out = m.encode();
         assert!(out.contains("pinnersage_http_requests_total{route=\"similar\",status=\"200\"} 1"));
         assert!(out.contains("pinnersage_http_requests_total{route=\"similar\",status=\"404\"} 1"));
         assert!(out.contains("pinnersage_http_requests_total{route=\"other\",status=\"other\"} 1"));
         assert!(out.contains("pinnersage_http_requests_total{route=\"map\",status=\"421\"} 1"));
         assert!(out.contains("pinnersage_http_requests_total{route=\"readyz\",status=\"401\"} 1"));
-        assert!(out.contains("_bucket{route=\"similar\",le=\"0.0005\"} 1"));
-        assert!(out.contains("_bucket{route=\"similar\",le=\"0.005\"} 2"));
-        assert!(out.contains("_bucket{route=\"other\",le=\"2.5\"} 0"));
-        assert!(out.contains("_bucket{route=\"other\",le=\"+Inf\"} 1"));
+        assert!(out.contains("_bucket{le=\"0.0005\",route=\"similar\"} 1"), "{out}");
+        assert!(out.contains("_bucket{le=\"0.005\",route=\"similar\"} 2"));
+        assert!(out.contains("_bucket{le=\"2.5\",route=\"other\"} 0"));
+        assert!(out.contains("_bucket{le=\"+Inf\",route=\"other\"} 1"));
         assert!(out.contains("_count{route=\"similar\"} 2"));
+        assert!(out.contains("\npinnersage_events_rejected_total 3\n"), "{out}");
+        assert!(
+            out.contains("# HELP pinnersage_http_requests HTTP requests by route and status.\n"),
+            "{out}"
+        );
+        assert!(out.ends_with("# EOF\n"), "{out}");
     }
 }

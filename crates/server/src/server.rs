@@ -20,7 +20,7 @@ use crate::front::{DEFAULT_HEADER_TIMEOUT, Front};
 use crate::handoff::{ServerRecord, server_file};
 use crate::http::{AppState, DEFAULT_MAX_IN_FLIGHT, DEFAULT_REQUEST_TIMEOUT, Limits};
 use crate::ingest::Ingest;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Observed};
 use crate::nats::{self, NatsConfig, NatsCounters, NatsError};
 use crate::sink::{EventSink, Mode};
 use pinnersage_engine::engine::{Engine, EngineConfig, EngineError, Resample, Retrieval};
@@ -301,10 +301,16 @@ impl Server {
             Some(publisher) => EventSink::Stream(Arc::new(publisher)),
             None => EventSink::Store(self.ingest.clone()),
         };
+        let metrics = Metrics::default().observe(Observed {
+            engine: self.engine.clone(),
+            ingest: self.ingest.clone(),
+            nats: nats.clone(),
+            shipped: shipped.clone(),
+        });
         let state = AppState {
             identity: Some(Arc::new(ServerRecord::new(addr, std::process::id()))),
             engine: self.engine,
-            metrics: Arc::new(Metrics::default()),
+            metrics: Arc::new(metrics),
             ingest: self.ingest,
             sink,
             mode: fleet.map_or(Mode::Standalone, Mode::Replica),

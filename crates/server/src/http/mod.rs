@@ -27,7 +27,7 @@ use crate::auth::{AuthConfig, RouteClass};
 use crate::clock::unix_now;
 use crate::front::DEFAULT_HEADER_TIMEOUT;
 use crate::ingest::{Ingest, IngestError, MAX_BODY_BYTES};
-use crate::metrics::{Metrics, write_histogram, write_metric};
+use crate::metrics::Metrics;
 use pinnersage_engine::engine::{
     Engine, EngineError, Recommended, Request as RecoRequest, SampledMedoid,
 };
