@@ -10,8 +10,8 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use pinnersage_core::sample::SplitMix64;
 
-use pinnersage::args::{InputError, unix_now};
 use crate::connect;
+use pinnersage::args::{InputError, unix_now};
 
 /// Stream engagements into a running server and measure how many per second become durable,
 /// and how long one event takes to show in the user's profile (and so in recommendations).

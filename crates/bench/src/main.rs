@@ -21,8 +21,8 @@ use serde_json::json;
 use std::process::ExitCode;
 
 use pinnersage::args::InputError;
-use pinnersage_server::client::Conn;
 use pinnersage::cluster::{clusterer, read_input};
+use pinnersage_server::client::Conn;
 
 /// A connection to the server at `addr` that sends the API token in the `PINNERSAGE_TOKEN`
 /// environment variable, if set.

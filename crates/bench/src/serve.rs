@@ -8,8 +8,8 @@ use anyhow::{Result, bail};
 use clap::Args;
 use pinnersage_core::sample::SplitMix64;
 
-use pinnersage::args::InputError;
 use crate::connect;
+use pinnersage::args::InputError;
 
 /// Load a running server with recommendation requests and report latency percentiles,
 /// throughput and the share of ANN searches the medoid cache removed.

@@ -138,7 +138,7 @@ fn pick_id<'a>(
     };
     found.map(String::as_str).ok_or_else(|| {
         input(format!(
-            "{}: no id column {} (columns: {}); name it with --attributes-id-col",
+            "{}: no id column {} (columns: {}); name it with `attributes_id_col`",
             path.display(),
             id_col.map_or_else(|| ID_COLUMNS.join(", "), |c| format!("{c:?}")),
             columns.join(", ")

@@ -544,7 +544,7 @@ impl CatalogBuilder {
         })?;
         if summary.matched == 0 {
             return Err(CatalogError::Input(format!(
-                "{}: none of its {} ids is an imported item (is --attributes-id-col right?)",
+                "{}: none of its {} ids is an imported item (is `attributes_id_col` right?)",
                 path.display(),
                 summary.rows
             )));
@@ -690,4 +690,11 @@ fn write_synced(path: &Path, content: &[u8]) -> Result<(), CatalogError> {
     let mut f = fs::File::create(path).map_err(io_err(path))?;
     f.write_all(content).map_err(io_err(path))?;
     f.sync_all().map_err(io_err(path))
+}
+
+impl pinnersage_core::error::Kind for RowError {
+    fn kind(&self) -> pinnersage_core::error::ErrorKind {
+        use pinnersage_core::error::ErrorKind::*;
+        BadInput
+    }
 }

@@ -38,3 +38,16 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CatalogError
         source,
     }
 }
+
+impl pinnersage_core::error::Kind for CatalogError {
+    fn kind(&self) -> pinnersage_core::error::ErrorKind {
+        use pinnersage_core::error::ErrorKind::{self, *};
+        match self {
+            Self::Missing(_) => NotFound,
+            Self::Io { source, .. } => ErrorKind::of_io(source),
+            Self::Corrupt { .. } => Internal,
+            Self::Busy(e) => e.kind(),
+            Self::Input(_) => BadInput,
+        }
+    }
+}

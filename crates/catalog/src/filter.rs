@@ -282,7 +282,7 @@ fn parse_condition(text: &str, table: &AttributeTable) -> Result<Condition, Stri
         format!(
             "unknown attribute {name:?} (the catalog's attributes: {})",
             if names.is_empty() {
-                "none; add them with `import items --attributes`".to_owned()
+                "none; import them with the items (`attributes`)".to_owned()
             } else {
                 names.join(", ")
             }
@@ -365,6 +365,13 @@ fn too_long(value: &str) -> String {
         "a value of {} bytes: values are limited to {MAX_VALUE_BYTES} bytes",
         value.len()
     )
+}
+
+impl pinnersage_core::error::Kind for FilterError {
+    fn kind(&self) -> pinnersage_core::error::ErrorKind {
+        use pinnersage_core::error::ErrorKind::*;
+        BadInput
+    }
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ impl ItemsFormat {
             Some("tsv") | Some("tab") => Ok(Self::Delimited(b'\t')),
             Some("parquet") | Some("pq") => Ok(Self::Parquet),
             other => Err(CatalogError::Input(format!(
-                "{}: unsupported items file type {}; use .parquet, .npy (with --ids) or .csv/.tsv",
+                "{}: unsupported items file type {}; use .parquet, .npy (with `ids`) or .csv/.tsv",
                 path.display(),
                 other.map_or("(no extension)".to_owned(), |e| format!(".{e}"))
             ))),
@@ -95,7 +95,7 @@ pub fn import_items(
         ItemsFormat::Npy => {
             let ids = options.ids.ok_or_else(|| {
                 CatalogError::Input(format!(
-                    "{}: NPY embeddings need --ids FILE (one item id per line, in row order)",
+                    "{}: NPY embeddings need `ids`, a file of one item id per line, in row order",
                     file.display()
                 ))
             })?;
@@ -104,7 +104,7 @@ pub fn import_items(
         format => {
             if let Some(ids) = options.ids {
                 return Err(CatalogError::Input(format!(
-                    "{}: --ids is only for NPY files; CSV and Parquet rows carry their own id",
+                    "{}: `ids` is only for NPY files; CSV and Parquet rows carry their own id",
                     ids.display()
                 )));
             }

@@ -510,6 +510,13 @@ pub fn write_i64_vector(path: impl AsRef<Path>, data: &[i64]) -> Result<(), NpyE
     )
 }
 
+impl pinnersage_core::error::Kind for NpyError {
+    fn kind(&self) -> pinnersage_core::error::ErrorKind {
+        use pinnersage_core::error::ErrorKind::*;
+        BadInput
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

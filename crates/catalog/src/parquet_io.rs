@@ -475,3 +475,14 @@ pub fn vector_array(values: Vec<f32>, dim: usize) -> ArrayRef {
         None,
     ))
 }
+
+impl pinnersage_core::error::Kind for ParquetIoError {
+    fn kind(&self) -> pinnersage_core::error::ErrorKind {
+        use pinnersage_core::error::ErrorKind::{self, *};
+        match self {
+            Self::File { source, .. } => ErrorKind::of_io(source),
+            Self::Failed { .. } => Internal,
+            Self::NotParquet { .. } | Self::NoColumn { .. } | Self::ColumnType { .. } => BadInput,
+        }
+    }
+}

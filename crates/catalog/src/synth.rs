@@ -277,3 +277,14 @@ impl EventColumns {
         ]
     }
 }
+
+impl pinnersage_core::error::Kind for SynthError {
+    fn kind(&self) -> pinnersage_core::error::ErrorKind {
+        use pinnersage_core::error::ErrorKind::{self, *};
+        match self {
+            Self::Config(_) => BadInput,
+            Self::Io { source, .. } => ErrorKind::of_io(source),
+            Self::Parquet(e) => e.kind(),
+        }
+    }
+}

@@ -116,6 +116,13 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+impl pinnersage_core::error::Kind for TimestampError {
+    fn kind(&self) -> pinnersage_core::error::ErrorKind {
+        use pinnersage_core::error::ErrorKind::*;
+        BadInput
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -152,7 +152,9 @@ fn bad_files_are_refused_with_file_and_place() {
     );
     assert_eq!(
         import_err(dir, &x, None, false),
-        format!("{d}/x.npy: NPY embeddings need --ids FILE (one item id per line, in row order)")
+        format!(
+            "{d}/x.npy: NPY embeddings need `ids`, a file of one item id per line, in row order"
+        )
     );
     let ok = dir.join("ok.npy");
     npy::write_f32_matrix(&ok, &[1.0, 2.0, 3.0, 4.0], 2, 2).unwrap();
@@ -442,13 +444,13 @@ fn bad_attribute_files_are_refused_naming_file_and_line_and_keep_the_catalog() {
             "noid.csv",
             "name,title\na,A\n",
             None,
-            "noid.csv: no id column id, item, item_id (columns: name, title); name it with --attributes-id-col",
+            "noid.csv: no id column id, item, item_id (columns: name, title); name it with `attributes_id_col`",
         ),
         (
             "wrongid.csv",
             "id,title\na,A\n",
             Some("movieId"),
-            "wrongid.csv: no id column \"movieId\" (columns: id, title); name it with --attributes-id-col",
+            "wrongid.csv: no id column \"movieId\" (columns: id, title); name it with `attributes_id_col`",
         ),
         (
             "ragged.csv",
@@ -484,7 +486,7 @@ fn bad_attribute_files_are_refused_naming_file_and_line_and_keep_the_catalog() {
             "none.csv",
             "id,title\nx,X\ny,Y\n",
             None,
-            "none.csv: none of its 2 ids is an imported item (is --attributes-id-col right?)",
+            "none.csv: none of its 2 ids is an imported item (is `attributes_id_col` right?)",
         ),
         (
             "header-only.csv",

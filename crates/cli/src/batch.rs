@@ -3,8 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
+use pinnersage_core::error::{ErrorKind, Failure};
 use pinnersage_pipeline::batch::{
     BatchConfig, BatchError, BatchRequest, BatchSummary, DEFAULT_CHUNK_USERS, Shard, run_batch,
 };
@@ -12,6 +13,7 @@ use pinnersage_server::handoff::{Handoff, HandoffError};
 use pinnersage_store::events::EventStoreError;
 
 use crate::args::{DataDirArg, InputError, ProfileArgs, unix_now};
+use crate::failure::with_hint;
 use crate::progress::Progress;
 
 /// Run the daily batch: cluster every user's recent events into a new profile generation.
@@ -68,17 +70,8 @@ pub fn batch(data_dir: &Path, config: &BatchConfig) -> Result<()> {
         return run_batch_on_server(data_dir, config);
     }
     let summary = result.map_err(|e| match e {
-        BatchError::Refused(_) => {
-            InputError(format!("{e}; pass --force to publish it anyway")).into()
-        }
-        BatchError::Config(_)
-        | BatchError::Settings(_)
-        | BatchError::NoEvents { .. }
-        | BatchError::Output(_) => InputError(e.to_string()).into(),
-        BatchError::Catalog(pinnersage_catalog::catalog::CatalogError::Missing(_)) => {
-            InputError(e.to_string()).into()
-        }
-        other => anyhow::Error::from(other),
+        BatchError::Refused(_) => with_hint(e, "pass --force to publish it anyway"),
+        other => other.into(),
     })?;
     print_summary(&summary, None);
     if let Some(out) = &config.parquet_out {
@@ -126,17 +119,21 @@ fn run_batch_on_server(data_dir: &Path, config: &BatchConfig) -> Result<()> {
     }
     let token = std::env::var("PINNERSAGE_TOKEN").ok();
     let mut server = Handoff::connect(data_dir, token.as_deref()).map_err(|e| match e {
-        HandoffError::NoRecord { .. } | HandoffError::Stale { .. } => InputError(format!(
-            "the event store of {} is in use by another process, and {e}",
-            data_dir.display()
-        )),
-        e => InputError(e.to_string()),
+        HandoffError::NoRecord { .. } | HandoffError::Stale { .. } => Failure::new(
+            ErrorKind::Conflict,
+            format!(
+                "the event store of {} is in use by another process, and {e}",
+                data_dir.display()
+            ),
+        )
+        .into(),
+        e => anyhow::Error::from(e),
     })?;
     let addr = server.addr();
     eprintln!("a server at http://{addr} owns the event store: running the batch there");
     let summary = server
         .batch(&BatchRequest::from(config))
-        .map_err(|e| InputError(format!("the server's batch failed: {e}")))?;
+        .context("the server's batch failed")?;
     print_summary(&summary, Some(addr));
     Ok(())
 }

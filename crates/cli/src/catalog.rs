@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::Args;
-use pinnersage_catalog::catalog::{Catalog, CatalogError};
+use pinnersage_catalog::catalog::Catalog;
 use serde_json::json;
 
 use crate::args::{DataDirArg, InputError};
@@ -20,17 +20,9 @@ pub struct CatalogArgs {
     json: bool,
 }
 
-/// Catalog errors caused by the user's input exit with code 2; I/O and corruption with 1.
-pub fn classify(e: CatalogError) -> anyhow::Error {
-    match e {
-        CatalogError::Input(_) | CatalogError::Missing(_) => InputError(e.to_string()).into(),
-        other => other.into(),
-    }
-}
-
 /// Runs `pinnersage catalog`.
 pub fn run(args: &CatalogArgs) -> Result<()> {
-    let catalog = Catalog::open(&args.data.data_dir).map_err(classify)?;
+    let catalog = Catalog::open(&args.data.data_dir)?;
     let lookups: Vec<(String, Option<usize>)> = args
         .ids
         .iter()

@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::Args;
 use pinnersage_core::als::AlsParams;
 use pinnersage_core::learned::Learner;
-use pinnersage_pipeline::data_in::embed::{EmbedError, EmbedOptions, learn, write};
+use pinnersage_pipeline::data_in::embed::{EmbedOptions, learn, write};
 
 use crate::args::{DataDirArg, InputError, LearnMethodArg, unix_now};
 use crate::progress::Bars;
@@ -106,14 +106,8 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
 /// was learned (the command's work, which the quickstart calls too).
 pub fn embed(data_dir: &Path, options: &EmbedOptions, out: &Path) -> Result<()> {
     let start = Instant::now();
-    let classify = |e: EmbedError| -> anyhow::Error {
-        match e {
-            EmbedError::Input(m) => InputError(m).into(),
-            other => other.into(),
-        }
-    };
-    let learned = learn(data_dir, options, &Bars::new("events")).map_err(classify)?;
-    let (matrix, ids) = write(&learned, out).map_err(classify)?;
+    let learned = learn(data_dir, options, &Bars::new("events"))?;
+    let (matrix, ids) = write(&learned, out)?;
     println!(
         "learned {} items x {} dims ({}) from {} engagements of {} users ({} rarer items left out) in {:.1} s",
         learned.ids.len(),

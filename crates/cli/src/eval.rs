@@ -9,7 +9,7 @@ use pinnersage_core::profile::DEFAULT_ALPHA;
 use pinnersage_eval::evaluate::Budget;
 use pinnersage_eval::evaluation::{ItemEmbeddings, SplitKind};
 use pinnersage_eval::tune::TuneGrid;
-use pinnersage_eval::{EvalError, EvalFiles, EvalOptions, Evaluation};
+use pinnersage_eval::{EvalFiles, EvalOptions, Evaluation};
 use pinnersage_pipeline::data_in::movielens;
 
 use crate::args::{EventColumnArgs, InputError, LearnMethodArg};
@@ -278,21 +278,13 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     };
     let options_out = &options.out;
     let options = options.options();
-    options.validate().map_err(classify)?;
-    let data = files.load().map_err(classify)?;
-    let output = Evaluation::run(&data, &options, &title, &Bars::new("units")).map_err(classify)?;
+    options.validate()?;
+    let data = files.load()?;
+    let output = Evaluation::run(&data, &options, &title, &Bars::new("units"))?;
     let written = output.write(options_out).map_err(anyhow::Error::from)?;
     print!("{}", output.markdown);
     eprintln!("wrote {} in {}", written.join(", "), options_out.display());
     Ok(())
-}
-
-/// Evaluation errors other than writing the outputs are the input's: exit code 2.
-fn classify(e: EvalError) -> anyhow::Error {
-    match e {
-        EvalError::Io { .. } => e.into(),
-        other => InputError(other.to_string()).into(),
-    }
 }
 
 #[cfg(test)]

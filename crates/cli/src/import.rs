@@ -6,13 +6,10 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use pinnersage_catalog::items::{ItemsOptions, import_items};
-use pinnersage_pipeline::data_in::import_events::{ImportError, ImportOptions, import_events};
-use pinnersage_pipeline::exchange::import_profiles::{ImportProfilesError, import_profiles};
-use pinnersage_store::events::EventStoreError;
-use pinnersage_store::profiles::ProfileStoreError;
+use pinnersage_pipeline::data_in::import_events::{ImportOptions, import_events};
+use pinnersage_pipeline::exchange::import_profiles::import_profiles;
 
-use crate::args::{DataDirArg, EventColumnArgs, InputError, ProfileTableArgs};
-use crate::catalog::classify;
+use crate::args::{DataDirArg, EventColumnArgs, ProfileTableArgs};
 use crate::progress::Progress;
 
 /// Import data into a data directory.
@@ -114,7 +111,7 @@ pub fn run_items(args: &ImportItemsArgs) -> Result<()> {
 /// work, which the quickstart calls too).
 pub fn items(data_dir: &Path, file: &Path, options: &ItemsOptions<'_>) -> Result<()> {
     let start = Instant::now();
-    let imported = import_items(data_dir, file, options).map_err(classify)?;
+    let imported = import_items(data_dir, file, options)?;
     let summary = imported.catalog;
     let secs = start.elapsed().as_secs_f64();
     println!(
@@ -163,11 +160,7 @@ pub fn run_events(args: &ImportEventsArgs) -> Result<()> {
 /// work, which the quickstart calls too).
 pub fn events(data_dir: &Path, files: &[PathBuf], options: &ImportOptions) -> Result<()> {
     let start = Instant::now();
-    let report = import_events(data_dir, files, options).map_err(|e| match e {
-        ImportError::Input(msg) => InputError(msg).into(),
-        ImportError::Store(e @ EventStoreError::InUse { .. }) => InputError(e.to_string()).into(),
-        other => anyhow::Error::from(other),
-    })?;
+    let report = import_events(data_dir, files, options)?;
     let secs = start.elapsed().as_secs_f64();
     println!(
         "read {} rows in {:.2} s ({:.0} rows/s): {} new events, {} already stored, {} invalid skipped{}",
@@ -217,14 +210,7 @@ pub fn run_profiles(args: &ImportProfilesArgs) -> Result<()> {
         progress.update(users)
     });
     progress.finish();
-    let report = result.map_err(|e| match e {
-        ImportProfilesError::Catalog(e) => classify(e),
-        ImportProfilesError::Profiles(e @ ProfileStoreError::Busy(_)) => {
-            InputError(e.to_string()).into()
-        }
-        e @ ImportProfilesError::Profiles(_) => anyhow::Error::from(e),
-        e => InputError(e.to_string()).into(),
-    })?;
+    let report = result?;
     println!(
         "published {} profiles ({} clusters) from {} file(s) as {} in {:.2} s",
         report.users,

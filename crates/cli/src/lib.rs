@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod config;
 pub mod embed;
 pub mod eval;
+pub mod failure;
 pub mod import;
 pub mod index;
 pub mod profile;

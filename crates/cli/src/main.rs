@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
-use pinnersage::{Cli, args, config};
+use pinnersage::{Cli, config, failure};
 
 /// mimalloc instead of glibc's malloc: the import, the online path and the batch allocate many
 /// small, short-lived buffers (see docs/benchmarks.md, event import).
@@ -25,12 +25,11 @@ fn main() -> ExitCode {
     match pinnersage::run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            if e.downcast_ref::<args::InputError>().is_some() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::FAILURE
-            }
+            eprintln!(
+                "error: {}",
+                failure::in_flag_terms(&format!("{e:#}"), &Cli::command())
+            );
+            ExitCode::from(failure::exit_code(failure::kind_of(&e)))
         }
     }
 }

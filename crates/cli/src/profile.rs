@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::Args;
-use pinnersage_store::profiles::{ProfileStore, ProfileStoreError};
+use pinnersage_store::profiles::ProfileStore;
 use serde_json::json;
 
 use crate::args::{DataDirArg, InputError};
@@ -22,10 +22,7 @@ pub struct ProfileArgs {
 
 /// Runs `pinnersage profile`.
 pub fn run(args: &ProfileArgs) -> Result<()> {
-    let store = ProfileStore::open(&args.data.data_dir).map_err(|e| match e {
-        ProfileStoreError::Missing(_) => InputError(e.to_string()).into(),
-        other => anyhow::Error::from(other),
-    })?;
+    let store = ProfileStore::open(&args.data.data_dir)?;
     let profile = store.get(&args.user)?.ok_or_else(|| {
         InputError(format!(
             "no profile for user {:?} in {}",

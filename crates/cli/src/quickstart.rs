@@ -16,7 +16,7 @@ use pinnersage_core::learned::Learner;
 use pinnersage_index::persist::BuildOptions;
 use pinnersage_pipeline::batch::BatchConfig;
 use pinnersage_pipeline::data_in::embed::{EMBEDDINGS_FILE, EmbedOptions, IDS_FILE};
-use pinnersage_pipeline::data_in::import_events::{ImportError, ImportOptions};
+use pinnersage_pipeline::data_in::import_events::ImportOptions;
 use pinnersage_pipeline::data_in::movielens::{self, MIN_RATING, positive_ratings};
 use pinnersage_store::settings::GenerationSettings;
 
@@ -220,12 +220,6 @@ fn prepare(
     }
     fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let file = |name: &str| movielens.join(name);
-    let input = |e: ImportError| -> anyhow::Error {
-        match e {
-            ImportError::Input(m) => InputError(m).into(),
-            other => other.into(),
-        }
-    };
     let total = if embeddings == EmbeddingsArg::Learned {
         5
     } else {
@@ -240,8 +234,7 @@ fn prepare(
     let events = data_dir.join("quickstart-events.csv");
     let last = run_step(&step("import events"), || {
         let ends_at = live.then(crate::args::unix_now);
-        let ratings = positive_ratings(&file(movielens::RATINGS), &events, MIN_RATING, ends_at)
-            .map_err(input)?;
+        let ratings = positive_ratings(&file(movielens::RATINGS), &events, MIN_RATING, ends_at)?;
         eprintln!(
             "{} ratings >= {MIN_RATING} written to {}",
             ratings.kept,

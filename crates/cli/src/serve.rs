@@ -12,7 +12,7 @@ use pinnersage_pipeline::online::DEFAULT_ONLINE_ACTIONS;
 use pinnersage_server::auth::{AuthConfig, Tokens};
 use pinnersage_server::fleet::FleetConfig;
 use pinnersage_server::nats::NatsConfig;
-use pinnersage_server::{Front, Resample, Retrieval, ServeConfig, ServeError, Server};
+use pinnersage_server::{Front, Resample, Retrieval, ServeConfig, Server};
 
 use crate::args::{DataDirArg, InputError, input};
 
@@ -302,15 +302,6 @@ impl ServeArgs {
     }
 }
 
-/// Serve errors caused by the user's input exit with code 2.
-fn classify(e: ServeError) -> anyhow::Error {
-    if e.is_input() {
-        InputError(e.to_string()).into()
-    } else {
-        e.into()
-    }
-}
-
 /// Runs `pinnersage serve` until SIGTERM or Ctrl-C.
 pub fn run(args: &ServeArgs) -> Result<()> {
     let data_dir = &args.data.data_dir;
@@ -351,7 +342,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             Ok(server) => server,
             Err(e) => {
                 front.close().await;
-                return Err(classify(e));
+                return Err(e.into());
             }
         };
         let engine = server.engine().clone();
@@ -368,13 +359,13 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                 data_dir.display()
             );
         }
-        let running = server.start_on(front).await.map_err(classify)?;
+        let running = server.start_on(front).await?;
         eprintln!(
             "serving {} items ({} index) on http://{addr}  (try: curl http://{addr}/healthz)",
             engine.catalog().rows(),
             engine.index().index.kind()
         );
-        running.finish().await.map_err(classify)?;
+        running.finish().await?;
         eprintln!("shut down");
         Ok(())
     })

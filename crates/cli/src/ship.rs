@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use pinnersage_pipeline::exchange::ship::{ShipError, ship_profiles};
+use pinnersage_pipeline::exchange::ship::ship_profiles;
 
-use crate::args::{InputError, ProfileTableArgs, unix_nanos};
+use crate::args::{ProfileTableArgs, unix_nanos};
 
 /// Ship profile tables to a fleet: a new generation in a shared directory that every replica
 /// started with `serve --profiles-from DIR` imports, validates and switches to.
@@ -35,10 +35,7 @@ pub struct ShipArgs {
 /// Runs `pinnersage ship`.
 pub fn run(args: &ShipArgs) -> Result<()> {
     let (files, settings) = (&args.table.files, args.table.settings());
-    let report = ship_profiles(&args.to, files, &settings, unix_nanos()).map_err(|e| match e {
-        e @ ShipError::Io { .. } => anyhow::Error::from(e),
-        e => InputError(e.to_string()).into(),
-    })?;
+    let report = ship_profiles(&args.to, files, &settings, unix_nanos())?;
     println!(
         "shipped {} file(s) as {}",
         report.manifest.files.len(),

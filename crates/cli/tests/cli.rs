@@ -1092,7 +1092,7 @@ fn eval_writes_report_and_metrics_and_names_bad_inputs() {
         .copied()
         .filter(|a| *a != "--ids" && *a != s(&ids))
         .collect();
-    assert!(fails_with_code_2(&npy_without_ids).contains("NPY embeddings need --ids FILE"));
+    assert!(fails_with_code_2(&npy_without_ids).contains("NPY embeddings need --ids, a file"));
     // Ids and rows disagree: one line naming both files.
     std::fs::write(&ids, "a\nb\n").unwrap();
     let err = fails_with_code_2(&args);

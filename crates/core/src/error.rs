@@ -65,3 +65,111 @@ pub enum CoreError {
 
 /// Result alias of the core crate.
 pub type Result<T, E = CoreError> = std::result::Result<T, E>;
+
+/// What kind of failure an error is. Every library error says its kind ([`Kind`]), and each
+/// host maps kinds once: the CLI to exit codes, the server to HTTP statuses, Python to
+/// exception types.
+///
+/// ```
+/// use pinnersage_core::error::{CoreError, ErrorKind, Kind};
+/// assert_eq!(CoreError::Empty.kind(), ErrorKind::BadInput);
+/// let missing = std::io::Error::from(std::io::ErrorKind::NotFound);
+/// assert_eq!(ErrorKind::of_io(&missing), ErrorKind::NotFound);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The input is wrong (a file, row, field or parameter): fix it and retry.
+    BadInput,
+    /// Something named does not exist (an item, a file, a generation not built yet).
+    NotFound,
+    /// Valid input that conflicts with the current state (a store in use by another process,
+    /// a generation older than the served one, an index built for another catalog).
+    Conflict,
+    /// A service is down or overloaded (a server, a stream, a full queue): retry later.
+    Unavailable,
+    /// The machine failed or there is a bug (I/O, corruption, an error inside a library).
+    Internal,
+}
+
+impl ErrorKind {
+    /// The kind of an I/O error: a missing file is not found, a refused permission or a
+    /// malformed file bad input, a refused or timed-out connection unavailable, the rest
+    /// internal.
+    pub fn of_io(e: &std::io::Error) -> Self {
+        use std::io::ErrorKind as Io;
+        match e.kind() {
+            Io::NotFound => Self::NotFound,
+            Io::PermissionDenied
+            | Io::InvalidInput
+            | Io::InvalidData
+            | Io::UnexpectedEof
+            | Io::IsADirectory
+            | Io::NotADirectory => Self::BadInput,
+            Io::AlreadyExists | Io::AddrInUse => Self::Conflict,
+            Io::ConnectionRefused
+            | Io::ConnectionReset
+            | Io::ConnectionAborted
+            | Io::NotConnected
+            | Io::TimedOut
+            | Io::WouldBlock
+            | Io::BrokenPipe => Self::Unavailable,
+            _ => Self::Internal,
+        }
+    }
+
+    /// Whether the user can fix it (anything but [`ErrorKind::Internal`]).
+    pub fn is_users(self) -> bool {
+        self != Self::Internal
+    }
+}
+
+/// An error that says its [`ErrorKind`].
+pub trait Kind {
+    /// The kind of this error.
+    fn kind(&self) -> ErrorKind;
+}
+
+impl Kind for CoreError {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::BadInput
+    }
+}
+
+impl Kind for std::io::Error {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::of_io(self)
+    }
+}
+
+/// Any error reduced to its kind and message, where the type cannot cross (the Python
+/// boundary, a worker thread's result).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The kind of the original error.
+    pub kind: ErrorKind,
+    /// Its message.
+    pub message: String,
+}
+
+impl Failure {
+    /// A failure of `kind` saying `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl<E: Kind + std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Self::new(e.kind(), e.to_string())
+    }
+}
+impl std::error::Error for Failure {}

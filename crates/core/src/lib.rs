@@ -46,7 +46,7 @@ pub mod svd;
 pub mod ward;
 
 pub use embeddings::Embeddings;
-pub use error::{CoreError, Result};
+pub use error::{CoreError, ErrorKind, Kind, Result};
 pub use profile::{Actions, Cluster, Clusterer, Profile, ProfileParams};
 
 /// The README, whose Rust example is compiled and run as a doc-test so that it stays true.

@@ -86,17 +86,17 @@ pub struct Retrieval {
 }
 
 impl Retrieval {
-    /// Checks the defaults as a request's parameters are checked; the error names the flag.
+    /// Checks the defaults as a request's parameters are checked; the error names the setting.
     pub fn check(&self) -> Result<(), String> {
         if !(1..=MAX_MEDOIDS).contains(&self.medoids) {
             return Err(format!(
-                "--medoids must be in 1..={MAX_MEDOIDS}, got {}",
+                "`medoids` must be in 1..={MAX_MEDOIDS}, got {}",
                 self.medoids
             ));
         }
         if !(0.0..=1.0).contains(&self.global) {
             return Err(format!(
-                "--global-share must be in 0..=1, got {}",
+                "`global_share` must be in 0..=1, got {}",
                 self.global
             ));
         }
@@ -1114,4 +1114,15 @@ fn load_profiles(data_dir: &Path, catalog: &Catalog) -> Result<Profiles, EngineE
         store: Some(store),
         popular,
     })
+}
+
+impl pinnersage_core::error::Kind for EngineError {
+    fn kind(&self) -> pinnersage_core::error::ErrorKind {
+        use pinnersage_core::error::ErrorKind::*;
+        match self {
+            Self::UnknownItem(_) => NotFound,
+            Self::BadRequest(_) => BadInput,
+            Self::Internal(_) => Internal,
+        }
+    }
 }

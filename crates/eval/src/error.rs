@@ -37,3 +37,16 @@ pub enum EvalError {
         source: std::io::Error,
     },
 }
+
+impl pinnersage_core::error::Kind for EvalError {
+    fn kind(&self) -> pinnersage_core::error::ErrorKind {
+        use pinnersage_core::error::ErrorKind::{self, *};
+        match self {
+            Self::Empty | Self::RowOutOfRange { .. } | Self::Input(_) => BadInput,
+            Self::Core(e) => e.kind(),
+            Self::Index(e) => e.kind(),
+            Self::Plot(_) => Internal,
+            Self::Io { source, .. } => ErrorKind::of_io(source),
+        }
+    }
+}

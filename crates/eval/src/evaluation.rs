@@ -103,45 +103,45 @@ impl Default for EvalOptions {
 }
 
 impl EvalOptions {
-    /// Checks every setting; the error names the flag of `pinnersage eval`.
+    /// Checks every setting; the error names it as `` `setting` `` (the CLI shows the flag).
     ///
     /// ```
     /// use pinnersage_eval::evaluation::EvalOptions;
     /// assert!(EvalOptions::default().validate().is_ok());
     /// let bad = EvalOptions { train_fraction: 1.0, ..EvalOptions::default() };
-    /// assert!(bad.validate().unwrap_err().to_string().contains("--train-fraction"));
+    /// assert!(bad.validate().unwrap_err().to_string().contains("`train_fraction`"));
     /// ```
     pub fn validate(&self) -> Result<(), EvalError> {
         let bad = |m: &str| Err(EvalError::Input(m.to_owned()));
         if !(self.train_fraction > 0.0 && self.train_fraction < 1.0) {
-            return bad("--train-fraction must be in (0, 1)");
+            return bad("`train_fraction` must be in (0, 1)");
         }
         if self
             .sweep_alphas
             .iter()
             .any(|a| !(a.is_finite() && *a >= 0.0))
         {
-            return bad("--sweep-alphas must be finite and >= 0");
+            return bad("`sweep_alphas` must be finite and >= 0");
         }
         if self.sweep_embeddings.contains(&0) {
-            return bad("--sweep-embeddings must be >= 1");
+            return bad("`sweep_embeddings` must be >= 1");
         }
         if self.split == SplitKind::WalkForward && self.walk_forward_days == 0 {
-            return bad("--walk-forward-days must be at least 1");
+            return bad("`walk_forward_days` must be at least 1");
         }
         if let Some(grid) = &self.tune {
             if grid.alphas.is_empty() || grid.alphas.iter().any(|a| !(a.is_finite() && *a >= 0.0)) {
-                return bad("--tune-alphas must be finite and >= 0");
+                return bad("`tune_alphas` must be finite and >= 0");
             }
             if !(grid.validation_fraction > 0.0 && grid.validation_fraction < 1.0) {
                 return bad("the validation fraction must be in (0, 1)");
             }
             if grid.globals.iter().any(|g| !(0.0..=1.0).contains(g)) {
-                return bad("--tune-global-shares must be in [0, 1]");
+                return bad("`tune_global_shares` must be in [0, 1]");
             }
         }
         if self.item_embeddings != ItemEmbeddings::Given && self.learner.dim() == 0 {
-            return bad("--learned-dim must be at least 1");
+            return bad("`learned_dim` must be at least 1");
         }
         Ok(())
     }

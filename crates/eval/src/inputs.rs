@@ -145,7 +145,7 @@ impl EvalFiles {
         if !npy {
             if let Some(ids) = &self.ids {
                 return Err(EvalError::Input(format!(
-                    "{}: --ids is only for NPY embeddings; Parquet and CSV rows carry their own id",
+                    "{}: `ids` is only for NPY embeddings; Parquet and CSV rows carry their own id",
                     ids.display()
                 )));
             }
@@ -165,7 +165,7 @@ impl EvalFiles {
         }
         let Some(ids_path) = &self.ids else {
             return Err(EvalError::Input(format!(
-                "{}: NPY embeddings need --ids FILE (one item id per line, in row order)",
+                "{}: NPY embeddings need `ids`, a file of one item id per line, in row order",
                 self.embeddings.display()
             )));
         };

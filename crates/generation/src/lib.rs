@@ -256,6 +256,16 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
+impl pinnersage_core::error::Kind for LockError {
+    fn kind(&self) -> pinnersage_core::error::ErrorKind {
+        use pinnersage_core::error::ErrorKind::{self, *};
+        match self {
+            Self::Busy { .. } => Conflict,
+            Self::Io { source, .. } => ErrorKind::of_io(source),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -134,7 +134,7 @@ impl HnswParams {
         check("ef_search", self.expansion_search, 1, 4096)?;
         if self.library == HnswLibrary::Hnswlib && self.quantization != Quantization::F32 {
             return Err(IndexError::Options(
-                "hnswlib stores f32 vectors only: use --hnsw-library usearch for f16".into(),
+                "hnswlib stores f32 vectors only: use the usearch `hnsw_library` for f16".into(),
             ));
         }
         Ok(())

@@ -169,3 +169,23 @@ fn check_dim(expected: usize, got: usize) -> Result<(), IndexError> {
         Err(IndexError::Dimension { expected, got })
     }
 }
+
+impl pinnersage_core::error::Kind for UnknownName {
+    fn kind(&self) -> pinnersage_core::error::ErrorKind {
+        use pinnersage_core::error::ErrorKind::*;
+        BadInput
+    }
+}
+
+impl pinnersage_core::error::Kind for IndexError {
+    fn kind(&self) -> pinnersage_core::error::ErrorKind {
+        use pinnersage_core::error::ErrorKind::{self, *};
+        match self {
+            Self::Dimension { .. } | Self::Options(_) => BadInput,
+            Self::Library(_) => Internal,
+            Self::Io { source, .. } => ErrorKind::of_io(source),
+            Self::Unusable(_) => Conflict,
+            Self::Busy(e) => e.kind(),
+        }
+    }
+}

@@ -180,7 +180,7 @@ fn hnsw_library_choices_are_checked_and_old_generations_open_as_usearch() {
     };
     assert_eq!(
         f16.validate().unwrap_err().to_string(),
-        "hnswlib stores f32 vectors only: use --hnsw-library usearch for f16"
+        "hnswlib stores f32 vectors only: use the usearch `hnsw_library` for f16"
     );
     // An index generation written before the library was recorded in meta.json is usearch's.
     let options = BuildOptions {

@@ -4,10 +4,11 @@
 //! Arrow IPC out. The Python layer (`python/pinnersage/`) turns numpy, pandas and Arrow inputs
 //! into the contiguous arrays these functions take (without a copy when they already are), and
 //! their results into `Profile` objects and `pyarrow.Table`s. Every error is a
-//! `pinnersage.PinnersageError` (a `ValueError`) carrying the library's message; the GIL is
-//! released while Rust computes.
+//! `pinnersage.PinnersageError` (a `ValueError`) carrying the library's message, of the subclass
+//! of its kind ([`raise`]); the GIL is released while Rust computes.
 
 use numpy::{PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use pinnersage_core::error::{ErrorKind, Failure, Kind};
 use pinnersage_core::{Actions, Clusterer, Embeddings, ProfileParams};
 use pinnersage_eval::inputs::LoggedEngagement;
 use pinnersage_eval::{EvalData, EvalOptions, Evaluation};
@@ -22,11 +23,59 @@ create_exception!(
     _native,
     PinnersageError,
     PyValueError,
-    "Bad input or parameters; the message names the argument, row or column."
+    "Every pinnersage error; as itself, bad input or parameters (the message names the argument, \
+     row or column). Its subclasses are the other kinds."
+);
+create_exception!(
+    _native,
+    NotFoundError,
+    PinnersageError,
+    "Something named does not exist."
+);
+create_exception!(
+    _native,
+    ConflictError,
+    PinnersageError,
+    "Valid input that conflicts with the current state."
+);
+create_exception!(
+    _native,
+    UnavailableError,
+    PinnersageError,
+    "A service is down or overloaded: retry later."
+);
+create_exception!(
+    _native,
+    InternalError,
+    PinnersageError,
+    "A failure of the machine, or a bug: please report it."
 );
 
+/// The Python exception of a failure: one class per kind, the one place kinds map to types.
+fn raise(f: Failure) -> PyErr {
+    let message = f.message;
+    match f.kind {
+        ErrorKind::BadInput => PinnersageError::new_err(message),
+        ErrorKind::NotFound => NotFoundError::new_err(message),
+        ErrorKind::Conflict => ConflictError::new_err(message),
+        ErrorKind::Unavailable => UnavailableError::new_err(message),
+        ErrorKind::Internal => InternalError::new_err(message),
+    }
+}
+
+/// A library error as its Python exception.
+fn failed(e: impl Into<Failure>) -> PyErr {
+    raise(e.into())
+}
+
+/// Bad input found here (an argument's type or layout).
 fn error(e: impl std::fmt::Display) -> PyErr {
-    PinnersageError::new_err(e.to_string())
+    raise(Failure::new(ErrorKind::BadInput, e.to_string()))
+}
+
+/// `e` with `what` it was about in front of its message, keeping its kind.
+fn about(what: &str, e: impl Kind + std::fmt::Display) -> Failure {
+    Failure::new(e.kind(), format!("{what}: {e}"))
 }
 
 /// A contiguous view of a numpy array, or an error naming the argument.
@@ -64,15 +113,16 @@ fn cluster<'py>(
     let profile = py
         .detach(|| {
             if rows == 0 {
-                return Err("embeddings: no rows (a user needs at least one action)".to_owned());
+                return Err(Failure::new(
+                    ErrorKind::BadInput,
+                    "embeddings: no rows (a user needs at least one action)",
+                ));
             }
-            let x = Embeddings::new(data, dim).map_err(|e| format!("embeddings: {e}"))?;
-            let actions = Actions::new(x, times, weights).map_err(|e| e.to_string())?;
-            Clusterer::new(params)
-                .and_then(|mut c| c.profile(&actions, now))
-                .map_err(|e| e.to_string())
+            let x = Embeddings::new(data, dim).map_err(|e| about("embeddings", e))?;
+            let actions = Actions::new(x, times, weights)?;
+            Ok(Clusterer::new(params).and_then(|mut c| c.profile(&actions, now))?)
         })
-        .map_err(error)?;
+        .map_err(raise)?;
     Ok(profile
         .clusters
         .into_iter()
@@ -94,7 +144,7 @@ type StrArrays<'py> = (PyReadonlyArray1<'py, i64>, PyReadonlyArray1<'py, u8>);
 fn str_column<'a>(name: &str, arrays: &'a StrArrays<'_>) -> PyResult<StrColumn<'a>> {
     let offsets = slice(&arrays.0, name)?;
     let data = slice(&arrays.1, name)?;
-    StrColumn::new(name, offsets, data).map_err(error)
+    StrColumn::new(name, offsets, data).map_err(failed)
 }
 
 /// Profiles of many users from an event table; returns the profile table as Arrow IPC stream
@@ -142,8 +192,8 @@ fn profiles<'py>(
         },
     };
     let (ipc, result) = py
-        .detach(|| -> Result<_, String> {
-            let x = Embeddings::new(data, dim).map_err(|e| format!("embeddings: {e}"))?;
+        .detach(|| -> Result<_, Failure> {
+            let x = Embeddings::new(data, dim).map_err(|e| about("embeddings", e))?;
             let vectors = match &item_ids {
                 Some(ids) => Vectors::Items {
                     ids: ids as &dyn Strings,
@@ -158,12 +208,12 @@ fn profiles<'py>(
                 weights,
                 actions: actions.as_ref().map(|a| a as &dyn Strings),
             };
-            let result =
-                build_profiles(&table, &vectors, &config, threads).map_err(|e| e.to_string())?;
-            let ipc = profile_ipc(&result.profiles).map_err(|e| e.to_string())?;
+            let result = build_profiles(&table, &vectors, &config, threads)?;
+            let ipc = profile_ipc(&result.profiles)
+                .map_err(|e| Failure::new(ErrorKind::Internal, e.to_string()))?;
             Ok((ipc, result))
         })
-        .map_err(error)?;
+        .map_err(raise)?;
     let stats = PyDict::new(py);
     stats.set_item("users", result.profiles.len())?;
     stats.set_item("events", result.events)?;
@@ -255,7 +305,7 @@ fn evaluate<'py>(
     let options = eval_options(options)?;
     let output = py
         .detach(|| Evaluation::run(&data, &options, "pinnersage evaluation", &()))
-        .map_err(error)?;
+        .map_err(failed)?;
     Ok((output.metrics.to_string(), output.markdown, output.configs))
 }
 
@@ -327,7 +377,7 @@ fn eval_options(kwargs: &Bound<'_, PyDict>) -> PyResult<EvalOptions> {
         ))
     })?;
     o.tune = tune;
-    o.validate().map_err(error)?;
+    o.validate().map_err(failed)?;
     Ok(o)
 }
 
@@ -335,6 +385,10 @@ fn eval_options(kwargs: &Bound<'_, PyDict>) -> PyResult<EvalOptions> {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("PinnersageError", m.py().get_type::<PinnersageError>())?;
+    m.add("NotFoundError", m.py().get_type::<NotFoundError>())?;
+    m.add("ConflictError", m.py().get_type::<ConflictError>())?;
+    m.add("UnavailableError", m.py().get_type::<UnavailableError>())?;
+    m.add("InternalError", m.py().get_type::<InternalError>())?;
     m.add_function(wrap_pyfunction!(cluster, m)?)?;
     m.add_function(wrap_pyfunction!(profiles, m)?)?;
     m.add_function(wrap_pyfunction!(evaluate, m)?)?;
@@ -350,7 +404,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     use pinnersage_pipeline::exchange::profile_table::{COLUMNS, spark_ddl};
     m.add("PROFILE_COLUMNS", COLUMNS.to_vec())?;
     m.add("PROFILE_SCHEMA_DDL", spark_ddl())?;
-    let spark_schema = spark_schema_ipc().map_err(error)?;
+    let spark_schema =
+        spark_schema_ipc().map_err(|e| raise(Failure::new(ErrorKind::Internal, e.to_string())))?;
     m.add("PROFILE_SPARK_SCHEMA", PyBytes::new(m.py(), &spark_schema))?;
     m.add(
         "DEFAULT_WINDOW_DAYS",

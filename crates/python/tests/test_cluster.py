@@ -137,6 +137,20 @@ def test_errors_are_value_errors():
         pinnersage.cluster(np.zeros((3, 2)), alpha=-1.0)
 
 
+def test_each_kind_of_error_is_a_pinnersage_error_and_bad_input_is_the_base():
+    kinds = [
+        pinnersage.NotFoundError,
+        pinnersage.ConflictError,
+        pinnersage.UnavailableError,
+        pinnersage.InternalError,
+    ]
+    for kind in kinds:
+        assert issubclass(kind, pinnersage.PinnersageError), kind
+    with pytest.raises(pinnersage.PinnersageError) as raised:
+        pinnersage.cluster(np.zeros((3, 2)), alpha=-1.0)
+    assert type(raised.value) is pinnersage.PinnersageError
+
+
 def test_threads_give_the_sequential_results_and_the_gil_is_released():
     rng = np.random.default_rng(4)
     inputs = [rng.normal(size=(int(rng.integers(50, 400)), 16)).astype(np.float32) for _ in range(8)]

@@ -296,6 +296,13 @@ pub enum RouteClass {
     Admin,
 }
 
+impl pinnersage_core::error::Kind for TokensError {
+    fn kind(&self) -> pinnersage_core::error::ErrorKind {
+        use pinnersage_core::error::ErrorKind::*;
+        BadInput
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -83,7 +83,11 @@ impl Conn {
         path: &str,
         extra: &str,
     ) -> Result<(u16, Vec<u8>), ClientError> {
-        write!(self.writer, "GET {path} HTTP/1.1\r\n{}{extra}\r\n", self.host)?;
+        write!(
+            self.writer,
+            "GET {path} HTTP/1.1\r\n{}{extra}\r\n",
+            self.host
+        )?;
         self.response()
     }
 
@@ -149,5 +153,15 @@ impl Conn {
         let mut body = vec![0; length];
         self.reader.read_exact(&mut body)?;
         Ok((status, body))
+    }
+}
+
+impl pinnersage_core::error::Kind for ClientError {
+    fn kind(&self) -> pinnersage_core::error::ErrorKind {
+        use pinnersage_core::error::ErrorKind::*;
+        match self {
+            Self::Connect { .. } | Self::Io(_) => Unavailable,
+            Self::Malformed(_) => Internal,
+        }
     }
 }

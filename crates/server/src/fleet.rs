@@ -49,7 +49,7 @@ impl FleetConfig {
     pub fn check(&self) -> Result<(), String> {
         if !(1..=1024).contains(&self.partitions) {
             return Err(format!(
-                "--partitions must be in 1..=1024, got {}",
+                "`partitions` must be in 1..=1024, got {}",
                 self.partitions
             ));
         }
@@ -57,19 +57,19 @@ impl FleetConfig {
         for &p in &self.consume {
             if p >= self.partitions {
                 return Err(format!(
-                    "--consume-partitions: partition {p} is out of range (0..{})",
+                    "`consume_partitions`: partition {p} is out of range (0..{})",
                     self.partitions
                 ));
             }
             if !seen.insert(p) {
                 return Err(format!(
-                    "--consume-partitions: partition {p} is given twice"
+                    "`consume_partitions`: partition {p} is given twice"
                 ));
             }
         }
         if !(1..=5).contains(&self.stream_replicas) {
             return Err(format!(
-                "--stream-replicas must be in 1..=5 (JetStream's limit), got {}",
+                "`stream_replicas` must be in 1..=5 (JetStream's limit), got {}",
                 self.stream_replicas
             ));
         }

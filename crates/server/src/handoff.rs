@@ -273,6 +273,24 @@ fn process_alive(pid: u32) -> bool {
     }
 }
 
+impl pinnersage_core::error::Kind for HandoffError {
+    fn kind(&self) -> pinnersage_core::error::ErrorKind {
+        use pinnersage_core::error::ErrorKind::*;
+        match self {
+            Self::NoRecord { .. } => NotFound,
+            Self::Stale { .. } | Self::NotTheServer { .. } => Conflict,
+            Self::Client(e) => e.kind(),
+            Self::Refused { status, .. } => match status {
+                404 => NotFound,
+                409 => Conflict,
+                503 => Unavailable,
+                400..=499 => BadInput,
+                _ => Internal,
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

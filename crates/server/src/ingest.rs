@@ -315,3 +315,13 @@ impl Ingest {
         &self.data_dir
     }
 }
+
+impl pinnersage_core::error::Kind for IngestError {
+    fn kind(&self) -> pinnersage_core::error::ErrorKind {
+        use pinnersage_core::error::ErrorKind::*;
+        match self {
+            Self::BadBody(_) | Self::TooMany(_) => BadInput,
+            Self::Store(_) | Self::Overloaded(_) | Self::Unavailable(_) => Unavailable,
+        }
+    }
+}

@@ -161,10 +161,7 @@ impl Metrics {
     /// Records one request to `route` (a label of [`ROUTES`]; `unknown` stands for requests
     /// that matched no route, and other labels count as `other`).
     pub fn record(&self, route: &str, status: u16, elapsed: Duration) {
-        let route = ROUTES
-            .into_iter()
-            .find(|&r| r == route)
-            .unwrap_or("other");
+        let route = ROUTES.into_iter().find(|&r| r == route).unwrap_or("other");
         let status = Status(STATUSES.contains(&status).then_some(status));
         self.requests
             .get_or_create(&RequestLabels { route, status })
@@ -207,13 +204,17 @@ struct Page<'a>(DescriptorEncoder<'a>);
 
 impl Page<'_> {
     fn gauge(&mut self, name: &str, help: &str, value: u64) -> fmt::Result {
-        let metric = self.0.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        let metric = self
+            .0
+            .encode_descriptor(name, help, None, MetricType::Gauge)?;
         ConstGauge::new(value).encode(metric)
     }
 
     /// A counter: `name` without the `_total` the encoder appends.
     fn counter(&mut self, name: &str, help: &str, value: u64) -> fmt::Result {
-        let metric = self.0.encode_descriptor(name, help, None, MetricType::Counter)?;
+        let metric = self
+            .0
+            .encode_descriptor(name, help, None, MetricType::Counter)?;
         ConstCounter::new(value).encode(metric)
     }
 }
@@ -278,7 +279,11 @@ impl Collector for Observed {
 
         let c = self.ingest.counters();
         for (name, help, value) in [
-            ("pinnersage_events_stored", "Events stored (durable).", &c.stored),
+            (
+                "pinnersage_events_stored",
+                "Events stored (durable).",
+                &c.stored,
+            ),
             (
                 "pinnersage_events_duplicate",
                 "Events already stored (retries).",
@@ -426,12 +431,18 @@ mod tests {
         assert!(out.contains("pinnersage_http_requests_total{route=\"other\",status=\"other\"} 1"));
         assert!(out.contains("pinnersage_http_requests_total{route=\"map\",status=\"421\"} 1"));
         assert!(out.contains("pinnersage_http_requests_total{route=\"readyz\",status=\"401\"} 1"));
-        assert!(out.contains("_bucket{le=\"0.0005\",route=\"similar\"} 1"), "{out}");
+        assert!(
+            out.contains("_bucket{le=\"0.0005\",route=\"similar\"} 1"),
+            "{out}"
+        );
         assert!(out.contains("_bucket{le=\"0.005\",route=\"similar\"} 2"));
         assert!(out.contains("_bucket{le=\"2.5\",route=\"other\"} 0"));
         assert!(out.contains("_bucket{le=\"+Inf\",route=\"other\"} 1"));
         assert!(out.contains("_count{route=\"similar\"} 2"));
-        assert!(out.contains("\npinnersage_events_rejected_total 3\n"), "{out}");
+        assert!(
+            out.contains("\npinnersage_events_rejected_total 3\n"),
+            "{out}"
+        );
         assert!(
             out.contains("# HELP pinnersage_http_requests HTTP requests by route and status.\n"),
             "{out}"

@@ -284,9 +284,9 @@ async fn setup(
             "stream {} captures {captured:?}, not {missing:?}: {}",
             config.stream,
             if config.fleet.is_some() {
-                "fleet mode needs a stream of the partitioned subjects (use another --nats-stream)"
+                "fleet mode needs a stream of the partitioned subjects (use another `nats_stream`)"
             } else {
-                "use the stream's subject or another --nats-stream"
+                "use the stream's subject or another `nats_stream`"
             }
         )));
     }
@@ -425,5 +425,12 @@ async fn handle(
     };
     if sent.is_ok() {
         counter.fetch_add(1, Relaxed);
+    }
+}
+
+impl pinnersage_core::error::Kind for NatsError {
+    fn kind(&self) -> pinnersage_core::error::ErrorKind {
+        use pinnersage_core::error::ErrorKind::*;
+        Unavailable
     }
 }

@@ -119,23 +119,6 @@ pub enum ServeError {
     },
 }
 
-impl ServeError {
-    /// Whether the cause is the user's input (a missing or mismatched data directory, a bad
-    /// setting, a store owned by another process, an unreachable NATS server), as opposed to a
-    /// failure of the machine.
-    pub fn is_input(&self) -> bool {
-        match self {
-            ServeError::Config(_)
-            | ServeError::Catalog(_)
-            | ServeError::Index(_)
-            | ServeError::Nats(_) => true,
-            ServeError::Events(e) => matches!(e, EventStoreError::InUse { .. }),
-            ServeError::Engine(e) => matches!(e, EngineError::BadRequest(_)),
-            ServeError::Io { .. } => false,
-        }
-    }
-}
-
 /// A data directory opened for serving.
 pub struct Server {
     data_dir: PathBuf,
@@ -151,13 +134,13 @@ impl Server {
     pub fn open(data_dir: &Path, config: ServeConfig) -> Result<Self, ServeError> {
         if config.online_actions == 0 {
             return Err(ServeError::Config(
-                "--online-actions must be at least 1".into(),
+                "`online_actions` must be at least 1".into(),
             ));
         }
         config.retrieval.check().map_err(ServeError::Config)?;
         if config.reload.is_zero() {
             return Err(ServeError::Config(
-                "--reload-seconds must be positive".into(),
+                "`reload_seconds` must be positive".into(),
             ));
         }
         let mut catalog = Catalog::open(data_dir)?;
@@ -357,4 +340,19 @@ impl Running {
 /// An I/O error of `what`.
 fn io(what: String) -> impl FnOnce(std::io::Error) -> ServeError {
     move |source| ServeError::Io { what, source }
+}
+
+impl pinnersage_core::error::Kind for ServeError {
+    fn kind(&self) -> pinnersage_core::error::ErrorKind {
+        use pinnersage_core::error::ErrorKind::{self, *};
+        match self {
+            Self::Config(_) => BadInput,
+            Self::Catalog(e) => e.kind(),
+            Self::Index(e) => e.kind(),
+            Self::Events(e) => e.kind(),
+            Self::Engine(e) => e.kind(),
+            Self::Nats(e) => e.kind(),
+            Self::Io { source, .. } => ErrorKind::of_io(source),
+        }
+    }
 }

@@ -866,6 +866,17 @@ impl Iterator for UserEvents<'_> {
     }
 }
 
+impl pinnersage_core::error::Kind for EventStoreError {
+    fn kind(&self) -> pinnersage_core::error::ErrorKind {
+        use pinnersage_core::error::ErrorKind::*;
+        match self {
+            Self::Engine { .. } | Self::Corrupt { .. } | Self::NotWritten { .. } => Internal,
+            Self::Invalid(_) => BadInput,
+            Self::InUse { .. } => Conflict,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -540,3 +540,14 @@ impl ProfileStore {
         self.with_profile(user, |view| view.map(|v| v.to_stored()))
     }
 }
+
+impl pinnersage_core::error::Kind for ProfileStoreError {
+    fn kind(&self) -> pinnersage_core::error::ErrorKind {
+        use pinnersage_core::error::ErrorKind::*;
+        match self {
+            Self::Missing(_) => NotFound,
+            Self::Io { .. } | Self::Corrupt { .. } => Internal,
+            Self::Busy(e) => e.kind(),
+        }
+    }
+}

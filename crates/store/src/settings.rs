@@ -117,3 +117,10 @@ impl From<GenerationSettings> for Flat {
         }
     }
 }
+
+impl pinnersage_core::error::Kind for SettingsError {
+    fn kind(&self) -> pinnersage_core::error::ErrorKind {
+        use pinnersage_core::error::ErrorKind::*;
+        BadInput
+    }
+}

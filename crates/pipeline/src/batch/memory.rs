@@ -365,3 +365,10 @@ fn run<'n>(
     }
     Ok(out)
 }
+
+impl pinnersage_core::error::Kind for MemoryError {
+    fn kind(&self) -> pinnersage_core::error::ErrorKind {
+        use pinnersage_core::error::ErrorKind::*;
+        BadInput
+    }
+}

@@ -136,7 +136,7 @@ pub enum BatchError {
     Refused(String),
     /// No events in the window.
     #[error(
-        "no events between {from} and {to} (unix seconds): nothing to cluster; --now defaults to the current time, pass --now for historical data"
+        "no events between {from} and {to} (unix seconds): nothing to cluster; `now` defaults to the current time, give it for historical data"
     )]
     NoEvents {
         /// Window start.
@@ -484,5 +484,21 @@ mod directory_name {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
         String::deserialize(d).map(PathBuf::from)
+    }
+}
+
+impl pinnersage_core::error::Kind for BatchError {
+    fn kind(&self) -> pinnersage_core::error::ErrorKind {
+        use pinnersage_core::error::ErrorKind::*;
+        match self {
+            Self::Catalog(e) => e.kind(),
+            Self::Events(e) => e.kind(),
+            Self::Profiles(e) => e.kind(),
+            Self::Output(e) => e.kind(),
+            Self::Settings(_) | Self::Config(_) => BadInput,
+            // Well-formed, but the store has nothing in the window, or the generation would
+            // replace a newer or larger one.
+            Self::NoEvents { .. } | Self::Refused(_) => Conflict,
+        }
     }
 }

@@ -86,10 +86,11 @@ pub fn learn(
     options: &EmbedOptions,
     progress: &dyn Progress,
 ) -> Result<Learned, EmbedError> {
-    if options.learner.dim() == 0 || options.window_days == 0 {
-        return Err(EmbedError::Input(
-            "--dim and --window-days must be at least 1".into(),
-        ));
+    if options.learner.dim() == 0 {
+        return Err(EmbedError::Input("`dim` must be at least 1".into()));
+    }
+    if options.window_days == 0 {
+        return Err(EmbedError::Input("`window_days` must be at least 1".into()));
     }
     let store = EventStore::open(data_dir)?;
     let from = options.now - i64::from(options.window_days) * SECONDS_PER_DAY as i64 + 1;
@@ -186,4 +187,15 @@ pub fn write(learned: &Learned, dir: &Path) -> Result<(PathBuf, PathBuf), EmbedE
     }
     out.flush().map_err(io(&ids))?;
     Ok((matrix, ids))
+}
+
+impl pinnersage_core::error::Kind for EmbedError {
+    fn kind(&self) -> pinnersage_core::error::ErrorKind {
+        use pinnersage_core::error::ErrorKind::{self, *};
+        match self {
+            Self::Events(e) => e.kind(),
+            Self::Input(_) => BadInput,
+            Self::Io { source, .. } => ErrorKind::of_io(source),
+        }
+    }
 }

@@ -444,3 +444,16 @@ fn build_event(
         id: id.map(str::to_owned),
     })
 }
+
+impl pinnersage_core::error::Kind for ImportError {
+    fn kind(&self) -> pinnersage_core::error::ErrorKind {
+        use pinnersage_core::error::ErrorKind::{self, *};
+        match self {
+            Self::Input(_) => BadInput,
+            Self::Store(e) => e.kind(),
+            Self::Catalog(e) => e.kind(),
+            Self::Busy(e) => e.kind(),
+            Self::Io { source, .. } => ErrorKind::of_io(source),
+        }
+    }
+}

@@ -417,3 +417,15 @@ fn assemble(
     }
     Ok(StoredProfile { clusters, items })
 }
+
+impl pinnersage_core::error::Kind for ImportProfilesError {
+    fn kind(&self) -> pinnersage_core::error::ErrorKind {
+        use pinnersage_core::error::ErrorKind::*;
+        match self {
+            Self::Catalog(e) => e.kind(),
+            Self::Parquet(e) => e.kind(),
+            Self::Row { .. } | Self::Empty(_) | Self::Settings(_) => BadInput,
+            Self::Profiles(e) => e.kind(),
+        }
+    }
+}

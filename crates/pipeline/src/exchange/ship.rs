@@ -260,3 +260,15 @@ pub fn import_shipped(
     replace_file(&path, record.as_bytes()).map_err(io_at(&path))?;
     Ok(Some(report))
 }
+
+impl pinnersage_core::error::Kind for ShipError {
+    fn kind(&self) -> pinnersage_core::error::ErrorKind {
+        use pinnersage_core::error::ErrorKind::{self, *};
+        match self {
+            Self::Io { source, .. } => ErrorKind::of_io(source),
+            Self::Manifest { .. } | Self::Settings(_) | Self::NoFiles => BadInput,
+            Self::Parquet(e) => e.kind(),
+            Self::Import(e) => e.kind(),
+        }
+    }
+}

@@ -386,3 +386,20 @@ fn fail(counters: &IngestCounters, replies: Vec<Reply>, e: &EventStoreError) {
         reply(Err(NotStored::Failed(text.clone())));
     }
 }
+
+impl pinnersage_core::error::Kind for Overloaded {
+    fn kind(&self) -> pinnersage_core::error::ErrorKind {
+        use pinnersage_core::error::ErrorKind::*;
+        Unavailable
+    }
+}
+
+impl pinnersage_core::error::Kind for NotStored {
+    fn kind(&self) -> pinnersage_core::error::ErrorKind {
+        use pinnersage_core::error::ErrorKind::*;
+        match self {
+            Self::Stopped => Unavailable,
+            Self::Failed(_) => Internal,
+        }
+    }
+}

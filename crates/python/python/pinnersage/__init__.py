@@ -32,13 +32,21 @@ from ._native import (
     DEFAULT_LAMBDA,
     DEFAULT_MAX_ACTIONS,
     DEFAULT_WINDOW_DAYS,
+    ConflictError,
+    InternalError,
+    NotFoundError,
     PinnersageError,
+    UnavailableError,
 )
 
 __all__ = [
     "Cluster",
     "Profile",
     "PinnersageError",
+    "NotFoundError",
+    "ConflictError",
+    "UnavailableError",
+    "InternalError",
     "cluster",
     "profiles",
     "evaluate",

@@ -7,6 +7,10 @@ import numpy.typing as npt
 
 __all__ = [
     "PinnersageError",
+    "NotFoundError",
+    "ConflictError",
+    "UnavailableError",
+    "InternalError",
     "cluster",
     "profiles",
     "evaluate",
@@ -28,7 +32,20 @@ PROFILE_SCHEMA_DDL: str
 PROFILE_SPARK_SCHEMA: bytes
 
 class PinnersageError(ValueError):
-    """Bad input or parameters; the message names the argument, row or column."""
+    """Every pinnersage error; as itself, bad input or parameters (the message names the
+    argument, row or column). Its subclasses are the other kinds."""
+
+class NotFoundError(PinnersageError):
+    """Something named does not exist."""
+
+class ConflictError(PinnersageError):
+    """Valid input that conflicts with the current state."""
+
+class UnavailableError(PinnersageError):
+    """A service is down or overloaded: retry later."""
+
+class InternalError(PinnersageError):
+    """A failure of the machine, or a bug: please report it."""
 
 _StrBuffers = Tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]
 

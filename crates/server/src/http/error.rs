@@ -1,6 +1,7 @@
 //! JSON errors: every refusal of the API is `{"error":{"code","message"}}` with its status.
 
 use super::*;
+use pinnersage_core::error::{ErrorKind, Kind};
 
 /// A JSON error: `{"error":{"code":..,"message":..}}` with an HTTP status.
 #[derive(Debug)]
@@ -41,19 +42,32 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The HTTP status of each kind of error: the one place statuses come from library errors.
+pub(super) fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::BadInput => StatusCode::BAD_REQUEST,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl ApiError {
+    /// `e` with the status of its kind and the machine-readable `code`.
+    pub(super) fn of(e: &(impl Kind + std::fmt::Display), code: &'static str) -> Self {
+        Self::new(status_of(e.kind()), code, e.to_string())
+    }
+}
+
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
-        match e {
-            EngineError::UnknownItem(_) => {
-                Self::new(StatusCode::NOT_FOUND, "unknown_item", e.to_string())
-            }
-            EngineError::BadRequest(_) => {
-                Self::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string())
-            }
-            EngineError::Internal(_) => {
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-            }
-        }
+        let code = match e {
+            EngineError::UnknownItem(_) => "unknown_item",
+            EngineError::BadRequest(_) => "bad_request",
+            EngineError::Internal(_) => "internal",
+        };
+        Self::of(&e, code)
     }
 }
 
@@ -84,29 +98,16 @@ impl From<BytesRejection> for ApiError {
 impl From<IngestError> for ApiError {
     fn from(e: IngestError) -> Self {
         match e {
-            IngestError::BadBody(_) => {
-                Self::new(StatusCode::BAD_REQUEST, "bad_body", e.to_string())
-            }
+            IngestError::BadBody(_) => Self::of(&e, "bad_body"),
+            // Bad input, told apart: the body's size is what to change.
             IngestError::TooMany(_) => Self::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_many_events",
                 e.to_string(),
             ),
-            IngestError::Store(_) => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_failed",
-                e.to_string(),
-            ),
-            IngestError::Overloaded(_) => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", e.to_string())
-                    .retry_after(1)
-            }
-            IngestError::Unavailable(_) => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "stream_unavailable",
-                e.to_string(),
-            )
-            .retry_after(1),
+            IngestError::Store(_) => Self::of(&e, "store_failed"),
+            IngestError::Overloaded(_) => Self::of(&e, "overloaded").retry_after(1),
+            IngestError::Unavailable(_) => Self::of(&e, "stream_unavailable").retry_after(1),
         }
     }
 }

@@ -73,34 +73,25 @@ pub(super) async fn admin_batch(
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??
     .map_err(|e| {
+        use pinnersage_core::error::Kind;
         use pinnersage_pipeline::batch::BatchError;
         use pinnersage_store::profiles::ProfileStoreError;
         match e {
             // Another command publishing into the data directory: its path and pid stay here.
             BatchError::Profiles(ProfileStoreError::Busy(_)) => ApiError::new(
-                StatusCode::CONFLICT,
+                status_of(e.kind()),
                 "busy",
                 "another command is publishing into the data directory (an import, an index \
                  build or a batch): retry when it has finished",
             )
             .retry_after(10),
             BatchError::Refused(_) => ApiError::new(
-                StatusCode::CONFLICT,
+                status_of(e.kind()),
                 "not_published",
                 format!("{e}; send \"force\": true to publish it anyway"),
             ),
-            // The request is well-formed; the store has nothing to cluster in its window.
-            BatchError::NoEvents { .. } => {
-                ApiError::new(StatusCode::CONFLICT, "no_events", e.to_string())
-            }
-            BatchError::Config(_) | BatchError::Settings(_) => {
-                ApiError::new(StatusCode::BAD_REQUEST, "batch_failed", e.to_string())
-            }
-            _ => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "batch_failed",
-                e.to_string(),
-            ),
+            BatchError::NoEvents { .. } => ApiError::of(&e, "no_events"),
+            _ => ApiError::of(&e, "batch_failed"),
         }
     })?;
     Ok(json_response(&summary))

@@ -209,7 +209,7 @@ pub(super) fn refusal(auth: &AuthConfig, req: &Request) -> Option<Response> {
             ApiError::new(
                 StatusCode::MISDIRECTED_REQUEST,
                 "host_not_allowed",
-                "the Host header names a host this server does not serve (see --allowed-host)",
+                "the Host header names a host this server does not serve (see its `allowed_host` setting)",
             )
             .into_response(),
         );
