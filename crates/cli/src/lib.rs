@@ -26,6 +26,10 @@ use clap::{CommandFactory, Parser, Subcommand};
 /// Each user's recent engagements are clustered with Ward's method, cut at a merge threshold
 /// alpha, and every cluster is summarised by its medoid (a real item) and an importance that
 /// decays with age. Recommendations sample medoids by importance and retrieve their neighbours.
+///
+/// Exit codes: 0 done; 2 the command cannot run as given (a bad file, value or flag, something
+/// missing, a store in use by another process, a service down: the one-line error says which);
+/// 1 an internal failure (the machine's, or a bug).
 #[derive(Debug, Parser)]
 #[command(name = "pinnersage", version, propagate_version = true)]
 pub struct Cli {

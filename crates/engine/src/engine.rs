@@ -222,6 +222,35 @@ pub enum EngineError {
     Internal(String),
 }
 
+/// The interests a request takes, as indices into `importance`: `medoids` of them as
+/// `selection` says (drawn with `rng`), or for [`Selection::All`] every one up to
+/// [`MAX_MEDOIDS`] (the most important, when a user has more). The plan's first step: the
+/// evaluation measures it too.
+///
+/// ```
+/// use pinnersage_core::sample::{Selection, SplitMix64};
+/// use pinnersage_engine::engine::{MAX_MEDOIDS, choose_interests};
+/// let importance: Vec<f64> = (0..30).map(f64::from).collect();
+/// let all = choose_interests(&importance, Selection::All, 3, &mut SplitMix64::new(1));
+/// assert_eq!(all.len(), MAX_MEDOIDS);
+/// assert!(all.iter().all(|&i| i >= 10)); // the 20 most important
+/// let top = choose_interests(&importance, Selection::Top, 3, &mut SplitMix64::new(1));
+/// assert_eq!(top, [29, 28, 27]);
+/// ```
+pub fn choose_interests(
+    importance: &[f64],
+    selection: Selection,
+    medoids: usize,
+    rng: &mut SplitMix64,
+) -> Vec<usize> {
+    match selection {
+        Selection::All if importance.len() > MAX_MEDOIDS => {
+            select(importance, Selection::Top, MAX_MEDOIDS, rng)
+        }
+        selection => select(importance, selection, medoids, rng),
+    }
+}
+
 /// The profiles currently served: a batch generation and its fallback list.
 struct Profiles {
     store: Option<ProfileStore>,
@@ -777,12 +806,7 @@ impl Engine {
             .map(|&(_, importance)| importance)
             .collect();
         let mut rng = SplitMix64::new(seed);
-        let picked = match req.selection {
-            Selection::All if weights.len() > MAX_MEDOIDS => {
-                select(&weights, Selection::Top, MAX_MEDOIDS, &mut rng)
-            }
-            selection => select(&weights, selection, req.medoids, &mut rng),
-        };
+        let picked = choose_interests(&weights, req.selection, req.medoids, &mut rng);
         // The largest share of the k results one medoid's list may have to supply.
         let picked_weights: Vec<f64> = picked.iter().map(|&c| weights[c]).collect();
         let share = shares(req.blend, &picked_weights, 0.0)

@@ -5,9 +5,10 @@ use pinnersage_core::blend::{shares, weighted_mean};
 use pinnersage_core::distance::SqDistances;
 use pinnersage_core::importance::decay;
 use pinnersage_core::kmeans::kmeans;
-use pinnersage_core::sample::{Selection, SplitMix64, sample_seed, select};
+use pinnersage_core::sample::{Selection, SplitMix64, sample_seed};
 use pinnersage_core::ward::complete_linkage;
 use pinnersage_core::{Actions, Clusterer, CoreError, Embeddings, Profile, ProfileParams};
+use pinnersage_engine::engine::choose_interests;
 
 use crate::split::UserSplit;
 
@@ -378,7 +379,8 @@ pub fn queries(
             };
             let weights: Vec<f64> = profile.clusters.iter().map(|c| c.importance).collect();
             let mut rng = SplitMix64::new(sample_seed(&user.user.to_le_bytes(), 0, seed));
-            let chosen = select(&weights, selection, e, &mut rng);
+            // The served plan's choice (with its cap on every interest).
+            let chosen = choose_interests(&weights, selection, e, &mut rng);
             let importance: Vec<f64> = chosen
                 .iter()
                 .map(|&c| profile.clusters[c].importance)
@@ -432,5 +434,32 @@ pub fn queries(
                 clusters: profile.clusters.len(),
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_interest_is_capped_as_the_server_caps_it() {
+        // 30 items on the axes of 30 dimensions: 30 clusters at a small alpha.
+        let dim = 30;
+        let mut vectors = vec![0.0f32; dim * dim];
+        for i in 0..dim {
+            vectors[i * dim + i] = 1.0;
+        }
+        let user = UserSplit {
+            user: 7,
+            train: (0..dim as u32).map(|r| (r, 1_000 + i64::from(r))).collect(),
+            test: Vec::new(),
+        };
+        let method = Method::pinnersage(0.01, Summary::Medoid, Pick::All);
+        let q = queries(&method, &user, &vectors, dim, 0.1, 1).unwrap();
+        assert_eq!(q.clusters, 30);
+        assert_eq!(q.queries.len(), pinnersage_engine::MAX_MEDOIDS);
+        // The most important (here: the most recent) interests.
+        let recent = |query: &Vec<f32>| query.iter().position(|&x| x == 1.0).unwrap() >= 10;
+        assert!(q.queries.iter().all(recent));
     }
 }
