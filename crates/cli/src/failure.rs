@@ -71,6 +71,7 @@ fn kind_of_cause(cause: &(dyn std::error::Error + 'static)) -> Option<ErrorKind>
         pinnersage_pipeline::exchange::import_profiles::ImportProfilesError,
         pinnersage_pipeline::exchange::ship::ShipError,
         pinnersage_engine::EngineError,
+        pinnersage_engine::excluded::ExcludedError,
         pinnersage_eval::EvalError,
         pinnersage_server::server::ServeError,
         pinnersage_server::handoff::HandoffError,
@@ -162,6 +163,8 @@ mod tests {
             "stream_replicas",
             "online_actions",
             "reload_seconds",
+            "tokens_file",
+            "insecure_no_auth",
         ] {
             let message = format!("`{setting}` is wrong");
             let shown = in_flag_terms(&message, &command);

@@ -246,7 +246,7 @@ impl ServeArgs {
             stream_replicas: self.stream_replicas,
         });
         if let Some(fleet) = &fleet {
-            fleet.check().map_err(InputError)?;
+            fleet.check()?;
         }
         Ok(ServeConfig {
             cache_bytes: self.cache_mb << 20,
@@ -307,7 +307,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     let data_dir = &args.data.data_dir;
     let config = args.config()?;
     // Refuse an unsafe address before opening anything (`Server::run` checks again).
-    config.auth.check_listen(args.addr).map_err(InputError)?;
+    config.auth.check_listen(args.addr)?;
     let header_timeout = config.header_timeout;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = args.threads {

@@ -87,18 +87,18 @@ pub struct Retrieval {
 
 impl Retrieval {
     /// Checks the defaults as a request's parameters are checked; the error names the setting.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), EngineError> {
         if !(1..=MAX_MEDOIDS).contains(&self.medoids) {
-            return Err(format!(
+            return Err(EngineError::BadRequest(format!(
                 "`medoids` must be in 1..={MAX_MEDOIDS}, got {}",
                 self.medoids
-            ));
+            )));
         }
         if !(0.0..=1.0).contains(&self.global) {
-            return Err(format!(
+            return Err(EngineError::BadRequest(format!(
                 "`global_share` must be in 0..=1, got {}",
                 self.global
-            ));
+            )));
         }
         Ok(())
     }

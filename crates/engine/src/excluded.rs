@@ -42,17 +42,40 @@ pub struct ExclusionList {
     current: RwLock<Arc<Excluded>>,
 }
 
-fn stamp(path: &Path) -> Result<(SystemTime, u64), String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+/// The exclusion list's file could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", path.display())]
+pub struct ExcludedError {
+    /// The file.
+    pub path: PathBuf,
+    /// What the system said.
+    pub source: std::io::Error,
+}
+
+impl pinnersage_core::error::Kind for ExcludedError {
+    fn kind(&self) -> pinnersage_core::error::ErrorKind {
+        pinnersage_core::error::ErrorKind::of_io(&self.source)
+    }
+}
+
+fn unreadable(path: &Path) -> impl FnOnce(std::io::Error) -> ExcludedError + '_ {
+    move |source| ExcludedError {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn stamp(path: &Path) -> Result<(SystemTime, u64), ExcludedError> {
+    let meta = std::fs::metadata(path).map_err(unreadable(path))?;
     Ok((
         meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
         meta.len(),
     ))
 }
 
-fn read(path: &Path, catalog: &Catalog) -> Result<Excluded, String> {
+fn read(path: &Path, catalog: &Catalog) -> Result<Excluded, ExcludedError> {
     let stamp = stamp(path)?;
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(unreadable(path))?;
     let mut excluded = Excluded {
         stamp: Some(stamp),
         ..Excluded::default()
@@ -70,7 +93,7 @@ fn read(path: &Path, catalog: &Catalog) -> Result<Excluded, String> {
 
 impl ExclusionList {
     /// The list of `path` (none: nothing excluded). An unreadable file is an error naming it.
-    pub fn open(path: Option<&Path>, catalog: &Catalog) -> Result<Self, String> {
+    pub fn open(path: Option<&Path>, catalog: &Catalog) -> Result<Self, ExcludedError> {
         let current = match path {
             None => Excluded::default(),
             Some(p) => read(p, catalog)?,
@@ -91,7 +114,7 @@ impl ExclusionList {
 
     /// Re-reads the file if it changed (modification time or size); returns the new list when
     /// it did. A file that cannot be read keeps the previous list (the error is returned).
-    pub fn reload(&self, catalog: &Catalog) -> Result<Option<Arc<Excluded>>, String> {
+    pub fn reload(&self, catalog: &Catalog) -> Result<Option<Arc<Excluded>>, ExcludedError> {
         let Some(path) = &self.path else {
             return Ok(None);
         };

@@ -16,6 +16,8 @@
 use std::collections::HashSet;
 use std::fmt;
 
+use crate::server::ServeError;
+
 /// What a token allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scope {
@@ -258,16 +260,16 @@ impl AuthConfig {
 
     /// Checks that serving on `addr` is safe: a non-loopback address needs tokens (or the
     /// explicit opt-out).
-    pub fn check_listen(&self, addr: std::net::SocketAddr) -> Result<(), String> {
+    pub fn check_listen(&self, addr: std::net::SocketAddr) -> Result<(), ServeError> {
         if addr.ip().is_loopback() || !self.tokens.is_empty() || self.insecure_no_auth {
             return Ok(());
         }
-        Err(format!(
+        Err(ServeError::Config(format!(
             "refusing to serve on {addr} without API tokens: anyone who can reach it could post \
-             events and run batches. Give tokens with --tokens-file FILE or the PINNERSAGE_TOKENS \
-             environment variable (see docs/security.md), listen on 127.0.0.1, or pass \
-             --insecure-no-auth to serve it open anyway"
-        ))
+             events and run batches. Give tokens with `tokens_file` or the PINNERSAGE_TOKENS \
+             environment variable (see docs/security.md), listen on 127.0.0.1, or set \
+             `insecure_no_auth` to serve it open anyway"
+        )))
     }
 }
 
@@ -345,8 +347,9 @@ mod tests {
         assert!(open.check_listen("[::1]:8080".parse().unwrap()).is_ok());
         let err = open
             .check_listen("0.0.0.0:8080".parse().unwrap())
-            .unwrap_err();
-        assert!(err.contains("--insecure-no-auth"), "{err}");
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`insecure_no_auth`"), "{err}");
         let tokens = AuthConfig {
             tokens: Tokens::parse("0123456789abcdef write", "x").unwrap(),
             ..AuthConfig::default()

@@ -46,32 +46,32 @@ impl FleetConfig {
     }
 
     /// Checks the settings: at least one partition, consumed partitions in range and unique.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), crate::server::ServeError> {
         if !(1..=1024).contains(&self.partitions) {
-            return Err(format!(
+            return Err(crate::server::ServeError::Config(format!(
                 "`partitions` must be in 1..=1024, got {}",
                 self.partitions
-            ));
+            )));
         }
         let mut seen = std::collections::HashSet::new();
         for &p in &self.consume {
             if p >= self.partitions {
-                return Err(format!(
+                return Err(crate::server::ServeError::Config(format!(
                     "`consume_partitions`: partition {p} is out of range (0..{})",
                     self.partitions
-                ));
+                )));
             }
             if !seen.insert(p) {
-                return Err(format!(
+                return Err(crate::server::ServeError::Config(format!(
                     "`consume_partitions`: partition {p} is given twice"
-                ));
+                )));
             }
         }
         if !(1..=5).contains(&self.stream_replicas) {
-            return Err(format!(
+            return Err(crate::server::ServeError::Config(format!(
                 "`stream_replicas` must be in 1..=5 (JetStream's limit), got {}",
                 self.stream_replicas
-            ));
+            )));
         }
         Ok(())
     }
@@ -459,9 +459,9 @@ mod tests {
         let mut c = FleetConfig::new(4);
         assert!(c.check().is_ok());
         c.consume = vec![1, 4];
-        assert!(c.check().unwrap_err().contains("out of range"));
+        assert!(c.check().unwrap_err().to_string().contains("out of range"));
         c.consume = vec![1, 1];
-        assert!(c.check().unwrap_err().contains("twice"));
+        assert!(c.check().unwrap_err().to_string().contains("twice"));
         assert!(FleetConfig::new(0).check().is_err());
     }
 

@@ -137,7 +137,7 @@ impl Server {
                 "`online_actions` must be at least 1".into(),
             ));
         }
-        config.retrieval.check().map_err(ServeError::Config)?;
+        config.retrieval.check()?;
         if config.reload.is_zero() {
             return Err(ServeError::Config(
                 "`reload_seconds` must be positive".into(),
@@ -228,10 +228,7 @@ impl Server {
         addr: std::net::SocketAddr,
         front: Option<&Front>,
     ) -> Result<(AppState, PathBuf), ServeError> {
-        self.config
-            .auth
-            .check_listen(addr)
-            .map_err(ServeError::Config)?;
+        self.config.auth.check_listen(addr)?;
         let readiness = Arc::new(Readiness::new(
             self.config.nats.is_some(),
             self.config.profiles_from.is_some(),
