@@ -19,7 +19,7 @@ use pinnersage_core::hash::{crc32, stable_hash};
 use pinnersage_store::events::Event;
 use serde::Serialize;
 
-use crate::ingest::{IngestError, IngestReport, parse_request};
+use crate::intake::{IngestError, IngestReport, parse_request};
 
 /// Largest message published (NATS' default `max_payload` is 1 MiB); bigger groups are split.
 pub const MAX_MESSAGE_BYTES: usize = 512 << 10;

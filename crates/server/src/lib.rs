@@ -1,5 +1,5 @@
 //! Serving: the doors of the recommendation engine (`pinnersage-engine`): request
-//! metrics ([`metrics`]), event ingestion over HTTP and NATS JetStream ([`ingest`], [`nats`]), fleet mode
+//! metrics ([`metrics`]), events in over HTTP and NATS JetStream ([`intake`], [`nats`]) into the event store the server owns ([`owned_store`]), fleet mode
 //! (partitioned events, readiness: [`fleet`]), the listener and its phases ([`front`]), the HTTP
 //! API ([`http`]), how commands find and
 //! trust a running server and hand it work ([`handoff`], over the HTTP [`client`]) and [`Server`], which opens a data directory and runs
@@ -13,9 +13,10 @@ pub mod fleet;
 pub mod front;
 pub mod handoff;
 pub mod http;
-pub mod ingest;
+pub mod intake;
 pub mod metrics;
 pub mod nats;
+pub mod owned_store;
 pub mod server;
 pub mod sink;
 

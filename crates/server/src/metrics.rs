@@ -23,8 +23,8 @@ use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 use crate::fleet::ShippedCounters;
-use crate::ingest::Ingest;
 use crate::nats::NatsCounters;
+use crate::owned_store::OwnedStore;
 
 /// The content type of [`Metrics::encode`]'s page (OpenMetrics text, which Prometheus reads).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -185,8 +185,8 @@ impl Metrics {
 pub struct Observed {
     /// The engine: index, catalog, medoid cache, filters, online users.
     pub engine: Arc<Engine>,
-    /// The ingest: stored events, store writes and their phases, the event store's engine.
-    pub ingest: Arc<Ingest>,
+    /// The owned event store: stored events, store writes and their phases, its engine.
+    pub store: Arc<OwnedStore>,
     /// The NATS consumer's counters, when one runs.
     pub nats: Option<Arc<NatsCounters>>,
     /// The shipped-profiles watcher's counters, when one runs.
@@ -277,7 +277,7 @@ impl Collector for Observed {
             e.catalog().rows() as u64,
         )?;
 
-        let c = self.ingest.counters();
+        let c = self.store.counters();
         for (name, help, value) in [
             (
                 "pinnersage_events_stored",
@@ -319,7 +319,7 @@ impl Collector for Observed {
             encode_histogram(histogram, &mut phases.encode_family(&labels)?)?;
         }
 
-        let store = self.ingest.engine_stats();
+        let store = self.store.engine_stats();
         for (name, help, value) in [
             (
                 "pinnersage_event_store_sealed_memtables",

@@ -20,7 +20,8 @@ use async_nats::jetstream::{self, AckKind, consumer::AckPolicy};
 use futures_util::StreamExt;
 
 use crate::fleet::{FleetConfig, Publisher, Readiness, partition_subject, replica_id};
-use crate::ingest::{Ingest, IngestError};
+use crate::intake::IngestError;
+use crate::owned_store::OwnedStore;
 use pinnersage_engine::engine::Engine;
 
 /// Where to consume from.
@@ -162,7 +163,7 @@ pub async fn start(
     config: NatsConfig,
     data_dir: &std::path::Path,
     engine: Arc<Engine>,
-    ingest: Arc<Ingest>,
+    store: Arc<OwnedStore>,
     counters: Arc<NatsCounters>,
     readiness: Arc<Readiness>,
 ) -> Result<Consuming, NatsError> {
@@ -230,12 +231,12 @@ pub async fn start(
         futures_util::stream::select_all(messages).for_each_concurrent(
             config.in_flight.max(1),
             move |message| {
-                let (engine, ingest, counters) = (engine.clone(), ingest.clone(), counters.clone());
+                let (engine, store, counters) = (engine.clone(), store.clone(), counters.clone());
                 async move {
                     let Ok(message) = message else {
                         return; // a transient consumer error: the client retries
                     };
-                    handle(&message, &engine, &ingest, &counters).await;
+                    handle(&message, &engine, &store, &counters).await;
                 }
             },
         ),
@@ -374,11 +375,11 @@ async fn watch_catch_up(
 async fn handle(
     message: &jetstream::Message,
     engine: &Engine,
-    ingest: &Ingest,
+    store: &OwnedStore,
     counters: &NatsCounters,
 ) {
     use std::sync::atomic::Ordering::Relaxed;
-    let outcome = ingest.ingest(&message.payload, engine.catalog()).await;
+    let outcome = store.accept(&message.payload, engine.catalog()).await;
     let kind = match outcome {
         Ok(report) if report.accepted + report.duplicates > 0 => {
             if !report.rejected.is_empty() {

@@ -19,9 +19,9 @@ use crate::fleet::{Readiness, ShippedCounters, watch_shipped};
 use crate::front::{DEFAULT_HEADER_TIMEOUT, Front};
 use crate::handoff::{ServerRecord, server_file};
 use crate::http::{AppState, DEFAULT_MAX_IN_FLIGHT, DEFAULT_REQUEST_TIMEOUT, Limits};
-use crate::ingest::Ingest;
 use crate::metrics::{Metrics, Observed};
 use crate::nats::{self, NatsConfig, NatsCounters, NatsError};
+use crate::owned_store::OwnedStore;
 use crate::sink::{EventSink, Mode};
 use pinnersage_engine::engine::{Engine, EngineConfig, EngineError, Resample, Retrieval};
 
@@ -123,7 +123,7 @@ pub enum ServeError {
 pub struct Server {
     data_dir: PathBuf,
     engine: Arc<Engine>,
-    ingest: Arc<Ingest>,
+    store: Arc<OwnedStore>,
     recovered: u64,
     config: ServeConfig,
 }
@@ -166,11 +166,11 @@ impl Server {
                 excluded: config.excluded.clone(),
             },
         )?;
-        let (ingest, recovered) = Ingest::open(&engine, config.ingest_queue)?;
+        let (store, recovered) = OwnedStore::open(&engine, config.ingest_queue)?;
         Ok(Self {
             data_dir: data_dir.to_path_buf(),
             engine: Arc::new(engine),
-            ingest: Arc::new(ingest),
+            store: Arc::new(store),
             recovered,
             config,
         })
@@ -254,7 +254,7 @@ impl Server {
                     config,
                     &self.data_dir,
                     self.engine.clone(),
-                    self.ingest.clone(),
+                    self.store.clone(),
                     counters.clone(),
                     readiness.clone(),
                 )
@@ -279,11 +279,11 @@ impl Server {
         });
         let sink = match publisher {
             Some(publisher) => EventSink::Stream(Arc::new(publisher)),
-            None => EventSink::Store(self.ingest.clone()),
+            None => EventSink::Store(self.store.clone()),
         };
         let metrics = Metrics::default().observe(Observed {
             engine: self.engine.clone(),
-            ingest: self.ingest.clone(),
+            store: self.store.clone(),
             nats: nats.clone(),
             shipped: shipped.clone(),
         });
@@ -291,7 +291,7 @@ impl Server {
             identity: Some(Arc::new(ServerRecord::new(addr, std::process::id()))),
             engine: self.engine,
             metrics: Arc::new(metrics),
-            ingest: self.ingest,
+            store: self.store,
             sink,
             mode: fleet.map_or(Mode::Standalone, Mode::Replica),
             nats,

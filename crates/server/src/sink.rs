@@ -6,13 +6,14 @@ use std::sync::Arc;
 use pinnersage_catalog::catalog::Catalog;
 
 use crate::fleet::{FleetConfig, Publisher};
-use crate::ingest::{Ingest, IngestError, IngestReport};
+use crate::intake::{IngestError, IngestReport};
+use crate::owned_store::OwnedStore;
 
 /// Where the events posted to a server go.
 #[derive(Clone)]
 pub enum EventSink {
     /// This server's own event store: group commit, answered once fsynced.
-    Store(Arc<Ingest>),
+    Store(Arc<OwnedStore>),
     /// A fleet's JetStream stream, answered once the stream holds them; every replica stores
     /// its partitions from there.
     Stream(Arc<Publisher>),
@@ -27,7 +28,7 @@ impl EventSink {
         catalog: &Catalog,
     ) -> Result<IngestReport, IngestError> {
         match self {
-            EventSink::Store(ingest) => ingest.ingest(body, catalog).await,
+            EventSink::Store(store) => store.accept(body, catalog).await,
             EventSink::Stream(publisher) => publisher.publish_body(body, catalog).await,
         }
     }

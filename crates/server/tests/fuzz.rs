@@ -6,7 +6,7 @@
 mod common;
 
 use pinnersage_catalog::catalog::{Catalog, CatalogBuilder};
-use pinnersage_server::ingest::parse_events;
+use pinnersage_server::intake::parse_events;
 use proptest::prelude::*;
 
 /// A three-item catalog, built once per process in a scratch directory that is removed right

@@ -13,7 +13,7 @@ pub(super) async fn events(
         #[derive(Serialize)]
         struct AllRejected<'a> {
             error: Value,
-            rejected: &'a [crate::ingest::Rejected],
+            rejected: &'a [crate::intake::Rejected],
         }
         let body = AllRejected {
             error: json!({"code": "no_valid_events", "message": "every event was rejected; nothing was stored"}),
@@ -41,7 +41,7 @@ pub(super) async fn admin_batch(
              and its profiles are shipped (`pinnersage ship`, docs/fleet.md)",
         ));
     }
-    let ingest = state.ingest.clone();
+    let store = state.store.clone();
     let q: BatchRequest = if body.iter().all(u8::is_ascii_whitespace) {
         BatchRequest::default()
     } else {
@@ -64,7 +64,7 @@ pub(super) async fn admin_batch(
     let config = q.config(unix_now());
     let engine = state.engine.clone();
     let summary = tokio::task::spawn_blocking(move || {
-        let summary = ingest.run_batch(&config);
+        let summary = store.run_batch(&config);
         if summary.is_ok() {
             engine.reload_profiles()?;
         }

@@ -6,7 +6,7 @@ use super::*;
 /// example poisoned after an fsync error), or the NATS consumer has stopped.
 pub(super) fn unhealthy_reasons(state: &AppState) -> Vec<String> {
     let mut reasons = Vec::new();
-    if let Ok(failing) = state.ingest.counters().failing.lock()
+    if let Ok(failing) = state.store.counters().failing.lock()
         && let Some(error) = failing.as_deref()
     {
         reasons.push(format!("the event store fails its commits: {error}"));

@@ -26,8 +26,9 @@ use serde_json::{Value, json};
 use crate::auth::{AuthConfig, RouteClass};
 use crate::clock::unix_now;
 use crate::front::DEFAULT_HEADER_TIMEOUT;
-use crate::ingest::{Ingest, IngestError, MAX_BODY_BYTES};
+use crate::intake::{IngestError, MAX_BODY_BYTES};
 use crate::metrics::Metrics;
+use crate::owned_store::OwnedStore;
 use pinnersage_engine::engine::{
     Engine, EngineError, Recommended, Request as RecoRequest, SampledMedoid,
 };
@@ -44,7 +45,7 @@ pub struct AppState {
     /// Request metrics.
     pub metrics: Arc<Metrics>,
     /// The event store this server owns (batches, health and counters).
-    pub ingest: Arc<Ingest>,
+    pub store: Arc<OwnedStore>,
     /// Where posted events go: the owned store, or a fleet's stream.
     pub sink: crate::sink::EventSink,
     /// Standalone, or a fleet replica.

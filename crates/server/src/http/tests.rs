@@ -117,7 +117,7 @@ fn a_slow_upload_holds_no_place_and_times_out() {
         addr,
         &format!(
             "POST /fast HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: {}\r\n",
-            crate::ingest::MAX_BODY_BYTES + 1
+            crate::intake::MAX_BODY_BYTES + 1
         ),
         "",
     );

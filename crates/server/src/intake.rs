@@ -1,6 +1,6 @@
-//! Event ingestion behind both doors (`POST /v1/events` and the NATS consumer): parse and
-//! validate each event on its own, hand the valid ones to the group-commit [`Ingestor`], and
-//! answer once they are durable.
+//! The intake of events behind every door (`POST /v1/events`, the NATS consumer, the fleet's
+//! stream): parse and validate each event on its own, with a report of the rejected ones; the
+//! valid ones go to the store the server owns ([`crate::owned_store`]) or to a fleet's stream.
 //!
 //! Payload: `{"events":[{"user":U,"item":I,"ts":UNIX_SECONDS_OR_RFC3339,"action":"click",
 //! "weight":1.0,"id":OPTIONAL}]}`. Ids may be strings or integers. An event is rejected (and
@@ -8,20 +8,14 @@
 //! its time is negative or more than [`MAX_CLOCK_SKEW_SECONDS`] in the future, or an id is too
 //! long; the others are stored.
 
-use crate::clock::unix_now;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
-
 use pinnersage_catalog::catalog::Catalog;
 use pinnersage_catalog::timestamp::{TimestampError, parse_timestamp, unix_seconds};
-use pinnersage_pipeline::batch::{BatchConfig, BatchError, BatchSummary, run_batch_on};
-use pinnersage_pipeline::online::ingest::Overloaded;
-use pinnersage_pipeline::online::ingest::{IngestCounters, Ingestor, ResolvedEvents};
-use pinnersage_store::events::{EngineStats, Event, EventStore, EventStoreError, check_event};
+use pinnersage_pipeline::online::ingest::{Overloaded, ResolvedEvents};
+use pinnersage_store::events::{Event, check_event};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use pinnersage_engine::engine::Engine;
+use crate::clock::unix_now;
 
 /// Most events in one request or message.
 pub const MAX_EVENTS_PER_REQUEST: usize = 10_000;
@@ -222,98 +216,6 @@ pub fn parse_request(
             ..IngestReport::default()
         },
     ))
-}
-
-/// The ingestion side of a server: the event store it owns, the group-commit writer and the
-/// batch trigger.
-pub struct Ingest {
-    data_dir: PathBuf,
-    store: Arc<EventStore>,
-    ingestor: Ingestor,
-    batch_lock: Mutex<()>,
-}
-
-impl std::fmt::Debug for Ingest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ingest")
-            .field("data_dir", &self.data_dir)
-            .finish()
-    }
-}
-
-impl Ingest {
-    /// Opens the event store of `engine`'s data directory (the server owns it from now on; its
-    /// background flushes and compactions run at a lower CPU priority), recovers the online
-    /// profiles from the events after the served batch, and starts the writer with room for
-    /// `queue` waiting submissions. Returns the number of events recovered too.
-    pub fn open(engine: &Engine, queue: usize) -> Result<(Self, u64), EventStoreError> {
-        let data_dir = engine.data_dir().to_path_buf();
-        let store = Arc::new(EventStore::open(&data_dir)?);
-        // Flushes and compactions yield the CPU to ingestion and requests.
-        store.lower_background_priority();
-        let recovered = engine.online().recover(&store)?;
-        let ingestor = Ingestor::with_queue(store.clone(), engine.online().clone(), queue);
-        Ok((
-            Self {
-                data_dir,
-                store,
-                ingestor,
-                batch_lock: Mutex::new(()),
-            },
-            recovered,
-        ))
-    }
-
-    /// The writer's counters.
-    pub fn counters(&self) -> &IngestCounters {
-        self.ingestor.counters()
-    }
-
-    /// The event store's flush and compaction backlog.
-    pub fn engine_stats(&self) -> EngineStats {
-        self.store.engine_stats()
-    }
-
-    /// Validates and stores a request body; resolves once the valid events are durable.
-    pub async fn ingest(
-        &self,
-        body: &[u8],
-        catalog: &Catalog,
-    ) -> Result<IngestReport, IngestError> {
-        let (valid, mut report) = parse_request(body, catalog)?;
-        if valid.is_empty() {
-            return Ok(report);
-        }
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.ingestor.submit(
-            valid,
-            Box::new(move |outcome| {
-                let _ = tx.send(outcome);
-            }),
-        )?;
-        let fresh = rx
-            .await
-            .map_err(|_| IngestError::Store("the ingestor stopped".into()))?
-            .map_err(|e| IngestError::Store(e.to_string()))?;
-        report.accepted = fresh.iter().filter(|&&f| f).count();
-        report.duplicates = fresh.len() - report.accepted;
-        Ok(report)
-    }
-
-    /// Runs a batch over the owned event store (one at a time) and returns its summary; the
-    /// caller then reloads the engine's profiles.
-    pub fn run_batch(&self, config: &BatchConfig) -> Result<BatchSummary, BatchError> {
-        let _one_at_a_time = self
-            .batch_lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        run_batch_on(&self.data_dir, &self.store, config, &|_| {})
-    }
-
-    /// The data directory.
-    pub fn data_dir(&self) -> &Path {
-        &self.data_dir
-    }
 }
 
 impl pinnersage_core::error::Kind for IngestError {
