@@ -116,11 +116,6 @@ impl ErrorKind {
             _ => Self::Internal,
         }
     }
-
-    /// Whether the user can fix it (anything but [`ErrorKind::Internal`]).
-    pub fn is_users(self) -> bool {
-        self != Self::Internal
-    }
 }
 
 /// An error that says its [`ErrorKind`].

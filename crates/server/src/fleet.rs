@@ -20,6 +20,7 @@ use pinnersage_store::events::Event;
 use serde::Serialize;
 
 use crate::intake::{IngestError, IngestReport, parse_request};
+use crate::server::ServeError;
 
 /// Largest message published (NATS' default `max_payload` is 1 MiB); bigger groups are split.
 pub const MAX_MESSAGE_BYTES: usize = 512 << 10;
@@ -46,9 +47,9 @@ impl FleetConfig {
     }
 
     /// Checks the settings: at least one partition, consumed partitions in range and unique.
-    pub fn check(&self) -> Result<(), crate::server::ServeError> {
+    pub fn check(&self) -> Result<(), ServeError> {
         if !(1..=1024).contains(&self.partitions) {
-            return Err(crate::server::ServeError::Config(format!(
+            return Err(ServeError::Config(format!(
                 "`partitions` must be in 1..=1024, got {}",
                 self.partitions
             )));
@@ -56,19 +57,19 @@ impl FleetConfig {
         let mut seen = std::collections::HashSet::new();
         for &p in &self.consume {
             if p >= self.partitions {
-                return Err(crate::server::ServeError::Config(format!(
+                return Err(ServeError::Config(format!(
                     "`consume_partitions`: partition {p} is out of range (0..{})",
                     self.partitions
                 )));
             }
             if !seen.insert(p) {
-                return Err(crate::server::ServeError::Config(format!(
+                return Err(ServeError::Config(format!(
                     "`consume_partitions`: partition {p} is given twice"
                 )));
             }
         }
         if !(1..=5).contains(&self.stream_replicas) {
-            return Err(crate::server::ServeError::Config(format!(
+            return Err(ServeError::Config(format!(
                 "`stream_replicas` must be in 1..=5 (JetStream's limit), got {}",
                 self.stream_replicas
             )));

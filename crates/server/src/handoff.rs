@@ -132,7 +132,10 @@ impl Handoff {
             .header(PROOF_HEADER)
             .is_some_and(|proof| record.verify(&challenge, proof));
         if !proven {
-            return Err(record.not_the_server(data_dir));
+            return Err(HandoffError::NotTheServer {
+                path: server_file(data_dir),
+                addr,
+            });
         }
         Ok(Self {
             conn: conn.with_token(token),
@@ -253,14 +256,6 @@ impl ServerRecord {
             });
         }
         Ok(record)
-    }
-
-    /// The error for a server at [`ServerRecord::reach`] that failed the challenge.
-    pub fn not_the_server(&self, data_dir: &Path) -> HandoffError {
-        HandoffError::NotTheServer {
-            path: server_file(data_dir),
-            addr: self.reach(),
-        }
     }
 }
 
