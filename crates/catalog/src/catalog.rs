@@ -47,6 +47,10 @@ pub struct CatalogMeta {
     /// Whether the generation has item attributes (`attrs.bin`, `attrs.offsets`).
     #[serde(default)]
     pub attributes: bool,
+    /// The last change of the journal ([`crate::journal`]) this generation holds: opening it
+    /// replays the later ones.
+    #[serde(default)]
+    pub journal_seq: u64,
 }
 
 /// The directory of the catalog's generations inside a data directory.
@@ -54,7 +58,10 @@ pub fn catalog_root(data_dir: &Path) -> PathBuf {
     data_dir.join("catalog")
 }
 
-/// An opened, memory-mapped item catalog.
+/// An opened item catalog: a memory-mapped generation plus the changes made since
+/// ([`crate::live`]: items added, replaced or deleted while serving, replayed from the journal on
+/// open). Rows are never reused: an added or replaced item gets the next row, a replaced or
+/// deleted one keeps its row (and vector) marked deleted.
 ///
 /// ```
 /// use pinnersage_catalog::catalog::{Catalog, CatalogBuilder};
@@ -81,6 +88,8 @@ pub struct Catalog {
     attributes: Option<(memmap2::Mmap, memmap2::Mmap)>,
     /// Optional in-memory `stable_hash(id) -> row` index (see [`Catalog::build_hash_index`]).
     hash_index: Option<IdTable>,
+    /// The rows added and deleted since the generation.
+    pub(crate) live: crate::live::Live,
 }
 
 /// The bytes of an `f32` slice.
@@ -187,9 +196,11 @@ impl Catalog {
             sorted,
             attributes,
             hash_index: None,
+            live: crate::live::Live::new(n),
         };
         catalog.check_ids()?;
         catalog.check_attributes()?;
+        catalog.replay(crate::journal::read(data_dir)?);
         Ok(catalog)
     }
 
@@ -201,7 +212,7 @@ impl Catalog {
             problem,
         };
         let mut prev = 0;
-        for r in 0..=self.rows() {
+        for r in 0..=self.base_rows() {
             let o = self.offset(r);
             if o < prev || o > self.ids.len() {
                 return Err(corrupt("ids.offsets", format!("offset {r} out of order")));
@@ -217,16 +228,16 @@ impl Catalog {
         let Ok(text) = std::str::from_utf8(&self.ids) else {
             return Err(corrupt("ids.bin", "not UTF-8".into()));
         };
-        if let Some(r) = (0..=self.rows()).find(|&r| !text.is_char_boundary(self.offset(r))) {
+        if let Some(r) = (0..=self.base_rows()).find(|&r| !text.is_char_boundary(self.offset(r))) {
             return Err(corrupt(
                 "ids.offsets",
                 format!("offset {r} splits a UTF-8 character"),
             ));
         }
-        let mut seen = vec![false; self.rows()];
-        for k in 0..self.rows() {
+        let mut seen = vec![false; self.base_rows()];
+        for k in 0..self.base_rows() {
             let r = self.sorted_row(k) as usize;
-            if r >= self.rows() || std::mem::replace(&mut seen[r], true) {
+            if r >= self.base_rows() || std::mem::replace(&mut seen[r], true) {
                 return Err(corrupt(
                     "ids.sorted",
                     format!("entry {k} is not a fresh row"),
@@ -255,8 +266,14 @@ impl Catalog {
         &self.meta
     }
 
-    /// Number of items.
+    /// Number of rows: the generation's and those added since, deleted ones included (rows are
+    /// numbered `0..rows()`).
     pub fn rows(&self) -> usize {
+        self.meta.rows + self.live.added()
+    }
+
+    /// Number of rows of the generation (the matrix of [`embeddings`](Self::embeddings)).
+    pub fn base_rows(&self) -> usize {
         self.meta.rows
     }
 
@@ -265,26 +282,33 @@ impl Catalog {
         self.meta.dim
     }
 
-    /// The whole `rows x dim` embedding matrix.
+    /// The generation's `base_rows x dim` embedding matrix (rows added since are not in it).
     pub fn embeddings(&self) -> &[f32] {
         // SAFETY: the map is page-aligned (so 4-byte aligned), its length was checked to be
         // rows·dim·4 on open, and every bit pattern is a valid f32.
         unsafe {
             std::slice::from_raw_parts(
                 self.embeddings.as_ptr().cast::<f32>(),
-                self.rows() * self.dim(),
+                self.base_rows() * self.dim(),
             )
         }
     }
 
-    /// The embedding of `row`. Panics if `row >= rows()`.
+    /// The embedding of `row` (deleted rows keep theirs). Panics if `row >= rows()`.
     pub fn embedding(&self, row: usize) -> &[f32] {
-        &self.embeddings()[row * self.dim()..(row + 1) * self.dim()]
+        if row < self.base_rows() {
+            &self.embeddings()[row * self.dim()..(row + 1) * self.dim()]
+        } else {
+            &self.live.row(row - self.base_rows()).vector
+        }
     }
 
     /// The attributes of `row` (a JSON object text such as `{"title":"Heat (1995)"}`), if the
     /// catalog was imported with attributes and the item has some. Panics if `row >= rows()`.
     pub fn attributes(&self, row: usize) -> Option<&str> {
+        if row >= self.base_rows() {
+            return self.live.row(row - self.base_rows()).attributes.as_deref();
+        }
         let (text, offsets) = self.attributes.as_ref()?;
         let at = |k: usize| {
             u64::from_le_bytes(offsets[k * 8..k * 8 + 8].try_into().expect("8 bytes")) as usize
@@ -305,7 +329,7 @@ impl Catalog {
             problem,
         };
         let mut previous = 0usize;
-        for k in 0..=self.rows() {
+        for k in 0..=self.base_rows() {
             let at =
                 u64::from_le_bytes(offsets[k * 8..k * 8 + 8].try_into().expect("8 bytes")) as usize;
             if at < previous || at > text.len() || (k == 0 && at != 0) {
@@ -337,6 +361,9 @@ impl Catalog {
 
     /// The external id of `row`. Panics if `row >= rows()`.
     pub fn id(&self, row: usize) -> &str {
+        if row >= self.base_rows() {
+            return &self.live.row(row - self.base_rows()).id;
+        }
         // SAFETY: `open` checked that ids.bin is UTF-8 and that every offset falls on a
         // character boundary, so every id slice is valid UTF-8; the mapping never changes.
         unsafe { std::str::from_utf8_unchecked(self.id_bytes(row)) }
@@ -350,14 +377,22 @@ impl Catalog {
     /// [`row_of`](Self::row_of) is one hash probe instead of a binary search: worth it for jobs
     /// that resolve millions of ids, like the batch.
     pub fn build_hash_index(&mut self) {
-        self.hash_index = Some(IdTable::build(self.rows(), |row| {
+        self.hash_index = Some(IdTable::build(self.base_rows(), |row| {
             stable_hash(self.id_bytes(row))
         }));
     }
 
-    /// The row of the item with external id `id` (hash probe if the index was built, else binary
-    /// search).
+    /// The row of the item with external id `id`, `None` if the catalog does not have it (or it
+    /// was deleted).
     pub fn row_of(&self, id: &str) -> Option<usize> {
+        match self.live.binding(id) {
+            Some(binding) => binding.live.then_some(binding.row as usize),
+            None => self.base_row_of(id),
+        }
+    }
+
+    /// The generation's row of `id` (hash probe if the index was built, else binary search).
+    pub(crate) fn base_row_of(&self, id: &str) -> Option<usize> {
         match &self.hash_index {
             Some(index) => index.find(stable_hash(id.as_bytes()), |r| {
                 self.id_bytes(r) == id.as_bytes()
@@ -390,6 +425,10 @@ impl Catalog {
     {
         rows.clear();
         let ids = ids.into_iter();
+        if self.live.changed() {
+            rows.extend(ids.map(|id| self.row_of(id)));
+            return;
+        }
         let Some(index) = &self.hash_index else {
             rows.extend(ids.map(|id| self.row_by_search(id)));
             return;
@@ -424,7 +463,7 @@ impl Catalog {
     }
 
     fn row_by_search(&self, id: &str) -> Option<usize> {
-        let (mut lo, mut hi) = (0, self.rows());
+        let (mut lo, mut hi) = (0, self.base_rows());
         while lo < hi {
             let mid = (lo + hi) / 2;
             let row = self.sorted_row(mid) as usize;
@@ -658,6 +697,8 @@ impl CatalogBuilder {
             normalized: normalize,
             source: source.to_owned(),
             attributes: attributes.is_some(),
+            // The imported file is the catalog now: changes journaled before it are superseded.
+            journal_seq: crate::journal::last_seq(&data_dir)?,
         };
         if let Some(attributes) = &attributes {
             let mut text = Vec::new();

@@ -31,6 +31,10 @@
 
 use std::collections::{HashMap, HashSet};
 
+use parking_lot::RwLock;
+
+use crate::append_only::AppendOnly;
+
 use serde_json::Value;
 
 /// One attribute value of one item.
@@ -42,60 +46,122 @@ enum Cell {
     List(Box<[Box<str>]>),
 }
 
-/// The attributes of a catalog by column, for filtering.
-#[derive(Debug, Clone, Default)]
+/// The attributes of a catalog by column, for filtering: the generation's rows parsed once,
+/// and rows added while serving ([`AttributeTable::append`]) beside them.
+#[derive(Debug, Default)]
 pub struct AttributeTable {
-    rows: usize,
+    /// Rows parsed by [`AttributeTable::from_json_rows`].
+    base_rows: usize,
+    /// Columns of those rows: one cell per row (`None`: the item lacks the attribute).
+    columns: Vec<Vec<Option<Cell>>>,
+    schema: RwLock<Schema>,
+    /// Cells of the rows appended since, by column index.
+    added: AppendOnly<Box<[(usize, Cell)]>>,
+}
+
+/// The attribute names and what their values are.
+#[derive(Debug, Default)]
+struct Schema {
     /// Attribute name -> column index.
     names: HashMap<String, usize>,
-    /// Columns: one cell per row (`None`: the item lacks the attribute).
-    columns: Vec<Vec<Option<Cell>>>,
     /// Whether any value of the column is a number (range conditions need one).
     numeric: Vec<bool>,
+}
+
+impl Schema {
+    /// The column of `name` (a new one if unseen) for `cell`.
+    fn column(&mut self, name: String, cell: &Cell) -> usize {
+        let next = self.numeric.len();
+        let col = *self.names.entry(name).or_insert(next);
+        if col == next {
+            self.numeric.push(false);
+        }
+        self.numeric[col] |= matches!(cell, Cell::Text(_, Some(_)));
+        col
+    }
+}
+
+/// The cells of one row's attributes (a JSON object text); values that are neither strings,
+/// numbers, booleans nor lists of them are left out.
+fn cells(text: Option<&str>) -> Vec<(String, Cell)> {
+    let Some(Ok(Value::Object(map))) = text.map(serde_json::from_str::<Value>) else {
+        return Vec::new();
+    };
+    map.into_iter()
+        .filter_map(|(name, value)| Some((name, cell_of(&value)?)))
+        .collect()
 }
 
 impl AttributeTable {
     /// Parses each row's attributes (a JSON object text, or `None`). Values that are neither
     /// strings, numbers, booleans nor lists of them are left out.
     pub fn from_json_rows<'a>(rows: impl IntoIterator<Item = Option<&'a str>>) -> Self {
-        let mut table = Self::default();
+        let mut schema = Schema::default();
+        let mut columns: Vec<Vec<Option<Cell>>> = Vec::new();
+        let mut base_rows = 0;
         for (row, text) in rows.into_iter().enumerate() {
-            table.rows = row + 1;
-            let Some(Ok(Value::Object(map))) = text.map(serde_json::from_str::<Value>) else {
-                continue;
-            };
-            for (name, value) in map {
-                let Some(cell) = cell_of(&value) else {
-                    continue;
-                };
-                let next = table.columns.len();
-                let col = *table.names.entry(name).or_insert(next);
-                if col == next {
-                    table.columns.push(Vec::new());
-                    table.numeric.push(false);
+            base_rows = row + 1;
+            for (name, cell) in cells(text) {
+                let col = schema.column(name, &cell);
+                if col == columns.len() {
+                    columns.push(Vec::new());
                 }
-                let column = &mut table.columns[col];
+                let column = &mut columns[col];
                 column.resize(row + 1, None);
-                table.numeric[col] |= matches!(cell, Cell::Text(_, Some(_)));
                 column[row] = Some(cell);
             }
         }
-        for column in &mut table.columns {
-            column.resize(table.rows, None);
+        for column in &mut columns {
+            column.resize(base_rows, None);
         }
-        table
+        Self {
+            base_rows,
+            columns,
+            schema: RwLock::new(schema),
+            added: AppendOnly::new(),
+        }
+    }
+
+    /// Appends the next row's attributes (the catalog's row `rows()`): filters see them at once.
+    /// One caller at a time (the catalog's writer).
+    ///
+    /// ```
+    /// use pinnersage_catalog::filter::{AttributeTable, Filter};
+    /// let table = AttributeTable::from_json_rows([Some(r#"{"lang":"en"}"#)]);
+    /// assert_eq!(table.append(Some(r#"{"lang":"de","year":2024}"#)), 1);
+    /// let filter = Filter::parse(["year>2000"], &table).unwrap();
+    /// assert!(!filter.matches(&table, 0) && filter.matches(&table, 1));
+    /// ```
+    pub fn append(&self, text: Option<&str>) -> usize {
+        let cells = cells(text);
+        let mut schema = self.schema.write();
+        let row: Box<[(usize, Cell)]> = cells
+            .into_iter()
+            .map(|(name, cell)| (schema.column(name, &cell), cell))
+            .collect();
+        self.base_rows + self.added.push(row)
     }
 
     /// Rows covered.
     pub fn rows(&self) -> usize {
-        self.rows
+        self.base_rows + self.added.len()
     }
 
     /// The attribute names, sorted.
-    pub fn names(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self.names.keys().map(String::as_str).collect();
+    pub fn names(&self) -> Vec<String> {
+        let schema = self.schema.read();
+        let mut names: Vec<String> = schema.names.keys().cloned().collect();
         names.sort_unstable();
         names
+    }
+
+    /// The cell of `row` in column `col`, if it has one.
+    fn cell(&self, col: usize, row: usize) -> Option<&Cell> {
+        if row < self.base_rows {
+            return self.columns.get(col)?.get(row)?.as_ref();
+        }
+        let cells = self.added.get(row - self.base_rows)?;
+        cells.iter().find(|(c, _)| *c == col).map(|(_, cell)| cell)
     }
 }
 
@@ -242,7 +308,7 @@ impl Filter {
     /// Whether catalog row `row` holds every condition.
     pub fn matches(&self, table: &AttributeTable, row: usize) -> bool {
         self.conditions.iter().all(|c| {
-            let cell = table.columns[c.column].get(row).and_then(Option::as_ref);
+            let cell = table.cell(c.column, row);
             let holds = cell.is_some_and(|cell| test(&c.test, cell));
             holds != c.negated
         })
@@ -277,8 +343,10 @@ fn parse_condition(text: &str, table: &AttributeTable) -> Result<Condition, Stri
     if name.is_empty() {
         return Err("no attribute name before the operator".into());
     }
-    let column = *table.names.get(name).ok_or_else(|| {
-        let names = table.names();
+    let schema = table.schema.read();
+    let column = *schema.names.get(name).ok_or_else(|| {
+        let mut names: Vec<&str> = schema.names.keys().map(String::as_str).collect();
+        names.sort_unstable();
         format!(
             "unknown attribute {name:?} (the catalog's attributes: {})",
             if names.is_empty() {
@@ -319,7 +387,7 @@ fn parse_condition(text: &str, table: &AttributeTable) -> Result<Condition, Stri
                 .ok()
                 .filter(|x: &f64| x.is_finite())
                 .ok_or_else(|| format!("{value:?} is not a number"))?;
-            if !table.numeric[column] {
+            if !schema.numeric[column] {
                 return Err(format!(
                     "attribute {name:?} has no numeric values: ranges need numbers"
                 ));

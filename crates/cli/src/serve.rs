@@ -362,7 +362,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         let running = server.start_on(front).await?;
         eprintln!(
             "serving {} items ({} index) on http://{addr}  (try: curl http://{addr}/healthz)",
-            engine.catalog().rows(),
+            engine.catalog().live_rows(),
             engine.index().index.kind()
         );
         running.finish().await?;

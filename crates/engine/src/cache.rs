@@ -1,5 +1,11 @@
 //! The medoid cache: ANN results per (medoid, neighbours, index version), shared by every user
 //! whose profile holds that medoid (paper: −75% ANN calls).
+//!
+//! The catalog changes while it is served, so each list remembers how many catalog rows it
+//! covers. Rows are only ever appended, so a list is brought up to date by comparing the medoid
+//! with the rows appended since (`refresh` gets the stale entry): a new item nearer than the
+//! list's last one is in the very next answer, and the index is not searched again. Deleted
+//! rows are never removed from lists; every reader skips them (the engine's `hidden`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,11 +16,21 @@ pub type Neighbours = Arc<[(u32, f32)]>;
 /// Cache key: medoid row, number of neighbours fetched, index version.
 type Key = (u32, u32, u64);
 
+/// A cached list and the number of catalog rows it covers (rows from there on are not in it).
+#[derive(Debug, Clone)]
+pub struct Cached {
+    /// The neighbours.
+    pub list: Neighbours,
+    /// The catalog rows `0..rows` the list was computed over.
+    pub rows: u32,
+}
+
 /// A memory-bounded concurrent cache (moka, TinyLFU admission) with hit/miss counters.
 pub struct MedoidCache {
-    inner: moka::sync::Cache<Key, Neighbours>,
+    inner: moka::sync::Cache<Key, Cached>,
     hits: AtomicU64,
     misses: AtomicU64,
+    refreshed: AtomicU64,
 }
 
 impl MedoidCache {
@@ -22,35 +38,57 @@ impl MedoidCache {
     pub fn new(max_bytes: u64) -> Self {
         let inner = moka::sync::Cache::builder()
             .max_capacity(max_bytes)
-            .weigher(|_: &Key, v: &Neighbours| {
-                (v.len() * std::mem::size_of::<(u32, f32)>() + 64).min(u32::MAX as usize) as u32
+            .weigher(|_: &Key, v: &Cached| {
+                (v.list.len() * std::mem::size_of::<(u32, f32)>() + 64).min(u32::MAX as usize)
+                    as u32
             })
             .build();
         Self {
             inner,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            refreshed: AtomicU64::new(0),
         }
     }
 
-    /// The cached list for `(medoid, k, version)`, or the result of `fetch`, which is then cached.
-    /// Errors are not cached.
-    pub fn get_or_fetch<E>(
+    /// The list for `(medoid, k, version)` over the catalog's first `rows` rows: the cached one
+    /// if it covers them all, else what `refresh` makes of the stale entry (`None` on a miss),
+    /// which is then cached as covering `rows`. Errors are not cached.
+    pub fn get_or_refresh<E>(
         &self,
-        medoid: u32,
-        k: u32,
-        version: u64,
-        fetch: impl FnOnce() -> Result<Neighbours, E>,
+        (medoid, k, version): Key,
+        rows: u32,
+        refresh: impl FnOnce(Option<Cached>) -> Result<Neighbours, E>,
     ) -> Result<Neighbours, E> {
         let key = (medoid, k, version);
-        if let Some(hit) = self.inner.get(&key) {
-            self.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(hit);
-        }
-        self.misses.fetch_add(1, Ordering::Relaxed);
-        let value = fetch()?;
-        self.inner.insert(key, value.clone());
-        Ok(value)
+        let stale = match self.inner.get(&key) {
+            Some(hit) if hit.rows >= rows => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(hit.list);
+            }
+            Some(stale) => {
+                self.refreshed.fetch_add(1, Ordering::Relaxed);
+                Some(stale)
+            }
+            None => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        };
+        let list = refresh(stale)?;
+        self.inner.insert(
+            key,
+            Cached {
+                list: list.clone(),
+                rows,
+            },
+        );
+        Ok(list)
+    }
+
+    /// Lookups whose list was brought up to rows added to the catalog since it was cached.
+    pub fn refreshed(&self) -> u64 {
+        self.refreshed.load(Ordering::Relaxed)
     }
 
     /// Lookups answered from the cache.
@@ -58,7 +96,7 @@ impl MedoidCache {
         self.hits.load(Ordering::Relaxed)
     }
 
-    /// Lookups that ran an ANN search.
+    /// Lookups that found no list (an ANN search ran).
     pub fn misses(&self) -> u64 {
         self.misses.load(Ordering::Relaxed)
     }
@@ -77,15 +115,36 @@ mod tests {
     #[test]
     fn second_lookup_hits_and_versions_separate() {
         let cache = MedoidCache::new(1 << 20);
-        let fetch = || Ok::<_, ()>(Neighbours::from(vec![(1, 0.5)]));
-        cache.get_or_fetch(7, 10, 1, fetch).unwrap();
-        cache.get_or_fetch(7, 10, 1, || Err(())).unwrap();
+        let fetch = |_| Ok::<_, ()>(Neighbours::from(vec![(1, 0.5)]));
+        cache.get_or_refresh((7, 10, 1), 100, fetch).unwrap();
+        cache.get_or_refresh((7, 10, 1), 100, |_| Err(())).unwrap();
         assert_eq!((cache.hits(), cache.misses()), (1, 1));
         assert!(
-            cache.get_or_fetch(7, 10, 2, || Err(())).is_err(),
+            cache.get_or_refresh((7, 10, 2), 100, |_| Err(())).is_err(),
             "new index version"
         );
-        assert!(cache.get_or_fetch(7, 20, 1, || Err(())).is_err(), "other k");
+        assert!(
+            cache.get_or_refresh((7, 20, 1), 100, |_| Err(())).is_err(),
+            "other k"
+        );
         assert_eq!((cache.hits(), cache.misses()), (1, 3));
+    }
+
+    #[test]
+    fn rows_added_since_refresh_the_stale_list() {
+        let cache = MedoidCache::new(1 << 20);
+        let first = |_| Ok::<_, ()>(Neighbours::from(vec![(1, 0.5)]));
+        cache.get_or_refresh((7, 10, 1), 100, first).unwrap();
+        let refreshed = cache
+            .get_or_refresh((7, 10, 1), 102, |stale| {
+                let stale = stale.expect("the old entry");
+                assert_eq!((&stale.list[..], stale.rows), (&[(1, 0.5)][..], 100));
+                Ok::<_, ()>(Neighbours::from(vec![(101, 0.9), (1, 0.5)]))
+            })
+            .unwrap();
+        assert_eq!(refreshed.len(), 2);
+        let again = cache.get_or_refresh((7, 10, 1), 102, |_| Err(())).unwrap();
+        assert_eq!(again, refreshed);
+        assert_eq!((cache.hits(), cache.misses(), cache.refreshed()), (1, 1, 1));
     }
 }

@@ -15,6 +15,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use pinnersage_catalog::catalog::Catalog;
@@ -43,6 +44,9 @@ pub const MAX_MEDOIDS: usize = 20;
 /// Neighbours fetched per medoid are a power of two at least this (so the cache key varies
 /// little with `k`).
 const MIN_FETCH: usize = 32;
+/// A cached list behind by more added rows than this is searched again instead of compared
+/// with each of them.
+const MAX_COMPARED: usize = 2048;
 
 /// Filters matching less than this share of the catalog are answered by an exact scan of the
 /// matching items instead of a filtered graph search (docs/benchmarks.md, query-time filters).
@@ -220,6 +224,9 @@ pub enum EngineError {
     /// Storage or index failure.
     #[error("{0}")]
     Internal(String),
+    /// Item changes are not taken (a read-only engine, or an index that cannot change).
+    #[error("{0}")]
+    ReadOnly(String),
 }
 
 /// The interests a request takes, as indices into `importance`: `medoids` of them as
@@ -362,6 +369,11 @@ pub struct Engine {
     filtered: FilteredCounters,
     /// Items taken down by the operator.
     excluded: ExclusionList,
+    /// Catalog rows `0..indexed_rows` are all in the index (or deleted): a search scans the
+    /// rows after them itself (an exact index: every row added since its generation).
+    pub(crate) indexed_rows: AtomicUsize,
+    /// Item changes while serving: the journal and its group commit (`None`: read-only).
+    pub(crate) changes: Option<crate::items::Changes>,
 }
 
 /// Counters of filtered searches.
@@ -396,7 +408,16 @@ impl Engine {
             AttributeTable::from_json_rows((0..catalog.rows()).map(|r| catalog.attributes(r)));
         let excluded = ExclusionList::open(config.excluded.as_deref(), &catalog)
             .map_err(|e| EngineError::BadRequest(format!("the exclusion list: {e}")))?;
+        // `persist::open` put the rows added since the generation into a graph; an exact index
+        // holds the generation's rows only.
+        let indexed_rows = if index.index.kind() == "exact" {
+            catalog.base_rows()
+        } else {
+            catalog.rows()
+        };
         Ok(Self {
+            indexed_rows: AtomicUsize::new(indexed_rows),
+            changes: None,
             excluded,
             attributes,
             filtered: FilteredCounters::default(),
@@ -580,7 +601,7 @@ impl Engine {
             v.clusters
                 .iter()
                 .enumerate()
-                .filter_map(|(i, c)| self.catalog.row_of(c.medoid).map(|r| (i, r as u32)))
+                .filter_map(|(i, c)| self.catalog.last_row_of(c.medoid).map(|r| (i, r as u32)))
                 .collect()
         });
         let empty = Vec::new();
@@ -599,7 +620,7 @@ impl Engine {
             .collect();
         let online_interests: Vec<Interest<'_>> = online_clusters
             .iter()
-            .map(|c| interest(c.medoid, c.importance, c.members.len() as u32))
+            .map(|c| interest(self.current(c.medoid), c.importance, c.members.len() as u32))
             .collect();
         // The items of each batch cluster, found in one pass (not one pass per interest).
         let mut items_of: Vec<Vec<&str>> = vec![Vec::new(); view.map_or(0, |v| v.clusters.len())];
@@ -632,7 +653,7 @@ impl Engine {
                             if members.len() >= members_shown {
                                 break;
                             }
-                            if let Some(r) = self.catalog.row_of(item) {
+                            if let Some(r) = self.catalog.last_row_of(item) {
                                 members.push(r as u32);
                             }
                         }
@@ -643,7 +664,10 @@ impl Engine {
                         };
                         (row, source)
                     }
-                    None => (online_clusters[m.online[0]].medoid, Source::Online),
+                    None => (
+                        self.current(online_clusters[m.online[0]].medoid),
+                        Source::Online,
+                    ),
                 };
                 ServedInterest {
                     medoid,
@@ -772,7 +796,7 @@ impl Engine {
                 return None;
             }
             items.extend(v.items.iter().enumerate().filter_map(|(i, &(item, _))| {
-                let row = self.catalog.row_of(item)? as u32;
+                let row = self.catalog.last_row_of(item)? as u32;
                 Some((row, f64::from(v.item_importance(i)?)))
             }));
         }
@@ -863,7 +887,7 @@ impl Engine {
         let seen = seen_hashes;
         let excluded = self.excluded.current();
         let skip = |row: u32| {
-            excluded.contains(row)
+            self.hidden(&excluded, row)
                 || medoids.iter().any(|m| m.row == row)
                 || (!seen.is_empty()
                     && seen.contains(&stable_hash(self.catalog.id(row as usize).as_bytes())))
@@ -935,7 +959,7 @@ impl Engine {
             let list = self.neighbours_matching(row, depth, filter)?;
             let hits: Vec<Recommended> = list
                 .iter()
-                .filter(|&&(r, _)| r != row && !excluded.contains(r))
+                .filter(|&&(r, _)| r != row && !self.hidden(&excluded, r))
                 .take(k)
                 .map(|&(r, score)| Recommended {
                     row: r,
@@ -989,16 +1013,22 @@ impl Engine {
         use std::sync::atomic::Ordering::Relaxed;
         let failed = |e: pinnersage_index::IndexError| EngineError::Internal(e.to_string());
         let metric = self.index.index.metric();
+        let scored = |hits: Vec<pinnersage_index::Neighbor>| -> Vec<(u32, f32)> {
+            hits.into_iter()
+                .map(|n| (n.row, metric.score(n.distance)))
+                .collect()
+        };
+        let indexed = self.indexed_rows.load(Ordering::Acquire);
         let Some(filter) = filter else {
             let hits = self.index.index.search(query, fetch).map_err(failed)?;
-            return Ok(hits
-                .into_iter()
-                .map(|n| (n.row, metric.score(n.distance)))
-                .collect());
+            return Ok(self
+                .with_rows(query, scored(hits), indexed, fetch, None)
+                .into());
         };
         self.filtered.searches.fetch_add(1, Relaxed);
         let excluded = self.excluded.current();
-        let keep = |r: u32| !excluded.contains(r) && filter.matches(&self.attributes, r as usize);
+        let keep =
+            |r: u32| !self.hidden(&excluded, r) && filter.matches(&self.attributes, r as usize);
         // A graph search wanders far to collect items a selective filter rarely lets through:
         // below PREFILTER_BELOW of the catalog, the exact scan of the matching items is faster.
         let graph = self.index.index.kind() != "exact"
@@ -1011,6 +1041,8 @@ impl Engine {
         } else {
             Vec::new()
         };
+        // The exact scan covers the generation's rows: the rows added since are compared here.
+        let mut covered = indexed;
         if hits.len() < fetch {
             if self.index.index.kind() != "exact" {
                 self.filtered.exact_fallbacks.fetch_add(1, Relaxed);
@@ -1020,27 +1052,78 @@ impl Engine {
                 .exact
                 .search_filtered(query, fetch, &keep)
                 .map_err(failed)?;
+            covered = self.catalog.base_rows();
         }
-        Ok(hits
-            .into_iter()
-            .map(|n| (n.row, metric.score(n.distance)))
-            .collect())
+        Ok(self
+            .with_rows(query, scored(hits), covered, fetch, Some(&keep))
+            .into())
     }
 
-    /// Neighbours of catalog row `row`, through the cache.
+    /// Neighbours of catalog row `row`, through the cache: a cached list is brought up to the
+    /// rows added since by comparing them with the medoid (few: a search when there are many).
     fn neighbours(&self, row: u32, fetch: usize) -> Result<Neighbours, EngineError> {
+        let rows = self.catalog.rows();
+        let query = self.catalog.embedding(row as usize);
+        let key = (row, fetch as u32, self.index.version);
         self.cache
-            .get_or_fetch(row, fetch as u32, self.index.version, || {
-                self.search(self.catalog.embedding(row as usize), fetch, None)
+            .get_or_refresh(key, rows as u32, |stale| match stale {
+                Some(stale) if rows - stale.rows as usize <= MAX_COMPARED => Ok(self
+                    .with_rows(query, stale.list.to_vec(), stale.rows as usize, fetch, None)
+                    .into()),
+                _ => self.search(query, fetch, None),
             })
     }
 
-    /// The catalog row of a medoid; `None` for an id the catalog no longer has.
+    /// `list` (best first) with the catalog rows from `from` on that beat its last item or fill
+    /// it to `fetch`, compared with `query` one by one; deleted rows, rows failing `keep` and
+    /// rows already listed are left out.
+    fn with_rows(
+        &self,
+        query: &[f32],
+        mut list: Vec<(u32, f32)>,
+        from: usize,
+        fetch: usize,
+        keep: Option<&(dyn Fn(u32) -> bool + Sync)>,
+    ) -> Vec<(u32, f32)> {
+        let metric = self.index.index.metric();
+        let rows = self.catalog.rows();
+        if from >= rows {
+            return list;
+        }
+        let listed: HashSet<u32> = list.iter().map(|&(r, _)| r).collect();
+        for row in from..rows {
+            let r = row as u32;
+            if self.catalog.is_deleted(row) || listed.contains(&r) || keep.is_some_and(|k| !k(r)) {
+                continue;
+            }
+            let score = metric.score(metric.distance(query, self.catalog.embedding(row)));
+            if list.len() < fetch || list.last().is_some_and(|&(_, last)| score > last) {
+                let at = list.partition_point(|&(_, s)| s >= score);
+                list.insert(at, (r, score));
+                list.truncate(fetch);
+            }
+        }
+        list
+    }
+
+    /// The catalog row of a medoid: its item's current row (a replaced item's new vector; a
+    /// deleted item's last row, still a query); `None` for an id the catalog never had.
     fn medoid_row(&self, medoid: MedoidRef<'_>) -> Option<u32> {
         match medoid {
-            MedoidRef::Row(row) => Some(row),
-            MedoidRef::Id(id) => self.catalog.row_of(id).map(|r| r as u32),
+            MedoidRef::Row(row) => Some(self.current(row)),
+            MedoidRef::Id(id) => self.catalog.last_row_of(id).map(|r| r as u32),
         }
+    }
+
+    /// The row holding the item of `row` now (see [`Catalog::current_row`]).
+    fn current(&self, row: u32) -> u32 {
+        self.catalog.current_row(row as usize) as u32
+    }
+
+    /// Whether `row` must not be served: excluded by the operator, or deleted from the catalog.
+    fn hidden(&self, excluded: &Excluded, row: u32) -> bool {
+        self.catalog.is_deleted(row as usize)
+            || (!excluded.is_empty() && excluded.contains(self.catalog.id(row as usize)))
     }
 
     /// The window's most engaged items that the operator has not excluded and that match
@@ -1052,7 +1135,7 @@ impl Engine {
                 .popular
                 .iter()
                 .filter(|&&(row, _)| {
-                    !excluded.contains(row)
+                    !self.hidden(&excluded, row)
                         && filter.is_none_or(|f| f.matches(&self.attributes, row as usize))
                 })
                 .take(k)
@@ -1147,6 +1230,7 @@ impl pinnersage_core::error::Kind for EngineError {
             Self::UnknownItem(_) => NotFound,
             Self::BadRequest(_) => BadInput,
             Self::Internal(_) => Internal,
+            Self::ReadOnly(_) => Conflict,
         }
     }
 }

@@ -8,30 +8,33 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::SystemTime;
 
 use pinnersage_catalog::catalog::Catalog;
+use pinnersage_core::hash::stable_hash;
 
-/// The excluded catalog rows of one version of the file.
+/// The excluded item ids of one version of the file (by id, not row: an item added or
+/// replaced while serving gets a new row and stays excluded).
 #[derive(Debug, Default)]
 pub struct Excluded {
-    rows: HashSet<u32>,
-    /// Ids in the file that are not in the catalog (ignored).
+    ids: HashSet<u64>,
+    known: usize,
+    /// Ids in the file that were not in the catalog when it was read (excluded if added later).
     pub unknown: usize,
     stamp: Option<(SystemTime, u64)>,
 }
 
 impl Excluded {
-    /// Whether catalog row `row` is excluded.
-    pub fn contains(&self, row: u32) -> bool {
-        !self.rows.is_empty() && self.rows.contains(&row)
+    /// Whether the item `id` is excluded.
+    pub fn contains(&self, id: &str) -> bool {
+        !self.ids.is_empty() && self.ids.contains(&stable_hash(id.as_bytes()))
     }
 
-    /// Excluded catalog items.
+    /// Excluded items the catalog had when the file was read.
     pub fn len(&self) -> usize {
-        self.rows.len()
+        self.known
     }
 
     /// Whether nothing is excluded.
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.ids.is_empty()
     }
 }
 
@@ -81,11 +84,11 @@ fn read(path: &Path, catalog: &Catalog) -> Result<Excluded, ExcludedError> {
         ..Excluded::default()
     };
     for id in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        match catalog.row_of(id) {
-            Some(row) => {
-                excluded.rows.insert(row as u32);
+        if excluded.ids.insert(stable_hash(id.as_bytes())) {
+            match catalog.row_of(id) {
+                Some(_) => excluded.known += 1,
+                None => excluded.unknown += 1,
             }
-            None => excluded.unknown += 1,
         }
     }
     Ok(excluded)

@@ -237,6 +237,37 @@ int ps_hnswlib_add(void* index, const float* vector, uint32_t row, char* err, si
     });
 }
 
+// Marks `row` deleted: searches skip it from now on. 0 when marked, 1 when the graph does not
+// hold `row` or it was deleted already, -1 on failure.
+int ps_hnswlib_mark_deleted(void* index, uint32_t row, char* err, size_t err_len) {
+    return guarded<int>(err, err_len, -1, [&] {
+        hnswlib::HierarchicalNSW<float>* h = static_cast<PsIndex*>(index)->hnsw;
+        {
+            std::unique_lock<std::mutex> lock(h->label_lookup_lock);
+            auto found = h->label_lookup_.find(static_cast<hnswlib::labeltype>(row));
+            if (found == h->label_lookup_.end() || h->isMarkedDeleted(found->second)) return 1;
+        }
+        h->markDelete(static_cast<hnswlib::labeltype>(row));
+        return 0;
+    });
+}
+
+// Vectors the graph has room for.
+size_t ps_hnswlib_capacity(void* index) { return static_cast<PsIndex*>(index)->hnsw->max_elements_; }
+
+// Vectors marked deleted.
+size_t ps_hnswlib_deleted(void* index) {
+    return static_cast<PsIndex*>(index)->hnsw->getDeletedCount();
+}
+
+// Makes room for `capacity` vectors (nothing else may use the index meanwhile); 0 on success.
+int ps_hnswlib_resize(void* index, size_t capacity, char* err, size_t err_len) {
+    return guarded<int>(err, err_len, -1, [&] {
+        static_cast<PsIndex*>(index)->hnsw->resizeIndex(capacity);
+        return 0;
+    });
+}
+
 // Writes the index to `path`; 0 on success.
 int ps_hnswlib_save(void* index, const char* path, char* err, size_t err_len) {
     return guarded<int>(err, err_len, -1, [&] {

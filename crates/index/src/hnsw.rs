@@ -413,7 +413,7 @@ fn path_str(path: &Path) -> Result<&str, IndexError> {
 impl AnnIndex for HnswIndex {
     fn len(&self) -> usize {
         match &self.backend {
-            Backend::Hnswlib(index) => index.len(),
+            Backend::Hnswlib(index) => index.len() - index.deleted(),
             Backend::Usearch(index) => index.size(),
         }
     }
@@ -436,5 +436,22 @@ impl AnnIndex for HnswIndex {
     }
     fn kind(&self) -> &'static str {
         "hnsw"
+    }
+    fn takes_changes(&self) -> bool {
+        matches!(self.backend, Backend::Hnswlib(_))
+    }
+    fn insert(&self, row: u32, vector: &[f32]) -> Result<(), IndexError> {
+        check_dim(self.dim, vector.len())?;
+        let Backend::Hnswlib(index) = &self.backend else {
+            return Err(self.refuses_changes());
+        };
+        let mut buffer = Vec::new();
+        index.insert(row, prepare(self.metric, vector, &mut buffer))
+    }
+    fn remove(&self, row: u32) -> Result<bool, IndexError> {
+        let Backend::Hnswlib(index) = &self.backend else {
+            return Err(self.refuses_changes());
+        };
+        index.mark_deleted(row)
     }
 }

@@ -4,6 +4,8 @@
 use std::ffi::{CString, c_char, c_int, c_long, c_void};
 use std::path::Path;
 
+use parking_lot::RwLock;
+
 use crate::{IndexError, Metric, Neighbor};
 
 unsafe extern "C" {
@@ -29,6 +31,20 @@ unsafe extern "C" {
         index: *mut c_void,
         vector: *const f32,
         row: u32,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
+    fn ps_hnswlib_mark_deleted(
+        index: *mut c_void,
+        row: u32,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
+    fn ps_hnswlib_capacity(index: *mut c_void) -> usize;
+    fn ps_hnswlib_deleted(index: *mut c_void) -> usize;
+    fn ps_hnswlib_resize(
+        index: *mut c_void,
+        capacity: usize,
         err: *mut c_char,
         err_len: usize,
     ) -> c_int;
@@ -79,11 +95,21 @@ fn c_path(path: &Path) -> Result<CString, IndexError> {
 pub(crate) struct Hnswlib {
     ptr: *mut c_void,
     dim: usize,
+    /// Searches share it; a change of the served graph (an insert, a delete, growing) holds it
+    /// alone: hnswlib's searches are not safe beside its inserts (nmslib/hnswlib#562).
+    changing: RwLock<()>,
 }
 
-// SAFETY: hnswlib's `addPoint` takes per-element and per-label locks and `searchKnn` is const
-// with a pool of visited lists, so both may run from many threads at once; `setEf` writes one
-// word (only called between searches by `pinnersage-bench index`). The pointer is owned and freed once.
+/// How much a full graph grows: a quarter of its size, at least this many vectors.
+const MIN_GROWTH: usize = 1024;
+
+// SAFETY: hnswlib's `addPoint` takes per-element and per-label locks, so many threads may add
+// at once while a graph is built (`add`, before anything searches it); `searchKnn` is const
+// with a pool of visited lists, so many threads may search at once. Searching beside an insert
+// is not safe (a search can enter a node whose links are not written yet), so once a graph is
+// served every change (`insert`, `mark_deleted`, and growing, which reallocates) holds
+// `changing`'s write lock and every search its read lock. `setEf` writes one word (only called
+// between searches by `pinnersage-bench index`). The pointer is owned and freed once.
 unsafe impl Send for Hnswlib {}
 unsafe impl Sync for Hnswlib {}
 
@@ -124,7 +150,11 @@ impl Hnswlib {
         if ptr.is_null() {
             return Err(failed("cannot create the index", &err));
         }
-        Ok(Self { ptr, dim })
+        Ok(Self {
+            ptr,
+            dim,
+            changing: RwLock::new(()),
+        })
     }
 
     /// Loads a graph written by [`Hnswlib::save`].
@@ -144,7 +174,11 @@ impl Hnswlib {
         if ptr.is_null() {
             return Err(failed(&format!("cannot load {}", path.display()), &err));
         }
-        Ok(Self { ptr, dim })
+        Ok(Self {
+            ptr,
+            dim,
+            changing: RwLock::new(()),
+        })
     }
 
     /// Adds `vector` (of the index's dimension) under `row`.
@@ -167,8 +201,48 @@ impl Hnswlib {
         Ok(())
     }
 
+    /// Adds `vector` under `row` to a served graph, growing it first when it is full. Searches
+    /// wait meanwhile (one insert: about a millisecond).
+    pub(crate) fn insert(&self, row: u32, vector: &[f32]) -> Result<(), IndexError> {
+        let _alone = self.changing.write();
+        // SAFETY (both calls): a live index, changed by this thread alone.
+        let (len, capacity) = unsafe { (ps_hnswlib_len(self.ptr), ps_hnswlib_capacity(self.ptr)) };
+        if len >= capacity {
+            let mut err = [0u8; ERR_LEN];
+            let wanted = capacity + (capacity / 4).max(MIN_GROWTH);
+            // SAFETY: as above, and an error buffer of ERR_LEN bytes.
+            let rc =
+                unsafe { ps_hnswlib_resize(self.ptr, wanted, err.as_mut_ptr().cast(), ERR_LEN) };
+            if rc != 0 {
+                return Err(failed("cannot grow the index", &err));
+            }
+        }
+        self.add(row, vector)
+    }
+
+    /// Marks `row` deleted (searches skip it); `false` if the graph does not hold it or it was
+    /// deleted already.
+    pub(crate) fn mark_deleted(&self, row: u32) -> Result<bool, IndexError> {
+        let _alone = self.changing.write();
+        let mut err = [0u8; ERR_LEN];
+        // SAFETY: a live index and an error buffer of ERR_LEN bytes.
+        let rc =
+            unsafe { ps_hnswlib_mark_deleted(self.ptr, row, err.as_mut_ptr().cast(), ERR_LEN) };
+        if rc < 0 {
+            return Err(failed("cannot delete a vector", &err));
+        }
+        Ok(rc == 0)
+    }
+
+    /// Vectors marked deleted.
+    pub(crate) fn deleted(&self) -> usize {
+        // SAFETY: a live index.
+        unsafe { ps_hnswlib_deleted(self.ptr) }
+    }
+
     /// Writes the graph and vectors to `path`.
     pub(crate) fn save(&self, path: &Path) -> Result<(), IndexError> {
+        let _shared = self.changing.read();
         let p = c_path(path)?;
         let mut err = [0u8; ERR_LEN];
         // SAFETY: a NUL-terminated path and an error buffer of ERR_LEN bytes.
@@ -181,6 +255,7 @@ impl Hnswlib {
 
     /// Sets `ef_search`.
     pub(crate) fn set_ef(&self, ef: usize) {
+        let _shared = self.changing.read();
         // SAFETY: a live index.
         unsafe { ps_hnswlib_set_ef(self.ptr, ef) }
     }
@@ -193,6 +268,7 @@ impl Hnswlib {
 
     /// Bytes of vectors and links.
     pub(crate) fn memory_usage(&self) -> usize {
+        let _shared = self.changing.read();
         // SAFETY: a live index.
         unsafe { ps_hnswlib_memory(self.ptr) }
     }
@@ -206,6 +282,7 @@ impl Hnswlib {
         keep: Option<&(dyn Fn(u32) -> bool + Sync)>,
     ) -> Result<Vec<Neighbor>, IndexError> {
         assert_eq!(query.len(), self.dim, "checked by the caller");
+        let _shared = self.changing.read();
         unsafe extern "C" fn call_keep(ctx: *mut c_void, row: u32) -> bool {
             // SAFETY: `ctx` points at the `&dyn Fn` below, alive for the whole search.
             let keep = unsafe { &*(ctx as *const &(dyn Fn(u32) -> bool + Sync)) };

@@ -45,6 +45,29 @@ impl Metric {
         }
     }
 
+    /// The distance between `a` and `b` as an index under this metric ranks it (a zero vector
+    /// is at cosine distance 1 from everything).
+    ///
+    /// ```
+    /// use pinnersage_index::Metric;
+    /// assert!((Metric::Cosine.distance(&[2.0, 0.0], &[1.0, 1.0]) - (1.0 - 0.5f32.sqrt())).abs() < 1e-6);
+    /// assert_eq!(Metric::L2.distance(&[1.0, 2.0], &[0.0, 0.0]), 5.0);
+    /// ```
+    pub fn distance(self, a: &[f32], b: &[f32]) -> f32 {
+        use pinnersage_core::scan::dot;
+        match self {
+            Metric::Cosine => {
+                let norms = (dot(a, a) * dot(b, b)).sqrt();
+                if norms == 0.0 {
+                    1.0
+                } else {
+                    1.0 - dot(a, b) / norms
+                }
+            }
+            Metric::L2 => a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum(),
+        }
+    }
+
     /// The name used in flags and metadata.
     pub fn name(self) -> &'static str {
         match self {
@@ -160,6 +183,30 @@ pub trait AnnIndex: Send + Sync {
     ) -> Result<Vec<Neighbor>, IndexError>;
     /// A short description for logs and metrics (`"hnsw"`, `"exact"`).
     fn kind(&self) -> &'static str;
+    /// Whether [`insert`](Self::insert) and [`remove`](Self::remove) work: the items a served
+    /// catalog gains and loses go into the index.
+    fn takes_changes(&self) -> bool {
+        false
+    }
+    /// Adds catalog row `row` with `vector` to an index being searched (searches may wait while
+    /// it runs).
+    fn insert(&self, row: u32, vector: &[f32]) -> Result<(), IndexError> {
+        let _ = (row, vector);
+        Err(self.refuses_changes())
+    }
+    /// Stops returning catalog row `row`; `false` if the index did not hold it.
+    fn remove(&self, row: u32) -> Result<bool, IndexError> {
+        let _ = row;
+        Err(self.refuses_changes())
+    }
+    /// The error of an index that does not take changes.
+    fn refuses_changes(&self) -> IndexError {
+        IndexError::Unusable(format!(
+            "this {} index does not take item changes while serving: build an hnswlib index \
+             (`pinnersage index build --library hnswlib`)",
+            self.kind()
+        ))
+    }
 }
 
 fn check_dim(expected: usize, got: usize) -> Result<(), IndexError> {

@@ -137,16 +137,17 @@ pub fn build(
     let _lock = PublishLock::acquire(data_dir, "index build")?;
     let started = Instant::now();
     let dim = catalog.dim();
-    let mut excluded_rows = vec![false; catalog.rows()];
+    // The index covers the generation's rows; a server adds the journal's changes on open.
+    let mut excluded_rows = vec![false; catalog.base_rows()];
     let mut unknown_exclusions = 0;
     for id in &options.exclude {
-        match catalog.row_of(id) {
+        match catalog.row_of(id).filter(|&r| r < catalog.base_rows()) {
             Some(r) => excluded_rows[r] = true,
             None => unknown_exclusions += 1,
         }
     }
     let excluded = excluded_rows.iter().filter(|&&e| e).count();
-    let mut rows: Vec<u32> = (0..catalog.rows() as u32)
+    let mut rows: Vec<u32> = (0..catalog.base_rows() as u32)
         .filter(|&r| !excluded_rows[r as usize])
         .collect();
     let vectors = catalog.embeddings();
@@ -186,7 +187,7 @@ pub fn build(
         hnsw.save(&file)?;
         sync(&file)?;
     }
-    if rows.len() != catalog.rows() {
+    if rows.len() != catalog.base_rows() {
         let bytes: Vec<u8> = rows.iter().flat_map(|r| r.to_le_bytes()).collect();
         write_synced(&dir.join(ROWS), &bytes)?;
     }
@@ -205,7 +206,7 @@ pub fn build(
         kind: options.kind,
         params: options.params,
         catalog_generation: generation_name(catalog.dir()),
-        catalog_rows: catalog.rows(),
+        catalog_rows: catalog.base_rows(),
         dim,
         indexed: rows.len(),
         excluded,
@@ -248,6 +249,27 @@ impl AsRef<[f32]> for CatalogVectors {
     }
 }
 
+/// Brings a graph built for `catalog`'s generation up to its changes since (replayed from the
+/// journal): rows added since go in, deleted rows go out. An exact index needs nothing: the
+/// engine scans added rows itself.
+fn catch_up(index: &dyn AnnIndex, catalog: &Catalog) -> Result<(), IndexError> {
+    let deleted = (0..catalog.base_rows()).filter(|&r| catalog.is_deleted(r));
+    let added = catalog.base_rows()..catalog.rows();
+    if catalog.added_rows() == 0 && deleted.clone().next().is_none() {
+        return Ok(());
+    }
+    if !index.takes_changes() {
+        return Err(index.refuses_changes());
+    }
+    for row in deleted {
+        index.remove(row as u32)?;
+    }
+    for row in added.filter(|&r| !catalog.is_deleted(r)) {
+        index.insert(row as u32, catalog.embedding(row))?;
+    }
+    Ok(())
+}
+
 /// An opened index generation.
 #[derive(Clone)]
 pub struct OpenedIndex {
@@ -288,7 +310,7 @@ pub fn open(
     let mut meta: IndexMeta = serde_json::from_slice(&bytes)
         .map_err(|e| IndexError::Unusable(format!("{}: {e}", meta_path.display())))?;
     let current_catalog = generation_name(catalog.dir());
-    if meta.catalog_generation != current_catalog || meta.catalog_rows != catalog.rows() {
+    if meta.catalog_generation != current_catalog || meta.catalog_rows != catalog.base_rows() {
         return Err(IndexError::Unusable(format!(
             "the index in {} was built for catalog {} but the current catalog is {}: run \
              `pinnersage index build --data-dir {}` again",
@@ -306,6 +328,7 @@ pub fn open(
         .strip_prefix("gen-")
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
+    let catalog_for_changes = catalog.clone();
     let exact: Arc<dyn AnnIndex> = {
         let dim = catalog.dim();
         let exact = ExactIndex::new(CatalogVectors(catalog), dim, meta.params.metric)?;
@@ -330,6 +353,9 @@ pub fn open(
         )?),
         IndexKind::Exact => exact.clone(),
     };
+    if index.kind() != "exact" {
+        catch_up(index.as_ref(), &catalog_for_changes)?;
+    }
     Ok(OpenedIndex {
         index,
         exact,

@@ -310,3 +310,106 @@ fn missing_and_stale_indexes_are_clear_errors() {
         "connectivity (M) must be in 2..=256, got 1"
     );
 }
+
+/// The exact top 10 of `q` among the catalog's rows that are not deleted.
+fn live_truth(catalog: &Catalog, q: &[f32]) -> Vec<u32> {
+    let mut scored: Vec<(f32, u32)> = (0..catalog.rows())
+        .filter(|&r| !catalog.is_deleted(r))
+        .map(|r| (Metric::Cosine.distance(q, catalog.embedding(r)), r as u32))
+        .collect();
+    scored.sort_by(|a, b| a.0.total_cmp(&b.0));
+    scored.iter().take(10).map(|&(_, r)| r).collect()
+}
+
+#[test]
+fn a_served_graph_takes_inserts_and_deletes_while_searched_and_reopens_with_them() {
+    use pinnersage_catalog::changes::ItemChange;
+    let dir = tempfile::tempdir().unwrap();
+    let dim = 32;
+    let data = vectors(4_000, dim, 3);
+    let catalog = catalog(dir.path(), &data, dim);
+    persist::build(dir.path(), &catalog, &BuildOptions::default(), &()).unwrap();
+    let opened = persist::open(dir.path(), catalog.clone(), Some(128), false).unwrap();
+    let index = opened.index.clone();
+    assert!(index.takes_changes());
+
+    // Replace a fifth of the items and add 2,500 (the loaded graph is full: it grows several
+    // times) while another thread searches without pause.
+    let fresh = vectors(3_300, dim, 4);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let rules = catalog.rules();
+    let (mut journal, _) = pinnersage_catalog::journal::Journal::open(dir.path()).unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut searches = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || searches == 0 {
+                let q = &data[(searches % 4_000) * dim..][..dim];
+                let n = index.search(q, 10).unwrap().len();
+                assert_eq!(n, 10, "search {searches}, {} rows", index.len());
+                searches += 1;
+            }
+        });
+        let changes: Vec<ItemChange> = fresh
+            .chunks_exact(dim)
+            .enumerate()
+            .map(|(i, v)| {
+                let id = if i < 800 {
+                    format!("item-{}", i * 5)
+                } else {
+                    format!("new-{i}")
+                };
+                ItemChange::upsert(&id, Some(v.to_vec()), None, &rules).unwrap()
+            })
+            .collect();
+        journal.append(&changes).unwrap();
+        for change in &changes {
+            let applied = catalog.apply(change).unwrap();
+            index
+                .insert(
+                    applied.row.unwrap(),
+                    catalog.embedding(applied.row.unwrap() as usize),
+                )
+                .unwrap();
+            if let Some(old) = applied.removed {
+                assert!(index.remove(old).unwrap());
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    assert_eq!(index.len(), 4_000 + 2_500);
+    assert!(
+        !index.remove(5).unwrap(),
+        "item-5 was not replaced: deleting row 5 twice"
+    );
+    assert!(index.remove(5).is_ok_and(|again| !again));
+
+    // Searches never return a deleted row, and recall against the live catalog holds.
+    let queries = vectors(200, dim, 5);
+    let recall = |index: &dyn AnnIndex, catalog: &Catalog| {
+        let mut hits = 0;
+        for q in queries.chunks_exact(dim) {
+            let got = index.search(q, 10).unwrap();
+            assert!(got.iter().all(|n| !catalog.is_deleted(n.row as usize)));
+            let truth = live_truth(catalog, q);
+            hits += got.iter().filter(|n| truth.contains(&n.row)).count();
+        }
+        hits as f64 / (queries.len() / dim * 10) as f64
+    };
+    let live = recall(index.as_ref(), &catalog);
+    assert!(live >= 0.95, "recall@10 after the changes: {live}");
+
+    // A reopened catalog replays the journal and the reopened graph catches up to it.
+    drop(journal);
+    drop(opened);
+    let mut again = Catalog::open(dir.path()).unwrap();
+    again.build_hash_index();
+    let again = Arc::new(again);
+    assert_eq!(
+        (again.rows(), again.live_rows()),
+        (4_000 + 3_300, 4_000 + 2_500)
+    );
+    let reopened = persist::open(dir.path(), again.clone(), Some(128), false).unwrap();
+    assert_eq!(reopened.index.len(), 4_000 + 2_500);
+    let caught_up = recall(reopened.index.as_ref(), &again);
+    assert!(caught_up >= 0.95, "recall@10 after reopening: {caught_up}");
+}

@@ -4,7 +4,8 @@
 //! - **Tokens** are given by a file or an environment variable, never on a command line (where
 //!   `ps` shows them). One entry per line (or separated by `;`): `TOKEN SCOPE[,SCOPE...]`, `#`
 //!   starts a comment. Scopes: `read` (the read routes, when reads need a token), `write`
-//!   (`POST /v1/events`), `admin` (`POST /v1/admin/*`). A request presents one as
+//!   (`POST /v1/events`), `catalog` (item changes: `POST /v1/items`, `DELETE /v1/items/{item}`;
+//!   `admin` allows them too), `admin` (`POST /v1/admin/*`). A request presents one as
 //!   `Authorization: Bearer TOKEN`; tokens are compared in constant time.
 //! - **Host names**: a request whose `Host` is not allowed is refused (DNS rebinding: a page on
 //!   another site that resolves its own name to this server). Loopback names are always allowed;
@@ -25,7 +26,9 @@ pub enum Scope {
     Read,
     /// `POST /v1/events`.
     Write,
-    /// `POST /v1/admin/*`.
+    /// Item changes (`POST /v1/items`, `DELETE /v1/items/{item}`).
+    Catalog,
+    /// `POST /v1/admin/*` (and item changes).
     Admin,
 }
 
@@ -35,6 +38,7 @@ impl Scope {
         match self {
             Scope::Read => "read",
             Scope::Write => "write",
+            Scope::Catalog => "catalog",
             Scope::Admin => "admin",
         }
     }
@@ -118,17 +122,18 @@ impl Tokens {
                 scopes.insert(match name.trim() {
                     "read" => Scope::Read,
                     "write" => Scope::Write,
+                    "catalog" => Scope::Catalog,
                     "admin" => Scope::Admin,
                     // Two tokens on one line put a token here: only what cannot be a token
                     // (shorter than one) is shown.
                     other if other.chars().count() < MIN_TOKEN_CHARS => {
                         return Err(bad(format!(
-                            "unknown scope {other:?} (expected read, write or admin)"
+                            "unknown scope {other:?} (expected read, write, catalog or admin)"
                         )));
                     }
                     _ => {
                         return Err(bad(
-                            "unknown scope (expected read, write or admin; not shown: it is as long as a token)"
+                            "unknown scope (expected read, write, catalog or admin; not shown: it is as long as a token)"
                                 .into(),
                         ));
                     }
@@ -234,6 +239,7 @@ impl AuthConfig {
             RouteClass::Open => None,
             RouteClass::Read => self.require_read.then_some(Scope::Read),
             RouteClass::Write => Some(Scope::Write),
+            RouteClass::Catalog => Some(Scope::Catalog),
             RouteClass::Admin => Some(Scope::Admin),
         }
     }
@@ -294,6 +300,8 @@ pub enum RouteClass {
     Read,
     /// `POST /v1/events`.
     Write,
+    /// Item changes: `POST /v1/items`, `POST /v1/items/delete`, `DELETE /v1/items/{item}`.
+    Catalog,
     /// `POST /v1/admin/*`.
     Admin,
 }

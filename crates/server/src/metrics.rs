@@ -30,12 +30,14 @@ use crate::owned_store::OwnedStore;
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Routes measured, by label; a route not listed counts as `other`.
-pub const ROUTES: [&str; 14] = [
+pub const ROUTES: [&str; 16] = [
     "recommendations",
     "profile",
     "map",
     "users",
     "similar",
+    "items",
+    "items_delete",
     "events",
     "batch",
     "healthz",
@@ -231,6 +233,11 @@ impl Collector for Observed {
             cache.hits(),
         )?;
         page.counter(
+            "pinnersage_medoid_cache_refreshed",
+            "Medoid neighbour lookups whose cached list was brought up to items added since.",
+            cache.refreshed(),
+        )?;
+        page.counter(
             "pinnersage_medoid_cache_misses",
             "Medoid neighbour lookups that ran an ANN search.",
             cache.misses(),
@@ -271,10 +278,31 @@ impl Collector for Observed {
             "Generation number of the index being served.",
             e.index().version,
         )?;
+        let catalog = e.catalog();
         page.gauge(
             "pinnersage_catalog_items",
-            "Items in the catalog.",
-            e.catalog().rows() as u64,
+            "Items in the catalog (deleted ones left out).",
+            catalog.live_rows() as u64,
+        )?;
+        page.gauge(
+            "pinnersage_catalog_rows_added",
+            "Catalog rows added while serving (upserts), since the catalog generation.",
+            catalog.added_rows() as u64,
+        )?;
+        page.gauge(
+            "pinnersage_catalog_rows_deleted",
+            "Catalog rows deleted or replaced while serving, since the catalog generation.",
+            (catalog.rows() - catalog.live_rows()) as u64,
+        )?;
+        page.gauge(
+            "pinnersage_index_backlog",
+            "Catalog rows the index graph does not hold yet (searches scan them).",
+            e.index_backlog() as u64,
+        )?;
+        page.gauge(
+            "pinnersage_catalog_journal_seq",
+            "Sequence number of the last item change applied.",
+            catalog.applied_seq(),
         )?;
 
         let c = self.store.counters();

@@ -119,6 +119,35 @@ pub enum ServeError {
     },
 }
 
+/// Starts the thread that brings the graph up to the items changed while serving (see
+/// `pinnersage_engine::items`); it ends with the engine.
+fn start_indexer(engine: &Arc<Engine>) {
+    let engine = Arc::downgrade(engine);
+    let spawned = std::thread::Builder::new()
+        .name("pinnersage-indexer".into())
+        .spawn(move || {
+            // The engine is held only while working: a stopped server drops it (and its
+            // journal's lock) at once.
+            while let Some(engine) = engine.upgrade() {
+                let pause = match engine.index_changes() {
+                    Ok(0) => std::time::Duration::from_millis(10),
+                    Ok(_) => continue,
+                    Err(e) => {
+                        // Searches compare the rows the graph lacks one by one: answers stay
+                        // whole meanwhile.
+                        eprintln!("indexing changed items failed (retrying in 5 s): {e}");
+                        std::time::Duration::from_secs(5)
+                    }
+                };
+                drop(engine);
+                std::thread::sleep(pause);
+            }
+        });
+    if let Err(e) = spawned {
+        eprintln!("cannot start the indexing thread (changed items are found by scanning): {e}");
+    }
+}
+
 /// A data directory opened for serving.
 pub struct Server {
     data_dir: PathBuf,
@@ -143,6 +172,8 @@ impl Server {
                 "`reload_seconds` must be positive".into(),
             ));
         }
+        // The journal first: it cuts a torn tail before the catalog replays it.
+        let (journal, _) = pinnersage_catalog::journal::Journal::open(data_dir)?;
         let mut catalog = Catalog::open(data_dir)?;
         catalog.build_hash_index();
         let catalog = Arc::new(catalog);
@@ -165,11 +196,14 @@ impl Server {
                 online_users: config.online_users,
                 excluded: config.excluded.clone(),
             },
-        )?;
+        )?
+        .with_journal(journal);
         let (store, recovered) = OwnedStore::open(&engine, config.ingest_queue)?;
+        let engine = Arc::new(engine);
+        start_indexer(&engine);
         Ok(Self {
             data_dir: data_dir.to_path_buf(),
-            engine: Arc::new(engine),
+            engine,
             store: Arc::new(store),
             recovered,
             config,

@@ -278,6 +278,9 @@ fn every_endpoint_over_http() {
         "/openapi.json",
         "/v1/events",
         "/v1/admin/batch",
+        "/v1/items",
+        "/v1/items/delete",
+        "/v1/items/{item}",
     ] {
         assert!(
             spec["paths"].get(path).is_some(),
@@ -837,7 +840,7 @@ fn tokens_scopes_hosts_and_json_bodies_guard_the_api() {
     let dir = tempfile::tempdir().unwrap();
     make_data_dir(dir.path());
     let tokens = Tokens::parse(
-        "writer-token-0001 write\nadmin-token-00002 admin\nreader-token-0003 read",
+        "writer-token-0001 write\nadmin-token-00002 admin\nreader-token-0003 read\ncatalog-token-004 catalog",
         "test",
     )
     .unwrap();
@@ -893,6 +896,33 @@ fn tokens_scopes_hosts_and_json_bodies_guard_the_api() {
         batch.as_bytes(),
     );
     assert_eq!(status, 200, "{text}");
+
+    // Item changes need the catalog scope (or admin); a write token is not enough.
+    let item = |n: u16| {
+        format!(
+            r#"{{"items":[{{"id":"scoped-{n}","embedding":[{}]}}]}}"#,
+            ["1"; DIM].join(",")
+        )
+    };
+    for (token, status) in [
+        ("writer-token-0001", 403),
+        ("reader-token-0003", 403),
+        ("catalog-token-004", 202),
+        ("admin-token-00002", 202),
+    ] {
+        let (got, text) =
+            server.send_with("POST", "/v1/items", &bearer(token), item(status).as_bytes());
+        assert_eq!(got, status, "{token}: {text}");
+    }
+    let (status, _) = server.send_with("DELETE", "/v1/items/scoped-202", &host, b"");
+    assert_eq!(status, 401);
+    let (status, _) = server.send_with(
+        "DELETE",
+        "/v1/items/scoped-202",
+        &bearer("catalog-token-004"),
+        b"",
+    );
+    assert_eq!(status, 202);
 
     // A cross-site form post cannot send JSON: other content types are refused before anything.
     let form =

@@ -22,6 +22,12 @@ impl ApiError {
         }
     }
 
+    /// The same refusal with another message.
+    pub(super) fn with_message(mut self, message: String) -> Self {
+        self.message = message;
+        self
+    }
+
     /// Adds `Retry-After: seconds` (overload: the client should come back).
     pub(super) fn retry_after(mut self, seconds: u32) -> Self {
         self.retry_after = Some(seconds);
@@ -66,6 +72,7 @@ impl From<EngineError> for ApiError {
             EngineError::UnknownItem(_) => "unknown_item",
             EngineError::BadRequest(_) => "bad_request",
             EngineError::Internal(_) => "internal",
+            EngineError::ReadOnly(_) => "read_only",
         };
         Self::of(&e, code)
     }

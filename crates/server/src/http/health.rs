@@ -27,7 +27,7 @@ pub(super) async fn healthz(
     let mut response = Json(json!({
         "status": if reasons.is_empty() { "ok" } else { "unhealthy" },
         "reasons": reasons,
-        "catalog_items": e.catalog().rows(),
+        "catalog_items": e.catalog().live_rows(),
         "index": {"kind": index.index.kind(), "items": index.index.len(), "version": index.version},
         "profiles": e.profile_generation()
             .and_then(|g| g.file_name().map(|n| n.to_string_lossy().into_owned())),

@@ -57,6 +57,8 @@ pub(super) fn route_class(req: &Request) -> RouteClass {
     match (req.method(), path) {
         (_, Some("/" | "/healthz" | "/readyz" | "/metrics" | "/openapi.json")) => RouteClass::Open,
         (&Method::POST, Some("/v1/events")) => RouteClass::Write,
+        (&Method::POST, Some("/v1/items" | "/v1/items/delete"))
+        | (&Method::DELETE, Some("/v1/items/{item}")) => RouteClass::Catalog,
         (&Method::POST, Some(p)) if p.starts_with("/v1/admin/") => RouteClass::Admin,
         _ => RouteClass::Read,
     }
@@ -214,7 +216,9 @@ pub(super) fn refusal(auth: &AuthConfig, req: &Request) -> Option<Response> {
             .into_response(),
         );
     }
-    if matches!(class, RouteClass::Write | RouteClass::Admin) {
+    if matches!(class, RouteClass::Write | RouteClass::Admin)
+        || (class == RouteClass::Catalog && req.method() == Method::POST)
+    {
         let json = header(header::CONTENT_TYPE).is_some_and(|t| {
             t.split(';')
                 .next()
@@ -257,7 +261,9 @@ pub(super) fn refusal(auth: &AuthConfig, req: &Request) -> Option<Response> {
             );
             return Some(response);
         };
-        if !scopes.contains(&scope) {
+        // The admin scope may change the catalog too.
+        let admin_may = scope == Scope::Catalog && scopes.contains(&Scope::Admin);
+        if !scopes.contains(&scope) && !admin_may {
             return Some(
                 ApiError::new(
                     StatusCode::FORBIDDEN,
@@ -287,6 +293,8 @@ pub(super) async fn track(State(state): State<AppState>, req: Request, next: Nex
         Some("/v1/users/{user}/map") => "map",
         Some("/v1/users") => "users",
         Some("/v1/items/{item}/similar") => "similar",
+        Some("/v1/items") => "items",
+        Some("/v1/items/delete" | "/v1/items/{item}") => "items_delete",
         Some("/v1/events") => "events",
         Some("/v1/admin/batch") => "batch",
         Some("/healthz") => "healthz",

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use crate::auth::{AuthConfig, RouteClass};
+use crate::auth::{AuthConfig, RouteClass, Scope};
 use crate::clock::unix_now;
 use crate::front::DEFAULT_HEADER_TIMEOUT;
 use crate::intake::{IngestError, MAX_BODY_BYTES};
@@ -70,6 +70,7 @@ pub struct AppState {
 mod error;
 mod events;
 mod health;
+mod items;
 mod layers;
 mod metrics;
 mod recommend;
@@ -78,7 +79,9 @@ mod users;
 #[cfg(test)]
 mod tests;
 
-use self::{error::*, events::*, health::*, layers::*, metrics::*, recommend::*, users::*};
+use self::{
+    error::*, events::*, health::*, items::*, layers::*, metrics::*, recommend::*, users::*,
+};
 pub use error::ApiError;
 pub use layers::{DEFAULT_MAX_IN_FLIGHT, DEFAULT_REQUEST_TIMEOUT, Limits};
 
@@ -91,6 +94,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/users", get(users))
         .route("/", get(page))
         .route("/v1/items/{item}/similar", get(similar))
+        .route("/v1/items", post(put_items))
+        .route("/v1/items/delete", post(delete_items))
+        .route("/v1/items/{item}", axum::routing::delete(delete_item))
         .route("/v1/events", post(events))
         .route("/v1/admin/batch", post(admin_batch))
         .route("/healthz", get(healthz))

@@ -1,0 +1,139 @@
+//! The catalog while serving: `POST /v1/items` (upserts), `POST /v1/items/delete` and
+//! `DELETE /v1/items/{item}`. Every item of a request is validated before any is journaled; the
+//! answer (202) comes once the changes are fsynced and visible.
+
+use super::*;
+use pinnersage_catalog::changes::{ItemChange, ItemError};
+
+/// Most items (or ids) one request may change.
+pub const MAX_ITEMS_PER_REQUEST: usize = 10_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ItemIn {
+    id: String,
+    #[serde(default)]
+    embedding: Option<Vec<f32>>,
+    #[serde(default)]
+    attributes: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpsertBody {
+    items: Vec<ItemIn>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteBody {
+    ids: Vec<String>,
+}
+
+fn bad_body(e: serde_json::Error) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.to_string())
+}
+
+fn too_many(n: usize) -> Result<(), ApiError> {
+    if n > MAX_ITEMS_PER_REQUEST {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_items",
+            format!("{n} items in one request: at most {MAX_ITEMS_PER_REQUEST}; split them"),
+        ));
+    }
+    if n == 0 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "no_items",
+            "the request names no item",
+        ));
+    }
+    Ok(())
+}
+
+/// The refusal of item `k` (with its id): 400, or 404 for an item the catalog lacks.
+fn refused(k: usize, id: &str, e: &ItemError) -> ApiError {
+    let mut shown: String = id.chars().take(64).collect();
+    if shown.len() < id.len() {
+        shown.push_str("...");
+    }
+    ApiError::of(e, "bad_item").with_message(format!("items[{k}] ({shown:?}): {e}"))
+}
+
+/// Journals and applies `changes` off the async workers, after checking them against the
+/// catalog; answers `{"upserted":N,"deleted":M,"seq":S}`.
+async fn journal_and_apply(
+    state: &AppState,
+    place: Option<Extension<InFlight>>,
+    changes: Vec<ItemChange>,
+) -> Result<Response, ApiError> {
+    if let crate::sink::Mode::Replica(_) = state.mode {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "fleet_replica",
+            "a fleet replica does not change its catalog alone (the replicas would differ): \
+             change items on a standalone server for now",
+        ));
+    }
+    let engine = state.engine.clone();
+    engine.check_item_changes()?;
+    if let Err((k, e)) = engine.check_items(&changes) {
+        return Err(refused(k, changes[k].id(), &e));
+    }
+    let applied = blocking(place, move || engine.change_items(changes)).await??;
+    let mut response = json_response(&json!({
+        "upserted": applied.upserted,
+        "deleted": applied.deleted,
+        "skipped": applied.skipped,
+        "seq": applied.seq,
+    }));
+    *response.status_mut() = StatusCode::ACCEPTED;
+    Ok(response)
+}
+
+pub(super) async fn put_items(
+    State(state): State<AppState>,
+    place: Option<Extension<InFlight>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body: UpsertBody = serde_json::from_slice(&body?).map_err(bad_body)?;
+    too_many(body.items.len())?;
+    let rules = state.engine.catalog().rules();
+    let changes = body
+        .items
+        .into_iter()
+        .enumerate()
+        .map(|(k, item)| {
+            ItemChange::upsert(&item.id, item.embedding, item.attributes.as_ref(), &rules)
+                .map_err(|e| refused(k, &item.id, &e))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    journal_and_apply(&state, place, changes).await
+}
+
+pub(super) async fn delete_items(
+    State(state): State<AppState>,
+    place: Option<Extension<InFlight>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body: DeleteBody = serde_json::from_slice(&body?).map_err(bad_body)?;
+    too_many(body.ids.len())?;
+    let changes = body
+        .ids
+        .iter()
+        .enumerate()
+        .map(|(k, id)| ItemChange::delete(id).map_err(|e| refused(k, id, &e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    journal_and_apply(&state, place, changes).await
+}
+
+pub(super) async fn delete_item(
+    State(state): State<AppState>,
+    place: Option<Extension<InFlight>>,
+    item: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path(item) = item?;
+    let change = ItemChange::delete(&item).map_err(|e| refused(0, &item, &e))?;
+    journal_and_apply(&state, place, vec![change]).await
+}
