@@ -90,7 +90,7 @@ impl BenchIngestArgs {
 }
 
 /// Sleeps until `next`, then moves it one interval on (no-op when unpaced).
-fn pace(next: &mut Instant, interval: Option<Duration>) {
+pub(crate) fn pace(next: &mut Instant, interval: Option<Duration>) {
     if let Some(i) = interval {
         let now = Instant::now();
         if *next > now {
@@ -199,7 +199,7 @@ pub fn run(args: &BenchIngestArgs) -> Result<()> {
 }
 
 /// Prints `what`'s percentiles in milliseconds.
-fn print_latencies(what: &str, mut ms: Vec<f64>) {
+pub(crate) fn print_latencies(what: &str, mut ms: Vec<f64>) {
     ms.sort_by(f64::total_cmp);
     println!(
         "{what}, ms ({} probes under load): p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",

@@ -1,11 +1,12 @@
 //! `pinnersage-bench`, the benchmarks, apart from the shipped `pinnersage`: `cluster` (the
 //! clustering engine on NPY inputs, here), `index` (recall and QPS against the exact scan),
-//! `filter` (query-time filters through the engine), `serve` (an HTTP load generator) and
-//! `ingest` (durable ingest over HTTP or NATS).
+//! `filter` (query-time filters through the engine), `serve` (an HTTP load generator),
+//! `ingest` (durable ingest over HTTP or NATS) and `items` (item changes while serving).
 
 mod filter;
 mod index;
 mod ingest;
+mod items;
 mod serve;
 
 use std::path::PathBuf;
@@ -64,6 +65,7 @@ enum BenchCommand {
     Filter(filter::BenchFilterArgs),
     Serve(serve::BenchServeArgs),
     Ingest(ingest::BenchIngestArgs),
+    Items(items::BenchItemsArgs),
 }
 
 /// Time a full profile build (distances, Ward, cut, medoids, importance) on one thread for each
@@ -94,6 +96,7 @@ fn run(args: &BenchArgs) -> Result<()> {
         BenchCommand::Filter(a) => return filter::run(a),
         BenchCommand::Serve(a) => return serve::run(a),
         BenchCommand::Ingest(a) => return ingest::run(a),
+        BenchCommand::Items(a) => return items::run(a),
     };
     if args.repeat == 0 {
         return Err(InputError("--repeat must be at least 1".into()).into());

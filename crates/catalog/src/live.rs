@@ -44,6 +44,8 @@ use crate::changes::{ItemChange, ItemError, Rules};
 pub(crate) struct AddedRow {
     pub(crate) id: Box<str>,
     pub(crate) vector: Box<[f32]>,
+    /// `‖vector‖`, computed once: scans of the added rows need one dot product a row.
+    norm: f32,
     pub(crate) attributes: Option<Box<str>>,
     deleted: AtomicBool,
 }
@@ -175,6 +177,13 @@ impl Catalog {
         self.live.added()
     }
 
+    /// The vector of a row added since the generation and its length (`None` for a row of the
+    /// generation).
+    pub fn added_vector(&self, row: usize) -> Option<(&[f32], f32)> {
+        let added = self.live.added.get(row.checked_sub(self.base_rows())?)?;
+        Some((&added.vector, added.norm))
+    }
+
     /// The newest row `id` had, deleted or not (the query of a medoid whose item was deleted).
     pub fn last_row_of(&self, id: &str) -> Option<usize> {
         match self.live.binding(id) {
@@ -239,10 +248,12 @@ impl Catalog {
                     Some(text) => Some(text.as_str().into()),
                     None => current.and_then(|row| self.attributes(row).map(Into::into)),
                 };
+                let norm = pinnersage_core::scan::dot(&vector, &vector).sqrt();
                 let row = self.base_rows()
                     + self.live.added.push(AddedRow {
                         id: id.into(),
                         vector,
+                        norm,
                         attributes,
                         deleted: AtomicBool::new(false),
                     });

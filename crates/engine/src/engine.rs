@@ -1091,12 +1091,14 @@ impl Engine {
             return list;
         }
         let listed: HashSet<u32> = list.iter().map(|&(r, _)| r).collect();
-        for row in from..rows {
+        let query_norm = pinnersage_core::scan::dot(query, query).sqrt();
+        for row in from.max(self.catalog.base_rows())..rows {
             let r = row as u32;
             if self.catalog.is_deleted(row) || listed.contains(&r) || keep.is_some_and(|k| !k(r)) {
                 continue;
             }
-            let score = metric.score(metric.distance(query, self.catalog.embedding(row)));
+            let (x, norm) = self.catalog.added_vector(row).expect("an added row");
+            let score = metric.score_of(pinnersage_core::scan::dot(query, x), query_norm, norm);
             if list.len() < fetch || list.last().is_some_and(|&(_, last)| score > last) {
                 let at = list.partition_point(|&(_, s)| s >= score);
                 list.insert(at, (r, score));

@@ -68,6 +68,25 @@ impl Metric {
         }
     }
 
+    /// The score of `x` for `query` from their dot product and lengths: one dot product a
+    /// candidate when lengths are known. Equals `score(distance(query, x))`.
+    ///
+    /// ```
+    /// use pinnersage_index::Metric;
+    /// let (q, x) = ([3.0f32, 4.0], [4.0f32, 3.0]);
+    /// for metric in [Metric::Cosine, Metric::L2] {
+    ///     let direct = metric.score(metric.distance(&q, &x));
+    ///     assert!((metric.score_of(24.0, 5.0, 5.0) - direct).abs() < 1e-6);
+    /// }
+    /// ```
+    pub fn score_of(self, dot: f32, query_norm: f32, norm: f32) -> f32 {
+        match self {
+            Metric::Cosine if query_norm == 0.0 || norm == 0.0 => 0.0,
+            Metric::Cosine => dot / (query_norm * norm),
+            Metric::L2 => -(query_norm * query_norm + norm * norm - 2.0 * dot).max(0.0),
+        }
+    }
+
     /// The name used in flags and metadata.
     pub fn name(self) -> &'static str {
         match self {
