@@ -932,7 +932,8 @@ fn kill_9_while_changing_items_loses_no_acknowledged_change_and_half_applies_non
                 let mut requests = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     requests += 1;
-                    let victim = (requests % 4 == 0)
+                    let victim = requests
+                        .is_multiple_of(4)
                         .then(|| {
                             let state = state.lock().unwrap();
                             state

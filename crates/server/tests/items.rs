@@ -344,7 +344,7 @@ fn recall_stays_after_replacing_a_fifth_of_100k_items_through_the_api() {
     let mut item = |i: usize| -> Vec<f32> {
         centres[i % 200]
             .iter()
-            .map(|&c| c + 0.5 * gauss())
+            .map(|&c| c + 1.2 * gauss())
             .collect()
     };
     let mut b = CatalogBuilder::new(dir.path(), D, true).unwrap();
