@@ -515,6 +515,41 @@ pub enum RowError {
     TooMany,
 }
 
+/// Checks that `vector` has `dim` finite values and L2-normalises it if `normalize`: what every
+/// vector must be to join a catalog, imported or upserted.
+pub(crate) fn check_vector(
+    vector: &mut [f32],
+    dim: usize,
+    normalize: bool,
+) -> Result<(), RowError> {
+    if vector.len() != dim {
+        return Err(RowError::Dimension {
+            expected: dim,
+            found: vector.len(),
+        });
+    }
+    if let Some(col) = vector.iter().position(|v| !v.is_finite()) {
+        return Err(RowError::NonFinite {
+            col,
+            value: vector[col],
+        });
+    }
+    if normalize {
+        let norm = vector
+            .iter()
+            .map(|&v| f64::from(v) * f64::from(v))
+            .sum::<f64>()
+            .sqrt();
+        if norm == 0.0 {
+            return Err(RowError::ZeroNorm);
+        }
+        vector
+            .iter_mut()
+            .for_each(|v| *v = (f64::from(*v) / norm) as f32);
+    }
+    Ok(())
+}
+
 /// Writes a new catalog generation row by row; nothing is visible until [`commit`].
 ///
 /// [`commit`]: CatalogBuilder::commit
@@ -609,37 +644,13 @@ impl CatalogBuilder {
         if id.is_empty() {
             return Err(RowError::EmptyId);
         }
-        if vector.len() != self.dim {
-            return Err(RowError::Dimension {
-                expected: self.dim,
-                found: vector.len(),
-            });
-        }
-        if let Some(col) = vector.iter().position(|v| !v.is_finite()) {
-            return Err(RowError::NonFinite {
-                col,
-                value: vector[col],
-            });
-        }
         if let Some(&first) = self.rows_by_id.get(id) {
             return Err(RowError::Duplicate {
                 id: id.to_owned(),
                 first_row: first as usize,
             });
         }
-        if self.normalize {
-            let norm = vector
-                .iter()
-                .map(|&v| f64::from(v) * f64::from(v))
-                .sum::<f64>()
-                .sqrt();
-            if norm == 0.0 {
-                return Err(RowError::ZeroNorm);
-            }
-            vector
-                .iter_mut()
-                .for_each(|v| *v = (f64::from(*v) / norm) as f32);
-        }
+        check_vector(vector, self.dim, self.normalize)?;
         let row = u32::try_from(self.ids.len()).map_err(|_| RowError::TooMany)?;
         if self.write_error.is_none() {
             let bytes: Vec<u8> = vector.iter().flat_map(|v| v.to_le_bytes()).collect();

@@ -137,34 +137,10 @@ fn check_attributes(attributes: &Value) -> Result<String, ItemError> {
     Ok(attributes.to_string())
 }
 
-/// Checks a vector like [`crate::catalog::CatalogBuilder::push`] and normalises it if the
-/// catalog is normalised.
+/// Checks a vector like an imported row, normalised if the catalog is.
 fn check_vector(mut vector: Vec<f32>, rules: &Rules) -> Result<Vec<f32>, ItemError> {
-    if vector.len() != rules.dim {
-        return Err(ItemError::Vector(RowError::Dimension {
-            expected: rules.dim,
-            found: vector.len(),
-        }));
-    }
-    if let Some(col) = vector.iter().position(|v| !v.is_finite()) {
-        return Err(ItemError::Vector(RowError::NonFinite {
-            col,
-            value: vector[col],
-        }));
-    }
-    if rules.normalize {
-        let norm = vector
-            .iter()
-            .map(|&v| f64::from(v) * f64::from(v))
-            .sum::<f64>()
-            .sqrt();
-        if norm == 0.0 {
-            return Err(ItemError::Vector(RowError::ZeroNorm));
-        }
-        vector
-            .iter_mut()
-            .for_each(|v| *v = (f64::from(*v) / norm) as f32);
-    }
+    crate::catalog::check_vector(&mut vector, rules.dim, rules.normalize)
+        .map_err(ItemError::Vector)?;
     Ok(vector)
 }
 
