@@ -46,9 +46,15 @@ pub fn run(args: &CatalogArgs) -> Result<()> {
                 json!({"id": id, "row": row, "norm": row.map(norm), "attributes": attributes})
             })
             .collect();
+        let changes = json!({
+            "items": catalog.live_rows(),
+            "rows_added": catalog.added_rows(),
+            "rows_deleted": catalog.rows() - catalog.live_rows(),
+            "journal_seq": catalog.applied_seq(),
+        });
         println!(
             "{}",
-            json!({"generation": catalog.dir(), "meta": catalog.meta(), "items": items})
+            json!({"generation": catalog.dir(), "meta": catalog.meta(), "live": changes, "items": items})
         );
     } else {
         let meta = catalog.meta();
@@ -60,6 +66,16 @@ pub fn run(args: &CatalogArgs) -> Result<()> {
             meta.source,
             catalog.dir().display()
         );
+        if catalog.rows() > meta.rows || catalog.live_rows() < meta.rows {
+            println!(
+                "changed while serving: {} items now ({} rows added, {} deleted or replaced; \
+                 journal at change {})",
+                catalog.live_rows(),
+                catalog.added_rows(),
+                catalog.rows() - catalog.live_rows(),
+                catalog.applied_seq()
+            );
+        }
         for (id, row) in &lookups {
             match row {
                 Some(r) => println!(

@@ -1014,6 +1014,12 @@ fn kill_9_while_changing_items_loses_no_acknowledged_change_and_half_applies_non
             assert_eq!(catalog.embedding(row), vector(k), "{id} half-written");
         }
     }
+    // `pinnersage catalog` counts them.
+    let out = run(&["catalog", "--data-dir", d]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let added = catalog.added_rows();
+    assert!(text.contains(&format!("{added} rows added")), "{text}");
+    drop(catalog);
     // And a restarted server serves them.
     let server = RunningServer::start(d);
     let (&k, _) = state.iter().rev().find(|(_, live)| **live).unwrap();
