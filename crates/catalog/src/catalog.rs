@@ -131,6 +131,15 @@ fn map(path: &Path, expected_len: Option<usize>) -> Result<memmap2::Mmap, Catalo
 impl Catalog {
     /// Opens the current catalog generation of the data directory `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Self, CatalogError> {
+        Self::open_with_changes(data_dir, crate::journal::read(data_dir)?)
+    }
+
+    /// [`open`](Self::open) with the journal's records already read (by its writer,
+    /// [`crate::journal::Journal::open`]): the journal is read once.
+    pub fn open_with_changes(
+        data_dir: &Path,
+        changes: crate::journal::Records,
+    ) -> Result<Self, CatalogError> {
         if cfg!(target_endian = "big") {
             return Err(CatalogError::Input(
                 "pinnersage catalogs need a little-endian CPU".into(),
@@ -200,7 +209,7 @@ impl Catalog {
         };
         catalog.check_ids()?;
         catalog.check_attributes()?;
-        catalog.replay(crate::journal::read(data_dir)?);
+        catalog.replay(changes);
         Ok(catalog)
     }
 
@@ -423,12 +432,19 @@ impl Catalog {
         I: IntoIterator<Item = &'a str>,
         I::IntoIter: Clone,
     {
-        rows.clear();
         let ids = ids.into_iter();
-        if self.live.changed() {
-            rows.extend(ids.map(|id| self.row_of(id)));
-            return;
-        }
+        self.base_rows_of(ids.clone(), rows);
+        // Ids changed while serving are bound to their newest row (or to none): one read of the
+        // bindings for the whole list.
+        self.live.rebind(ids, rows);
+    }
+
+    /// The generation's rows of `ids`, into `rows` (cleared first).
+    fn base_rows_of<'a, I>(&self, ids: I, rows: &mut Vec<Option<usize>>)
+    where
+        I: Iterator<Item = &'a str> + Clone,
+    {
+        rows.clear();
         let Some(index) = &self.hash_index else {
             rows.extend(ids.map(|id| self.row_by_search(id)));
             return;

@@ -113,6 +113,24 @@ impl Live {
         bindings.get(id).copied()
     }
 
+    /// Replaces, in `rows` (the generation's rows of `ids`), the rows of changed ids by their
+    /// newest row (`None` if deleted).
+    pub(crate) fn rebind<'a>(
+        &self,
+        ids: impl Iterator<Item = &'a str>,
+        rows: &mut [Option<usize>],
+    ) {
+        if !self.changed() {
+            return;
+        }
+        let bindings = self.bindings.read();
+        for (id, row) in ids.zip(rows) {
+            if let Some(binding) = bindings.get(id) {
+                *row = binding.live.then_some(binding.row as usize);
+            }
+        }
+    }
+
     fn is_deleted(&self, row: usize) -> bool {
         if row < self.base_rows {
             self.deleted_base[row / 64].load(Ordering::Acquire) & (1 << (row % 64)) != 0
@@ -320,6 +338,11 @@ mod tests {
         assert_eq!(c.current_row(2), 3);
         assert!(c.is_deleted(0) && c.is_deleted(2) && !c.is_deleted(3));
         let mut rows = Vec::new();
+        c.rows_of(["b", "a", "zz"], &mut rows);
+        assert_eq!(rows, [Some(1), Some(3), None]);
+        // The same through the hash index's prefetching path.
+        let mut c = c;
+        c.build_hash_index();
         c.rows_of(["b", "a", "zz"], &mut rows);
         assert_eq!(rows, [Some(1), Some(3), None]);
     }

@@ -173,8 +173,8 @@ impl Server {
             ));
         }
         // The journal first: it cuts a torn tail before the catalog replays it.
-        let (journal, _) = pinnersage_catalog::journal::Journal::open(data_dir)?;
-        let mut catalog = Catalog::open(data_dir)?;
+        let (journal, changes) = pinnersage_catalog::journal::Journal::open(data_dir)?;
+        let mut catalog = Catalog::open_with_changes(data_dir, changes)?;
         catalog.build_hash_index();
         let catalog = Arc::new(catalog);
         let index = persist::open(
