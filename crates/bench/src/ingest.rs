@@ -84,9 +84,14 @@ pub struct BenchIngestArgs {
 impl BenchIngestArgs {
     /// Time between two sends of one client, if paced.
     fn interval(&self) -> Option<Duration> {
-        (self.rate > 0.0)
-            .then(|| Duration::from_secs_f64((self.connections * self.batch) as f64 / self.rate))
+        interval(self.connections, self.batch, self.rate)
     }
+}
+
+/// Time between two sends of one of `clients` clients sending `per_send` units each, for
+/// `rate` units a second in total (`None`: unpaced).
+fn interval(clients: usize, per_send: usize, rate: f64) -> Option<Duration> {
+    (rate > 0.0).then(|| Duration::from_secs_f64((clients * per_send) as f64 / rate))
 }
 
 /// Sleeps until `next`, then moves it one interval on (no-op when unpaced).
@@ -222,43 +227,85 @@ struct Probes {
 
 /// HTTP load: returns (events acknowledged, seconds).
 fn http_load(args: &BenchIngestArgs) -> Result<(u64, f64)> {
-    let acked = AtomicU64::new(0);
-    let start = Instant::now();
-    let duration = Duration::from_secs_f64(args.duration);
-    std::thread::scope(|scope| -> Result<()> {
-        let handles: Vec<_> = (0..args.connections)
-            .map(|c| {
-                let acked = &acked;
-                scope.spawn(move || -> Result<()> {
-                    let mut conn = connect(args.addr)?;
-                    let mut rng = SplitMix64::new(0xB0D1 + c as u64);
-                    let mut seq = (c as u64) << 40;
-                    let interval = args.interval();
-                    let mut next = start
-                        + interval
-                            .map_or(Duration::ZERO, |i| i * c as u32 / args.connections as u32);
-                    while start.elapsed() < duration {
-                        pace(&mut next, interval);
-                        let b = body(args, &mut rng, &mut seq, args.batch);
-                        let (status, reply) = conn.post_json("/v1/events", b.as_bytes())?;
-                        if status != 202 {
-                            bail!("HTTP {status}: {}", String::from_utf8_lossy(&reply));
-                        }
-                        acked.fetch_add(args.batch as u64, Ordering::Relaxed);
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().expect("load thread panicked")?;
-        }
-        Ok(())
-    })?;
-    Ok((acked.load(Ordering::Relaxed), start.elapsed().as_secs_f64()))
+    let load = PostLoad {
+        addr: args.addr,
+        path: "/v1/events",
+        clients: args.connections,
+        per_request: args.batch,
+        rate: args.rate,
+        duration: args.duration,
+    };
+    load.run(|c| {
+        let mut rng = SplitMix64::new(0xB0D1 + c as u64);
+        let mut seq = (c as u64) << 40;
+        move || body(args, &mut rng, &mut seq, args.batch)
+    })
 }
 
-/// Reads one counter from the server's /metrics.
+/// Clients posting JSON bodies to one route, each on its own connection, paced to `rate`
+/// units (events, items) a second in total, or as fast as the server answers (`rate` 0).
+pub(crate) struct PostLoad<'a> {
+    /// Server address.
+    pub addr: SocketAddr,
+    /// The route posted to; every answer must be 202.
+    pub path: &'a str,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Units a request carries.
+    pub per_request: usize,
+    /// Units per second in total (0: unpaced).
+    pub rate: f64,
+    /// Seconds of load.
+    pub duration: f64,
+}
+
+impl PostLoad<'_> {
+    /// Runs the load, client `c` sending the bodies of `bodies(c)`; returns (units
+    /// acknowledged, seconds).
+    pub fn run<B: FnMut() -> String>(
+        &self,
+        bodies: impl Fn(usize) -> B + Sync,
+    ) -> Result<(u64, f64)> {
+        let acked = AtomicU64::new(0);
+        let start = Instant::now();
+        let duration = Duration::from_secs_f64(self.duration);
+        let interval = interval(self.clients, self.per_request, self.rate);
+        std::thread::scope(|scope| -> Result<()> {
+            let handles: Vec<_> = (0..self.clients)
+                .map(|c| {
+                    let (acked, bodies) = (&acked, &bodies);
+                    scope.spawn(move || -> Result<()> {
+                        let mut conn = connect(self.addr)?;
+                        let mut next_body = bodies(c);
+                        // Clients staggered evenly over one interval.
+                        let mut next = start
+                            + interval
+                                .map_or(Duration::ZERO, |i| i * c as u32 / self.clients as u32);
+                        while start.elapsed() < duration {
+                            pace(&mut next, interval);
+                            let (status, reply) =
+                                conn.post_json(self.path, next_body().as_bytes())?;
+                            if status != 202 {
+                                bail!("HTTP {status}: {}", String::from_utf8_lossy(&reply));
+                            }
+                            acked.fetch_add(self.per_request as u64, Ordering::Relaxed);
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            let mut failed = None;
+            for h in handles {
+                if let Err(e) = h.join().expect("load thread panicked") {
+                    failed.get_or_insert(e);
+                }
+            }
+            failed.map_or(Ok(()), Err)
+        })?;
+        Ok((acked.load(Ordering::Relaxed), start.elapsed().as_secs_f64()))
+    }
+}
+
 fn counter(addr: SocketAddr, name: &str) -> Result<f64> {
     Ok(sample(&metrics(addr)?, name))
 }

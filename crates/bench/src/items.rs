@@ -2,7 +2,7 @@
 //! the time from sending an item to finding it in `similar`.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
@@ -10,7 +10,7 @@ use clap::Args;
 use pinnersage_core::sample::SplitMix64;
 
 use crate::connect;
-use crate::ingest::{pace, print_latencies};
+use crate::ingest::{PostLoad, print_latencies};
 use pinnersage::args::InputError;
 use pinnersage_catalog::catalog::Catalog;
 
@@ -100,7 +100,7 @@ impl Vectors {
     }
 }
 
-/// `{"id":..,"embedding":[..]}` with a random unit-ish vector.
+/// Appends `{"id":..,"embedding":[..]}` to `out`.
 fn item_json(out: &mut String, id: &str, vector: &[f32]) {
     out.push_str(&format!(r#"{{"id":"{id}","embedding":["#));
     for (k, x) in vector.iter().enumerate() {
@@ -152,61 +152,43 @@ pub fn run(args: &BenchItemsArgs) -> Result<()> {
     };
     let vectors = &vectors;
     let stop = AtomicBool::new(false);
-    let acked = AtomicU64::new(0);
-    let start = Instant::now();
-    let duration = Duration::from_secs_f64(args.duration);
-    let interval = (args.rate > 0.0)
-        .then(|| Duration::from_secs_f64((args.connections * args.batch) as f64 / args.rate));
-    let (visible, answered) = std::thread::scope(|scope| -> Result<(Vec<f64>, Vec<f64>)> {
+    let load = PostLoad {
+        addr: args.addr,
+        path: "/v1/items",
+        clients: args.connections,
+        per_request: args.batch,
+        rate: args.rate,
+        duration: args.duration,
+    };
+    let (loaded, probes) = std::thread::scope(|scope| {
         let prober = scope.spawn(|| probe(args, vectors, &stop));
-        let loads: Vec<_> = (0..args.connections)
-            .map(|c| {
-                let acked = &acked;
-                scope.spawn(move || -> Result<()> {
-                    let mut conn = connect(args.addr)?;
-                    let mut rng = SplitMix64::new(0x17E5 + c as u64);
-                    let mut next = start
-                        + interval
-                            .map_or(Duration::ZERO, |i| i * c as u32 / args.connections as u32);
-                    let mut seq = 0u64;
-                    while start.elapsed() < duration {
-                        pace(&mut next, interval);
-                        let mut body = String::from(r#"{"items":["#);
-                        for k in 0..args.batch {
-                            if k > 0 {
-                                body.push(',');
-                            }
-                            let id = if rng.next_f64() < args.replace {
-                                format!("{}{}", args.item_prefix, rng.next_u64() % args.items)
-                            } else {
-                                seq += 1;
-                                format!("bench-{}-{c}-{seq}", std::process::id())
-                            };
-                            item_json(&mut body, &id, &vectors.draw(&mut rng));
-                        }
-                        body.push_str("]}");
-                        let (status, reply) = conn.post_json("/v1/items", body.as_bytes())?;
-                        if status != 202 {
-                            bail!("HTTP {status}: {}", String::from_utf8_lossy(&reply));
-                        }
-                        acked.fetch_add(args.batch as u64, Ordering::Relaxed);
+        let loaded = load.run(|c| {
+            let mut rng = SplitMix64::new(0x17E5 + c as u64);
+            let mut seq = 0u64;
+            move || {
+                let mut body = String::from(r#"{"items":["#);
+                for k in 0..args.batch {
+                    if k > 0 {
+                        body.push(',');
                     }
-                    Ok(())
-                })
-            })
-            .collect();
-        let mut failed = None;
-        for load in loads {
-            if let Err(e) = load.join().expect("load thread panicked") {
-                failed.get_or_insert(e);
+                    let id = if rng.next_f64() < args.replace {
+                        format!("{}{}", args.item_prefix, rng.next_u64() % args.items)
+                    } else {
+                        seq += 1;
+                        format!("bench-{}-{c}-{seq}", std::process::id())
+                    };
+                    item_json(&mut body, &id, &vectors.draw(&mut rng));
+                }
+                body.push_str("]}");
+                body
             }
-        }
+        });
         stop.store(true, Ordering::Relaxed);
-        let probes = prober.join().expect("probe thread panicked")?;
-        failed.map_or(Ok(probes), Err)
-    })?;
-    let seconds = start.elapsed().as_secs_f64();
-    let n = acked.load(Ordering::Relaxed);
+        let probes = prober.join().expect("probe thread panicked");
+        (loaded, probes)
+    });
+    let (n, seconds) = loaded?;
+    let (visible, answered) = probes?;
     println!(
         "{n} items upserted (durable and visible) in {seconds:.1} s: {:.0} items/s ({} clients x {} items per request, {:.0}% replacing)",
         n as f64 / seconds,

@@ -784,25 +784,8 @@ fn kill_9_while_streaming_loses_no_acknowledged_event_and_stores_each_once() {
     let dir = scratch("kill9");
     let data = dir.join("data");
     let d = s(&data);
-    let items = dir.join("items.csv");
-    std::fs::write(&items, common::FIVE_ITEMS_CSV).unwrap();
-    assert!(
-        run(&["import", "items", "--data-dir", d, s(&items)])
-            .status
-            .success()
-    );
-    assert!(
-        run(&["index", "build", "--data-dir", d, "--kind", "exact"])
-            .status
-            .success()
-    );
-
-    // CI runs 6 cycles; the documented long run (docs/security.md) sets
-    // PINNERSAGE_KILL_CYCLES=50.
-    let cycles: u64 = std::env::var("PINNERSAGE_KILL_CYCLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(6);
+    common::five_item_catalog(&data);
+    let cycles = common::kill_cycles();
     const PER_REQUEST: u64 = 25;
     let base = 1_700_000_000u64;
     // Event n: user u{n%7}, item i{n%5}, time base+n, id e{n}; one request body per list.
@@ -834,11 +817,7 @@ fn kill_9_while_streaming_loses_no_acknowledged_event_and_stores_each_once() {
             })
         };
         // Let it stream for a while, then kill -9 at an arbitrary moment.
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        std::thread::sleep(std::time::Duration::from_millis(150 + rng % 250));
-        server.kill9();
+        server.kill9_after_a_while(&mut rng);
         stop.store(true, Ordering::Relaxed);
         sent_total += streamer.join().unwrap();
     }
@@ -901,24 +880,14 @@ fn kill_9_while_changing_items_loses_no_acknowledged_change_and_half_applies_non
     let dir = scratch("kill9-items");
     let data = dir.join("data");
     let d = s(&data);
-    let items = dir.join("items.csv");
-    std::fs::write(&items, common::FIVE_ITEMS_CSV).unwrap();
-    assert!(
-        run(&["import", "items", "--data-dir", d, s(&items)])
-            .status
-            .success()
-    );
-    assert!(run(&["index", "build", "--data-dir", d]).status.success());
+    common::five_item_catalog_indexed(&data, "hnsw");
 
     // Item n{k} has the vector (k, 1); every 4th request deletes the item of an acknowledged
     // earlier request. `state`: what the acknowledged changes left: n{k} is there (true) or
     // deleted (false); an item whose delete was sent but not acknowledged may be either, and
     // is left out.
     let vector = |k: u64| [k as f32, 1.0];
-    let cycles: u64 = std::env::var("PINNERSAGE_KILL_CYCLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(6);
+    let cycles = common::kill_cycles();
     const PER_REQUEST: u64 = 20;
     let state: Arc<Mutex<BTreeMap<u64, bool>>> = Arc::default();
     let mut rng = 0x9E37_79B9_7F4A_7C15u64;
@@ -977,11 +946,7 @@ fn kill_9_while_changing_items_loses_no_acknowledged_change_and_half_applies_non
                 }
             })
         };
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        std::thread::sleep(std::time::Duration::from_millis(150 + rng % 250));
-        server.kill9();
+        server.kill9_after_a_while(&mut rng);
         stop.store(true, Ordering::Relaxed);
         streamer.join().unwrap();
     }

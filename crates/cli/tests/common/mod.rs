@@ -98,6 +98,16 @@ impl RunningServer {
         self.child.wait().unwrap()
     }
 
+    /// Lets the server run 150 to 400 ms (drawn from the xorshift state `rng`), then kills it
+    /// with SIGKILL: an arbitrary moment of whatever it is doing.
+    pub fn kill9_after_a_while(&mut self, rng: &mut u64) {
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        std::thread::sleep(std::time::Duration::from_millis(150 + *rng % 250));
+        self.kill9();
+    }
+
     /// SIGKILL, then wait.
     pub fn kill9(&mut self) {
         self.child.kill().unwrap();
@@ -117,6 +127,15 @@ impl Drop for RunningServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Kill -9 cycles of the durability tests: 6 (CI), or `PINNERSAGE_KILL_CYCLES` (the long run
+/// of docs/security.md sets 50).
+pub fn kill_cycles() -> u64 {
+    std::env::var("PINNERSAGE_KILL_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6)
 }
 
 /// One HTTP/1.1 request with `Connection: close`; the raw response.
@@ -156,13 +175,18 @@ pub const FIVE_ITEMS_CSV: &str = "id,a,b\ni0,1,0\ni1,0,1\ni2,1,1\ni3,1,-1\ni4,-1
 
 /// Imports [`FIVE_ITEMS_CSV`] into `data_dir` and builds its exact index, with the binary.
 pub fn five_item_catalog(data_dir: &Path) {
+    five_item_catalog_indexed(data_dir, "exact");
+}
+
+/// [`five_item_catalog`] with an index of `kind` (`exact` or `hnsw`).
+pub fn five_item_catalog_indexed(data_dir: &Path, kind: &str) {
     std::fs::create_dir_all(data_dir).unwrap();
     let items = data_dir.join("five-items.csv");
     std::fs::write(&items, FIVE_ITEMS_CSV).unwrap();
     let d = data_dir.to_str().unwrap();
     for args in [
         &["import", "items", "--data-dir", d, items.to_str().unwrap()][..],
-        &["index", "build", "--data-dir", d, "--kind", "exact"],
+        &["index", "build", "--data-dir", d, "--kind", kind],
     ] {
         let out = bin().args(args).output().unwrap();
         assert!(
