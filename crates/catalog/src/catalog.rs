@@ -58,6 +58,12 @@ pub fn catalog_root(data_dir: &Path) -> PathBuf {
     data_dir.join("catalog")
 }
 
+/// The directory of the current catalog generation of `data_dir` (`None`: never imported).
+pub fn current_generation(data_dir: &Path) -> Result<Option<PathBuf>, CatalogError> {
+    let root = catalog_root(data_dir);
+    Generations::new(&root).current().map_err(io_err(&root))
+}
+
 /// An opened item catalog: a memory-mapped generation plus the changes made since
 /// ([`crate::live`]: items added, replaced or deleted while serving, replayed from the journal on
 /// open). Rows are never reused: an added or replaced item gets the next row, a replaced or
@@ -90,7 +96,12 @@ pub struct Catalog {
     hash_index: Option<IdTable>,
     /// The rows added and deleted since the generation.
     pub(crate) live: crate::live::Live,
+    /// Tells this opened catalog from every other one of the process ([`Catalog::instance`]).
+    instance: u64,
 }
+
+/// The source of [`Catalog::instance`] numbers.
+static INSTANCES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// The bytes of an `f32` slice.
 fn bytemuck_bytes(v: &[f32]) -> &[u8] {
@@ -206,6 +217,7 @@ impl Catalog {
             attributes,
             hash_index: None,
             live: crate::live::Live::new(n),
+            instance: INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         };
         catalog.check_ids()?;
         catalog.check_attributes()?;
@@ -268,6 +280,13 @@ impl Catalog {
     /// The generation directory this catalog was opened from.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// A number no other catalog opened by this process has: row numbers resolved through one
+    /// catalog mean something else in another (a server swapping in a new generation tells
+    /// them apart with it).
+    pub fn instance(&self) -> u64 {
+        self.instance
     }
 
     /// The catalog's metadata.

@@ -194,13 +194,26 @@ fn parse(bytes: &[u8]) -> (Records, usize) {
 
 /// Reads the journal of `data_dir` (none yet: no records), stopping before a torn tail.
 pub fn read(data_dir: &Path) -> Result<Records, CatalogError> {
+    Ok(read_from(data_dir, 0)?.0)
+}
+
+/// Reads the journal's records from byte `offset` (0, or an end a previous read returned: a
+/// reader follows the journal as it grows), stopping before a torn tail; returns them and the
+/// offset after the last whole one.
+pub fn read_from(data_dir: &Path, offset: u64) -> Result<(Records, u64), CatalogError> {
+    use std::io::{Read, Seek};
     let path = path(data_dir);
-    let bytes = match fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+    let mut file = match fs::File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), offset)),
         Err(e) => return Err(io_err(&path)(e)),
     };
-    Ok(parse(&bytes).0)
+    let mut bytes = Vec::new();
+    file.seek(std::io::SeekFrom::Start(offset))
+        .and_then(|_| file.read_to_end(&mut bytes))
+        .map_err(io_err(&path))?;
+    let (records, at) = parse(&bytes);
+    Ok((records, offset + at as u64))
 }
 
 /// The sequence number of the journal's last record (0 when empty).

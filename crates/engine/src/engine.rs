@@ -227,6 +227,9 @@ pub enum EngineError {
     /// Item changes are not taken (a read-only engine, or an index that cannot change).
     #[error("{0}")]
     ReadOnly(String),
+    /// The engine was replaced by a successor while the call waited: retry on the successor.
+    #[error("the catalog was replaced; retry")]
+    Retired,
 }
 
 /// The interests a request takes, as indices into `importance`: `medoids` of them as
@@ -260,7 +263,7 @@ pub fn choose_interests(
 
 /// The profiles currently served: a batch generation and its fallback list.
 struct Profiles {
-    store: Option<ProfileStore>,
+    store: Option<Arc<ProfileStore>>,
     popular: Vec<(u32, u64)>,
 }
 
@@ -362,18 +365,25 @@ pub struct Engine {
     profiles: RwLock<Arc<Profiles>>,
     online: Arc<OnlineProfiles>,
     config: EngineConfig,
-    reload_lock: std::sync::Mutex<()>,
+    /// Held while profiles are reloaded or the engine is replaced (shared with successors).
+    reload_lock: Arc<std::sync::Mutex<()>>,
+    /// Replaced by a successor over another catalog or index ([`Engine::successor`]): takes
+    /// no more item changes nor profile generations.
+    retired: std::sync::atomic::AtomicBool,
     /// The catalog's attributes by column, for query-time filters.
     attributes: AttributeTable,
     /// Filtered searches (they bypass the medoid cache) and those the graph could not fill.
-    filtered: FilteredCounters,
+    filtered: Arc<FilteredCounters>,
     /// Items taken down by the operator.
     excluded: ExclusionList,
     /// Catalog rows `0..indexed_rows` are all in the index (or deleted): a search scans the
     /// rows after them itself (an exact index: every row added since its generation).
     pub(crate) indexed_rows: AtomicUsize,
-    /// Item changes while serving: the journal and its group commit (`None`: read-only).
-    pub(crate) changes: Option<crate::items::Changes>,
+    /// Item changes while serving: the journal and its group commit (`None`: read-only;
+    /// shared with successors).
+    pub(crate) changes: Option<Arc<crate::items::Changes>>,
+    /// Rows deleted from the catalog that the graph may still hold.
+    pub(crate) unlinked: std::sync::Mutex<Vec<u32>>,
 }
 
 /// Counters of filtered searches.
@@ -404,6 +414,29 @@ impl Engine {
         let online = OnlineProfiles::new(catalog.clone(), params, served.now)
             .map_err(|e| EngineError::BadRequest(e.to_string()))?
             .with_max_users(config.online_users);
+        Self::over(
+            data_dir,
+            catalog,
+            index,
+            config,
+            Shared {
+                profiles,
+                online: Arc::new(online),
+                reload_lock: Arc::default(),
+                filtered: Arc::default(),
+                changes: None,
+            },
+        )
+    }
+
+    /// An engine over `catalog` and `index` with the state that outlives a catalog.
+    fn over(
+        data_dir: &Path,
+        catalog: Arc<Catalog>,
+        index: OpenedIndex,
+        config: EngineConfig,
+        shared: Shared,
+    ) -> Result<Self, EngineError> {
         let attributes =
             AttributeTable::from_json_rows((0..catalog.rows()).map(|r| catalog.attributes(r)));
         let excluded = ExclusionList::open(config.excluded.as_deref(), &catalog)
@@ -417,19 +450,83 @@ impl Engine {
         };
         Ok(Self {
             indexed_rows: AtomicUsize::new(indexed_rows),
-            changes: None,
+            changes: shared.changes,
+            unlinked: std::sync::Mutex::new(Vec::new()),
             excluded,
             attributes,
-            filtered: FilteredCounters::default(),
+            filtered: shared.filtered,
             data_dir: data_dir.to_path_buf(),
             cache: MedoidCache::new(config.cache_bytes),
             catalog,
             index,
-            profiles: RwLock::new(Arc::new(profiles)),
-            online: Arc::new(online),
+            profiles: RwLock::new(Arc::new(shared.profiles)),
+            online: shared.online,
             config,
-            reload_lock: std::sync::Mutex::new(()),
+            reload_lock: shared.reload_lock,
+            retired: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// The engine that replaces this one over `catalog` and `index` (another generation, or
+    /// the same one reopened with a new index; the journal's changes applied to it): the same
+    /// profiles, online state, journal and settings, and a cold medoid cache. The caller
+    /// holds [`Engine::hold_reloads`], serves the successor, then [`Engine::retire`]s this
+    /// one; the online state follows the new catalog from then on.
+    pub fn successor(
+        &self,
+        catalog: Arc<Catalog>,
+        index: OpenedIndex,
+    ) -> Result<Self, EngineError> {
+        let served = self.served_profiles();
+        let popular = match &served.store {
+            Some(store) => resolve_popular(store, &catalog)?,
+            None => Vec::new(),
+        };
+        Self::over(
+            &self.data_dir,
+            catalog,
+            index,
+            self.config.clone(),
+            Shared {
+                profiles: Profiles {
+                    store: served.store.clone(),
+                    popular,
+                },
+                online: self.online.clone(),
+                reload_lock: self.reload_lock.clone(),
+                filtered: self.filtered.clone(),
+                changes: self.changes.clone(),
+            },
+        )
+    }
+
+    /// Keeps profile reloads and replacements of this engine (and its successors) out while
+    /// the guard lives.
+    pub fn hold_reloads(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.reload_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Marks the engine replaced: from now on item changes are refused with
+    /// [`EngineError::Retired`] (the host retries on the successor) and profile generations are
+    /// left to the successor. Requests under way finish on it.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
+
+    /// Whether [`Engine::retire`] was called.
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
+    /// The online state of `user` if its rows are of this engine's catalog (for a moment after
+    /// a successor is served, the state follows the successor's catalog: a request still on
+    /// this engine does without it).
+    fn online_user(&self, user: &str) -> Option<Arc<OnlineUser>> {
+        self.online
+            .get(user)
+            .filter(|u| u.catalog == self.catalog.instance())
     }
 
     /// The online profiles (fed by the ingestion path).
@@ -445,6 +542,11 @@ impl Engine {
     /// The catalog.
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
+    }
+
+    /// The catalog, shared.
+    pub fn catalog_arc(&self) -> Arc<Catalog> {
+        self.catalog.clone()
     }
 
     /// The index.
@@ -478,10 +580,10 @@ impl Engine {
     /// redb opens a file once per process) and monotonic: a generation older than the served
     /// one is never installed.
     pub fn reload_profiles(&self) -> Result<bool, EngineError> {
-        let _one_at_a_time = self
-            .reload_lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let _one_at_a_time = self.hold_reloads();
+        if self.is_retired() {
+            return Ok(false);
+        }
         let current = ProfileStore::current_dir(&self.data_dir).map_err(internal)?;
         let served = self.profile_generation();
         if current.is_none() || current == served {
@@ -520,7 +622,7 @@ impl Engine {
         members: usize,
     ) -> Result<Option<ServedProfile>, EngineError> {
         let profiles = self.served_profiles();
-        let online = self.online.get(user);
+        let online = self.online_user(user);
         let build = |view: Option<&ProfileView<'_>>| -> Option<ServedProfile> {
             if view.is_none_or(|v| v.clusters.is_empty()) && online.is_none() {
                 return None;
@@ -741,7 +843,7 @@ impl Engine {
             )));
         }
         let profiles = self.served_profiles();
-        let online = self.online.get(user);
+        let online = self.online_user(user);
         let serve = |view: Option<ProfileView<'_>>| {
             let view = view.filter(|v| !v.clusters.is_empty());
             let medoids: Vec<(MedoidRef<'_>, f64)> = match (&view, &online) {
@@ -1213,16 +1315,33 @@ fn load_profiles(data_dir: &Path, catalog: &Catalog) -> Result<Profiles, EngineE
         }
         Err(e) => return Err(internal(e)),
     };
-    let popular = store
+    let popular = resolve_popular(&store, catalog)?;
+    Ok(Profiles {
+        store: Some(Arc::new(store)),
+        popular,
+    })
+}
+
+/// The window's most engaged items of `store` that `catalog` has, with their counts.
+fn resolve_popular(
+    store: &ProfileStore,
+    catalog: &Catalog,
+) -> Result<Vec<(u32, u64)>, EngineError> {
+    Ok(store
         .popular()
         .map_err(internal)?
         .into_iter()
         .filter_map(|(id, count)| catalog.row_of(&id).map(|r| (r as u32, count)))
-        .collect();
-    Ok(Profiles {
-        store: Some(store),
-        popular,
-    })
+        .collect())
+}
+
+/// What an engine hands to its successor.
+struct Shared {
+    profiles: Profiles,
+    online: Arc<OnlineProfiles>,
+    reload_lock: Arc<std::sync::Mutex<()>>,
+    filtered: Arc<FilteredCounters>,
+    changes: Option<Arc<crate::items::Changes>>,
 }
 
 impl pinnersage_core::error::Kind for EngineError {
@@ -1233,6 +1352,7 @@ impl pinnersage_core::error::Kind for EngineError {
             Self::BadRequest(_) => BadInput,
             Self::Internal(_) => Internal,
             Self::ReadOnly(_) => Conflict,
+            Self::Retired => Unavailable,
         }
     }
 }

@@ -24,12 +24,11 @@ use pinnersage_catalog::journal::Journal;
 
 use crate::engine::{Engine, EngineError};
 
-/// The journal and the queue of changes waiting for it, and the graph's backlog.
+/// The journal and the queue of changes waiting for it (shared by an engine and its
+/// successors: whoever holds the journal writes and applies everything queued).
 pub(crate) struct Changes {
     journal: Mutex<Journal>,
     queue: Mutex<Queue>,
-    /// Rows deleted from the catalog that the graph may still hold.
-    unlinked: Mutex<Vec<u32>>,
 }
 
 #[derive(Default)]
@@ -57,11 +56,10 @@ impl Engine {
     /// Lets the engine take item changes, journaled in `journal` (opened before the catalog, so
     /// the catalog replayed all of it).
     pub fn with_journal(mut self, journal: Journal) -> Self {
-        self.changes = Some(Changes {
+        self.changes = Some(std::sync::Arc::new(Changes {
             journal: Mutex::new(journal),
             queue: Mutex::new(Queue::default()),
-            unlinked: Mutex::new(Vec::new()),
-        });
+        }));
         self
     }
 
@@ -119,6 +117,12 @@ impl Engine {
             if let Some(done) = queue.done.remove(&ticket) {
                 return done.map_err(EngineError::Internal);
             }
+            if self.is_retired() {
+                // A successor serves another catalog: ours are withdrawn (not journaled), the
+                // host retries them there; the others wait for a holder that is not retired.
+                queue.waiting.retain(|(t, _)| *t != ticket);
+                return Err(EngineError::Retired);
+            }
             std::mem::take(&mut queue.waiting)
         };
         let all: Vec<ItemChange> = waiting
@@ -170,21 +174,17 @@ impl Engine {
     /// it holds, one change at a time; returns the changes made (0: nothing to do, or an engine
     /// without changes, or an exact index, which needs none). A host calls it again and again.
     pub fn index_changes(&self) -> Result<usize, EngineError> {
-        let Some(state) = &self.changes else {
+        if self.changes.is_none() {
             return Ok(0);
-        };
+        }
         let index = &self.index().index;
         if !index.takes_changes() {
             return Ok(0);
         }
         let catalog = self.catalog();
         let failed = |e: pinnersage_index::IndexError| EngineError::Internal(e.to_string());
-        let unlinked = std::mem::take(
-            &mut *state
-                .unlinked
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
+        let unlinked =
+            std::mem::take(&mut *self.unlinked.lock().unwrap_or_else(PoisonError::into_inner));
         let mut changed = 0;
         for row in unlinked {
             changed += usize::from(index.remove(row).map_err(failed)?);
@@ -231,13 +231,36 @@ impl Engine {
             self.attributes().append(text);
         }
         let applied = catalog.apply(change).ok()?;
-        if let (Some(old), Some(state)) = (applied.removed, &self.changes) {
-            let mut unlinked = state
-                .unlinked
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+        if let Some(old) = applied.removed {
+            let mut unlinked = self.unlinked.lock().unwrap_or_else(PoisonError::into_inner);
             unlinked.push(old);
         }
         Some(change)
+    }
+}
+
+impl Engine {
+    /// Runs `f` while no item change is journaled or applied (the journal's lock held).
+    pub(crate) fn holding_journal<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.changes {
+            Some(state) => {
+                let _journal = state.journal.lock().unwrap_or_else(PoisonError::into_inner);
+                f()
+            }
+            None => f(),
+        }
+    }
+
+    /// Applies the journal's records that the catalog does not hold yet, in order; returns how
+    /// many.
+    pub(crate) fn replay(&self, records: pinnersage_catalog::journal::Records) -> usize {
+        let held = self.catalog().applied_seq();
+        let mut replayed = 0;
+        for (seq, change) in records.into_iter().filter(|(seq, _)| *seq > held) {
+            self.apply(&change);
+            self.catalog().set_applied_seq(seq);
+            replayed += 1;
+        }
+        replayed
     }
 }

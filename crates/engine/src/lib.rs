@@ -11,6 +11,7 @@ pub mod cache;
 pub mod engine;
 pub mod excluded;
 pub mod items;
+pub mod serving;
 
 pub use engine::{
     Engine, EngineConfig, EngineError, MAX_K, MAX_MEDOIDS, Recommended, Request, Resample,

@@ -249,6 +249,19 @@ impl AsRef<[f32]> for CatalogVectors {
     }
 }
 
+/// The current index generation of `data_dir` and what it was built for (`None`: never built).
+pub fn current_generation(data_dir: &Path) -> Result<Option<(PathBuf, IndexMeta)>, IndexError> {
+    let generations = Generations::new(index_root(data_dir));
+    let Some(dir) = generations.current().map_err(io_err(generations.root()))? else {
+        return Ok(None);
+    };
+    let meta_path = dir.join(META);
+    let bytes = fs::read(&meta_path).map_err(io_err(&meta_path))?;
+    let meta = serde_json::from_slice(&bytes)
+        .map_err(|e| IndexError::Unusable(format!("{}: {e}", meta_path.display())))?;
+    Ok(Some((dir, meta)))
+}
+
 /// Brings a graph built for `catalog`'s generation up to its changes since (replayed from the
 /// journal): rows added since go in, deleted rows go out. An exact index needs nothing: the
 /// engine scans added rows itself.

@@ -690,6 +690,7 @@ fn online_users_clustered_together_or_in_groups_equal_each_clustered_alone() {
         .flat_map(|(u, user)| {
             (0..1 + u % 13).map(move |a| Accepted {
                 user,
+                item: "",
                 action: OnlineAction {
                     row: ((u * 7 + a * a * 3) % 30) as u32,
                     time: 1_001 + ((a * 37 + u) % 500) as i64,
@@ -699,13 +700,16 @@ fn online_users_clustered_together_or_in_groups_equal_each_clustered_alone() {
         })
         .collect();
     let together = fresh();
-    together.apply(&events);
+    let instance = catalog.instance();
+    together.apply(&events, instance);
     let grouped = fresh();
-    events.chunks(50).for_each(|group| grouped.apply(group));
+    events
+        .chunks(50)
+        .for_each(|group| grouped.apply(group, instance));
     for user in &users {
         let alone = fresh();
         let own: Vec<Accepted<'_>> = events.iter().filter(|e| e.user == user).copied().collect();
-        alone.apply(&own);
+        alone.apply(&own, instance);
         let expected = alone.get(user).expect("online actions");
         assert!(!expected.clusters.is_empty(), "{user}");
         assert_eq!(together.get(user).as_deref(), Some(&*expected), "{user}");
@@ -800,7 +804,7 @@ fn an_evicted_user_is_rebuilt_only_after_the_writes_ahead_of_the_store() {
     );
     let store = Arc::new(EventStore::open(dir).unwrap());
     online.attach_store(store.clone());
-    let accepted = |events: &[Event]| -> Vec<(String, OnlineAction)> {
+    let accepted = |events: &[Event]| -> Vec<(String, String, OnlineAction)> {
         events
             .iter()
             .map(|e| {
@@ -810,7 +814,7 @@ fn an_evicted_user_is_rebuilt_only_after_the_writes_ahead_of_the_store() {
                     time: e.time,
                     weight: e.weight,
                 };
-                (e.user.clone(), action)
+                (e.user.clone(), e.item.clone(), action)
             })
             .collect()
     };
@@ -818,12 +822,13 @@ fn an_evicted_user_is_rebuilt_only_after_the_writes_ahead_of_the_store() {
         let owned = accepted(events);
         let batch: Vec<Accepted<'_>> = owned
             .iter()
-            .map(|(user, action)| Accepted {
+            .map(|(user, item, action)| Accepted {
                 user,
+                item,
                 action: *action,
             })
             .collect();
-        online.apply_ahead(&batch)
+        online.apply_ahead(&batch, catalog.instance())
     };
     let first = vec![click("a", "t1-1", 1_001)];
     let others: Vec<Event> = (0..1_000)
@@ -849,7 +854,7 @@ fn an_evicted_user_is_rebuilt_only_after_the_writes_ahead_of_the_store() {
     let a = asking.join().unwrap().expect("a is rebuilt from the store");
     assert_eq!(
         a.actions,
-        accepted(&first)[..].iter().map(|p| p.1).collect::<Vec<_>>()
+        accepted(&first)[..].iter().map(|p| p.2).collect::<Vec<_>>()
     );
     // A later event of `a`, applied ahead of its write, joins what the store holds.
     let later = vec![click("a", "t1-2", 1_003)];
@@ -859,4 +864,119 @@ fn an_evicted_user_is_rebuilt_only_after_the_writes_ahead_of_the_store() {
     assert_eq!(a.clusters.len(), 1, "two items of one topic: one interest");
     store.insert(&later).unwrap();
     online.written(later_write);
+}
+
+/// A new catalog numbers the items differently (here: in reverse, one item dropped): after
+/// `rebase`, every user's online state is the one its events give over the new catalog, for
+/// users moved from the previous catalog, for events whose rows were found in the previous
+/// catalog but applied after the rebase, and for users two catalogs behind (rebuilt from the
+/// store).
+#[test]
+fn online_state_follows_a_renumbered_catalog() {
+    use pinnersage_pipeline::online::{Accepted, OnlineAction, OnlineProfiles};
+
+    let first_dir = scratch("rebase-a");
+    let first = online_catalog(first_dir.path());
+    let renumbered = |name: &str| {
+        let dir = scratch(name);
+        let mut b = CatalogBuilder::new(dir.path(), 4, true).unwrap();
+        for row in (0..first.rows()).rev() {
+            let id = first.id(row);
+            if id != "t2-9" {
+                b.push(id, &mut first.embedding(row).to_vec()).unwrap();
+            }
+        }
+        b.commit("renumbered").unwrap();
+        let mut catalog = Catalog::open(dir.path()).unwrap();
+        catalog.build_hash_index();
+        (dir, Arc::new(catalog))
+    };
+    let (_second_dir, second) = renumbered("rebase-b");
+    let (_third_dir, third) = renumbered("rebase-c");
+    let params = ProfileParams {
+        max_actions: 8,
+        ..ProfileParams::default()
+    };
+    let events: Vec<Event> = ["t0-1", "t0-2", "t1-3", "t2-9", "t1-4"]
+        .iter()
+        .enumerate()
+        .flat_map(|(k, item)| {
+            [
+                click("a", item, 1_001 + k as i64),
+                click("b", item, 1_002 + k as i64),
+            ]
+        })
+        .collect();
+    let store_dir = scratch("rebase-store");
+    let store = Arc::new(EventStore::open(store_dir.path()).unwrap());
+    store.insert(&events).unwrap();
+    let accepted = |events: &[Event], catalog: &Catalog| -> Vec<(String, String, OnlineAction)> {
+        events
+            .iter()
+            .filter_map(|e| {
+                let row = catalog.row_of(&e.item)? as u32;
+                let action = OnlineAction {
+                    row,
+                    time: e.time,
+                    weight: e.weight,
+                };
+                Some((e.user.clone(), e.item.clone(), action))
+            })
+            .collect()
+    };
+    let apply = |online: &OnlineProfiles, events: &[Event], catalog: &Catalog| {
+        let owned = accepted(events, catalog);
+        let batch: Vec<Accepted<'_>> = owned
+            .iter()
+            .map(|(user, item, action)| Accepted {
+                user,
+                item,
+                action: *action,
+            })
+            .collect();
+        online.apply(&batch, catalog.instance());
+    };
+    // What each user's state is when built on the new catalog from the start.
+    let expected = OnlineProfiles::new(second.clone(), params.clone(), 1_000).unwrap();
+    apply(&expected, &events, &second);
+    let ids = |catalog: &Catalog, state: &pinnersage_pipeline::online::OnlineUser| {
+        let actions: Vec<&str> = state
+            .actions
+            .iter()
+            .map(|a| catalog.id(a.row as usize))
+            .collect();
+        let medoids: Vec<&str> = state
+            .clusters
+            .iter()
+            .map(|c| catalog.id(c.medoid as usize))
+            .collect();
+        format!("{actions:?} {medoids:?}")
+    };
+
+    let online = OnlineProfiles::new(first.clone(), params.clone(), 1_000).unwrap();
+    online.attach_store(store.clone());
+    // `a`'s events all applied before; `b`'s last one resolved before and applied after.
+    let (before, last) = events.split_at(events.len() - 1);
+    apply(&online, before, &first);
+    online.rebase(second.clone());
+    apply(&online, last, &first);
+    for user in ["a", "b"] {
+        let got = online.get(user).unwrap();
+        assert_eq!(got.catalog, second.instance(), "{user}");
+        let want = expected.get(user).unwrap();
+        // t2-9 is gone from the new catalog: its actions are dropped.
+        assert_eq!(got.actions.len(), 4, "{user}");
+        assert_eq!(ids(&second, &got), ids(&second, &want), "{user}");
+    }
+
+    // Two catalogs later without being read: rebuilt from the store's events.
+    let online = OnlineProfiles::new(first.clone(), params, 1_000).unwrap();
+    online.attach_store(store.clone());
+    apply(&online, &events, &first);
+    online.rebase(second.clone());
+    online.rebase(third.clone());
+    let got = online.get("a").unwrap();
+    assert_eq!(got.catalog, third.instance());
+    let want = expected.get("a").unwrap();
+    assert_eq!(ids(&third, &got), ids(&second, &want));
 }

@@ -353,19 +353,19 @@ pub struct ShippedCounters {
 /// the first attempt.
 pub async fn watch_shipped(
     shared: std::path::PathBuf,
-    engine: std::sync::Arc<pinnersage_engine::engine::Engine>,
+    serving: std::sync::Arc<pinnersage_engine::serving::Serving>,
     interval: Duration,
     readiness: std::sync::Arc<Readiness>,
     counters: std::sync::Arc<ShippedCounters>,
 ) {
     use pinnersage_pipeline::exchange::ship::{import_shipped, pending_shipped};
     use std::sync::atomic::Ordering::Relaxed;
-    let data_dir = engine.data_dir().to_path_buf();
+    let data_dir = serving.engine().data_dir().to_path_buf();
     // The last failure: the generation refused (skipped until a newer one), or the message.
     let mut refused: Option<String> = None;
     let mut last_error = String::new();
     loop {
-        let (dir, from, engine2) = (data_dir.clone(), shared.clone(), engine.clone());
+        let (dir, from, serving) = (data_dir.clone(), shared.clone(), serving.clone());
         let skip = refused.clone();
         let attempt = tokio::task::spawn_blocking(move || {
             let id = match pending_shipped(&dir, &from) {
@@ -375,7 +375,7 @@ pub async fn watch_shipped(
             };
             match import_shipped(&dir, &from) {
                 Ok(Some(report)) => {
-                    let _ = engine2.reload_profiles();
+                    let _ = serving.engine().reload_profiles();
                     Ok(Some((id, report.users)))
                 }
                 Ok(None) => Ok(None),

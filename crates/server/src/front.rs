@@ -161,14 +161,33 @@ fn starting(waiting: Arc<Mutex<String>>) -> Router {
         })
 }
 
-/// Every `reload`: switches to a new profile generation or exclusion list when one appeared.
+/// Every `reload`: switches to a new profile generation or exclusion list when one appeared,
+/// and to a new catalog or index generation (opened beside the served one, which answers
+/// meanwhile: see `pinnersage_engine::serving`).
 async fn reload_every(state: AppState, reload: Duration) {
-    let engine = state.engine;
+    let serving = state.serving;
     let mut tick = tokio::time::interval(reload);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let engine = engine.clone();
+        let follower = serving.clone();
+        tokio::task::spawn_blocking(move || match follower.follow() {
+            Ok(Some(s)) => eprintln!(
+                "serving catalog {} with index {} ({} item changes replayed on top; {:.1} s, \
+                 item changes paused {:.0} ms)",
+                s.catalog.display(),
+                s.index.display(),
+                s.replayed,
+                s.seconds,
+                s.paused_seconds * 1e3
+            ),
+            Ok(None) => {}
+            Err(e) => eprintln!(
+                "a new catalog or index generation cannot be served (still serving the \
+                 previous one): {e}"
+            ),
+        });
+        let engine = serving.engine();
         let (profiles, excluded) = tokio::task::spawn_blocking(move || {
             (engine.reload_profiles(), engine.reload_excluded())
         })

@@ -135,7 +135,7 @@ pub fn parse_events(
     if body.events.len() > MAX_EVENTS_PER_REQUEST {
         return Err(IngestError::TooMany(body.events.len()));
     }
-    let mut valid = ResolvedEvents::with_capacity(body.events.len());
+    let mut valid = ResolvedEvents::with_capacity(body.events.len(), catalog);
     let mut rejected = Vec::new();
     for (index, raw) in body.events.into_iter().enumerate() {
         match parse_one(index, raw, catalog, now) {

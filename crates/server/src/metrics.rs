@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use pinnersage_engine::engine::Engine;
+use pinnersage_engine::serving::Serving;
 use pinnersage_pipeline::online::histogram::{BOUNDS, Histogram};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
@@ -185,8 +185,9 @@ impl Metrics {
 
 /// The parts whose own counters `/metrics` shows, read at each scrape.
 pub struct Observed {
-    /// The engine: index, catalog, medoid cache, filters, online users.
-    pub engine: Arc<Engine>,
+    /// The served engine: index, catalog, medoid cache, filters, online users (the cache's
+    /// counters start again when a new catalog or index generation is swapped in).
+    pub serving: Arc<Serving>,
     /// The owned event store: stored events, store writes and their phases, its engine.
     pub store: Arc<OwnedStore>,
     /// The NATS consumer's counters, when one runs.
@@ -224,7 +225,12 @@ impl Page<'_> {
 impl Collector for Observed {
     fn encode(&self, encoder: DescriptorEncoder) -> fmt::Result {
         let mut page = Page(encoder);
-        let e = &self.engine;
+        let e = &self.serving.engine();
+        page.counter(
+            "pinnersage_generation_swaps",
+            "Catalog or index generations swapped in while serving.",
+            self.serving.swaps(),
+        )?;
         let cache = e.cache();
         let (entries, bytes) = cache.usage();
         page.counter(

@@ -23,6 +23,7 @@ use crate::fleet::{FleetConfig, Publisher, Readiness, partition_subject, replica
 use crate::intake::IngestError;
 use crate::owned_store::OwnedStore;
 use pinnersage_engine::engine::Engine;
+use pinnersage_engine::serving::Serving;
 
 /// Where to consume from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,7 +163,7 @@ pub struct Consuming {
 pub async fn start(
     config: NatsConfig,
     data_dir: &std::path::Path,
-    engine: Arc<Engine>,
+    serving: Arc<Serving>,
     store: Arc<OwnedStore>,
     counters: Arc<NatsCounters>,
     readiness: Arc<Readiness>,
@@ -231,7 +232,7 @@ pub async fn start(
         futures_util::stream::select_all(messages).for_each_concurrent(
             config.in_flight.max(1),
             move |message| {
-                let (engine, store, counters) = (engine.clone(), store.clone(), counters.clone());
+                let (engine, store, counters) = (serving.engine(), store.clone(), counters.clone());
                 async move {
                     let Ok(message) = message else {
                         return; // a transient consumer error: the client retries

@@ -24,6 +24,7 @@ use crate::nats::{self, NatsConfig, NatsCounters, NatsError};
 use crate::owned_store::OwnedStore;
 use crate::sink::{EventSink, Mode};
 use pinnersage_engine::engine::{Engine, EngineConfig, EngineError, Resample, Retrieval};
+use pinnersage_engine::serving::{IndexOpening, Serving};
 
 /// How a data directory is served; [`Default`] gives `pinnersage serve`'s defaults.
 #[derive(Debug, Clone, PartialEq)]
@@ -119,16 +120,16 @@ pub enum ServeError {
     },
 }
 
-/// Starts the thread that brings the graph up to the items changed while serving (see
-/// `pinnersage_engine::items`); it ends with the engine.
-fn start_indexer(engine: &Arc<Engine>) {
-    let engine = Arc::downgrade(engine);
+/// Starts the thread that brings the served graph up to the items changed while serving (see
+/// `pinnersage_engine::items`); it ends with the server.
+fn start_indexer(serving: &Arc<Serving>) {
+    let serving = Arc::downgrade(serving);
     let spawned = std::thread::Builder::new()
         .name("pinnersage-indexer".into())
         .spawn(move || {
             // The engine is held only while working: a stopped server drops it (and its
             // journal's lock) at once.
-            while let Some(engine) = engine.upgrade() {
+            while let Some(engine) = serving.upgrade().map(|s| s.engine()) {
                 let pause = match engine.index_changes() {
                     Ok(0) => std::time::Duration::from_millis(10),
                     Ok(_) => continue,
@@ -151,7 +152,7 @@ fn start_indexer(engine: &Arc<Engine>) {
 /// A data directory opened for serving.
 pub struct Server {
     data_dir: PathBuf,
-    engine: Arc<Engine>,
+    serving: Arc<Serving>,
     store: Arc<OwnedStore>,
     recovered: u64,
     config: ServeConfig,
@@ -199,20 +200,32 @@ impl Server {
         )?
         .with_journal(journal);
         let (store, recovered) = OwnedStore::open(&engine, config.ingest_queue)?;
-        let engine = Arc::new(engine);
-        start_indexer(&engine);
+        let serving = Arc::new(Serving::new(
+            engine,
+            IndexOpening {
+                ef_search: config.ef_search,
+                load_into_memory: config.load_index,
+            },
+        ));
+        start_indexer(&serving);
         Ok(Self {
             data_dir: data_dir.to_path_buf(),
-            engine,
+            serving,
             store: Arc::new(store),
             recovered,
             config,
         })
     }
 
-    /// The engine (catalog, index, profiles, online state).
-    pub fn engine(&self) -> &Arc<Engine> {
-        &self.engine
+    /// The engine being served (catalog, index, profiles, online state); replaced whole when a
+    /// new catalog or index generation is served ([`Serving`]).
+    pub fn engine(&self) -> Arc<Engine> {
+        self.serving.engine()
+    }
+
+    /// The engine being served, and its replacement by new generations.
+    pub fn serving(&self) -> &Arc<Serving> {
+        &self.serving
     }
 
     /// Events read back from the store after the served batch when opening.
@@ -287,7 +300,7 @@ impl Server {
                 let consuming = nats::start(
                     config,
                     &self.data_dir,
-                    self.engine.clone(),
+                    self.serving.clone(),
                     self.store.clone(),
                     counters.clone(),
                     readiness.clone(),
@@ -304,7 +317,7 @@ impl Server {
             let counters = Arc::new(ShippedCounters::default());
             tokio::spawn(watch_shipped(
                 shared,
-                self.engine.clone(),
+                self.serving.clone(),
                 self.config.reload,
                 readiness.clone(),
                 counters.clone(),
@@ -316,14 +329,14 @@ impl Server {
             None => EventSink::Store(self.store.clone()),
         };
         let metrics = Metrics::default().observe(Observed {
-            engine: self.engine.clone(),
+            serving: self.serving.clone(),
             store: self.store.clone(),
             nats: nats.clone(),
             shipped: shipped.clone(),
         });
         let state = AppState {
             identity: Some(Arc::new(ServerRecord::new(addr, std::process::id()))),
-            engine: self.engine,
+            serving: self.serving,
             metrics: Arc::new(metrics),
             store: self.store,
             sink,

@@ -62,14 +62,17 @@ struct Job {
 pub struct ResolvedEvents {
     events: Vec<Event>,
     rows: Vec<u32>,
+    /// The [`Catalog::instance`] the rows are of.
+    catalog: u64,
 }
 
 impl ResolvedEvents {
-    /// Room for `n` events.
-    pub fn with_capacity(n: usize) -> Self {
+    /// Room for `n` events whose rows are found in `catalog`.
+    pub fn with_capacity(n: usize, catalog: &Catalog) -> Self {
         Self {
             events: Vec::with_capacity(n),
             rows: Vec::with_capacity(n),
+            catalog: catalog.instance(),
         }
     }
 
@@ -87,7 +90,11 @@ impl ResolvedEvents {
             .enumerate()
             .map(|(k, e)| catalog.row_of(&e.item).map(|r| r as u32).ok_or(k))
             .collect::<Result<_, _>>()?;
-        Ok(Self { events, rows })
+        Ok(Self {
+            events,
+            rows,
+            catalog: catalog.instance(),
+        })
     }
 
     /// The events, in order.
@@ -245,6 +252,12 @@ fn write_loop(
             let mut events: Vec<Event> = Vec::with_capacity(total);
             let mut rows: Vec<u32> = Vec::with_capacity(total);
             let mut replies = Vec::with_capacity(jobs.len());
+            // Jobs resolved through different catalogs (one was swapped in meanwhile): the
+            // online profiles find every item again (0 is no catalog's instance).
+            let resolved_by = match jobs.first().map(|job| job.events.catalog) {
+                Some(c) if jobs.iter().all(|job| job.events.catalog == c) => c,
+                _ => 0,
+            };
             for job in jobs {
                 replies.push((job.events.len(), job.reply));
                 events.extend(job.events.events);
@@ -266,7 +279,7 @@ fn write_loop(
             counters.lookup_time.record(started.elapsed());
             let started = std::time::Instant::now();
             let accepted = accepted(&events, &rows, staged.fresh());
-            let pending = online.apply_ahead(&accepted);
+            let pending = online.apply_ahead(&accepted, resolved_by);
             counters.online_time.record(started.elapsed());
             let group = Group {
                 events,
@@ -292,6 +305,7 @@ fn accepted<'e>(events: &'e [Event], rows: &[u32], fresh: &[bool]) -> Vec<Accept
         .filter(|&(_, &f)| f)
         .map(|((e, &row), _)| Accepted {
             user: &e.user,
+            item: &e.item,
             action: OnlineAction {
                 row,
                 time: e.time,

@@ -61,6 +61,8 @@ pub struct OnlineUser {
     pub actions: Vec<OnlineAction>,
     /// Their clusters, most important first.
     pub clusters: Vec<OnlineCluster>,
+    /// The [`Catalog::instance`] the rows are of.
+    pub catalog: u64,
 }
 
 /// An accepted event, resolved to a catalog row.
@@ -68,14 +70,15 @@ pub struct OnlineUser {
 pub struct Accepted<'a> {
     /// External user id.
     pub user: &'a str,
+    /// The item's id (resolved again if the catalog changed since its row was found).
+    pub item: &'a str,
     /// The action.
     pub action: OnlineAction,
 }
 
 /// Online profiles of every user with actions after the boundary.
 pub struct OnlineProfiles {
-    catalog: Arc<Catalog>,
-    /// The boundary and the clustering parameters; held for reading while events are applied so
+    /// The boundary, the clustering parameters and the catalog; held for reading while events are applied so
     /// that a roll-over never interleaves with an update. Always taken before a shard's lock.
     served: RwLock<Served>,
     shards: Vec<Mutex<Shard>>,
@@ -139,13 +142,17 @@ struct Lookup {
 /// Users kept in memory by default (about 1–2 KB each with 20 online actions).
 pub const DEFAULT_MAX_USERS: usize = 1_000_000;
 
-/// What the online state follows from the served batch generation.
-#[derive(Debug, Clone, PartialEq)]
+/// What the online state follows: the served batch generation and the served catalog.
 struct Served {
     /// The generation's `now` (unix seconds): actions later than this are online.
     since: i64,
     /// The generation's alpha and lambda; `max_actions` is the number of latest actions kept.
     params: ProfileParams,
+    /// The catalog rows are resolved through.
+    catalog: Arc<Catalog>,
+    /// The catalog served before it ([`OnlineProfiles::rebase`]): users whose rows are of it are
+    /// moved to the new one when next touched.
+    previous: Option<Arc<Catalog>>,
 }
 
 impl std::fmt::Debug for OnlineProfiles {
@@ -168,8 +175,12 @@ impl OnlineProfiles {
     ) -> Result<Self, CoreError> {
         params.validate()?;
         Ok(Self {
-            catalog,
-            served: RwLock::new(Served { since, params }),
+            served: RwLock::new(Served {
+                since,
+                params,
+                catalog,
+                previous: None,
+            }),
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             max_users: DEFAULT_MAX_USERS,
             store: OnceLock::new(),
@@ -207,6 +218,21 @@ impl OnlineProfiles {
     /// The clustering parameters (those of the served generation).
     pub fn params(&self) -> ProfileParams {
         self.read_served().params.clone()
+    }
+
+    /// The catalog the online state's rows are of.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.read_served().catalog.clone()
+    }
+
+    /// Follows a newly served catalog (a new generation, or the same one reopened): its rows
+    /// number items differently, so from now on events are resolved through it, and every
+    /// user's state is moved to it (row by row through the item ids) when next read or
+    /// updated. A user whose rows are of an older catalog still is rebuilt from the store.
+    pub fn rebase(&self, catalog: Arc<Catalog>) {
+        let mut served = self.served.write().unwrap_or_else(PoisonError::into_inner);
+        let previous = std::mem::replace(&mut served.catalog, catalog);
+        served.previous = Some(previous);
     }
 
     /// The shard of `user`, locked.
@@ -254,7 +280,17 @@ impl OnlineProfiles {
         loop {
             let mut shard = self.shard(user);
             let forgets = shard.forgets;
-            let state = shard.users.get(user).map(|r| r.state.clone());
+            let mut state = shard.users.get(user).map(|r| r.state.clone());
+            if let Some(stale) = state.take_if(|s| s.catalog != served.catalog.instance()) {
+                // Rows of another catalog: moved to the served one under the shard's lock.
+                state = self.moved(user, &stale, served).map(Arc::new);
+                match &state {
+                    Some(moved) => self.insert(&mut shard, user, moved.clone()),
+                    None => {
+                        shard.users.remove(user);
+                    }
+                }
+            }
             if state.is_some() || !shard.evicted.contains(&h) {
                 return Lookup {
                     state,
@@ -280,6 +316,35 @@ impl OnlineProfiles {
         }
     }
 
+    /// `state`, whose rows are of another catalog, over the served one: each action's item
+    /// found again by id (a deleted item's last row: its vector still places the action), then
+    /// clustered again. From the store if `state` is of an older catalog than the previous one.
+    fn moved(&self, user: &str, state: &OnlineUser, served: &Served) -> Option<OnlineUser> {
+        let Some(previous) = served
+            .previous
+            .as_ref()
+            .filter(|p| p.instance() == state.catalog)
+        else {
+            return self.rebuild(user, served);
+        };
+        let actions: Vec<OnlineAction> = state
+            .actions
+            .iter()
+            .filter_map(|a| {
+                let row = served.catalog.last_row_of(previous.id(a.row as usize))?;
+                Some(OnlineAction {
+                    row: row as u32,
+                    ..*a
+                })
+            })
+            .collect();
+        if actions.is_empty() {
+            return None;
+        }
+        let mut clusterer = Clusterer::new(served.params.clone()).ok()?;
+        Some(self.build(&mut clusterer, actions, served))
+    }
+
     /// `user`'s state from the store's events after the boundary; `None` without any.
     fn rebuild(&self, user: &str, served: &Served) -> Option<OnlineUser> {
         let store = self.store.get()?;
@@ -287,7 +352,7 @@ impl OnlineProfiles {
         let actions: Vec<OnlineAction> = events
             .iter()
             .filter_map(|e| {
-                let row = self.catalog.row_of(&e.item)?;
+                let row = served.catalog.row_of(&e.item)?;
                 Some(OnlineAction {
                     row: row as u32,
                     time: e.time,
@@ -353,10 +418,12 @@ impl OnlineProfiles {
     }
 
     /// Adds newly stored events (duplicates must be left out by the caller) and re-clusters
-    /// their users. Events at or before the boundary are ignored: the batch covers them.
-    pub fn apply(&self, events: &[Accepted<'_>]) {
+    /// their users. Events at or before the boundary are ignored: the batch covers them. Their
+    /// rows were found in the catalog whose [`Catalog::instance`] is `resolved_by` (another
+    /// than the served one: they are found again by item id).
+    pub fn apply(&self, events: &[Accepted<'_>], resolved_by: u64) {
         let through = self.writes().begun;
-        self.update(events, through, true);
+        self.update(events, resolved_by, through, true);
     }
 
     /// Adds new events before their store write (duplicates of stored or earlier applied events
@@ -365,13 +432,13 @@ impl OnlineProfiles {
     /// with [`OnlineProfiles::written`] in the same order, failed ones after
     /// [`OnlineProfiles::forget`]ting their users. An evicted user is rebuilt from the store
     /// once the earlier writes are done, then gets these events.
-    pub fn apply_ahead(&self, events: &[Accepted<'_>]) -> PendingWrite {
+    pub fn apply_ahead(&self, events: &[Accepted<'_>], resolved_by: u64) -> PendingWrite {
         let write = {
             let mut writes = self.writes();
             writes.begun += 1;
             writes.begun
         };
-        self.update(events, write - 1, false);
+        self.update(events, resolved_by, write - 1, false);
         PendingWrite(write)
     }
 
@@ -386,11 +453,22 @@ impl OnlineProfiles {
     /// Adds `events` and re-clusters their users; evicted users are rebuilt from the store once
     /// the writes `1..=through` ended. `stored`: the store has the events (a rebuilt user has
     /// them already).
-    fn update(&self, events: &[Accepted<'_>], through: u64, stored: bool) {
+    fn update(&self, events: &[Accepted<'_>], resolved_by: u64, through: u64, stored: bool) {
         let served = self.read_served();
+        let resolved = resolved_by == served.catalog.instance();
         let mut by_user: HashMap<&str, Vec<OnlineAction>> = HashMap::new();
         for e in events.iter().filter(|e| e.action.time > served.since) {
-            by_user.entry(e.user).or_default().push(e.action);
+            let row = if resolved {
+                Some(e.action.row)
+            } else {
+                served.catalog.row_of(e.item).map(|r| r as u32)
+            };
+            if let Some(row) = row {
+                by_user
+                    .entry(e.user)
+                    .or_default()
+                    .push(OnlineAction { row, ..e.action });
+            }
         }
         let by_user: Vec<(&str, Vec<OnlineAction>)> = by_user.into_iter().collect();
         let update = |clusterer: &mut Clusterer, (user, fresh): &(&str, Vec<OnlineAction>)| {
@@ -443,7 +521,7 @@ impl OnlineProfiles {
         for (k, a) in actions.iter().enumerate() {
             user.push(k, a.row as usize, a.time, a.weight);
         }
-        let profile = user.cluster(clusterer, &*self.catalog, since);
+        let profile = user.cluster(clusterer, &*served.catalog, since);
         let times = &user.times;
         let clusters = profile
             .map(|profile| {
@@ -465,7 +543,11 @@ impl OnlineProfiles {
             // Catalog embeddings are validated finite at import, so clustering cannot fail on
             // them; an empty cluster list would only hide the user's online actions.
             .unwrap_or_default();
-        OnlineUser { actions, clusters }
+        OnlineUser {
+            actions,
+            clusters,
+            catalog: served.catalog.instance(),
+        }
     }
 
     /// Follows a newly served batch generation with `settings`: moves the boundary to its
@@ -483,7 +565,8 @@ impl OnlineProfiles {
         };
         let mut clusterer = Clusterer::new(params.clone())?;
         let recluster_all = params != served.params;
-        *served = Served { since, params };
+        served.since = since;
+        served.params = params;
         let mut removed = 0;
         for shard in &self.shards {
             let users = &mut shard.lock().unwrap_or_else(PoisonError::into_inner).users;
@@ -511,21 +594,26 @@ impl OnlineProfiles {
     /// The store is also where evicted users are rebuilt from ([`OnlineProfiles::attach_store`]).
     pub fn recover(&self, store: &Arc<EventStore>) -> Result<u64, EventStoreError> {
         self.attach_store(store.clone());
-        let (since, keep) = {
+        let (since, keep, catalog) = {
             let served = self.read_served();
-            (served.since, served.params.max_actions)
+            (
+                served.since,
+                served.params.max_actions,
+                served.catalog.clone(),
+            )
         };
-        let mut latest: HashMap<String, Vec<OnlineAction>> = HashMap::new();
+        let mut latest: HashMap<String, Vec<(OnlineAction, String)>> = HashMap::new();
         let mut read = 0u64;
         store.for_each_after(since, |user, e| {
             read += 1;
-            if let Some(row) = self.catalog.row_of(&e.item) {
+            if let Some(row) = catalog.row_of(&e.item) {
                 let actions = latest.entry(user.to_owned()).or_default();
-                actions.push(OnlineAction {
+                let action = OnlineAction {
                     row: row as u32,
                     time: e.time,
                     weight: e.weight,
-                });
+                };
+                actions.push((action, e.item.clone()));
                 // Events come in time order: keep a bounded tail per user.
                 if actions.len() >= 2 * keep {
                     actions.drain(..actions.len() - keep);
@@ -535,10 +623,14 @@ impl OnlineProfiles {
         let events: Vec<Accepted<'_>> = latest
             .iter()
             .flat_map(|(user, actions)| {
-                actions.iter().map(move |&action| Accepted { user, action })
+                actions.iter().map(move |(action, item)| Accepted {
+                    user,
+                    item,
+                    action: *action,
+                })
             })
             .collect();
-        self.apply(&events);
+        self.apply(&events, catalog.instance());
         Ok(read)
     }
 }

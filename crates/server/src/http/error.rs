@@ -73,6 +73,7 @@ impl From<EngineError> for ApiError {
             EngineError::BadRequest(_) => "bad_request",
             EngineError::Internal(_) => "internal",
             EngineError::ReadOnly(_) => "read_only",
+            EngineError::Retired => "retry",
         };
         Self::of(&e, code)
     }

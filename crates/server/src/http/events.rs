@@ -7,7 +7,8 @@ pub(super) async fn events(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body?;
-    let report = state.sink.accept(&body, state.engine.catalog()).await?;
+    let engine = state.engine();
+    let report = state.sink.accept(&body, engine.catalog()).await?;
     state.metrics.record_rejected_events(report.rejected.len());
     if report.accepted + report.duplicates == 0 {
         #[derive(Serialize)]
@@ -62,7 +63,7 @@ pub(super) async fn admin_batch(
         serde_json::from_value(value).map_err(bad)?
     };
     let config = q.config(unix_now());
-    let engine = state.engine.clone();
+    let engine = state.engine();
     let summary = tokio::task::spawn_blocking(move || {
         let summary = store.run_batch(&config);
         if summary.is_ok() {

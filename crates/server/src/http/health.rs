@@ -21,7 +21,7 @@ pub(super) async fn healthz(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
 ) -> Response {
-    let e = &state.engine;
+    let e = state.engine();
     let index = e.index();
     let reasons = unhealthy_reasons(&state);
     let mut response = Json(json!({
@@ -58,7 +58,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
     let mut response = Json(json!({
         "status": if waiting.is_empty() { "ready" } else { "not_ready" },
         "waiting_for": waiting,
-        "profiles": state.engine.profile_generation()
+        "profiles": state.engine().profile_generation()
             .and_then(|g| g.file_name().map(|n| n.to_string_lossy().into_owned())),
     }))
     .into_response();

@@ -76,12 +76,23 @@ async fn journal_and_apply(
              change items on a standalone server for now",
         ));
     }
-    let engine = state.engine.clone();
-    engine.check_item_changes()?;
-    if let Err((k, e)) = engine.check_items(&changes) {
-        return Err(refused(k, changes[k].id(), &e));
-    }
-    let applied = blocking(place, move || engine.change_items(changes)).await??;
+    let serving = state.serving.clone();
+    let applied = blocking(place, move || {
+        loop {
+            // A new catalog generation swapped in while the changes waited: checked and
+            // applied again on it (they were not journaled).
+            let engine = serving.engine();
+            engine.check_item_changes()?;
+            if let Err((k, e)) = engine.check_items(&changes) {
+                return Err(refused(k, changes[k].id(), &e));
+            }
+            match engine.change_items(changes.clone()) {
+                Err(EngineError::Retired) => continue,
+                outcome => return Ok(outcome?),
+            }
+        }
+    })
+    .await??;
     let mut response = json_response(&json!({
         "upserted": applied.upserted,
         "deleted": applied.deleted,
@@ -99,7 +110,7 @@ pub(super) async fn put_items(
 ) -> Result<Response, ApiError> {
     let body: UpsertBody = serde_json::from_slice(&body?).map_err(bad_body)?;
     too_many(body.items.len())?;
-    let rules = state.engine.catalog().rules();
+    let rules = state.engine().catalog().rules();
     let changes = body
         .items
         .into_iter()

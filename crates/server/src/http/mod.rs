@@ -40,8 +40,9 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 /// Shared state of the handlers.
 #[derive(Clone)]
 pub struct AppState {
-    /// The recommendation engine.
-    pub engine: Arc<Engine>,
+    /// The recommendation engine being served (replaced whole by a new catalog or index
+    /// generation: a handler takes it once, [`AppState::engine`]).
+    pub serving: Arc<pinnersage_engine::serving::Serving>,
     /// Request metrics.
     pub metrics: Arc<Metrics>,
     /// The event store this server owns (batches, health and counters).
@@ -65,6 +66,14 @@ pub struct AppState {
     /// What this server recorded in its data directory: `/healthz` proves knowing its secret
     /// to the commands that hand it work ([`crate::handoff`]).
     pub identity: Option<Arc<crate::handoff::ServerRecord>>,
+}
+
+impl AppState {
+    /// The engine to answer with: take it once per request, so that its rows and ids come from
+    /// one catalog.
+    pub fn engine(&self) -> Arc<Engine> {
+        self.serving.engine()
+    }
 }
 
 mod error;

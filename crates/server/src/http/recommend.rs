@@ -85,8 +85,9 @@ pub(super) async fn recommendations(
 ) -> Result<Response, ApiError> {
     let Path(user) = user?;
     let Query(q) = query?;
-    let filter = filter_of(&state.engine, raw.as_deref())?;
-    let defaults = state.engine.retrieval();
+    let engine = state.engine();
+    let filter = filter_of(&engine, raw.as_deref())?;
+    let defaults = engine.retrieval();
     let bad = |e: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e);
     let req = RecoRequest {
         k: q.k.unwrap_or(50),
@@ -104,7 +105,7 @@ pub(super) async fn recommendations(
         now: unix_now(),
         nonce: crate::clock::unix_nanos(),
     };
-    let engine = &state.engine;
+    let engine = &engine;
     let reco = match filter {
         None => engine.recommend(&user, req)?,
         Some(filter) => {
@@ -146,12 +147,13 @@ pub(super) async fn similar(
 ) -> Result<Response, ApiError> {
     let Path(item) = item?;
     let Query(q) = query?;
-    let filter = filter_of(&state.engine, raw.as_deref())?;
+    let engine = state.engine();
+    let filter = filter_of(&engine, raw.as_deref())?;
     let k = q.k.unwrap_or(20);
     let hits = match filter {
-        None => state.engine.similar(&item, k)?,
+        None => engine.similar(&item, k)?,
         Some(filter) => {
-            let (engine, item) = (state.engine.clone(), item.clone());
+            let (engine, item) = (engine.clone(), item.clone());
             blocking(place, move || {
                 engine.similar_filtered(&item, k, Some(&filter))
             })
@@ -170,7 +172,7 @@ pub(super) async fn similar(
         item: &'a str,
         items: Vec<Neighbour<'a>>,
     }
-    let catalog = state.engine.catalog();
+    let catalog = engine.catalog();
     Ok(json_response(&SimilarOut {
         item: &item,
         items: hits

@@ -48,7 +48,7 @@ pub(super) async fn users(
             format!("limit must be between 1 and {MAX_USERS}"),
         ));
     }
-    let engine = state.engine.clone();
+    let engine = state.engine();
     let prefix = q.prefix.unwrap_or_default();
     let listed = blocking(place, move || engine.users(&prefix, limit)).await??;
     Ok(json_response(&json!({ "users": listed })))
@@ -60,9 +60,10 @@ pub(super) async fn user_map(
     user: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(user) = user?;
-    let engine = state.engine.clone();
+    let engine = state.engine();
     let u = user.clone();
-    let map = blocking(place, move || engine.map(&u))
+    let served_by = engine.clone();
+    let map = blocking(place, move || served_by.map(&u))
         .await??
         .ok_or_else(|| no_profile(&user))?;
     #[derive(Serialize)]
@@ -72,7 +73,7 @@ pub(super) async fn user_map(
         x: f64,
         y: f64,
     }
-    let catalog = state.engine.catalog();
+    let catalog = engine.catalog();
     Ok(json_response(&json!({
         "user": user,
         "explained": map.explained,
@@ -110,9 +111,10 @@ pub(super) async fn profile(
             format!("members must be at most {MAX_MEMBERS}"),
         ));
     }
-    let engine = state.engine.clone();
+    let engine = state.engine();
     let u = user.clone();
-    let served = blocking(place, move || engine.profile(&u, members)).await??;
+    let served_by = engine.clone();
+    let served = blocking(place, move || served_by.profile(&u, members)).await??;
     let Some(p) = served else {
         return Err(no_profile(&user));
     };
@@ -137,7 +139,7 @@ pub(super) async fn profile(
         #[serde(skip_serializing_if = "BTreeMap::is_empty")]
         attributes: BTreeMap<&'a str, &'a RawValue>,
     }
-    let catalog = state.engine.catalog();
+    let catalog = engine.catalog();
     let attributes = p
         .interests
         .iter()
