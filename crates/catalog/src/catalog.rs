@@ -28,6 +28,9 @@ pub use crate::error::CatalogError;
 use crate::error::io_err;
 use crate::id_table::IdTable;
 
+/// The file of a generation's deleted rows (little-endian `u32` row numbers).
+const DELETED: &str = "deleted.u32";
+
 /// The catalog's on-disk format version.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -51,6 +54,10 @@ pub struct CatalogMeta {
     /// replays the later ones.
     #[serde(default)]
     pub journal_seq: u64,
+    /// Rows of a folded generation ([`crate::fold`]) that are deleted items kept for their
+    /// vectors (profiles still point at them), listed in `deleted.u32`; never served.
+    #[serde(default)]
+    pub deleted_rows: usize,
 }
 
 /// The directory of the catalog's generations inside a data directory.
@@ -156,11 +163,17 @@ impl Catalog {
                 "pinnersage catalogs need a little-endian CPU".into(),
             ));
         }
-        let root = catalog_root(data_dir);
-        let dir = Generations::new(&root)
-            .current()
-            .map_err(io_err(&root))?
+        let dir = current_generation(data_dir)?
             .ok_or_else(|| CatalogError::Missing(data_dir.to_path_buf()))?;
+        Self::open_generation(dir, changes)
+    }
+
+    /// Opens the catalog generation in `dir` (one of a data directory's, current or not) with
+    /// the journal's `changes` on top.
+    pub fn open_generation(
+        dir: PathBuf,
+        changes: crate::journal::Records,
+    ) -> Result<Self, CatalogError> {
         let meta_path = dir.join("meta.json");
         let meta: CatalogMeta = serde_json::from_slice(
             &fs::read(&meta_path).map_err(io_err(&meta_path))?,
@@ -221,6 +234,7 @@ impl Catalog {
         };
         catalog.check_ids()?;
         catalog.check_attributes()?;
+        catalog.read_deleted()?;
         catalog.replay(changes);
         Ok(catalog)
     }
@@ -345,6 +359,34 @@ impl Catalog {
         // SAFETY: `check_attributes` verified on open that the offsets are in bounds and
         // non-decreasing and that every row's slice is UTF-8; the mapping never changes.
         (!bytes.is_empty()).then(|| unsafe { std::str::from_utf8_unchecked(bytes) })
+    }
+
+    /// Marks the generation's deleted rows (`deleted.u32`, a folded generation's).
+    fn read_deleted(&self) -> Result<(), CatalogError> {
+        if self.meta.deleted_rows == 0 {
+            return Ok(());
+        }
+        let path = self.dir.join(DELETED);
+        let bytes = fs::read(&path).map_err(io_err(&path))?;
+        let corrupt = |problem: String| CatalogError::Corrupt {
+            path: path.clone(),
+            problem,
+        };
+        if bytes.len() != self.meta.deleted_rows * 4 {
+            return Err(corrupt(format!(
+                "{} bytes, expected {} rows",
+                bytes.len(),
+                self.meta.deleted_rows
+            )));
+        }
+        for chunk in bytes.chunks_exact(4) {
+            let row = u32::from_le_bytes(chunk.try_into().expect("4 bytes")) as usize;
+            if row >= self.base_rows() || self.is_deleted(row) {
+                return Err(corrupt(format!("row {row} out of range or listed twice")));
+            }
+            self.tombstone(row);
+        }
+        Ok(())
     }
 
     /// Verifies the attribute offsets and that each row's text is UTF-8.
@@ -601,6 +643,10 @@ pub struct CatalogBuilder {
     rows_by_id: HashMap<Box<str>, u32>,
     attributes: Option<Vec<Option<Box<str>>>>,
     write_error: Option<std::io::Error>,
+    /// Rows pushed as deleted items ([`crate::fold`]).
+    deleted: Vec<u32>,
+    /// The journal position the generation holds (a fold's; an import's is the journal's end).
+    journal_seq: Option<u64>,
 }
 
 /// What a successful import produced.
@@ -636,6 +682,8 @@ impl CatalogBuilder {
             rows_by_id: HashMap::new(),
             attributes: None,
             write_error: None,
+            deleted: Vec::new(),
+            journal_seq: None,
         })
     }
 
@@ -686,6 +734,51 @@ impl CatalogBuilder {
             });
         }
         check_vector(vector, self.dim, self.normalize)?;
+        self.append(id, vector).map(|_| ())
+    }
+
+    /// Appends a row of a catalog being folded ([`crate::fold`]): its vector was checked (and
+    /// normalised) when it joined, so it is written as it is; `deleted` keeps a deleted item for
+    /// its vector only.
+    pub(crate) fn push_folded(
+        &mut self,
+        id: &str,
+        vector: &[f32],
+        attributes: Option<&str>,
+        deleted: bool,
+    ) -> Result<(), RowError> {
+        let row = self.append(id, vector)?;
+        if let Some(text) = attributes {
+            let table = self.attributes.get_or_insert_with(Vec::new);
+            table.resize(row as usize, None);
+            table.push(Some(text.into()));
+        }
+        if deleted {
+            self.deleted.push(row);
+        }
+        Ok(())
+    }
+
+    /// Records that the generation holds the journal's changes up to `seq` (a fold's position;
+    /// by default an import supersedes the whole journal).
+    pub(crate) fn holds_journal_through(&mut self, seq: u64) {
+        self.journal_seq = Some(seq);
+    }
+
+    /// Writes `vector` as the next row of `id` (not a duplicate).
+    fn append(&mut self, id: &str, vector: &[f32]) -> Result<u32, RowError> {
+        if let Some(&first) = self.rows_by_id.get(id) {
+            return Err(RowError::Duplicate {
+                id: id.to_owned(),
+                first_row: first as usize,
+            });
+        }
+        if vector.len() != self.dim {
+            return Err(RowError::Dimension {
+                expected: self.dim,
+                found: vector.len(),
+            });
+        }
         let row = u32::try_from(self.ids.len()).map_err(|_| RowError::TooMany)?;
         if self.write_error.is_none() {
             let bytes: Vec<u8> = vector.iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -694,7 +787,7 @@ impl CatalogBuilder {
         let id: Box<str> = id.into();
         self.rows_by_id.insert(id.clone(), row);
         self.ids.push(id);
-        Ok(())
+        Ok(row)
     }
 
     /// Writes the id files and metadata, syncs everything and publishes the generation.
@@ -709,9 +802,14 @@ impl CatalogBuilder {
             normalize,
             ids,
             rows_by_id: _,
-            attributes,
+            mut attributes,
             write_error,
+            deleted,
+            journal_seq,
         } = self;
+        if let Some(attributes) = &mut attributes {
+            attributes.resize(ids.len(), None);
+        }
         if ids.is_empty() {
             return Err(CatalogError::Input(format!("{source}: no items to import")));
         }
@@ -744,8 +842,16 @@ impl CatalogBuilder {
             source: source.to_owned(),
             attributes: attributes.is_some(),
             // The imported file is the catalog now: changes journaled before it are superseded.
-            journal_seq: crate::journal::last_seq(&data_dir)?,
+            journal_seq: match journal_seq {
+                Some(seq) => seq,
+                None => crate::journal::last_seq(&data_dir)?,
+            },
+            deleted_rows: deleted.len(),
         };
+        if !deleted.is_empty() {
+            let bytes: Vec<u8> = deleted.iter().flat_map(|r| r.to_le_bytes()).collect();
+            write_synced(&dir.join(DELETED), &bytes)?;
+        }
         if let Some(attributes) = &attributes {
             let mut text = Vec::new();
             let mut offsets = Vec::with_capacity((ids.len() + 1) * 8);

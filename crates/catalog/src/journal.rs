@@ -289,6 +289,91 @@ impl Journal {
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
+
+    /// Finishes `compaction` (the caller holds this writer, so nothing is appended meanwhile):
+    /// adds the records appended since it was prepared, syncs, and renames it over the journal,
+    /// whose records up to the compaction's position are gone from then on. A crash leaves
+    /// either journal whole (the rename is atomic); sequence numbers go on.
+    pub fn compact(&mut self, compaction: Compaction) -> Result<(), CatalogError> {
+        let Compaction {
+            path,
+            mut file,
+            read_to,
+            mut bytes,
+            ..
+        } = compaction;
+        let data_dir = self
+            .path
+            .parent()
+            .and_then(Path::parent)
+            .expect("the journal is in DATA_DIR/catalog");
+        let (later, _) = read_from(data_dir, read_to)?;
+        let mut out = Vec::new();
+        for (seq, change) in &later {
+            encode(*seq, change, &mut out);
+        }
+        bytes += out.len() as u64;
+        file.write_all(&out)
+            .and_then(|()| file.sync_all())
+            .map_err(io_err(&path))?;
+        file.try_lock()
+            .map_err(|e| CatalogError::Input(format!("{}: cannot lock it: {e}", path.display())))?;
+        fs::rename(&path, &self.path).map_err(io_err(&self.path))?;
+        let dir = self.path.parent().expect("in a directory");
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(dir))?;
+        self.file = file;
+        self.bytes = bytes;
+        Ok(())
+    }
+}
+
+/// A compacted copy of the journal being written beside it ([`prepare_compaction`]), finished
+/// by its writer ([`Journal::compact`]).
+#[derive(Debug)]
+pub struct Compaction {
+    path: PathBuf,
+    file: File,
+    /// Where the journal was read up to.
+    read_to: u64,
+    bytes: u64,
+    /// Records dropped.
+    pub dropped: usize,
+}
+
+/// Writes the journal's records after `seq` (those a catalog generation does not hold) and its
+/// last record, as the journal stands now, to a new file beside it: the slow part of a
+/// compaction, done without holding the writer (see [`Journal::compact`]).
+pub fn prepare_compaction(data_dir: &Path, seq: u64) -> Result<Compaction, CatalogError> {
+    let (records, read_to) = read_from(data_dir, 0)?;
+    let path = catalog_root(data_dir).join(format!("{FILE}.compacting"));
+    let _ = fs::remove_file(&path);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    let mut out = Vec::new();
+    let mut dropped = 0;
+    for (k, (s, change)) in records.iter().enumerate() {
+        // The last record stays whatever its number: the numbering goes on from it after a
+        // restart (a generation holding it skips it on replay).
+        if *s > seq || k + 1 == records.len() {
+            encode(*s, change, &mut out);
+        } else {
+            dropped += 1;
+        }
+    }
+    file.write_all(&out).map_err(io_err(&path))?;
+    Ok(Compaction {
+        path,
+        file,
+        read_to,
+        bytes: out.len() as u64,
+        dropped,
+    })
 }
 
 #[cfg(test)]
@@ -351,6 +436,31 @@ mod tests {
         assert_eq!(journal.append(&changes()[3..]).unwrap(), 4);
         drop(journal);
         assert_eq!(read(dir.path()).unwrap(), expected);
+    }
+
+    #[test]
+    fn compaction_keeps_the_later_records_and_the_numbering_and_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = Journal::open(dir.path()).unwrap();
+        journal.append(&changes()).unwrap(); // 1..=4
+        // Prepared through 2; 5 appended before it finishes: 3, 4 and 5 stay.
+        let compaction = prepare_compaction(dir.path(), 2).unwrap();
+        assert_eq!(compaction.dropped, 2);
+        journal.append(&changes()[..1]).unwrap();
+        journal.compact(compaction).unwrap();
+        let seqs = |dir: &Path| read(dir).unwrap().iter().map(|r| r.0).collect::<Vec<_>>();
+        assert_eq!(seqs(dir.path()), [3, 4, 5]);
+        assert_eq!(journal.append(&changes()[1..2]).unwrap(), 6);
+        assert_eq!(seqs(dir.path()), [3, 4, 5, 6]);
+        // The new file is the locked one.
+        assert!(Journal::open(dir.path()).is_err());
+        // Compacted through its end: the last record stays, so a restart numbers on from it.
+        let compaction = prepare_compaction(dir.path(), 6).unwrap();
+        journal.compact(compaction).unwrap();
+        drop(journal);
+        assert_eq!(seqs(dir.path()), [6]);
+        let (mut journal, _) = Journal::open(dir.path()).unwrap();
+        assert_eq!(journal.append(&changes()[..1]).unwrap(), 7);
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod catalog;
 pub mod changes;
 pub mod error;
 pub mod filter;
+pub mod fold;
 pub mod id_table;
 pub mod items;
 pub mod journal;

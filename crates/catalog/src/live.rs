@@ -289,6 +289,19 @@ impl Catalog {
         }
     }
 
+    /// Marks generation row `row` deleted (a folded generation's deleted item, kept for its
+    /// vector): its id resolves to no row, and to `row` as its last one.
+    pub(crate) fn tombstone(&self, row: usize) {
+        self.live.bind(
+            self.id(row),
+            Binding {
+                row: row as u32,
+                live: false,
+            },
+        );
+        self.live.mark_deleted(row);
+    }
+
     /// Records that the journal's changes up to `seq` are applied.
     pub fn set_applied_seq(&self, seq: u64) {
         self.live.applied_seq.fetch_max(seq, Ordering::AcqRel);

@@ -107,6 +107,11 @@ pub struct ServeArgs {
     /// Retry-After (NATS messages are redelivered).
     #[arg(long, default_value_t = pinnersage_pipeline::online::ingest::DEFAULT_QUEUE)]
     ingest_queue: usize,
+    /// Fold the item changes made while serving into a new catalog and index generation (built
+    /// beside the served one, then swapped in; the journal shrinks to what it lacks) once they
+    /// number this share of the catalog's items; 0 never folds.
+    #[arg(long, default_value_t = pinnersage_engine::serving::DEFAULT_FOLD_FRACTION)]
+    fold_fraction: f64,
     /// Serve a non-loopback address with no tokens at all: anyone who can reach it can post
     /// events into any profile and run batches. For closed networks only.
     #[arg(long)]
@@ -277,6 +282,7 @@ impl ServeArgs {
             request_timeout,
             header_timeout,
             ingest_queue: self.ingest_queue,
+            fold_fraction: self.fold_fraction,
         })
     }
 

@@ -567,6 +567,11 @@ impl Engine {
             .clone()
     }
 
+    /// The profile generation being served, if any.
+    pub(crate) fn profile_store(&self) -> Option<Arc<ProfileStore>> {
+        self.served_profiles().store.clone()
+    }
+
     /// Directory of the profile generation being served, if any.
     pub fn profile_generation(&self) -> Option<PathBuf> {
         let p = self.served_profiles();

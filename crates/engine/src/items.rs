@@ -264,3 +264,47 @@ impl Engine {
         replayed
     }
 }
+
+impl Engine {
+    /// Finishes a journal compaction prepared beside the journal (see
+    /// [`pinnersage_catalog::journal::prepare_compaction`]), holding the journal.
+    pub(crate) fn compact_journal(
+        &self,
+        compaction: pinnersage_catalog::journal::Compaction,
+    ) -> Result<(), EngineError> {
+        let Some(state) = &self.changes else {
+            return Ok(());
+        };
+        let mut journal = state.journal.lock().unwrap_or_else(PoisonError::into_inner);
+        journal
+            .compact(compaction)
+            .map_err(|e| EngineError::Internal(format!("compacting the catalog's journal: {e}")))
+    }
+
+    /// Item changes journaled since the served catalog generation.
+    pub fn changes_since_generation(&self) -> u64 {
+        let catalog = self.catalog();
+        catalog.applied_seq() - catalog.meta().journal_seq
+    }
+
+    /// Of `ids`, those a medoid of the served profile generation points at.
+    pub(crate) fn medoids_among(
+        &self,
+        ids: &std::collections::HashSet<&str>,
+    ) -> Result<std::collections::HashSet<String>, EngineError> {
+        let mut found = std::collections::HashSet::new();
+        if ids.is_empty() {
+            return Ok(found);
+        }
+        if let Some(store) = self.profile_store() {
+            store
+                .for_each_medoid(|id| {
+                    if ids.contains(id) && !found.contains(id) {
+                        found.insert(id.to_owned());
+                    }
+                })
+                .map_err(|e| EngineError::Internal(e.to_string()))?;
+        }
+        Ok(found)
+    }
+}

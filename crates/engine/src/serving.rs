@@ -9,15 +9,29 @@
 //! swaps. A request holds the engine it started with to the end ([`Serving::engine`]), so its
 //! rows and ids always come from one catalog; the profiles, online state and journal pass to
 //! the successor ([`Engine::successor`]).
+//!
+//! [`Serving::fold`] writes the catalog as it is now (its generation and the changes since) as
+//! a new generation with its index, and serves it the same way: then the journal is compacted
+//! to the changes the new generation lacks, so disk and memory follow the catalog, not the
+//! number of changes.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Instant;
 
 use pinnersage_catalog::catalog::{Catalog, current_generation};
-use pinnersage_index::persist;
+use pinnersage_catalog::fold::{Folded, fold_opened};
+use pinnersage_core::progress::Progress;
+use pinnersage_index::persist::{self, BuildOptions};
 
 use crate::engine::{Engine, EngineError};
+
+/// The share of a generation's rows changed (upserts and deletes since) at which a server
+/// folds the changes into a new generation by default.
+pub const DEFAULT_FOLD_FRACTION: f64 = 0.2;
+
+/// How long an automatic fold waits after one failed.
+const FOLD_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How [`Serving::follow`] opens an index generation (as the server opened the first one).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -43,10 +57,28 @@ pub struct Swapped {
     pub paused_seconds: f64,
 }
 
+/// What [`Serving::fold`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FoldReport {
+    /// The catalog generation written (`None`: the current one lacked its index, which this
+    /// fold built instead).
+    pub folded: Option<Folded>,
+    /// Seconds writing it.
+    pub catalog_seconds: f64,
+    /// Seconds building its index.
+    pub index_seconds: f64,
+    /// The swap to it (`None`: another swap was under way; the next check serves it).
+    pub swapped: Option<Swapped>,
+}
+
 /// The engine being served, and the swap to a new catalog or index generation.
 pub struct Serving {
     current: RwLock<Arc<Engine>>,
     opening: IndexOpening,
+    /// One [`Serving::fold`] at a time; when the last one failed (the next waits a while).
+    folding: Mutex<Option<Instant>>,
+    /// [`Serving::fold_due`]'s share of the generation's rows (0: never).
+    fold_fraction: f64,
     /// One [`Serving::follow`] at a time; the pair of generations that failed last (not tried
     /// again: a newer generation is).
     following: Mutex<Option<(PathBuf, PathBuf)>>,
@@ -59,9 +91,18 @@ impl Serving {
         Self {
             current: RwLock::new(Arc::new(engine)),
             opening,
+            folding: Mutex::new(None),
+            fold_fraction: DEFAULT_FOLD_FRACTION,
             following: Mutex::new(None),
             swaps: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Folds once the item changes since the served generation reach `fraction` of its rows
+    /// (0: never; see [`Serving::fold_due`]).
+    pub fn with_fold_fraction(mut self, fraction: f64) -> Self {
+        self.fold_fraction = fraction;
+        self
     }
 
     /// The engine to answer a request with (hold it for the whole request).
@@ -149,12 +190,105 @@ impl Serving {
         })?;
         self.swaps
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // The changes the served generation holds leave the journal (written beside it, then
+        // renamed over it with the journal held).
+        let served = self.engine();
+        let held = served.catalog().meta().journal_seq;
+        let compaction = pinnersage_catalog::journal::prepare_compaction(&data_dir, held)
+            .map_err(|e| internal(&e))?;
+        if compaction.dropped > 0 {
+            served.compact_journal(compaction)?;
+        }
         Ok(Swapped {
             catalog: opened_catalog,
             index: opened_index,
             replayed: (replayed_on_open + swapped) as usize,
             seconds: started.elapsed().as_secs_f64(),
             paused_seconds: paused.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Whether the item changes since the served generation reached the fold fraction of its
+    /// rows ([`Serving::with_fold_fraction`]).
+    pub fn fold_due(&self) -> bool {
+        let failed_lately = self
+            .folding
+            .try_lock()
+            .map_or(true, |f| f.is_some_and(|at| at.elapsed() < FOLD_RETRY));
+        if failed_lately {
+            return false;
+        }
+        let engine = self.engine();
+        let changes = engine.changes_since_generation();
+        self.fold_fraction > 0.0
+            && changes > 0
+            && changes as f64 >= self.fold_fraction * engine.catalog().base_rows() as f64
+    }
+
+    /// Folds the journal's item changes into a new catalog generation (deleted items that the
+    /// served profiles' medoids point at keep their vectors), builds its index with the served
+    /// index's settings, and serves both; off the request path, one fold at a time (`None`
+    /// while another runs).
+    pub fn fold(&self, progress: &dyn Progress) -> Result<Option<FoldReport>, EngineError> {
+        let Ok(mut failed) = self.folding.try_lock() else {
+            return Ok(None);
+        };
+        let folded = self.fold_now(progress);
+        *failed = folded.is_err().then(Instant::now);
+        folded.map(Some)
+    }
+
+    /// [`Serving::fold`], its turn taken.
+    fn fold_now(&self, progress: &dyn Progress) -> Result<FoldReport, EngineError> {
+        let internal = |e: &dyn std::fmt::Display| EngineError::Internal(e.to_string());
+        let engine = self.engine();
+        let data_dir = engine.data_dir().to_path_buf();
+        let started = Instant::now();
+        // A current generation without its index (a fold cut short by a crash, or an import)
+        // gets its index first: never two generations in a row without one.
+        let current = current_generation(&data_dir).map_err(|e| internal(&e))?;
+        let indexed = persist::current_generation(&data_dir).map_err(|e| internal(&e))?;
+        let lacks_index = match (&current, &indexed) {
+            (Some(c), Some((_, meta))) => {
+                c.file_name().map(|n| n.to_string_lossy()).as_deref()
+                    != Some(meta.catalog_generation.as_str())
+            }
+            _ => false,
+        };
+        let folded = if lacks_index {
+            None
+        } else {
+            progress.phase("folding the catalog's changes", 0);
+            let catalog = Catalog::open(&data_dir).map_err(|e| internal(&e))?;
+            let deleted: std::collections::HashSet<&str> = (0..catalog.rows())
+                .filter(|&r| catalog.is_deleted(r))
+                .map(|r| catalog.id(r))
+                .filter(|id| catalog.row_of(id).is_none())
+                .collect();
+            let keep = engine.medoids_among(&deleted)?;
+            Some(
+                fold_opened(&data_dir, &catalog, &|id| keep.contains(id))
+                    .map_err(|e| internal(&e))?,
+            )
+        };
+        let catalog_seconds = started.elapsed().as_secs_f64();
+        let built = Instant::now();
+        let served = &engine.index().meta;
+        let options = BuildOptions {
+            kind: served.kind,
+            params: served.params,
+            collapse_threshold: served.collapse_threshold,
+            ..BuildOptions::default()
+        };
+        let catalog = Catalog::open(&data_dir).map_err(|e| internal(&e))?;
+        persist::build(&data_dir, &catalog, &options, progress).map_err(|e| internal(&e))?;
+        drop(catalog);
+        let index_seconds = built.elapsed().as_secs_f64();
+        Ok(FoldReport {
+            folded,
+            catalog_seconds,
+            index_seconds,
+            swapped: self.follow()?,
         })
     }
 }

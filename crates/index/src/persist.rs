@@ -147,8 +147,9 @@ pub fn build(
         }
     }
     let excluded = excluded_rows.iter().filter(|&&e| e).count();
+    // Deleted rows (a folded generation's, or deleted since) are never served: left out.
     let mut rows: Vec<u32> = (0..catalog.base_rows() as u32)
-        .filter(|&r| !excluded_rows[r as usize])
+        .filter(|&r| !excluded_rows[r as usize] && !catalog.is_deleted(r as usize))
         .collect();
     let vectors = catalog.embeddings();
     let build_hnsw = |rows: &[u32], phase: &str| {

@@ -170,6 +170,30 @@ async fn reload_every(state: AppState, reload: Duration) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if serving.fold_due() {
+            let folder = serving.clone();
+            tokio::task::spawn_blocking(move || match folder.fold(&()) {
+                Ok(Some(r)) => match &r.folded {
+                    Some(f) => eprintln!(
+                        "folded the catalog's changes: {} items, {} rows dropped, {} deleted \
+                         items kept for profiles (catalog {:.1} s, index {:.1} s){}",
+                        f.live,
+                        f.dropped,
+                        f.kept_deleted,
+                        r.catalog_seconds,
+                        r.index_seconds,
+                        if r.swapped.is_some() { ", served" } else { "" }
+                    ),
+                    None => eprintln!(
+                        "indexed the current catalog generation ({:.1} s){}",
+                        r.index_seconds,
+                        if r.swapped.is_some() { ", served" } else { "" }
+                    ),
+                },
+                Ok(None) => {}
+                Err(e) => eprintln!("folding the catalog's changes failed (retried later): {e}"),
+            });
+        }
         let follower = serving.clone();
         tokio::task::spawn_blocking(move || match follower.follow() {
             Ok(Some(s)) => eprintln!(

@@ -63,6 +63,9 @@ pub struct ServeConfig {
     pub header_timeout: Duration,
     /// Event submissions waiting for the writer at most (more get 503 with `Retry-After`).
     pub ingest_queue: usize,
+    /// Fold the item changes into a new catalog and index generation once they reach this share
+    /// of the generation's rows (0: never).
+    pub fold_fraction: f64,
 }
 
 impl Default for ServeConfig {
@@ -85,6 +88,7 @@ impl Default for ServeConfig {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             ingest_queue: DEFAULT_QUEUE,
+            fold_fraction: pinnersage_engine::serving::DEFAULT_FOLD_FRACTION,
         }
     }
 }
@@ -149,6 +153,37 @@ fn start_indexer(serving: &Arc<Serving>) {
     }
 }
 
+/// The current catalog generation, or, when the current index was built for the previous one
+/// (an `import items` not indexed yet, or a fold cut short by a crash), that one: the server
+/// serves what it can search, and follows the current generation once it is indexed.
+fn open_indexed_catalog(
+    data_dir: &Path,
+    changes: pinnersage_catalog::journal::Records,
+) -> Result<Catalog, ServeError> {
+    let current = pinnersage_catalog::catalog::current_generation(data_dir)?;
+    if let (Some(current), Ok(Some((_, index)))) = (&current, persist::current_generation(data_dir))
+    {
+        let indexed =
+            pinnersage_catalog::catalog::catalog_root(data_dir).join(&index.catalog_generation);
+        let current_name = current
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+        if current_name.as_deref() != Some(index.catalog_generation.as_str())
+            && indexed.join("meta.json").is_file()
+        {
+            eprintln!(
+                "the current catalog {} has no index yet: serving {} (the index's) until \
+                 `pinnersage index build --data-dir {}` indexes it",
+                current.display(),
+                indexed.display(),
+                data_dir.display()
+            );
+            return Ok(Catalog::open_generation(indexed, changes)?);
+        }
+    }
+    Ok(Catalog::open_with_changes(data_dir, changes)?)
+}
+
 /// A data directory opened for serving.
 pub struct Server {
     data_dir: PathBuf,
@@ -168,6 +203,12 @@ impl Server {
             ));
         }
         config.retrieval.check()?;
+        if !(0.0..=100.0).contains(&config.fold_fraction) {
+            return Err(ServeError::Config(format!(
+                "`fold_fraction` must be in 0..=100 (0: never fold), got {}",
+                config.fold_fraction
+            )));
+        }
         if config.reload.is_zero() {
             return Err(ServeError::Config(
                 "`reload_seconds` must be positive".into(),
@@ -175,7 +216,7 @@ impl Server {
         }
         // The journal first: it cuts a torn tail before the catalog replays it.
         let (journal, changes) = pinnersage_catalog::journal::Journal::open(data_dir)?;
-        let mut catalog = Catalog::open_with_changes(data_dir, changes)?;
+        let mut catalog = open_indexed_catalog(data_dir, changes)?;
         catalog.build_hash_index();
         let catalog = Arc::new(catalog);
         let index = persist::open(
@@ -200,13 +241,16 @@ impl Server {
         )?
         .with_journal(journal);
         let (store, recovered) = OwnedStore::open(&engine, config.ingest_queue)?;
-        let serving = Arc::new(Serving::new(
-            engine,
-            IndexOpening {
-                ef_search: config.ef_search,
-                load_into_memory: config.load_index,
-            },
-        ));
+        let serving = Arc::new(
+            Serving::new(
+                engine,
+                IndexOpening {
+                    ef_search: config.ef_search,
+                    load_into_memory: config.load_index,
+                },
+            )
+            .with_fold_fraction(config.fold_fraction),
+        );
         start_indexer(&serving);
         Ok(Self {
             data_dir: data_dir.to_path_buf(),

@@ -225,3 +225,114 @@ fn item_changes_and_requests_during_index_rebuilds_are_all_served() {
         assert_eq!(catalog.row_of(id).is_some(), !deleted.contains(id), "{id}");
     }
 }
+
+#[test]
+fn changes_are_folded_into_a_new_generation_and_the_journal_shrinks() {
+    use pinnersage_server::ServeConfig;
+    let dir = tempfile::tempdir().unwrap();
+    make_data_dir(dir.path());
+    let config = || ServeConfig {
+        fold_fraction: 0.1, // 300 changes of the 3,000 items
+        ..ServeConfig::default()
+    };
+    let server = Server::start_with(dir.path(), config());
+    // A medoid of u0's profile (deleted, its vector stays for the profile) and an item no
+    // profile points at (deleted, gone).
+    let (_, profile) = server.get_json("/v1/users/u0/profile");
+    let medoid = profile["clusters"][0]["medoid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, all) = server.get_json("/v1/items/i1/similar?k=1000");
+    let medoids: HashSet<String> = (0..40)
+        .flat_map(|u| {
+            let (_, p) = server.get_json(&format!("/v1/users/u{u}/profile"));
+            p["clusters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["medoid"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let unreferenced = ids(&all["items"])
+        .into_iter()
+        .find(|i| !medoids.contains(i))
+        .unwrap();
+    for gone in [&medoid, &unreferenced] {
+        let (status, _) = server.send("DELETE", &format!("/v1/items/{gone}"), b"");
+        assert_eq!(status, 202);
+    }
+    // 200 new items and 120 replaced: over the fold's threshold.
+    let vector = |k: usize| -> Vec<f32> { (0..DIM).map(|d| ((k * 31 + d) as f32).cos()).collect() };
+    let mut fresh = Vec::new();
+    for chunk in (0..320).collect::<Vec<_>>().chunks(40) {
+        let items: Vec<Value> = chunk
+            .iter()
+            .map(|&k| {
+                let id = if k < 200 {
+                    format!("f{k}")
+                } else {
+                    format!("i{}", 2 * k)
+                };
+                fresh.push(id.clone());
+                json!({"id": id, "embedding": vector(k)})
+            })
+            .collect();
+        let (status, body) = put(&server, Value::Array(items));
+        assert_eq!(status, 202, "{body}");
+    }
+    let journal_before = std::fs::metadata(pinnersage_catalog::journal::path(dir.path()))
+        .unwrap()
+        .len();
+    wait_for_swaps(&server, 1.0);
+
+    // The folded generation: the items, the referenced deleted medoid as a deleted row, no
+    // replaced or unreferenced rows; the journal keeps only its last record.
+    let catalog = Catalog::open(dir.path()).unwrap();
+    assert_eq!(catalog.meta().deleted_rows, 1);
+    assert_eq!(catalog.rows(), ITEMS - 2 + 200 + 1);
+    assert_eq!(catalog.added_rows(), 0);
+    assert_eq!(
+        (catalog.row_of(&medoid), catalog.row_of(&unreferenced)),
+        (None, None)
+    );
+    assert!(catalog.last_row_of(&medoid).is_some());
+    let journal = pinnersage_catalog::journal::read(dir.path()).unwrap();
+    assert_eq!(journal.len(), 1);
+    let journal_after = std::fs::metadata(pinnersage_catalog::journal::path(dir.path()))
+        .unwrap()
+        .len();
+    eprintln!("journal {journal_before} bytes before the fold, {journal_after} after");
+    drop(catalog);
+
+    let check = |server: &Server| {
+        for id in &fresh {
+            let (status, body) = server.get_json(&format!("/v1/items/{id}/similar?k=1"));
+            assert_eq!(status, 200, "{id}: {body}");
+        }
+        for gone in [&medoid, &unreferenced] {
+            assert_eq!(server.get_json(&format!("/v1/items/{gone}/similar")).0, 404);
+        }
+        // u0 keeps the interest of the deleted medoid (its vector), never gets the item.
+        let (_, profile) = server.get_json("/v1/users/u0/profile");
+        let interests: Vec<&str> = profile["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["medoid"].as_str().unwrap())
+            .collect();
+        assert!(interests.contains(&medoid.as_str()), "{profile}");
+        let (_, reco) = server.get_json("/v1/users/u0/recommendations?k=50&selection=all");
+        assert_eq!(reco["fallback"], false);
+        assert!(!ids(&reco["items"]).contains(&medoid));
+    };
+    check(&server);
+    // Changes go on after the fold, and all of it survives a restart.
+    let (status, _) = put(&server, json!([{"id": "after", "embedding": vector(999)}]));
+    assert_eq!(status, 202);
+    drop(server);
+    let server = Server::start_with(dir.path(), config());
+    check(&server);
+    assert_eq!(server.get_json("/v1/items/after/similar?k=1").0, 200);
+}

@@ -535,6 +535,26 @@ impl ProfileStore {
         Ok(out)
     }
 
+    /// Calls `f` with every profile's medoid ids (a medoid of several clusters once per
+    /// cluster): what a catalog fold keeps the vectors of.
+    pub fn for_each_medoid(&self, mut f: impl FnMut(&str)) -> Result<(), ProfileStoreError> {
+        let file = self.dir.join(FILE);
+        let err = io(&file);
+        let Some(table) = self.read_table(PROFILES)? else {
+            return Ok(());
+        };
+        for entry in table.iter().map_err(|e| err(&e))? {
+            let (user, bytes) = entry.map_err(|e| err(&e))?;
+            let view =
+                ProfileView::parse(bytes.value()).ok_or_else(|| ProfileStoreError::Corrupt {
+                    path: file.clone(),
+                    user: user.value().to_owned(),
+                })?;
+            view.clusters.iter().for_each(|c| f(c.medoid));
+        }
+        Ok(())
+    }
+
     /// The profile of `user`, if the batch produced one.
     pub fn get(&self, user: &str) -> Result<Option<StoredProfile>, ProfileStoreError> {
         self.with_profile(user, |view| view.map(|v| v.to_stored()))

@@ -67,15 +67,18 @@ impl RunningServer {
         let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
         let mut addr = None;
         let mut line = String::new();
+        let mut said = String::new();
         while addr.is_none() && stderr.read_line(&mut line).unwrap() > 0 {
             addr = line
                 .split("http://")
                 .nth(1)
                 .and_then(|rest| rest.split_whitespace().next())
                 .map(str::to_owned);
+            said.push_str(&line);
             line.clear();
         }
-        let addr = addr.expect("the server prints its address");
+        let addr =
+            addr.unwrap_or_else(|| panic!("the server prints its address; it said:\n{said}"));
         Self {
             child,
             addr,
