@@ -76,6 +76,7 @@ fn kind_of_cause(cause: &(dyn std::error::Error + 'static)) -> Option<ErrorKind>
         pinnersage_server::server::ServeError,
         pinnersage_server::handoff::HandoffError,
         pinnersage_server::client::ClientError,
+        pinnersage_server::remote_items::SendItemsError,
         pinnersage_server::auth::TokensError,
         pinnersage_server::nats::NatsError,
     );

@@ -24,7 +24,8 @@ pub enum IndexCommand {
 /// loaded by `pinnersage serve`. `--hnsw-library usearch` builds it with usearch instead: f16
 /// vectors (`--quantization f16`, half the memory) and a file the server memory-maps.
 /// `--kind exact` stores no graph: the server scans every item (best below ~50k items, and
-/// exact). Re-run after every `import items`.
+/// exact). Re-run after every `import items` (a running server serves the new catalog once
+/// this has indexed it, and a rebuilt index at once, without a restart).
 ///
 /// Refinement: `--collapse-duplicates 0.99` keeps one representative of every group of items
 /// with cosine >= 0.99; `--exclude FILE` (one item id per line) removes items that must never

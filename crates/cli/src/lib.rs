@@ -12,6 +12,7 @@ pub mod eval;
 pub mod failure;
 pub mod import;
 pub mod index;
+pub mod items;
 pub mod profile;
 pub mod progress;
 pub mod quickstart;
@@ -51,6 +52,8 @@ pub enum Command {
     Synth(synth::SynthArgs),
     #[command(subcommand)]
     Index(index::IndexCommand),
+    #[command(subcommand)]
+    Items(items::ItemsCommand),
     Serve(Box<serve::ServeArgs>),
     Ship(ship::ShipArgs),
     Embed(embed::EmbedArgs),
@@ -70,6 +73,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Profile(args) => profile::run(&args),
         Command::Synth(args) => synth::run(&args),
         Command::Index(cmd) => index::run(&cmd),
+        Command::Items(cmd) => items::run(&cmd),
         Command::Serve(args) => serve::run(&args),
         Command::Ship(args) => ship::run(&args),
         Command::Embed(args) => embed::run(&args),

@@ -1004,6 +1004,80 @@ fn kill_9_while_changing_items_loses_no_acknowledged_change_and_half_applies_non
 }
 
 #[test]
+fn items_put_and_delete_send_files_to_a_running_server_and_name_the_bad_line() {
+    let dir = scratch("items");
+    let data = dir.join("data");
+    let d = s(&data);
+    common::five_item_catalog_indexed(&data, "hnsw");
+    let server = RunningServer::start(d);
+    let url = format!("http://{}", server.addr);
+    // 25 items in requests of 10, one with attributes; comments and blank lines skipped.
+    let mut text = String::from("# new items\n\n");
+    for k in 0..25 {
+        text.push_str(&format!("{{\"id\":\"n{k}\",\"embedding\":[{k},1]}}\n"));
+    }
+    text.push_str(r#"{"id":"i0","attributes":{"colour":"red"}}"#);
+    let put = dir.join("put.jsonl");
+    std::fs::write(&put, text).unwrap();
+    let out = run(&["items", "put", s(&put), "--server", &url, "--batch", "10"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("26 items upserted, 0 deleted") && said.contains("in 3 requests"),
+        "{said}"
+    );
+    let reply = server.request("GET", "/v1/items/n24/similar?k=1", "");
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let reply = server.request("GET", "/v1/items/i1/similar?k=5&filter=colour:red", "");
+    assert!(reply.contains(r#""item":"i0""#), "{reply}");
+
+    // Deletes: plain ids and JSON lines.
+    let delete = dir.join("delete.txt");
+    std::fs::write(&delete, "n1\n{\"id\":\"n2\"}\n# a comment\nn3\n").unwrap();
+    let out = run(&["items", "delete", s(&delete), "--server", &server.addr]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("0 items upserted, 3 deleted"), "{said}");
+    let reply = server.request("GET", "/v1/items/n2/similar", "");
+    assert!(reply.starts_with("HTTP/1.1 404"), "{reply}");
+
+    // A bad line stops the run with its file and line, after the requests before it.
+    let bad = dir.join("bad.jsonl");
+    let lines = [
+        r#"{"id":"b0","embedding":[1,2]}"#,
+        r#"{"id":"b1","embedding":[1,2]}"#,
+        r#"{"id":"b2","embedding":[1,2,3]}"#,
+    ];
+    std::fs::write(&bad, lines.join("\n")).unwrap();
+    let out = run(&["items", "put", s(&bad), "--server", &url, "--batch", "2"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("bad.jsonl:3:") && err.contains("embedding"),
+        "{err}"
+    );
+    assert!(err.contains("2 items before it were applied"), "{err}");
+    let reply = server.request("GET", "/v1/items/b1/similar?k=1", "");
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    std::fs::write(&bad, "{\"id\":\"c0\",\"embedding\":[1,2]}\nnot json\n").unwrap();
+    let err = fails_with_code_2(&["items", "put", s(&bad), "--server", &url]);
+    assert!(err.contains("bad.jsonl:2: not a JSON object"), "{err}");
+    let reply = server.request("GET", "/v1/items/c0/similar?k=1", "");
+    assert!(
+        reply.starts_with("HTTP/1.1 404"),
+        "the request the bad line was in is not sent: {reply}"
+    );
+    // A wrong address or batch: a clear error.
+    let err = fails_with_code_2(&["items", "put", s(&put), "--server", "https://x:1"]);
+    assert!(err.contains("plain HTTP"), "{err}");
+    let err = fails_with_code_2(&["items", "put", s(&put), "--server", &url, "--batch", "0"]);
+    assert!(err.contains("--batch must be in 1..=10000"), "{err}");
+}
+
+#[test]
 fn eval_writes_report_and_metrics_and_names_bad_inputs() {
     let dir = scratch("eval");
     let err = fails_with_code_2(&["eval", "--out", s(&dir.join("out"))]);

@@ -2,8 +2,9 @@
 //! metrics ([`metrics`]), events in over HTTP and NATS JetStream ([`intake`], [`nats`]) into the event store the server owns ([`owned_store`]), fleet mode
 //! (partitioned events, readiness: [`fleet`]), the listener and its phases ([`front`]), the HTTP
 //! API ([`http`]), how commands find and
-//! trust a running server and hand it work ([`handoff`], over the HTTP [`client`]) and [`Server`], which opens a data directory and runs
-//! all of it.
+//! trust a running server and hand it work ([`handoff`], over the HTTP [`client`]; item changes
+//! from files: [`remote_items`]) and [`Server`], which opens a data directory and runs all of
+//! it.
 #![warn(missing_docs)]
 
 pub mod auth;
@@ -17,6 +18,7 @@ pub mod intake;
 pub mod metrics;
 pub mod nats;
 pub mod owned_store;
+pub mod remote_items;
 pub mod server;
 pub mod sink;
 

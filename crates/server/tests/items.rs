@@ -399,3 +399,28 @@ fn recall_stays_after_replacing_a_fifth_of_100k_items_through_the_api() {
     );
     assert!(before >= 0.95 && at_once >= 0.95 && after >= 0.95 && refolded >= 0.95);
 }
+
+/// `send_items` splits a file into requests by count and by the server's body limit: 50 items
+/// with 100 KB of attributes each (5 MB) go in two requests, not one refused with 413.
+#[test]
+fn item_files_are_sent_in_requests_within_the_body_limit() {
+    use pinnersage_server::client::Conn;
+    use pinnersage_server::remote_items::{ItemsAction, send_items};
+    let dir = tempfile::tempdir().unwrap();
+    make_data_dir(dir.path());
+    let server = Server::start(dir.path());
+    let long = "x".repeat(100_000);
+    let lines: Vec<String> = (0..50)
+        .map(|k| {
+            let v: Vec<f32> = (0..DIM).map(|d| ((k * 3 + d) as f32).sin()).collect();
+            json!({"id": format!("big{k}"), "embedding": v, "attributes": {"text": long}})
+                .to_string()
+        })
+        .collect();
+    let file = dir.path().join("big.jsonl");
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let mut conn = Conn::open(server.addr).unwrap();
+    let sent = send_items(&mut conn, ItemsAction::Put, &file, 1_000, &()).unwrap();
+    assert_eq!((sent.upserted, sent.requests), (50, 2));
+    assert_eq!(similar(&server, "/v1/items/big49/similar?k=1").len(), 1);
+}

@@ -92,6 +92,7 @@ use self::{
     error::*, events::*, health::*, items::*, layers::*, metrics::*, recommend::*, users::*,
 };
 pub use error::ApiError;
+pub use items::MAX_ITEMS_PER_REQUEST;
 pub use layers::{DEFAULT_MAX_IN_FLIGHT, DEFAULT_REQUEST_TIMEOUT, Limits};
 
 /// The router with every route, metrics middleware and JSON fallbacks.
