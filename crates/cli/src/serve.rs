@@ -351,7 +351,9 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                 return Err(e.into());
             }
         };
-        let engine = server.engine().clone();
+        // The engine at start, for these lines only: a new generation replaces it while serving,
+        // and holding it would keep its index in memory.
+        let engine = server.engine();
         if server.recovered_events() > 0 {
             eprintln!(
                 "recovered {} events after the served batch: {} users have online clusters",
@@ -365,12 +367,14 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                 data_dir.display()
             );
         }
-        let running = server.start_on(front).await?;
-        eprintln!(
+        let started = format!(
             "serving {} items ({} index) on http://{addr}  (try: curl http://{addr}/healthz)",
             engine.catalog().live_rows(),
             engine.index().index.kind()
         );
+        drop(engine);
+        let running = server.start_on(front).await?;
+        eprintln!("{started}");
         running.finish().await?;
         eprintln!("shut down");
         Ok(())

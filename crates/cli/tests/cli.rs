@@ -1003,6 +1003,56 @@ fn kill_9_while_changing_items_loses_no_acknowledged_change_and_half_applies_non
     );
 }
 
+/// `pinnersage serve` follows `import items` + `index build` without a restart, and lets the
+/// replaced engine (its index) go: one engine in memory once the swap is done.
+#[test]
+fn serve_follows_a_new_catalog_and_frees_the_replaced_one() {
+    let dir = scratch("follow");
+    let data = dir.join("data");
+    let d = s(&data);
+    common::five_item_catalog_indexed(&data, "hnsw");
+    let server = RunningServer::start(d);
+    let gauge = |name: &str| -> f64 {
+        let reply = server.request("GET", "/metrics", "");
+        reply
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in {reply}"))
+    };
+    assert_eq!(gauge("pinnersage_engines_in_memory"), 1.0);
+    let items = dir.join("six.csv");
+    std::fs::write(&items, format!("{}i5,2,2\n", common::FIVE_ITEMS_CSV)).unwrap();
+    for args in [
+        &["import", "items", "--data-dir", d, s(&items)][..],
+        &["index", "build", "--data-dir", d],
+    ] {
+        let out = run(args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let started = std::time::Instant::now();
+    while gauge("pinnersage_generation_swaps_total") < 1.0 {
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "the new catalog was not served"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let reply = server.request("GET", "/v1/items/i5/similar?k=1", "");
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let started = std::time::Instant::now();
+    while gauge("pinnersage_engines_in_memory") > 1.0 {
+        assert!(
+            started.elapsed().as_secs() < 5,
+            "the replaced engine stays in memory"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn items_put_and_delete_send_files_to_a_running_server_and_name_the_bad_line() {
     let dir = scratch("items");

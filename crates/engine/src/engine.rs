@@ -448,6 +448,7 @@ impl Engine {
         } else {
             catalog.rows()
         };
+        ALIVE.fetch_add(1, Ordering::Relaxed);
         Ok(Self {
             indexed_rows: AtomicUsize::new(indexed_rows),
             changes: shared.changes,
@@ -1338,6 +1339,22 @@ fn resolve_popular(
         .into_iter()
         .filter_map(|(id, count)| catalog.row_of(&id).map(|r| (r as u32, count)))
         .collect())
+}
+
+/// Engines in memory (see [`engines_in_memory`]).
+static ALIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// Engines of this process in memory: one while serving, two while a new generation is
+/// swapped in and requests finish on the old one. More for longer means something holds a
+/// replaced engine (and its index) in memory.
+pub fn engines_in_memory() -> usize {
+    ALIVE.load(Ordering::Relaxed)
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        ALIVE.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// What an engine hands to its successor.

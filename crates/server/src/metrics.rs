@@ -231,6 +231,11 @@ impl Collector for Observed {
             "Catalog or index generations swapped in while serving.",
             self.serving.swaps(),
         )?;
+        page.gauge(
+            "pinnersage_engines_in_memory",
+            "Engines (catalog, index, cache) in memory: 1, or 2 while a swap finishes.",
+            pinnersage_engine::engine::engines_in_memory() as u64,
+        )?;
         let cache = e.cache();
         let (entries, bytes) = cache.usage();
         page.counter(

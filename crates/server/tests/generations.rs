@@ -336,3 +336,77 @@ fn changes_are_folded_into_a_new_generation_and_the_journal_shrinks() {
     check(&server);
     assert_eq!(server.get_json("/v1/items/after/similar?k=1").0, 200);
 }
+
+/// A replaced engine (its catalog, index and cache) is freed once nothing uses it, in a server
+/// answering requests: memory does not grow with the number of generations served.
+#[test]
+fn a_replaced_engine_is_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    make_data_dir(dir.path());
+    let server = pinnersage_server::Server::open(
+        dir.path(),
+        pinnersage_server::ServeConfig {
+            reload: Duration::from_millis(100),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let serving = server.serving().clone();
+    let first = std::sync::Arc::downgrade(&serving.engine());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addr_tx.send(listener.local_addr().unwrap()).unwrap();
+            server
+                .run(listener, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+    });
+    let addr = addr_rx.recv().unwrap();
+    let get = |path: &str| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    for u in 0..20 {
+        assert!(get(&format!("/v1/users/u{u}/recommendations")).starts_with("HTTP/1.1 200"));
+    }
+    get("/metrics");
+    index_build(dir.path());
+    let started = Instant::now();
+    while serving.swaps() == 0 && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for u in 0..20 {
+        assert!(get(&format!("/v1/users/u{u}/recommendations")).starts_with("HTTP/1.1 200"));
+    }
+    get("/metrics");
+    // Requests and the server's own threads let go of it within moments.
+    let started = Instant::now();
+    while first.upgrade().is_some() && started.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let alive = first
+        .upgrade()
+        .map(|e| std::sync::Arc::strong_count(&e) - 1);
+    stop.send(()).unwrap();
+    thread.join().unwrap();
+    assert_eq!(alive, None, "the replaced engine is still held");
+}
