@@ -57,6 +57,15 @@ pub fn fold(data_dir: &Path, keep: &dyn Fn(&str) -> bool) -> Result<Folded, Cata
     fold_opened(data_dir, &catalog, keep)
 }
 
+/// The deleted items of `catalog` a fold may keep, as `(row, id)`: each id's last row, for the
+/// ids without a live row (a replaced item's old row is not one).
+pub fn deleted_items(catalog: &Catalog) -> impl Iterator<Item = (usize, &str)> {
+    (0..catalog.rows())
+        .filter(|&row| catalog.is_deleted(row))
+        .map(|row| (row, catalog.id(row)))
+        .filter(|&(row, id)| catalog.last_row_of(id) == Some(row) && catalog.row_of(id).is_none())
+}
+
 /// [`fold`] of `catalog`, opened from `data_dir` and not changed meanwhile.
 pub fn fold_opened(
     data_dir: &Path,
@@ -81,16 +90,12 @@ pub fn fold_opened(
             .map_err(|e| corrupt(row, e))?;
         live += 1;
     }
-    // A deleted item is its id's last row, and the id has no live row.
     let mut kept_deleted = 0;
-    for row in (0..catalog.rows()).filter(|&r| catalog.is_deleted(r)) {
-        let id = catalog.id(row);
-        if catalog.last_row_of(id) == Some(row) && catalog.row_of(id).is_none() && keep(id) {
-            builder
-                .push_folded(id, catalog.embedding(row), catalog.attributes(row), true)
-                .map_err(|e| corrupt(row, e))?;
-            kept_deleted += 1;
-        }
+    for (row, id) in deleted_items(catalog).filter(|&(_, id)| keep(id)) {
+        builder
+            .push_folded(id, catalog.embedding(row), catalog.attributes(row), true)
+            .map_err(|e| corrupt(row, e))?;
+        kept_deleted += 1;
     }
     if live == 0 {
         return Err(CatalogError::Input(

@@ -344,9 +344,21 @@ pub struct Compaction {
 
 /// Writes the journal's records after `seq` (those a catalog generation does not hold) and its
 /// last record, as the journal stands now, to a new file beside it: the slow part of a
-/// compaction, done without holding the writer (see [`Journal::compact`]).
-pub fn prepare_compaction(data_dir: &Path, seq: u64) -> Result<Compaction, CatalogError> {
+/// compaction, done without holding the writer (see [`Journal::compact`]). `None` (nothing
+/// written) when no record would be dropped.
+pub fn prepare_compaction(data_dir: &Path, seq: u64) -> Result<Option<Compaction>, CatalogError> {
     let (records, read_to) = read_from(data_dir, 0)?;
+    // The last record stays whatever its number: the numbering goes on from it after a restart
+    // (a generation holding it skips it on replay).
+    let kept = |k: usize, s: u64| s > seq || k + 1 == records.len();
+    let dropped = records
+        .iter()
+        .enumerate()
+        .filter(|&(k, &(s, _))| !kept(k, s))
+        .count();
+    if dropped == 0 {
+        return Ok(None);
+    }
     let path = catalog_root(data_dir).join(format!("{FILE}.compacting"));
     let _ = fs::remove_file(&path);
     let mut file = OpenOptions::new()
@@ -356,24 +368,19 @@ pub fn prepare_compaction(data_dir: &Path, seq: u64) -> Result<Compaction, Catal
         .open(&path)
         .map_err(io_err(&path))?;
     let mut out = Vec::new();
-    let mut dropped = 0;
     for (k, (s, change)) in records.iter().enumerate() {
-        // The last record stays whatever its number: the numbering goes on from it after a
-        // restart (a generation holding it skips it on replay).
-        if *s > seq || k + 1 == records.len() {
+        if kept(k, *s) {
             encode(*s, change, &mut out);
-        } else {
-            dropped += 1;
         }
     }
     file.write_all(&out).map_err(io_err(&path))?;
-    Ok(Compaction {
+    Ok(Some(Compaction {
         path,
         file,
         read_to,
         bytes: out.len() as u64,
         dropped,
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -444,7 +451,7 @@ mod tests {
         let (mut journal, _) = Journal::open(dir.path()).unwrap();
         journal.append(&changes()).unwrap(); // 1..=4
         // Prepared through 2; 5 appended before it finishes: 3, 4 and 5 stay.
-        let compaction = prepare_compaction(dir.path(), 2).unwrap();
+        let compaction = prepare_compaction(dir.path(), 2).unwrap().unwrap();
         assert_eq!(compaction.dropped, 2);
         journal.append(&changes()[..1]).unwrap();
         journal.compact(compaction).unwrap();
@@ -455,10 +462,17 @@ mod tests {
         // The new file is the locked one.
         assert!(Journal::open(dir.path()).is_err());
         // Compacted through its end: the last record stays, so a restart numbers on from it.
-        let compaction = prepare_compaction(dir.path(), 6).unwrap();
+        let compaction = prepare_compaction(dir.path(), 6).unwrap().unwrap();
         journal.compact(compaction).unwrap();
         drop(journal);
         assert_eq!(seqs(dir.path()), [6]);
+        // Nothing more to drop: nothing written beside the journal.
+        assert!(prepare_compaction(dir.path(), 6).unwrap().is_none());
+        assert!(
+            !catalog_root(dir.path())
+                .join("changes.log.compacting")
+                .exists()
+        );
         let (mut journal, _) = Journal::open(dir.path()).unwrap();
         assert_eq!(journal.append(&changes()[..1]).unwrap(), 7);
     }

@@ -1013,11 +1013,9 @@ fn serve_follows_a_new_catalog_and_frees_the_replaced_one() {
     common::five_item_catalog_indexed(&data, "hnsw");
     let server = RunningServer::start(d);
     let gauge = |name: &str| -> f64 {
-        let reply = server.request("GET", "/metrics", "");
-        reply
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("{name} not in {reply}"))
+        server
+            .metric(name)
+            .unwrap_or_else(|| panic!("{name} not in /metrics"))
     };
     assert_eq!(gauge("pinnersage_engines_in_memory"), 1.0);
     let items = dir.join("six.csv");

@@ -141,11 +141,7 @@ fn body(response: &str) -> &str {
 }
 
 fn metric(server: &RunningServer, name: &str) -> f64 {
-    let metrics = server.request("GET", "/metrics", "");
-    body(&metrics)
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
+    server.metric(name).unwrap_or(0.0)
 }
 
 fn wait_for(what: &str, seconds: u64, mut done: impl FnMut() -> bool) {

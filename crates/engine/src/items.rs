@@ -237,9 +237,7 @@ impl Engine {
         }
         Some(change)
     }
-}
 
-impl Engine {
     /// Runs `f` while no item change is journaled or applied (the journal's lock held).
     pub(crate) fn holding_journal<R>(&self, f: impl FnOnce() -> R) -> R {
         match &self.changes {
@@ -263,9 +261,7 @@ impl Engine {
         }
         replayed
     }
-}
 
-impl Engine {
     /// Finishes a journal compaction prepared beside the journal (see
     /// [`pinnersage_catalog::journal::prepare_compaction`]), holding the journal.
     pub(crate) fn compact_journal(

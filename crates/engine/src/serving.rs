@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Instant;
 
 use pinnersage_catalog::catalog::{Catalog, current_generation};
-use pinnersage_catalog::fold::{Folded, fold_opened};
+use pinnersage_catalog::fold::{Folded, deleted_items, fold_opened};
 use pinnersage_core::progress::Progress;
 use pinnersage_index::persist::{self, BuildOptions};
 
@@ -141,8 +141,7 @@ impl Serving {
         if catalog_dir == old.catalog().dir() && index_dir == old.index().dir {
             return Ok(None);
         }
-        let built_for = catalog_dir.file_name().map(|n| n.to_string_lossy());
-        if built_for.as_deref() != Some(index_meta.catalog_generation.as_str()) {
+        if !index_meta.is_for(&catalog_dir) {
             return Ok(None); // the index of the new catalog is not built yet
         }
         let pair = (catalog_dir, index_dir);
@@ -194,9 +193,9 @@ impl Serving {
         // renamed over it with the journal held).
         let served = self.engine();
         let held = served.catalog().meta().journal_seq;
-        let compaction = pinnersage_catalog::journal::prepare_compaction(&data_dir, held)
-            .map_err(|e| internal(&e))?;
-        if compaction.dropped > 0 {
+        if let Some(compaction) = pinnersage_catalog::journal::prepare_compaction(&data_dir, held)
+            .map_err(|e| internal(&e))?
+        {
             served.compact_journal(compaction)?;
         }
         Ok(Swapped {
@@ -249,10 +248,7 @@ impl Serving {
         let current = current_generation(&data_dir).map_err(|e| internal(&e))?;
         let indexed = persist::current_generation(&data_dir).map_err(|e| internal(&e))?;
         let lacks_index = match (&current, &indexed) {
-            (Some(c), Some((_, meta))) => {
-                c.file_name().map(|n| n.to_string_lossy()).as_deref()
-                    != Some(meta.catalog_generation.as_str())
-            }
+            (Some(current), Some((_, meta))) => !meta.is_for(current),
             _ => false,
         };
         let folded = if lacks_index {
@@ -260,11 +256,8 @@ impl Serving {
         } else {
             progress.phase("folding the catalog's changes", 0);
             let catalog = Catalog::open(&data_dir).map_err(|e| internal(&e))?;
-            let deleted: std::collections::HashSet<&str> = (0..catalog.rows())
-                .filter(|&r| catalog.is_deleted(r))
-                .map(|r| catalog.id(r))
-                .filter(|id| catalog.row_of(id).is_none())
-                .collect();
+            let deleted: std::collections::HashSet<&str> =
+                deleted_items(&catalog).map(|(_, id)| id).collect();
             let keep = engine.medoids_among(&deleted)?;
             Some(
                 fold_opened(&data_dir, &catalog, &|id| keep.contains(id))

@@ -250,6 +250,13 @@ impl AsRef<[f32]> for CatalogVectors {
     }
 }
 
+impl IndexMeta {
+    /// Whether the index was built for the catalog generation in `catalog_dir`.
+    pub fn is_for(&self, catalog_dir: &Path) -> bool {
+        generation_name(catalog_dir) == self.catalog_generation
+    }
+}
+
 /// The current index generation of `data_dir` and what it was built for (`None`: never built).
 pub fn current_generation(data_dir: &Path) -> Result<Option<(PathBuf, IndexMeta)>, IndexError> {
     let generations = Generations::new(index_root(data_dir));
@@ -323,14 +330,13 @@ pub fn open(
     let bytes = fs::read(&meta_path).map_err(io_err(&meta_path))?;
     let mut meta: IndexMeta = serde_json::from_slice(&bytes)
         .map_err(|e| IndexError::Unusable(format!("{}: {e}", meta_path.display())))?;
-    let current_catalog = generation_name(catalog.dir());
-    if meta.catalog_generation != current_catalog || meta.catalog_rows != catalog.base_rows() {
+    if !meta.is_for(catalog.dir()) || meta.catalog_rows != catalog.base_rows() {
         return Err(IndexError::Unusable(format!(
             "the index in {} was built for catalog {} but the current catalog is {}: run \
              `pinnersage index build --data-dir {}` again",
             dir.display(),
             meta.catalog_generation,
-            current_catalog,
+            generation_name(catalog.dir()),
             data_dir.display()
         )));
     }

@@ -38,6 +38,22 @@ fn topic_catalog(dir: &Path) {
     b.commit("topics").unwrap();
 }
 
+/// Accepted events borrowing owned `(user, item, action)` triples.
+fn borrowed(
+    owned: &[(String, String, pinnersage_pipeline::online::OnlineAction)],
+) -> Vec<pinnersage_pipeline::online::Accepted<'_>> {
+    owned
+        .iter()
+        .map(
+            |(user, item, action)| pinnersage_pipeline::online::Accepted {
+                user,
+                item,
+                action: *action,
+            },
+        )
+        .collect()
+}
+
 /// A click of `user` on `item` at `time`, without an id.
 fn click(user: &str, item: &str, time: i64) -> Event {
     Event {
@@ -791,7 +807,7 @@ fn online_state_stays_within_its_budget_and_evicted_users_come_back_whole() {
 /// is rebuilt only once the store has them: a rebuild waits for the writes before it.
 #[test]
 fn an_evicted_user_is_rebuilt_only_after_the_writes_ahead_of_the_store() {
-    use pinnersage_pipeline::online::{Accepted, OnlineAction, OnlineProfiles};
+    use pinnersage_pipeline::online::{OnlineAction, OnlineProfiles};
 
     let scratch_dir = scratch("ahead");
     let dir = scratch_dir.path();
@@ -820,15 +836,7 @@ fn an_evicted_user_is_rebuilt_only_after_the_writes_ahead_of_the_store() {
     };
     let apply_ahead = |events: &[Event]| {
         let owned = accepted(events);
-        let batch: Vec<Accepted<'_>> = owned
-            .iter()
-            .map(|(user, item, action)| Accepted {
-                user,
-                item,
-                action: *action,
-            })
-            .collect();
-        online.apply_ahead(&batch, catalog.instance())
+        online.apply_ahead(&borrowed(&owned), catalog.instance())
     };
     let first = vec![click("a", "t1-1", 1_001)];
     let others: Vec<Event> = (0..1_000)
@@ -873,7 +881,7 @@ fn an_evicted_user_is_rebuilt_only_after_the_writes_ahead_of_the_store() {
 /// store).
 #[test]
 fn online_state_follows_a_renumbered_catalog() {
-    use pinnersage_pipeline::online::{Accepted, OnlineAction, OnlineProfiles};
+    use pinnersage_pipeline::online::{OnlineAction, OnlineProfiles};
 
     let first_dir = scratch("rebase-a");
     let first = online_catalog(first_dir.path());
@@ -926,15 +934,7 @@ fn online_state_follows_a_renumbered_catalog() {
     };
     let apply = |online: &OnlineProfiles, events: &[Event], catalog: &Catalog| {
         let owned = accepted(events, catalog);
-        let batch: Vec<Accepted<'_>> = owned
-            .iter()
-            .map(|(user, item, action)| Accepted {
-                user,
-                item,
-                action: *action,
-            })
-            .collect();
-        online.apply(&batch, catalog.instance());
+        online.apply(&borrowed(&owned), catalog.instance());
     };
     // What each user's state is when built on the new catalog from the start.
     let expected = OnlineProfiles::new(second.clone(), params.clone(), 1_000).unwrap();

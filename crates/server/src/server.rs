@@ -165,12 +165,7 @@ fn open_indexed_catalog(
     {
         let indexed =
             pinnersage_catalog::catalog::catalog_root(data_dir).join(&index.catalog_generation);
-        let current_name = current
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned());
-        if current_name.as_deref() != Some(index.catalog_generation.as_str())
-            && indexed.join("meta.json").is_file()
-        {
+        if !index.is_for(current) && indexed.join("meta.json").is_file() {
             eprintln!(
                 "the current catalog {} has no index yet: serving {} (the index's) until \
                  `pinnersage index build --data-dir {}` indexes it",

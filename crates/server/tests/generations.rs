@@ -353,40 +353,10 @@ fn a_replaced_engine_is_freed() {
     .unwrap();
     let serving = server.serving().clone();
     let first = std::sync::Arc::downgrade(&serving.engine());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            addr_tx.send(listener.local_addr().unwrap()).unwrap();
-            server
-                .run(listener, async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
-    });
-    let addr = addr_rx.recv().unwrap();
-    let get = |path: &str| {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    };
+    let server = Server::run(server);
+    let get = |path: &str| server.request("GET", path);
     for u in 0..20 {
-        assert!(get(&format!("/v1/users/u{u}/recommendations")).starts_with("HTTP/1.1 200"));
+        assert_eq!(get(&format!("/v1/users/u{u}/recommendations")).0, 200);
     }
     get("/metrics");
     index_build(dir.path());
@@ -395,7 +365,7 @@ fn a_replaced_engine_is_freed() {
         std::thread::sleep(Duration::from_millis(20));
     }
     for u in 0..20 {
-        assert!(get(&format!("/v1/users/u{u}/recommendations")).starts_with("HTTP/1.1 200"));
+        assert_eq!(get(&format!("/v1/users/u{u}/recommendations")).0, 200);
     }
     get("/metrics");
     // Requests and the server's own threads let go of it within moments.
@@ -406,7 +376,6 @@ fn a_replaced_engine_is_freed() {
     let alive = first
         .upgrade()
         .map(|e| std::sync::Arc::strong_count(&e) - 1);
-    stop.send(()).unwrap();
-    thread.join().unwrap();
+    drop(server);
     assert_eq!(alive, None, "the replaced engine is still held");
 }

@@ -91,6 +91,14 @@ impl RunningServer {
         http(&self.addr, method, path, body).unwrap_or_default()
     }
 
+    /// The value of metric `name` in `/metrics` (`None`: not there, or no answer).
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let metrics = self.request("GET", "/metrics", "");
+        let body = metrics.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
     /// SIGTERM, then wait.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let term = Command::new("kill")

@@ -94,7 +94,11 @@ impl Server {
             reload: Duration::from_millis(100),
             ..config
         };
-        let server = pinnersage_server::Server::open(dir, config).unwrap();
+        Self::run(pinnersage_server::Server::open(dir, config).unwrap())
+    }
+
+    /// Runs an opened server on a loopback port.
+    pub fn run(server: pinnersage_server::Server) -> Self {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
