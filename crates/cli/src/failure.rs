@@ -162,6 +162,7 @@ mod tests {
             "partitions",
             "consume_partitions",
             "stream_replicas",
+            "nats_items_stream",
             "online_actions",
             "reload_seconds",
             "tokens_file",

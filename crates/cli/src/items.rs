@@ -69,10 +69,14 @@ pub fn run(command: &ItemsCommand) -> Result<()> {
         args.batch,
         &Spinner::default(),
     )?;
+    let held = match sent.seq {
+        Some(seq) => format!("journal at {seq}"),
+        None => "held by the fleet's stream".into(),
+    };
     println!(
         "{} items upserted, {} deleted, {} found nothing to change, in {} requests to \
-         http://{addr} (journal at {})",
-        sent.upserted, sent.deleted, sent.skipped, sent.requests, sent.seq
+         http://{addr} ({held})",
+        sent.upserted, sent.deleted, sent.skipped, sent.requests
     );
     Ok(())
 }

@@ -188,9 +188,24 @@ pub struct ServeArgs {
     /// to the replicas that hold them (docs/fleet.md has the rule and an HAProxy config).
     #[arg(long, value_name = "LIST", value_delimiter = ',', requires = "fleet")]
     consume_partitions: Vec<u32>,
-    /// Replicas of the JetStream stream when this replica creates it (3 on a 3-node cluster).
+    /// Replicas of the JetStream streams when this replica creates them (3 on a 3-node
+    /// cluster).
     #[arg(long, default_value_t = 1, requires = "fleet")]
     stream_replicas: usize,
+    /// Fleet mode: prefix of the item changes' subjects. POST /v1/items (and the deletes)
+    /// publish each change on PREFIX.<hex of the item id> (202 once JetStream holds it) and
+    /// every replica applies them all, in stream order (docs/catalog.md).
+    #[arg(
+        long,
+        value_name = "PREFIX",
+        default_value = "pinnersage.items",
+        requires = "fleet"
+    )]
+    items_subject: String,
+    /// Fleet mode: JetStream stream of the item changes (created if missing, keeping the last
+    /// change of each item).
+    #[arg(long, default_value = "PINNERSAGE_ITEMS", requires = "fleet")]
+    nats_items_stream: String,
     /// Items never to recommend nor return as similar (one id per line), re-read every
     /// --reload-seconds when the file changes: take items down without rebuilding the index
     /// (`index build --exclude` removes them from the index for good).
@@ -273,6 +288,8 @@ impl ServeArgs {
                 stream: self.nats_stream.clone(),
                 durable: self.nats_durable.clone(),
                 fleet: fleet.clone(),
+                items_subject: self.items_subject.clone(),
+                items_stream: self.nats_items_stream.clone(),
                 ..NatsConfig::new(url.clone())
             }),
             profiles_from: self.profiles_from.clone(),

@@ -615,3 +615,175 @@ fn a_stream_leader_change_costs_no_failed_post() {
     });
     assert_eq!(metric(&a, "pinnersage_events_stored_total"), n as f64);
 }
+
+/// The ids `server` returns as similar to `item` (empty when it answers otherwise).
+fn similar(server: &RunningServer, item: &str) -> Vec<String> {
+    let answer = server.request("GET", &format!("/v1/items/{item}/similar?k=10"), "");
+    let v: serde_json::Value = serde_json::from_str(body(&answer)).unwrap_or_default();
+    v["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| i["item"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn item_changes_reach_every_replica_and_a_late_one_catches_up_before_ready() {
+    let Some(exe) = nats_server() else { return };
+    let dir = Scratch::new("fleet-items");
+    let cluster = Cluster::start(&exe, &dir.join("nats"), 3);
+    let seed = dir.join("seed");
+    // An exact index: what is asserted is where changes reach, not the graph's recall (the
+    // server's own tests cover changes in an HNSW graph).
+    common::five_item_catalog(&seed);
+    let (rt, js) = replicated_stream(&cluster);
+    let urls = cluster.urls();
+    let replica = |name: &str| {
+        let data = dir.join(name);
+        if !data.exists() {
+            for sub in ["catalog", "index"] {
+                copy_dir(&seed.join(sub), &data.join(sub));
+            }
+        }
+        let fleet = [
+            "--fleet",
+            "--nats",
+            &urls,
+            "--stream-replicas",
+            "3",
+            "--partitions",
+            "4",
+            "--reload-seconds",
+            "0.2",
+        ];
+        let mut server = RunningServer::start_with(data.to_str().unwrap(), &fleet);
+        wait_ready(&mut server);
+        server
+    };
+    let a = replica("a");
+    let mut b = replica("b");
+
+    // An item posted to A is returned by B; an item deleted on B vanishes from A and B.
+    let posted = a.request(
+        "POST",
+        "/v1/items",
+        r#"{"items":[{"id":"new.1","embedding":[1,0.05]},{"id":"moved","embedding":[5,5]}]}"#,
+    );
+    assert_eq!(status(&posted), 202, "{posted}");
+    assert!(body(&posted).contains("\"upserted\":2"), "{posted}");
+    wait_for("new.1 similar to i0 on B", 30, || {
+        similar(&b, "i0").contains(&"new.1".to_owned())
+    });
+    let deleted = b.request("DELETE", "/v1/items/i4", "");
+    assert_eq!(status(&deleted), 202, "{deleted}");
+    for r in [&a, &b] {
+        wait_for("i4 gone", 30, || {
+            status(&r.request("GET", "/v1/items/i4/similar", "")) == 404
+        });
+        assert!(similar(r, "i0").contains(&"new.1".to_owned()));
+        assert!(!similar(r, "i2").contains(&"i4".to_owned()));
+    }
+
+    // Refused like on a standalone server, and nothing published.
+    let published = |rt: &tokio::runtime::Runtime| {
+        rt.block_on(async {
+            let mut stream = js.get_stream("PINNERSAGE_ITEMS").await.unwrap();
+            stream.info().await.unwrap().state.messages
+        })
+    };
+    let before = published(&rt);
+    for (body, code) in [
+        (r#"{"items":[{"id":"bad","embedding":[1,2,3]}]}"#, 400),
+        (r#"{"items":[{"id":"nan","embedding":[1,"NaN"]}]}"#, 400),
+    ] {
+        let refused = a.request("POST", "/v1/items", body);
+        assert_eq!(status(&refused), code, "{refused}");
+    }
+    let unknown = a.request("DELETE", "/v1/items/nobody", "");
+    assert_eq!(status(&unknown), 404, "{unknown}");
+    assert_eq!(published(&rt), before, "a refused change was published");
+
+    // B is down while items change; C starts from the seed copy. Both are ready only once
+    // they have applied every change: the first answers after /readyz are already current.
+    b.kill9();
+    let posted = a.request(
+        "POST",
+        "/v1/items",
+        r#"{"items":[{"id":"new 2","embedding":[1,-0.05]},{"id":"moved","embedding":[-1,0.02]}]}"#,
+    );
+    assert_eq!(status(&posted), 202, "{posted}");
+    let deleted = a.request("POST", "/v1/items/delete", r#"{"ids":["new.1"]}"#);
+    assert_eq!(status(&deleted), 202, "{deleted}");
+    // Enough changes that applying them takes a while.
+    for part in 0..2 {
+        let items: Vec<String> = (0..10_000)
+            .map(|k| format!(r#"{{"id":"bulk-{part}-{k}","embedding":[{k},-20000]}}"#))
+            .collect();
+        let posted = a.request(
+            "POST",
+            "/v1/items",
+            &format!(r#"{{"items":[{}]}}"#, items.join(",")),
+        );
+        assert_eq!(status(&posted), 202, "{}", &posted[..posted.len().min(300)]);
+    }
+    // Acknowledged once the stream holds them; applied on A too from there.
+    let items_on_a = 4.0 + 2.0 + 20_000.0; // i0..i3, moved, new 2, the bulk
+    wait_for("A to apply the bulk", 60, || {
+        metric(&a, "pinnersage_catalog_items") == items_on_a
+    });
+    // A change of an item the stream already holds replaces it there: one message per item
+    // (new.1, moved, i4, new 2, the bulk).
+    assert_eq!(
+        published(&rt),
+        before + 1 + 20_000,
+        "the stream keeps one change per item"
+    );
+    let b = replica("b");
+    let c = replica("c");
+    for r in [&a, &b, &c] {
+        assert_eq!(
+            metric(r, "pinnersage_catalog_items"),
+            items_on_a,
+            "ready, not caught up"
+        );
+        let near_i0 = similar(r, "i0");
+        assert!(near_i0.contains(&"new 2".to_owned()), "{near_i0:?}");
+        assert!(!near_i0.contains(&"new.1".to_owned()), "{near_i0:?}");
+        assert!(!near_i0.contains(&"i4".to_owned()), "{near_i0:?}");
+        // "moved" was replaced: next to i2 before, now nearest to i1.
+        let near_moved = similar(r, "moved");
+        assert_eq!(
+            near_moved.first().map(String::as_str),
+            Some("i1"),
+            "{near_moved:?}"
+        );
+    }
+    assert!(metric(&c, "pinnersage_nats_item_changes_acked_total") >= 4.0);
+
+    // A message no replica can apply is dropped and counted; the changes keep flowing.
+    rt.block_on(async {
+        js.publish("pinnersage.items.6e6f7065", "not json".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    });
+    let posted = c.request(
+        "POST",
+        "/v1/items",
+        r#"{"items":[{"id":"last","embedding":[0,1]}]}"#,
+    );
+    assert_eq!(status(&posted), 202, "{posted}");
+    for r in [&a, &b, &c] {
+        wait_for("the poison item message counted", 30, || {
+            metric(r, "pinnersage_nats_item_changes_terminated_total") >= 1.0
+        });
+        wait_for("the last item", 30, || {
+            similar(r, "i1").first().map(String::as_str) == Some("last")
+        });
+    }
+}

@@ -6,6 +6,8 @@
 //! stream and answers once JetStream has acknowledged them ([`Publisher`]); every replica
 //! consumes the partitions it holds into its own event store and online state with its own
 //! durable consumer, named after the replica's id ([`replica_id`], kept in its data directory).
+//! Item changes take the same way on a stream of their own ([`crate::item_changes`]): every
+//! replica applies all of them.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +23,9 @@ use serde::Serialize;
 
 use crate::intake::{IngestError, IngestReport, parse_request};
 use crate::server::ServeError;
+
+/// Messages published before their acknowledgements are awaited.
+const PUBLISH_RUN: usize = 1024;
 
 /// Largest message published (NATS' default `max_payload` is 1 MiB); bigger groups are split.
 pub const MAX_MESSAGE_BYTES: usize = 512 << 10;
@@ -167,12 +172,13 @@ impl Readiness {
     }
 }
 
-/// Publishes validated events to the stream's partitions.
+/// Publishes validated events to the stream's partitions, and item changes to the items stream.
 #[derive(Clone)]
 pub struct Publisher {
     client: async_nats::Client,
     js: jetstream::Context,
     subject: String,
+    items_subject: String,
     partitions: u32,
     patience: Duration,
 }
@@ -198,11 +204,13 @@ struct EventOut<'a> {
 }
 
 impl Publisher {
-    /// Publishes on `<subject>.<partition>` through `client`; each acknowledgement waits at
-    /// most `timeout`, and a publish NATS cannot take is tried again for up to `patience`.
+    /// Publishes events on `<subject>.<partition>` and item changes on
+    /// `<items_subject>.<item>` through `client`; each acknowledgement waits at most `timeout`,
+    /// and a publish NATS cannot take is tried again for up to `patience`.
     pub fn new(
         client: async_nats::Client,
         subject: String,
+        items_subject: String,
         partitions: u32,
         timeout: Duration,
         patience: Duration,
@@ -214,6 +222,7 @@ impl Publisher {
             client,
             js,
             subject,
+            items_subject,
             partitions,
             patience,
         }
@@ -251,10 +260,43 @@ impl Publisher {
                     (subject, payload, id)
                 })
                 .collect();
+        self.send(&messages, "events").await
+    }
+
+    /// Publishes item changes, `(item id, message)` in order, each on its item's subject
+    /// ([`crate::item_changes::item_subject`]), and waits for every acknowledgement, trying
+    /// again like [`Publisher::publish`]. The message ids are this call's own (a retry within it
+    /// is stored once; the same change posted again later is a new change, as it must be: the
+    /// item may have changed meanwhile).
+    pub async fn publish_items(&self, changes: Vec<(String, Vec<u8>)>) -> Result<(), IngestError> {
+        static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let call = CALLS.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let nonce = stable_hash(format!("{nanos} {call} {}", std::process::id()).as_bytes());
+        let messages: Vec<(String, Vec<u8>, String)> = changes
+            .into_iter()
+            .enumerate()
+            .map(|(k, (id, payload))| {
+                let subject = crate::item_changes::item_subject(&self.items_subject, &id);
+                (subject, payload, format!("{nonce:016x}-{k}"))
+            })
+            .collect();
+        self.send(&messages, "item changes").await
+    }
+
+    /// Sends `messages` (subject, payload, message id) and waits for every acknowledgement,
+    /// trying again for up to the publisher's patience.
+    async fn send(
+        &self,
+        messages: &[(String, Vec<u8>, String)],
+        what: &str,
+    ) -> Result<(), IngestError> {
         let deadline = tokio::time::Instant::now() + self.patience;
         let mut pause = Duration::from_millis(100);
         loop {
-            match self.publish_once(&messages).await {
+            match self.send_once(messages, what).await {
                 Ok(()) => return Ok(()),
                 Err(e) if tokio::time::Instant::now() + pause >= deadline => return Err(e),
                 Err(_) => {
@@ -265,36 +307,41 @@ impl Publisher {
         }
     }
 
-    /// One attempt of [`Publisher::publish`]: every message sent, every acknowledgement awaited.
-    async fn publish_once(
+    /// One attempt of [`Publisher::send`]: every message sent, every acknowledgement awaited.
+    async fn send_once(
         &self,
         messages: &[(String, Vec<u8>, String)],
+        what: &str,
     ) -> Result<(), IngestError> {
         if self.client.connection_state() != State::Connected {
-            return Err(IngestError::Unavailable(
-                "NATS is not reachable: the events were not taken; retry shortly".into(),
-            ));
+            return Err(IngestError::Unavailable(format!(
+                "NATS is not reachable: the {what} were not taken; retry shortly"
+            )));
         }
         let unavailable = |e: &dyn std::fmt::Display| {
             IngestError::Unavailable(format!(
-                "NATS JetStream did not take the events ({e}); retry shortly"
+                "NATS JetStream did not take the {what} ({e}); retry shortly"
             ))
         };
-        let mut acks = Vec::with_capacity(messages.len());
-        for (subject, payload, id) in messages {
-            let ack = self
-                .js
-                .send_publish(
-                    subject.clone(),
-                    PublishMessage::build()
-                        .payload(payload.clone().into())
-                        .message_id(id),
-                )
-                .await
-                .map_err(|e| unavailable(&e))?;
-            acks.push(ack.into_future());
+        // Pipelined in runs: an acknowledgement not yet awaited holds one of the client's
+        // 5,000 in-flight places, and a publish beyond them would wait for ever.
+        for run in messages.chunks(PUBLISH_RUN) {
+            let mut acks = Vec::with_capacity(run.len());
+            for (subject, payload, id) in run {
+                let ack = self
+                    .js
+                    .send_publish(
+                        subject.clone(),
+                        PublishMessage::build()
+                            .payload(payload.clone().into())
+                            .message_id(id),
+                    )
+                    .await
+                    .map_err(|e| unavailable(&e))?;
+                acks.push(ack.into_future());
+            }
+            try_join_all(acks).await.map_err(|e| unavailable(&e))?;
         }
-        try_join_all(acks).await.map_err(|e| unavailable(&e))?;
         Ok(())
     }
 }

@@ -15,6 +15,7 @@ pub mod front;
 pub mod handoff;
 pub mod http;
 pub mod intake;
+pub mod item_changes;
 pub mod metrics;
 pub mod nats;
 pub mod owned_store;

@@ -421,6 +421,21 @@ impl Collector for Observed {
                     "NATS messages dropped as unprocessable.",
                     &n.terminated,
                 ),
+                (
+                    "pinnersage_nats_item_changes_acked",
+                    "Fleet item change messages acknowledged after they were journaled.",
+                    &n.item_acked,
+                ),
+                (
+                    "pinnersage_nats_item_changes_nacked",
+                    "Fleet item change messages to be redelivered (journal failure).",
+                    &n.item_nacked,
+                ),
+                (
+                    "pinnersage_nats_item_changes_terminated",
+                    "Fleet item change messages dropped as unprocessable.",
+                    &n.item_terminated,
+                ),
             ] {
                 page.counter(name, help, value.load(Relaxed))?;
             }

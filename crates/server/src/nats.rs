@@ -47,6 +47,12 @@ pub struct NatsConfig {
     /// Fleet mode: how long a post is tried again while NATS cannot take it (a stream electing
     /// a leader) before it is answered 503.
     pub publish_patience: Duration,
+    /// Fleet mode: the prefix of the item changes' subjects `<items_subject>.<item>`
+    /// ([`crate::item_changes`]).
+    pub items_subject: String,
+    /// Fleet mode: the JetStream stream of item changes (created if missing; it keeps the last
+    /// change of each item).
+    pub items_stream: String,
 }
 
 impl NatsConfig {
@@ -60,6 +66,8 @@ impl NatsConfig {
             in_flight: 256,
             fleet: None,
             publish_patience: PUBLISH_PATIENCE,
+            items_subject: "pinnersage.items".into(),
+            items_stream: "PINNERSAGE_ITEMS".into(),
         }
     }
 
@@ -101,6 +109,12 @@ pub struct NatsCounters {
     pub nacked: std::sync::atomic::AtomicU64,
     /// Messages terminated as unprocessable.
     pub terminated: std::sync::atomic::AtomicU64,
+    /// Fleet mode: item change messages acknowledged (journaled and visible).
+    pub item_acked: std::sync::atomic::AtomicU64,
+    /// Fleet mode: item change messages to be redelivered (the journal failed).
+    pub item_nacked: std::sync::atomic::AtomicU64,
+    /// Fleet mode: item change messages dropped as unprocessable.
+    pub item_terminated: std::sync::atomic::AtomicU64,
 }
 
 /// NATS server URLs (comma-separated) as they may be printed: the password of `user:password@`
@@ -195,7 +209,11 @@ pub async fn start(
     // A cluster electing a leader (a node just died) answers JetStream requests late or not at
     // all for a few seconds: retry the setup, within a bound.
     let deadline = tokio::time::Instant::now() + SETUP_PATIENCE;
-    let (consumers, target, messages) = loop {
+    let Consumers {
+        events,
+        items,
+        catching_up,
+    } = loop {
         match setup(&js, &config, &subjects, &replica).await {
             Ok(done) => break done,
             Err(Setup::Fatal(message)) => return Err(fail(message)),
@@ -218,18 +236,33 @@ pub async fn start(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    tokio::spawn(watch_catch_up(consumers, target, readiness));
+    if let Some(items) = items {
+        eprintln!(
+            "applying item changes from {}.* (stream {}, durable consumer {})",
+            config.items_subject,
+            config.items_stream,
+            items_consumer(&config, &replica)
+        );
+        tokio::spawn(crate::item_changes::apply_in_order(
+            items,
+            config.items_subject.clone(),
+            serving.clone(),
+            counters.clone(),
+        ));
+    }
+    tokio::spawn(watch_catch_up(catching_up, readiness));
     let publisher = config.fleet.as_ref().map(|fleet| {
         Publisher::new(
             client,
             config.subject.clone(),
+            config.items_subject.clone(),
             fleet.partitions,
             PUBLISH_TIMEOUT,
             config.publish_patience,
         )
     });
     let task = tokio::spawn(
-        futures_util::stream::select_all(messages).for_each_concurrent(
+        futures_util::stream::select_all(events).for_each_concurrent(
             config.in_flight.max(1),
             move |message| {
                 let (engine, store, counters) = (serving.engine(), store.clone(), counters.clone());
@@ -257,14 +290,23 @@ enum Setup {
     Transient(String),
 }
 
-type Consumers = (
-    Vec<jetstream::consumer::PullConsumer>,
-    u64,
-    Vec<jetstream::consumer::pull::Stream>,
-);
+/// A replica's open consumers.
+struct Consumers {
+    /// The events' message streams.
+    events: Vec<jetstream::consumer::pull::Stream>,
+    /// Fleet mode: the item changes' message stream.
+    items: Option<jetstream::consumer::pull::Stream>,
+    /// Every consumer with the last sequence of its stream at startup (the catch-up target).
+    catching_up: Vec<(jetstream::consumer::PullConsumer, u64)>,
+}
 
-/// Ensures the stream captures `subjects` and this replica's consumers exist, and opens their
-/// message streams; also returns the stream's last sequence (the catch-up target).
+/// The durable consumer of a replica's item changes.
+fn items_consumer(config: &NatsConfig, replica: &str) -> String {
+    format!("{}-{replica}-items", config.durable)
+}
+
+/// Ensures the stream captures `subjects` and this replica's consumers exist (in fleet mode the
+/// items stream and its consumer too), and opens their message streams.
 async fn setup(
     js: &jetstream::Context,
     config: &NatsConfig,
@@ -316,19 +358,88 @@ async fn setup(
         .map_err(|e| Setup::Transient(format!("stream {}: {e}", config.stream)))?
         .state
         .last_sequence;
-    let mut messages = Vec::new();
+    let mut events = Vec::new();
     for consumer in &consumers {
-        messages.push(
-            consumer
-                .stream()
-                .expires(PULL_EXPIRES)
-                .heartbeat(PULL_EXPIRES / 3)
-                .messages()
-                .await
-                .map_err(|e| Setup::Transient(format!("consuming: {e}")))?,
-        );
+        events.push(open(consumer).await?);
     }
-    Ok((consumers, target, messages))
+    let mut catching_up: Vec<_> = consumers.into_iter().map(|c| (c, target)).collect();
+    let items = match &config.fleet {
+        None => None,
+        Some(fleet) => {
+            let (consumer, target) = setup_items(js, config, fleet, replica).await?;
+            let messages = open(&consumer).await?;
+            catching_up.push((consumer, target));
+            Some(messages)
+        }
+    };
+    Ok(Consumers {
+        events,
+        items,
+        catching_up,
+    })
+}
+
+/// Opens a consumer's message stream.
+async fn open(
+    consumer: &jetstream::consumer::PullConsumer,
+) -> Result<jetstream::consumer::pull::Stream, Setup> {
+    consumer
+        .stream()
+        .expires(PULL_EXPIRES)
+        .heartbeat(PULL_EXPIRES / 3)
+        .messages()
+        .await
+        .map_err(|e| Setup::Transient(format!("consuming: {e}")))
+}
+
+/// Ensures the items stream (the last change of each item, [`crate::item_changes`]) and this
+/// replica's consumer of it exist; returns the consumer and the stream's last sequence.
+async fn setup_items(
+    js: &jetstream::Context,
+    config: &NatsConfig,
+    fleet: &FleetConfig,
+    replica: &str,
+) -> Result<(jetstream::consumer::PullConsumer, u64), Setup> {
+    let subject = format!("{}.*", config.items_subject);
+    let mut stream = js
+        .get_or_create_stream(jetstream::stream::Config {
+            name: config.items_stream.clone(),
+            subjects: vec![subject.clone()],
+            num_replicas: fleet.stream_replicas,
+            max_messages_per_subject: 1,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| Setup::Transient(format!("stream {}: {e}", config.items_stream)))?;
+    let info = &stream.cached_info().config;
+    if !info.subjects.contains(&subject) || info.max_messages_per_subject != 1 {
+        return Err(Setup::Fatal(format!(
+            "stream {} captures {:?} keeping {} messages per subject, not {subject:?} keeping \
+             1: use another `nats_items_stream`",
+            config.items_stream, info.subjects, info.max_messages_per_subject
+        )));
+    }
+    let name = items_consumer(config, replica);
+    let consumer = stream
+        .get_or_create_consumer(
+            &name,
+            jetstream::consumer::pull::Config {
+                durable_name: Some(name.clone()),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: ACK_WAIT,
+                max_ack_pending: 4096,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| Setup::Transient(format!("consumer {name}: {e}")))?;
+    let target = stream
+        .info()
+        .await
+        .map_err(|e| Setup::Transient(format!("stream {}: {e}", config.items_stream)))?
+        .state
+        .last_sequence;
+    Ok((consumer, target))
 }
 
 /// Redelivery of a message not acknowledged in this time (its events are fsynced in
@@ -347,16 +458,16 @@ pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 /// request timeout is shorter): a stream elects a new leader in 5-7 s after its leader died.
 pub const PUBLISH_PATIENCE: Duration = Duration::from_secs(10);
 
-/// Marks `readiness` caught up once every consumer has acknowledged the stream up to `target`
-/// (its last sequence at startup), or has nothing pending.
+/// Marks `readiness` caught up once every consumer has acknowledged its stream up to its target
+/// (the stream's last sequence at startup), or has nothing pending.
 async fn watch_catch_up(
-    mut consumers: Vec<jetstream::consumer::PullConsumer>,
-    target: u64,
+    mut consumers: Vec<(jetstream::consumer::PullConsumer, u64)>,
     readiness: Arc<Readiness>,
 ) {
     loop {
         let mut caught_up = true;
-        for consumer in &mut consumers {
+        for (consumer, target) in &mut consumers {
+            let target = *target;
             caught_up &= match consumer.info().await {
                 Ok(info) => {
                     info.ack_floor.stream_sequence >= target

@@ -42,8 +42,9 @@ pub struct ItemsSent {
     pub deleted: usize,
     /// Changes that found nothing to change (a delete of an item deleted meanwhile).
     pub skipped: usize,
-    /// The journal's sequence number of the last change.
-    pub seq: u64,
+    /// The journal's sequence number of the last change (none from a fleet replica, which
+    /// answers once the stream holds the changes).
+    pub seq: Option<u64>,
 }
 
 /// Why sending stopped.
@@ -193,7 +194,7 @@ fn send(
         sent.upserted += count("upserted");
         sent.deleted += count("deleted");
         sent.skipped += count("skipped");
-        sent.seq = answer["seq"].as_u64().unwrap_or(sent.seq);
+        sent.seq = answer["seq"].as_u64().or(sent.seq);
         pending.clear();
         return Ok(());
     }

@@ -1,34 +1,14 @@
 //! The catalog while serving: `POST /v1/items` (upserts), `POST /v1/items/delete` and
 //! `DELETE /v1/items/{item}`. Every item of a request is validated before any is journaled; the
-//! answer (202) comes once the changes are fsynced and visible.
+//! answer (202) comes once the changes are fsynced and visible, or on a fleet replica once the
+//! stream holds them ([`crate::item_changes`]).
 
 use super::*;
+use crate::item_changes::{DeleteBody, UpsertBody, delete_message, upsert_message};
 use pinnersage_catalog::changes::{ItemChange, ItemError};
 
 /// Most items (or ids) one request may change.
 pub const MAX_ITEMS_PER_REQUEST: usize = 10_000;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ItemIn {
-    id: String,
-    #[serde(default)]
-    embedding: Option<Vec<f32>>,
-    #[serde(default)]
-    attributes: Option<Value>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UpsertBody {
-    items: Vec<ItemIn>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DeleteBody {
-    ids: Vec<String>,
-}
 
 fn bad_body(e: serde_json::Error) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.to_string())
@@ -62,19 +42,16 @@ fn refused(k: usize, id: &str, e: &ItemError) -> ApiError {
 }
 
 /// Journals and applies `changes` off the async workers, after checking them against the
-/// catalog; answers `{"upserted":N,"deleted":M,"seq":S}`.
+/// catalog; answers `{"upserted":N,"deleted":M,"skipped":K,"seq":S}`. A fleet replica publishes
+/// them instead ([`publish`]).
 async fn journal_and_apply(
     state: &AppState,
     place: Option<Extension<InFlight>>,
     changes: Vec<ItemChange>,
+    messages: impl FnOnce() -> Vec<(String, Vec<u8>)>,
 ) -> Result<Response, ApiError> {
-    if let crate::sink::Mode::Replica(_) = state.mode {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "fleet_replica",
-            "a fleet replica does not change its catalog alone (the replicas would differ): \
-             change items on a standalone server for now",
-        ));
+    if let crate::sink::EventSink::Stream(publisher) = &state.sink {
+        return publish(state, publisher, &changes, messages()).await;
     }
     let serving = state.serving.clone();
     let applied = blocking(place, move || {
@@ -93,12 +70,38 @@ async fn journal_and_apply(
         }
     })
     .await??;
-    let mut response = json_response(&json!({
+    accepted(json!({
         "upserted": applied.upserted,
         "deleted": applied.deleted,
         "skipped": applied.skipped,
         "seq": applied.seq,
-    }));
+    }))
+}
+
+/// Fleet mode: checks `changes` against this replica's catalog like a standalone server, then
+/// publishes `messages` (one per change, [`crate::item_changes`]) and answers
+/// `{"upserted":N,"deleted":M}` once the stream holds them all; every replica applies them.
+async fn publish(
+    state: &AppState,
+    publisher: &crate::fleet::Publisher,
+    changes: &[ItemChange],
+    messages: Vec<(String, Vec<u8>)>,
+) -> Result<Response, ApiError> {
+    let engine = state.engine();
+    engine.check_item_changes()?;
+    if let Err((k, e)) = engine.check_items(changes) {
+        return Err(refused(k, changes[k].id(), &e));
+    }
+    publisher.publish_items(messages).await?;
+    let deleted = changes
+        .iter()
+        .filter(|c| matches!(c, ItemChange::Delete { .. }))
+        .count();
+    accepted(json!({ "upserted": changes.len() - deleted, "deleted": deleted }))
+}
+
+fn accepted(body: Value) -> Result<Response, ApiError> {
+    let mut response = json_response(&body);
     *response.status_mut() = StatusCode::ACCEPTED;
     Ok(response)
 }
@@ -113,14 +116,17 @@ pub(super) async fn put_items(
     let rules = state.engine().catalog().rules();
     let changes = body
         .items
-        .into_iter()
+        .iter()
         .enumerate()
-        .map(|(k, item)| {
-            ItemChange::upsert(&item.id, item.embedding, item.attributes.as_ref(), &rules)
-                .map_err(|e| refused(k, &item.id, &e))
-        })
+        .map(|(k, item)| item.change(&rules).map_err(|e| refused(k, &item.id, &e)))
         .collect::<Result<Vec<_>, _>>()?;
-    journal_and_apply(&state, place, changes).await
+    journal_and_apply(&state, place, changes, || {
+        body.items
+            .iter()
+            .map(|item| (item.id.clone(), upsert_message(item)))
+            .collect()
+    })
+    .await
 }
 
 pub(super) async fn delete_items(
@@ -136,7 +142,7 @@ pub(super) async fn delete_items(
         .enumerate()
         .map(|(k, id)| ItemChange::delete(id).map_err(|e| refused(k, id, &e)))
         .collect::<Result<Vec<_>, _>>()?;
-    journal_and_apply(&state, place, changes).await
+    journal_and_apply(&state, place, changes, || deletes(&body.ids)).await
 }
 
 pub(super) async fn delete_item(
@@ -146,5 +152,12 @@ pub(super) async fn delete_item(
 ) -> Result<Response, ApiError> {
     let Path(item) = item?;
     let change = ItemChange::delete(&item).map_err(|e| refused(0, &item, &e))?;
-    journal_and_apply(&state, place, vec![change]).await
+    let ids = [item];
+    journal_and_apply(&state, place, vec![change], || deletes(&ids)).await
+}
+
+fn deletes(ids: &[String]) -> Vec<(String, Vec<u8>)> {
+    ids.iter()
+        .map(|id| (id.clone(), delete_message(id)))
+        .collect()
 }
