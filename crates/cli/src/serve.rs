@@ -183,9 +183,9 @@ pub struct ServeArgs {
     /// Partitions of the event subject (the same on every replica and producer).
     #[arg(long, default_value_t = 8, requires = "fleet")]
     partitions: u32,
-    /// The partitions this replica consumes, e.g. 0,1,2,3 (default: all). A replica answers any
-    /// user, but only users of its partitions get their online (today's) interests: route users
-    /// to the replicas that hold them (docs/fleet.md has the rule and an HAProxy config).
+    /// The partitions this replica consumes, e.g. 0,1,2,3 (default: all). A user of another
+    /// partition is answered 421 misdirected (with the partition): route users to the replicas
+    /// that hold them (docs/fleet.md has the rule and an HAProxy config).
     #[arg(long, value_name = "LIST", value_delimiter = ',', requires = "fleet")]
     consume_partitions: Vec<u32>,
     /// Replicas of the JetStream streams when this replica creates them (3 on a 3-node

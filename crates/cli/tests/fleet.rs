@@ -493,6 +493,36 @@ fn a_replica_holding_some_partitions_stores_only_their_users() {
     wait_for("the held partitions' events", 30, || {
         metric(&server, "pinnersage_events_stored_total") >= expected as f64
     });
+    // A user of another partition is refused, loudly: 421 naming the partition.
+    for u in 0..7 {
+        let user = format!("u{u}");
+        for path in ["recommendations?k=2", "profile", "map"] {
+            let answer = server.request("GET", &format!("/v1/users/{user}/{path}"), "");
+            if held.contains(&user) {
+                assert_eq!(status(&answer), 200, "{answer}");
+            } else {
+                let partition = partition_of(&user, 4);
+                assert_eq!(status(&answer), 421, "{answer}");
+                assert!(answer.contains("\"misdirected\""), "{answer}");
+                assert!(
+                    answer
+                        .to_ascii_lowercase()
+                        .contains(&format!("x-pinnersage-partition: {partition}\r\n")),
+                    "{answer}"
+                );
+                assert!(
+                    answer.contains(&format!("partition {partition} of 4")),
+                    "{answer}"
+                );
+            }
+        }
+    }
+    let ready: serde_json::Value =
+        serde_json::from_str(body(&server.request("GET", "/readyz", ""))).unwrap();
+    assert_eq!(
+        ready["partitions"],
+        serde_json::json!({"count": 4, "held": [1, 2]})
+    );
     assert!(server.terminate().success());
     let store = EventStore::open(&data).unwrap();
     let mut users = BTreeSet::new();

@@ -62,6 +62,19 @@ pub fn crc32(bytes: &[u8]) -> u32 {
     !crc
 }
 
+/// The partition of `user` in a fleet of `partitions` partitions: `crc32(user's UTF-8 bytes) %
+/// partitions` (CRC-32/IEEE, as zlib and HAProxy's `crc32` converter compute it), the rule the
+/// event stream, shipped profiles and a user-affine load balancer share.
+///
+/// ```
+/// use pinnersage_core::hash::partition_of;
+/// assert_eq!(partition_of("u1", 8), 0x424f_9f76 % 8);
+/// assert_eq!(partition_of("anyone", 1), 0);
+/// ```
+pub fn partition_of(user: &str, partitions: u32) -> u32 {
+    crc32(user.as_bytes()) % partitions.max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::crc32;

@@ -17,7 +17,7 @@ use async_nats::connection::State;
 use async_nats::jetstream::{self, message::PublishMessage};
 use futures_util::future::try_join_all;
 use pinnersage_catalog::catalog::Catalog;
-use pinnersage_core::hash::{crc32, stable_hash};
+use pinnersage_core::hash::stable_hash;
 use pinnersage_store::events::Event;
 use serde::Serialize;
 
@@ -48,6 +48,17 @@ impl FleetConfig {
             partitions,
             consume: Vec::new(),
             stream_replicas: 1,
+        }
+    }
+
+    /// `Err(partition)` when `user`'s partition is not one this replica consumes (it consumes
+    /// all when `consume` is empty).
+    pub fn holds(&self, user: &str) -> Result<(), u32> {
+        let partition = partition_of(user, self.partitions);
+        if self.consume.is_empty() || self.consume.contains(&partition) {
+            Ok(())
+        } else {
+            Err(partition)
         }
     }
 
@@ -83,16 +94,7 @@ impl FleetConfig {
     }
 }
 
-/// The partition of `user`: `crc32(user's UTF-8 bytes) % partitions` (CRC-32/IEEE, as zlib and
-/// HAProxy's `crc32` converter computes it).
-///
-/// ```
-/// use pinnersage_server::fleet::partition_of;
-/// assert_eq!(partition_of("u1", 8), 0x424f_9f76 % 8);
-/// ```
-pub fn partition_of(user: &str, partitions: u32) -> u32 {
-    crc32(user.as_bytes()) % partitions.max(1)
-}
+pub use pinnersage_core::hash::partition_of;
 
 /// The subject of a partition.
 pub fn partition_subject(subject: &str, partition: u32) -> String {

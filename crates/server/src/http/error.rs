@@ -10,6 +10,7 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     retry_after: Option<u32>,
+    partition: Option<u32>,
 }
 
 impl ApiError {
@@ -19,6 +20,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            partition: None,
         }
     }
 
@@ -33,7 +35,38 @@ impl ApiError {
         self.retry_after = Some(seconds);
         self
     }
+
+    /// 421 `misdirected`: `user`'s partition is not held by this fleet replica; the answer
+    /// names it in its message and in the [`PARTITION_HEADER`].
+    pub(super) fn misdirected(
+        user: &str,
+        partition: u32,
+        fleet: &crate::fleet::FleetConfig,
+    ) -> Self {
+        let held: Vec<String> = fleet.consume.iter().map(u32::to_string).collect();
+        let mut shown: String = user.chars().take(64).collect();
+        if shown.len() < user.len() {
+            shown.push_str("...");
+        }
+        Self {
+            partition: Some(partition),
+            ..Self::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                "misdirected",
+                format!(
+                    "user {shown:?} is in partition {partition} of {}, which this replica does not \
+                     hold (it holds {}): route users by crc32(user) % {} (docs/fleet.md)",
+                    fleet.partitions,
+                    held.join(","),
+                    fleet.partitions
+                ),
+            )
+        }
+    }
 }
+
+/// The header of a 421 `misdirected` answer naming the user's partition.
+pub const PARTITION_HEADER: &str = "x-pinnersage-partition";
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -43,6 +76,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, seconds.into());
+        }
+        if let Some(partition) = self.partition {
+            response
+                .headers_mut()
+                .insert(PARTITION_HEADER, partition.into());
         }
         response
     }

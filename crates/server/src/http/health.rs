@@ -51,17 +51,26 @@ pub(super) async fn healthz(
 }
 
 /// Ready for traffic: healthy, caught up with the event stream as it stood at startup and the
-/// newest shipped profiles imported (503 with what it waits for until then).
+/// newest shipped profiles imported (503 with what it waits for until then); a fleet replica
+/// also says which partitions it holds.
 pub(super) async fn readyz(State(state): State<AppState>) -> Response {
     let mut waiting: Vec<String> = unhealthy_reasons(&state);
     waiting.extend(state.readiness.waiting_for().into_iter().map(str::to_owned));
-    let mut response = Json(json!({
+    let mut body = json!({
         "status": if waiting.is_empty() { "ready" } else { "not_ready" },
         "waiting_for": waiting,
         "profiles": state.engine().profile_generation()
             .and_then(|g| g.file_name().map(|n| n.to_string_lossy().into_owned())),
-    }))
-    .into_response();
+    });
+    if let crate::sink::Mode::Replica(fleet) = &state.mode {
+        let held: Vec<u32> = if fleet.consume.is_empty() {
+            (0..fleet.partitions).collect()
+        } else {
+            fleet.consume.clone()
+        };
+        body["partitions"] = json!({"count": fleet.partitions, "held": held});
+    }
+    let mut response = Json(body).into_response();
     if !waiting.is_empty() {
         *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     }

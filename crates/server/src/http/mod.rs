@@ -74,6 +74,17 @@ impl AppState {
     pub fn engine(&self) -> Arc<Engine> {
         self.serving.engine()
     }
+
+    /// 421 `misdirected` when this is a fleet replica that does not hold `user`'s partition:
+    /// it has neither the user's online interests nor (with partitioned profiles) the profile.
+    fn holds(&self, user: &str) -> Result<(), ApiError> {
+        match &self.mode {
+            crate::sink::Mode::Replica(fleet) => fleet
+                .holds(user)
+                .map_err(|partition| ApiError::misdirected(user, partition, fleet)),
+            crate::sink::Mode::Standalone => Ok(()),
+        }
+    }
 }
 
 mod error;

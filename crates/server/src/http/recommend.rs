@@ -84,6 +84,7 @@ pub(super) async fn recommendations(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let Path(user) = user?;
+    state.holds(&user)?;
     let Query(q) = query?;
     let engine = state.engine();
     let filter = filter_of(&engine, raw.as_deref())?;

@@ -60,6 +60,7 @@ pub(super) async fn user_map(
     user: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(user) = user?;
+    state.holds(&user)?;
     let engine = state.engine();
     let u = user.clone();
     let served_by = engine.clone();
@@ -100,6 +101,7 @@ pub(super) async fn profile(
     query: Result<Query<ProfileQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Path(user) = user?;
+    state.holds(&user)?;
     let Query(q) = query?;
     let members = q
         .members
