@@ -217,7 +217,12 @@ fn probe(
     stop: &AtomicBool,
 ) -> Result<(Vec<f64>, Vec<f64>)> {
     let mut conn = connect(args.addr)?;
-    let mut rng = SplitMix64::new(0x9_0BE);
+    // Seeded per run: a run against a server that kept an earlier run's probes must not make
+    // the same pairs again (the earlier pair would tie with the new one at score 1).
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut rng = SplitMix64::new(0x9_0BE ^ nanos ^ u64::from(std::process::id()).rotate_left(32));
     let (mut visible, mut answered) = (Vec::new(), Vec::new());
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
@@ -249,7 +254,7 @@ fn probe(
             if sent.elapsed() > Duration::from_secs(10) {
                 bail!(
                     "probe {b} not found by similar of {a} after 10 s (the graph search missed \
-                     it: an outlier? try --like)"
+                     it, or another item is as near: an outlier? try --like)"
                 );
             }
         }

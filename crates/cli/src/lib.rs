@@ -10,6 +10,7 @@ pub mod config;
 pub mod embed;
 pub mod eval;
 pub mod failure;
+pub mod fleet;
 pub mod import;
 pub mod index;
 pub mod items;
@@ -59,6 +60,8 @@ pub enum Command {
     Embed(embed::EmbedArgs),
     Eval(Box<eval::EvalArgs>),
     #[command(subcommand)]
+    Fleet(fleet::FleetCommand),
+    #[command(subcommand)]
     Config(config::ConfigCommand),
 }
 
@@ -78,6 +81,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Ship(args) => ship::run(&args),
         Command::Embed(args) => embed::run(&args),
         Command::Eval(args) => eval::run(&args),
+        Command::Fleet(cmd) => fleet::run(&cmd),
         Command::Config(cmd) => config::run(&cmd, Cli::command()),
     }
 }

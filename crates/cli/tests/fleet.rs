@@ -817,3 +817,202 @@ fn item_changes_reach_every_replica_and_a_late_one_catches_up_before_ready() {
         });
     }
 }
+
+/// `haproxy -f config -db` on loopback, killed on drop; `None` (with a note) when HAProxy is not
+/// installed, unless `PINNERSAGE_REQUIRE_HAPROXY=1`.
+struct Haproxy(Child);
+
+impl Haproxy {
+    fn start(config: &Path) -> Option<Self> {
+        let exe = [
+            "/usr/sbin/haproxy",
+            "/usr/bin/haproxy",
+            "/usr/local/sbin/haproxy",
+        ]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists());
+        let Some(exe) = exe else {
+            assert!(
+                std::env::var("PINNERSAGE_REQUIRE_HAPROXY").is_err(),
+                "haproxy is not installed"
+            );
+            eprintln!("note: haproxy is not installed; the load-balancer test is skipped");
+            return None;
+        };
+        let check = Command::new(&exe)
+            .arg("-c")
+            .arg("-f")
+            .arg(config)
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "haproxy refuses the configuration: {}{}",
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        );
+        let child = Command::new(&exe)
+            .arg("-db")
+            .arg("-f")
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Some(Self(child))
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn haproxy_routes_every_user_to_a_holder_and_fails_over_to_the_other() {
+    use pinnersage_server::fleet::partition_of;
+    let Some(exe) = nats_server() else { return };
+    let dir = Scratch::new("fleet-haproxy");
+    let cluster = Cluster::start(&exe, &dir.join("nats"), 3);
+    let seed = dir.join("seed");
+    common::five_item_catalog(&seed);
+    let _stream = replicated_stream(&cluster);
+    let urls = cluster.urls();
+    // 8 partitions on 4 replicas, each partition held twice, by a different pair per group.
+    let map = [
+        ("a", "0-3"),
+        ("b", "4-7"),
+        ("c", "0,1,4,5"),
+        ("d", "2,3,6,7"),
+    ];
+    let mut replicas: Vec<RunningServer> = map
+        .iter()
+        .map(|(name, partitions)| {
+            let data = dir.join(name);
+            for sub in ["catalog", "index"] {
+                copy_dir(&seed.join(sub), &data.join(sub));
+            }
+            let consume = partitions
+                .split(',')
+                .flat_map(|p| match p.split_once('-') {
+                    Some((a, b)) => (a.parse::<u32>().unwrap()..=b.parse().unwrap()).collect(),
+                    None => vec![p.parse().unwrap()],
+                })
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(",");
+            let args = [
+                "--fleet",
+                "--nats",
+                &urls,
+                "--stream-replicas",
+                "3",
+                "--partitions",
+                "8",
+                "--consume-partitions",
+                &consume,
+            ];
+            RunningServer::start_with(data.to_str().unwrap(), &args)
+        })
+        .collect();
+    for r in &mut replicas {
+        wait_ready(r);
+    }
+    let port = free_port();
+    let config = dir.join("haproxy.cfg");
+    let mut args: Vec<String> = [
+        "fleet",
+        "haproxy",
+        "--partitions",
+        "8",
+        "--check-ms",
+        "200",
+        "--bind",
+        &format!("127.0.0.1:{port}"),
+        "--out",
+        config.to_str().unwrap(),
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    for ((name, partitions), r) in map.iter().zip(&replicas) {
+        args.extend([
+            "--replica".into(),
+            format!("{name}@{}={partitions}", r.addr),
+        ]);
+    }
+    run_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let Some(_haproxy) = Haproxy::start(&config) else {
+        return;
+    };
+    let lb = format!("127.0.0.1:{port}");
+    let get = |path: &str| common::http(&lb, "GET", path, "").unwrap_or_default();
+    wait_for("HAProxy to see the replicas ready", 30, || {
+        status(&get("/readyz")) == 200
+    });
+
+    // Every user's event through the balancer, then every user's profile: each request reached
+    // a holder of the user's partition (a replica that is not one answers 421), which shows the
+    // user's online interest.
+    let users: Vec<String> = (0..1_000).map(|n| format!("user-{n}")).collect();
+    for chunk in users.chunks(250) {
+        let events: Vec<String> = chunk
+            .iter()
+            .enumerate()
+            .map(|(k, u)| format!(r#"{{"user":"{u}","item":"i{}","ts":{NOW1}}}"#, k % 5))
+            .collect();
+        let body = format!(r#"{{"events":[{}]}}"#, events.join(","));
+        let posted = common::http(&lb, "POST", "/v1/events", &body).unwrap_or_default();
+        assert_eq!(status(&posted), 202, "{posted}");
+    }
+    let personalised = |user: &str| {
+        let answer = get(&format!("/v1/users/{user}/profile"));
+        (status(&answer), body(&answer).contains("\"online\":true"))
+    };
+    wait_for("every user's online profile through HAProxy", 60, || {
+        users.iter().all(|u| personalised(u) == (200, true))
+    });
+    for u in users.iter().step_by(7) {
+        let answer = get(&format!("/v1/users/{u}/recommendations?k=2"));
+        assert_eq!(status(&answer), 200, "{answer}");
+    }
+    // Straight to a replica that does not hold the user: 421 with the partition.
+    let stranger = users.iter().find(|u| partition_of(u, 8) >= 4).unwrap();
+    let refused = replicas[0].request("GET", &format!("/v1/users/{stranger}/profile"), "");
+    assert_eq!(status(&refused), 421, "{refused}");
+
+    // Replica A dies: its partitions move to their other holders once HAProxy's checks see it
+    // (2 x 200 ms), and every user is still personalised, online interests included.
+    let watched = users.iter().find(|u| partition_of(u, 8) == 0).unwrap();
+    let killed = Instant::now();
+    replicas[0].kill9();
+    let mut failed = 0;
+    wait_for("A's partitions served by their other holders", 30, || {
+        let served = personalised(watched) == (200, true);
+        failed += usize::from(!served);
+        served
+    });
+    eprintln!(
+        "failover: {watched} (partition 0, A's) served by its other holder {:?} after A's kill -9, \
+         {failed} failed answers meanwhile",
+        killed.elapsed()
+    );
+    let unserved: Vec<&String> = users
+        .iter()
+        .filter(|u| personalised(u) != (200, true))
+        .collect();
+    assert!(unserved.is_empty(), "{unserved:?}");
+    let posted = common::http(
+        &lb,
+        "POST",
+        "/v1/events",
+        &format!(
+            r#"{{"events":[{{"user":"{}","item":"i1","ts":{NOW1}}}]}}"#,
+            users[0]
+        ),
+    )
+    .unwrap_or_default();
+    assert_eq!(status(&posted), 202, "{posted}");
+}

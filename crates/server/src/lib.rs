@@ -13,6 +13,7 @@ pub mod clock;
 pub mod fleet;
 pub mod front;
 pub mod handoff;
+pub mod haproxy;
 pub mod http;
 pub mod intake;
 pub mod item_changes;
