@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use pinnersage_store::events::EventStore;
+use pinnersage_store::profiles::ProfileStore;
 
 mod common;
 use common::{FIVE_ITEMS_CSV, RunningServer, Scratch, bin, events_body, nats_server};
@@ -881,6 +882,38 @@ fn haproxy_routes_every_user_to_a_holder_and_fails_over_to_the_other() {
     common::five_item_catalog(&seed);
     let _stream = replicated_stream(&cluster);
     let urls = cluster.urls();
+    // Profiles of 40 users from the batch host, shipped to every replica.
+    let s = |p: &Path| p.to_str().unwrap().to_owned();
+    let batch_dir = dir.join("batch");
+    for sub in ["catalog", "index"] {
+        copy_dir(&seed.join(sub), &batch_dir.join(sub));
+    }
+    let history: String = (0..200)
+        .map(|n| format!("user-{},i{},{}\n", n % 40, (n / 40) % 5, BASE + n))
+        .collect();
+    let events = dir.join("events.csv");
+    std::fs::write(&events, format!("user,item,timestamp\n{history}")).unwrap();
+    run_ok(&[
+        "import",
+        "events",
+        "--data-dir",
+        &s(&batch_dir),
+        &s(&events),
+    ]);
+    let table = dir.join("profiles.parquet");
+    let now1 = NOW1.to_string();
+    run_ok(&[
+        "batch",
+        "--data-dir",
+        &s(&batch_dir),
+        "--now",
+        &now1,
+        "--out",
+        &s(&table),
+    ]);
+    let shared = dir.join("shared");
+    run_ok(&["ship", "--to", &s(&shared), "--now", &now1, &s(&table)]);
+    let shared = s(&shared);
     // 8 partitions on 4 replicas, each partition held twice, by a different pair per group.
     let map = [
         ("a", "0-3"),
@@ -890,18 +923,14 @@ fn haproxy_routes_every_user_to_a_holder_and_fails_over_to_the_other() {
     ];
     let mut replicas: Vec<RunningServer> = map
         .iter()
-        .map(|(name, partitions)| {
+        .map(|(name, _)| {
             let data = dir.join(name);
             for sub in ["catalog", "index"] {
                 copy_dir(&seed.join(sub), &data.join(sub));
             }
-            let consume = partitions
-                .split(',')
-                .flat_map(|p| match p.split_once('-') {
-                    Some((a, b)) => (a.parse::<u32>().unwrap()..=b.parse().unwrap()).collect(),
-                    None => vec![p.parse().unwrap()],
-                })
-                .map(|p| p.to_string())
+            let consume = r_partitions(&map, name)
+                .iter()
+                .map(u32::to_string)
                 .collect::<Vec<_>>()
                 .join(",");
             let args = [
@@ -914,6 +943,8 @@ fn haproxy_routes_every_user_to_a_holder_and_fails_over_to_the_other() {
                 "8",
                 "--consume-partitions",
                 &consume,
+                "--profiles-from",
+                &shared,
             ];
             RunningServer::start_with(data.to_str().unwrap(), &args)
         })
@@ -961,7 +992,7 @@ fn haproxy_routes_every_user_to_a_holder_and_fails_over_to_the_other() {
         let events: Vec<String> = chunk
             .iter()
             .enumerate()
-            .map(|(k, u)| format!(r#"{{"user":"{u}","item":"i{}","ts":{NOW1}}}"#, k % 5))
+            .map(|(k, u)| format!(r#"{{"user":"{u}","item":"i{}","ts":{}}}"#, k % 5, NOW1 + 10))
             .collect();
         let body = format!(r#"{{"events":[{}]}}"#, events.join(","));
         let posted = common::http(&lb, "POST", "/v1/events", &body).unwrap_or_default();
@@ -1015,4 +1046,40 @@ fn haproxy_routes_every_user_to_a_holder_and_fails_over_to_the_other() {
     )
     .unwrap_or_default();
     assert_eq!(status(&posted), 202, "{posted}");
+
+    // Each replica's profile store holds its partitions' users of the shipped generation, and
+    // together they hold all 40.
+    let mut everyone = BTreeSet::new();
+    for (r, (name, _)) in replicas.iter_mut().zip(&map) {
+        r.kill9();
+        let store = ProfileStore::open(&dir.join(name)).unwrap();
+        let held: BTreeSet<u32> = r_partitions(&map, name);
+        let users: Vec<String> = store
+            .users("", usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|u| u.user)
+            .collect();
+        assert!(!users.is_empty(), "replica {name} imported no profile");
+        for user in users {
+            assert!(
+                held.contains(&partition_of(&user, 8)),
+                "replica {name} holds {user} of partition {}",
+                partition_of(&user, 8)
+            );
+            everyone.insert(user);
+        }
+    }
+    assert_eq!(everyone.len(), 40, "{everyone:?}");
+}
+
+/// The partitions of replica `name` in a map of (name, "0-3" or "0,1,4,5").
+fn r_partitions(map: &[(&str, &str)], name: &str) -> BTreeSet<u32> {
+    let (_, list) = map.iter().find(|(n, _)| *n == name).unwrap();
+    list.split(',')
+        .flat_map(|p| match p.split_once('-') {
+            Some((a, b)) => (a.parse::<u32>().unwrap()..=b.parse().unwrap()).collect(),
+            None => vec![p.parse().unwrap()],
+        })
+        .collect()
 }

@@ -440,12 +440,14 @@ fn shipped_generations_are_imported_once_and_bad_ones_refused() {
     let shared = dir.join("shared");
     let options = settings(NOW + 7);
     // Nothing shipped yet: nothing to do.
-    assert!(import_shipped(dir, &shared).unwrap().is_none());
+    assert!(import_shipped(dir, &shared, &|_| true).unwrap().is_none());
 
     let shipped = ship_profiles(&shared, &[dir.join("profiles.parquet")], &options, 1).unwrap();
     assert_eq!(shipped.manifest.files, ["part-00000.parquet"]);
     assert!(pending_shipped(dir, &shared).unwrap().is_some());
-    let report = import_shipped(dir, &shared).unwrap().expect("imported");
+    let report = import_shipped(dir, &shared, &|_| true)
+        .unwrap()
+        .expect("imported");
     assert_eq!(report.users as usize, expected.len());
     assert_eq!(stored(dir), expected);
     let meta = ProfileStore::open(dir).unwrap().meta().clone();
@@ -455,7 +457,7 @@ fn shipped_generations_are_imported_once_and_bad_ones_refused() {
     // Imported once: the next check has nothing to do.
     let generation = ProfileStore::current_dir(dir).unwrap();
     assert!(pending_shipped(dir, &shared).unwrap().is_none());
-    assert!(import_shipped(dir, &shared).unwrap().is_none());
+    assert!(import_shipped(dir, &shared, &|_| true).unwrap().is_none());
     assert_eq!(ProfileStore::current_dir(dir).unwrap(), generation);
 
     // A generation whose rows this replica's catalog refuses: an error naming the row, the
@@ -465,7 +467,7 @@ fn shipped_generations_are_imported_once_and_bad_ones_refused() {
         c[2] = Arc::new(StringArray::from(medoids));
     });
     ship_profiles(&shared, &[bad], &options, 2).unwrap();
-    let err = import_shipped(dir, &shared).unwrap_err();
+    let err = import_shipped(dir, &shared, &|_| true).unwrap_err();
     assert!(
         matches!(
             err,
@@ -484,4 +486,35 @@ fn shipped_generations_are_imported_once_and_bad_ones_refused() {
         current
     );
     let _ = fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_replica_imports_its_partitions_users_with_the_whole_popular_list() {
+    use pinnersage_core::hash::partition_of;
+    use pinnersage_pipeline::exchange::import_profiles::import_profiles_of;
+    let scratch_dir = scratch("held");
+    let dir = scratch_dir.path();
+    data(dir);
+    let expected = embedded(dir);
+    let table = [dir.join("profiles.parquet")];
+    let options = settings(NOW + 5);
+    import_profiles(dir, &table, &options, &|_| {}).unwrap();
+    let whole = ProfileStore::open(dir).unwrap().popular().unwrap();
+    assert!(!whole.is_empty());
+
+    let held = |user: &str| partition_of(user, 4) < 2;
+    let report = import_profiles_of(dir, &table, &options, &held, &|_| {}).unwrap();
+    let kept: Vec<(String, StoredProfile)> = expected
+        .iter()
+        .filter(|(user, _)| held(user))
+        .cloned()
+        .collect();
+    assert!(
+        !kept.is_empty() && kept.len() < expected.len(),
+        "{}",
+        kept.len()
+    );
+    assert_eq!(report.users as usize, kept.len());
+    assert_eq!(stored(dir), kept);
+    assert_eq!(ProfileStore::open(dir).unwrap().popular().unwrap(), whole);
 }

@@ -397,12 +397,13 @@ pub struct ShippedCounters {
 }
 
 /// Imports every new shipped generation of `shared` into `engine`'s data directory (checked
-/// every `interval`) and switches to it. A generation that fails is reported once and skipped
-/// until a newer one is shipped; the replica keeps serving what it has. `readiness` is told after
-/// the first attempt.
+/// every `interval`) and switches to it; a fleet replica holding some partitions keeps only
+/// their users. A generation that fails is reported once and skipped until a newer one is
+/// shipped; the replica keeps serving what it has. `readiness` is told after the first attempt.
 pub async fn watch_shipped(
     shared: std::path::PathBuf,
     serving: std::sync::Arc<pinnersage_engine::serving::Serving>,
+    fleet: Option<FleetConfig>,
     interval: Duration,
     readiness: std::sync::Arc<Readiness>,
     counters: std::sync::Arc<ShippedCounters>,
@@ -415,14 +416,15 @@ pub async fn watch_shipped(
     let mut last_error = String::new();
     loop {
         let (dir, from, serving) = (data_dir.clone(), shared.clone(), serving.clone());
-        let skip = refused.clone();
+        let (skip, fleet) = (refused.clone(), fleet.clone());
         let attempt = tokio::task::spawn_blocking(move || {
             let id = match pending_shipped(&dir, &from) {
                 Ok(Some(id)) if Some(&id) != skip.as_ref() => id,
                 Ok(_) => return Ok(None),
                 Err(e) => return Err((None, e.to_string())),
             };
-            match import_shipped(&dir, &from) {
+            let keep = |user: &str| fleet.as_ref().is_none_or(|f| f.holds(user).is_ok());
+            match import_shipped(&dir, &from, &keep) {
                 Ok(Some(report)) => {
                     let _ = serving.engine().reload_profiles();
                     Ok(Some((id, report.users)))

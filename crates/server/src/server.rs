@@ -357,6 +357,7 @@ impl Server {
             tokio::spawn(watch_shipped(
                 shared,
                 self.serving.clone(),
+                fleet.clone(),
                 self.config.reload,
                 readiness.clone(),
                 counters.clone(),

@@ -130,6 +130,29 @@ pub fn import_profiles(
     settings: &GenerationSettings,
     progress: &dyn Fn(u64),
 ) -> Result<ImportProfilesReport, ImportProfilesError> {
+    import_profiles_of(data_dir, inputs, settings, &|_| true, progress)
+}
+
+/// [`import_profiles`] keeping only the users `keep` accepts (a fleet replica's partitions):
+/// every row is still validated, and the popular list still counts every user's items, so it is
+/// the one a full import makes; `progress(users)` counts the users read.
+///
+/// ```no_run
+/// # use pinnersage_pipeline::exchange::import_profiles::import_profiles_of;
+/// # fn settings() -> pinnersage_store::settings::GenerationSettings { unimplemented!() }
+/// use pinnersage_core::hash::partition_of;
+/// let held = |user: &str| [0, 1].contains(&partition_of(user, 8));
+/// let inputs = [std::path::PathBuf::from("profiles.parquet")];
+/// import_profiles_of("replica-a".as_ref(), &inputs, &settings(), &held, &|_| {})?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn import_profiles_of(
+    data_dir: &Path,
+    inputs: &[PathBuf],
+    settings: &GenerationSettings,
+    keep: &dyn Fn(&str) -> bool,
+    progress: &dyn Fn(u64),
+) -> Result<ImportProfilesReport, ImportProfilesError> {
     let start = Instant::now();
     settings.validate()?;
     let files = parquet_files(inputs)?;
@@ -168,7 +191,9 @@ pub fn import_profiles(
                         if let Some(done) = pending.take() {
                             let profile = assemble(&done, &catalog, &mut popularity)
                                 .map_err(|(row, m)| row_err(row, m))?;
-                            chunk.push((done.user, profile));
+                            if keep(&done.user) {
+                                chunk.push((done.user, profile));
+                            }
                         }
                         if !users_seen.insert(user.clone()) {
                             return Err(row_err(
@@ -196,7 +221,9 @@ pub fn import_profiles(
         if let Some(done) = pending.take() {
             let profile =
                 assemble(&done, &catalog, &mut popularity).map_err(|(row, m)| row_err(row, m))?;
-            chunk.push((done.user, profile));
+            if keep(&done.user) {
+                chunk.push((done.user, profile));
+            }
         }
     }
     writer.write(&chunk)?;

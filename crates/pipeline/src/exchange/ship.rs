@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use pinnersage_store::settings::{GenerationSettings, SettingsError};
 
 use super::import_profiles::{
-    ImportProfilesError, ImportProfilesReport, import_profiles, parquet_files,
+    ImportProfilesError, ImportProfilesReport, import_profiles_of, parquet_files,
 };
 use super::profile_table::REQUIRED_COLUMNS;
 
@@ -240,11 +240,14 @@ pub fn pending_shipped(data_dir: &Path, shared: &Path) -> Result<Option<String>,
 }
 
 /// Imports the current shipped generation of `shared` into `data_dir` unless it was imported
-/// already; `Ok(None)` when there is nothing new. The import is recorded only after the local
-/// generation is published, so a crash in between imports it again (an equal generation).
+/// already, keeping the users `keep` accepts (a fleet replica's partitions; the popular list
+/// stays the whole generation's); `Ok(None)` when there is nothing new. The import is recorded
+/// only after the local generation is published, so a crash in between imports it again (an
+/// equal generation).
 pub fn import_shipped(
     data_dir: &Path,
     shared: &Path,
+    keep: &dyn Fn(&str) -> bool,
 ) -> Result<Option<ImportProfilesReport>, ShipError> {
     let Some((dir, manifest)) = current_shipped(shared)? else {
         return Ok(None);
@@ -254,7 +257,7 @@ pub fn import_shipped(
         return Ok(None);
     }
     let files: Vec<PathBuf> = manifest.files.iter().map(|f| dir.join(f)).collect();
-    let report = import_profiles(data_dir, &files, &manifest.settings, &|_| {})?;
+    let report = import_profiles_of(data_dir, &files, &manifest.settings, keep, &|_| {})?;
     let record = serde_json::json!({"generation": id, "from": shared}).to_string();
     let path = data_dir.join(IMPORTED);
     replace_file(&path, record.as_bytes()).map_err(io_at(&path))?;
