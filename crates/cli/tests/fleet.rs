@@ -240,32 +240,7 @@ fn a_fleet_of_three_replicas_serves_as_one() {
     let history: String = (0..70)
         .map(|n| format!("u{},i{},{}\n", n % 7, (n / 7) % 5, BASE + n))
         .collect();
-    let events = dir.join("events.csv");
-    std::fs::write(&events, format!("user,item,timestamp\n{history}")).unwrap();
-    let batch_dir = dir.join("batch");
-    for sub in ["catalog", "index"] {
-        copy_dir(&seed.join(sub), &batch_dir.join(sub));
-    }
-    run_ok(&[
-        "import",
-        "events",
-        "--data-dir",
-        &s(&batch_dir),
-        &s(&events),
-    ]);
-    let table = dir.join("profiles.parquet");
-    let now1 = NOW1.to_string();
-    run_ok(&[
-        "batch",
-        "--data-dir",
-        &s(&batch_dir),
-        "--now",
-        &now1,
-        "--out",
-        &s(&table),
-    ]);
-    let shared = dir.join("shared");
-    let shipped = run_ok(&["ship", "--to", &s(&shared), "--now", &now1, &s(&table)]);
+    let (table, shared, shipped) = ship_history(&dir, &seed, &history);
     assert!(shipped.contains("gen-000001"), "{shipped}");
 
     // The stream, replicated on the three nodes (created once the cluster has a leader).
@@ -564,6 +539,41 @@ fn nats_down_at_startup_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("cannot connect"), "{err}");
+}
+
+/// The batch host: `history` (CSV rows `user,item,timestamp`) imported beside a copy of `seed`'s
+/// catalog and index, batched at [`NOW1`] and shipped to `dir/shared`; returns the profile
+/// table, the shared directory and what `ship` printed.
+fn ship_history(dir: &Path, seed: &Path, history: &str) -> (PathBuf, PathBuf, String) {
+    let s = |p: &Path| p.to_str().unwrap().to_owned();
+    let batch_dir = dir.join("batch");
+    for sub in ["catalog", "index"] {
+        copy_dir(&seed.join(sub), &batch_dir.join(sub));
+    }
+    let events = dir.join("events.csv");
+    std::fs::write(&events, format!("user,item,timestamp\n{history}")).unwrap();
+    run_ok(&[
+        "import",
+        "events",
+        "--data-dir",
+        &s(&batch_dir),
+        &s(&events),
+    ]);
+    let table = dir.join("profiles.parquet");
+    let now1 = NOW1.to_string();
+    let batch = [
+        "batch",
+        "--data-dir",
+        &s(&batch_dir),
+        "--now",
+        &now1,
+        "--out",
+        &s(&table),
+    ];
+    run_ok(&batch);
+    let shared = dir.join("shared");
+    let shipped = run_ok(&["ship", "--to", &s(&shared), "--now", &now1, &s(&table)]);
+    (table, shared, shipped)
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -883,37 +893,11 @@ fn haproxy_routes_every_user_to_a_holder_and_fails_over_to_the_other() {
     let _stream = replicated_stream(&cluster);
     let urls = cluster.urls();
     // Profiles of 40 users from the batch host, shipped to every replica.
-    let s = |p: &Path| p.to_str().unwrap().to_owned();
-    let batch_dir = dir.join("batch");
-    for sub in ["catalog", "index"] {
-        copy_dir(&seed.join(sub), &batch_dir.join(sub));
-    }
     let history: String = (0..200)
         .map(|n| format!("user-{},i{},{}\n", n % 40, (n / 40) % 5, BASE + n))
         .collect();
-    let events = dir.join("events.csv");
-    std::fs::write(&events, format!("user,item,timestamp\n{history}")).unwrap();
-    run_ok(&[
-        "import",
-        "events",
-        "--data-dir",
-        &s(&batch_dir),
-        &s(&events),
-    ]);
-    let table = dir.join("profiles.parquet");
-    let now1 = NOW1.to_string();
-    run_ok(&[
-        "batch",
-        "--data-dir",
-        &s(&batch_dir),
-        "--now",
-        &now1,
-        "--out",
-        &s(&table),
-    ]);
-    let shared = dir.join("shared");
-    run_ok(&["ship", "--to", &s(&shared), "--now", &now1, &s(&table)]);
-    let shared = s(&shared);
+    let shared = ship_history(&dir, &seed, &history).1;
+    let shared = shared.to_str().unwrap();
     // 8 partitions on 4 replicas, each partition held twice, by a different pair per group.
     let map = [
         ("a", "0-3"),
@@ -944,7 +928,7 @@ fn haproxy_routes_every_user_to_a_holder_and_fails_over_to_the_other() {
                 "--consume-partitions",
                 &consume,
                 "--profiles-from",
-                &shared,
+                shared,
             ];
             RunningServer::start_with(data.to_str().unwrap(), &args)
         })
