@@ -251,9 +251,7 @@ fn a_fleet_of_three_replicas_serves_as_one() {
     let replica = |name: &str| {
         let data = dir.join(name);
         if !data.exists() {
-            for sub in ["catalog", "index"] {
-                copy_dir(&seed.join(sub), &data.join(sub));
-            }
+            copy_seed(&seed, &data);
         }
         RunningServer::start_with(
             &s(&data),
@@ -547,9 +545,7 @@ fn nats_down_at_startup_is_a_clear_error() {
 fn ship_history(dir: &Path, seed: &Path, history: &str) -> (PathBuf, PathBuf, String) {
     let s = |p: &Path| p.to_str().unwrap().to_owned();
     let batch_dir = dir.join("batch");
-    for sub in ["catalog", "index"] {
-        copy_dir(&seed.join(sub), &batch_dir.join(sub));
-    }
+    copy_seed(seed, &batch_dir);
     let events = dir.join("events.csv");
     std::fs::write(&events, format!("user,item,timestamp\n{history}")).unwrap();
     run_ok(&[
@@ -574,6 +570,13 @@ fn ship_history(dir: &Path, seed: &Path, history: &str) -> (PathBuf, PathBuf, St
     let shared = dir.join("shared");
     let shipped = run_ok(&["ship", "--to", &s(&shared), "--now", &now1, &s(&table)]);
     (table, shared, shipped)
+}
+
+/// A copy of `seed`'s catalog and index in `data_dir`: a replica's data as the fleet ships it.
+fn copy_seed(seed: &Path, data_dir: &Path) {
+    for sub in ["catalog", "index"] {
+        copy_dir(&seed.join(sub), &data_dir.join(sub));
+    }
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -686,9 +689,7 @@ fn item_changes_reach_every_replica_and_a_late_one_catches_up_before_ready() {
     let replica = |name: &str| {
         let data = dir.join(name);
         if !data.exists() {
-            for sub in ["catalog", "index"] {
-                copy_dir(&seed.join(sub), &data.join(sub));
-            }
+            copy_seed(&seed, &data);
         }
         let fleet = [
             "--fleet",
@@ -909,9 +910,7 @@ fn haproxy_routes_every_user_to_a_holder_and_fails_over_to_the_other() {
         .iter()
         .map(|(name, _)| {
             let data = dir.join(name);
-            for sub in ["catalog", "index"] {
-                copy_dir(&seed.join(sub), &data.join(sub));
-            }
+            copy_seed(&seed, &data);
             let consume = r_partitions(&map, name)
                 .iter()
                 .map(u32::to_string)

@@ -352,12 +352,7 @@ async fn setup(
             .map_err(|e| Setup::Transient(format!("consumer {name}: {e}")))?;
         consumers.push(consumer);
     }
-    let target = stream
-        .info()
-        .await
-        .map_err(|e| Setup::Transient(format!("stream {}: {e}", config.stream)))?
-        .state
-        .last_sequence;
+    let target = last_sequence(&mut stream, &config.stream).await?;
     let mut events = Vec::new();
     for consumer in &consumers {
         events.push(open(consumer).await?);
@@ -377,6 +372,16 @@ async fn setup(
         items,
         catching_up,
     })
+}
+
+/// The last sequence of `stream` (named `name`) now: a consumer's catch-up target.
+async fn last_sequence(stream: &mut jetstream::stream::Stream, name: &str) -> Result<u64, Setup> {
+    Ok(stream
+        .info()
+        .await
+        .map_err(|e| Setup::Transient(format!("stream {name}: {e}")))?
+        .state
+        .last_sequence)
 }
 
 /// Opens a consumer's message stream.
@@ -433,12 +438,7 @@ async fn setup_items(
         )
         .await
         .map_err(|e| Setup::Transient(format!("consumer {name}: {e}")))?;
-    let target = stream
-        .info()
-        .await
-        .map_err(|e| Setup::Transient(format!("stream {}: {e}", config.items_stream)))?
-        .state
-        .last_sequence;
+    let target = last_sequence(&mut stream, &config.items_stream).await?;
     Ok((consumer, target))
 }
 
