@@ -417,7 +417,11 @@ impl std::fmt::Debug for ParquetWriter {
 impl ParquetWriter {
     /// Starts `path` with the given columns.
     pub fn create(path: &Path, fields: Vec<Field>) -> Result<Self, ParquetIoError> {
-        let schema = Arc::new(Schema::new(fields));
+        Self::with_schema(path, Arc::new(Schema::new(fields)))
+    }
+
+    /// Starts `path` with `schema` (another file's, to write its rows elsewhere).
+    pub fn with_schema(path: &Path, schema: SchemaRef) -> Result<Self, ParquetIoError> {
         let tmp = path.with_extension("parquet.partial");
         let file = File::create(&tmp).map_err(|source| ParquetIoError::File {
             path: tmp.clone(),
@@ -442,6 +446,16 @@ impl ParquetWriter {
         let batch =
             RecordBatch::try_new(self.schema.clone(), columns).map_err(failed(&self.path))?;
         self.writer.write(&batch).map_err(failed(&self.path))
+    }
+
+    /// Appends `batch`, whose columns must have the file's types; a row group is written out
+    /// once the rows held in memory pass 64 MiB, so many files can be written at once.
+    pub fn write_batch(&mut self, batch: &RecordBatch) -> Result<(), ParquetIoError> {
+        self.write(batch.columns().to_vec())?;
+        if self.writer.in_progress_size() > 64 << 20 {
+            self.writer.flush().map_err(failed(&self.path))?;
+        }
+        Ok(())
     }
 
     /// Finishes the file and moves it into place.

@@ -10,7 +10,7 @@ use pinnersage_core::blend::Blend;
 use pinnersage_core::sample::Selection;
 use pinnersage_pipeline::online::DEFAULT_ONLINE_ACTIONS;
 use pinnersage_server::auth::{AuthConfig, Tokens};
-use pinnersage_server::fleet::FleetConfig;
+use pinnersage_server::fleet::{FleetConfig, PartitionRange};
 use pinnersage_server::nats::NatsConfig;
 use pinnersage_server::{Front, Resample, Retrieval, ServeConfig, Server};
 
@@ -183,11 +183,11 @@ pub struct ServeArgs {
     /// Partitions of the event subject (the same on every replica and producer).
     #[arg(long, default_value_t = 8, requires = "fleet")]
     partitions: u32,
-    /// The partitions this replica consumes, e.g. 0,1,2,3 (default: all). A user of another
+    /// The partitions this replica consumes, e.g. 0-3 or 0,1,4,5 (default: all). A user of another
     /// partition is answered 421 misdirected (with the partition): route users to the replicas
     /// that hold them (docs/fleet.md has the rule and an HAProxy config).
     #[arg(long, value_name = "LIST", value_delimiter = ',', requires = "fleet")]
-    consume_partitions: Vec<u32>,
+    consume_partitions: Vec<PartitionRange>,
     /// Replicas of the JetStream streams when this replica creates them (3 on a 3-node
     /// cluster).
     #[arg(long, default_value_t = 1, requires = "fleet")]
@@ -262,7 +262,9 @@ impl ServeArgs {
         }
         let fleet = self.fleet.then(|| FleetConfig {
             partitions: self.partitions,
-            consume: self.consume_partitions.clone(),
+            consume: (self.consume_partitions.iter())
+                .flat_map(PartitionRange::partitions)
+                .collect(),
             stream_replicas: self.stream_replicas,
         });
         if let Some(fleet) = &fleet {

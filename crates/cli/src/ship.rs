@@ -19,15 +19,24 @@ use crate::args::{ProfileTableArgs, unix_nanos};
 /// publisher per shared directory. DIR may be a network mount, or a local directory copied to
 /// the replicas (rsync the gen-* directory first, CURRENT last). See docs/fleet.md.
 ///
+/// With --partitions P (the fleet's `serve --partitions`), the rows are split into one file per
+/// partition (crc32(user) % P) and the popular list is counted over every user, so a replica
+/// serving some partitions (`--consume-partitions`) reads only their files.
+///
 /// Examples:
 ///   pinnersage batch --data-dir batch-data --now 1537747200 --out /tmp/profiles.parquet
 ///   pinnersage ship --to /mnt/shared/profiles --now 1537747200 /tmp/profiles.parquet
+///   pinnersage ship --to /mnt/shared/profiles --now 1537747200 --partitions 8 /tmp/profiles.parquet
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct ShipArgs {
     /// The shared directory the replicas watch (`serve --profiles-from`).
     #[arg(long, value_name = "DIR")]
     to: PathBuf,
+    /// Split the generation into one file per partition of the fleet's routing rule (the
+    /// replicas' `--partitions`, 1..=1024).
+    #[arg(long, value_name = "P")]
+    partitions: Option<u32>,
     #[command(flatten)]
     table: ProfileTableArgs,
 }
@@ -35,9 +44,14 @@ pub struct ShipArgs {
 /// Runs `pinnersage ship`.
 pub fn run(args: &ShipArgs) -> Result<()> {
     let (files, settings) = (&args.table.files, args.table.settings());
-    let report = ship_profiles(&args.to, files, &settings, unix_nanos())?;
+    let report = ship_profiles(&args.to, files, &settings, unix_nanos(), args.partitions)?;
+    let layout = if args.partitions.is_some() {
+        " (one per partition)"
+    } else {
+        ""
+    };
     println!(
-        "shipped {} file(s) as {}",
+        "shipped {} file(s){layout} as {}",
         report.manifest.files.len(),
         report.generation.display()
     );

@@ -240,7 +240,7 @@ fn a_fleet_of_three_replicas_serves_as_one() {
     let history: String = (0..70)
         .map(|n| format!("u{},i{},{}\n", n % 7, (n / 7) % 5, BASE + n))
         .collect();
-    let (table, shared, shipped) = ship_history(&dir, &seed, &history);
+    let (table, shared, shipped) = ship_history(&dir, &seed, &history, &[]);
     assert!(shipped.contains("gen-000001"), "{shipped}");
 
     // The stream, replicated on the three nodes (created once the cluster has a leader).
@@ -541,8 +541,13 @@ fn nats_down_at_startup_is_a_clear_error() {
 
 /// The batch host: `history` (CSV rows `user,item,timestamp`) imported beside a copy of `seed`'s
 /// catalog and index, batched at [`NOW1`] and shipped to `dir/shared`; returns the profile
-/// table, the shared directory and what `ship` printed.
-fn ship_history(dir: &Path, seed: &Path, history: &str) -> (PathBuf, PathBuf, String) {
+/// table, the shared directory and what `ship` (given `ship_args` too) printed.
+fn ship_history(
+    dir: &Path,
+    seed: &Path,
+    history: &str,
+    ship_args: &[&str],
+) -> (PathBuf, PathBuf, String) {
     let s = |p: &Path| p.to_str().unwrap().to_owned();
     let batch_dir = dir.join("batch");
     copy_seed(seed, &batch_dir);
@@ -568,7 +573,10 @@ fn ship_history(dir: &Path, seed: &Path, history: &str) -> (PathBuf, PathBuf, St
     ];
     run_ok(&batch);
     let shared = dir.join("shared");
-    let shipped = run_ok(&["ship", "--to", &s(&shared), "--now", &now1, &s(&table)]);
+    let (to, table_arg) = (s(&shared), s(&table));
+    let mut ship = vec!["ship", "--to", &to, "--now", &now1, &table_arg];
+    ship.extend(ship_args);
+    let shipped = run_ok(&ship);
     (table, shared, shipped)
 }
 
@@ -893,79 +901,84 @@ fn haproxy_routes_every_user_to_a_holder_and_fails_over_to_the_other() {
     common::five_item_catalog(&seed);
     let _stream = replicated_stream(&cluster);
     let urls = cluster.urls();
-    // Profiles of 40 users from the batch host, shipped to every replica.
+    // Profiles of 40 users from the batch host, shipped to every replica split by partition.
     let history: String = (0..200)
         .map(|n| format!("user-{},i{},{}\n", n % 40, (n / 40) % 5, BASE + n))
         .collect();
-    let shared = ship_history(&dir, &seed, &history).1;
+    let (_, shared, shipped) = ship_history(&dir, &seed, &history, &["--partitions", "8"]);
+    assert!(
+        shipped.contains("8 file(s) (one per partition)"),
+        "{shipped}"
+    );
     let shared = shared.to_str().unwrap();
+    // A fleet replica of the partitions `consume` ("" for all of them).
+    let start = |name: &str, consume: &str| {
+        let data = dir.join(name);
+        copy_seed(&seed, &data);
+        let mut args = vec![
+            "--fleet",
+            "--nats",
+            &urls,
+            "--stream-replicas",
+            "3",
+            "--partitions",
+            "8",
+            "--profiles-from",
+            shared,
+        ];
+        if !consume.is_empty() {
+            args.extend(["--consume-partitions", consume]);
+        }
+        RunningServer::start_with(data.to_str().unwrap(), &args)
+    };
     // 8 partitions on 4 replicas, each partition held twice, by a different pair per group.
-    let map = [
+    let mut map = vec![
         ("a", "0-3"),
         ("b", "4-7"),
         ("c", "0,1,4,5"),
         ("d", "2,3,6,7"),
     ];
-    let mut replicas: Vec<RunningServer> = map
-        .iter()
-        .map(|(name, _)| {
-            let data = dir.join(name);
-            copy_seed(&seed, &data);
-            let consume = r_partitions(&map, name)
-                .iter()
-                .map(u32::to_string)
-                .collect::<Vec<_>>()
-                .join(",");
-            let args = [
-                "--fleet",
-                "--nats",
-                &urls,
-                "--stream-replicas",
-                "3",
-                "--partitions",
-                "8",
-                "--consume-partitions",
-                &consume,
-                "--profiles-from",
-                shared,
-            ];
-            RunningServer::start_with(data.to_str().unwrap(), &args)
-        })
-        .collect();
-    for r in &mut replicas {
+    let mut replicas: Vec<RunningServer> = map.iter().map(|(n, c)| start(n, c)).collect();
+    // Beside the fleet, out of the balancer: one replica holding everyone.
+    let mut whole = start("whole", "");
+    for r in replicas.iter_mut().chain([&mut whole]) {
         wait_ready(r);
     }
     let port = free_port();
+    let lb = format!("127.0.0.1:{port}");
     let config = dir.join("haproxy.cfg");
-    let mut args: Vec<String> = [
-        "fleet",
-        "haproxy",
-        "--partitions",
-        "8",
-        "--check-ms",
-        "200",
-        "--bind",
-        &format!("127.0.0.1:{port}"),
-        "--out",
-        config.to_str().unwrap(),
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    for ((name, partitions), r) in map.iter().zip(&replicas) {
-        args.extend([
-            "--replica".into(),
-            format!("{name}@{}={partitions}", r.addr),
-        ]);
-    }
-    run_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    let Some(_haproxy) = Haproxy::start(&config) else {
+    let balance = |map: &[(&str, &str)], replicas: &[RunningServer]| {
+        let mut args: Vec<String> = [
+            "fleet",
+            "haproxy",
+            "--partitions",
+            "8",
+            "--check-ms",
+            "200",
+            "--bind",
+            &lb,
+            "--out",
+            config.to_str().unwrap(),
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        for ((name, partitions), r) in map.iter().zip(replicas) {
+            args.extend([
+                "--replica".into(),
+                format!("{name}@{}={partitions}", r.addr),
+            ]);
+        }
+        run_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let haproxy = Haproxy::start(&config)?;
+        wait_for("HAProxy to see the replicas ready", 30, || {
+            status(&common::http(&lb, "GET", "/readyz", "").unwrap_or_default()) == 200
+        });
+        Some(haproxy)
+    };
+    let Some(haproxy) = balance(&map, &replicas) else {
         return;
     };
-    let lb = format!("127.0.0.1:{port}");
     let get = |path: &str| common::http(&lb, "GET", path, "").unwrap_or_default();
-    wait_for("HAProxy to see the replicas ready", 30, || {
-        status(&get("/readyz")) == 200
-    });
 
     // Every user's event through the balancer, then every user's profile: each request reached
     // a holder of the user's partition (a replica that is not one answers 421), which shows the
@@ -981,16 +994,26 @@ fn haproxy_routes_every_user_to_a_holder_and_fails_over_to_the_other() {
         let posted = common::http(&lb, "POST", "/v1/events", &body).unwrap_or_default();
         assert_eq!(status(&posted), 202, "{posted}");
     }
-    let personalised = |user: &str| {
-        let answer = get(&format!("/v1/users/{user}/profile"));
-        (status(&answer), body(&answer).contains("\"online\":true"))
-    };
+    let online = |answer: &str| (status(answer), body(answer).contains("\"online\":true"));
+    let personalised = |user: &str| online(&get(&format!("/v1/users/{user}/profile")));
     wait_for("every user's online profile through HAProxy", 60, || {
         users.iter().all(|u| personalised(u) == (200, true))
     });
-    for u in users.iter().step_by(7) {
-        let answer = get(&format!("/v1/users/{u}/recommendations?k=2"));
-        assert_eq!(status(&answer), 200, "{answer}");
+    // The fleet answers as one server holding everyone: same generation, same events.
+    wait_for(
+        "every user's online profile on the whole replica",
+        60,
+        || {
+            (users.iter()).all(|u| {
+                online(&whole.request("GET", &format!("/v1/users/{u}/profile"), "")) == (200, true)
+            })
+        },
+    );
+    for u in &users {
+        let path = format!("/v1/users/{u}/recommendations?k=5");
+        let (split, one) = (get(&path), whole.request("GET", &path, ""));
+        assert_eq!(status(&split), 200, "{split}");
+        assert_eq!(body(&split), body(&one), "{u}");
     }
     // Straight to a replica that does not hold the user: 421 with the partition.
     let stranger = users.iter().find(|u| partition_of(u, 8) >= 4).unwrap();
@@ -1030,8 +1053,36 @@ fn haproxy_routes_every_user_to_a_holder_and_fails_over_to_the_other() {
     .unwrap_or_default();
     assert_eq!(status(&posted), 202, "{posted}");
 
+    // A new replica E takes A's partitions (the procedure of docs/fleet.md): started from the
+    // seed, it imports their shipped profiles and catches up from the stream before it is
+    // ready, so its first answers already hold the online interests; only then is the balancer
+    // reconfigured with it in A's place.
+    let mut e = start("e", "0-3");
+    wait_ready(&mut e);
+    let held_by_a: Vec<&String> = users.iter().filter(|u| partition_of(u, 8) < 4).collect();
+    for u in &held_by_a {
+        let answer = e.request("GET", &format!("/v1/users/{u}/profile"), "");
+        assert_eq!(
+            online(&answer),
+            (200, true),
+            "{u} on the new replica: {answer}"
+        );
+    }
+    drop(haproxy);
+    map[0] = ("e", "0-3");
+    replicas[0] = e;
+    let Some(_haproxy) = balance(&map, &replicas) else {
+        return;
+    };
+    let unserved: Vec<&String> = users
+        .iter()
+        .filter(|u| personalised(u) != (200, true))
+        .collect();
+    assert!(unserved.is_empty(), "{unserved:?}");
+
     // Each replica's profile store holds its partitions' users of the shipped generation, and
     // together they hold all 40.
+    whole.kill9();
     let mut everyone = BTreeSet::new();
     for (r, (name, _)) in replicas.iter_mut().zip(&map) {
         r.kill9();

@@ -75,6 +75,48 @@ pub fn partition_of(user: &str, partitions: u32) -> u32 {
     crc32(user.as_bytes()) % partitions.max(1)
 }
 
+/// The users a fleet replica holds: those of the partitions `held` out of `count` (every user
+/// when `held` is empty).
+///
+/// ```
+/// use pinnersage_core::hash::{Share, partition_of};
+/// let share = Share { count: 8, held: vec![0, 1] };
+/// assert_eq!(share.holds("u1").is_ok(), partition_of("u1", 8) < 2);
+/// assert!(Share::everyone().holds("anyone").is_ok());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    /// Partitions in the fleet.
+    pub count: u32,
+    /// The partitions held (empty: all of them).
+    pub held: Vec<u32>,
+}
+
+impl Share {
+    /// Every user: one partition, held.
+    pub fn everyone() -> Self {
+        Self {
+            count: 1,
+            held: Vec::new(),
+        }
+    }
+
+    /// Whether partition `p` is held.
+    pub fn holds_partition(&self, p: u32) -> bool {
+        self.held.is_empty() || self.held.contains(&p)
+    }
+
+    /// `Ok` when `user` is held, else the user's partition.
+    pub fn holds(&self, user: &str) -> Result<(), u32> {
+        let partition = partition_of(user, self.count);
+        if self.holds_partition(partition) {
+            Ok(())
+        } else {
+            Err(partition)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::crc32;

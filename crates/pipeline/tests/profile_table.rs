@@ -8,7 +8,7 @@ use std::sync::Arc;
 use arrow_array::{ArrayRef, Float64Array, StringArray, UInt32Array};
 use pinnersage_catalog::catalog::Catalog;
 use pinnersage_catalog::items::import_items;
-use pinnersage_catalog::parquet_io::ParquetWriter;
+use pinnersage_catalog::parquet_io::{ParquetReader, ParquetWriter, text_column};
 use pinnersage_core::{Embeddings, ProfileParams};
 use pinnersage_pipeline::batch::memory::{EventTable, Vectors, build_profiles};
 use pinnersage_pipeline::batch::{BatchConfig, run_batch};
@@ -430,6 +430,7 @@ fn bad_profile_tables_name_the_row_and_publish_nothing() {
 
 #[test]
 fn shipped_generations_are_imported_once_and_bad_ones_refused() {
+    use pinnersage_core::hash::Share;
     use pinnersage_pipeline::exchange::ship::{
         ShipError, import_shipped, pending_shipped, ship_profiles,
     };
@@ -440,12 +441,17 @@ fn shipped_generations_are_imported_once_and_bad_ones_refused() {
     let shared = dir.join("shared");
     let options = settings(NOW + 7);
     // Nothing shipped yet: nothing to do.
-    assert!(import_shipped(dir, &shared, &|_| true).unwrap().is_none());
+    assert!(
+        import_shipped(dir, &shared, &Share::everyone())
+            .unwrap()
+            .is_none()
+    );
 
-    let shipped = ship_profiles(&shared, &[dir.join("profiles.parquet")], &options, 1).unwrap();
+    let shipped =
+        ship_profiles(&shared, &[dir.join("profiles.parquet")], &options, 1, None).unwrap();
     assert_eq!(shipped.manifest.files, ["part-00000.parquet"]);
     assert!(pending_shipped(dir, &shared).unwrap().is_some());
-    let report = import_shipped(dir, &shared, &|_| true)
+    let report = import_shipped(dir, &shared, &Share::everyone())
         .unwrap()
         .expect("imported");
     assert_eq!(report.users as usize, expected.len());
@@ -457,7 +463,11 @@ fn shipped_generations_are_imported_once_and_bad_ones_refused() {
     // Imported once: the next check has nothing to do.
     let generation = ProfileStore::current_dir(dir).unwrap();
     assert!(pending_shipped(dir, &shared).unwrap().is_none());
-    assert!(import_shipped(dir, &shared, &|_| true).unwrap().is_none());
+    assert!(
+        import_shipped(dir, &shared, &Share::everyone())
+            .unwrap()
+            .is_none()
+    );
     assert_eq!(ProfileStore::current_dir(dir).unwrap(), generation);
 
     // A generation whose rows this replica's catalog refuses: an error naming the row, the
@@ -466,8 +476,8 @@ fn shipped_generations_are_imported_once_and_bad_ones_refused() {
         let medoids: Vec<String> = (0..c[2].len()).map(|_| "no-such-item".into()).collect();
         c[2] = Arc::new(StringArray::from(medoids));
     });
-    ship_profiles(&shared, &[bad], &options, 2).unwrap();
-    let err = import_shipped(dir, &shared, &|_| true).unwrap_err();
+    ship_profiles(&shared, &[bad], &options, 2, None).unwrap();
+    let err = import_shipped(dir, &shared, &Share::everyone()).unwrap_err();
     assert!(
         matches!(
             err,
@@ -479,7 +489,7 @@ fn shipped_generations_are_imported_once_and_bad_ones_refused() {
 
     // Not a profile table: refused when shipping, nothing shipped.
     let current = std::fs::read_to_string(shared.join("CURRENT")).unwrap();
-    let err = ship_profiles(&shared, &[dir.join("items.csv")], &options, 3).unwrap_err();
+    let err = ship_profiles(&shared, &[dir.join("items.csv")], &options, 3, None).unwrap_err();
     assert!(err.to_string().contains("items.csv"), "{err}");
     assert_eq!(
         std::fs::read_to_string(shared.join("CURRENT")).unwrap(),
@@ -503,7 +513,7 @@ fn a_replica_imports_its_partitions_users_with_the_whole_popular_list() {
     assert!(!whole.is_empty());
 
     let held = |user: &str| partition_of(user, 4) < 2;
-    let report = import_profiles_of(dir, &table, &options, &held, &|_| {}).unwrap();
+    let report = import_profiles_of(dir, &table, &options, &held, None, &|_| {}).unwrap();
     let kept: Vec<(String, StoredProfile)> = expected
         .iter()
         .filter(|(user, _)| held(user))
@@ -517,4 +527,110 @@ fn a_replica_imports_its_partitions_users_with_the_whole_popular_list() {
     assert_eq!(report.users as usize, kept.len());
     assert_eq!(stored(dir), kept);
     assert_eq!(ProfileStore::open(dir).unwrap().popular().unwrap(), whole);
+}
+
+#[test]
+fn a_partitioned_shipment_is_read_only_in_the_held_partitions_files() {
+    use pinnersage_core::hash::{Share, partition_of};
+    use pinnersage_pipeline::exchange::ship::{import_shipped, ship_profiles};
+    let scratch_dir = scratch("split");
+    let dir = scratch_dir.path();
+    data(dir);
+    let expected = embedded(dir);
+    let options = settings(NOW + 3);
+    import_profiles(dir, &[dir.join("profiles.parquet")], &options, &|_| {}).unwrap();
+    let whole = ProfileStore::open(dir).unwrap().popular().unwrap();
+    let shared = dir.join("shared");
+    let shipped = ship_profiles(
+        &shared,
+        &[dir.join("profiles.parquet")],
+        &options,
+        1,
+        Some(4),
+    )
+    .unwrap();
+    let manifest = &shipped.manifest;
+    assert_eq!(manifest.partitions, Some(4));
+    assert_eq!(manifest.files.len(), 4);
+    // Each file holds exactly its partition's users, every user's rows in one file.
+    let mut all = Vec::new();
+    for (p, name) in manifest.files.iter().enumerate() {
+        let file = shipped.generation.join(name);
+        let mut reader = ParquetReader::open(&file).unwrap();
+        while let Some(batch) = reader.next_batch() {
+            for user in text_column(&batch.unwrap().1, "user").unwrap() {
+                let user = user.unwrap();
+                assert_eq!(partition_of(&user, 4), p as u32, "{user} in {name}");
+                all.push(user);
+            }
+        }
+    }
+    all.dedup();
+    assert_eq!(all.len(), expected.len());
+
+    // A replica of partitions 1 and 3 of the same 4 reads their two files only, keeps exactly
+    // their users and has the popular list of the whole generation.
+    let share = Share {
+        count: 4,
+        held: vec![1, 3],
+    };
+    let report = import_shipped(dir, &shared, &share).unwrap().unwrap();
+    assert_eq!(report.files, 2);
+    let held: Vec<(String, StoredProfile)> = expected
+        .iter()
+        .filter(|(user, _)| share.holds(user).is_ok())
+        .cloned()
+        .collect();
+    assert!(!held.is_empty() && held.len() < expected.len());
+    assert_eq!(stored(dir), held);
+    assert_eq!(ProfileStore::open(dir).unwrap().popular().unwrap(), whole);
+
+    // A replica partitioned otherwise (2 partitions) reads every file and keeps its users.
+    ship_profiles(
+        &shared,
+        &[dir.join("profiles.parquet")],
+        &options,
+        2,
+        Some(4),
+    )
+    .unwrap();
+    let share = Share {
+        count: 2,
+        held: vec![0],
+    };
+    let report = import_shipped(dir, &shared, &share).unwrap().unwrap();
+    assert_eq!(report.files, 4);
+    let held: Vec<(String, StoredProfile)> = expected
+        .iter()
+        .filter(|(user, _)| share.holds(user).is_ok())
+        .cloned()
+        .collect();
+    assert_eq!(stored(dir), held);
+    assert_eq!(ProfileStore::open(dir).unwrap().popular().unwrap(), whole);
+
+    // Everyone, from the same partitioned generation: the whole import.
+    ship_profiles(
+        &shared,
+        &[dir.join("profiles.parquet")],
+        &options,
+        3,
+        Some(4),
+    )
+    .unwrap();
+    import_shipped(dir, &shared, &Share::everyone())
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored(dir), expected);
+
+    // Out of range: refused.
+    assert!(
+        ship_profiles(
+            &shared,
+            &[dir.join("profiles.parquet")],
+            &options,
+            4,
+            Some(0)
+        )
+        .is_err()
+    );
 }

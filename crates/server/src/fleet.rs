@@ -54,11 +54,14 @@ impl FleetConfig {
     /// `Err(partition)` when `user`'s partition is not one this replica consumes (it consumes
     /// all when `consume` is empty).
     pub fn holds(&self, user: &str) -> Result<(), u32> {
-        let partition = partition_of(user, self.partitions);
-        if self.consume.is_empty() || self.consume.contains(&partition) {
-            Ok(())
-        } else {
-            Err(partition)
+        self.share().holds(user)
+    }
+
+    /// The users this replica holds.
+    pub fn share(&self) -> Share {
+        Share {
+            count: self.partitions,
+            held: self.consume.clone(),
         }
     }
 
@@ -94,7 +97,51 @@ impl FleetConfig {
     }
 }
 
-pub use pinnersage_core::hash::partition_of;
+pub use pinnersage_core::hash::{Share, partition_of};
+
+/// One item of a partition list as people write it: a number or an inclusive range (`6`,
+/// `0-3`), so `0-3,6` names partitions 0, 1, 2, 3 and 6.
+///
+/// ```
+/// use pinnersage_server::fleet::PartitionRange;
+/// let range: PartitionRange = "0-3".parse().unwrap();
+/// assert_eq!(range.partitions().collect::<Vec<_>>(), [0, 1, 2, 3]);
+/// assert!("3-0".parse::<PartitionRange>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionRange {
+    /// The first partition.
+    pub first: u32,
+    /// The last partition (inclusive).
+    pub last: u32,
+}
+
+impl PartitionRange {
+    /// The partitions of the range, in order.
+    pub fn partitions(&self) -> std::ops::RangeInclusive<u32> {
+        self.first..=self.last
+    }
+}
+
+impl std::str::FromStr for PartitionRange {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let number = |s: &str| {
+            s.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("{s:?} is not a partition number"))
+        };
+        let (first, last) = match text.split_once('-') {
+            Some((from, to)) => (number(from)?, number(to)?),
+            None => (number(text)?, number(text)?),
+        };
+        if first > last {
+            return Err(format!("range {text:?} runs backwards"));
+        }
+        Ok(Self { first, last })
+    }
+}
 
 /// The subject of a partition.
 pub fn partition_subject(subject: &str, partition: u32) -> String {
@@ -423,8 +470,10 @@ pub async fn watch_shipped(
                 Ok(_) => return Ok(None),
                 Err(e) => return Err((None, e.to_string())),
             };
-            let keep = |user: &str| fleet.as_ref().is_none_or(|f| f.holds(user).is_ok());
-            match import_shipped(&dir, &from, &keep) {
+            let share = fleet
+                .as_ref()
+                .map_or_else(Share::everyone, FleetConfig::share);
+            match import_shipped(&dir, &from, &share) {
                 Ok(Some(report)) => {
                     let _ = serving.engine().reload_profiles();
                     Ok(Some((id, report.users)))

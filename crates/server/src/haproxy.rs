@@ -8,6 +8,7 @@
 //! the others are backups, ordered so that the primaries spread over the replicas. Every server
 //! is checked on `/readyz` (a replica catching up, or dead, is taken out).
 
+use crate::fleet::PartitionRange;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -36,22 +37,12 @@ impl std::str::FromStr for Replica {
         let (name, rest) = text.split_once('@').ok_or_else(shape)?;
         let (addr, list) = rest.rsplit_once('=').ok_or_else(shape)?;
         let mut partitions = Vec::new();
-        for part in list.split(',').map(str::trim) {
-            let number = |s: &str| {
-                s.trim()
-                    .parse::<u32>()
-                    .map_err(|_| format!("replica {text:?}: {s:?} is not a partition number"))
-            };
-            match part.split_once('-') {
-                Some((from, to)) => {
-                    let (from, to) = (number(from)?, number(to)?);
-                    if from > to {
-                        return Err(format!("replica {text:?}: range {part:?} runs backwards"));
-                    }
-                    partitions.extend(from..=to);
-                }
-                None => partitions.push(number(part)?),
-            }
+        for part in list.split(',') {
+            let range: PartitionRange = part
+                .trim()
+                .parse()
+                .map_err(|e| format!("replica {text:?}: {e}"))?;
+            partitions.extend(range.partitions());
         }
         Ok(Self {
             name: name.to_owned(),

@@ -65,6 +65,9 @@ pub enum ImportProfilesError {
     /// The settings recorded with the profiles are out of their domains.
     #[error(transparent)]
     Settings(#[from] SettingsError),
+    /// An item of the given popular list is not in the catalog.
+    #[error("popular item {0:?} is not in the catalog")]
+    UnknownPopular(String),
     /// Writing the generation failed.
     #[error(transparent)]
     Profiles(#[from] ProfileStoreError),
@@ -130,12 +133,15 @@ pub fn import_profiles(
     settings: &GenerationSettings,
     progress: &dyn Fn(u64),
 ) -> Result<ImportProfilesReport, ImportProfilesError> {
-    import_profiles_of(data_dir, inputs, settings, &|_| true, progress)
+    import_profiles_of(data_dir, inputs, settings, &|_| true, None, progress)
 }
 
 /// [`import_profiles`] keeping only the users `keep` accepts (a fleet replica's partitions):
-/// every row is still validated, and the popular list still counts every user's items, so it is
-/// the one a full import makes; `progress(users)` counts the users read.
+/// every row is still validated, and the popular list still counts every user's items read, so
+/// it is the one a full import makes. `popular`, when given, is the generation's popular list
+/// counted elsewhere over every user (a partitioned shipment, of which only some files are
+/// read): its items must be in the catalog, and the inputs may then hold no user.
+/// `progress(users)` counts the users read.
 ///
 /// ```no_run
 /// # use pinnersage_pipeline::exchange::import_profiles::import_profiles_of;
@@ -143,7 +149,7 @@ pub fn import_profiles(
 /// use pinnersage_core::hash::partition_of;
 /// let held = |user: &str| [0, 1].contains(&partition_of(user, 8));
 /// let inputs = [std::path::PathBuf::from("profiles.parquet")];
-/// import_profiles_of("replica-a".as_ref(), &inputs, &settings(), &held, &|_| {})?;
+/// import_profiles_of("replica-a".as_ref(), &inputs, &settings(), &held, None, &|_| {})?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn import_profiles_of(
@@ -151,6 +157,7 @@ pub fn import_profiles_of(
     inputs: &[PathBuf],
     settings: &GenerationSettings,
     keep: &dyn Fn(&str) -> bool,
+    popular: Option<&[(String, u64)]>,
     progress: &dyn Fn(u64),
 ) -> Result<ImportProfilesReport, ImportProfilesError> {
     let start = Instant::now();
@@ -228,11 +235,20 @@ pub fn import_profiles_of(
     }
     writer.write(&chunk)?;
     progress(users_seen.len() as u64);
-    if users_seen.is_empty() {
+    if users_seen.is_empty() && popular.is_none() {
         return Err(ImportProfilesError::Empty(format!(
             "{}: no rows: nothing to publish",
             files[0].display()
         )));
+    }
+    if let Some(given) = popular {
+        popularity = HashMap::with_capacity(given.len());
+        for (item, n) in given {
+            let row = catalog
+                .row_of(item)
+                .ok_or_else(|| ImportProfilesError::UnknownPopular(item.clone()))?;
+            popularity.insert(row, *n);
+        }
     }
     let mut popular: Vec<(usize, u64)> = popularity.into_iter().collect();
     popular.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -451,7 +467,9 @@ impl pinnersage_core::error::Kind for ImportProfilesError {
         match self {
             Self::Catalog(e) => e.kind(),
             Self::Parquet(e) => e.kind(),
-            Self::Row { .. } | Self::Empty(_) | Self::Settings(_) => BadInput,
+            Self::Row { .. } | Self::Empty(_) | Self::Settings(_) | Self::UnknownPopular(_) => {
+                BadInput
+            }
             Self::Profiles(e) => e.kind(),
         }
     }
