@@ -1020,38 +1020,85 @@ fn haproxy_routes_every_user_to_a_holder_and_fails_over_to_the_other() {
     let refused = replicas[0].request("GET", &format!("/v1/users/{stranger}/profile"), "");
     assert_eq!(status(&refused), 421, "{refused}");
 
-    // Replica A dies: its partitions move to their other holders once HAProxy's checks see it
-    // (2 x 200 ms), and every user is still personalised, online interests included.
+    // Replica A dies under read and write load: its partitions move to their other holders once
+    // HAProxy's checks see it (2 x 200 ms); no read fails meanwhile, and every event answered 202
+    // is kept (each is a fresh user's, who must be personalised afterwards).
+    let stop = std::sync::atomic::AtomicBool::new(false);
     let watched = users.iter().find(|u| partition_of(u, 8) == 0).unwrap();
-    let killed = Instant::now();
-    replicas[0].kill9();
-    let mut failed = 0;
-    wait_for("A's partitions served by their other holders", 30, || {
-        let served = personalised(watched) == (200, true);
-        failed += usize::from(!served);
-        served
+    let (killed, reads, failed_reads, acked) = std::thread::scope(|scope| {
+        let readers: Vec<_> = (0..2)
+            .map(|r| {
+                let (stop, users, lb) = (&stop, &users, &lb);
+                scope.spawn(move || {
+                    let (mut reads, mut failed) = (0usize, Vec::new());
+                    for u in users.iter().skip(r).step_by(2).cycle() {
+                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            break;
+                        }
+                        let path = format!("/v1/users/{u}/recommendations?k=2");
+                        let answer = common::http(lb, "GET", &path, "")
+                            .unwrap_or_else(|e| format!("no answer: {e}"));
+                        reads += 1;
+                        if status(&answer) != 200 {
+                            failed.push(format!("{u}: {answer}"));
+                        }
+                    }
+                    (reads, failed)
+                })
+            })
+            .collect();
+        let writer = scope.spawn(|| {
+            let mut acked = Vec::new();
+            for n in 0.. {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let batch: Vec<String> = (0..5).map(|k| format!("w-{n}-{k}")).collect();
+                let events: Vec<String> = batch
+                    .iter()
+                    .map(|u| format!(r#"{{"user":"{u}","item":"i2","ts":{}}}"#, NOW1 + 20))
+                    .collect();
+                let body = format!(r#"{{"events":[{}]}}"#, events.join(","));
+                let posted = common::http(&lb, "POST", "/v1/events", &body).unwrap_or_default();
+                if status(&posted) == 202 {
+                    acked.extend(batch);
+                }
+            }
+            acked
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let killed = Instant::now();
+        replicas[0].kill9();
+        wait_for("A's partitions served by their other holders", 30, || {
+            personalised(watched) == (200, true)
+        });
+        let killed = killed.elapsed();
+        std::thread::sleep(Duration::from_secs(1));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (mut reads, mut failed) = (0, Vec::new());
+        for r in readers {
+            let (n, f) = r.join().unwrap();
+            reads += n;
+            failed.extend(f);
+        }
+        (killed, reads, failed, writer.join().unwrap())
     });
     eprintln!(
-        "failover: {watched} (partition 0, A's) served by its other holder {:?} after A's kill -9, \
-         {failed} failed answers meanwhile",
-        killed.elapsed()
+        "failover: {watched} (partition 0, A's) served by its other holder {killed:?} after A's \
+         kill -9; {reads} reads meanwhile, {} failed; {} events acknowledged",
+        failed_reads.len(),
+        acked.len()
     );
+    assert!(failed_reads.is_empty(), "{failed_reads:?}");
+    assert!(!acked.is_empty());
+    wait_for("every acknowledged event in its user's profile", 60, || {
+        acked.iter().all(|u| personalised(u) == (200, true))
+    });
     let unserved: Vec<&String> = users
         .iter()
         .filter(|u| personalised(u) != (200, true))
         .collect();
     assert!(unserved.is_empty(), "{unserved:?}");
-    let posted = common::http(
-        &lb,
-        "POST",
-        "/v1/events",
-        &format!(
-            r#"{{"events":[{{"user":"{}","item":"i1","ts":{NOW1}}}]}}"#,
-            users[0]
-        ),
-    )
-    .unwrap_or_default();
-    assert_eq!(status(&posted), 202, "{posted}");
 
     // A new replica E takes A's partitions (the procedure of docs/fleet.md): started from the
     // seed, it imports their shipped profiles and catches up from the stream before it is

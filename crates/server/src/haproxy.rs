@@ -6,7 +6,8 @@
 //! partition of [`crate::fleet::partition_of`]); every other route goes to any ready replica.
 //! Partitions held by the same replicas share a backend: its first holder takes the traffic and
 //! the others are backups, ordered so that the primaries spread over the replicas. Every server
-//! is checked on `/readyz` (a replica catching up, or dead, is taken out).
+//! is checked on `/readyz` (a replica catching up, or dead, is taken out); a refused connection
+//! takes a replica out at once, and a request it cut off is sent again to the next holder.
 
 use crate::fleet::PartitionRange;
 use std::collections::BTreeMap;
@@ -152,8 +153,12 @@ impl HaproxyFleet {
             "# pinnersage fleet: {} replicas, {p} partitions (crc32(user) % {p}).\n\
              # Written by `pinnersage fleet haproxy`; write it again when the map changes.\n\
              defaults\n    mode http\n    timeout connect 2s\n    timeout client 60s\n    \
-             timeout server 60s\n    option redispatch\n    retries 2\n    \
-             default-server inter {}ms fall 2 rise 2\n",
+             timeout server 60s\n    option redispatch 1\n    retries 3\n    \
+             # A request cut off by a dying replica is sent again, posts too: a retried\n    \
+             # event is stored once, a retried item change leaves the same item.\n    \
+             retry-on conn-failure empty-response response-timeout\n    \
+             # A refused connection takes the replica out at once, not after the checks.\n    \
+             default-server inter {}ms fall 2 rise 2 observe layer4 error-limit 1 on-error mark-down\n",
             self.replicas.len(),
             self.check_ms
         );
