@@ -27,6 +27,7 @@ pub mod blend;
 pub mod distance;
 pub mod embeddings;
 pub mod error;
+pub mod experiment;
 mod gram;
 pub mod hash;
 mod hugepages;
@@ -42,6 +43,7 @@ pub mod projection;
 pub mod sample;
 pub mod scan;
 mod simd;
+pub mod stats;
 pub mod svd;
 pub mod ward;
 
