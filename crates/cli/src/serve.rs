@@ -10,6 +10,7 @@ use pinnersage_core::blend::Blend;
 use pinnersage_core::sample::Selection;
 use pinnersage_pipeline::online::DEFAULT_ONLINE_ACTIONS;
 use pinnersage_server::auth::{AuthConfig, Tokens};
+use pinnersage_server::experiments::Experiments;
 use pinnersage_server::fleet::{FleetConfig, PartitionRange};
 use pinnersage_server::nats::NatsConfig;
 use pinnersage_server::{Front, Resample, Retrieval, ServeConfig, Server};
@@ -146,6 +147,12 @@ pub struct ServeArgs {
     /// mean of all their medoids, unless the request says (`global=`); 0: none, the paper.
     #[arg(long, default_value_t = Retrieval::default().global)]
     global_share: f64,
+    /// Online experiments (TOML): arms with traffic shares, each a retrieval configuration
+    /// (medoids, selection, blend, global_share) or `external = true`; a user's arm is stable
+    /// (a hash of the experiment's salt and the user) and every recommendation answer carries a
+    /// `request_id` and the arm. See docs/experiments.md; GET /v1/admin/experiments shows them.
+    #[arg(long, value_name = "FILE")]
+    experiments: Option<PathBuf>,
     /// Deployment-wide seed mixed into every medoid sample.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -270,17 +277,22 @@ impl ServeArgs {
         if let Some(fleet) = &fleet {
             fleet.check()?;
         }
+        let retrieval = Retrieval {
+            medoids: self.medoids,
+            selection: self.selection,
+            blend: self.blend,
+            global: self.global_share,
+        };
+        let experiments = match &self.experiments {
+            Some(path) => Experiments::load(path, &retrieval).map_err(input)?,
+            None => Experiments::default(),
+        };
         Ok(ServeConfig {
             cache_bytes: self.cache_mb << 20,
             ef_search: self.ef_search,
             load_index: self.load_index,
             resample: self.resample,
-            retrieval: Retrieval {
-                medoids: self.medoids,
-                selection: self.selection,
-                blend: self.blend,
-                global: self.global_share,
-            },
+            retrieval,
             seed: self.seed,
             reload,
             online_actions: self.online_actions,
@@ -302,6 +314,7 @@ impl ServeArgs {
             header_timeout,
             ingest_queue: self.ingest_queue,
             fold_fraction: self.fold_fraction,
+            experiments,
         })
     }
 

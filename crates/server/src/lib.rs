@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod client;
 pub mod clock;
+pub mod experiments;
 pub mod fleet;
 pub mod front;
 pub mod handoff;

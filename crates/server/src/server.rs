@@ -66,6 +66,9 @@ pub struct ServeConfig {
     /// Fold the item changes into a new catalog and index generation once they reach this share
     /// of the generation's rows (0: never).
     pub fold_fraction: f64,
+    /// The online experiments (none by default): a user's arm sets the retrieval of their
+    /// recommendations.
+    pub experiments: crate::experiments::Experiments,
 }
 
 impl Default for ServeConfig {
@@ -89,6 +92,7 @@ impl Default for ServeConfig {
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             ingest_queue: DEFAULT_QUEUE,
             fold_fraction: pinnersage_engine::serving::DEFAULT_FOLD_FRACTION,
+            experiments: Default::default(),
         }
     }
 }
@@ -390,6 +394,8 @@ impl Server {
                     .with_header_timeout(self.config.header_timeout),
             ),
             nats_task,
+            experiments: Arc::new(self.config.experiments.clone()),
+            requests: Arc::new(crate::http::RequestIds::new()),
         };
         Ok((state, self.data_dir))
     }

@@ -59,7 +59,7 @@ pub(super) fn route_class(req: &Request) -> RouteClass {
         (&Method::POST, Some("/v1/events")) => RouteClass::Write,
         (&Method::POST, Some("/v1/items" | "/v1/items/delete"))
         | (&Method::DELETE, Some("/v1/items/{item}")) => RouteClass::Catalog,
-        (&Method::POST, Some(p)) if p.starts_with("/v1/admin/") => RouteClass::Admin,
+        (_, Some(p)) if p.starts_with("/v1/admin/") => RouteClass::Admin,
         _ => RouteClass::Read,
     }
 }
@@ -216,7 +216,7 @@ pub(super) fn refusal(auth: &AuthConfig, req: &Request) -> Option<Response> {
             .into_response(),
         );
     }
-    if matches!(class, RouteClass::Write | RouteClass::Admin)
+    if (matches!(class, RouteClass::Write | RouteClass::Admin) && req.method() != Method::GET)
         || (class == RouteClass::Catalog && req.method() == Method::POST)
     {
         let json = header(header::CONTENT_TYPE).is_some_and(|t| {

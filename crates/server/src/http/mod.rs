@@ -66,6 +66,10 @@ pub struct AppState {
     /// What this server recorded in its data directory: `/healthz` proves knowing its secret
     /// to the commands that hand it work ([`crate::handoff`]).
     pub identity: Option<Arc<crate::handoff::ServerRecord>>,
+    /// The online experiments.
+    pub experiments: Arc<crate::experiments::Experiments>,
+    /// The source of recommendation answers' `request_id`s.
+    pub requests: Arc<RequestIds>,
 }
 
 impl AppState {
@@ -89,6 +93,7 @@ impl AppState {
 
 mod error;
 mod events;
+mod experiments;
 mod health;
 mod items;
 mod layers;
@@ -100,7 +105,8 @@ mod users;
 mod tests;
 
 use self::{
-    error::*, events::*, health::*, items::*, layers::*, metrics::*, recommend::*, users::*,
+    error::*, events::*, experiments::*, health::*, items::*, layers::*, metrics::*, recommend::*,
+    users::*,
 };
 pub use error::ApiError;
 pub use items::MAX_ITEMS_PER_REQUEST;
@@ -120,6 +126,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/items/{item}", axum::routing::delete(delete_item))
         .route("/v1/events", post(events))
         .route("/v1/admin/batch", post(admin_batch))
+        .route("/v1/admin/experiments", get(admin_experiments))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -133,6 +140,41 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// Unique ids of recommendation answers: a prefix drawn when the server starts (the clock, the
+/// process id and the address of this value, hashed) and a counter, so that ids of replicas and
+/// restarts do not collide.
+#[derive(Debug)]
+pub struct RequestIds {
+    prefix: u64,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl RequestIds {
+    /// A new source with its own prefix.
+    pub fn new() -> Self {
+        let mut seed = crate::clock::unix_nanos().to_le_bytes().to_vec();
+        seed.extend_from_slice(&std::process::id().to_le_bytes());
+        let here = &seed as *const Vec<u8> as usize;
+        seed.extend_from_slice(&here.to_le_bytes());
+        Self {
+            prefix: pinnersage_core::hash::stable_hash(&seed),
+            next: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// The next id: 32 hex digits.
+    pub fn next(&self) -> String {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{:016x}{n:016x}", self.prefix)
+    }
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Serialises `body` straight into the response (no intermediate `Value`).

@@ -2,6 +2,7 @@
 //! `GET /v1/items/{item}/similar`.
 
 use super::*;
+use crate::experiments::ArmPlan;
 
 #[derive(Debug, Deserialize)]
 pub(super) struct RecoQuery {
@@ -41,6 +42,17 @@ pub(super) struct MedoidOut<'a> {
 #[derive(Serialize)]
 pub(super) struct RecommendationsOut<'a> {
     user: &'a str,
+    /// Unique per answer: what impressions and engagements refer to.
+    request_id: String,
+    /// The running experiment, when the user is in one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    experiment: Option<&'a str>,
+    /// The user's arm in it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arm: Option<&'a str>,
+    /// The arm is the team's own recommender: no items from us.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    external: bool,
     items: Vec<ItemOut<'a>>,
     medoids: Vec<MedoidOut<'a>>,
     fallback: bool,
@@ -88,7 +100,25 @@ pub(super) async fn recommendations(
     let Query(q) = query?;
     let engine = state.engine();
     let filter = filter_of(&engine, raw.as_deref())?;
-    let defaults = engine.retrieval();
+    let assignment = state.experiments.assign(&user);
+    let request_id = state.requests.next();
+    let defaults = match assignment.map(|a| a.plan) {
+        Some(ArmPlan::Retrieval(arm)) => *arm,
+        Some(ArmPlan::External) => {
+            let body = RecommendationsOut {
+                user: &user,
+                request_id,
+                experiment: assignment.map(|a| a.experiment),
+                arm: assignment.map(|a| a.arm),
+                external: true,
+                items: Vec::new(),
+                medoids: Vec::new(),
+                fallback: false,
+            };
+            return Ok(json_response(&body));
+        }
+        None => engine.retrieval(),
+    };
     let bad = |e: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e);
     let req = RecoRequest {
         k: q.k.unwrap_or(50),
@@ -119,6 +149,10 @@ pub(super) async fn recommendations(
     };
     let body = RecommendationsOut {
         user: &user,
+        request_id,
+        experiment: assignment.map(|a| a.experiment),
+        arm: assignment.map(|a| a.arm),
+        external: false,
         items: items_out(engine, &reco.items, &reco.medoids),
         medoids: reco
             .medoids

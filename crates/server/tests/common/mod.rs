@@ -190,6 +190,16 @@ impl Drop for Server {
     }
 }
 
+/// A recommendation answer without its `request_id` (unique per answer): what two answers
+/// share when they recommend the same.
+pub fn content(answer: &Value) -> Value {
+    let mut answer = answer.clone();
+    if let Some(fields) = answer.as_object_mut() {
+        fields.remove("request_id");
+    }
+    answer
+}
+
 pub fn ids(v: &Value) -> Vec<String> {
     v.as_array()
         .unwrap()
