@@ -13,6 +13,7 @@ pub mod inputs;
 pub mod markdown;
 pub mod methods;
 pub mod metrics;
+pub mod online;
 pub mod plot;
 pub mod split;
 pub mod sweep;
