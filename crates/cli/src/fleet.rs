@@ -21,8 +21,9 @@ pub enum FleetCommand {
 /// Users' requests (/v1/users/{user}/...) go to a replica holding partition crc32(user) %
 /// --partitions, the first holder of each group of partitions taking the traffic and the others
 /// as backups; every other route goes to any ready replica. Every server is checked on /readyz
-/// every --check-ms (out after 2 failed checks, back after 2 good ones). Hold every partition on
-/// two replicas: a partition with one holder has no backup (a comment says so).
+/// every --check-ms (out after 2 failed checks or its first refused connection, back after 2
+/// good checks); a request a dying replica cut off is sent to the next holder. Hold every
+/// partition on two replicas: a partition with one holder has no backup (a comment says so).
 ///
 /// Example (8 partitions, each held twice):
 ///   pinnersage fleet haproxy --partitions 8 --bind :8080 \

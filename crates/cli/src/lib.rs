@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod config;
 pub mod embed;
 pub mod eval;
+pub mod experiment;
 pub mod failure;
 pub mod fleet;
 pub mod import;
@@ -62,6 +63,8 @@ pub enum Command {
     #[command(subcommand)]
     Fleet(fleet::FleetCommand),
     #[command(subcommand)]
+    Experiment(experiment::ExperimentCommand),
+    #[command(subcommand)]
     Config(config::ConfigCommand),
 }
 
@@ -82,6 +85,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Embed(args) => embed::run(&args),
         Command::Eval(args) => eval::run(&args),
         Command::Fleet(cmd) => fleet::run(&cmd),
+        Command::Experiment(cmd) => experiment::run(&cmd),
         Command::Config(cmd) => config::run(&cmd, Cli::command()),
     }
 }

@@ -1727,3 +1727,96 @@ fn serve_answers_readyz_while_its_data_directory_opens() {
     );
     assert!(opening > 0, "no answer while opening: {answers:?}");
 }
+
+/// `experiment report` over logged answers and engagement events: the numbers, the JSON, and
+/// bad input named.
+#[test]
+fn experiment_report_from_logged_answers_and_events() {
+    let dir = scratch("experiment");
+    let experiments = dir.join("experiments.toml");
+    std::fs::write(
+        &experiments,
+        "[[experiment]]\nname = \"e\"\nsalt = \"s\"\ncontrol = \"a\"\n\
+         [[experiment.arm]]\nname = \"a\"\nshare = 0.5\nmedoids = 1\n\
+         [[experiment.arm]]\nname = \"b\"\nshare = 0.5\n",
+    )
+    .unwrap();
+    // 40 users per arm, one answer each of items x0..x9; arm b's users engage with x0 (every
+    // other one also with x5), arm a's every fourth user with x1.
+    let mut shown = String::new();
+    let mut events = String::from("user,item,timestamp\n");
+    for u in 0..80 {
+        let arm = if u < 40 { "a" } else { "b" };
+        let items: Vec<String> = (0..10)
+            .map(|i| format!(r#"{{"item":"x{i}","score":0.9,"medoid":"m{}"}}"#, i % 2))
+            .collect();
+        shown.push_str(&format!(
+            r#"{{"user":"u{u}","request_id":"r{u}","experiment":"e","arm":"{arm}","items":[{}],"medoids":[],"fallback":false,"time":1000}}"#,
+            items.join(",")
+        ));
+        shown.push('\n');
+        if arm == "b" {
+            events.push_str(&format!("u{u},x0,1100\n"));
+            if u % 2 == 0 {
+                events.push_str(&format!("u{u},x5,1200\n"));
+            }
+        } else if u % 4 == 0 {
+            events.push_str(&format!("u{u},x1,1100\n"));
+        }
+    }
+    // Outside the experiment, and an engagement on an item never shown.
+    shown.push_str(r#"{"user":"z","request_id":"rz","items":[],"time":1000}"#);
+    shown.push('\n');
+    events.push_str("u1,nothing,1100\n");
+    let (impressions, clicks) = (dir.join("shown.jsonl"), dir.join("clicks.csv"));
+    std::fs::write(&impressions, &shown).unwrap();
+    std::fs::write(&clicks, &events).unwrap();
+    let args = [
+        "experiment",
+        "report",
+        "--experiments",
+        s(&experiments),
+        "--name",
+        "e",
+        "--impressions",
+        s(&impressions),
+        "--events",
+        s(&clicks),
+    ];
+    let text = succeeds(&args);
+    assert!(
+        text.contains("80 impressions (1 outside any experiment skipped)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("arm a (control): 40 users, 40 impressions, 400 items shown, 10 engagements"),
+        "{text}"
+    );
+    assert!(
+        text.contains("arm b: 40 users, 40 impressions, 400 items shown, 60 engagements"),
+        "{text}"
+    );
+    let json = succeeds_json(&[&args[..], &["--json"]].concat());
+    let b = &json["arms"][1];
+    assert_eq!(b["ctr"]["value"], 0.15);
+    assert_eq!(b["engaged_user_rate"]["value"], 1.0);
+    assert_eq!(json["arms"][0]["engaged_user_rate"]["value"], 0.25);
+    assert_eq!(b["ctr_by_position"][0], 1.0);
+    assert_eq!(b["interests_engaged_per_engaged_user"], 1.5);
+    assert_eq!(b["ctr"]["vs_control"]["significant"], true);
+    assert_eq!(json["unattributed"], 1);
+    assert_eq!(json["sample_ratio"]["mismatch"], false);
+
+    // A malformed answer is named by line and field; an unknown experiment lists the known ones.
+    std::fs::write(
+        &impressions,
+        format!("{shown}{{\"user\":\"u1\",\"arm\":\"a\",\"request_id\":\"r\",\"items\":[]}}\n"),
+    )
+    .unwrap();
+    let err = fails_with_code_2(&args);
+    assert!(err.contains("shown.jsonl: line 82: `time`"), "{err}");
+    let mut unknown = args;
+    unknown[5] = "nope";
+    let err = fails_with_code_2(&unknown);
+    assert!(err.contains("no experiment \"nope\" (it has: e)"), "{err}");
+}

@@ -350,3 +350,159 @@ fn ratio(a: u64, b: u64) -> f64 {
         a as f64 / b as f64
     }
 }
+
+/// Reads the impressions of a JSON-lines file: one recommendation answer per line, as the server
+/// returned it (`request_id`, `user`, `arm`, `items` with each `item` and its `medoid`) plus
+/// `time`, the unix seconds it was shown at. Answers without an `arm` (outside the experiment)
+/// are skipped and counted (the second value). A malformed line is an error naming the file, the
+/// line and the field.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("shown.jsonl");
+/// std::fs::write(&path, r#"{"request_id":"r1","user":"u1","arm":"a","time":100,"items":[{"item":"x","medoid":"m"}]}
+/// {"request_id":"r2","user":"u2","time":100,"items":[]}
+/// "#).unwrap();
+/// let (impressions, skipped) = pinnersage_eval::online::read_impressions(&path).unwrap();
+/// assert_eq!((impressions.len(), skipped), (1, 1));
+/// assert_eq!(impressions[0].items[0].interest.as_deref(), Some("m"));
+/// ```
+pub fn read_impressions(
+    path: &std::path::Path,
+) -> Result<(Vec<Impression>, u64), crate::EvalError> {
+    use std::io::BufRead;
+    let file = std::fs::File::open(path)
+        .map_err(|e| crate::EvalError::Input(format!("{}: cannot read: {e}", path.display())))?;
+    let (mut impressions, mut skipped) = (Vec::new(), 0);
+    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let at = |message: String| {
+            crate::EvalError::Input(format!("{}: line {}: {message}", path.display(), n + 1))
+        };
+        let line = line.map_err(|e| at(e.to_string()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(&line).map_err(|e| at(format!("not JSON: {e}")))?;
+        let text = |field: &str| -> Result<String, crate::EvalError> {
+            v[field]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| at(format!("`{field}` must be a string")))
+        };
+        if v.get("arm").is_none_or(serde_json::Value::is_null) {
+            skipped += 1;
+            continue;
+        }
+        let time = v["time"]
+            .as_i64()
+            .ok_or_else(|| at("`time` must be unix seconds (an integer)".into()))?;
+        let items = v["items"]
+            .as_array()
+            .ok_or_else(|| at("`items` must be a list".into()))?
+            .iter()
+            .enumerate()
+            .map(|(k, item)| {
+                Ok(Shown {
+                    item: item["item"]
+                        .as_str()
+                        .ok_or_else(|| at(format!("`items[{k}].item` must be a string")))?
+                        .to_owned(),
+                    interest: item["medoid"].as_str().map(str::to_owned),
+                })
+            })
+            .collect::<Result<Vec<Shown>, crate::EvalError>>()?;
+        impressions.push(Impression {
+            request_id: text("request_id")?,
+            user: text("user")?,
+            arm: text("arm")?,
+            time,
+            items,
+        });
+    }
+    Ok((impressions, skipped))
+}
+
+impl OnlineReport {
+    /// The report as text: one block per arm, the control's first.
+    pub fn text(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        if let Some(srm) = &self.sample_ratio {
+            let verdict = if srm.mismatch {
+                "MISMATCH: the split is broken; do not trust the differences below"
+            } else {
+                "ok"
+            };
+            let _ = writeln!(
+                out,
+                "sample ratio: chi-square {:.2}, p = {:.4}: {verdict}",
+                srm.chi_square, srm.p_value
+            );
+        }
+        let _ = writeln!(
+            out,
+            "unattributed engagements: {}; impressions of unknown arms: {}\n",
+            self.unattributed, self.unknown_arm_impressions
+        );
+        let mut order: Vec<&ArmReport> = self.arms.iter().collect();
+        order.sort_by_key(|a| a.arm != self.control);
+        for a in order {
+            let role = if a.arm == self.control {
+                " (control)"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "arm {}{role}: {} users, {} impressions, {} items shown, {} engagements",
+                a.arm, a.users, a.impressions, a.items_shown, a.engagements
+            );
+            for (name, m) in [("engaged users", &a.engaged_user_rate), ("CTR", &a.ctr)] {
+                let _ = write!(out, "  {name}: {:.4} (se {:.4})", m.value, m.standard_error);
+                if let Some(v) = &m.vs_control {
+                    let _ = write!(
+                        out,
+                        "; vs control {:+.4} ({:+.1}%), 95% interval [{:+.4}, {:+.4}], p = {:.4}{}",
+                        v.absolute,
+                        100.0 * v.relative,
+                        v.interval[0],
+                        v.interval[1],
+                        v.p_value,
+                        if v.significant { ", significant" } else { "" }
+                    );
+                }
+                out.push('\n');
+            }
+            let positions: Vec<String> = a
+                .ctr_by_position
+                .iter()
+                .map(|c| format!("{c:.3}"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "  CTR by position 1-{POSITIONS}: {}",
+                positions.join(" ")
+            );
+            let _ = writeln!(
+                out,
+                "  interests engaged per engaged user: {:.2}; interests per impression: {:.2}\n",
+                a.interests_engaged_per_engaged_user, a.interests_per_impression
+            );
+        }
+        out
+    }
+}
+
+/// Engagement events as the report takes them (no request ids: attributed by the window).
+pub fn engagements_of(events: Vec<pinnersage_store::events::Event>) -> Vec<Engagement> {
+    events
+        .into_iter()
+        .map(|e| Engagement {
+            user: e.user,
+            item: e.item,
+            time: e.time,
+            request_id: None,
+        })
+        .collect()
+}
