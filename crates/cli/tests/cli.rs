@@ -1806,6 +1806,15 @@ fn experiment_report_from_logged_answers_and_events() {
     assert_eq!(b["ctr"]["vs_control"]["significant"], true);
     assert_eq!(json["unattributed"], 1);
     assert_eq!(json["sample_ratio"]["mismatch"], false);
+    // How long to run, from the control: 2 (1.96 + 0.84)^2 x 0.25 x 0.75 x 40/39 / 0.0125^2.
+    let needed = json["users_to_detect"]["engaged_user_rate"]
+        .as_u64()
+        .unwrap();
+    assert!((19_000..19_700).contains(&needed), "{needed}");
+    assert!(
+        text.contains("users per arm to detect a 5% change"),
+        "{text}"
+    );
 
     // A malformed answer is named by line and field; an unknown experiment lists the known ones.
     std::fs::write(

@@ -121,6 +121,33 @@ impl Difference {
     }
 }
 
+/// The 80% quantile of the standard normal distribution (the z of 80% power).
+pub const Z_POWER_80: f64 = 0.841_621_233_572_914_3;
+
+/// Users needed in each of two equal arms to detect a change of `relative` (e.g. 0.05 for 5%) in
+/// a ratio metric like `observed` (its value and its per-user variance, from a running
+/// experiment or the control's history), two-sided at 5% with 80% power:
+/// `2 (z_0.975 + z_0.8)^2 s^2 / (relative x value)^2`, where `s^2` is the per-user variance
+/// (`observed.variance x observed.users`). `None` when the metric is 0 or `relative` is not a
+/// positive number.
+///
+/// ```
+/// use pinnersage_core::stats::{Ratio, users_to_detect};
+/// // An engaged-user rate of 10% (per-user variance 0.09), a 10% relative change:
+/// let rate = Ratio { value: 0.1, variance: 0.09 / 10_000.0, users: 10_000 };
+/// let n = users_to_detect(&rate, 0.10).unwrap();
+/// assert!((14_000..14_300).contains(&n), "{n}");
+/// ```
+pub fn users_to_detect(observed: &Ratio, relative: f64) -> Option<u64> {
+    let delta = relative * observed.value;
+    if !(relative.is_finite() && relative > 0.0 && delta > 0.0) {
+        return None;
+    }
+    let per_user = observed.variance * observed.users as f64;
+    let z = Z_95 + Z_POWER_80;
+    Some((2.0 * z * z * per_user / (delta * delta)).ceil() as u64)
+}
+
 /// The sample-ratio-mismatch test: are the users observed per arm what the shares say?
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SampleRatio {
@@ -403,6 +430,31 @@ mod tests {
         assert_eq!(broken.degrees, 2);
         assert!(SampleRatio::test(&[1], &[1.0]).is_none());
         assert!(SampleRatio::test(&[0, 0], &[0.5, 0.5]).is_none());
+    }
+
+    #[test]
+    fn the_users_to_detect_a_change_find_it_four_times_in_five() {
+        let mut rng = SplitMix64::new(21);
+        let bernoulli = |rng: &mut SplitMix64, n: usize, p: f64| -> Vec<(f64, f64)> {
+            (0..n)
+                .map(|_| (f64::from(u8::from(rng.next_f64() < p)), 1.0))
+                .collect()
+        };
+        let history = Ratio::over(&bernoulli(&mut rng, 50_000, 0.2)).unwrap();
+        let n = users_to_detect(&history, 0.1).unwrap() as usize;
+        // 2 (1.96 + 0.84)^2 x 0.16 / 0.02^2 = 6,280 per arm.
+        assert!((6_000..6_600).contains(&n), "{n}");
+        let runs = 300;
+        let found = (0..runs)
+            .filter(|_| {
+                let control = Ratio::over(&bernoulli(&mut rng, n, 0.2)).unwrap();
+                let better = Ratio::over(&bernoulli(&mut rng, n, 0.22)).unwrap();
+                Difference::between(&better, &control).significant()
+            })
+            .count();
+        let power = found as f64 / runs as f64;
+        assert!((0.72..=0.88).contains(&power), "power {power}");
+        assert_eq!(users_to_detect(&history, 0.0), None);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use pinnersage_core::stats::{Difference, Ratio, SampleRatio};
+use pinnersage_core::stats::{Difference, Ratio, SampleRatio, users_to_detect};
 use serde::Serialize;
 
 /// The default attribution window: 24 hours.
@@ -144,6 +144,24 @@ pub struct OnlineReport {
     pub unattributed: u64,
     /// Impressions of arms the experiment does not have (ignored).
     pub unknown_arm_impressions: u64,
+    /// How long to run: users per arm to detect a [`POWER_CHANGE`] change from the control's
+    /// numbers (absent without them).
+    pub users_to_detect: Option<UsersToDetect>,
+}
+
+/// The relative change [`OnlineReport::users_to_detect`] is computed for: 5%.
+pub const POWER_CHANGE: f64 = 0.05;
+
+/// Users per arm (two-sided 5%, 80% power) to detect a [`POWER_CHANGE`] change in each metric,
+/// from the control's value and per-user variance.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UsersToDetect {
+    /// The relative change.
+    pub relative_change: f64,
+    /// For the click-through rate.
+    pub ctr: Option<u64>,
+    /// For the engaged-user rate.
+    pub engaged_user_rate: Option<u64>,
 }
 
 /// The sample-ratio test as the report shows it.
@@ -339,6 +357,13 @@ pub fn report(
         }),
         unattributed,
         unknown_arm_impressions,
+        users_to_detect: (control_ctr.is_some() || control_engaged.is_some()).then(|| {
+            UsersToDetect {
+                relative_change: POWER_CHANGE,
+                ctr: control_ctr.and_then(|r| users_to_detect(&r, POWER_CHANGE)),
+                engaged_user_rate: control_engaged.and_then(|r| users_to_detect(&r, POWER_CHANGE)),
+            }
+        }),
     }
 }
 
@@ -442,9 +467,21 @@ impl OnlineReport {
         }
         let _ = writeln!(
             out,
-            "unattributed engagements: {}; impressions of unknown arms: {}\n",
+            "unattributed engagements: {}; impressions of unknown arms: {}",
             self.unattributed, self.unknown_arm_impressions
         );
+        if let Some(u) = &self.users_to_detect {
+            let n = |v: Option<u64>| v.map_or("-".to_owned(), |n| n.to_string());
+            let _ = writeln!(
+                out,
+                "users per arm to detect a {:.0}% change (5% two-sided, 80% power): CTR {}, \
+                 engaged-user rate {}",
+                100.0 * u.relative_change,
+                n(u.ctr),
+                n(u.engaged_user_rate)
+            );
+        }
+        out.push('\n');
         let mut order: Vec<&ArmReport> = self.arms.iter().collect();
         order.sort_by_key(|a| a.arm != self.control);
         for a in order {
