@@ -570,17 +570,19 @@ fn a_partitioned_shipment_is_read_only_in_the_held_partitions_files() {
 
     // A replica of partitions 1 and 3 of the same 4 reads their two files only, keeps exactly
     // their users and has the popular list of the whole generation.
+    let held_by = |share: &Share| -> Vec<(String, StoredProfile)> {
+        (expected.iter())
+            .filter(|(user, _)| share.holds(user).is_ok())
+            .cloned()
+            .collect()
+    };
     let share = Share {
         count: 4,
         held: vec![1, 3],
     };
     let report = import_shipped(dir, &shared, &share).unwrap().unwrap();
     assert_eq!(report.files, 2);
-    let held: Vec<(String, StoredProfile)> = expected
-        .iter()
-        .filter(|(user, _)| share.holds(user).is_ok())
-        .cloned()
-        .collect();
+    let held = held_by(&share);
     assert!(!held.is_empty() && held.len() < expected.len());
     assert_eq!(stored(dir), held);
     assert_eq!(ProfileStore::open(dir).unwrap().popular().unwrap(), whole);
@@ -600,12 +602,7 @@ fn a_partitioned_shipment_is_read_only_in_the_held_partitions_files() {
     };
     let report = import_shipped(dir, &shared, &share).unwrap().unwrap();
     assert_eq!(report.files, 4);
-    let held: Vec<(String, StoredProfile)> = expected
-        .iter()
-        .filter(|(user, _)| share.holds(user).is_ok())
-        .cloned()
-        .collect();
-    assert_eq!(stored(dir), held);
+    assert_eq!(stored(dir), held_by(&share));
     assert_eq!(ProfileStore::open(dir).unwrap().popular().unwrap(), whole);
 
     // Everyone, from the same partitioned generation: the whole import.

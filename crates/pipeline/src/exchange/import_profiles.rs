@@ -170,7 +170,8 @@ pub fn import_profiles_of(
     catalog.build_hash_index();
     let mut writer = ProfileWriter::begin(data_dir)?;
     let mut users_seen: HashSet<String> = HashSet::new();
-    let mut popularity: HashMap<usize, u64> = HashMap::new();
+    // The popular list is counted here unless it was given (then nothing is counted).
+    let mut counted: Option<HashMap<usize, u64>> = popular.is_none().then(HashMap::new);
     let mut chunk: Vec<(String, StoredProfile)> = Vec::new();
     let mut clusters = 0u64;
     for file in &files {
@@ -196,7 +197,7 @@ pub fn import_profiles_of(
                     Some(p) if p.user == user => p.rows.push((row, r)),
                     _ => {
                         if let Some(done) = pending.take() {
-                            let profile = assemble(&done, &catalog, &mut popularity)
+                            let profile = assemble(&done, &catalog, counted.as_mut())
                                 .map_err(|(row, m)| row_err(row, m))?;
                             if keep(&done.user) {
                                 chunk.push((done.user, profile));
@@ -227,7 +228,7 @@ pub fn import_profiles_of(
         }
         if let Some(done) = pending.take() {
             let profile =
-                assemble(&done, &catalog, &mut popularity).map_err(|(row, m)| row_err(row, m))?;
+                assemble(&done, &catalog, counted.as_mut()).map_err(|(row, m)| row_err(row, m))?;
             if keep(&done.user) {
                 chunk.push((done.user, profile));
             }
@@ -241,15 +242,17 @@ pub fn import_profiles_of(
             files[0].display()
         )));
     }
-    if let Some(given) = popular {
-        popularity = HashMap::with_capacity(given.len());
-        for (item, n) in given {
-            let row = catalog
-                .row_of(item)
-                .ok_or_else(|| ImportProfilesError::UnknownPopular(item.clone()))?;
-            popularity.insert(row, *n);
-        }
-    }
+    let popularity = match counted {
+        Some(counted) => counted,
+        None => (popular.unwrap_or_default().iter())
+            .map(|(item, n)| {
+                catalog
+                    .row_of(item)
+                    .map(|row| (row, *n))
+                    .ok_or_else(|| ImportProfilesError::UnknownPopular(item.clone()))
+            })
+            .collect::<Result<_, _>>()?,
+    };
     let mut popular: Vec<(usize, u64)> = popularity.into_iter().collect();
     popular.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     popular.truncate(POPULAR_ITEMS);
@@ -390,12 +393,12 @@ fn read_rows(
     Ok(out)
 }
 
-/// One user's rows as a stored profile, ranks checked; counts each member once for the
-/// generation's popular list. Errors carry the row to name.
+/// One user's rows as a stored profile, ranks checked; counts each member once in `popularity`
+/// (the generation's popular list) when given. Errors carry the row to name.
 fn assemble(
     user: &Pending,
     catalog: &Catalog,
-    popularity: &mut HashMap<usize, u64>,
+    mut popularity: Option<&mut HashMap<usize, u64>>,
 ) -> Result<StoredProfile, (usize, String)> {
     let mut by_rank: Vec<Option<&(usize, Row)>> = vec![None; user.rows.len()];
     for entry in &user.rows {
@@ -448,7 +451,7 @@ fn assemble(
                 cluster: k as u32,
                 importance: r.member_importance.as_ref().and_then(|v| v.get(j).copied()),
             });
-            if let Some(row) = catalog.row_of(m) {
+            if let (Some(popularity), Some(row)) = (popularity.as_deref_mut(), catalog.row_of(m)) {
                 *popularity.entry(row).or_default() += 1;
             }
         }

@@ -142,9 +142,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Unique ids of recommendation answers: a prefix drawn when the server starts (the clock, the
-/// process id and the address of this value, hashed) and a counter, so that ids of replicas and
-/// restarts do not collide.
+/// Unique ids of recommendation answers: a random prefix drawn when the server starts and a
+/// counter, so that ids of replicas and restarts do not collide.
 #[derive(Debug)]
 pub struct RequestIds {
     prefix: u64,
@@ -154,12 +153,17 @@ pub struct RequestIds {
 impl RequestIds {
     /// A new source with its own prefix.
     pub fn new() -> Self {
-        let mut seed = crate::clock::unix_nanos().to_le_bytes().to_vec();
-        seed.extend_from_slice(&std::process::id().to_le_bytes());
-        let here = &seed as *const Vec<u8> as usize;
-        seed.extend_from_slice(&here.to_le_bytes());
+        use ring::rand::{SecureRandom, SystemRandom};
+        let mut prefix = [0u8; 8];
+        // The system's randomness fails only on a broken kernel; the prefix then is the time and
+        // the process id, hashed.
+        if SystemRandom::new().fill(&mut prefix).is_err() {
+            let mut seed = crate::clock::unix_nanos().to_le_bytes().to_vec();
+            seed.extend_from_slice(&std::process::id().to_le_bytes());
+            prefix = pinnersage_core::hash::stable_hash(&seed).to_le_bytes();
+        }
         Self {
-            prefix: pinnersage_core::hash::stable_hash(&seed),
+            prefix: u64::from_le_bytes(prefix),
             next: std::sync::atomic::AtomicU64::new(0),
         }
     }
