@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use pinnersage_catalog::catalog::{Catalog, CatalogBuilder};
 use pinnersage_index::persist::{self, BuildOptions};
+use pinnersage_server::ServeConfig;
 use serde_json::{Value, json};
 
 fn put(server: &Server, items: Value) -> (u16, Value) {
@@ -138,12 +139,29 @@ fn an_imported_catalog_is_served_without_a_restart() {
 fn item_changes_and_requests_during_index_rebuilds_are_all_served() {
     let dir = tempfile::tempdir().unwrap();
     make_data_dir(dir.path());
-    let server = Server::start(dir.path());
+    // The rebuilds here are the test's own: no automatic fold (its publish lock would refuse
+    // them as Busy once the changes pass the fold fraction, which a fast writer reaches).
+    let server = Server::start_with(
+        dir.path(),
+        ServeConfig {
+            fold_fraction: 0.0,
+            ..ServeConfig::default()
+        },
+    );
     let upserted: Mutex<Vec<String>> = Mutex::default();
     let deleted: Mutex<Vec<String>> = Mutex::default();
     let stop = AtomicBool::new(false);
     let (requests, failures) = (AtomicUsize::new(0), Mutex::new(Vec::new()));
     std::thread::scope(|s| {
+        // Stops the other threads however this one ends (a failed assertion must fail the
+        // test, not leave them running forever).
+        struct StopOnDrop<'a>(&'a AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let _stop = StopOnDrop(&stop);
         // A writer: an upsert a request, and every fourth a delete of an earlier upsert.
         s.spawn(|| {
             let mut k = 0usize;
@@ -228,7 +246,6 @@ fn item_changes_and_requests_during_index_rebuilds_are_all_served() {
 
 #[test]
 fn changes_are_folded_into_a_new_generation_and_the_journal_shrinks() {
-    use pinnersage_server::ServeConfig;
     let dir = tempfile::tempdir().unwrap();
     make_data_dir(dir.path());
     let config = || ServeConfig {
@@ -345,7 +362,7 @@ fn a_replaced_engine_is_freed() {
     make_data_dir(dir.path());
     let server = pinnersage_server::Server::open(
         dir.path(),
-        pinnersage_server::ServeConfig {
+        ServeConfig {
             reload: Duration::from_millis(100),
             ..Default::default()
         },
