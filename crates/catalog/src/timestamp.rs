@@ -116,6 +116,27 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// The date (`YYYY-MM-DD`, UTC) of a unix day number (days since 1970-01-01; Howard Hinnant's
+/// inverse of [`days_from_civil`]).
+///
+/// ```
+/// use pinnersage_catalog::timestamp::date_of_day;
+/// assert_eq!(date_of_day(0), "1970-01-01");
+/// assert_eq!(date_of_day(19_675), "2023-11-14");
+/// ```
+pub fn date_of_day(days: i64) -> String {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
 impl pinnersage_core::error::Kind for TimestampError {
     fn kind(&self) -> pinnersage_core::error::ErrorKind {
         use pinnersage_core::error::ErrorKind::*;
@@ -126,6 +147,19 @@ impl pinnersage_core::error::Kind for TimestampError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates_of_days_invert_days_from_civil() {
+        for day in (-800_000..800_000).step_by(97) {
+            let date = date_of_day(day);
+            let (ym, d) = date.rsplit_once('-').unwrap();
+            let (y, m) = ym.rsplit_once('-').unwrap();
+            let ymd = [y, m, d].map(|part| part.parse::<i64>().unwrap());
+            assert_eq!(days_from_civil(ymd[0], ymd[1], ymd[2]), day, "{date}");
+        }
+        assert_eq!(date_of_day(-1), "1969-12-31");
+        assert_eq!(date_of_day(11_016), "2000-02-29");
+    }
 
     #[test]
     fn calendar_edges() {

@@ -1,13 +1,19 @@
-//! `pinnersage experiment report`: an online experiment's report from logged impressions and
-//! engagement events.
+//! `pinnersage experiment report`: an online experiment's report, from a stopped server's data
+//! directory (the impressions it recorded and the events it stored) or from logged answers and
+//! engagement event files.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use pinnersage_eval::online::{ArmsOf, engagements_of, read_impressions, report};
+use pinnersage_catalog::timestamp::parse_timestamp;
+use pinnersage_eval::online::{
+    ArmsOf, StoredPeriod, engagements_of, read_impressions, report, report_from_stores,
+};
 use pinnersage_pipeline::data_in::import_events::{ImportOptions, read_events};
 use pinnersage_server::experiments::Experiments;
+use pinnersage_store::events::EventStore;
+use pinnersage_store::impressions::ImpressionStore;
 
 use crate::args::{InputError, input};
 
@@ -21,12 +27,18 @@ pub enum ExperimentCommand {
 
 /// Report an online experiment from the answers you showed and the engagements that followed.
 ///
+/// --data-dir: the impressions a server recorded (DATA_DIR/impressions) and the events it
+/// stored, for a server that is not running (a running one answers the same report at
+/// GET /v1/experiments/NAME/report).
+///
 /// --impressions: one JSON answer of /v1/users/{user}/recommendations per line, as the server
 /// returned it, with `time` (unix seconds it was shown at) added. --events: engagement events
 /// (CSV, JSON lines or Parquet, as `import events` reads them). An engagement is attributed to
 /// the user's last impression that showed the item at most --window-hours before it.
 ///
-/// Example:
+/// Examples:
+///   pinnersage experiment report --experiments experiments.toml --name interests \
+///     --data-dir /srv/pinnersage --from 2026-12-01T00:00:00Z
 ///   pinnersage experiment report --experiments experiments.toml --name interests \
 ///     --impressions shown.jsonl --events clicks.csv
 #[derive(Debug, Args)]
@@ -38,11 +50,21 @@ pub struct ReportArgs {
     /// The experiment to report.
     #[arg(long)]
     name: String,
+    /// A stopped server's data directory: its recorded impressions and stored events.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["impressions", "events"],
+          required_unless_present = "impressions")]
+    data_dir: Option<PathBuf>,
+    /// With --data-dir: the first impression time (unix seconds or RFC 3339; default: all kept).
+    #[arg(long, requires = "data_dir")]
+    from: Option<String>,
+    /// With --data-dir: the last impression time (default: the newest).
+    #[arg(long, requires = "data_dir")]
+    to: Option<String>,
     /// The answers shown, one JSON per line, with `time`.
-    #[arg(long, value_name = "FILE")]
-    impressions: PathBuf,
+    #[arg(long, value_name = "FILE", requires = "events")]
+    impressions: Option<PathBuf>,
     /// Engagement events files.
-    #[arg(long, value_name = "FILE", required = true)]
+    #[arg(long, value_name = "FILE", requires = "impressions")]
     events: Vec<PathBuf>,
     /// Attribution window in hours.
     #[arg(long, default_value_t = 24.0)]
@@ -78,25 +100,60 @@ pub fn run(command: &ExperimentCommand) -> Result<()> {
         shares: experiment.arms.iter().map(|a| a.share).collect(),
         control: experiment.control,
     };
-    let (impressions, outside) = read_impressions(&args.impressions).map_err(input)?;
-    let mut events = Vec::new();
-    for file in &args.events {
-        events.extend(
-            read_events(file, &ImportOptions::default())
-                .map_err(input)?
-                .0,
-        );
-    }
     let window = (args.window_hours * 3_600.0).round() as i64;
-    let report = report(&arms, &impressions, &engagements_of(events), window);
+    let (report, heading) = match (&args.data_dir, &args.impressions) {
+        (Some(data_dir), _) => {
+            let time = |flag: &str, value: &Option<String>, default: i64| match value {
+                None => Ok(default),
+                Some(v) => v
+                    .parse::<i64>()
+                    .or_else(|_| parse_timestamp(v))
+                    .map_err(|e| {
+                        InputError(format!("--{flag} {v:?}: {e} (unix seconds or RFC 3339)"))
+                    }),
+            };
+            let period = StoredPeriod {
+                experiment: experiment.name.clone(),
+                from: time("from", &args.from, i64::MIN)?,
+                to: time("to", &args.to, i64::MAX)?,
+                window_seconds: window,
+            };
+            let impressions = ImpressionStore::open(data_dir, u32::MAX).map_err(input)?;
+            let events = EventStore::open(data_dir).map_err(input)?;
+            let report = report_from_stores(&arms, &period, &impressions, &events)?;
+            (
+                report,
+                format!("experiment {} in {}", experiment.name, data_dir.display()),
+            )
+        }
+        (None, Some(file)) => {
+            let (impressions, outside) = read_impressions(file).map_err(input)?;
+            let mut events = Vec::new();
+            for file in &args.events {
+                events.extend(
+                    read_events(file, &ImportOptions::default())
+                        .map_err(input)?
+                        .0,
+                );
+            }
+            let heading = format!(
+                "experiment {}: {} impressions ({outside} outside any experiment skipped)",
+                experiment.name,
+                impressions.len()
+            );
+            (
+                report(&arms, &impressions, &engagements_of(events), window),
+                heading,
+            )
+        }
+        (None, None) => {
+            return Err(InputError("give --data-dir, or --impressions and --events".into()).into());
+        }
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!(
-            "experiment {}: {} impressions ({outside} outside any experiment skipped)",
-            experiment.name,
-            impressions.len()
-        );
+        println!("{heading}");
         print!("{}", report.text());
     }
     Ok(())

@@ -12,6 +12,7 @@ use pinnersage_pipeline::online::DEFAULT_ONLINE_ACTIONS;
 use pinnersage_server::auth::{AuthConfig, Tokens};
 use pinnersage_server::experiments::Experiments;
 use pinnersage_server::fleet::{FleetConfig, PartitionRange};
+use pinnersage_server::impressions::Durability;
 use pinnersage_server::nats::NatsConfig;
 use pinnersage_server::{Front, Resample, Retrieval, ServeConfig, Server};
 
@@ -153,6 +154,16 @@ pub struct ServeArgs {
     /// `request_id` and the arm. See docs/experiments.md; GET /v1/admin/experiments shows them.
     #[arg(long, value_name = "FILE")]
     experiments: Option<PathBuf>,
+    /// Days the experiments' impressions (what each answer to a user in an experiment showed)
+    /// are kept in DATA_DIR/impressions; whole days are dropped past it.
+    #[arg(long, default_value_t = pinnersage_store::impressions::DEFAULT_RETENTION_DAYS,
+          value_parser = clap::value_parser!(u32).range(1..=3650))]
+    impression_retention_days: u32,
+    /// When an answer's impression counts as recorded: `buffered` (the answer goes out at once;
+    /// its impression is written, fsynced, with the next group: a crash loses those of the last
+    /// write cycle) or `acknowledged` (the answer waits until its impression is on disk).
+    #[arg(long, default_value = "buffered")]
+    impression_durability: Durability,
     /// Deployment-wide seed mixed into every medoid sample.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -315,6 +326,8 @@ impl ServeArgs {
             ingest_queue: self.ingest_queue,
             fold_fraction: self.fold_fraction,
             experiments,
+            impression_retention_days: self.impression_retention_days,
+            impression_durability: self.impression_durability,
         })
     }
 

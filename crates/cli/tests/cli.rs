@@ -871,6 +871,145 @@ fn kill_9_while_streaming_loses_no_acknowledged_event_and_stores_each_once() {
 }
 
 #[test]
+fn kill_9_while_serving_an_experiment_loses_no_acknowledged_impression() {
+    use pinnersage_store::impressions::ImpressionStore;
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let dir = scratch("kill9-impressions");
+    let data = dir.join("data");
+    let d = s(&data);
+    common::five_item_catalog(&data);
+    let experiments = dir.join("experiments.toml");
+    std::fs::write(
+        &experiments,
+        "[[experiment]]\nname = \"e\"\nsalt = \"s\"\n\
+         arm = [{ name = \"ours\", share = 0.5 }, { name = \"current\", share = 0.5, external = true }]\n",
+    )
+    .unwrap();
+    let cycles = common::kill_cycles();
+    // Request id -> user of every impression acknowledged: an answer of our arm (the server
+    // waits for its impression) or a post of the team's arm answered 202.
+    let acked: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    for cycle in 0..cycles {
+        let mut server = RunningServer::start_with(
+            d,
+            &[
+                "--experiments",
+                s(&experiments),
+                "--impression-durability",
+                "acknowledged",
+            ],
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        // Four clients at once: answers are in flight when the kill lands.
+        let streamers: Vec<_> = (0..4u64).map(|client| {
+            let (addr, acked, stop) = (server.addr.clone(), acked.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = (cycle * 4 + client) * 1_000_000;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let user = format!("u{n}");
+                    let path = format!("/v1/users/{user}/recommendations?k=3");
+                    let Ok(raw) = http(&addr, "GET", &path, "") else {
+                        break;
+                    };
+                    let Some((_, body)) = raw.split_once("\r\n\r\n") else {
+                        break; // killed mid-answer
+                    };
+                    let Ok(answer) = serde_json::from_str::<serde_json::Value>(body) else {
+                        break;
+                    };
+                    let request_id = answer["request_id"].as_str().unwrap().to_owned();
+                    if answer["arm"] == "ours" {
+                        acked.lock().unwrap().insert(request_id, user);
+                        continue;
+                    }
+                    let post = format!(
+                        r#"{{"impressions":[{{"request_id":"{request_id}","experiment":"e","arm":"current","user":"{user}","items":["i1","i2"]}}]}}"#
+                    );
+                    match http(&addr, "POST", "/v1/impressions", &post) {
+                        Ok(raw) if raw.starts_with("HTTP/1.1 202") => {
+                            acked.lock().unwrap().insert(request_id, user);
+                        }
+                        _ => break,
+                    }
+                }
+            })
+        }).collect();
+        server.kill9_after_a_while(&mut rng);
+        stop.store(true, Ordering::Relaxed);
+        streamers.into_iter().for_each(|s| s.join().unwrap());
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() as u64 >= cycles * 10,
+        "the streamer made progress: {}",
+        acked.len()
+    );
+    let store = ImpressionStore::open(&data, 35).unwrap();
+    let mut stored = BTreeMap::new();
+    store
+        .for_each(i64::MIN, i64::MAX, |i| {
+            assert!(
+                stored
+                    .insert(i.request_id.clone(), i.user.clone())
+                    .is_none(),
+                "{} stored twice",
+                i.request_id
+            );
+            if i.arm == "current" {
+                assert_eq!(i.items.len(), 2, "the posted items");
+            }
+        })
+        .unwrap();
+    for (request_id, user) in &acked {
+        assert_eq!(
+            stored.get(request_id),
+            Some(user),
+            "acknowledged impression {request_id} was lost"
+        );
+    }
+    drop(store);
+    // The report of the stopped server's data directory counts every stored impression.
+    let out = run(&[
+        "experiment",
+        "report",
+        "--experiments",
+        s(&experiments),
+        "--name",
+        "e",
+        "--data-dir",
+        d,
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let arms = report["arms"].as_array().unwrap();
+    let reported: u64 = arms
+        .iter()
+        .map(|a| a["impressions"].as_u64().unwrap())
+        .sum();
+    assert_eq!(reported, stored.len() as u64, "{report}");
+    assert!(
+        arms.iter().all(|a| a["users"].as_u64().unwrap() > 0),
+        "{report}"
+    );
+    assert_eq!(report["sample_ratio"]["mismatch"], false, "{report}");
+    eprintln!(
+        "kill -9 x{cycles} while serving an experiment: {} impressions acknowledged, {} stored, 0 lost",
+        acked.len(),
+        stored.len()
+    );
+}
+
+#[test]
 fn kill_9_while_changing_items_loses_no_acknowledged_change_and_half_applies_none() {
     use pinnersage_catalog::catalog::Catalog;
     use std::collections::BTreeMap;

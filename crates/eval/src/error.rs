@@ -25,6 +25,12 @@ pub enum EvalError {
     /// The exact index rejected the embeddings or a query.
     #[error(transparent)]
     Index(#[from] pinnersage_index::IndexError),
+    /// Reading the event store failed.
+    #[error(transparent)]
+    Events(#[from] pinnersage_store::events::EventStoreError),
+    /// Reading the impression store failed.
+    #[error(transparent)]
+    Impressions(#[from] pinnersage_store::impressions::ImpressionError),
     /// Drawing a figure failed.
     #[error("drawing a figure: {0}")]
     Plot(String),
@@ -45,6 +51,8 @@ impl pinnersage_core::error::Kind for EvalError {
             Self::Empty | Self::RowOutOfRange { .. } | Self::Input(_) => BadInput,
             Self::Core(e) => e.kind(),
             Self::Index(e) => e.kind(),
+            Self::Events(e) => e.kind(),
+            Self::Impressions(e) => e.kind(),
             Self::Plot(_) => Internal,
             Self::Io { source, .. } => ErrorKind::of_io(source),
         }

@@ -3,11 +3,19 @@
 //! interval (delta method over users, [`pinnersage_core::stats`]), and the sample-ratio test.
 //!
 //! Attribution: an engagement that names its `request_id` goes to that impression when it showed
-//! the item; otherwise (or without a request id) to the user's last impression showing the item
-//! at or before the engagement, no older than the window. Anything else is not attributed (and
-//! counted as such): an engagement on an item we never showed says nothing about an arm.
+//! the item (to the same user, no older than the window, at most [`CLOCK_SKEW_SECONDS`] after the
+//! engagement); otherwise (or without a request id) to the user's last impression showing the
+//! item at or before the engagement, no older than the window. Anything else is not attributed
+//! (and counted as such): an engagement on an item we never showed says nothing about an arm.
+//!
+//! [`Tally`] counts in one pass in time order, keeping only the window's impressions, so a
+//! report over the stores ([`report_from_stores`]) takes memory for a day of impressions and the
+//! users, not for the whole experiment.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use pinnersage_catalog::timestamp::date_of_day;
+use pinnersage_store::impressions::day_of;
 
 use pinnersage_core::stats::{Difference, Ratio, SampleRatio, users_to_detect};
 use serde::Serialize;
@@ -18,29 +26,7 @@ pub const DEFAULT_WINDOW_SECONDS: i64 = 24 * 3_600;
 /// Positions reported one by one in [`ArmReport::ctr_by_position`].
 pub const POSITIONS: usize = 10;
 
-/// What one answer showed a user.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Impression {
-    /// The answer's id.
-    pub request_id: String,
-    /// The user shown.
-    pub user: String,
-    /// The user's arm.
-    pub arm: String,
-    /// Unix seconds.
-    pub time: i64,
-    /// The items, in the order shown.
-    pub items: Vec<Shown>,
-}
-
-/// One item of an impression.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Shown {
-    /// The item.
-    pub item: String,
-    /// The interest (medoid) that produced it, when known.
-    pub interest: Option<String>,
-}
+pub use pinnersage_store::impressions::{Impression, Shown};
 
 /// One engagement (an event of an engaging action).
 #[derive(Debug, Clone, PartialEq)]
@@ -90,6 +76,64 @@ pub struct ArmReport {
     pub interests_engaged_per_engaged_user: f64,
     /// Distinct interests among an impression's items, on average (the diversity shown).
     pub interests_per_impression: f64,
+    /// The server's answer times, when it recorded them (not for a team's own recommender).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency: Option<Latency>,
+    /// The arm day by day (UTC days of the impressions; engagements count on their
+    /// impression's day).
+    pub daily: Vec<DayReport>,
+}
+
+/// Answer times of an arm, in milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Latency {
+    /// Answers timed.
+    pub answers: u64,
+    /// Mean.
+    pub mean_ms: f64,
+    /// Median.
+    pub p50_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+}
+
+impl Latency {
+    /// The summary of `micros` (answer times in microseconds), none when empty.
+    pub fn of(mut micros: Vec<u32>) -> Option<Self> {
+        if micros.is_empty() {
+            return None;
+        }
+        micros.sort_unstable();
+        let at = |q: f64| {
+            let rank = ((q * micros.len() as f64).ceil() as usize).clamp(1, micros.len());
+            f64::from(micros[rank - 1]) / 1_000.0
+        };
+        Some(Self {
+            answers: micros.len() as u64,
+            mean_ms: micros.iter().map(|&m| f64::from(m)).sum::<f64>()
+                / micros.len() as f64
+                / 1_000.0,
+            p50_ms: at(0.5),
+            p99_ms: at(0.99),
+        })
+    }
+}
+
+/// One day of an arm.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DayReport {
+    /// The UTC date, `YYYY-MM-DD`.
+    pub date: String,
+    /// Users shown that day.
+    pub users: u64,
+    /// Impressions that day.
+    pub impressions: u64,
+    /// Items shown that day.
+    pub items_shown: u64,
+    /// Engagements attributed to that day's impressions.
+    pub engagements: u64,
+    /// Their click-through rate.
+    pub ctr: f64,
 }
 
 /// A metric with its standard error and, for a non-control arm, its difference to the control.
@@ -175,21 +219,294 @@ pub struct SampleRatioView {
     pub mismatch: bool,
 }
 
+/// How far an engagement's time may run ahead of the impression its `request_id` names (the
+/// client's clock and the server's differ): 5 minutes.
+pub const CLOCK_SKEW_SECONDS: i64 = 300;
+
 /// Per user of an arm: what they were shown and what they engaged with.
 #[derive(Default)]
-struct UserTally<'a> {
+struct UserTally {
     items_shown: u64,
     engagements: u64,
-    interests_engaged: HashSet<&'a str>,
+    interests_engaged: HashSet<u32>,
 }
 
 /// Per arm, while counting.
-struct ArmTally<'a> {
-    users: HashMap<&'a str, UserTally<'a>>,
+#[derive(Default)]
+struct ArmTally {
+    users: HashMap<u32, UserTally>,
     impressions: u64,
     shown_at: [u64; POSITIONS],
     engaged_at: [u64; POSITIONS],
     interests_shown: u64,
+    latencies: Vec<u32>,
+    days: BTreeMap<i64, DayTally>,
+}
+
+/// Per day of an arm, while counting.
+#[derive(Default)]
+struct DayTally {
+    users: HashSet<u32>,
+    impressions: u64,
+    items_shown: u64,
+    engagements: u64,
+}
+
+/// An impression still inside the attribution window, its strings interned.
+struct Recent {
+    arm: usize,
+    time: i64,
+    request: u64,
+    /// (item, interest) of each position; `u32::MAX` is no interest.
+    items: Vec<(u32, u32)>,
+}
+
+/// Strings as numbers, so that millions of impressions take little memory.
+#[derive(Default)]
+struct Interner(HashMap<String, u32>);
+
+impl Interner {
+    fn id(&mut self, s: &str) -> u32 {
+        if let Some(&id) = self.0.get(s) {
+            return id;
+        }
+        let id = self.0.len() as u32;
+        self.0.insert(s.to_owned(), id);
+        id
+    }
+
+    fn get(&self, s: &str) -> Option<u32> {
+        self.0.get(s).copied()
+    }
+}
+
+/// The report built incrementally, in one pass over impressions and engagements in time order:
+/// only the impressions inside the attribution window are kept (interned), so memory grows with
+/// the window's impressions and the users, not with the days reported.
+///
+/// The order a caller keeps: every impression with `time <= e.time + CLOCK_SKEW_SECONDS` is
+/// given before engagement `e` ([`report`] sorts slices; stores read in time order).
+pub struct Tally {
+    arms: ArmsOf,
+    window: i64,
+    arm_of: HashMap<String, usize>,
+    tallies: Vec<ArmTally>,
+    users: Interner,
+    items: Interner,
+    /// Each user's impressions inside the window, oldest first.
+    recent: HashMap<u32, std::collections::VecDeque<Recent>>,
+    /// (time, user) of every impression kept, oldest first: what to forget as time passes.
+    order: std::collections::VecDeque<(i64, u32)>,
+    unattributed: u64,
+    unknown_arm_impressions: u64,
+}
+
+impl Tally {
+    /// An empty report of `arms`, attributing engagements within `window_seconds`.
+    pub fn new(arms: &ArmsOf, window_seconds: i64) -> Self {
+        Self {
+            arm_of: (arms.names.iter().enumerate())
+                .map(|(i, n)| (n.clone(), i))
+                .collect(),
+            tallies: (0..arms.names.len()).map(|_| ArmTally::default()).collect(),
+            arms: arms.clone(),
+            window: window_seconds.max(0),
+            users: Interner::default(),
+            items: Interner::default(),
+            recent: HashMap::new(),
+            order: std::collections::VecDeque::new(),
+            unattributed: 0,
+            unknown_arm_impressions: 0,
+        }
+    }
+
+    /// Forgets the impressions too old for an engagement at `now` or later.
+    fn forget_before(&mut self, now: i64) {
+        let oldest = now.saturating_sub(self.window);
+        while let Some(&(time, user)) = self.order.front() {
+            if time >= oldest {
+                break;
+            }
+            self.order.pop_front();
+            if let Some(list) = self.recent.get_mut(&user) {
+                list.pop_front();
+                if list.is_empty() {
+                    self.recent.remove(&user);
+                }
+            }
+        }
+    }
+
+    /// Counts one impression.
+    pub fn impression(&mut self, imp: &Impression) {
+        let Some(&arm) = self.arm_of.get(imp.arm.as_str()) else {
+            self.unknown_arm_impressions += 1;
+            return;
+        };
+        let user = self.users.id(&imp.user);
+        let items: Vec<(u32, u32)> = (imp.items.iter())
+            .map(|s| {
+                let interest = s.interest.as_deref().map_or(u32::MAX, |m| self.items.id(m));
+                (self.items.id(&s.item), interest)
+            })
+            .collect();
+        let tally = &mut self.tallies[arm];
+        tally.impressions += 1;
+        let interests: HashSet<u32> = (items.iter().map(|&(_, m)| m))
+            .filter(|&m| m != u32::MAX)
+            .collect();
+        tally.interests_shown += interests.len() as u64;
+        for at in tally.shown_at.iter_mut().take(items.len()) {
+            *at += 1;
+        }
+        tally.users.entry(user).or_default().items_shown += items.len() as u64;
+        tally.latencies.extend(imp.latency_micros);
+        let day = tally.days.entry(day_of(imp.time)).or_default();
+        day.users.insert(user);
+        day.impressions += 1;
+        day.items_shown += items.len() as u64;
+        self.order.push_back((imp.time, user));
+        self.recent.entry(user).or_default().push_back(Recent {
+            arm,
+            time: imp.time,
+            request: pinnersage_core::hash::stable_hash(imp.request_id.as_bytes()),
+            items,
+        });
+    }
+
+    /// Attributes one engagement (see the module's rule) and counts it.
+    pub fn engagement(&mut self, e: &Engagement) {
+        // Impressions named by a request id may be up to the skew after the engagement.
+        self.forget_before(e.time.saturating_sub(CLOCK_SKEW_SECONDS));
+        let found = (|| {
+            let user = self.users.get(&e.user)?;
+            let item = self.items.get(&e.item)?;
+            let list = self.recent.get(&user)?;
+            let position = |r: &Recent| r.items.iter().position(|&(i, _)| i == item);
+            let oldest = e.time.saturating_sub(self.window);
+            let named = e.request_id.as_deref().and_then(|id| {
+                let request = pinnersage_core::hash::stable_hash(id.as_bytes());
+                list.iter()
+                    .filter(|r| r.request == request && r.time >= oldest)
+                    .find_map(|r| Some((r, position(r)?)))
+            });
+            named
+                .or_else(|| {
+                    list.iter()
+                        .rev()
+                        .filter(|r| r.time <= e.time && r.time >= oldest)
+                        .find_map(|r| Some((r, position(r)?)))
+                })
+                .map(|(r, p)| (user, r.arm, r.time, p, r.items[p].1))
+        })();
+        let Some((user, arm, time, p, interest)) = found else {
+            self.unattributed += 1;
+            return;
+        };
+        let tally = &mut self.tallies[arm];
+        if p < POSITIONS {
+            tally.engaged_at[p] += 1;
+        }
+        if let Some(day) = tally.days.get_mut(&day_of(time)) {
+            day.engagements += 1;
+        }
+        let u = tally.users.entry(user).or_default();
+        u.engagements += 1;
+        if interest != u32::MAX {
+            u.interests_engaged.insert(interest);
+        }
+    }
+
+    /// The report of everything counted.
+    pub fn finish(self) -> OnlineReport {
+        let arms = &self.arms;
+        let ctr_of = |t: &ArmTally| -> Option<Ratio> {
+            let per_user: Vec<(f64, f64)> = (t.users.values())
+                .map(|u| (u.engagements as f64, u.items_shown as f64))
+                .collect();
+            Ratio::over(&per_user)
+        };
+        let engaged_of = |t: &ArmTally| -> Option<Ratio> {
+            let per_user: Vec<(f64, f64)> = (t.users.values())
+                .map(|u| (f64::from(u8::from(u.engagements > 0)), 1.0))
+                .collect();
+            Ratio::over(&per_user)
+        };
+        let control_ctr = self.tallies.get(arms.control).and_then(ctr_of);
+        let control_engaged = self.tallies.get(arms.control).and_then(engaged_of);
+        let metric = |r: Option<Ratio>, control: Option<Ratio>, is_control: bool| match r {
+            None => Metric {
+                value: f64::NAN,
+                standard_error: f64::NAN,
+                vs_control: None,
+            },
+            Some(r) => Metric {
+                value: r.value,
+                standard_error: r.variance.sqrt(),
+                vs_control: control
+                    .filter(|_| !is_control)
+                    .map(|c| Difference::between(&r, &c).into()),
+            },
+        };
+        let arms_out: Vec<ArmReport> = (self.tallies.iter().enumerate())
+            .map(|(a, t)| {
+                let is_control = a == arms.control;
+                let engaged_users: Vec<&UserTally> =
+                    t.users.values().filter(|u| u.engagements > 0).collect();
+                ArmReport {
+                    arm: arms.names[a].clone(),
+                    users: t.users.len() as u64,
+                    impressions: t.impressions,
+                    items_shown: t.users.values().map(|u| u.items_shown).sum(),
+                    engagements: t.users.values().map(|u| u.engagements).sum(),
+                    engaged_user_rate: metric(engaged_of(t), control_engaged, is_control),
+                    ctr: metric(ctr_of(t), control_ctr, is_control),
+                    ctr_by_position: (0..POSITIONS)
+                        .map(|p| ratio(t.engaged_at[p], t.shown_at[p]))
+                        .collect(),
+                    interests_engaged_per_engaged_user: ratio(
+                        engaged_users
+                            .iter()
+                            .map(|u| u.interests_engaged.len() as u64)
+                            .sum(),
+                        engaged_users.len() as u64,
+                    ),
+                    interests_per_impression: ratio(t.interests_shown, t.impressions),
+                    latency: Latency::of(t.latencies.clone()),
+                    daily: (t.days.iter())
+                        .map(|(&day, d)| DayReport {
+                            date: date_of_day(day),
+                            users: d.users.len() as u64,
+                            impressions: d.impressions,
+                            items_shown: d.items_shown,
+                            engagements: d.engagements,
+                            ctr: ratio(d.engagements, d.items_shown),
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        let users: Vec<u64> = self.tallies.iter().map(|t| t.users.len() as u64).collect();
+        OnlineReport {
+            control: arms.names.get(arms.control).cloned().unwrap_or_default(),
+            arms: arms_out,
+            sample_ratio: SampleRatio::test(&users, &arms.shares).map(|s| SampleRatioView {
+                chi_square: s.chi_square,
+                p_value: s.p_value,
+                mismatch: s.mismatch(),
+            }),
+            unattributed: self.unattributed,
+            unknown_arm_impressions: self.unknown_arm_impressions,
+            users_to_detect: (control_ctr.is_some() || control_engaged.is_some()).then(|| {
+                UsersToDetect {
+                    relative_change: POWER_CHANGE,
+                    ctr: control_ctr.and_then(|r| users_to_detect(&r, POWER_CHANGE)),
+                    engaged_user_rate: control_engaged
+                        .and_then(|r| users_to_detect(&r, POWER_CHANGE)),
+                }
+            }),
+        }
+    }
 }
 
 /// The report of `impressions` and `engagements` for the experiment's `arms`, attributing
@@ -200,8 +517,8 @@ struct ArmTally<'a> {
 /// let arms = ArmsOf { names: vec!["a".into(), "b".into()], shares: vec![0.5, 0.5], control: 0 };
 /// let shown = |item: &str| Shown { item: item.into(), interest: None };
 /// let impression = |id: &str, user: &str, arm: &str| Impression {
-///     request_id: id.into(), user: user.into(), arm: arm.into(), time: 100,
-///     items: vec![shown("x"), shown("y")],
+///     request_id: id.into(), experiment: "e".into(), user: user.into(), arm: arm.into(),
+///     time: 100, latency_micros: Some(900), items: vec![shown("x"), shown("y")],
 /// };
 /// let impressions = [impression("r1", "u1", "a"), impression("r2", "u2", "a"), impression("r3", "u3", "b")];
 /// let engagements = [Engagement { user: "u1".into(), item: "y".into(), time: 150, request_id: None }];
@@ -210,6 +527,8 @@ struct ArmTally<'a> {
 /// assert_eq!(report.arms[0].ctr.value, 0.25); // 1 of 4 items shown to its 2 users
 /// assert_eq!(report.arms[0].ctr_by_position[1], 0.5);
 /// assert_eq!(report.unattributed, 0);
+/// assert_eq!(report.arms[0].latency.as_ref().unwrap().p99_ms, 0.9);
+/// assert_eq!(report.arms[0].daily[0].date, "1970-01-01");
 /// ```
 pub fn report(
     arms: &ArmsOf,
@@ -217,154 +536,77 @@ pub fn report(
     engagements: &[Engagement],
     window_seconds: i64,
 ) -> OnlineReport {
-    let arm_of: HashMap<&str, usize> = (arms.names.iter().enumerate())
-        .map(|(i, n)| (n.as_str(), i))
-        .collect();
-    let mut tallies: Vec<ArmTally> = (0..arms.names.len())
-        .map(|_| ArmTally {
-            users: HashMap::new(),
-            impressions: 0,
-            shown_at: [0; POSITIONS],
-            engaged_at: [0; POSITIONS],
-            interests_shown: 0,
-        })
-        .collect();
-    let mut unknown_arm_impressions = 0;
-    // Each user's impressions (index, in time order) and the impressions by request id.
-    let mut by_user: HashMap<&str, Vec<usize>> = HashMap::new();
-    let mut by_request: HashMap<&str, usize> = HashMap::new();
-    for (i, imp) in impressions.iter().enumerate() {
-        let Some(&arm) = arm_of.get(imp.arm.as_str()) else {
-            unknown_arm_impressions += 1;
-            continue;
-        };
-        let tally = &mut tallies[arm];
-        tally.impressions += 1;
-        let interests: HashSet<&str> = imp
-            .items
-            .iter()
-            .filter_map(|s| s.interest.as_deref())
-            .collect();
-        tally.interests_shown += interests.len() as u64;
-        for (p, _) in imp.items.iter().enumerate().take(POSITIONS) {
-            tally.shown_at[p] += 1;
+    let mut shown: Vec<&Impression> = impressions.iter().collect();
+    shown.sort_by_key(|i| i.time);
+    let mut engaged: Vec<&Engagement> = engagements.iter().collect();
+    engaged.sort_by_key(|e| e.time);
+    let mut tally = Tally::new(arms, window_seconds);
+    let mut next = shown.into_iter().peekable();
+    for e in engaged {
+        while let Some(i) = next.next_if(|i| i.time <= e.time.saturating_add(CLOCK_SKEW_SECONDS)) {
+            tally.impression(i);
         }
-        tally.users.entry(&imp.user).or_default().items_shown += imp.items.len() as u64;
-        by_user.entry(&imp.user).or_default().push(i);
-        by_request.insert(&imp.request_id, i);
+        tally.engagement(e);
     }
-    for list in by_user.values_mut() {
-        list.sort_by_key(|&i| (impressions[i].time, i));
-    }
-    let position_in =
-        |i: usize, item: &str| impressions[i].items.iter().position(|s| s.item == item);
-    let mut unattributed = 0;
-    for e in engagements {
-        let named = (e.request_id.as_deref())
-            .and_then(|r| by_request.get(r).copied())
-            .filter(|&i| impressions[i].user == e.user && position_in(i, &e.item).is_some());
-        let found = named.or_else(|| {
-            by_user.get(e.user.as_str()).and_then(|list| {
-                list.iter().rev().copied().find(|&i| {
-                    let t = impressions[i].time;
-                    t <= e.time && e.time - t <= window_seconds && position_in(i, &e.item).is_some()
-                })
-            })
+    next.for_each(|i| tally.impression(i));
+    tally.finish()
+}
+
+/// What [`report_from_stores`] reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredPeriod {
+    /// The experiment whose impressions count (others are skipped).
+    pub experiment: String,
+    /// First second of the impressions (unix seconds).
+    pub from: i64,
+    /// Last second of the impressions; engagements are read until `to + window`.
+    pub to: i64,
+    /// The attribution window in seconds.
+    pub window_seconds: i64,
+}
+
+/// The report of one experiment over a data directory's stores: its impressions recorded in
+/// the period and the engagement events until the period's end plus the window, read in one
+/// pass in time order (see [`Tally`]). Every stored event counts as an engagement.
+pub fn report_from_stores(
+    arms: &ArmsOf,
+    period: &StoredPeriod,
+    impressions: &pinnersage_store::impressions::ImpressionStore,
+    events: &pinnersage_store::events::EventStore,
+) -> Result<OnlineReport, crate::EvalError> {
+    let mut tally = Tally::new(arms, period.window_seconds);
+    let mut shown = impressions
+        .iter(period.from, period.to)
+        .filter(|i| {
+            i.as_ref()
+                .map_or(true, |i| i.experiment == period.experiment)
+        })
+        .peekable();
+    let mut failed = None;
+    let mut feed_until = |tally: &mut Tally, time: i64| {
+        while failed.is_none() {
+            match shown.next_if(|i| i.as_ref().map_or(true, |i| i.time <= time)) {
+                Some(Ok(i)) => tally.impression(&i),
+                Some(Err(e)) => failed = Some(e),
+                None => break,
+            }
+        }
+    };
+    let last = period.to.saturating_add(period.window_seconds.max(0));
+    events.for_each_between(period.from, last, |user, e| {
+        feed_until(&mut tally, e.time.saturating_add(CLOCK_SKEW_SECONDS));
+        tally.engagement(&Engagement {
+            user: user.to_owned(),
+            item: e.item,
+            time: e.time,
+            request_id: None,
         });
-        let Some(i) = found else {
-            unattributed += 1;
-            continue;
-        };
-        let imp = &impressions[i];
-        let arm = arm_of[imp.arm.as_str()];
-        let p = position_in(i, &e.item).expect("checked");
-        let tally = &mut tallies[arm];
-        if p < POSITIONS {
-            tally.engaged_at[p] += 1;
-        }
-        let user = tally
-            .users
-            .get_mut(imp.user.as_str())
-            .expect("counted with its impression");
-        user.engagements += 1;
-        if let Some(interest) = imp.items[p].interest.as_deref() {
-            user.interests_engaged.insert(interest);
-        }
+    })?;
+    feed_until(&mut tally, i64::MAX);
+    if let Some(e) = failed {
+        return Err(e.into());
     }
-    let ctr_of = |t: &ArmTally| -> Option<Ratio> {
-        let per_user: Vec<(f64, f64)> = (t.users.values())
-            .map(|u| (u.engagements as f64, u.items_shown as f64))
-            .collect();
-        Ratio::over(&per_user)
-    };
-    let engaged_of = |t: &ArmTally| -> Option<Ratio> {
-        let per_user: Vec<(f64, f64)> = (t.users.values())
-            .map(|u| (f64::from(u8::from(u.engagements > 0)), 1.0))
-            .collect();
-        Ratio::over(&per_user)
-    };
-    let control_ctr = tallies.get(arms.control).and_then(ctr_of);
-    let control_engaged = tallies.get(arms.control).and_then(engaged_of);
-    let metric = |r: Option<Ratio>, control: Option<Ratio>, is_control: bool| match r {
-        None => Metric {
-            value: f64::NAN,
-            standard_error: f64::NAN,
-            vs_control: None,
-        },
-        Some(r) => Metric {
-            value: r.value,
-            standard_error: r.variance.sqrt(),
-            vs_control: control
-                .filter(|_| !is_control)
-                .map(|c| Difference::between(&r, &c).into()),
-        },
-    };
-    let arms_out: Vec<ArmReport> = (tallies.iter().enumerate())
-        .map(|(a, t)| {
-            let is_control = a == arms.control;
-            let engaged_users: Vec<&UserTally> =
-                t.users.values().filter(|u| u.engagements > 0).collect();
-            ArmReport {
-                arm: arms.names[a].clone(),
-                users: t.users.len() as u64,
-                impressions: t.impressions,
-                items_shown: t.users.values().map(|u| u.items_shown).sum(),
-                engagements: t.users.values().map(|u| u.engagements).sum(),
-                engaged_user_rate: metric(engaged_of(t), control_engaged, is_control),
-                ctr: metric(ctr_of(t), control_ctr, is_control),
-                ctr_by_position: (0..POSITIONS)
-                    .map(|p| ratio(t.engaged_at[p], t.shown_at[p]))
-                    .collect(),
-                interests_engaged_per_engaged_user: ratio(
-                    engaged_users
-                        .iter()
-                        .map(|u| u.interests_engaged.len() as u64)
-                        .sum(),
-                    engaged_users.len() as u64,
-                ),
-                interests_per_impression: ratio(t.interests_shown, t.impressions),
-            }
-        })
-        .collect();
-    let users: Vec<u64> = tallies.iter().map(|t| t.users.len() as u64).collect();
-    OnlineReport {
-        control: arms.names.get(arms.control).cloned().unwrap_or_default(),
-        arms: arms_out,
-        sample_ratio: SampleRatio::test(&users, &arms.shares).map(|s| SampleRatioView {
-            chi_square: s.chi_square,
-            p_value: s.p_value,
-            mismatch: s.mismatch(),
-        }),
-        unattributed,
-        unknown_arm_impressions,
-        users_to_detect: (control_ctr.is_some() || control_engaged.is_some()).then(|| {
-            UsersToDetect {
-                relative_change: POWER_CHANGE,
-                ctr: control_ctr.and_then(|r| users_to_detect(&r, POWER_CHANGE)),
-                engaged_user_rate: control_engaged.and_then(|r| users_to_detect(&r, POWER_CHANGE)),
-            }
-        }),
-    }
+    Ok(tally.finish())
 }
 
 /// `a / b`, NaN when `b` is 0.
@@ -439,9 +681,11 @@ pub fn read_impressions(
             .collect::<Result<Vec<Shown>, crate::EvalError>>()?;
         impressions.push(Impression {
             request_id: text("request_id")?,
+            experiment: v["experiment"].as_str().unwrap_or_default().to_owned(),
             user: text("user")?,
             arm: text("arm")?,
             time,
+            latency_micros: None,
             items,
         });
     }

@@ -18,9 +18,11 @@ fn shown(items: &[&str]) -> Vec<Shown> {
 fn impression(id: &str, user: &str, arm: &str, time: i64, items: &[&str]) -> Impression {
     Impression {
         request_id: id.into(),
+        experiment: "e".into(),
         user: user.into(),
         arm: arm.into(),
         time,
+        latency_micros: None,
         items: shown(items),
     }
 }
@@ -191,9 +193,11 @@ fn simulate(seed: u64, users: usize, policies: [Policy; 2], lose: f64) -> Online
             }
             impressions.push(Impression {
                 request_id,
+                experiment: "e".into(),
                 user: user.clone(),
                 arm: ["a", "b"][arm].into(),
                 time,
+                latency_micros: None,
                 items: shown
                     .iter()
                     .map(|&(item, topic)| Shown {

@@ -4,9 +4,10 @@
 //! - **Tokens** are given by a file or an environment variable, never on a command line (where
 //!   `ps` shows them). One entry per line (or separated by `;`): `TOKEN SCOPE[,SCOPE...]`, `#`
 //!   starts a comment. Scopes: `read` (the read routes, when reads need a token), `write`
-//!   (`POST /v1/events`), `catalog` (item changes: `POST /v1/items`, `DELETE /v1/items/{item}`;
-//!   `admin` allows them too), `admin` (`POST /v1/admin/*`). A request presents one as
-//!   `Authorization: Bearer TOKEN`; tokens are compared in constant time.
+//!   (`POST /v1/events`, `POST /v1/impressions`), `catalog` (item changes: `POST /v1/items`,
+//!   `DELETE /v1/items/{item}`; `admin` allows them too), `admin` (`POST /v1/admin/*`). A
+//!   request presents one as `Authorization: Bearer TOKEN`; tokens are compared in constant
+//!   time.
 //! - **Host names**: a request whose `Host` is not allowed is refused (DNS rebinding: a page on
 //!   another site that resolves its own name to this server). Loopback names are always allowed;
 //!   others are configured, `*` allows any. `/healthz` and `/metrics` are exempt (probes and
@@ -24,7 +25,7 @@ use crate::server::ServeError;
 pub enum Scope {
     /// Read routes (profiles, recommendations, similar items, users), when reads need a token.
     Read,
-    /// `POST /v1/events`.
+    /// `POST /v1/events` and `POST /v1/impressions`.
     Write,
     /// Item changes (`POST /v1/items`, `DELETE /v1/items/{item}`).
     Catalog,
@@ -298,7 +299,7 @@ pub enum RouteClass {
     Open,
     /// Reads of profiles and recommendations.
     Read,
-    /// `POST /v1/events`.
+    /// `POST /v1/events` and `POST /v1/impressions`.
     Write,
     /// Item changes: `POST /v1/items`, `POST /v1/items/delete`, `DELETE /v1/items/{item}`.
     Catalog,

@@ -69,13 +69,13 @@ pub enum IngestError {
 /// An id as clients send it: a string or an integer.
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum IdIn {
+pub(crate) enum IdIn {
     Text(String),
     Int(i64),
 }
 
 impl IdIn {
-    fn into_string(self) -> String {
+    pub(crate) fn into_string(self) -> String {
         match self {
             IdIn::Text(s) => s,
             IdIn::Int(i) => i.to_string(),
@@ -86,10 +86,21 @@ impl IdIn {
 /// A timestamp as clients send it: unix seconds (integer or decimal) or RFC 3339.
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum TsIn {
+pub(crate) enum TsIn {
     Int(i64),
     Float(f64),
     Text(String),
+}
+
+impl TsIn {
+    /// The unix second it names.
+    pub(crate) fn unix(self) -> Result<i64, TimestampError> {
+        match self {
+            TsIn::Int(t) => Ok(t),
+            TsIn::Float(t) => unix_seconds(t).ok_or(TimestampError::OutOfRange(t)),
+            TsIn::Text(t) => parse_timestamp(&t),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -160,12 +171,8 @@ fn parse_one(
             format!("event {index}: {e} (fields: user, item, ts, optional action, weight, id)"),
         )
     })?;
-    let time = match e.ts {
-        TsIn::Int(t) => Ok(t),
-        TsIn::Float(t) => unix_seconds(t).ok_or(TimestampError::OutOfRange(t)),
-        TsIn::Text(t) => parse_timestamp(&t),
-    }
-    .map_err(|m| reject(index, "bad_timestamp", format!("event {index}: ts: {m}")))?;
+    let time = (e.ts.unix())
+        .map_err(|m| reject(index, "bad_timestamp", format!("event {index}: ts: {m}")))?;
     if time < 0 {
         return Err(reject(
             index,

@@ -1,6 +1,7 @@
 //! Serving: the doors of the recommendation engine (`pinnersage-engine`): request
 //! metrics ([`metrics`]), events in over HTTP and NATS JetStream ([`intake`], [`nats`]) into the event store the server owns ([`owned_store`]), fleet mode
-//! (partitioned events, readiness: [`fleet`]), the listener and its phases ([`front`]), the HTTP
+//! (partitioned events, readiness: [`fleet`]), the experiments and their impressions
+//! ([`experiments`], [`impressions`]), the listener and its phases ([`front`]), the HTTP
 //! API ([`http`]), how commands find and
 //! trust a running server and hand it work ([`handoff`], over the HTTP [`client`]; item changes
 //! from files: [`remote_items`]) and [`Server`], which opens a data directory and runs all of
@@ -16,6 +17,7 @@ pub mod front;
 pub mod handoff;
 pub mod haproxy;
 pub mod http;
+pub mod impressions;
 pub mod intake;
 pub mod item_changes;
 pub mod metrics;

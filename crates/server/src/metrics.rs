@@ -30,7 +30,7 @@ use crate::owned_store::OwnedStore;
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Routes measured, by label; a route not listed counts as `other`.
-pub const ROUTES: [&str; 16] = [
+pub const ROUTES: [&str; 18] = [
     "recommendations",
     "profile",
     "map",
@@ -39,6 +39,8 @@ pub const ROUTES: [&str; 16] = [
     "items",
     "items_delete",
     "events",
+    "impressions",
+    "experiment_report",
     "batch",
     "healthz",
     "readyz",
@@ -190,6 +192,8 @@ pub struct Observed {
     pub serving: Arc<Serving>,
     /// The owned event store: stored events, store writes and their phases, its engine.
     pub store: Arc<OwnedStore>,
+    /// The impression writer's counters, when experiments are defined.
+    pub recorder: Option<Arc<crate::impressions::RecorderCounters>>,
     /// The NATS consumer's counters, when one runs.
     pub nats: Option<Arc<NatsCounters>>,
     /// The shipped-profiles watcher's counters, when one runs.
@@ -356,6 +360,45 @@ impl Collector for Observed {
         ] {
             let labels = [("phase", phase)];
             encode_histogram(histogram, &mut phases.encode_family(&labels)?)?;
+        }
+
+        if let Some(r) = &self.recorder {
+            for (name, help, value) in [
+                (
+                    "pinnersage_impressions_recorded",
+                    "Experiment impressions written to the impression store.",
+                    &r.recorded,
+                ),
+                (
+                    "pinnersage_impressions_dropped",
+                    "Served impressions dropped: the impression writer's queue was full.",
+                    &r.dropped,
+                ),
+                (
+                    "pinnersage_impressions_invalid",
+                    "Served impressions the store cannot hold (a user id over its limit).",
+                    &r.invalid,
+                ),
+                (
+                    "pinnersage_impression_write_failures",
+                    "Impressions whose write failed.",
+                    &r.failed,
+                ),
+                (
+                    "pinnersage_impression_writes",
+                    "Impression store writes (one fsync each).",
+                    &r.writes,
+                ),
+            ] {
+                page.counter(name, help, value.load(Relaxed))?;
+            }
+            let metric = page.0.encode_descriptor(
+                "pinnersage_impression_write_seconds",
+                "Time of each impression store write (journal write + fsync).",
+                None,
+                MetricType::Histogram,
+            )?;
+            encode_histogram(&r.write_time, &mut { metric })?;
         }
 
         let store = self.store.engine_stats();

@@ -57,6 +57,11 @@ impl OwnedStore {
         self.ingestor.counters()
     }
 
+    /// The event store itself (reports read it).
+    pub fn events(&self) -> &Arc<EventStore> {
+        &self.store
+    }
+
     /// The event store's flush and compaction backlog.
     pub fn engine_stats(&self) -> EngineStats {
         self.store.engine_stats()

@@ -13,12 +13,14 @@ use pinnersage_index::persist;
 use pinnersage_pipeline::online::ingest::DEFAULT_QUEUE;
 use pinnersage_pipeline::online::{DEFAULT_MAX_USERS, DEFAULT_ONLINE_ACTIONS};
 use pinnersage_store::events::EventStoreError;
+use pinnersage_store::impressions::ImpressionStore;
 
 use crate::auth::AuthConfig;
 use crate::fleet::{Readiness, ShippedCounters, watch_shipped};
 use crate::front::{DEFAULT_HEADER_TIMEOUT, Front};
 use crate::handoff::{ServerRecord, server_file};
 use crate::http::{AppState, DEFAULT_MAX_IN_FLIGHT, DEFAULT_REQUEST_TIMEOUT, Limits};
+use crate::impressions::Recorder;
 use crate::metrics::{Metrics, Observed};
 use crate::nats::{self, NatsConfig, NatsCounters, NatsError};
 use crate::owned_store::OwnedStore;
@@ -69,6 +71,10 @@ pub struct ServeConfig {
     /// The online experiments (none by default): a user's arm sets the retrieval of their
     /// recommendations.
     pub experiments: crate::experiments::Experiments,
+    /// Days the experiments' impressions are kept.
+    pub impression_retention_days: u32,
+    /// Whether an answer waits until its impression is on disk.
+    pub impression_durability: crate::impressions::Durability,
 }
 
 impl Default for ServeConfig {
@@ -93,6 +99,8 @@ impl Default for ServeConfig {
             ingest_queue: DEFAULT_QUEUE,
             fold_fraction: pinnersage_engine::serving::DEFAULT_FOLD_FRACTION,
             experiments: Default::default(),
+            impression_retention_days: pinnersage_store::impressions::DEFAULT_RETENTION_DAYS,
+            impression_durability: Default::default(),
         }
     }
 }
@@ -112,6 +120,9 @@ pub enum ServeError {
     /// The event store is in use or failed.
     #[error(transparent)]
     Events(#[from] EventStoreError),
+    /// The impression store could not be opened.
+    #[error(transparent)]
+    Impressions(#[from] pinnersage_store::impressions::ImpressionError),
     /// The profiles could not be opened.
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -188,6 +199,8 @@ pub struct Server {
     data_dir: PathBuf,
     serving: Arc<Serving>,
     store: Arc<OwnedStore>,
+    /// The experiments' impression writer, when experiments are defined.
+    recorder: Option<Arc<Recorder>>,
     recovered: u64,
     config: ServeConfig,
 }
@@ -240,6 +253,17 @@ impl Server {
         )?
         .with_journal(journal);
         let (store, recovered) = OwnedStore::open(&engine, config.ingest_queue)?;
+        // Impressions are recorded once an experiments file defines an experiment.
+        let recorder = if config.experiments.all.is_empty() {
+            None
+        } else {
+            let impressions = ImpressionStore::open(data_dir, config.impression_retention_days)?;
+            Some(Arc::new(Recorder::start(
+                Arc::new(impressions),
+                config.impression_durability,
+                crate::impressions::DEFAULT_QUEUE,
+            )))
+        };
         let serving = Arc::new(
             Serving::new(
                 engine,
@@ -255,6 +279,7 @@ impl Server {
             data_dir: data_dir.to_path_buf(),
             serving,
             store: Arc::new(store),
+            recorder,
             recovered,
             config,
         })
@@ -375,6 +400,7 @@ impl Server {
         let metrics = Metrics::default().observe(Observed {
             serving: self.serving.clone(),
             store: self.store.clone(),
+            recorder: self.recorder.as_ref().map(|r| r.counters().clone()),
             nats: nats.clone(),
             shipped: shipped.clone(),
         });
@@ -396,6 +422,7 @@ impl Server {
             nats_task,
             experiments: Arc::new(self.config.experiments.clone()),
             requests: Arc::new(crate::http::RequestIds::new()),
+            recorder: self.recorder,
         };
         Ok((state, self.data_dir))
     }
@@ -440,6 +467,7 @@ impl pinnersage_core::error::Kind for ServeError {
             Self::Catalog(e) => e.kind(),
             Self::Index(e) => e.kind(),
             Self::Events(e) => e.kind(),
+            Self::Impressions(e) => e.kind(),
             Self::Engine(e) => e.kind(),
             Self::Nats(e) => e.kind(),
             Self::Io { source, .. } => ErrorKind::of_io(source),

@@ -119,3 +119,181 @@ fn without_experiments_answers_carry_a_request_id_only() {
     let (_, listed) = server.get_json("/v1/admin/experiments");
     assert_eq!(listed["experiments"], serde_json::json!([]));
 }
+
+/// Waits until the server has written `n` impressions in all.
+fn recorded(server: &Server, n: f64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, text) = server.request("GET", "/metrics");
+        let written = metric(&text, "pinnersage_impressions_recorded_total");
+        if written >= n {
+            assert_eq!(written, n, "more impressions than answers");
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{written} of {n} written"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn impressions_are_recorded_engagements_attributed_and_the_report_served() {
+    let dir = tempfile::tempdir().unwrap();
+    make_data_dir(dir.path());
+    let split = Experiments::parse(FILE, &ServeConfig::default().retrieval).unwrap();
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    };
+    // Per arm: users shown, items shown, engagements made.
+    let mut expected: std::collections::HashMap<&str, (u64, u64, u64)> = Default::default();
+    let mut clicks = Vec::new();
+    let mut posted = Vec::new();
+    {
+        let server = Server::start_with(dir.path(), config(FILE));
+        for u in 0..40 {
+            let user = format!("u{u}");
+            let (_, body) = server.get_json(&format!("/v1/users/{user}/recommendations?k=10"));
+            let arm = split.assign(&user).unwrap().arm;
+            let request_id = body["request_id"].as_str().unwrap().to_owned();
+            let shown: Vec<String> = if arm == "current" {
+                // The team's recommender shows its own items and posts the impression.
+                let items: Vec<String> = (0..5).map(|k| format!("i{}", u * 7 + k)).collect();
+                // Posted later, stamped with the time it was shown (before the click).
+                posted.push(format!(
+                    r#"{{"request_id":"{request_id}","experiment":"interests","arm":"current","user":"{user}","time":{},"items":{}}}"#,
+                    now(),
+                    serde_json::to_string(&items).unwrap()
+                ));
+                items
+            } else {
+                ids(&body["items"])
+            };
+            let entry = expected.entry(arm).or_default();
+            entry.0 += 1;
+            entry.1 += shown.len() as u64;
+            // Every third user engages with the second item shown (some with its request id).
+            if u % 3 == 0 {
+                entry.2 += 1;
+                let item = &shown[1];
+                let named = if u % 2 == 0 {
+                    format!(r#","request_id":"{request_id}""#)
+                } else {
+                    String::new()
+                };
+                clicks.push(format!(
+                    r#"{{"user":"{user}","item":"{item}","ts":{},"action":"click"{named}}}"#,
+                    now()
+                ));
+            }
+        }
+        let (status, reply) = server.post_json(
+            "/v1/impressions",
+            &format!(r#"{{"impressions":[{}]}}"#, posted.join(",")),
+        );
+        assert_eq!(status, 202, "{reply}");
+        assert_eq!(reply["recorded"], posted.len());
+        let (status, reply) = server.post_json("/v1/events", &events_body(&clicks));
+        assert_eq!(status, 202, "{reply}");
+        recorded(&server, 40.0);
+    }
+    // After a restart the report holds everything: impressions are on disk.
+    let server = Server::start_with(dir.path(), config(FILE));
+    let (status, report) = server.get_json("/v1/experiments/interests/report");
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["control"], "one");
+    assert_eq!(report["unattributed"], 0, "{report}");
+    for arm in report["arms"].as_array().unwrap() {
+        let name = arm["arm"].as_str().unwrap();
+        let (users, items, engagements) = expected[name];
+        assert_eq!(arm["users"], users, "{name}: {arm}");
+        assert_eq!(arm["impressions"], users, "{name}");
+        assert_eq!(arm["items_shown"], items, "{name}");
+        assert_eq!(arm["engagements"], engagements, "{name}");
+        assert_eq!(arm["ctr_by_position"][1], engagements as f64 / users as f64);
+        let daily = arm["daily"].as_array().unwrap();
+        let by_day: u64 = daily
+            .iter()
+            .map(|d| d["engagements"].as_u64().unwrap())
+            .sum();
+        assert_eq!(by_day, engagements, "{name}: {daily:?}");
+        // Our arms' answers are timed; the team's are not.
+        assert_eq!(arm["latency"].is_object(), name != "current", "{name}");
+    }
+    let (_, missing) = server.get_json("/v1/experiments/nope/report");
+    assert_eq!(error_code(&missing), "unknown_experiment");
+    let (status, bad) = server.get_json("/v1/experiments/interests/report?from=yesterday");
+    assert_eq!((status, error_code(&bad)), (400, "bad_request"), "{bad}");
+}
+
+#[test]
+fn posted_impressions_are_checked_and_recorded_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    make_data_dir(dir.path());
+    let split = Experiments::parse(FILE, &ServeConfig::default().retrieval).unwrap();
+    let server = Server::start_with(dir.path(), config(FILE));
+    // "u3" is forced into the external arm; find a user of an arm we serve.
+    let ours = (0..40)
+        .map(|u| format!("u{u}"))
+        .find(|u| split.assign(u).unwrap().arm == "one")
+        .unwrap();
+    let good = r#"{"request_id":"r1","experiment":"interests","arm":"current","user":"u3","items":["i1",{"item":"i2","interest":"i9"}]}"#;
+    let bad = |field: &str, value: &str| {
+        let mut v: serde_json::Value = serde_json::from_str(good).unwrap();
+        v[field] = serde_json::from_str(value).unwrap();
+        v.to_string()
+    };
+    let future = format!("{}", i64::MAX / 2);
+    let cases = [
+        (bad("experiment", r#""other""#), "unknown_experiment"),
+        (bad("arm", r#""nope""#), "unknown_arm"),
+        (bad("arm", r#""one""#), "not_external"),
+        (bad("user", &format!("{ours:?}")), "wrong_arm"),
+        (bad("items", r#"["not-an-item"]"#), "unknown_item"),
+        (bad("time", &future), "future_timestamp"),
+        (bad("time", "1000"), "expired"),
+        (bad("request_id", r#""""#), "bad_impression"),
+        (bad("user", "[1]"), "bad_impression"),
+    ];
+    for (impression, code) in &cases {
+        // The good one first: nothing of a request with a bad one is recorded.
+        let body = format!(r#"{{"impressions":[{good},{impression}]}}"#);
+        let (status, reply) = server.post_json("/v1/impressions", &body);
+        assert_eq!((status, error_code(&reply)), (400, *code), "{reply}");
+        assert!(
+            reply["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("impression 1: "),
+            "{reply}"
+        );
+    }
+    for (body, code, expected) in [
+        ("{}".to_owned(), "bad_body", 400),
+        (r#"{"impressions":[]}"#.to_owned(), "bad_body", 400),
+        (
+            format!(r#"{{"impressions":[{}]}}"#, vec![good; 10_001].join(",")),
+            "too_many_impressions",
+            413,
+        ),
+    ] {
+        let (status, reply) = server.post_json("/v1/impressions", &body);
+        assert_eq!((status, error_code(&reply)), (expected, code), "{reply}");
+    }
+    let (_, text) = server.request("GET", "/metrics");
+    assert_eq!(metric(&text, "pinnersage_impressions_recorded_total"), 0.0);
+    let (status, reply) =
+        server.post_json("/v1/impressions", &format!(r#"{{"impressions":[{good}]}}"#));
+    assert_eq!((status, &reply["recorded"]), (202, &serde_json::json!(1)));
+    recorded(&server, 1.0);
+    // A server without experiments takes no impressions.
+    drop(server);
+    let plain = Server::start(dir.path());
+    let (status, reply) =
+        plain.post_json("/v1/impressions", &format!(r#"{{"impressions":[{good}]}}"#));
+    assert_eq!((status, error_code(&reply)), (400, "unknown_experiment"));
+}

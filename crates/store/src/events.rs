@@ -493,12 +493,31 @@ impl EventStore {
     pub fn for_each_after(
         &self,
         after: i64,
+        visit: impl FnMut(&str, StoredEvent),
+    ) -> Result<(), EventStoreError> {
+        match after.checked_add(1) {
+            Some(start) => self.for_each_between(start, i64::MAX, visit),
+            None => Ok(()),
+        }
+    }
+
+    /// Calls `visit(user, event)` for every event with `from <= time <= to`, in time order.
+    pub fn for_each_between(
+        &self,
+        from: i64,
+        to: i64,
         mut visit: impl FnMut(&str, StoredEvent),
     ) -> Result<(), EventStoreError> {
-        let Some(start) = after.checked_add(1) else {
+        if from > to {
             return Ok(());
+        }
+        let range = match to.checked_add(1) {
+            Some(end) => self
+                .by_time
+                .range(time_key(from).to_vec()..time_key(end).to_vec()),
+            None => self.by_time.range(time_key(from).to_vec()..),
         };
-        for guard in self.by_time.range(time_key(start).to_vec()..) {
+        for guard in range {
             let tkey = guard.key().map_err(|s| self.engine(s))?;
             // by_time key: [time][user prefix][hash] -> by_user key: [user prefix][time][hash]
             let rest = tkey

@@ -1,8 +1,330 @@
-//! The online experiments: `GET /v1/admin/experiments`.
+//! The online experiments: `GET /v1/admin/experiments`, `POST /v1/impressions` (what a team's
+//! own recommender showed, for an `external` arm) and `GET /v1/experiments/{name}/report`.
 
 use super::*;
+use crate::experiments::{ArmPlan, Experiment};
+use crate::impressions::RecordError;
+use crate::intake::{IdIn, MAX_CLOCK_SKEW_SECONDS, TsIn};
+use pinnersage_eval::online::{ArmsOf, DEFAULT_WINDOW_SECONDS, StoredPeriod, report_from_stores};
+use pinnersage_store::impressions::{DAY_SECONDS, Impression, Shown, check_impression};
+
+/// Most impressions in one `POST /v1/impressions`.
+pub const MAX_IMPRESSIONS_PER_REQUEST: usize = 10_000;
 
 /// The experiments the server runs, as its experiments file defines them.
 pub(super) async fn admin_experiments(State(state): State<AppState>) -> Response {
     json_response(&state.experiments.view())
+}
+
+#[derive(Deserialize)]
+struct ImpressionsIn<'a> {
+    /// Each impression stays raw until it is parsed on its own (errors by index).
+    #[serde(borrow)]
+    impressions: Vec<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImpressionIn {
+    request_id: IdIn,
+    experiment: String,
+    arm: String,
+    user: IdIn,
+    time: Option<TsIn>,
+    items: Vec<ShownIn>,
+}
+
+/// An item shown: its id, or `{"item": ID, "interest": ID}`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ShownIn {
+    Id(IdIn),
+    Full { item: IdIn, interest: Option<IdIn> },
+}
+
+fn bad_impression(index: usize, code: &'static str, message: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        code,
+        format!("impression {index}: {message}; nothing was recorded"),
+    )
+}
+
+/// One posted impression, checked against the experiments, the split, the catalog and the store.
+fn impression_of(
+    index: usize,
+    raw: &RawValue,
+    state: &AppState,
+    catalog: &Catalog,
+    now: i64,
+    retention_days: u32,
+) -> Result<Impression, ApiError> {
+    let bad = |code, message: String| bad_impression(index, code, message);
+    let i: ImpressionIn = serde_json::from_str(raw.get()).map_err(|e| {
+        bad(
+            "bad_impression",
+            format!("{e} (fields: request_id, experiment, arm, user, items, optional time)"),
+        )
+    })?;
+    let experiment: &Experiment = (state.experiments.all.iter())
+        .find(|e| e.name == i.experiment)
+        .ok_or_else(|| {
+            bad(
+                "unknown_experiment",
+                format!(
+                    "experiment {:?} is not in the server's experiments file",
+                    i.experiment
+                ),
+            )
+        })?;
+    let arm = (experiment.arms.iter().find(|a| a.name == i.arm)).ok_or_else(|| {
+        let arms: Vec<&str> = experiment.arms.iter().map(|a| a.name.as_str()).collect();
+        bad(
+            "unknown_arm",
+            format!(
+                "experiment {:?} has no arm {:?} (its arms: {})",
+                experiment.name,
+                i.arm,
+                arms.join(", ")
+            ),
+        )
+    })?;
+    if arm.plan != ArmPlan::External {
+        return Err(bad(
+            "not_external",
+            format!(
+                "arm {:?} is served by this server, which records its impressions itself; post \
+                 impressions of `external = true` arms only",
+                arm.name
+            ),
+        ));
+    }
+    let user = i.user.into_string();
+    let assigned = experiment.arm_of(&user);
+    if assigned.name != arm.name {
+        return Err(bad(
+            "wrong_arm",
+            format!(
+                "user {user:?} is in arm {:?} of experiment {:?}, not {:?}: show each user what \
+                 their arm serves (the arm is in every recommendations answer)",
+                assigned.name, experiment.name, arm.name
+            ),
+        ));
+    }
+    let time = match i.time {
+        None => now,
+        Some(ts) => ts
+            .unix()
+            .map_err(|e| bad("bad_timestamp", format!("time: {e}")))?,
+    };
+    if time > now.saturating_add(MAX_CLOCK_SKEW_SECONDS) {
+        return Err(bad(
+            "future_timestamp",
+            format!(
+                "time {time} is {}s in the future (at most {MAX_CLOCK_SKEW_SECONDS}s allowed)",
+                time - now
+            ),
+        ));
+    }
+    let oldest = now - i64::from(retention_days) * DAY_SECONDS;
+    if time < oldest {
+        return Err(bad(
+            "expired",
+            format!(
+                "time {time} is older than the impressions' retention of {retention_days} days"
+            ),
+        ));
+    }
+    let mut items = Vec::with_capacity(i.items.len());
+    for (k, shown) in i.items.into_iter().enumerate() {
+        let (item, interest) = match shown {
+            ShownIn::Id(item) => (item.into_string(), None),
+            ShownIn::Full { item, interest } => {
+                (item.into_string(), interest.map(IdIn::into_string))
+            }
+        };
+        if catalog.row_of(&item).is_none() {
+            return Err(bad(
+                "unknown_item",
+                format!(
+                    "items[{k}]: item {item:?} is not in the catalog (engagements with it would be \
+                     refused by /v1/events, so the arm's clicks on it would go uncounted)"
+                ),
+            ));
+        }
+        items.push(Shown { item, interest });
+    }
+    let impression = Impression {
+        request_id: i.request_id.into_string(),
+        experiment: experiment.name.clone(),
+        arm: arm.name.clone(),
+        user,
+        time,
+        latency_micros: None,
+        items,
+    };
+    check_impression(&impression).map_err(|e| bad("bad_impression", e.to_string()))?;
+    Ok(impression)
+}
+
+/// `POST /v1/impressions`: `{"impressions":[{"request_id","experiment","arm","user","items",
+/// "time"?}]}`, all or nothing; 202 `{"recorded": N}` once they are on disk.
+pub(super) async fn post_impressions(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body?;
+    let parsed: ImpressionsIn = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            format!("body must be {{\"impressions\":[...]}}: {e} (see /openapi.json)"),
+        )
+    })?;
+    if parsed.impressions.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            "\"impressions\" is empty",
+        ));
+    }
+    if parsed.impressions.len() > MAX_IMPRESSIONS_PER_REQUEST {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_impressions",
+            format!(
+                "{} impressions in one request; the limit is {MAX_IMPRESSIONS_PER_REQUEST}",
+                parsed.impressions.len()
+            ),
+        ));
+    }
+    let Some(recorder) = &state.recorder else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "unknown_experiment",
+            "this server runs no experiments (serve --experiments FILE); nothing was recorded",
+        ));
+    };
+    let engine = state.engine();
+    let now = unix_now();
+    let retention = recorder.store().retention_days();
+    let impressions = (parsed.impressions.iter().enumerate())
+        .map(|(index, raw)| impression_of(index, raw, &state, engine.catalog(), now, retention))
+        .collect::<Result<Vec<Impression>, ApiError>>()?;
+    let recorded = impressions.len();
+    recorder
+        .acknowledged(impressions)
+        .await
+        .map_err(|e| match e {
+            RecordError::Busy(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string()).retry_after(1)
+            }
+            RecordError::Invalid(e) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_impression", e.to_string())
+            }
+            RecordError::Failed(m) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_recorded", m)
+            }
+        })?;
+    let mut response = json_response(&json!({ "recorded": recorded }));
+    *response.status_mut() = StatusCode::ACCEPTED;
+    Ok(response)
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ReportQuery {
+    from: Option<String>,
+    to: Option<String>,
+    window_hours: Option<f64>,
+}
+
+/// A query's time: unix seconds or RFC 3339.
+fn time_param(name: &str, value: Option<&str>, default: i64) -> Result<i64, ApiError> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    let ts = match value.parse::<i64>() {
+        Ok(t) => TsIn::Int(t),
+        Err(_) => TsIn::Text(value.to_owned()),
+    };
+    ts.unix().map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("`{name}`: {e} (unix seconds or RFC 3339)"),
+        )
+    })
+}
+
+/// `GET /v1/experiments/{name}/report`: the experiment's report over the impressions this
+/// server recorded from `from` to `to` (default: the retention up to now) and the engagement
+/// events it stored, attributed within `window_hours` (default 24).
+pub(super) async fn experiment_report(
+    State(state): State<AppState>,
+    place: Option<Extension<InFlight>>,
+    name: Result<Path<String>, PathRejection>,
+    query: Result<Query<ReportQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Path(name) = name?;
+    let Query(q) = query?;
+    let experiment = (state.experiments.all.iter().find(|e| e.name == name)).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_experiment",
+            format!("experiment {name:?} is not in the server's experiments file"),
+        )
+    })?;
+    let recorder = state.recorder.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_experiment",
+            "no experiments",
+        )
+    })?;
+    let now = unix_now();
+    let retention = i64::from(recorder.store().retention_days()) * DAY_SECONDS;
+    let window_hours = q
+        .window_hours
+        .unwrap_or(DEFAULT_WINDOW_SECONDS as f64 / 3_600.0);
+    if !(window_hours.is_finite() && (0.0..=24.0 * 365.0).contains(&window_hours)) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("`window_hours` must be between 0 and 8760, got {window_hours}"),
+        ));
+    }
+    let period = StoredPeriod {
+        experiment: experiment.name.clone(),
+        from: time_param("from", q.from.as_deref(), now - retention)?,
+        to: time_param("to", q.to.as_deref(), now)?,
+        window_seconds: (window_hours * 3_600.0).round() as i64,
+    };
+    let arms = ArmsOf {
+        names: experiment.arms.iter().map(|a| a.name.clone()).collect(),
+        shares: experiment.arms.iter().map(|a| a.share).collect(),
+        control: experiment.control,
+    };
+    let events = state.store.events().clone();
+    let report = blocking(place, move || {
+        report_from_stores(&arms, &period, recorder.store(), &events).map(|r| (r, period))
+    })
+    .await?
+    .map_err(|e| ApiError::of(&e, "report_failed"))?;
+    #[derive(Serialize)]
+    struct ReportOut<'a> {
+        experiment: &'a str,
+        from: i64,
+        to: i64,
+        window_hours: f64,
+        #[serde(flatten)]
+        report: pinnersage_eval::online::OnlineReport,
+    }
+    let (report, period) = report;
+    Ok(json_response(&ReportOut {
+        experiment: &experiment.name,
+        from: period.from,
+        to: period.to,
+        window_hours,
+        report,
+    }))
 }

@@ -56,7 +56,7 @@ pub(super) fn route_class(req: &Request) -> RouteClass {
     let path = req.extensions().get::<MatchedPath>().map(|p| p.as_str());
     match (req.method(), path) {
         (_, Some("/" | "/healthz" | "/readyz" | "/metrics" | "/openapi.json")) => RouteClass::Open,
-        (&Method::POST, Some("/v1/events")) => RouteClass::Write,
+        (&Method::POST, Some("/v1/events" | "/v1/impressions")) => RouteClass::Write,
         (&Method::POST, Some("/v1/items" | "/v1/items/delete"))
         | (&Method::DELETE, Some("/v1/items/{item}")) => RouteClass::Catalog,
         (_, Some(p)) if p.starts_with("/v1/admin/") => RouteClass::Admin,
@@ -296,6 +296,8 @@ pub(super) async fn track(State(state): State<AppState>, req: Request, next: Nex
         Some("/v1/items") => "items",
         Some("/v1/items/delete" | "/v1/items/{item}") => "items_delete",
         Some("/v1/events") => "events",
+        Some("/v1/impressions") => "impressions",
+        Some("/v1/experiments/{name}/report") => "experiment_report",
         Some("/v1/admin/batch") => "batch",
         Some("/healthz") => "healthz",
         Some("/readyz") => "readyz",

@@ -70,6 +70,8 @@ pub struct AppState {
     pub experiments: Arc<crate::experiments::Experiments>,
     /// The source of recommendation answers' `request_id`s.
     pub requests: Arc<RequestIds>,
+    /// The experiments' impression writer (when the experiments file defines any).
+    pub recorder: Option<Arc<crate::impressions::Recorder>>,
 }
 
 impl AppState {
@@ -127,6 +129,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events", post(events))
         .route("/v1/admin/batch", post(admin_batch))
         .route("/v1/admin/experiments", get(admin_experiments))
+        .route("/v1/impressions", post(post_impressions))
+        .route("/v1/experiments/{name}/report", get(experiment_report))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::experiments::ArmPlan;
+use pinnersage_store::impressions::{Impression, Shown};
 
 #[derive(Debug, Deserialize)]
 pub(super) struct RecoQuery {
@@ -95,6 +96,7 @@ pub(super) async fn recommendations(
     query: Result<Query<RecoQuery>, QueryRejection>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
+    let started = Instant::now();
     let Path(user) = user?;
     state.holds(&user)?;
     let Query(q) = query?;
@@ -120,6 +122,7 @@ pub(super) async fn recommendations(
         None => engine.retrieval(),
     };
     let bad = |e: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e);
+    let now = unix_now();
     let req = RecoRequest {
         k: q.k.unwrap_or(50),
         medoids: q.medoids.unwrap_or(defaults.medoids),
@@ -133,7 +136,7 @@ pub(super) async fn recommendations(
         },
         global: q.global.unwrap_or(defaults.global),
         exclude_seen: q.exclude_seen.unwrap_or(true),
-        now: unix_now(),
+        now,
         nonce: crate::clock::unix_nanos(),
     };
     let engine = &engine;
@@ -165,7 +168,35 @@ pub(super) async fn recommendations(
             .collect(),
         fallback: reco.fallback,
     };
+    if let (Some(assigned), Some(recorder)) = (assignment, &state.recorder) {
+        recorder
+            .served(impression_of(&body, assigned, now, started))
+            .await;
+    }
     Ok(json_response(&body))
+}
+
+/// What an answer to a user in an experiment showed, timed from the request's start.
+fn impression_of(
+    answer: &RecommendationsOut<'_>,
+    assigned: crate::experiments::Assignment<'_>,
+    now: i64,
+    started: Instant,
+) -> Impression {
+    Impression {
+        request_id: answer.request_id.clone(),
+        experiment: assigned.experiment.to_owned(),
+        arm: assigned.arm.to_owned(),
+        user: answer.user.to_owned(),
+        time: now,
+        latency_micros: Some(u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX - 1)),
+        items: (answer.items.iter())
+            .map(|i| Shown {
+                item: i.item.to_owned(),
+                interest: i.medoid.map(str::to_owned),
+            })
+            .collect(),
+    }
 }
 
 #[derive(Debug, Deserialize)]

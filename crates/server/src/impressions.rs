@@ -1,0 +1,261 @@
+//! Recording impressions: what the answers to an experiment's users showed, and what a team
+//! posts for its own recommender (`POST /v1/impressions`), written by one thread in groups, each
+//! group one atomic, fsynced write of the [`ImpressionStore`].
+//!
+//! An answer does not wait for its impression unless the server is told to
+//! ([`Durability::Acknowledged`]): by default ([`Durability::Buffered`]) the impression is queued
+//! and written with the next group (within one write cycle, about one fsync), so a kill -9
+//! loses at most the impressions of the answers of that cycle. A full queue drops a served
+//! impression (counted in `/metrics`) rather than slow the answer; a posted one is refused
+//! with 503 instead, nothing of its request recorded.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use pinnersage_pipeline::online::histogram::Histogram;
+use pinnersage_store::impressions::{
+    Impression, ImpressionError, ImpressionStore, check_impression, day_of,
+};
+
+use crate::clock::unix_now;
+
+/// Impressions waiting for the writer at most, by default.
+pub const DEFAULT_QUEUE: usize = 65_536;
+/// Most impressions in one write.
+const MAX_GROUP: usize = 8_192;
+
+/// When an impression counts as recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// The answer goes out at once; its impression is written with the next group.
+    #[default]
+    Buffered,
+    /// The answer waits until its impression is fsynced (adds about one fsync to its latency).
+    Acknowledged,
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "buffered" => Ok(Self::Buffered),
+            "acknowledged" => Ok(Self::Acknowledged),
+            other => Err(format!(
+                "impression durability {other:?}: expected `buffered` (answers do not wait) or \
+                 `acknowledged` (an answer waits until its impression is on disk)"
+            )),
+        }
+    }
+}
+
+/// The recorder's counters, shown by `/metrics`.
+#[derive(Debug, Default)]
+pub struct RecorderCounters {
+    /// Impressions written.
+    pub recorded: AtomicU64,
+    /// Served impressions dropped because the queue was full.
+    pub dropped: AtomicU64,
+    /// Served impressions not recorded because the store cannot hold them (a user id longer
+    /// than the store's limit).
+    pub invalid: AtomicU64,
+    /// Impressions whose write failed.
+    pub failed: AtomicU64,
+    /// Writes (fsyncs).
+    pub writes: AtomicU64,
+    /// Time of each write.
+    pub write_time: Histogram,
+    /// The last write error, until a write succeeds.
+    pub failing: std::sync::Mutex<Option<String>>,
+}
+
+/// Why impressions were not recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The writer's queue is full: nothing was recorded, retry shortly.
+    #[error("the impression writer is busy ({0} impressions waiting); retry shortly")]
+    Busy(usize),
+    /// An impression is invalid: nothing of the request was recorded.
+    #[error(transparent)]
+    Invalid(#[from] ImpressionError),
+    /// Writing failed: nothing of the request was recorded.
+    #[error("{0}")]
+    Failed(String),
+}
+
+type Reply = tokio::sync::oneshot::Sender<Result<(), String>>;
+
+struct Job {
+    impressions: Vec<Impression>,
+    reply: Option<Reply>,
+}
+
+/// The impression writer. Dropping it writes what is queued and joins its thread.
+pub struct Recorder {
+    tx: Option<SyncSender<Job>>,
+    capacity: usize,
+    durability: Durability,
+    store: Arc<ImpressionStore>,
+    counters: Arc<RecorderCounters>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder")
+            .field("store", &self.store)
+            .field("durability", &self.durability)
+            .finish()
+    }
+}
+
+impl Recorder {
+    /// Starts the writer over `store`, with room for `queue` waiting submissions.
+    pub fn start(store: Arc<ImpressionStore>, durability: Durability, queue: usize) -> Self {
+        let capacity = queue.max(1);
+        let (tx, rx) = sync_channel(capacity);
+        let counters = Arc::new(RecorderCounters::default());
+        let (s, c) = (store.clone(), counters.clone());
+        let thread = std::thread::Builder::new()
+            .name("pinnersage-impressions".into())
+            .spawn(move || write_loop(&rx, &s, &c))
+            .expect("spawning a thread");
+        Self {
+            tx: Some(tx),
+            capacity,
+            durability,
+            store,
+            counters,
+            thread: Some(thread),
+        }
+    }
+
+    /// The store written to.
+    pub fn store(&self) -> &Arc<ImpressionStore> {
+        &self.store
+    }
+
+    /// The writer's counters.
+    pub fn counters(&self) -> &Arc<RecorderCounters> {
+        &self.counters
+    }
+
+    /// Records the impression of an answer: queued (and dropped, counted, when the queue is
+    /// full), or with [`Durability::Acknowledged`] waited for until written.
+    pub async fn served(&self, impression: Impression) {
+        let outcome = match self.durability {
+            Durability::Buffered => self.send(vec![impression], None),
+            Durability::Acknowledged => self.acknowledged(vec![impression]).await,
+        };
+        // A failed write is counted by the writer; the answer goes out either way.
+        match outcome {
+            Err(RecordError::Invalid(_)) => self.counters.invalid.fetch_add(1, Relaxed),
+            Err(RecordError::Busy(_)) => self.counters.dropped.fetch_add(1, Relaxed),
+            Ok(()) | Err(RecordError::Failed(_)) => 0,
+        };
+    }
+
+    /// Records `impressions` and resolves once they are durable; an invalid one refuses them all.
+    pub async fn acknowledged(&self, impressions: Vec<Impression>) -> Result<(), RecordError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(impressions, Some(tx))?;
+        rx.await
+            .map_err(|_| RecordError::Failed("the impression writer stopped".into()))?
+            .map_err(RecordError::Failed)
+    }
+
+    /// Queues `impressions` after checking each (an invalid one would fail its whole group).
+    fn send(&self, impressions: Vec<Impression>, reply: Option<Reply>) -> Result<(), RecordError> {
+        for i in &impressions {
+            check_impression(i)?;
+        }
+        let Some(tx) = &self.tx else {
+            return Err(RecordError::Failed("the impression writer stopped".into()));
+        };
+        tx.try_send(Job { impressions, reply })
+            .map_err(|e| match e {
+                TrySendError::Full(_) => RecordError::Busy(self.capacity),
+                TrySendError::Disconnected(_) => {
+                    RecordError::Failed("the impression writer stopped".into())
+                }
+            })
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The writer: takes what is queued (up to [`MAX_GROUP`] impressions) as one write, answers its
+/// waiters, and expires past days as days pass (also while idle).
+fn write_loop(rx: &Receiver<Job>, store: &ImpressionStore, counters: &RecorderCounters) {
+    let mut today = i64::MIN;
+    loop {
+        let now_day = day_of(unix_now());
+        if now_day != today {
+            today = now_day;
+            if let Err(e) = store.expire(unix_now()) {
+                note(counters, Some(e.to_string()));
+            }
+        }
+        let first = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(job) => job,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let mut jobs = vec![first];
+        let mut total = jobs[0].impressions.len();
+        while total < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(job) => {
+                    total += job.impressions.len();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut batch = Vec::with_capacity(total);
+        let mut replies = Vec::new();
+        for job in jobs {
+            batch.extend(job.impressions);
+            replies.extend(job.reply);
+        }
+        let started = std::time::Instant::now();
+        let written = store.record(&batch);
+        counters.write_time.record(started.elapsed());
+        counters.writes.fetch_add(1, Relaxed);
+        let outcome = match written {
+            Ok(()) => {
+                counters.recorded.fetch_add(batch.len() as u64, Relaxed);
+                note(counters, None);
+                Ok(())
+            }
+            Err(e) => {
+                counters.failed.fetch_add(batch.len() as u64, Relaxed);
+                note(counters, Some(e.to_string()));
+                Err(describe(&e))
+            }
+        };
+        for reply in replies {
+            let _ = reply.send(outcome.clone());
+        }
+    }
+}
+
+fn note(counters: &RecorderCounters, failing: Option<String>) {
+    if let Ok(mut f) = counters.failing.lock() {
+        *f = failing;
+    }
+}
+
+fn describe(e: &ImpressionError) -> String {
+    format!("impressions not recorded: {e}")
+}
