@@ -1,9 +1,11 @@
 //! `pinnersage-bench`, the benchmarks, apart from the shipped `pinnersage`: `cluster` (the
 //! clustering engine on NPY inputs, here), `index` (recall and QPS against the exact scan),
 //! `filter` (query-time filters through the engine), `serve` (an HTTP load generator),
-//! `ingest` (durable ingest over HTTP or NATS) and `items` (item changes while serving).
+//! `ingest` (durable ingest over HTTP or NATS), `items` (item changes while serving) and
+//! `impressions` (synthetic experiment traffic for the report).
 
 mod filter;
+mod impressions;
 mod index;
 mod ingest;
 mod items;
@@ -66,6 +68,7 @@ enum BenchCommand {
     Serve(serve::BenchServeArgs),
     Ingest(ingest::BenchIngestArgs),
     Items(items::BenchItemsArgs),
+    Impressions(impressions::BenchImpressionsArgs),
 }
 
 /// Time a full profile build (distances, Ward, cut, medoids, importance) on one thread for each
@@ -97,6 +100,7 @@ fn run(args: &BenchArgs) -> Result<()> {
         BenchCommand::Serve(a) => return serve::run(a),
         BenchCommand::Ingest(a) => return ingest::run(a),
         BenchCommand::Items(a) => return items::run(a),
+        BenchCommand::Impressions(a) => return impressions::run(a),
     };
     if args.repeat == 0 {
         return Err(InputError("--repeat must be at least 1".into()).into());

@@ -1812,6 +1812,7 @@ fn serve_answers_readyz_while_its_data_directory_opens() {
                 action: String::new(),
                 weight: 1.0,
                 id: None,
+                request_id: None,
             })
             .collect();
         store.insert(&events).unwrap();

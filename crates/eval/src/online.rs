@@ -593,13 +593,13 @@ pub fn report_from_stores(
         }
     };
     let last = period.to.saturating_add(period.window_seconds.max(0));
-    events.for_each_between(period.from, last, |user, e| {
+    events.for_each_with_request_between(period.from, last, |user, e, request_id| {
         feed_until(&mut tally, e.time.saturating_add(CLOCK_SKEW_SECONDS));
         tally.engagement(&Engagement {
             user: user.to_owned(),
             item: e.item,
             time: e.time,
-            request_id: None,
+            request_id,
         });
     })?;
     feed_until(&mut tally, i64::MAX);
@@ -775,7 +775,7 @@ impl OnlineReport {
     }
 }
 
-/// Engagement events as the report takes them (no request ids: attributed by the window).
+/// Engagement events as the report takes them.
 pub fn engagements_of(events: Vec<pinnersage_store::events::Event>) -> Vec<Engagement> {
     events
         .into_iter()
@@ -783,7 +783,7 @@ pub fn engagements_of(events: Vec<pinnersage_store::events::Event>) -> Vec<Engag
             user: e.user,
             item: e.item,
             time: e.time,
-            request_id: None,
+            request_id: e.request_id,
         })
         .collect()
 }

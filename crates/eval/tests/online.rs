@@ -83,6 +83,66 @@ fn engagements_go_to_the_impression_that_showed_the_item() {
     }
 }
 
+/// The same rules over a data directory's stores: the request id an engagement event carries is
+/// stored with it and names its impression; the window, the experiment and the period hold.
+#[test]
+fn the_report_over_the_stores_attributes_by_stored_request_ids_and_the_window() {
+    use pinnersage_store::events::{Event, EventStore};
+    use pinnersage_store::impressions::ImpressionStore;
+    let dir = tempfile::tempdir().unwrap();
+    let (impressions, events) = (
+        ImpressionStore::open(dir.path(), 30).unwrap(),
+        EventStore::open(dir.path()).unwrap(),
+    );
+    let day = 20_000 * 86_400;
+    let hour = 3_600;
+    let mut other = impression("r9", "u1", "a", day + hour, &["y"]);
+    other.experiment = "other".into();
+    impressions
+        .record(&[
+            impression("r1", "u1", "a", day, &["x", "y"]),
+            impression("r2", "u1", "a", day + hour, &["y", "z"]),
+            impression("r3", "u2", "b", day, &["x"]),
+            other,
+        ])
+        .unwrap();
+    let click = |user: &str, item: &str, time: i64, request: Option<&str>| Event {
+        user: user.into(),
+        item: item.into(),
+        time,
+        action: "click".into(),
+        weight: 1.0,
+        id: None,
+        request_id: request.map(Into::into),
+    };
+    events
+        .insert(&[
+            // Named r1: there, although r2 showed y later (position 1 of arm a).
+            click("u1", "y", day + 2 * hour, Some("r1")),
+            // Unnamed: the last impression showing z (r2, position 1).
+            click("u1", "z", day + 2 * hour + 1, None),
+            // Outside the window of r3.
+            click("u2", "x", day + 25 * hour, None),
+        ])
+        .unwrap();
+    let period = |window_hours: i64| StoredPeriod {
+        experiment: "e".into(),
+        from: day - hour,
+        to: day + 2 * hour,
+        window_seconds: window_hours * hour,
+    };
+    let report = report_from_stores(&two_arms(), &period(24), &impressions, &events).unwrap();
+    let a = &report.arms[0];
+    assert_eq!((a.impressions, a.engagements), (2, 2), "{a:?}");
+    // Position 1 twice: y of r1 (named) and z of r2; none at position 0 (y of r2).
+    assert_eq!(a.ctr_by_position[..2], [0.0, 1.0]);
+    assert_eq!(report.arms[1].engagements, 0);
+    assert_eq!(report.unattributed, 1);
+    // A window of 26 hours reaches r3.
+    let wide = report_from_stores(&two_arms(), &period(26), &impressions, &events).unwrap();
+    assert_eq!((wide.arms[1].engagements, wide.unattributed), (1, 0));
+}
+
 /// A simulated population: items around topics on the unit circle of 8 dimensions; each user has
 /// 1 to 4 latent interests (topics) and, in each session, one active interest; a shown item is
 /// engaged with a probability that falls with its distance to the active interest, once a session

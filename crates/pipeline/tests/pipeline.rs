@@ -63,6 +63,7 @@ fn click(user: &str, item: &str, time: i64) -> Event {
         action: "click".into(),
         weight: 1.0,
         id: None,
+        request_id: None,
     }
 }
 

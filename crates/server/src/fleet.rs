@@ -250,6 +250,8 @@ struct EventOut<'a> {
     weight: f32,
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<&'a str>,
 }
 
 impl Publisher {
@@ -417,6 +419,7 @@ fn messages(subject: &str, partitions: u32, events: &[Event]) -> Vec<(String, Ve
                 action: &e.action,
                 weight: e.weight,
                 id: e.id.as_deref(),
+                request_id: e.request_id.as_deref(),
             },
         )
         .expect("plain data");
@@ -531,6 +534,7 @@ mod tests {
             action: "click".into(),
             weight: 0.5,
             id: (n == 2).then(|| "e2".to_owned()),
+            request_id: None,
         };
         let events: Vec<Event> = (0..6)
             .map(|n| event(["a", "b", "c"][n as usize % 3], n))

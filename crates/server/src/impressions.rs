@@ -4,8 +4,8 @@
 //!
 //! An answer does not wait for its impression unless the server is told to
 //! ([`Durability::Acknowledged`]): by default ([`Durability::Buffered`]) the impression is queued
-//! and written with the next group (within one write cycle, about one fsync), so a kill -9
-//! loses at most the impressions of the answers of that cycle. A full queue drops a served
+//! and written with the others of the next [`BUFFER_WINDOW`] (one fsync for all of them), so a
+//! kill -9 loses at most the impressions of the answers of the last 50 ms or so. A full queue drops a served
 //! impression (counted in `/metrics`) rather than slow the answer; a posted one is refused
 //! with 503 instead, nothing of its request recorded.
 
@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pinnersage_pipeline::online::histogram::Histogram;
 use pinnersage_store::impressions::{
@@ -26,11 +26,15 @@ use crate::clock::unix_now;
 pub const DEFAULT_QUEUE: usize = 65_536;
 /// Most impressions in one write.
 const MAX_GROUP: usize = 8_192;
+/// How long a buffered impression waits for others to share its write (one fsync): the most a
+/// crash can lose of the impressions of answers already sent.
+pub const BUFFER_WINDOW: Duration = Duration::from_millis(50);
 
 /// When an impression counts as recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
-    /// The answer goes out at once; its impression is written with the next group.
+    /// The answer goes out at once; its impression is written with those of the next
+    /// [`BUFFER_WINDOW`].
     #[default]
     Buffered,
     /// The answer waits until its impression is fsynced (adds about one fsync to its latency).
@@ -194,8 +198,8 @@ impl Drop for Recorder {
     }
 }
 
-/// The writer: takes what is queued (up to [`MAX_GROUP`] impressions) as one write, answers its
-/// waiters, and expires past days as days pass (also while idle).
+/// The writer: takes the jobs of one [`gather`] as one write, answers its waiters, and expires
+/// past days as days pass (also while idle).
 fn write_loop(rx: &Receiver<Job>, store: &ImpressionStore, counters: &RecorderCounters) {
     let mut today = i64::MIN;
     loop {
@@ -211,24 +215,14 @@ fn write_loop(rx: &Receiver<Job>, store: &ImpressionStore, counters: &RecorderCo
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => return,
         };
-        let mut jobs = vec![first];
-        let mut total = jobs[0].impressions.len();
-        while total < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(job) => {
-                    total += job.impressions.len();
-                    jobs.push(job);
-                }
-                Err(_) => break,
-            }
-        }
+        let (jobs, total) = gather(rx, first);
         let mut batch = Vec::with_capacity(total);
         let mut replies = Vec::new();
         for job in jobs {
             batch.extend(job.impressions);
             replies.extend(job.reply);
         }
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let written = store.record(&batch);
         counters.write_time.record(started.elapsed());
         counters.writes.fetch_add(1, Relaxed);
@@ -248,6 +242,30 @@ fn write_loop(rx: &Receiver<Job>, store: &ImpressionStore, counters: &RecorderCo
             let _ = reply.send(outcome.clone());
         }
     }
+}
+
+/// `first` and the jobs that follow it into one write: up to [`MAX_GROUP`] impressions, and
+/// for buffered impressions whatever arrives within [`BUFFER_WINDOW`] (one fsync for many
+/// answers); once a job waits for its write (acknowledged or posted), only what is queued
+/// already.
+fn gather(rx: &Receiver<Job>, first: Job) -> (Vec<Job>, usize) {
+    let deadline = Instant::now() + BUFFER_WINDOW;
+    let mut waited_for = first.reply.is_some();
+    let mut total = first.impressions.len();
+    let mut jobs = vec![first];
+    while total < MAX_GROUP {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let next = if waited_for || left.is_zero() {
+            rx.try_recv().ok()
+        } else {
+            rx.recv_timeout(left).ok()
+        };
+        let Some(job) = next else { break };
+        waited_for |= job.reply.is_some();
+        total += job.impressions.len();
+        jobs.push(job);
+    }
+    (jobs, total)
 }
 
 fn note(counters: &RecorderCounters, failing: Option<String>) {

@@ -3,7 +3,8 @@
 //! valid ones go to the store the server owns ([`crate::owned_store`]) or to a fleet's stream.
 //!
 //! Payload: `{"events":[{"user":U,"item":I,"ts":UNIX_SECONDS_OR_RFC3339,"action":"click",
-//! "weight":1.0,"id":OPTIONAL}]}`. Ids may be strings or integers. An event is rejected (and
+//! "weight":1.0,"id":OPTIONAL,"request_id":OPTIONAL}]}` (`request_id`: the recommendation answer
+//! the engagement came from). Ids may be strings or integers. An event is rejected (and
 //! not stored) when a field is missing or of the wrong type, its item is not in the catalog,
 //! its time is negative or more than [`MAX_CLOCK_SKEW_SECONDS`] in the future, or an id is too
 //! long; the others are stored.
@@ -111,6 +112,7 @@ struct EventIn {
     action: Option<String>,
     weight: Option<f32>,
     id: Option<IdIn>,
+    request_id: Option<IdIn>,
 }
 
 #[derive(Deserialize)]
@@ -168,7 +170,9 @@ fn parse_one(
         reject(
             index,
             "bad_event",
-            format!("event {index}: {e} (fields: user, item, ts, optional action, weight, id)"),
+            format!(
+                "event {index}: {e} (fields: user, item, ts, optional action, weight, id, request_id)"
+            ),
         )
     })?;
     let time = (e.ts.unix())
@@ -197,6 +201,7 @@ fn parse_one(
         action: e.action.unwrap_or_default(),
         weight: e.weight.unwrap_or(1.0),
         id: e.id.map(IdIn::into_string),
+        request_id: e.request_id.map(IdIn::into_string),
     };
     check_event(&event).map_err(|m| reject(index, "bad_event", format!("event {index}: {m}")))?;
     let Some(row) = catalog.row_of(&event.item) else {

@@ -258,6 +258,9 @@ impl Server {
             None
         } else {
             let impressions = ImpressionStore::open(data_dir, config.impression_retention_days)?;
+            // Its flushes and compactions yield the CPU too (every storage worker of the
+            // process is lowered).
+            store.events().lower_background_priority();
             Some(Arc::new(Recorder::start(
                 Arc::new(impressions),
                 config.impression_durability,

@@ -12,6 +12,9 @@
 //!   re-stamps its retries) is stored once, and two users' producers may number their events
 //!   alike (1, 2, 3...) without one's events hiding the other's.
 //!
+//! - `request_ids`: `by_user` key -> the request id of the recommendation answer the event came
+//!   from, for the events that name one (an online experiment's attribution); absent otherwise.
+//!
 //! Stores written before ids were kept per user have a `by_id` keyspace keyed by the id alone.
 //! It is read, never written: an id found there is a duplicate only if the same user has an
 //! event with that id's dedupe hash (one scan of that user's events, needed only for ids used
@@ -45,6 +48,9 @@ pub struct Event {
     pub weight: f32,
     /// Client-side event id, if any: makes retries idempotent.
     pub id: Option<String>,
+    /// The `request_id` of the recommendation answer the engagement came from, if the client
+    /// knows it (attributes it to that answer in an experiment's report).
+    pub request_id: Option<String>,
 }
 
 /// One stored event of a known user.
@@ -140,6 +146,7 @@ pub struct EventStore {
     by_user: Keyspace,
     by_time: Keyspace,
     user_ids: Keyspace,
+    request_ids: Keyspace,
     /// The id index of a store written before ids were kept per user (read only), when it has
     /// entries.
     legacy_ids: Option<Keyspace>,
@@ -217,6 +224,14 @@ pub fn dedupe_hash(id: Option<&str>, item: &str, action: &str, buf: &mut Vec<u8>
     stable_hash(buf)
 }
 
+/// The answer an event names, when it names one.
+fn request_id(e: &Event) -> Option<&str> {
+    e.request_id.as_deref().filter(|r| !r.is_empty())
+}
+
+/// Largest request id an event may name, in bytes.
+pub const MAX_REQUEST_ID_BYTES: usize = 128;
+
 /// The event's id, when it has a non-empty one: then the id alone is its identity.
 fn event_id(e: &Event) -> Option<&str> {
     e.id.as_deref().filter(|id| !id.is_empty())
@@ -247,6 +262,15 @@ fn user_prefix(user: &str) -> Vec<u8> {
 /// Checks `event` against the store's limits without storing it (the same checks
 /// [`EventStore::insert`] makes), so callers can reject one bad event instead of a whole batch.
 pub fn check_event(event: &Event) -> Result<(), EventStoreError> {
+    if event
+        .request_id
+        .as_ref()
+        .is_some_and(|r| r.len() > MAX_REQUEST_ID_BYTES)
+    {
+        return Err(EventStoreError::Invalid(format!(
+            "request ids are limited to {MAX_REQUEST_ID_BYTES} bytes"
+        )));
+    }
     check_event_parts(
         &event.user,
         &event.item,
@@ -318,6 +342,9 @@ impl EventStore {
                     .filter_block_pinning_policy(fjall::config::PinningPolicy::all(true))
             })
             .map_err(engine)?;
+        let request_ids = db
+            .keyspace("request_ids", KeyspaceCreateOptions::default)
+            .map_err(engine)?;
         let legacy_ids = if db.keyspace_exists("by_id") {
             let by_id = db
                 .keyspace("by_id", KeyspaceCreateOptions::default)
@@ -346,6 +373,7 @@ impl EventStore {
             by_user,
             by_time,
             user_ids,
+            request_ids,
             legacy_ids,
             ids_complete,
             writer: std::sync::Mutex::new(()),
@@ -393,7 +421,8 @@ impl EventStore {
     /// let dir = tempfile::tempdir().unwrap();
     /// let store = EventStore::open(dir.path()).unwrap();
     /// let click = Event { user: "u".into(), item: "i".into(), time: 5, action: "click".into(),
-    ///                     weight: 1.0, id: Some("e1".into()) };
+    ///                     weight: 1.0, id: Some("e1".into()),
+    ///                     request_id: None };
     /// assert_eq!(store.insert_each(&[click.clone()]).unwrap(), vec![true]);
     /// assert_eq!(store.insert_each(&[click.clone(), click]).unwrap(), vec![false, false]);
     /// ```
@@ -433,7 +462,12 @@ impl EventStore {
             write_buffer_bytes: self.db.write_buffer_size(),
             ..EngineStats::default()
         };
-        for keyspace in [&self.by_user, &self.by_time, &self.user_ids] {
+        for keyspace in [
+            &self.by_user,
+            &self.by_time,
+            &self.user_ids,
+            &self.request_ids,
+        ] {
             stats.sealed_memtables += keyspace.sealed_memtable_count() as u64;
             stats.l0_tables += keyspace.l0_table_count() as u64;
             stats.tables += keyspace.table_count() as u64;
@@ -508,6 +542,27 @@ impl EventStore {
         to: i64,
         mut visit: impl FnMut(&str, StoredEvent),
     ) -> Result<(), EventStoreError> {
+        self.scan_between(from, to, false, |user, event, _| visit(user, event))
+    }
+
+    /// [`EventStore::for_each_between`], with the request id each event names, if any (an
+    /// experiment's report; one more lookup per event).
+    pub fn for_each_with_request_between(
+        &self,
+        from: i64,
+        to: i64,
+        visit: impl FnMut(&str, StoredEvent, Option<String>),
+    ) -> Result<(), EventStoreError> {
+        self.scan_between(from, to, true, visit)
+    }
+
+    fn scan_between(
+        &self,
+        from: i64,
+        to: i64,
+        with_requests: bool,
+        mut visit: impl FnMut(&str, StoredEvent, Option<String>),
+    ) -> Result<(), EventStoreError> {
         if from > to {
             return Ok(());
         }
@@ -534,7 +589,12 @@ impl EventStore {
                 return Err(self.corrupt("time index entry without its event"));
             };
             let (user, event) = self.decode(&key, &value)?;
-            visit(&user, event);
+            let request = match with_requests {
+                true => (self.request_ids.get(&key).map_err(|s| self.engine(s))?)
+                    .map(|r| String::from_utf8_lossy(&r).into_owned()),
+                false => None,
+            };
+            visit(&user, event, request);
         }
         Ok(())
     }
@@ -908,7 +968,34 @@ mod tests {
             action: "click".into(),
             weight: 1.0,
             id: Some(id.into()),
+            request_id: None,
         }
+    }
+
+    #[test]
+    fn an_event_keeps_the_request_id_it_names_and_a_retry_keeps_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EventStore::open(dir.path()).unwrap();
+        let named = |id: &str, request: Option<&str>| Event {
+            request_id: request.map(Into::into),
+            ..click(id, 5)
+        };
+        store
+            .insert(&[named("e1", Some("r1")), named("e2", None)])
+            .unwrap();
+        // A retry naming another answer is the same event: the first stays.
+        assert_eq!(
+            store.insert(&[named("e1", Some("r2"))]).unwrap().duplicates,
+            1
+        );
+        let mut seen = Vec::new();
+        store
+            .for_each_with_request_between(0, 10, |_, _, request| seen.push(request))
+            .unwrap();
+        seen.sort();
+        assert_eq!(seen, vec![None, Some("r1".to_owned())]);
+        let long = named("e3", Some(&"r".repeat(MAX_REQUEST_ID_BYTES + 1)));
+        assert!(store.insert(&[long]).is_err());
     }
 
     #[test]

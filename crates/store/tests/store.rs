@@ -23,6 +23,7 @@ fn ev(user: &str, item: &str, time: i64, action: &str) -> Event {
         action: action.into(),
         weight: 1.0,
         id: None,
+        request_id: None,
     }
 }
 
@@ -260,6 +261,7 @@ fn an_event_id_alone_identifies_the_event() {
         action: "click".into(),
         weight: 1.0,
         id: id.map(str::to_owned),
+        request_id: None,
     };
     assert_eq!(
         store.insert_each(&[event(5, Some("e1"))]).unwrap(),

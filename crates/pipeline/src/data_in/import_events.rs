@@ -442,6 +442,7 @@ fn build_event(
         action: action.unwrap_or("").to_owned(),
         weight,
         id: id.map(str::to_owned),
+        request_id: None,
     })
 }
 

@@ -58,6 +58,7 @@ pub fn make_data_dir(dir: &Path) {
                 action: "click".into(),
                 weight: 1.0,
                 id: None,
+                request_id: None,
             });
         }
     }

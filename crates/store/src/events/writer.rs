@@ -11,7 +11,9 @@ use std::sync::{Mutex, MutexGuard};
 
 use fjall::PersistMode;
 
-use super::{Event, EventStore, EventStoreError, by_user_key, check_event, event_id, user_id_key};
+use super::{
+    Event, EventStore, EventStoreError, by_user_key, check_event, event_id, request_id, user_id_key,
+};
 
 /// The store's one writer (see [`EventStore::writer`]). It holds the store's writer lock until
 /// dropped, so no other insert interleaves; its two halves may run on two threads.
@@ -44,6 +46,8 @@ pub struct Staged {
     user_ids: Vec<Vec<u8>>,
     by_user: Vec<(Vec<u8>, Vec<u8>)>,
     by_time: Vec<Vec<u8>>,
+    /// `by_user` keys and request ids of the new events that name the answer they came from.
+    request_ids: Vec<(Vec<u8>, Vec<u8>)>,
     /// `by_user` keys of the new events without an id (their identity), for the pending set.
     keyless: Vec<Vec<u8>>,
 }
@@ -82,7 +86,7 @@ impl EventStore {
     /// let dir = tempfile::tempdir().unwrap();
     /// let store = EventStore::open(dir.path()).unwrap();
     /// let view = |time| Event { user: "u".into(), item: "i".into(), time,
-    ///                           action: "view".into(), weight: 1.0, id: None };
+    ///                           action: "view".into(), weight: 1.0, id: None, request_id: None };
     /// let writer = store.writer();
     /// let first = writer.stage(&[view(5)]).unwrap();
     /// // Checked against the first before it is written: a duplicate.
@@ -179,6 +183,7 @@ impl Writer<'_> {
         let mut by_user = Vec::with_capacity(events.len());
         let mut by_time = Vec::with_capacity(events.len());
         let mut user_ids = Vec::new();
+        let mut request_ids = Vec::new();
         let mut keyless = Vec::new();
         for (((e, key), id_key), _) in events
             .iter()
@@ -202,18 +207,23 @@ impl Writer<'_> {
                 Some(id_key) => user_ids.push(id_key),
                 None => keyless.push(key.clone()),
             }
+            if let Some(request) = request_id(e) {
+                request_ids.push((key.clone(), request.as_bytes().to_vec()));
+            }
             by_user.push((key, value));
             by_time.push(tkey);
         }
         user_ids.sort_unstable();
         by_user.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         by_time.sort_unstable();
+        request_ids.sort_unstable();
         let staged = Staged {
             fresh,
             failures,
             user_ids,
             by_user,
             by_time,
+            request_ids,
             keyless,
         };
         self.claim(&staged);
@@ -249,6 +259,9 @@ impl Writer<'_> {
             }
             for tkey in &s.by_time {
                 batch.insert(&store.by_time, tkey.as_slice(), []);
+            }
+            for (key, request) in &s.request_ids {
+                batch.insert(&store.request_ids, key.as_slice(), request.as_slice());
             }
         }
         let mut failed = batch.commit().err().map(|e| store.engine(e));
@@ -304,6 +317,7 @@ mod tests {
             action: "click".into(),
             weight: 1.0,
             id: id.map(|id| format!("e{id}")),
+            request_id: None,
         }
     }
 
