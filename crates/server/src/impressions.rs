@@ -24,6 +24,8 @@ use crate::clock::unix_now;
 
 /// Impressions waiting for the writer at most, by default.
 pub const DEFAULT_QUEUE: usize = 65_536;
+/// The writer thread's nice value (0 is the default, 19 the lowest).
+pub const WRITER_NICE: i32 = 5;
 /// Most impressions in one write.
 const MAX_GROUP: usize = 8_192;
 /// How long a buffered impression waits for others to share its write (one fsync): the most a
@@ -125,7 +127,11 @@ impl Recorder {
         let (s, c) = (store.clone(), counters.clone());
         let thread = std::thread::Builder::new()
             .name("pinnersage-impressions".into())
-            .spawn(move || write_loop(&rx, &s, &c))
+            .spawn(move || {
+                // Its write bursts yield to the threads that answer (it has a queue to catch up).
+                pinnersage_store::events::lower_calling_thread_priority(WRITER_NICE);
+                write_loop(&rx, &s, &c)
+            })
             .expect("spawning a thread");
         Self {
             tx: Some(tx),
@@ -244,24 +250,18 @@ fn write_loop(rx: &Receiver<Job>, store: &ImpressionStore, counters: &RecorderCo
     }
 }
 
-/// `first` and the jobs that follow it into one write: up to [`MAX_GROUP`] impressions, and
-/// for buffered impressions whatever arrives within [`BUFFER_WINDOW`] (one fsync for many
-/// answers); once a job waits for its write (acknowledged or posted), only what is queued
-/// already.
+/// `first` and the jobs that follow it into one write: up to [`MAX_GROUP`] impressions. A
+/// buffered impression first lets [`BUFFER_WINDOW`] pass (asleep: the answers queueing meanwhile
+/// wake no thread) so that one fsync writes all of them; a job that waits for its write
+/// (acknowledged, or posted) takes only what is queued already.
 fn gather(rx: &Receiver<Job>, first: Job) -> (Vec<Job>, usize) {
-    let deadline = Instant::now() + BUFFER_WINDOW;
-    let mut waited_for = first.reply.is_some();
+    if first.reply.is_none() {
+        std::thread::sleep(BUFFER_WINDOW);
+    }
     let mut total = first.impressions.len();
     let mut jobs = vec![first];
     while total < MAX_GROUP {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let next = if waited_for || left.is_zero() {
-            rx.try_recv().ok()
-        } else {
-            rx.recv_timeout(left).ok()
-        };
-        let Some(job) = next else { break };
-        waited_for |= job.reply.is_some();
+        let Ok(job) = rx.try_recv() else { break };
         total += job.impressions.len();
         jobs.push(job);
     }

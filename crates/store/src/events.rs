@@ -172,6 +172,24 @@ impl std::fmt::Debug for EventStore {
 /// [`EventStore::lower_background_priority`] is called (0 is the default, 19 the lowest).
 pub const BACKGROUND_NICE: i32 = 10;
 
+/// Lowers the CPU priority of the calling thread to nice `nice` (a server's background writer:
+/// its bursts then yield to the threads that answer requests). Linux only; whether it worked.
+pub fn lower_calling_thread_priority(nice: i32) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain syscalls on this thread's own id; no memory is shared.
+        unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, tid, nice) == 0
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = nice;
+        false
+    }
+}
+
 /// Thread ids of this process's storage-engine workers (fjall names them `fjall:worker`).
 #[cfg(target_os = "linux")]
 fn background_threads() -> Vec<libc::id_t> {

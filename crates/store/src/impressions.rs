@@ -7,9 +7,10 @@
 //! - key: `[time][request id]`, the time as in the event store (unix seconds, sign bit flipped,
 //!   big-endian): a day reads in time order, and an impression recorded twice (a retried post:
 //!   same request id and time) is stored once.
-//! - value: `[version 1][experiment][arm][user][latency micros: u32 LE, u32::MAX unknown]
-//!   [u16 LE item count][item, interest]*`, each string a u16 LE length and its UTF-8 bytes (an
-//!   empty interest is none).
+//! - value: `[version 2][experiment][arm][user][latency micros: u32 LE, u32::MAX unknown]
+//!   [u16 LE interest count][interest]*[u16 LE item count][item, u16 LE interest index]*`, each
+//!   string a u16 LE length and its UTF-8 bytes, index `u16::MAX` for none: an answer's items
+//!   come from a few interests, each written once.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -30,8 +31,10 @@ pub const MAX_REQUEST_ID_BYTES: usize = 128;
 /// Largest experiment or arm name, in bytes.
 pub const MAX_NAME_BYTES: usize = 128;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 const NO_LATENCY: u32 = u32::MAX;
+/// An item's interest index when it has none.
+const NO_INTEREST: u16 = u16::MAX;
 
 /// What one answer showed a user, in one experiment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,10 +207,28 @@ fn encode(i: &Impression) -> Vec<u8> {
     put_str(&mut out, &i.arm);
     put_str(&mut out, &i.user);
     out.extend(i.latency_micros.unwrap_or(NO_LATENCY).to_le_bytes());
+    // An answer's items come from a few interests: each is written once, items refer to it.
+    let mut interests: Vec<&str> = Vec::new();
+    let positions: Vec<u16> = (i.items.iter())
+        .map(|shown| match shown.interest.as_deref() {
+            None => NO_INTEREST,
+            Some(m) => match interests.iter().position(|&x| x == m) {
+                Some(p) => p as u16,
+                None => {
+                    interests.push(m);
+                    (interests.len() - 1) as u16
+                }
+            },
+        })
+        .collect();
+    out.extend((interests.len() as u16).to_le_bytes());
+    for m in &interests {
+        put_str(&mut out, m);
+    }
     out.extend((i.items.len() as u16).to_le_bytes());
-    for shown in &i.items {
+    for (shown, p) in i.items.iter().zip(positions) {
         put_str(&mut out, &shown.item);
-        put_str(&mut out, shown.interest.as_deref().unwrap_or(""));
+        out.extend(p.to_le_bytes());
     }
     out
 }
@@ -248,15 +269,20 @@ fn decode(key: &[u8], value: &[u8]) -> Result<Impression, String> {
     let arm = r.string()?;
     let user = r.string()?;
     let latency = u32::from_le_bytes(r.take(4)?.try_into().expect("4 bytes"));
+    let interests = (0..r.u16()?)
+        .map(|_| r.string())
+        .collect::<Result<Vec<String>, String>>()?;
     let n = r.u16()? as usize;
     let mut items = Vec::with_capacity(n);
     for _ in 0..n {
         let item = r.string()?;
-        let interest = r.string()?;
-        items.push(Shown {
-            item,
-            interest: (!interest.is_empty()).then_some(interest),
-        });
+        let interest = match r.u16()? {
+            NO_INTEREST => None,
+            p => Some(
+                (interests.get(p as usize).cloned()).ok_or("an item's interest is out of range")?,
+            ),
+        };
+        items.push(Shown { item, interest });
     }
     if !r.0.is_empty() {
         return Err("trailing bytes".into());
@@ -500,7 +526,8 @@ mod tests {
                 .enumerate()
                 .map(|(k, item)| Shown {
                     item: (*item).into(),
-                    interest: (k % 2 == 0).then(|| format!("m{k}")),
+                    // Interests m0, none, m1, m1, m2, ...: one repeated.
+                    interest: (k != 1).then(|| format!("m{}", k / 2)),
                 })
                 .collect(),
         }
@@ -517,7 +544,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = ImpressionStore::open(dir.path(), 30).unwrap();
         let day = 20_000 * DAY_SECONDS;
-        let mut late = shown("r2", day + 50, &["x", "y", "ü"]);
+        let mut late = shown("r2", day + 50, &["x", "y", "ü", "z"]);
         late.latency_micros = None;
         let early = shown("r1", day - 10, &[]);
         store.record(&[late.clone(), early.clone()]).unwrap();
