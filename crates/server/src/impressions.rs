@@ -5,9 +5,9 @@
 //! An answer does not wait for its impression unless the server is told to
 //! ([`Durability::Acknowledged`]): by default ([`Durability::Buffered`]) the impression is queued
 //! and written with the others of the next [`BUFFER_WINDOW`] (one fsync for all of them), so a
-//! kill -9 loses at most the impressions of the answers of the last 50 ms or so. A full queue drops a served
-//! impression (counted in `/metrics`) rather than slow the answer; a posted one is refused
-//! with 503 instead, nothing of its request recorded.
+//! kill -9 loses at most the impressions of the answers of the last 50 ms or so. A full queue
+//! drops a served impression (counted in `/metrics`) rather than slow the answer; a posted one
+//! is refused with 503 instead, nothing of its request recorded.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

@@ -89,7 +89,10 @@ pub enum ImpressionError {
     #[error("{0}")]
     Invalid(String),
     /// Another process has the store open.
-    #[error("impression store {} is in use by another process (a running `pinnersage serve`: ask it, GET /v1/experiments/NAME/report)", path.display())]
+    #[error(
+        "impression store {} is in use by another process (a running `pinnersage serve`: ask it, GET /v1/experiments/NAME/report)",
+        path.display()
+    )]
     InUse {
         /// The store's directory.
         path: PathBuf,
