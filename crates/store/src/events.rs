@@ -214,11 +214,12 @@ fn background_threads() -> Vec<libc::id_t> {
 /// Largest user or item id, in bytes.
 pub const MAX_ID_BYTES: usize = 1024;
 
-fn time_key(t: i64) -> [u8; 8] {
+/// A time as a key prefix: the sign bit flipped, big-endian, so keys sort by time.
+pub(crate) fn time_key(t: i64) -> [u8; 8] {
     ((t as u64) ^ (1 << 63)).to_be_bytes()
 }
 
-fn time_from_key(b: [u8; 8]) -> i64 {
+pub(crate) fn time_from_key(b: [u8; 8]) -> i64 {
     (u64::from_be_bytes(b) ^ (1 << 63)) as i64
 }
 

@@ -18,7 +18,8 @@ use std::sync::{PoisonError, RwLock};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
-use crate::events::MAX_ID_BYTES;
+pub use crate::events::MAX_REQUEST_ID_BYTES;
+use crate::events::{MAX_ID_BYTES, time_from_key, time_key};
 
 /// Seconds in a day: impressions are kept by UTC day.
 pub const DAY_SECONDS: i64 = 86_400;
@@ -26,8 +27,6 @@ pub const DAY_SECONDS: i64 = 86_400;
 pub const DEFAULT_RETENTION_DAYS: u32 = 35;
 /// Most items one impression may show.
 pub const MAX_SHOWN: usize = 1_000;
-/// Largest request id, in bytes.
-pub const MAX_REQUEST_ID_BYTES: usize = 128;
 /// Largest experiment or arm name, in bytes.
 pub const MAX_NAME_BYTES: usize = 128;
 
@@ -173,14 +172,6 @@ impl std::fmt::Debug for ImpressionStore {
             .field("retention_days", &self.retention_days)
             .finish()
     }
-}
-
-fn time_key(t: i64) -> [u8; 8] {
-    ((t as u64) ^ (1 << 63)).to_be_bytes()
-}
-
-fn time_from_key(b: [u8; 8]) -> i64 {
-    (u64::from_be_bytes(b) ^ (1 << 63)) as i64
 }
 
 fn day_name(day: i64) -> String {
