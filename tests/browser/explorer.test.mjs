@@ -5,8 +5,10 @@
 // Opens the page in Debian's chromium (playwright-core, no bundled browser), selects a user,
 // checks that interest cards, the actions map and at least 10 recommendations render, posts a
 // test engagement through the page and checks that the profile shows online actions, saves a
-// screenshot, then checks that number and list attributes render. Exits non-zero with a message
-// on any failure.
+// screenshot, then checks that number and list attributes render, and that the Experiments view
+// reports the quickstart's demo experiment with the answers and the engagement of this test
+// (attributed by the answer's request id) and draws its daily chart. Exits non-zero with a
+// message on any failure.
 import { chromium } from "playwright-core";
 
 const base = process.argv[2] ?? "http://127.0.0.1:8080";
@@ -70,6 +72,29 @@ try {
   check(firstRec.includes("1000") && firstRec.includes("Drama, Comedy"), `unexpected rendering: ${firstRec}`);
   check(errors.length === 0, `page errors with number and list attributes: ${errors.join("; ")}`);
   console.log(`number and list attributes: ${firstRec.replace(/\s+/g, " ")}`);
+  await page.unroute("**/v1/users/*/recommendations*");
+
+  // The Experiments view: the answers this test was given are the demo experiment's impressions
+  // and its engagement names one of them. Buffered impressions are written within 50 ms.
+  await page.waitForTimeout(500);
+  await page.click("#tab-experiments");
+  await page.waitForFunction(() => document.body.dataset.report, null, { timeout: 30000 });
+  const reported = await page.evaluate(() => document.body.dataset.report);
+  check(reported === "quickstart", `the report did not render (${reported}): ${await page.locator("#exp-status").innerText()}`);
+  const arms = await page.locator("tr.arm-row").evaluateAll((rows) =>
+    rows.map((r) => ({ arm: r.dataset.arm, impressions: +r.dataset.impressions, engagements: +r.dataset.engagements })),
+  );
+  check(arms.length === 2, `expected the demo experiment's 2 arms, found ${JSON.stringify(arms)}`);
+  const impressions = arms.reduce((n, a) => n + a.impressions, 0);
+  const engagements = arms.reduce((n, a) => n + a.engagements, 0);
+  // User 68: shown, engaged, shown again; user 1: shown (the rewritten answer was still recorded).
+  check(impressions >= 3, `expected at least 3 impressions, found ${JSON.stringify(arms)}`);
+  check(engagements >= 1, `expected the engagement attributed, found ${JSON.stringify(arms)}`);
+  const dayPoints = await page.locator("#chart-impressions circle.day-point").count();
+  check(dayPoints >= 1, `expected the daily chart to show today's impressions, found ${dayPoints} points`);
+  check(errors.length === 0, `page errors in the Experiments view: ${errors.join("; ")}`);
+  await page.screenshot({ path: screenshot.replace(/\.png$/, "") + "-experiments.png" });
+  console.log(`experiment: ${arms.map((a) => `${a.arm} ${a.impressions} impressions, ${a.engagements} engagements`).join("; ")}`);
 } finally {
   await browser.close();
 }

@@ -38,8 +38,11 @@ const MARKER: &str = "quickstart.json";
 ///   4. runs the batch with --now at the last rating and a window covering all 22 years of
 ///      ratings (`batch`),
 ///
-/// then serves the interest explorer and the API on 127.0.0.1 (`serve`). A second run finds the
-/// data directory ready and starts serving in seconds.
+/// then serves the interest explorer and the API on 127.0.0.1 (`serve`), with a demo A/B
+/// experiment (DATA_DIR/experiments.toml: half the users get recommendations from their single
+/// most important interest, half pinnersage's defaults; the explorer's Experiments view reports
+/// it; --no-experiment serves without). A second run finds the data directory ready and starts
+/// serving in seconds.
 ///
 /// Examples:
 ///   cargo run --release -- quickstart
@@ -63,6 +66,10 @@ pub struct QuickstartArgs {
     /// Prepare the data directory, then exit instead of serving.
     #[arg(long)]
     no_serve: bool,
+    /// Serve without the demo experiment (DATA_DIR/experiments.toml, written on the first run
+    /// and kept: edit it to try other arms; docs/experiments.md).
+    #[arg(long)]
+    no_experiment: bool,
     /// Keep MovieLens' own timestamps (the last rating is in 2018) instead of moving them so
     /// that the last rating is now. With them, an engagement posted today outweighs years of
     /// history (importance decays by exp(-0.01 per day)) and the other interests fade.
@@ -154,17 +161,57 @@ pub fn run(args: &QuickstartArgs) -> Result<()> {
          curl 'http://{shown}/v1/users/414/profile'\n  \
          curl 'http://{shown}/v1/users/414/recommendations?k=10'\n"
     );
+    let mut argv: Vec<OsString> = vec![
+        "--data-dir".into(),
+        data_dir.into(),
+        "--addr".into(),
+        addr.into(),
+    ];
+    if !args.no_experiment {
+        let file = demo_experiment(data_dir)?;
+        eprintln!(
+            "A demo experiment splits the users in two ({}; the explorer's Experiments view \
+             reports it; --no-experiment serves without).",
+            file.display()
+        );
+        argv.extend(["--experiments".into(), file.into()]);
+    }
     // `serve` is parsed like its command line: the served defaults are the command's.
-    crate::serve::run(&parse(
-        "serve",
-        [
-            "--data-dir".into(),
-            data_dir.into(),
-            "--addr".into(),
-            addr.into(),
-        ],
-    )?)
+    crate::serve::run(&parse("serve", argv)?)
 }
+
+/// The demo experiment's file in the data directory.
+const DEMO_EXPERIMENT: &str = "experiments.toml";
+
+/// Writes the demo experiment unless the data directory has one (a user's edits are kept).
+fn demo_experiment(data_dir: &Path) -> Result<PathBuf> {
+    let file = data_dir.join(DEMO_EXPERIMENT);
+    if !file.exists() {
+        fs::write(&file, DEMO_EXPERIMENT_TOML)
+            .with_context(|| format!("writing {}", file.display()))?;
+    }
+    Ok(file)
+}
+
+/// One interest against several: the paper's claim, as an experiment on whoever uses the
+/// explorer (each answer is recorded; Engage posts a click naming its answer).
+const DEMO_EXPERIMENT_TOML: &str = r#"# The quickstart's demo experiment (docs/experiments.md). Edit and restart the quickstart to
+# try other arms; delete this file to get the demo back; --no-experiment serves without.
+[[experiment]]
+name = "quickstart"
+salt = "quickstart-1"
+control = "one-interest"
+
+[[experiment.arm]]
+name = "one-interest"     # recommendations from the user's single most important interest
+share = 0.5
+selection = "top"
+medoids = 1
+
+[[experiment.arm]]
+name = "pinnersage"       # the server's defaults: interests sampled by importance
+share = 0.5
+"#;
 
 /// The MovieLens directory: the flag, `examples/movielens-small` under the working directory, or
 /// the one in the source tree this binary was built from.
@@ -320,4 +367,26 @@ fn parse<T: Args + FromArgMatches>(
         .try_get_matches_from(argv)
         .with_context(|| format!("quickstart: arguments of {name}"))?;
     Ok(T::from_arg_matches(&matches)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pinnersage_server::Retrieval;
+    use pinnersage_server::experiments::Experiments;
+
+    /// The demo experiment is a valid experiments file: two arms, the control the single
+    /// interest, users split between both.
+    #[test]
+    fn the_demo_experiment_loads_and_splits_users_in_two() {
+        let experiments = Experiments::parse(DEMO_EXPERIMENT_TOML, &Retrieval::default()).unwrap();
+        let active = experiments.active().expect("the demo is active");
+        let arms: Vec<&str> = active.arms.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(arms, ["one-interest", "pinnersage"]);
+        assert_eq!(active.control, 0);
+        let in_control = (0..1_000)
+            .filter(|u| active.arm_of(&u.to_string()).name == "one-interest")
+            .count();
+        assert!((400..600).contains(&in_control), "{in_control} of 1000");
+    }
 }
