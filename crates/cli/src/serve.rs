@@ -224,6 +224,21 @@ pub struct ServeArgs {
     /// change of each item).
     #[arg(long, default_value = "PINNERSAGE_ITEMS", requires = "fleet")]
     nats_items_stream: String,
+    /// Fleet mode with --experiments: prefix of the impressions' subjects. Each replica
+    /// publishes what its answers showed (and posted impressions) on PREFIX.<partition of the
+    /// user>, and stores those of the partitions it holds: its report covers its users, whichever
+    /// replica answered them (docs/experiments.md).
+    #[arg(
+        long,
+        value_name = "PREFIX",
+        default_value = "pinnersage.impressions",
+        requires = "fleet"
+    )]
+    impressions_subject: String,
+    /// Fleet mode with --experiments: JetStream stream of the impressions (created if missing,
+    /// keeping messages for --impression-retention-days).
+    #[arg(long, default_value = "PINNERSAGE_IMPRESSIONS", requires = "fleet")]
+    nats_impressions_stream: String,
     /// Items never to recommend nor return as similar (one id per line), re-read every
     /// --reload-seconds when the file changes: take items down without rebuilding the index
     /// (`index build --exclude` removes them from the index for good).
@@ -315,6 +330,8 @@ impl ServeArgs {
                 fleet: fleet.clone(),
                 items_subject: self.items_subject.clone(),
                 items_stream: self.nats_items_stream.clone(),
+                impressions_subject: self.impressions_subject.clone(),
+                impressions_stream: self.nats_impressions_stream.clone(),
                 ..NatsConfig::new(url.clone())
             }),
             profiles_from: self.profiles_from.clone(),

@@ -1176,3 +1176,141 @@ fn r_partitions(map: &[(&str, &str)], name: &str) -> BTreeSet<u32> {
         })
         .collect()
 }
+
+/// A fleet's experiment: every replica publishes the impressions of its answers to the
+/// impressions stream, and each stores those of the partitions it holds. Users are answered by
+/// two replicas holding everything (as a load balancer without affinity would spread them) and,
+/// for one partition, by a third replica holding only it; clicks naming their answers are
+/// posted to one replica. Every full replica's report counts every answer and every click, the
+/// partial replica's report its partition's users only.
+#[test]
+fn a_fleets_experiment_is_reported_whole_by_every_replica_holding_the_users() {
+    use pinnersage_server::fleet::partition_of;
+    let Some(exe) = nats_server() else { return };
+    let dir = Scratch::new("fleet-experiment");
+    let cluster = Cluster::start(&exe, &dir.join("nats"), 1);
+    let s = |p: &Path| p.to_str().unwrap().to_owned();
+    let seed = dir.join("seed");
+    let items = dir.join("items.csv");
+    std::fs::write(&items, FIVE_ITEMS_CSV).unwrap();
+    run_ok(&["import", "items", "--data-dir", &s(&seed), &s(&items)]);
+    run_ok(&["index", "build", "--data-dir", &s(&seed), "--kind", "exact"]);
+    let experiments = dir.join("experiments.toml");
+    std::fs::write(
+        &experiments,
+        "[[experiment]]\nname = \"e\"\nsalt = \"fleet\"\n\n[[experiment.arm]]\nname = \"one\"\n\
+         share = 0.5\nselection = \"top\"\nmedoids = 1\n\n[[experiment.arm]]\nname = \"all\"\n\
+         share = 0.5\nselection = \"all\"\n",
+    )
+    .unwrap();
+    let urls = cluster.urls();
+    let replica = |name: &str, held: &[&str]| {
+        let data = dir.join(name);
+        copy_seed(&seed, &data);
+        let mut args = vec![
+            "--fleet",
+            "--nats",
+            &urls,
+            "--partitions",
+            "4",
+            "--experiments",
+            experiments.to_str().unwrap(),
+        ];
+        args.extend_from_slice(held);
+        let mut server = RunningServer::start_with(&s(&data), &args);
+        wait_ready(&mut server);
+        server
+    };
+    let a = replica("a", &[]);
+    let b = replica("b", &[]);
+    let c = replica("c", &["--consume-partitions", "1"]);
+    let users: Vec<String> = (0..7).map(|u| format!("u{u}")).collect();
+    let in_c: Vec<&String> = users.iter().filter(|u| partition_of(u, 4) == 1).collect();
+    assert!(!in_c.is_empty() && in_c.len() < users.len(), "{in_c:?}");
+    // One item engaged per user: the other four can be recommended.
+    let history: Vec<u64> = (1..=7).collect();
+    let posted = a.request("POST", "/v1/events", &events_body(&history, NOW1));
+    assert_eq!(status(&posted), 202, "{posted}");
+    for server in [&a, &b] {
+        wait_for("every user's events", 30, || {
+            metric(server, "pinnersage_events_stored_total") >= 7.0
+        });
+    }
+    wait_for("C's users' events", 30, || {
+        metric(&c, "pinnersage_events_stored_total") > 0.0
+    });
+
+    // Answers from every replica; a click on the first item of each of A's and C's answers.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut answers = 0;
+    let mut clicks = Vec::new();
+    for (k, user) in users.iter().enumerate() {
+        let mut servers = vec![if k % 2 == 0 { &a } else { &b }];
+        if in_c.contains(&user) {
+            servers.push(&c);
+        }
+        for server in servers {
+            let answer =
+                server.request("GET", &format!("/v1/users/{user}/recommendations?k=3"), "");
+            assert_eq!(status(&answer), 200, "{answer}");
+            let v: serde_json::Value = serde_json::from_str(body(&answer)).unwrap();
+            assert_eq!(v["experiment"], "e");
+            assert!(v["items"][0]["item"].is_string(), "{answer}");
+            answers += 1;
+            if !std::ptr::eq(server, &b) {
+                clicks.push(format!(
+                    r#"{{"user":"{user}","item":"{}","ts":{},"request_id":"{}"}}"#,
+                    v["items"][0]["item"].as_str().unwrap(),
+                    // Distinct times: the same click twice would be one event (by content).
+                    now + 1 + clicks.len() as u64,
+                    v["request_id"].as_str().unwrap()
+                ));
+            }
+        }
+    }
+    let posted = b.request(
+        "POST",
+        "/v1/events",
+        &format!(r#"{{"events":[{}]}}"#, clicks.join(",")),
+    );
+    assert_eq!(status(&posted), 202, "{posted}");
+    let c_answers = 2 * in_c.len();
+    let c_clicks = clicks
+        .iter()
+        .filter(|c| in_c.iter().any(|u| c.contains(&format!("\"{u}\""))))
+        .count();
+    let report = |server: &RunningServer| -> (u64, u64) {
+        let r = server.request(
+            "GET",
+            &format!(
+                "/v1/experiments/e/report?from={}&to={}",
+                now - 60,
+                now + 120
+            ),
+            "",
+        );
+        let v: serde_json::Value = serde_json::from_str(body(&r)).unwrap_or_default();
+        let arms = v["arms"].as_array().cloned().unwrap_or_default();
+        let sum = |field: &str| arms.iter().map(|a| a[field].as_u64().unwrap()).sum::<u64>();
+        (sum("impressions"), sum("engagements"))
+    };
+    let expected = (answers as u64, clicks.len() as u64);
+    for (name, server) in [("A", &a), ("B", &b)] {
+        wait_for(
+            &format!("{name}'s report of every answer and click"),
+            30,
+            || report(server) == expected,
+        );
+    }
+    wait_for("C's report of its partition's users", 30, || {
+        report(&c) == (c_answers as u64, c_clicks as u64)
+    });
+    // Nothing more arrives later: C stored only its partition's impressions.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(report(&c), (c_answers as u64, c_clicks as u64));
+    assert_eq!(report(&a), expected);
+    assert!(metric(&a, "pinnersage_nats_impressions_acked_total") >= 1.0);
+}

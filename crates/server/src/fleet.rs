@@ -7,7 +7,9 @@
 //! consumes the partitions it holds into its own event store and online state with its own
 //! durable consumer, named after the replica's id ([`replica_id`], kept in its data directory).
 //! Item changes take the same way on a stream of their own ([`crate::item_changes`]): every
-//! replica applies all of them.
+//! replica applies all of them. The experiments' impressions are partitioned like the events,
+//! on `<impressions_subject>.<partition>` of a stream of their own: every replica stores those
+//! of the users it holds, whichever replica answered ([`Publisher::publish_impressions`]).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +21,7 @@ use futures_util::future::try_join_all;
 use pinnersage_catalog::catalog::Catalog;
 use pinnersage_core::hash::stable_hash;
 use pinnersage_store::events::Event;
+use pinnersage_store::impressions::Impression;
 use serde::Serialize;
 
 use crate::intake::{IngestError, IngestReport, parse_request};
@@ -228,6 +231,7 @@ pub struct Publisher {
     js: jetstream::Context,
     subject: String,
     items_subject: String,
+    impressions_subject: String,
     partitions: u32,
     patience: Duration,
 }
@@ -255,13 +259,13 @@ struct EventOut<'a> {
 }
 
 impl Publisher {
-    /// Publishes events on `<subject>.<partition>` and item changes on
-    /// `<items_subject>.<item>` through `client`; each acknowledgement waits at most `timeout`,
-    /// and a publish NATS cannot take is tried again for up to `patience`.
+    /// Publishes events on `<subject>.<partition>`, item changes on `<items_subject>.<item>`
+    /// and impressions on `<impressions_subject>.<partition>` through `client`; each
+    /// acknowledgement waits at most `timeout`, and a publish NATS cannot take is tried again for
+    /// up to `patience`.
     pub fn new(
         client: async_nats::Client,
-        subject: String,
-        items_subject: String,
+        subjects: Subjects,
         partitions: u32,
         timeout: Duration,
         patience: Duration,
@@ -272,8 +276,9 @@ impl Publisher {
         Self {
             client,
             js,
-            subject,
-            items_subject,
+            subject: subjects.events,
+            items_subject: subjects.items,
+            impressions_subject: subjects.impressions,
             partitions,
             patience,
         }
@@ -303,15 +308,24 @@ impl Publisher {
     /// message carries an id derived from its content, so the stream stores a message sent twice
     /// once (within its duplicate window).
     pub async fn publish(&self, events: &[Event]) -> Result<(), IngestError> {
-        let messages: Vec<(String, Vec<u8>, String)> =
-            messages(&self.subject, self.partitions, events)
-                .into_iter()
-                .map(|(subject, payload)| {
-                    let id = format!("{:016x}-{}", stable_hash(&payload), payload.len());
-                    (subject, payload, id)
-                })
-                .collect();
+        let messages = with_content_ids(messages(&self.subject, self.partitions, events));
         self.send(&messages, "events").await
+    }
+
+    /// Publishes impressions on their users' partitions, `{"impressions":[...]}` per message,
+    /// and waits for every acknowledgement, trying again like [`Publisher::publish`] (a message
+    /// sent twice is stored once by the stream, and an impression stored twice is kept once by
+    /// each replica's store).
+    pub async fn publish_impressions(&self, impressions: &[Impression]) -> Result<(), IngestError> {
+        let messages = with_content_ids(partitioned(
+            &self.impressions_subject,
+            self.partitions,
+            "impressions",
+            impressions,
+            |i| &i.user,
+            |buf, i| serde_json::to_writer(buf, i).expect("plain data"),
+        ));
+        self.send(&messages, "impressions").await
     }
 
     /// Publishes item changes, `(item id, message)` in order, each on its item's subject
@@ -397,32 +411,77 @@ impl Publisher {
     }
 }
 
+/// The subjects a [`Publisher`] publishes on (their prefixes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subjects {
+    /// Events: `<events>.<partition>`.
+    pub events: String,
+    /// Item changes: `<items>.<item>`.
+    pub items: String,
+    /// Impressions: `<impressions>.<partition>`.
+    pub impressions: String,
+}
+
+/// Messages with an id derived from their content (the stream drops a duplicate publish).
+fn with_content_ids(messages: Vec<(String, Vec<u8>)>) -> Vec<(String, Vec<u8>, String)> {
+    messages
+        .into_iter()
+        .map(|(subject, payload)| {
+            let id = format!("{:016x}-{}", stable_hash(&payload), payload.len());
+            (subject, payload, id)
+        })
+        .collect()
+}
+
 /// The messages for `events`: one per partition (split at [`MAX_MESSAGE_BYTES`]), each the same
 /// JSON as `POST /v1/events`, events in request order.
 fn messages(subject: &str, partitions: u32, events: &[Event]) -> Vec<(String, Vec<u8>)> {
+    partitioned(
+        subject,
+        partitions,
+        "events",
+        events,
+        |e| &e.user,
+        |buf, e| {
+            serde_json::to_writer(
+                buf,
+                &EventOut {
+                    user: &e.user,
+                    item: &e.item,
+                    ts: e.time,
+                    action: &e.action,
+                    weight: e.weight,
+                    id: e.id.as_deref(),
+                    request_id: e.request_id.as_deref(),
+                },
+            )
+            .expect("plain data")
+        },
+    )
+}
+
+/// `records` as messages on `<subject>.<partition of their user>`, `{"<key>":[...]}` each (split
+/// at [`MAX_MESSAGE_BYTES`]), records in order within a partition.
+fn partitioned<T>(
+    subject: &str,
+    partitions: u32,
+    key: &str,
+    records: &[T],
+    user: impl Fn(&T) -> &str,
+    write: impl Fn(&mut Vec<u8>, &T),
+) -> Vec<(String, Vec<u8>)> {
+    let opening = format!("{{\"{key}\":[");
     let mut by_partition: Vec<Vec<u8>> = vec![Vec::new(); partitions as usize];
     let mut out = Vec::new();
-    for e in events {
-        let p = partition_of(&e.user, partitions);
+    for record in records {
+        let p = partition_of(user(record), partitions);
         let buf = &mut by_partition[p as usize];
         buf.extend_from_slice(if buf.is_empty() {
-            b"{\"events\":["
+            opening.as_bytes()
         } else {
             b","
         });
-        serde_json::to_writer(
-            &mut *buf,
-            &EventOut {
-                user: &e.user,
-                item: &e.item,
-                ts: e.time,
-                action: &e.action,
-                weight: e.weight,
-                id: e.id.as_deref(),
-                request_id: e.request_id.as_deref(),
-            },
-        )
-        .expect("plain data");
+        write(buf, record);
         if buf.len() >= MAX_MESSAGE_BYTES {
             buf.extend_from_slice(b"]}");
             out.push((partition_subject(subject, p), std::mem::take(buf)));
@@ -557,6 +616,48 @@ mod tests {
         }
         seen.sort_unstable();
         assert_eq!(seen, (0..6).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn impressions_go_to_their_users_partitions_and_read_back_whole() {
+        use pinnersage_store::impressions::Shown;
+        let impression = |user: &str, n: i64| Impression {
+            request_id: format!("r{n}"),
+            experiment: "e".into(),
+            arm: "a".into(),
+            user: user.into(),
+            time: n,
+            latency_micros: (n % 2 == 0).then_some(n as u32),
+            items: vec![Shown {
+                item: format!("i{n}"),
+                interest: (n % 3 == 0).then(|| "m".to_owned()),
+            }],
+        };
+        let all: Vec<Impression> = (0..9)
+            .map(|n| impression(["a", "b", "c"][n as usize % 3], n))
+            .collect();
+        let out = partitioned(
+            "imp",
+            2,
+            "impressions",
+            &all,
+            |i| &i.user,
+            |buf, i| serde_json::to_writer(buf, i).unwrap(),
+        );
+        let mut back = Vec::new();
+        for (subject, payload) in out {
+            #[derive(serde::Deserialize)]
+            struct Message {
+                impressions: Vec<Impression>,
+            }
+            let m: Message = serde_json::from_slice(&payload).unwrap();
+            for i in &m.impressions {
+                assert_eq!(subject, partition_subject("imp", partition_of(&i.user, 2)));
+            }
+            back.extend(m.impressions);
+        }
+        back.sort_by_key(|i| i.time);
+        assert_eq!(back, all);
     }
 
     #[test]

@@ -8,8 +8,11 @@
 //! kill -9 loses at most the impressions of the answers of the last 50 ms or so. A full queue
 //! drops a served impression (counted in `/metrics`) rather than slow the answer; a posted one
 //! is refused with 503 instead, nothing of its request recorded.
+//!
+//! A fleet replica's writer publishes the groups to the impressions stream instead
+//! ([`Recorder::start_streamed`], [`Recorder::stream_to`]): recorded means acknowledged by
+//! JetStream, and every replica holding the user's partition stores them from the stream.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
@@ -20,7 +23,10 @@ use pinnersage_store::impressions::{
     Impression, ImpressionError, ImpressionStore, check_impression, day_of,
 };
 
+use std::sync::{Arc, OnceLock};
+
 use crate::clock::unix_now;
+use crate::fleet::Publisher;
 
 /// Impressions waiting for the writer at most, by default.
 pub const DEFAULT_QUEUE: usize = 65_536;
@@ -106,7 +112,16 @@ pub struct Recorder {
     durability: Durability,
     store: Arc<ImpressionStore>,
     counters: Arc<RecorderCounters>,
+    /// A fleet replica's stream, once connected.
+    outlet: Option<Arc<OnceLock<Outlet>>>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// Where a fleet replica's writer publishes: the stream's publisher, and the runtime its
+/// connection runs on (the writer is a thread of its own).
+struct Outlet {
+    publisher: Arc<Publisher>,
+    runtime: tokio::runtime::Handle,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -121,16 +136,44 @@ impl std::fmt::Debug for Recorder {
 impl Recorder {
     /// Starts the writer over `store`, with room for `queue` waiting submissions.
     pub fn start(store: Arc<ImpressionStore>, durability: Durability, queue: usize) -> Self {
+        Self::spawn(store, durability, queue, None)
+    }
+
+    /// Starts a fleet replica's writer: it publishes to the impressions stream given by
+    /// [`Recorder::stream_to`] (impressions before that fail); `store` is where this replica's
+    /// consumer of the stream stores them, and what the writer expires day by day.
+    pub fn start_streamed(
+        store: Arc<ImpressionStore>,
+        durability: Durability,
+        queue: usize,
+    ) -> Self {
+        Self::spawn(store, durability, queue, Some(Arc::new(OnceLock::new())))
+    }
+
+    /// Connects a writer started with [`Recorder::start_streamed`] to the stream; `runtime`
+    /// runs the publisher's connection.
+    pub fn stream_to(&self, publisher: Arc<Publisher>, runtime: tokio::runtime::Handle) {
+        if let Some(outlet) = &self.outlet {
+            let _ = outlet.set(Outlet { publisher, runtime });
+        }
+    }
+
+    fn spawn(
+        store: Arc<ImpressionStore>,
+        durability: Durability,
+        queue: usize,
+        outlet: Option<Arc<OnceLock<Outlet>>>,
+    ) -> Self {
         let capacity = queue.max(1);
         let (tx, rx) = sync_channel(capacity);
         let counters = Arc::new(RecorderCounters::default());
-        let (s, c) = (store.clone(), counters.clone());
+        let (s, c, o) = (store.clone(), counters.clone(), outlet.clone());
         let thread = std::thread::Builder::new()
             .name("pinnersage-impressions".into())
             .spawn(move || {
                 // Its write bursts yield to the threads that answer (it has a queue to catch up).
                 pinnersage_store::events::lower_calling_thread_priority(WRITER_NICE);
-                write_loop(&rx, &s, &c)
+                write_loop(&rx, &s, &c, o.as_deref())
             })
             .expect("spawning a thread");
         Self {
@@ -139,6 +182,7 @@ impl Recorder {
             durability,
             store,
             counters,
+            outlet,
             thread: Some(thread),
         }
     }
@@ -204,9 +248,14 @@ impl Drop for Recorder {
     }
 }
 
-/// The writer: takes the jobs of one [`gather`] as one write, answers its waiters, and expires
-/// past days as days pass (also while idle).
-fn write_loop(rx: &Receiver<Job>, store: &ImpressionStore, counters: &RecorderCounters) {
+/// The writer: takes the jobs of one [`gather`] as one write (or, in a fleet, one publish),
+/// answers its waiters, and expires past days as days pass (also while idle).
+fn write_loop(
+    rx: &Receiver<Job>,
+    store: &ImpressionStore,
+    counters: &RecorderCounters,
+    outlet: Option<&OnceLock<Outlet>>,
+) {
     let mut today = i64::MIN;
     loop {
         let now_day = day_of(unix_now());
@@ -229,7 +278,10 @@ fn write_loop(rx: &Receiver<Job>, store: &ImpressionStore, counters: &RecorderCo
             replies.extend(job.reply);
         }
         let started = Instant::now();
-        let written = store.record(&batch);
+        let written = match outlet {
+            None => store.record(&batch).map_err(|e| describe(&e)),
+            Some(outlet) => publish(outlet, &batch),
+        };
         counters.write_time.record(started.elapsed());
         counters.writes.fetch_add(1, Relaxed);
         let outcome = match written {
@@ -240,8 +292,8 @@ fn write_loop(rx: &Receiver<Job>, store: &ImpressionStore, counters: &RecorderCo
             }
             Err(e) => {
                 counters.failed.fetch_add(batch.len() as u64, Relaxed);
-                note(counters, Some(e.to_string()));
-                Err(describe(&e))
+                note(counters, Some(e.clone()));
+                Err(e)
             }
         };
         for reply in replies {
@@ -276,4 +328,15 @@ fn note(counters: &RecorderCounters, failing: Option<String>) {
 
 fn describe(e: &ImpressionError) -> String {
     format!("impressions not recorded: {e}")
+}
+
+/// Publishes a group to a fleet's impressions stream and waits for JetStream's acknowledgement.
+fn publish(outlet: &OnceLock<Outlet>, batch: &[Impression]) -> Result<(), String> {
+    let Some(outlet) = outlet.get() else {
+        return Err("impressions not recorded: the impressions stream is not connected yet".into());
+    };
+    outlet
+        .runtime
+        .block_on(outlet.publisher.publish_impressions(batch))
+        .map_err(|e| format!("impressions not recorded: {e}"))
 }

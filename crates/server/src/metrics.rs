@@ -479,6 +479,21 @@ impl Collector for Observed {
                     "Fleet item change messages dropped as unprocessable.",
                     &n.item_terminated,
                 ),
+                (
+                    "pinnersage_nats_impressions_acked",
+                    "Fleet impression messages acknowledged after they were stored.",
+                    &n.impressions_acked,
+                ),
+                (
+                    "pinnersage_nats_impressions_nacked",
+                    "Fleet impression messages to be redelivered (store failure).",
+                    &n.impressions_nacked,
+                ),
+                (
+                    "pinnersage_nats_impressions_terminated",
+                    "Fleet impression messages dropped as unprocessable.",
+                    &n.impressions_terminated,
+                ),
             ] {
                 page.counter(name, help, value.load(Relaxed))?;
             }

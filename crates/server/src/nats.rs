@@ -19,11 +19,12 @@ use std::time::Duration;
 use async_nats::jetstream::{self, AckKind, consumer::AckPolicy};
 use futures_util::StreamExt;
 
-use crate::fleet::{FleetConfig, Publisher, Readiness, partition_subject, replica_id};
+use crate::fleet::{FleetConfig, Publisher, Readiness, Subjects, partition_subject, replica_id};
 use crate::intake::IngestError;
 use crate::owned_store::OwnedStore;
 use pinnersage_engine::engine::Engine;
 use pinnersage_engine::serving::Serving;
+use pinnersage_store::impressions::{Impression, ImpressionError, ImpressionStore};
 
 /// Where to consume from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +54,12 @@ pub struct NatsConfig {
     /// Fleet mode: the JetStream stream of item changes (created if missing; it keeps the last
     /// change of each item).
     pub items_stream: String,
+    /// Fleet mode with experiments: the prefix of the impressions' subjects
+    /// `<impressions_subject>.<partition>`.
+    pub impressions_subject: String,
+    /// Fleet mode with experiments: the JetStream stream of impressions (created if missing;
+    /// messages kept for the impressions' retention).
+    pub impressions_stream: String,
 }
 
 impl NatsConfig {
@@ -68,6 +75,8 @@ impl NatsConfig {
             publish_patience: PUBLISH_PATIENCE,
             items_subject: "pinnersage.items".into(),
             items_stream: "PINNERSAGE_ITEMS".into(),
+            impressions_subject: "pinnersage.impressions".into(),
+            impressions_stream: "PINNERSAGE_IMPRESSIONS".into(),
         }
     }
 
@@ -83,20 +92,34 @@ impl NatsConfig {
     fn consumers(&self, replica: &str) -> Vec<(String, String)> {
         match &self.fleet {
             None => vec![(self.durable.clone(), String::new())],
-            Some(fleet) if fleet.consume.is_empty() => {
-                vec![(format!("{}-{replica}", self.durable), String::new())]
+            Some(fleet) => {
+                partition_consumers(fleet, &format!("{}-{replica}", self.durable), &self.subject)
             }
-            Some(fleet) => fleet
-                .consume
-                .iter()
-                .map(|&p| {
-                    (
-                        format!("{}-{replica}-p{p}", self.durable),
-                        partition_subject(&self.subject, p),
-                    )
-                })
-                .collect(),
         }
+    }
+}
+
+/// A replica's durable consumers of a partitioned stream (name, filter subject): one of every
+/// partition, or one per partition it holds.
+fn partition_consumers(fleet: &FleetConfig, name: &str, subject: &str) -> Vec<(String, String)> {
+    if fleet.consume.is_empty() {
+        return vec![(name.to_owned(), String::new())];
+    }
+    fleet
+        .consume
+        .iter()
+        .map(|&p| (format!("{name}-p{p}"), partition_subject(subject, p)))
+        .collect()
+}
+
+impl NatsConfig {
+    /// A fleet replica's durable consumers of the impressions stream.
+    fn impression_consumers(&self, fleet: &FleetConfig, replica: &str) -> Vec<(String, String)> {
+        partition_consumers(
+            fleet,
+            &format!("{}-{replica}-impressions", self.durable),
+            &self.impressions_subject,
+        )
     }
 }
 
@@ -115,6 +138,13 @@ pub struct NatsCounters {
     pub item_nacked: std::sync::atomic::AtomicU64,
     /// Fleet mode: item change messages dropped as unprocessable.
     pub item_terminated: std::sync::atomic::AtomicU64,
+    /// Fleet mode: impression messages stored and acknowledged.
+    pub impressions_acked: std::sync::atomic::AtomicU64,
+    /// Fleet mode: impression messages to be redelivered (the store failed).
+    pub impressions_nacked: std::sync::atomic::AtomicU64,
+    /// Fleet mode: impression messages dropped as unprocessable (not JSON, invalid, or past the
+    /// retention).
+    pub impressions_terminated: std::sync::atomic::AtomicU64,
 }
 
 /// NATS server URLs (comma-separated) as they may be printed: the password of `user:password@`
@@ -170,15 +200,18 @@ pub struct Consuming {
 }
 
 /// Connects, ensures the stream and this replica's durable consumers exist, and spawns the
-/// consuming task (on the current tokio runtime). `readiness` is told once the consumers have
-/// caught up with the stream as it stood at startup. An unreachable NATS is an error at once (the
-/// caller exits and its supervisor restarts it); a reachable one that does not answer JetStream
-/// requests (a cluster electing a leader) is retried for [`SETUP_PATIENCE`].
+/// consuming task (on the current tokio runtime). In fleet mode with `impressions` (a server
+/// with experiments), the impressions stream is consumed into that store too. `readiness` is
+/// told once the consumers have caught up with the stream as it stood at startup. An
+/// unreachable NATS is an error at once (the caller exits and its supervisor restarts it); a
+/// reachable one that does not answer JetStream requests (a cluster electing a leader) is
+/// retried for [`SETUP_PATIENCE`].
 pub async fn start(
     config: NatsConfig,
     data_dir: &std::path::Path,
     serving: Arc<Serving>,
     store: Arc<OwnedStore>,
+    impressions: Option<Arc<ImpressionStore>>,
     counters: Arc<NatsCounters>,
     readiness: Arc<Readiness>,
 ) -> Result<Consuming, NatsError> {
@@ -212,9 +245,10 @@ pub async fn start(
     let Consumers {
         events,
         items,
+        impressions: impression_messages,
         catching_up,
     } = loop {
-        match setup(&js, &config, &subjects, &replica).await {
+        match setup(&js, &config, &subjects, &replica, impressions.as_deref()).await {
             Ok(done) => break done,
             Err(Setup::Fatal(message)) => return Err(fail(message)),
             Err(Setup::Transient(message)) if tokio::time::Instant::now() < deadline => {
@@ -250,12 +284,27 @@ pub async fn start(
             counters.clone(),
         ));
     }
+    if let (Some(messages), Some(store)) = (impression_messages, impressions) {
+        eprintln!(
+            "storing impressions from {}.* (stream {})",
+            config.impressions_subject, config.impressions_stream
+        );
+        tokio::spawn(consume_impressions(
+            messages,
+            store,
+            counters.clone(),
+            config.in_flight,
+        ));
+    }
     tokio::spawn(watch_catch_up(catching_up, readiness));
     let publisher = config.fleet.as_ref().map(|fleet| {
         Publisher::new(
             client,
-            config.subject.clone(),
-            config.items_subject.clone(),
+            Subjects {
+                events: config.subject.clone(),
+                items: config.items_subject.clone(),
+                impressions: config.impressions_subject.clone(),
+            },
             fleet.partitions,
             PUBLISH_TIMEOUT,
             config.publish_patience,
@@ -296,6 +345,8 @@ struct Consumers {
     events: Vec<jetstream::consumer::pull::Stream>,
     /// Fleet mode: the item changes' message stream.
     items: Option<jetstream::consumer::pull::Stream>,
+    /// Fleet mode with experiments: the impressions' message streams.
+    impressions: Option<Vec<jetstream::consumer::pull::Stream>>,
     /// Every consumer with the last sequence of its stream at startup (the catch-up target).
     catching_up: Vec<(jetstream::consumer::PullConsumer, u64)>,
 }
@@ -312,6 +363,7 @@ async fn setup(
     config: &NatsConfig,
     subjects: &[String],
     replica: &str,
+    impressions: Option<&ImpressionStore>,
 ) -> Result<Consumers, Setup> {
     let mut stream = js
         .get_or_create_stream(jetstream::stream::Config {
@@ -367,11 +419,140 @@ async fn setup(
             Some(messages)
         }
     };
+    let impressions = match (&config.fleet, impressions) {
+        (Some(fleet), Some(store)) => {
+            let (consumers, target) =
+                setup_impressions(js, config, fleet, replica, store.retention_days()).await?;
+            let mut messages = Vec::new();
+            for consumer in consumers {
+                messages.push(open(&consumer).await?);
+                catching_up.push((consumer, target));
+            }
+            Some(messages)
+        }
+        _ => None,
+    };
     Ok(Consumers {
         events,
         items,
+        impressions,
         catching_up,
     })
+}
+
+/// Ensures the impressions stream (partitioned like the events, messages kept for
+/// `retention_days`) and this replica's consumers of it exist; returns the consumers and the
+/// stream's last sequence.
+async fn setup_impressions(
+    js: &jetstream::Context,
+    config: &NatsConfig,
+    fleet: &FleetConfig,
+    replica: &str,
+    retention_days: u32,
+) -> Result<(Vec<jetstream::consumer::PullConsumer>, u64), Setup> {
+    let subject = format!("{}.*", config.impressions_subject);
+    let name = &config.impressions_stream;
+    let mut stream = js
+        .get_or_create_stream(jetstream::stream::Config {
+            name: name.clone(),
+            subjects: vec![subject.clone()],
+            num_replicas: fleet.stream_replicas,
+            max_age: Duration::from_secs(u64::from(retention_days) * 86_400),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| Setup::Transient(format!("stream {name}: {e}")))?;
+    let captured = &stream.cached_info().config.subjects;
+    if !captured.contains(&subject) {
+        return Err(Setup::Fatal(format!(
+            "stream {name} captures {captured:?}, not {subject:?}: use another \
+             `nats_impressions_stream`"
+        )));
+    }
+    let mut consumers = Vec::new();
+    for (durable, filter_subject) in config.impression_consumers(fleet, replica) {
+        let consumer: jetstream::consumer::PullConsumer = stream
+            .get_or_create_consumer(
+                &durable,
+                jetstream::consumer::pull::Config {
+                    durable_name: Some(durable.clone()),
+                    filter_subject,
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: ACK_WAIT,
+                    max_ack_pending: (config.in_flight * 4) as i64,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| Setup::Transient(format!("consumer {durable}: {e}")))?;
+        consumers.push(consumer);
+    }
+    let target = last_sequence(&mut stream, name).await?;
+    Ok((consumers, target))
+}
+
+/// The impressions of a stream message, `{"impressions":[...]}`.
+#[derive(serde::Deserialize)]
+struct ImpressionsMessage {
+    impressions: Vec<Impression>,
+}
+
+/// Stores every impression message in `store` and acknowledges it once fsynced; a message that
+/// cannot be stored ever (not JSON, invalid, past the retention) is dropped and logged, one the
+/// store failed on is redelivered. A redelivered one is stored once (same request id and time).
+async fn consume_impressions(
+    messages: Vec<jetstream::consumer::pull::Stream>,
+    store: Arc<ImpressionStore>,
+    counters: Arc<NatsCounters>,
+    in_flight: usize,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    futures_util::stream::select_all(messages)
+        .for_each_concurrent(in_flight.max(1), |message| {
+            let (store, counters) = (store.clone(), counters.clone());
+            async move {
+                let Ok(message) = message else { return };
+                let parsed = serde_json::from_slice::<ImpressionsMessage>(&message.payload);
+                let kind = match parsed {
+                    Err(e) => {
+                        eprintln!("NATS impressions on {}: {e}; dropped", message.subject);
+                        AckKind::Term
+                    }
+                    Ok(m) => {
+                        let stored =
+                            tokio::task::spawn_blocking(move || store.record(&m.impressions)).await;
+                        match stored {
+                            Ok(Ok(())) => AckKind::Ack,
+                            Ok(Err(e @ ImpressionError::Invalid(_))) => {
+                                eprintln!("NATS impressions on {}: {e}; dropped", message.subject);
+                                AckKind::Term
+                            }
+                            Ok(Err(e)) => {
+                                eprintln!(
+                                    "NATS impressions on {}: {e}; will be redelivered",
+                                    message.subject
+                                );
+                                AckKind::Nak(Some(Duration::from_secs(1)))
+                            }
+                            Err(_) => AckKind::Nak(Some(Duration::from_secs(1))),
+                        }
+                    }
+                };
+                let counter = match kind {
+                    AckKind::Ack => &counters.impressions_acked,
+                    AckKind::Term => &counters.impressions_terminated,
+                    _ => &counters.impressions_nacked,
+                };
+                let sent = match kind {
+                    AckKind::Ack => message.double_ack().await,
+                    kind => message.ack_with(kind).await,
+                };
+                if sent.is_ok() {
+                    counter.fetch_add(1, Relaxed);
+                }
+            }
+        })
+        .await;
 }
 
 /// The last sequence of `stream` (named `name`) now: a consumer's catch-up target.

@@ -261,11 +261,19 @@ impl Server {
             // Its flushes and compactions yield the CPU too (every storage worker of the
             // process is lowered).
             store.events().lower_background_priority();
-            Some(Arc::new(Recorder::start(
-                Arc::new(impressions),
+            let impressions = Arc::new(impressions);
+            let (durability, queue) = (
                 config.impression_durability,
                 crate::impressions::DEFAULT_QUEUE,
-            )))
+            );
+            // A fleet replica publishes them to the stream, and stores those of its users
+            // from there.
+            let in_fleet = config.nats.as_ref().is_some_and(|n| n.fleet.is_some());
+            Some(Arc::new(if in_fleet {
+                Recorder::start_streamed(impressions, durability, queue)
+            } else {
+                Recorder::start(impressions, durability, queue)
+            }))
         };
         let serving = Arc::new(
             Serving::new(
@@ -373,6 +381,7 @@ impl Server {
                     &self.data_dir,
                     self.serving.clone(),
                     self.store.clone(),
+                    self.recorder.as_ref().map(|r| r.store().clone()),
                     counters.clone(),
                     readiness.clone(),
                 )
@@ -396,8 +405,13 @@ impl Server {
             ));
             counters
         });
-        let sink = match publisher {
-            Some(publisher) => EventSink::Stream(Arc::new(publisher)),
+        let sink = match publisher.map(Arc::new) {
+            Some(publisher) => {
+                if let Some(recorder) = &self.recorder {
+                    recorder.stream_to(publisher.clone(), tokio::runtime::Handle::current());
+                }
+                EventSink::Stream(publisher)
+            }
             None => EventSink::Store(self.store.clone()),
         };
         let metrics = Metrics::default().observe(Observed {

@@ -35,8 +35,9 @@ const NO_LATENCY: u32 = u32::MAX;
 /// An item's interest index when it has none.
 const NO_INTEREST: u16 = u16::MAX;
 
-/// What one answer showed a user, in one experiment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What one answer showed a user, in one experiment. As JSON (a fleet's impressions stream)
+/// the optional fields may be absent.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Impression {
     /// The answer's id (unique per answer).
     pub request_id: String,
@@ -49,17 +50,19 @@ pub struct Impression {
     /// Unix seconds.
     pub time: i64,
     /// How long the server took to answer, when it answered (not for a team's own recommender).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_micros: Option<u32>,
     /// The items, in the order shown.
     pub items: Vec<Shown>,
 }
 
 /// One item of an impression.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Shown {
     /// The item.
     pub item: String,
     /// The interest (the medoid item) that produced it, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interest: Option<String>,
 }
 
