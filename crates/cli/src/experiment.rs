@@ -8,10 +8,12 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use pinnersage_catalog::timestamp::parse_timestamp;
 use pinnersage_eval::online::{
-    ArmsOf, StoredPeriod, engagements_of, read_impressions, report, report_from_stores,
+    ArmsOf, OnlineReport, StoredPeriod, engagements_of, read_impressions, report,
+    report_from_stores,
 };
 use pinnersage_pipeline::data_in::import_events::{ImportOptions, read_events};
 use pinnersage_server::experiments::Experiments;
+use pinnersage_server::fleet_report::{ReportPeriod, fleet_report};
 use pinnersage_store::events::EventStore;
 use pinnersage_store::impressions::ImpressionStore;
 
@@ -31,6 +33,11 @@ pub enum ExperimentCommand {
 /// stored, for a server that is not running (a running one answers the same report at
 /// GET /v1/experiments/NAME/report).
 ///
+/// --servers: running servers, e.g. the replicas of a partitioned fleet (each reports only the
+/// users of the partitions it holds): each partition is counted by the first server holding it
+/// and the parts are merged into the fleet's report (the arms are the servers'; --experiments
+/// is not needed). PINNERSAGE_TOKEN is sent when set.
+///
 /// --impressions: one JSON answer of /v1/users/{user}/recommendations per line, as the server
 /// returned it, with `time` (unix seconds it was shown at) added. --events: engagement events
 /// (CSV, JSON lines or Parquet, as `import events` reads them). An engagement is attributed to
@@ -41,24 +48,32 @@ pub enum ExperimentCommand {
 ///     --data-dir /srv/pinnersage --from 2026-12-01T00:00:00Z
 ///   pinnersage experiment report --experiments experiments.toml --name interests \
 ///     --impressions shown.jsonl --events clicks.csv
+///   pinnersage experiment report --name interests \
+///     --servers 10.0.0.1:8080,10.0.0.2:8080,10.0.0.3:8080 --from 2026-12-01T00:00:00Z
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct ReportArgs {
     /// The experiments file the server ran (`serve --experiments`).
-    #[arg(long, value_name = "FILE")]
-    experiments: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "servers")]
+    experiments: Option<PathBuf>,
     /// The experiment to report.
     #[arg(long)]
     name: String,
     /// A stopped server's data directory: its recorded impressions and stored events.
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["impressions", "events"],
-          required_unless_present = "impressions")]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["impressions", "events", "servers"],
+          required_unless_present_any = ["impressions", "servers"])]
     data_dir: Option<PathBuf>,
-    /// With --data-dir: the first impression time (unix seconds or RFC 3339; default: all kept).
-    #[arg(long, requires = "data_dir")]
+    /// Running servers (HOST:PORT or http://HOST:PORT, comma-separated): every partition of
+    /// their fleet held by at least one.
+    #[arg(long, value_name = "LIST", value_delimiter = ',',
+          conflicts_with_all = ["impressions", "events", "experiments"])]
+    servers: Vec<String>,
+    /// With --data-dir or --servers: the first impression time (unix seconds or RFC 3339;
+    /// default: all kept).
+    #[arg(long)]
     from: Option<String>,
-    /// With --data-dir: the last impression time (default: the newest).
-    #[arg(long, requires = "data_dir")]
+    /// With --data-dir or --servers: the last impression time (default: the newest, or now).
+    #[arg(long)]
     to: Option<String>,
     /// The answers shown, one JSON per line, with `time`.
     #[arg(long, value_name = "FILE", requires = "events")]
@@ -84,12 +99,22 @@ pub fn run(command: &ExperimentCommand) -> Result<()> {
         ))
         .into());
     }
-    let experiments = Experiments::load(&args.experiments, &Default::default()).map_err(input)?;
+    if !args.servers.is_empty() {
+        return from_servers(args);
+    }
+    if (args.from.is_some() || args.to.is_some()) && args.data_dir.is_none() {
+        return Err(InputError("--from and --to go with --data-dir or --servers".into()).into());
+    }
+    let file = args
+        .experiments
+        .as_ref()
+        .expect("clap requires it without --servers");
+    let experiments = Experiments::load(file, &Default::default()).map_err(input)?;
     let Some(experiment) = experiments.all.iter().find(|e| e.name == args.name) else {
         let names: Vec<&str> = experiments.all.iter().map(|e| e.name.as_str()).collect();
         return Err(InputError(format!(
             "{}: no experiment {:?} (it has: {})",
-            args.experiments.display(),
+            file.display(),
             args.name,
             names.join(", ")
         ))
@@ -150,11 +175,39 @@ pub fn run(command: &ExperimentCommand) -> Result<()> {
             return Err(InputError("give --data-dir, or --impressions and --events".into()).into());
         }
     };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    print_report(&report, &heading, args.json)
+}
+
+fn print_report(report: &OnlineReport, heading: &str, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
     } else {
         println!("{heading}");
         print!("{}", report.text());
     }
     Ok(())
+}
+
+/// `--servers`: the parts of the fleet's replicas, merged.
+fn from_servers(args: &ReportArgs) -> Result<()> {
+    let servers = (args.servers.iter())
+        .map(|s| crate::items::server_addr(s))
+        .collect::<Result<Vec<_>>>()?;
+    let period = ReportPeriod {
+        from: args.from.clone(),
+        to: args.to.clone(),
+        window_hours: Some(args.window_hours),
+    };
+    let token = std::env::var("PINNERSAGE_TOKEN").ok();
+    let fleet = fleet_report(&servers, &args.name, &period, token.as_deref())?;
+    let parts: Vec<String> = (fleet.parts.iter())
+        .map(|(server, parts)| format!("{server} {parts:?}"))
+        .collect();
+    let heading = format!(
+        "experiment {} over {} partitions: {}",
+        args.name,
+        fleet.partitions,
+        parts.join(", ")
+    );
+    print_report(&fleet.report, &heading, args.json)
 }

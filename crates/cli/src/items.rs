@@ -82,7 +82,7 @@ pub fn run(command: &ItemsCommand) -> Result<()> {
 }
 
 /// The address of `--server` (`http://` and a trailing `/` allowed).
-fn server_addr(server: &str) -> Result<SocketAddr> {
+pub(crate) fn server_addr(server: &str) -> Result<SocketAddr> {
     if server.starts_with("https://") {
         return Err(InputError(format!(
             "--server {server}: pinnersage speaks plain HTTP; reach a TLS endpoint through its \

@@ -1313,4 +1313,66 @@ fn a_fleets_experiment_is_reported_whole_by_every_replica_holding_the_users() {
     assert_eq!(report(&c), (c_answers as u64, c_clicks as u64));
     assert_eq!(report(&a), expected);
     assert!(metric(&a, "pinnersage_nats_impressions_acked_total") >= 1.0);
+
+    // The fleet's report from parts: C counts its partition, A the others; merged, it is A's
+    // whole report (the same numbers, each part over other users).
+    let window = [
+        "--from".to_owned(),
+        (now - 60).to_string(),
+        "--to".to_owned(),
+        (now + 120).to_string(),
+    ];
+    let servers = format!("{},{}", c.addr, a.addr);
+    let mut argv = vec![
+        "experiment",
+        "report",
+        "--name",
+        "e",
+        "--servers",
+        &servers,
+        "--json",
+    ];
+    argv.extend(window.iter().map(String::as_str));
+    let merged: serde_json::Value = serde_json::from_str(&run_ok(&argv)).unwrap();
+    let whole = a.request(
+        "GET",
+        &format!(
+            "/v1/experiments/e/report?from={}&to={}",
+            now - 60,
+            now + 120
+        ),
+        "",
+    );
+    let whole: serde_json::Value = serde_json::from_str(body(&whole)).unwrap();
+    for (m, w) in merged["arms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(whole["arms"].as_array().unwrap())
+    {
+        for field in [
+            "users",
+            "impressions",
+            "items_shown",
+            "engagements",
+            "daily",
+        ] {
+            assert_eq!(m[field], w[field], "{field}: {m} vs {w}");
+        }
+        for rate in ["ctr", "engaged_user_rate"] {
+            let (x, y) = (&m[rate]["value"], &w[rate]["value"]);
+            assert!(
+                x == y || (x.as_f64().unwrap() - y.as_f64().unwrap()).abs() < 1e-12,
+                "{rate}: {m} vs {w}"
+            );
+        }
+    }
+    // Without a holder of every partition the parts cannot make the fleet's report.
+    let c_only = c.addr.clone();
+    let mut argv = vec!["experiment", "report", "--name", "e", "--servers", &c_only];
+    argv.extend(window.iter().map(String::as_str));
+    let out = bin().args(&argv).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("held by none of the servers"), "{stderr}");
 }

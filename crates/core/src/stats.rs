@@ -31,34 +31,96 @@ impl Ratio {
     /// assert!(r.variance > 0.0);
     /// ```
     pub fn over(users: &[(f64, f64)]) -> Option<Self> {
-        let n = users.len();
-        if n < 2 {
+        let mut moments = Moments::default();
+        for &(x, y) in users {
+            moments.add(x, y);
+        }
+        moments.ratio()
+    }
+}
+
+/// What a [`Ratio`] is computed from: the users' count, the sums of their numerators and
+/// denominators and their centred second moments. Mergeable across disjoint sets of users
+/// (the pairwise update of Chan, Golub and LeVeque, numerically stable), so that parts of an
+/// experiment counted apart (a fleet's replicas, each holding some users) give the ratio of the
+/// whole.
+///
+/// ```
+/// use pinnersage_core::stats::{Moments, Ratio};
+/// let users = [(1.0, 10.0), (3.0, 10.0), (2.0, 20.0), (0.0, 5.0)];
+/// let (mut left, mut right) = (Moments::default(), Moments::default());
+/// users[..1].iter().for_each(|&(x, y)| left.add(x, y));
+/// users[1..].iter().for_each(|&(x, y)| right.add(x, y));
+/// left.merge(&right);
+/// let whole = Ratio::over(&users).unwrap();
+/// assert_eq!(left.ratio().unwrap().value, whole.value);
+/// assert!((left.ratio().unwrap().variance - whole.variance).abs() < 1e-15);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Moments {
+    /// Users.
+    pub users: u64,
+    /// Sum of the numerators.
+    pub sum_x: f64,
+    /// Sum of the denominators.
+    pub sum_y: f64,
+    /// Sum of squared deviations of the numerators from their mean.
+    pub m2_x: f64,
+    /// Sum of squared deviations of the denominators from their mean.
+    pub m2_y: f64,
+    /// Sum of the products of both deviations.
+    pub c_xy: f64,
+}
+
+impl Moments {
+    /// Adds one user's `(numerator, denominator)`.
+    pub fn add(&mut self, x: f64, y: f64) {
+        self.merge(&Self {
+            users: 1,
+            sum_x: x,
+            sum_y: y,
+            ..Self::default()
+        });
+    }
+
+    /// Adds the users of `other` (disjoint from these).
+    pub fn merge(&mut self, other: &Self) {
+        if other.users == 0 {
+            return;
+        }
+        if self.users == 0 {
+            *self = *other;
+            return;
+        }
+        let (na, nb) = (self.users as f64, other.users as f64);
+        let weight = na * nb / (na + nb);
+        let dx = other.sum_x / nb - self.sum_x / na;
+        let dy = other.sum_y / nb - self.sum_y / na;
+        self.m2_x += other.m2_x + dx * dx * weight;
+        self.m2_y += other.m2_y + dy * dy * weight;
+        self.c_xy += other.c_xy + dx * dy * weight;
+        self.sum_x += other.sum_x;
+        self.sum_y += other.sum_y;
+        self.users += other.users;
+    }
+
+    /// The ratio `sum_x / sum_y` with its delta-method variance over the users; `None` when
+    /// fewer than two users or a zero denominator sum.
+    pub fn ratio(&self) -> Option<Ratio> {
+        if self.users < 2 || self.sum_y <= 0.0 {
             return None;
         }
-        let nf = n as f64;
-        let (sum_x, sum_y) = users
-            .iter()
-            .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
-        if sum_y <= 0.0 {
-            return None;
-        }
-        let (mean_x, mean_y) = (sum_x / nf, sum_y / nf);
-        let value = sum_x / sum_y;
-        let (mut var_x, mut var_y, mut cov) = (0.0, 0.0, 0.0);
-        for (x, y) in users {
-            let (dx, dy) = (x - mean_x, y - mean_y);
-            var_x += dx * dx;
-            var_y += dy * dy;
-            cov += dx * dy;
-        }
+        let nf = self.users as f64;
+        let mean_y = self.sum_y / nf;
+        let value = self.sum_x / self.sum_y;
         let d = nf - 1.0;
-        let (var_x, var_y, cov) = (var_x / d, var_y / d, cov / d);
+        let (var_x, var_y, cov) = (self.m2_x / d, self.m2_y / d, self.c_xy / d);
         let variance =
             ((var_x - 2.0 * value * cov + value * value * var_y) / (mean_y * mean_y * nf)).max(0.0);
-        Some(Self {
+        Some(Ratio {
             value,
             variance,
-            users: n,
+            users: self.users as usize,
         })
     }
 }
@@ -318,6 +380,61 @@ fn ln_gamma(x: f64) -> f64 {
 mod tests {
     use super::*;
     use crate::sample::SplitMix64;
+
+    /// The textbook two-pass delta-method ratio: the reference for [`Moments`].
+    fn two_pass(users: &[(f64, f64)]) -> (f64, f64) {
+        let nf = users.len() as f64;
+        let sum_x: f64 = users.iter().map(|u| u.0).sum();
+        let sum_y: f64 = users.iter().map(|u| u.1).sum();
+        let (mean_x, mean_y) = (sum_x / nf, sum_y / nf);
+        let value = sum_x / sum_y;
+        let (mut var_x, mut var_y, mut cov) = (0.0, 0.0, 0.0);
+        for (x, y) in users {
+            var_x += (x - mean_x) * (x - mean_x);
+            var_y += (y - mean_y) * (y - mean_y);
+            cov += (x - mean_x) * (y - mean_y);
+        }
+        let d = nf - 1.0;
+        let variance = (var_x / d - 2.0 * value * cov / d + value * value * var_y / d)
+            / (mean_y * mean_y * nf);
+        (value, variance)
+    }
+
+    /// Moments added one by one, or counted in parts and merged in any grouping, give the
+    /// two-pass ratio and variance.
+    #[test]
+    fn moments_merged_in_parts_match_the_two_pass_ratio() {
+        let mut rng = SplitMix64::new(5);
+        for trial in 0..50 {
+            let n = 2 + (rng.next_u64() % 300) as usize;
+            let users: Vec<(f64, f64)> = (0..n)
+                .map(|_| {
+                    let shown = 1.0 + (rng.next_u64() % 60) as f64;
+                    ((rng.next_u64() % 4) as f64, shown)
+                })
+                .collect();
+            let (value, variance) = two_pass(&users);
+            let count = 1 + trial % 5;
+            let mut parts: Vec<Moments> = vec![Moments::default(); count];
+            for (k, &(x, y)) in users.iter().enumerate() {
+                parts[(k * 7 + trial) % count].add(x, y);
+            }
+            let mut whole = Moments::default();
+            for part in parts.iter().rev() {
+                whole.merge(part);
+            }
+            let r = whole.ratio().unwrap();
+            assert_eq!(r.users, n);
+            assert!(
+                (r.value - value).abs() <= 1e-15 * value.abs(),
+                "{r:?} vs {value}"
+            );
+            assert!(
+                (r.variance - variance).abs() <= 1e-9 * variance.abs() + 1e-18,
+                "{r:?} vs {variance}"
+            );
+        }
+    }
 
     /// Values from an independent implementation (scipy.stats: `chi2.sf`, `norm.sf`) or exact.
     #[test]

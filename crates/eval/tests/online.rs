@@ -219,6 +219,22 @@ fn pick(
 /// Runs an experiment of `users` over `policies` (one per arm, equal shares); `lose` drops that
 /// share of arm 1's users' impressions (a broken logging path).
 fn simulate(seed: u64, users: usize, policies: [Policy; 2], lose: f64) -> OnlineReport {
+    let (impressions, engagements) = population(seed, users, policies, lose);
+    report(
+        &two_arms(),
+        &impressions,
+        &engagements,
+        DEFAULT_WINDOW_SECONDS,
+    )
+}
+
+/// The impressions and engagements of [`simulate`]'s experiment.
+fn population(
+    seed: u64,
+    users: usize,
+    policies: [Policy; 2],
+    lose: f64,
+) -> (Vec<Impression>, Vec<Engagement>) {
     let mut rng = SplitMix64::new(seed);
     let world = World::new(&mut rng);
     let split = Split::new(&format!("salt-{seed}"), &[0.5, 0.5]).unwrap();
@@ -257,7 +273,7 @@ fn simulate(seed: u64, users: usize, policies: [Policy; 2], lose: f64) -> Online
                 user: user.clone(),
                 arm: ["a", "b"][arm].into(),
                 time,
-                latency_micros: None,
+                latency_micros: Some(200 + (rng.next_u64() % 5_000) as u32),
                 items: shown
                     .iter()
                     .map(|&(item, topic)| Shown {
@@ -268,12 +284,95 @@ fn simulate(seed: u64, users: usize, policies: [Policy; 2], lose: f64) -> Online
             });
         }
     }
-    report(
+    (impressions, engagements)
+}
+
+/// Parts of an experiment counted apart, each over its own users (a fleet's partitions), merge
+/// into the report of the whole: every count equal, every rate and standard error equal to
+/// rounding, the latency quantiles those of one histogram.
+#[test]
+fn parts_counted_over_disjoint_users_merge_into_the_whole_report() {
+    let (impressions, engagements) = population(11, 3_000, [Policy::One, Policy::All], 0.0);
+    let whole = report(
         &two_arms(),
         &impressions,
         &engagements,
         DEFAULT_WINDOW_SECONDS,
-    )
+    );
+    let part_of = |user: &str| pinnersage_core::hash::stable_hash(user.as_bytes()) % 3;
+    let mut merged: Option<Partial> = None;
+    for part in 0..3 {
+        let mut tally = Tally::new(&two_arms(), DEFAULT_WINDOW_SECONDS);
+        let mut shown: Vec<&Impression> = (impressions.iter())
+            .filter(|i| part_of(&i.user) == part)
+            .collect();
+        shown.sort_by_key(|i| i.time);
+        let mut engaged: Vec<&Engagement> = (engagements.iter())
+            .filter(|e| part_of(&e.user) == part)
+            .collect();
+        engaged.sort_by_key(|e| e.time);
+        let mut next = shown.into_iter().peekable();
+        for e in engaged {
+            while let Some(i) = next.next_if(|i| i.time <= e.time + CLOCK_SKEW_SECONDS) {
+                tally.impression(i);
+            }
+            tally.engagement(e);
+        }
+        next.for_each(|i| tally.impression(i));
+        // Through JSON, as a replica would send it.
+        let sent: Partial =
+            serde_json::from_str(&serde_json::to_string(&tally.partial()).unwrap()).unwrap();
+        match &mut merged {
+            None => merged = Some(sent),
+            Some(m) => m.merge(&sent).unwrap(),
+        }
+    }
+    let merged = merged.unwrap().report(&two_arms());
+    assert!(whole.arms[1].engagements > 100, "{whole:?}");
+    let close =
+        |a: f64, b: f64| (a - b).abs() <= 1e-12 * a.abs().max(1.0) || a.is_nan() && b.is_nan();
+    for (w, m) in whole.arms.iter().zip(&merged.arms) {
+        assert_eq!(
+            (w.users, w.impressions, w.items_shown, w.engagements),
+            (m.users, m.impressions, m.items_shown, m.engagements)
+        );
+        for (a, b) in [
+            (&w.ctr, &m.ctr),
+            (&w.engaged_user_rate, &m.engaged_user_rate),
+        ] {
+            assert!(
+                close(a.value, b.value) && close(a.standard_error, b.standard_error),
+                "{a:?} {b:?}"
+            );
+            let (va, vb) = (a.vs_control.as_ref(), b.vs_control.as_ref());
+            assert_eq!(va.is_some(), vb.is_some());
+            if let (Some(va), Some(vb)) = (va, vb) {
+                assert!(close(va.interval[0], vb.interval[0]) && close(va.p_value, vb.p_value));
+            }
+        }
+        assert_eq!(w.ctr_by_position, m.ctr_by_position);
+        assert!(close(
+            w.interests_engaged_per_engaged_user,
+            m.interests_engaged_per_engaged_user
+        ));
+        assert_eq!(w.latency, m.latency);
+        assert_eq!(w.daily, m.daily);
+    }
+    assert_eq!(whole.unattributed, merged.unattributed);
+    assert_eq!(whole.sample_ratio, merged.sample_ratio);
+    // Parts of another experiment do not merge.
+    let mut three = Partial {
+        arms: vec![ArmPartial::default(); 3],
+        ..Partial::default()
+    };
+    assert!(
+        three
+            .merge(&Partial {
+                arms: vec![ArmPartial::default(); 2],
+                ..Partial::default()
+            })
+            .is_err()
+    );
 }
 
 #[test]

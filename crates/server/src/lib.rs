@@ -13,6 +13,7 @@ pub mod client;
 pub mod clock;
 pub mod experiments;
 pub mod fleet;
+pub mod fleet_report;
 pub mod front;
 pub mod handoff;
 pub mod haproxy;

@@ -121,6 +121,24 @@ fn without_experiments_answers_carry_a_request_id_only() {
     assert_eq!(listed["experiments"], serde_json::json!([]));
 }
 
+/// `a` and `b` are the same JSON but for numbers within 1e-12 of each other (relative).
+fn nearly(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value::{Array, Number, Object};
+    match (a, b) {
+        (Number(x), Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            (x - y).abs() <= 1e-12 * x.abs().max(y.abs()).max(1e-300)
+        }
+        (Array(x), Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| nearly(x, y)),
+        (Object(x), Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| nearly(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
 /// Waits until the server has written `n` impressions in all.
 fn recorded(server: &Server, n: f64) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -228,6 +246,31 @@ fn impressions_are_recorded_engagements_attributed_and_the_report_served() {
     let (_, missing) = server.get_json("/v1/experiments/nope/report");
     assert_eq!(error_code(&missing), "unknown_experiment");
     let (status, bad) = server.get_json("/v1/experiments/interests/report?from=yesterday");
+    assert_eq!((status, error_code(&bad)), (400, "bad_request"), "{bad}");
+    // The part of a standalone server is everyone (partition 0 of 1), and it is the report.
+    let (status, part) = server.get_json("/v1/experiments/interests/partial");
+    assert_eq!(status, 200, "{part}");
+    assert_eq!(
+        part["partitions"],
+        serde_json::json!({"count": 1, "counted": [0]})
+    );
+    let partial: pinnersage_eval::online::Partial =
+        serde_json::from_value(part["partial"].clone()).unwrap();
+    let arms: pinnersage_eval::online::ArmsOf =
+        serde_json::from_value(part["arms"].clone()).unwrap();
+    let again = serde_json::to_value(partial.report(&arms)).unwrap();
+    // Equal, up to the last digit JSON numbers may lose in a round trip.
+    assert!(
+        nearly(&again["arms"], &report["arms"]),
+        "{again} vs {report}"
+    );
+    let (status, bad) = server.get_json("/v1/experiments/interests/partial?partitions=1");
+    assert_eq!(
+        (status, error_code(&bad)),
+        (400, "partition_not_held"),
+        "{bad}"
+    );
+    let (status, bad) = server.get_json("/v1/experiments/interests/partial?partitions=x");
     assert_eq!((status, error_code(&bad)), (400, "bad_request"), "{bad}");
 }
 

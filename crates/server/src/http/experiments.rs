@@ -5,7 +5,9 @@ use super::*;
 use crate::experiments::{ArmPlan, Experiment};
 use crate::impressions::RecordError;
 use crate::intake::{IdIn, MAX_CLOCK_SKEW_SECONDS, TsIn};
-use pinnersage_eval::online::{ArmsOf, DEFAULT_WINDOW_SECONDS, StoredPeriod, report_from_stores};
+use pinnersage_eval::online::{
+    ArmsOf, DEFAULT_WINDOW_SECONDS, StoredPeriod, partial_from_stores, report_from_stores,
+};
 use pinnersage_store::impressions::{DAY_SECONDS, Impression, Shown, check_impression};
 
 /// Most impressions in one `POST /v1/impressions`.
@@ -236,6 +238,8 @@ pub(super) struct ReportQuery {
     from: Option<String>,
     to: Option<String>,
     window_hours: Option<f64>,
+    /// `/partial` only: the partitions to count (default: those the replica holds).
+    partitions: Option<String>,
 }
 
 /// A query's time: unix seconds or RFC 3339.
@@ -256,17 +260,17 @@ fn time_param(name: &str, value: Option<&str>, default: i64) -> Result<i64, ApiE
     })
 }
 
-/// `GET /v1/experiments/{name}/report`: the experiment's report over the impressions this
-/// server recorded from `from` to `to` (default: the retention up to now) and the engagement
-/// events it stored, attributed within `window_hours` (default 24).
-pub(super) async fn experiment_report(
-    State(state): State<AppState>,
-    place: Option<Extension<InFlight>>,
-    name: Result<Path<String>, PathRejection>,
-    query: Result<Query<ReportQuery>, QueryRejection>,
-) -> Result<Response, ApiError> {
-    let Path(name) = name?;
-    let Query(q) = query?;
+/// What a report request asks for: the experiment, its recorder, the period and the arms.
+struct Asked<'a> {
+    experiment: &'a Experiment,
+    recorder: Arc<crate::impressions::Recorder>,
+    period: StoredPeriod,
+    arms: ArmsOf,
+    window_hours: f64,
+}
+
+/// Checks a report request: the experiment is in the file, the times parse, the window is sane.
+fn asked<'a>(state: &'a AppState, name: &str, q: &ReportQuery) -> Result<Asked<'a>, ApiError> {
     let experiment = (state.experiments.all.iter().find(|e| e.name == name)).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -304,6 +308,33 @@ pub(super) async fn experiment_report(
         shares: experiment.arms.iter().map(|a| a.share).collect(),
         control: experiment.control,
     };
+    Ok(Asked {
+        experiment,
+        recorder,
+        period,
+        arms,
+        window_hours,
+    })
+}
+
+/// `GET /v1/experiments/{name}/report`: the experiment's report over the impressions this
+/// server recorded from `from` to `to` (default: the retention up to now) and the engagement
+/// events it stored, attributed within `window_hours` (default 24).
+pub(super) async fn experiment_report(
+    State(state): State<AppState>,
+    place: Option<Extension<InFlight>>,
+    name: Result<Path<String>, PathRejection>,
+    query: Result<Query<ReportQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Path(name) = name?;
+    let Query(q) = query?;
+    let Asked {
+        experiment,
+        recorder,
+        period,
+        arms,
+        window_hours,
+    } = asked(&state, &name, &q)?;
     let events = state.store.events().clone();
     let report = blocking(place, move || {
         report_from_stores(&arms, &period, recorder.store(), &events).map(|r| (r, period))
@@ -327,4 +358,84 @@ pub(super) async fn experiment_report(
         window_hours,
         report,
     }))
+}
+
+/// `GET /v1/experiments/{name}/partial`: what the report counts, over the users of the given
+/// `partitions` (default: every partition this server holds), as mergeable sums
+/// ([`pinnersage_eval::online::Partial`]): the parts of a partitioned fleet's replicas, one per
+/// partition, merge into the fleet's report (`pinnersage experiment report --servers`).
+pub(super) async fn experiment_partial(
+    State(state): State<AppState>,
+    place: Option<Extension<InFlight>>,
+    name: Result<Path<String>, PathRejection>,
+    query: Result<Query<ReportQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Path(name) = name?;
+    let Query(q) = query?;
+    let Asked {
+        experiment,
+        recorder,
+        period,
+        arms,
+        window_hours,
+    } = asked(&state, &name, &q)?;
+    let share = match &state.mode {
+        crate::Mode::Replica(fleet) => fleet.share(),
+        crate::Mode::Standalone => crate::fleet::Share::everyone(),
+    };
+    let held: Vec<u32> = (0..share.count)
+        .filter(|&p| share.holds_partition(p))
+        .collect();
+    let counted: Vec<u32> = match q.partitions.as_deref() {
+        None => held.clone(),
+        Some(list) => {
+            let mut counted = Vec::new();
+            for item in list.split(',') {
+                let range: crate::fleet::PartitionRange = item.parse().map_err(|e: String| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        format!("`partitions`: {e}"),
+                    )
+                })?;
+                for p in range.partitions() {
+                    if !held.contains(&p) {
+                        return Err(ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            "partition_not_held",
+                            format!(
+                                "`partitions`: this server does not hold partition {p} (it holds \
+                                 {held:?} of {})",
+                                share.count
+                            ),
+                        ));
+                    }
+                    if !counted.contains(&p) {
+                        counted.push(p);
+                    }
+                }
+            }
+            counted.sort_unstable();
+            counted
+        }
+    };
+    let events = state.store.events().clone();
+    let (count, chosen) = (share.count, counted.clone());
+    let arms_out = arms.clone();
+    let partial = blocking(place, move || {
+        let counts = |user: &str| chosen.contains(&crate::fleet::partition_of(user, count));
+        partial_from_stores(&arms, &period, recorder.store(), &events, &counts).map(|p| (p, period))
+    })
+    .await?
+    .map_err(|e| ApiError::of(&e, "report_failed"))?;
+    let (partial, period) = partial;
+    Ok(json_response(&json!({
+        "experiment": experiment.name,
+        "from": period.from,
+        "to": period.to,
+        "window_hours": window_hours,
+        "arms": arms_out,
+        "partitions": {"count": share.count, "counted": counted},
+        "partial": partial,
+    })))
 }

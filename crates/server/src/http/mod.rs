@@ -131,6 +131,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/experiments", get(admin_experiments))
         .route("/v1/impressions", post(post_impressions))
         .route("/v1/experiments/{name}/report", get(experiment_report))
+        .route("/v1/experiments/{name}/partial", get(experiment_partial))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
