@@ -1221,7 +1221,7 @@ fn a_fleets_experiment_is_reported_whole_by_every_replica_holding_the_users() {
         wait_ready(&mut server);
         server
     };
-    let a = replica("a", &[]);
+    let mut a = replica("a", &[]);
     let b = replica("b", &[]);
     let c = replica("c", &["--consume-partitions", "1"]);
     let users: Vec<String> = (0..7).map(|u| format!("u{u}")).collect();
@@ -1375,4 +1375,12 @@ fn a_fleets_experiment_is_reported_whole_by_every_replica_holding_the_users() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("held by none of the servers"), "{stderr}");
+
+    // A graceful stop publishes the impressions still buffered: B counts the last answer A gave.
+    let answer = a.request("GET", "/v1/users/u0/recommendations?k=3", "");
+    assert_eq!(status(&answer), 200, "{answer}");
+    assert!(a.terminate().success());
+    wait_for("B's count of A's last answer", 30, || {
+        report(&b).0 == expected.0 + 1
+    });
 }
