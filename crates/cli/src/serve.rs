@@ -124,6 +124,11 @@ pub struct ServeArgs {
     /// Override the index's ef_search (higher: better recall, slower).
     #[arg(long)]
     ef_search: Option<usize>,
+    /// The ef_construction of items inserted into the served graph while serving (POST
+    /// /v1/items; default: the index build's). Lower inserts faster into a slightly worse graph
+    /// (docs/benchmarks.md measures it); the next rebuild uses the build's value again.
+    #[arg(long, value_name = "EF", value_parser = clap::value_parser!(u64).range(1..=4096))]
+    insert_ef: Option<u64>,
     /// Load a usearch HNSW index into memory instead of memory-mapping it (hnswlib's is always
     /// loaded).
     #[arg(long)]
@@ -316,6 +321,7 @@ impl ServeArgs {
         Ok(ServeConfig {
             cache_bytes: self.cache_mb << 20,
             ef_search: self.ef_search,
+            insert_ef: self.insert_ef.map(|ef| ef as usize),
             load_index: self.load_index,
             resample: self.resample,
             retrieval,

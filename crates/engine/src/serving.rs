@@ -38,6 +38,8 @@ const FOLD_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
 pub struct IndexOpening {
     /// Overrides the index's ef_search.
     pub ef_search: Option<usize>,
+    /// The ef_construction of live inserts (the build's when unset).
+    pub insert_ef: Option<usize>,
     /// Load a usearch index into memory instead of memory-mapping it.
     pub load_into_memory: bool,
 }
@@ -168,6 +170,7 @@ impl Serving {
             &data_dir,
             catalog.clone(),
             self.opening.ef_search,
+            self.opening.insert_ef,
             self.opening.load_into_memory,
         )
         .map_err(|e| internal(&e))?;

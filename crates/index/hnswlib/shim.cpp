@@ -278,6 +278,16 @@ int ps_hnswlib_save(void* index, const char* path, char* err, size_t err_len) {
 
 void ps_hnswlib_set_ef(void* index, size_t ef) { static_cast<PsIndex*>(index)->hnsw->setEf(ef); }
 
+// Sets the candidate list size of the inserts from now on (hnswlib keeps it at least M).
+void ps_hnswlib_set_ef_construction(void* index, size_t ef) {
+    hnswlib::HierarchicalNSW<float>* h = static_cast<PsIndex*>(index)->hnsw;
+    h->ef_construction_ = std::max(ef, h->M_);
+}
+
+size_t ps_hnswlib_ef_construction(void* index) {
+    return static_cast<PsIndex*>(index)->hnsw->ef_construction_;
+}
+
 size_t ps_hnswlib_len(void* index) {
     return static_cast<PsIndex*>(index)->hnsw->getCurrentElementCount();
 }

@@ -335,6 +335,23 @@ impl HnswIndex {
         }
     }
 
+    /// Changes `ef_construction` for the vectors inserted from now on (the live inserts of a
+    /// served index; a lower value inserts faster into a slightly worse graph).
+    pub fn set_expansion_add(&self, ef: usize) {
+        match &self.backend {
+            Backend::Hnswlib(index) => index.set_ef_construction(ef),
+            Backend::Usearch(index) => index.change_expansion_add(ef),
+        }
+    }
+
+    /// The `ef_construction` of the inserts from now on.
+    pub fn expansion_add(&self) -> usize {
+        match &self.backend {
+            Backend::Hnswlib(index) => index.ef_construction(),
+            Backend::Usearch(index) => index.expansion_add(),
+        }
+    }
+
     /// Changes `ef_search`.
     pub fn set_expansion_search(&self, ef: usize) {
         match &self.backend {

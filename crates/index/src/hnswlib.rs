@@ -55,6 +55,8 @@ unsafe extern "C" {
         err_len: usize,
     ) -> c_int;
     fn ps_hnswlib_set_ef(index: *mut c_void, ef: usize);
+    fn ps_hnswlib_set_ef_construction(index: *mut c_void, ef: usize);
+    fn ps_hnswlib_ef_construction(index: *mut c_void) -> usize;
     fn ps_hnswlib_len(index: *mut c_void) -> usize;
     fn ps_hnswlib_memory(index: *mut c_void) -> usize;
     fn ps_hnswlib_search(
@@ -251,6 +253,20 @@ impl Hnswlib {
             return Err(failed(&format!("cannot write {}", path.display()), &err));
         }
         Ok(())
+    }
+
+    /// Sets `ef_construction` for the inserts from now on (waits for those under way).
+    pub(crate) fn set_ef_construction(&self, ef: usize) {
+        let _exclusive = self.changing.write();
+        // SAFETY: a live index, nothing inserting meanwhile.
+        unsafe { ps_hnswlib_set_ef_construction(self.ptr, ef) }
+    }
+
+    /// The `ef_construction` inserts use.
+    pub(crate) fn ef_construction(&self) -> usize {
+        let _shared = self.changing.read();
+        // SAFETY: a live index.
+        unsafe { ps_hnswlib_ef_construction(self.ptr) }
     }
 
     /// Sets `ef_search`.

@@ -308,11 +308,14 @@ pub struct OpenedIndex {
 }
 
 /// Opens the current index generation of `data_dir` for `catalog` (memory-mapped unless
-/// `load_into_memory`), with `ef_search` overriding the stored value when given.
+/// `load_into_memory`), with `ef_search` overriding the stored value when given, and
+/// `insert_ef` the `ef_construction` of the vectors inserted while it is served (the build's
+/// otherwise; a rebuild uses the build's either way).
 pub fn open(
     data_dir: &Path,
     catalog: Arc<Catalog>,
     ef_search: Option<usize>,
+    insert_ef: Option<usize>,
     load_into_memory: bool,
 ) -> Result<OpenedIndex, IndexError> {
     let generations = Generations::new(index_root(data_dir));
@@ -365,12 +368,23 @@ pub fn open(
         }
     };
     let index: Arc<dyn AnnIndex> = match meta.kind {
-        IndexKind::Hnsw => Arc::new(HnswIndex::view(
-            &dir.join(meta.params.library.file_name()),
-            &meta.params,
-            meta.dim,
-            load_into_memory,
-        )?),
+        IndexKind::Hnsw => {
+            let hnsw = HnswIndex::view(
+                &dir.join(meta.params.library.file_name()),
+                &meta.params,
+                meta.dim,
+                load_into_memory,
+            )?;
+            if let Some(ef) = insert_ef {
+                if !(1..=4096).contains(&ef) {
+                    return Err(IndexError::Options(format!(
+                        "insert ef must be in 1..=4096, got {ef}"
+                    )));
+                }
+                hnsw.set_expansion_add(ef);
+            }
+            Arc::new(hnsw)
+        }
         IndexKind::Exact => exact.clone(),
     };
     if index.kind() != "exact" {

@@ -76,7 +76,7 @@ fn recall_against_exact_survives_save_and_view(library: HnswLibrary) {
     assert_eq!(built.meta.indexed, 5_000);
     assert_eq!(built.meta.catalog_generation, "gen-000001");
 
-    let opened = persist::open(dir.path(), catalog.clone(), Some(128), false).unwrap();
+    let opened = persist::open(dir.path(), catalog.clone(), Some(128), None, false).unwrap();
     assert_eq!(opened.index.kind(), "hnsw");
     assert_eq!(opened.index.len(), 5_000);
     assert_eq!(opened.version, 1);
@@ -200,7 +200,7 @@ fn hnsw_library_choices_are_checked_and_old_generations_open_as_usearch() {
         .remove("library")
         .unwrap();
     std::fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
-    let opened = persist::open(dir.path(), catalog.clone(), None, false).unwrap();
+    let opened = persist::open(dir.path(), catalog.clone(), None, None, false).unwrap();
     assert_eq!(opened.meta.params.library, HnswLibrary::Usearch);
     assert_eq!(
         opened.index.search(catalog.embedding(3), 1).unwrap()[0].row,
@@ -220,7 +220,7 @@ fn hnsw_library_choices_are_checked_and_old_generations_open_as_usearch() {
     );
     let bytes = std::fs::read(&file).unwrap();
     std::fs::write(&file, &bytes[..bytes.len() / 3]).unwrap();
-    let err = persist::open(dir.path(), catalog.clone(), None, false)
+    let err = persist::open(dir.path(), catalog.clone(), None, None, false)
         .err()
         .unwrap()
         .to_string();
@@ -259,7 +259,7 @@ fn exclusions_and_near_duplicates_are_left_out_and_recorded() {
         let collapsed = std::fs::read_to_string(built.dir.join("collapsed.tsv")).unwrap();
         assert!(collapsed.contains("item-500\titem-0\n"), "{collapsed}");
 
-        let opened = persist::open(dir.path(), catalog.clone(), None, false).unwrap();
+        let opened = persist::open(dir.path(), catalog.clone(), None, None, false).unwrap();
         assert_eq!(opened.index.len(), 990);
         for row in [3usize, 4, 500, 509] {
             let hits = opened.index.search(catalog.embedding(row), 20).unwrap();
@@ -282,7 +282,7 @@ fn missing_and_stale_indexes_are_clear_errors() {
     let dim = 8;
     let data = vectors(300, dim, 4);
     let c1 = catalog(dir.path(), &data, dim);
-    let err = persist::open(dir.path(), c1.clone(), None, false)
+    let err = persist::open(dir.path(), c1.clone(), None, None, false)
         .err()
         .unwrap();
     assert!(
@@ -291,7 +291,9 @@ fn missing_and_stale_indexes_are_clear_errors() {
     );
     persist::build(dir.path(), &c1, &BuildOptions::default(), &()).unwrap();
     let c2 = catalog(dir.path(), &data, dim); // re-import: catalog gen-000002
-    let err = persist::open(dir.path(), c2, None, false).err().unwrap();
+    let err = persist::open(dir.path(), c2, None, None, false)
+        .err()
+        .unwrap();
     assert!(
         err.to_string()
             .contains("built for catalog gen-000001 but the current catalog is gen-000002"),
@@ -329,7 +331,7 @@ fn a_served_graph_takes_inserts_and_deletes_while_searched_and_reopens_with_them
     let data = vectors(4_000, dim, 3);
     let catalog = catalog(dir.path(), &data, dim);
     persist::build(dir.path(), &catalog, &BuildOptions::default(), &()).unwrap();
-    let opened = persist::open(dir.path(), catalog.clone(), Some(128), false).unwrap();
+    let opened = persist::open(dir.path(), catalog.clone(), Some(128), None, false).unwrap();
     let index = opened.index.clone();
     assert!(index.takes_changes());
 
@@ -408,8 +410,52 @@ fn a_served_graph_takes_inserts_and_deletes_while_searched_and_reopens_with_them
         (again.rows(), again.live_rows()),
         (4_000 + 3_300, 4_000 + 2_500)
     );
-    let reopened = persist::open(dir.path(), again.clone(), Some(128), false).unwrap();
+    let reopened = persist::open(dir.path(), again.clone(), Some(128), None, false).unwrap();
     assert_eq!(reopened.index.len(), 4_000 + 2_500);
     let caught_up = recall(reopened.index.as_ref(), &again);
     assert!(caught_up >= 0.95, "recall@10 after reopening: {caught_up}");
+}
+
+/// The ef_construction of live inserts can be set on a served graph: the inserts that follow use
+/// it, and the graph they make still finds the nearest neighbours (recall@10 against the exact
+/// scan, inserted at ef 32 beside the build's 128; usearch takes the setting but its graphs take
+/// no inserts).
+#[test]
+fn live_inserts_take_their_own_ef_construction() {
+    use pinnersage_index::HnswIndex;
+    let dim = 16;
+    let data = vectors(6_000, dim, 8);
+    let exact = ExactIndex::new(&data[..], dim, Metric::Cosine).unwrap();
+    let queries = vectors(300, dim, 9);
+    for library in [HnswLibrary::Hnswlib, HnswLibrary::Usearch] {
+        let mut recalls = Vec::new();
+        for insert_ef in [128, 32] {
+            let params = HnswParams {
+                library,
+                expansion_add: 128,
+                expansion_search: 64,
+                ..HnswParams::default()
+            };
+            let built: Vec<u32> = (0..3_000).collect();
+            let index = HnswIndex::build(&data, dim, &built, &params, &|_| {}).unwrap();
+            assert_eq!(index.expansion_add(), 128, "{library:?}");
+            index.set_expansion_add(insert_ef);
+            assert_eq!(index.expansion_add(), insert_ef, "{library:?}");
+            if !index.takes_changes() {
+                continue; // a usearch graph is served as built
+            }
+            // Half the catalog inserted live.
+            for row in 3_000..6_000u32 {
+                let r = row as usize;
+                index.insert(row, &data[r * dim..(r + 1) * dim]).unwrap();
+            }
+            recalls.push(recall_at_10(&index, &exact, &queries, dim));
+        }
+        if let [at_128, at_32] = recalls[..] {
+            eprintln!(
+                "recall@10 with half the items inserted live: ef 128 {at_128:.3}, ef 32 {at_32:.3}"
+            );
+            assert!(at_32 >= 0.9 && at_128 >= 0.9, "{recalls:?}");
+        }
+    }
 }

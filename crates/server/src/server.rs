@@ -35,6 +35,9 @@ pub struct ServeConfig {
     pub cache_bytes: u64,
     /// Overrides the index's ef_search.
     pub ef_search: Option<usize>,
+    /// The ef_construction of the items inserted into the served graph (`POST /v1/items`); the
+    /// build's when unset.
+    pub insert_ef: Option<usize>,
     /// Load a usearch HNSW index into memory instead of memory-mapping it (hnswlib's always is).
     pub load_index: bool,
     /// How medoids are sampled.
@@ -82,6 +85,7 @@ impl Default for ServeConfig {
         Self {
             cache_bytes: 256 << 20,
             ef_search: None,
+            insert_ef: None,
             load_index: false,
             resample: Resample::Daily,
             retrieval: Retrieval::default(),
@@ -235,6 +239,7 @@ impl Server {
             data_dir,
             catalog.clone(),
             config.ef_search,
+            config.insert_ef,
             config.load_index,
         )?;
         let engine = Engine::new(
@@ -280,6 +285,7 @@ impl Server {
                 engine,
                 IndexOpening {
                     ef_search: config.ef_search,
+                    insert_ef: config.insert_ef,
                     load_into_memory: config.load_index,
                 },
             )

@@ -424,3 +424,26 @@ fn item_files_are_sent_in_requests_within_the_body_limit() {
     assert_eq!((sent.upserted, sent.requests), (50, 2));
     assert_eq!(similar(&server, "/v1/items/big49/similar?k=1").len(), 1);
 }
+
+/// `insert_ef` reaches the served graph: an impossible one stops the server at open, naming it.
+#[test]
+fn the_insert_ef_is_checked_when_the_index_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    make_data_dir(dir.path());
+    let config = pinnersage_server::ServeConfig {
+        insert_ef: Some(5_000),
+        ..pinnersage_server::ServeConfig::default()
+    };
+    let err = pinnersage_server::Server::open(dir.path(), config)
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains("insert ef must be in 1..=4096"),
+        "{err}"
+    );
+    let config = pinnersage_server::ServeConfig {
+        insert_ef: Some(32),
+        ..pinnersage_server::ServeConfig::default()
+    };
+    assert!(pinnersage_server::Server::open(dir.path(), config).is_ok());
+}
