@@ -1191,10 +1191,7 @@ fn a_fleets_experiment_is_reported_whole_by_every_replica_holding_the_users() {
     let cluster = Cluster::start(&exe, &dir.join("nats"), 1);
     let s = |p: &Path| p.to_str().unwrap().to_owned();
     let seed = dir.join("seed");
-    let items = dir.join("items.csv");
-    std::fs::write(&items, FIVE_ITEMS_CSV).unwrap();
-    run_ok(&["import", "items", "--data-dir", &s(&seed), &s(&items)]);
-    run_ok(&["index", "build", "--data-dir", &s(&seed), "--kind", "exact"]);
+    common::five_item_catalog(&seed);
     let experiments = dir.join("experiments.toml");
     std::fs::write(
         &experiments,

@@ -101,6 +101,19 @@ impl Share {
         }
     }
 
+    /// The partitions held, in order (all of them when `held` is empty).
+    ///
+    /// ```
+    /// use pinnersage_core::hash::Share;
+    /// assert_eq!(Share { count: 3, held: vec![] }.held_partitions(), [0, 1, 2]);
+    /// assert_eq!(Share { count: 8, held: vec![5, 1] }.held_partitions(), [1, 5]);
+    /// ```
+    pub fn held_partitions(&self) -> Vec<u32> {
+        (0..self.count)
+            .filter(|&p| self.holds_partition(p))
+            .collect()
+    }
+
     /// Whether partition `p` is held.
     pub fn holds_partition(&self, p: u32) -> bool {
         self.held.is_empty() || self.held.contains(&p)

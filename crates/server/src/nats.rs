@@ -386,24 +386,7 @@ async fn setup(
             }
         )));
     }
-    let mut consumers = Vec::new();
-    for (name, filter_subject) in config.consumers(replica) {
-        let consumer: jetstream::consumer::PullConsumer = stream
-            .get_or_create_consumer(
-                &name,
-                jetstream::consumer::pull::Config {
-                    durable_name: Some(name.clone()),
-                    filter_subject,
-                    ack_policy: AckPolicy::Explicit,
-                    ack_wait: ACK_WAIT,
-                    max_ack_pending: (config.in_flight * 4) as i64,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| Setup::Transient(format!("consumer {name}: {e}")))?;
-        consumers.push(consumer);
-    }
+    let consumers = durable_consumers(&stream, config.consumers(replica), config.in_flight).await?;
     let target = last_sequence(&mut stream, &config.stream).await?;
     let mut events = Vec::new();
     for consumer in &consumers {
@@ -469,26 +452,63 @@ async fn setup_impressions(
              `nats_impressions_stream`"
         )));
     }
-    let mut consumers = Vec::new();
-    for (durable, filter_subject) in config.impression_consumers(fleet, replica) {
-        let consumer: jetstream::consumer::PullConsumer = stream
+    let consumers = durable_consumers(
+        &stream,
+        config.impression_consumers(fleet, replica),
+        config.in_flight,
+    )
+    .await?;
+    let target = last_sequence(&mut stream, name).await?;
+    Ok((consumers, target))
+}
+
+/// Ensures the durable pull consumers `named` (name, filter subject) of `stream` exist, each
+/// with explicit acknowledgements and room for `in_flight` messages processed at once.
+async fn durable_consumers(
+    stream: &jetstream::stream::Stream,
+    named: Vec<(String, String)>,
+    in_flight: usize,
+) -> Result<Vec<jetstream::consumer::PullConsumer>, Setup> {
+    let mut consumers = Vec::with_capacity(named.len());
+    for (name, filter_subject) in named {
+        let consumer = stream
             .get_or_create_consumer(
-                &durable,
+                &name,
                 jetstream::consumer::pull::Config {
-                    durable_name: Some(durable.clone()),
+                    durable_name: Some(name.clone()),
                     filter_subject,
                     ack_policy: AckPolicy::Explicit,
                     ack_wait: ACK_WAIT,
-                    max_ack_pending: (config.in_flight * 4) as i64,
+                    max_ack_pending: (in_flight * 4) as i64,
                     ..Default::default()
                 },
             )
             .await
-            .map_err(|e| Setup::Transient(format!("consumer {durable}: {e}")))?;
+            .map_err(|e| Setup::Transient(format!("consumer {name}: {e}")))?;
         consumers.push(consumer);
     }
-    let target = last_sequence(&mut stream, name).await?;
-    Ok((consumers, target))
+    Ok(consumers)
+}
+
+/// Acknowledges `message` with `kind` (an `Ack` confirmed by the server: "acked" means acked)
+/// and counts it in `acked`, `terminated` or `nacked` once the server has it.
+async fn settle(
+    message: &jetstream::Message,
+    kind: AckKind,
+    [acked, terminated, nacked]: [&std::sync::atomic::AtomicU64; 3],
+) {
+    let counter = match kind {
+        AckKind::Ack => acked,
+        AckKind::Term => terminated,
+        _ => nacked,
+    };
+    let sent = match kind {
+        AckKind::Ack => message.double_ack().await,
+        kind => message.ack_with(kind).await,
+    };
+    if sent.is_ok() {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// The impressions of a stream message, `{"impressions":[...]}`.
@@ -506,7 +526,6 @@ async fn consume_impressions(
     counters: Arc<NatsCounters>,
     in_flight: usize,
 ) {
-    use std::sync::atomic::Ordering::Relaxed;
     futures_util::stream::select_all(messages)
         .for_each_concurrent(in_flight.max(1), |message| {
             let (store, counters) = (store.clone(), counters.clone());
@@ -538,18 +557,12 @@ async fn consume_impressions(
                         }
                     }
                 };
-                let counter = match kind {
-                    AckKind::Ack => &counters.impressions_acked,
-                    AckKind::Term => &counters.impressions_terminated,
-                    _ => &counters.impressions_nacked,
-                };
-                let sent = match kind {
-                    AckKind::Ack => message.double_ack().await,
-                    kind => message.ack_with(kind).await,
-                };
-                if sent.is_ok() {
-                    counter.fetch_add(1, Relaxed);
-                }
+                let counted = [
+                    &counters.impressions_acked,
+                    &counters.impressions_terminated,
+                    &counters.impressions_nacked,
+                ];
+                settle(&message, kind, counted).await;
             }
         })
         .await;
@@ -671,7 +684,6 @@ async fn handle(
     store: &OwnedStore,
     counters: &NatsCounters,
 ) {
-    use std::sync::atomic::Ordering::Relaxed;
     let outcome = store.accept(&message.payload, engine.catalog()).await;
     let kind = match outcome {
         Ok(report) if report.accepted + report.duplicates > 0 => {
@@ -707,19 +719,8 @@ async fn handle(
             AckKind::Nak(Some(Duration::from_secs(1)))
         }
     };
-    let counter = match kind {
-        AckKind::Ack => &counters.acked,
-        AckKind::Term => &counters.terminated,
-        _ => &counters.nacked,
-    };
-    // Double ack: the ack is confirmed by the server, so "acked" means acked.
-    let sent = match kind {
-        AckKind::Ack => message.double_ack().await,
-        kind => message.ack_with(kind).await,
-    };
-    if sent.is_ok() {
-        counter.fetch_add(1, Relaxed);
-    }
+    let counted = [&counters.acked, &counters.terminated, &counters.nacked];
+    settle(message, kind, counted).await;
 }
 
 impl pinnersage_core::error::Kind for NatsError {

@@ -335,9 +335,10 @@ pub(super) async fn experiment_report(
         arms,
         window_hours,
     } = asked(&state, &name, &q)?;
+    let (from, to) = (period.from, period.to);
     let events = state.store.events().clone();
     let report = blocking(place, move || {
-        report_from_stores(&arms, &period, recorder.store(), &events).map(|r| (r, period))
+        report_from_stores(&arms, &period, recorder.store(), &events)
     })
     .await?
     .map_err(|e| ApiError::of(&e, "report_failed"))?;
@@ -350,11 +351,10 @@ pub(super) async fn experiment_report(
         #[serde(flatten)]
         report: pinnersage_eval::online::OnlineReport,
     }
-    let (report, period) = report;
     Ok(json_response(&ReportOut {
         experiment: &experiment.name,
-        from: period.from,
-        to: period.to,
+        from,
+        to,
         window_hours,
         report,
     }))
@@ -383,9 +383,7 @@ pub(super) async fn experiment_partial(
         crate::Mode::Replica(fleet) => fleet.share(),
         crate::Mode::Standalone => crate::fleet::Share::everyone(),
     };
-    let held: Vec<u32> = (0..share.count)
-        .filter(|&p| share.holds_partition(p))
-        .collect();
+    let held = share.held_partitions();
     let counted: Vec<u32> = match q.partitions.as_deref() {
         None => held.clone(),
         Some(list) => {
@@ -419,20 +417,20 @@ pub(super) async fn experiment_partial(
             counted
         }
     };
+    let (from, to) = (period.from, period.to);
     let events = state.store.events().clone();
     let (count, chosen) = (share.count, counted.clone());
     let arms_out = arms.clone();
     let partial = blocking(place, move || {
         let counts = |user: &str| chosen.contains(&crate::fleet::partition_of(user, count));
-        partial_from_stores(&arms, &period, recorder.store(), &events, &counts).map(|p| (p, period))
+        partial_from_stores(&arms, &period, recorder.store(), &events, &counts)
     })
     .await?
     .map_err(|e| ApiError::of(&e, "report_failed"))?;
-    let (partial, period) = partial;
     Ok(json_response(&json!({
         "experiment": experiment.name,
-        "from": period.from,
-        "to": period.to,
+        "from": from,
+        "to": to,
         "window_hours": window_hours,
         "arms": arms_out,
         "partitions": {"count": share.count, "counted": counted},

@@ -63,11 +63,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
             .and_then(|g| g.file_name().map(|n| n.to_string_lossy().into_owned())),
     });
     if let crate::sink::Mode::Replica(fleet) = &state.mode {
-        let held: Vec<u32> = if fleet.consume.is_empty() {
-            (0..fleet.partitions).collect()
-        } else {
-            fleet.consume.clone()
-        };
+        let held = fleet.share().held_partitions();
         body["partitions"] = json!({"count": fleet.partitions, "held": held});
     }
     let mut response = Json(body).into_response();
