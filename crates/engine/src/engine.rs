@@ -1198,16 +1198,19 @@ impl Engine {
         if from >= rows {
             return list;
         }
-        let listed: HashSet<u32> = list.iter().map(|&(r, _)| r).collect();
         let query_norm = pinnersage_core::scan::dot(query, query).sqrt();
+        // Most rows do not make the list: the score decides first, the rest is checked after.
         for row in from.max(self.catalog.base_rows())..rows {
-            let r = row as u32;
-            if self.catalog.is_deleted(row) || listed.contains(&r) || keep.is_some_and(|k| !k(r)) {
+            if self.catalog.is_deleted(row) {
                 continue;
             }
             let (x, norm) = self.catalog.added_vector(row).expect("an added row");
             let score = metric.score_of(pinnersage_core::scan::dot(query, x), query_norm, norm);
-            if list.len() < fetch || list.last().is_some_and(|&(_, last)| score > last) {
+            let r = row as u32;
+            if (list.len() < fetch || list.last().is_some_and(|&(_, last)| score > last))
+                && !list.iter().any(|&(l, _)| l == r)
+                && keep.is_none_or(|k| k(r))
+            {
                 let at = list.partition_point(|&(_, s)| s >= score);
                 list.insert(at, (r, score));
                 list.truncate(fetch);

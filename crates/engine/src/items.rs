@@ -6,9 +6,9 @@
 //! the medoid cache brings its lists up to the rows added since ([`crate::cache`]).
 //!
 //! The graph catches up off the request path ([`Engine::index_changes`], a thread of the
-//! server's): it inserts the new rows and marks the deleted ones, one at a time, each change
-//! holding the graph alone for about a millisecond (hnswlib's searches are not safe beside its
-//! inserts). This is how vector databases keep fresh items searchable (Qdrant's appendable
+//! server's): it inserts the new rows and marks the deleted ones, one at a time, while searches
+//! go on (an insert takes the per-node locks the searches take; marking a deletion holds the
+//! graph alone for microseconds). This is how vector databases keep fresh items searchable (Qdrant's appendable
 //! segments, Milvus's growing segments): acknowledgement and visibility do not wait for the
 //! graph, whose insertion rate on two cores is a few thousand items a second.
 //!
@@ -201,6 +201,15 @@ impl Engine {
             self.indexed_rows.store(row + 1, Ordering::Release);
         }
         Ok(changed)
+    }
+
+    /// Says that the graph is up to date and no change is expected soon: its searches go back
+    /// to their fastest form until the next insert (see [`AnnIndex::inserts_done`]). A host
+    /// calls it after [`Engine::index_changes`] has found nothing to do for a while.
+    ///
+    /// [`AnnIndex::inserts_done`]: pinnersage_index::AnnIndex::inserts_done
+    pub fn indexing_paused(&self) {
+        self.index().index.inserts_done();
     }
 
     /// Rows the graph does not hold yet (searches compare them with their query one by one).

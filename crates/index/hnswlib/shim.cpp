@@ -7,6 +7,10 @@
 
 #include <cstdint>
 #include <cstring>
+#include <limits>
+#include <queue>
+#include <vector>
+#include <mutex>
 #include <exception>
 #include <memory>
 #include <new>
@@ -177,6 +181,124 @@ class Keep : public hnswlib::BaseFilterFunctor {
     bool operator()(hnswlib::labeltype id) override { return keep_(ctx_, static_cast<uint32_t>(id)); }
 };
 
+// hnswlib's searchKnn, made safe beside addPoint: each node's links are copied while holding
+// that node's lock, as hnswlib's own inserts read them (searchBaseLayer), and the entry point
+// and top level are read under the lock an insert holds while it raises them. Without the
+// locks a search can read a link list an insert is rewriting (nmslib/hnswlib#562). A node's
+// vector and label are written before any link points at it, under locks this search takes
+// after, so what a search reaches is whole. Growing the graph and marking deletions still need
+// the graph alone (the Rust side holds its write lock for them).
+//
+// Returns the `k` nearest kept ids as (distance, label), farthest on top.
+std::priority_queue<std::pair<float, hnswlib::labeltype>> search_beside_inserts(
+    hnswlib::HierarchicalNSW<float>* h, const void* query, size_t k, hnswlib::BaseFilterFunctor* keep) {
+    typedef hnswlib::tableint tableint;
+    typedef std::pair<float, tableint> Scored;
+    struct ByFirst {
+        bool operator()(const Scored& a, const Scored& b) const { return a.first < b.first; }
+    };
+    std::priority_queue<std::pair<float, hnswlib::labeltype>> result;
+    if (h->cur_element_count == 0) return result;
+    tableint entry;
+    int top_level;
+    {
+        std::unique_lock<std::mutex> lock(h->global);
+        entry = h->enterpoint_node_;
+        top_level = h->maxlevel_;
+    }
+    const hnswlib::DISTFUNC<float> dist = h->fstdistfunc_;
+    void* param = h->dist_func_param_;
+    std::vector<tableint> links(std::max(h->maxM_, h->maxM0_) + 1);
+    // Copies `node`'s links at `level` under its lock; returns how many.
+    auto copy_links = [&](tableint node, int level) -> size_t {
+        std::unique_lock<std::mutex> lock(h->link_list_locks_[node]);
+        hnswlib::linklistsizeint* list = level == 0 ? h->get_linklist0(node) : h->get_linklist(node, level);
+        const size_t n = h->getListCount(list);
+        std::memcpy(links.data(), list + 1, n * sizeof(tableint));
+        return n;
+    };
+
+    tableint current = entry;
+    float current_dist = dist(query, h->getDataByInternalId(entry), param);
+    for (int level = top_level; level > 0; level--) {
+        bool changed = true;
+        while (changed) {
+            changed = false;
+            const size_t n = copy_links(current, level);
+            for (size_t i = 0; i < n; i++) {
+                const float d = dist(query, h->getDataByInternalId(links[i]), param);
+                if (d < current_dist) {
+                    current_dist = d;
+                    current = links[i];
+                    changed = true;
+                }
+            }
+        }
+    }
+
+    const size_t ef = std::max(h->ef_, k);
+    // Without deletions or a filter every node is kept (hnswlib's "bare bone" search skips the
+    // check too: it reads another cache line of the node).
+    const bool checked = keep != nullptr || h->num_deleted_ > 0;
+    auto kept = [&](tableint id) {
+        return !checked ||
+               (!h->isMarkedDeleted(id) && (keep == nullptr || (*keep)(h->getExternalLabel(id))));
+    };
+    hnswlib::VisitedList* visited_list = h->visited_list_pool_->getFreeVisitedList();
+    hnswlib::vl_type* visited = visited_list->mass;
+    const hnswlib::vl_type tag = visited_list->curV;
+    std::priority_queue<Scored, std::vector<Scored>, ByFirst> top;         // farthest on top
+    std::priority_queue<Scored, std::vector<Scored>, ByFirst> candidates;  // nearest on top (negated)
+    float bound = std::numeric_limits<float>::max();
+    if (kept(current)) {
+        top.emplace(current_dist, current);
+        bound = current_dist;
+    }
+    candidates.emplace(-current_dist, current);
+    visited[current] = tag;
+    while (!candidates.empty()) {
+        const Scored next = candidates.top();
+        if (-next.first > bound && top.size() == ef) break;
+        candidates.pop();
+        const size_t n = copy_links(next.second, 0);
+#ifdef USE_SSE
+        if (n > 0) {
+            _mm_prefetch(reinterpret_cast<const char*>(visited + links[0]), _MM_HINT_T0);
+            _mm_prefetch(h->getDataByInternalId(links[0]), _MM_HINT_T0);
+        }
+#endif
+        for (size_t j = 0; j < n; j++) {
+            const tableint id = links[j];
+#ifdef USE_SSE
+            if (j + 1 < n) {
+                _mm_prefetch(reinterpret_cast<const char*>(visited + links[j + 1]), _MM_HINT_T0);
+                _mm_prefetch(h->getDataByInternalId(links[j + 1]), _MM_HINT_T0);
+            }
+#endif
+            if (visited[id] == tag) continue;
+            visited[id] = tag;
+            const float d = dist(query, h->getDataByInternalId(id), param);
+            if (top.size() < ef || d < bound) {
+                candidates.emplace(-d, id);
+#ifdef USE_SSE
+                _mm_prefetch(reinterpret_cast<const char*>(h->get_linklist0(candidates.top().second)),
+                             _MM_HINT_T0);
+#endif
+                if (kept(id)) top.emplace(d, id);
+                if (top.size() > ef) top.pop();
+                if (!top.empty()) bound = top.top().first;
+            }
+        }
+    }
+    h->visited_list_pool_->releaseVisitedList(visited_list);
+    while (top.size() > k) top.pop();
+    while (!top.empty()) {
+        result.emplace(top.top().first, h->getExternalLabel(top.top().second));
+        top.pop();
+    }
+    return result;
+}
+
 void report(char* err, size_t err_len, const char* message) {
     if (err == nullptr || err_len == 0) return;
     std::strncpy(err, message, err_len - 1);
@@ -303,13 +425,17 @@ size_t ps_hnswlib_memory(void* index) {
 }
 
 // The `k` nearest rows to `query` kept by `keep` (when not null), closest first, into `rows` and
-// `distances` (room for `k` each). Returns how many were found, or -1 on failure.
+// `distances` (room for `k` each). `beside_inserts`: inserts may run meanwhile (the search takes
+// their per-node locks); else hnswlib's own search, which must have the graph to itself and
+// other searches. Returns how many were found, or -1 on failure.
 long ps_hnswlib_search(void* index, const float* query, size_t k, ps_keep_fn keep, void* ctx,
-                       uint32_t* rows, float* distances, char* err, size_t err_len) {
+                       int beside_inserts, uint32_t* rows, float* distances, char* err,
+                       size_t err_len) {
     return guarded<long>(err, err_len, -1, [&] {
         Keep filter(keep, ctx);
-        auto found = static_cast<PsIndex*>(index)->hnsw->searchKnn(query, k,
-                                                                   keep ? &filter : nullptr);
+        hnswlib::HierarchicalNSW<float>* h = static_cast<PsIndex*>(index)->hnsw;
+        auto found = beside_inserts ? search_beside_inserts(h, query, k, keep ? &filter : nullptr)
+                                    : h->searchKnn(query, k, keep ? &filter : nullptr);
         long n = static_cast<long>(found.size());
         for (long i = n - 1; i >= 0; i--) {
             rows[i] = static_cast<uint32_t>(found.top().second);

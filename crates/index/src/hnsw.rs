@@ -465,6 +465,11 @@ impl AnnIndex for HnswIndex {
         let mut buffer = Vec::new();
         index.insert(row, prepare(self.metric, vector, &mut buffer))
     }
+    fn inserts_done(&self) {
+        if let Backend::Hnswlib(index) = &self.backend {
+            index.inserts_done();
+        }
+    }
     fn remove(&self, row: u32) -> Result<bool, IndexError> {
         let Backend::Hnswlib(index) = &self.backend else {
             return Err(self.refuses_changes());

@@ -4,7 +4,9 @@
 use std::ffi::{CString, c_char, c_int, c_long, c_void};
 use std::path::Path;
 
-use parking_lot::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::{Mutex, RwLock};
 
 use crate::{IndexError, Metric, Neighbor};
 
@@ -65,6 +67,7 @@ unsafe extern "C" {
         k: usize,
         keep: Option<unsafe extern "C" fn(*mut c_void, u32) -> bool>,
         ctx: *mut c_void,
+        beside_inserts: c_int,
         rows: *mut u32,
         distances: *mut f32,
         err: *mut c_char,
@@ -97,21 +100,34 @@ fn c_path(path: &Path) -> Result<CString, IndexError> {
 pub(crate) struct Hnswlib {
     ptr: *mut c_void,
     dim: usize,
-    /// Searches share it; a change of the served graph (an insert, a delete, growing) holds it
-    /// alone: hnswlib's searches are not safe beside its inserts (nmslib/hnswlib#562).
+    /// Searches and inserts share it; marking a deletion and growing the graph hold it alone.
     changing: RwLock<()>,
+    /// Whether searches must take the per-node locks inserts take: hnswlib's own search is not
+    /// safe beside its inserts (nmslib/hnswlib#562) but is faster (about 5%), so it runs
+    /// whenever no insert can. Set before the first insert of a run, cleared by
+    /// [`Hnswlib::inserts_done`].
+    beside_inserts: AtomicBool,
+    /// Held shared by every search of hnswlib's own kind; the first insert of a run takes it
+    /// alone once, after setting `beside_inserts`, so that none of them is still running.
+    unlocked_searches: RwLock<()>,
+    /// Held by an insert into a served graph.
+    inserting: Mutex<()>,
 }
 
 /// How much a full graph grows: a quarter of its size, at least this many vectors.
 const MIN_GROWTH: usize = 1024;
 
 // SAFETY: hnswlib's `addPoint` takes per-element and per-label locks, so many threads may add
-// at once while a graph is built (`add`, before anything searches it); `searchKnn` is const
-// with a pool of visited lists, so many threads may search at once. Searching beside an insert
-// is not safe (a search can enter a node whose links are not written yet), so once a graph is
-// served every change (`insert`, `mark_deleted`, and growing, which reallocates) holds
-// `changing`'s write lock and every search its read lock. `setEf` writes one word (only called
-// between searches by `pinnersage-bench index`). The pointer is owned and freed once.
+// at once while a graph is built (`add`, before anything searches it). Its `searchKnn` is const
+// with a pool of visited lists, so many threads may search at once, but not beside an insert
+// (a search can enter a node whose links are being rewritten). The shim's other search reads
+// every node's links under the per-node locks inserts take, and the entry point under the lock
+// they raise it with: it is safe beside inserts. A served graph's inserts (`insert`, one at a
+// time) set `beside_inserts` and wait for the searches of hnswlib's kind to end before the
+// first of a run; searches choose their kind under `unlocked_searches` and `changing`'s read
+// lock. Marking a deletion and growing (which reallocates) hold `changing`'s write lock.
+// `setEf` writes one word (only called between searches by `pinnersage-bench index`). The
+// pointer is owned and freed once.
 unsafe impl Send for Hnswlib {}
 unsafe impl Sync for Hnswlib {}
 
@@ -156,6 +172,9 @@ impl Hnswlib {
             ptr,
             dim,
             changing: RwLock::new(()),
+            beside_inserts: AtomicBool::new(false),
+            unlocked_searches: RwLock::new(()),
+            inserting: Mutex::new(()),
         })
     }
 
@@ -180,6 +199,9 @@ impl Hnswlib {
             ptr,
             dim,
             changing: RwLock::new(()),
+            beside_inserts: AtomicBool::new(false),
+            unlocked_searches: RwLock::new(()),
+            inserting: Mutex::new(()),
         })
     }
 
@@ -204,22 +226,54 @@ impl Hnswlib {
     }
 
     /// Adds `vector` under `row` to a served graph, growing it first when it is full. Searches
-    /// wait meanwhile (one insert: about a millisecond).
+    /// go on meanwhile (see `search_beside_inserts` in the shim); only growing, which moves
+    /// the graph, waits for them and holds them off.
     pub(crate) fn insert(&self, row: u32, vector: &[f32]) -> Result<(), IndexError> {
-        let _alone = self.changing.write();
-        // SAFETY (both calls): a live index, changed by this thread alone.
-        let (len, capacity) = unsafe { (ps_hnswlib_len(self.ptr), ps_hnswlib_capacity(self.ptr)) };
-        if len >= capacity {
-            let mut err = [0u8; ERR_LEN];
-            let wanted = capacity + (capacity / 4).max(MIN_GROWTH);
-            // SAFETY: as above, and an error buffer of ERR_LEN bytes.
-            let rc =
-                unsafe { ps_hnswlib_resize(self.ptr, wanted, err.as_mut_ptr().cast(), ERR_LEN) };
-            if rc != 0 {
-                return Err(failed("cannot grow the index", &err));
+        // One insert at a time: the room checked below is still there when the vector is added.
+        let _one_at_a_time = self.inserting.lock();
+        loop {
+            {
+                let _shared = self.changing.read();
+                if !self.beside_inserts.load(Ordering::SeqCst) {
+                    // Searches starting from now on take the locks; wait for those that did not.
+                    self.beside_inserts.store(true, Ordering::SeqCst);
+                    drop(self.unlocked_searches.write());
+                }
+                if self.len() < self.capacity() {
+                    return self.add(row, vector);
+                }
+            }
+            let _alone = self.changing.write();
+            let capacity = self.capacity();
+            if self.len() >= capacity {
+                let mut err = [0u8; ERR_LEN];
+                let wanted = capacity + (capacity / 4).max(MIN_GROWTH);
+                // SAFETY: a live index, nothing else using it meanwhile, and an error buffer
+                // of ERR_LEN bytes.
+                let rc = unsafe {
+                    ps_hnswlib_resize(self.ptr, wanted, err.as_mut_ptr().cast(), ERR_LEN)
+                };
+                if rc != 0 {
+                    return Err(failed("cannot grow the index", &err));
+                }
             }
         }
-        self.add(row, vector)
+    }
+
+    /// Ends a run of inserts: searches go back to hnswlib's own (once those running beside
+    /// the inserts are done, as the graph is held alone for a moment). Nothing to do when no
+    /// insert ran since the last call.
+    pub(crate) fn inserts_done(&self) {
+        if self.beside_inserts.load(Ordering::SeqCst) {
+            let _alone = self.changing.write();
+            self.beside_inserts.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// Vectors the graph has room for.
+    fn capacity(&self) -> usize {
+        // SAFETY: a live index.
+        unsafe { ps_hnswlib_capacity(self.ptr) }
     }
 
     /// Marks `row` deleted (searches skip it); `false` if the graph does not hold it or it was
@@ -299,6 +353,11 @@ impl Hnswlib {
     ) -> Result<Vec<Neighbor>, IndexError> {
         assert_eq!(query.len(), self.dim, "checked by the caller");
         let _shared = self.changing.read();
+        // hnswlib's own search when no insert can run beside it (checked again once its lock
+        // is held: an insert run that began meanwhile waits for it or is seen).
+        let unlocked = (!self.beside_inserts.load(Ordering::SeqCst))
+            .then(|| self.unlocked_searches.read())
+            .filter(|_| !self.beside_inserts.load(Ordering::SeqCst));
         unsafe extern "C" fn call_keep(ctx: *mut c_void, row: u32) -> bool {
             // SAFETY: `ctx` points at the `&dyn Fn` below, alive for the whole search.
             let keep = unsafe { &*(ctx as *const &(dyn Fn(u32) -> bool + Sync)) };
@@ -327,6 +386,7 @@ impl Hnswlib {
                 k,
                 callback,
                 ctx,
+                c_int::from(unlocked.is_none()),
                 rows.as_mut_ptr(),
                 distances.as_mut_ptr(),
                 err.as_mut_ptr().cast(),

@@ -207,12 +207,16 @@ pub trait AnnIndex: Send + Sync {
     fn takes_changes(&self) -> bool {
         false
     }
-    /// Adds catalog row `row` with `vector` to an index being searched (searches may wait while
-    /// it runs).
+    /// Adds catalog row `row` with `vector` to an index being searched (searches go on
+    /// meanwhile, at a small cost until [`inserts_done`](Self::inserts_done)); concurrent
+    /// inserts take turns.
     fn insert(&self, row: u32, vector: &[f32]) -> Result<(), IndexError> {
         let _ = (row, vector);
         Err(self.refuses_changes())
     }
+    /// Says that no insert follows for now: searches go back to their fastest form (an index
+    /// where they have none does nothing).
+    fn inserts_done(&self) {}
     /// Stops returning catalog row `row`; `false` if the index did not hold it.
     fn remove(&self, row: u32) -> Result<bool, IndexError> {
         let _ = row;

@@ -459,3 +459,80 @@ fn live_inserts_take_their_own_ef_construction() {
         }
     }
 }
+
+/// Searches run beside inserts into a served graph (they no longer wait for them), switching
+/// between their two kinds as runs of inserts start and end: every answer is whole while the
+/// graph grows under it, from 1,000 to 21,000 vectors through several reallocations: `k` distinct rows already added, closest first, each distance the one of its
+/// row's vector (a torn link list sends a search to a row not written yet, or off the graph).
+#[test]
+fn searches_beside_inserts_return_whole_answers() {
+    use pinnersage_index::HnswIndex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dim = 16;
+    let mut data = vectors(21_000, dim, 11);
+    for v in data.chunks_exact_mut(dim) {
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+    let params = HnswParams {
+        expansion_add: 32,
+        expansion_search: 32,
+        ..HnswParams::default()
+    };
+    let built: Vec<u32> = (0..1_000).collect();
+    let index = HnswIndex::build(&data, dim, &built, &params, &|_| {}).unwrap();
+    let added = AtomicUsize::new(1_000);
+    let beside = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for t in 0..2 {
+            let (index, data, added, beside) = (&index, &data, &added, &beside);
+            s.spawn(move || {
+                let mut n = t;
+                while added.load(Ordering::Acquire) < 21_000 {
+                    // Queries near the rows being added.
+                    let at = (added.load(Ordering::Acquire) + n % 50).min(20_999);
+                    let q = &data[at * dim..(at + 1) * dim];
+                    let got = index.search(q, 10).unwrap();
+                    let limit = added.load(Ordering::Acquire) + 1;
+                    assert_eq!(got.len(), 10);
+                    let mut rows: Vec<u32> = got.iter().map(|n| n.row).collect();
+                    rows.sort_unstable();
+                    rows.dedup();
+                    assert_eq!(rows.len(), 10, "distinct rows: {got:?}");
+                    for pair in got.windows(2) {
+                        assert!(pair[0].distance <= pair[1].distance, "{got:?}");
+                    }
+                    for hit in &got {
+                        let row = hit.row as usize;
+                        assert!(row < limit, "row {row} returned before it was added");
+                        let v = &data[row * dim..(row + 1) * dim];
+                        let expected = Metric::Cosine.distance(q, v);
+                        assert!(
+                            (hit.distance - expected).abs() < 1e-4,
+                            "row {row}: distance {} for {expected}",
+                            hit.distance
+                        );
+                    }
+                    beside.fetch_add(1, Ordering::Relaxed);
+                    n += 2;
+                }
+            });
+        }
+        for row in 1_000..21_000u32 {
+            let r = row as usize;
+            index.insert(row, &data[r * dim..(r + 1) * dim]).unwrap();
+            added.store(r + 1, Ordering::Release);
+            if row % 500 == 0 {
+                // Searches switch to hnswlib's own kind, then back at the next insert.
+                index.inserts_done();
+            }
+        }
+    });
+    assert_eq!(index.len(), 21_000);
+    let searches = beside.load(Ordering::Relaxed);
+    eprintln!("{searches} searches beside 20,000 inserts");
+    assert!(
+        searches >= 1_000,
+        "only {searches} searches ran beside the inserts"
+    );
+}

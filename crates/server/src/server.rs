@@ -143,6 +143,11 @@ pub enum ServeError {
     },
 }
 
+/// Polls (10 ms apart) that find no item change before the indexer says it paused: the graph's
+/// searches are about 5% faster while no insert can run (a second of quiet; a pause per burst
+/// would make the searches wait for the mode to change every few milliseconds under load).
+const IDLE_POLLS_BEFORE_PAUSE: u32 = 100;
+
 /// Starts the thread that brings the served graph up to the items changed while serving (see
 /// `pinnersage_engine::items`); it ends with the server.
 fn start_indexer(serving: &Arc<Serving>) {
@@ -152,10 +157,20 @@ fn start_indexer(serving: &Arc<Serving>) {
         .spawn(move || {
             // The engine is held only while working: a stopped server drops it (and its
             // journal's lock) at once.
+            let mut idle_polls = 0;
             while let Some(engine) = serving.upgrade().map(|s| s.engine()) {
                 let pause = match engine.index_changes() {
-                    Ok(0) => std::time::Duration::from_millis(10),
-                    Ok(_) => continue,
+                    Ok(0) => {
+                        idle_polls += 1;
+                        if idle_polls == IDLE_POLLS_BEFORE_PAUSE {
+                            engine.indexing_paused();
+                        }
+                        std::time::Duration::from_millis(10)
+                    }
+                    Ok(_) => {
+                        idle_polls = 0;
+                        continue;
+                    }
                     Err(e) => {
                         // Searches compare the rows the graph lacks one by one: answers stay
                         // whole meanwhile.
