@@ -1381,3 +1381,105 @@ fn a_fleets_experiment_is_reported_whole_by_every_replica_holding_the_users() {
         report(&b).0 == expected.0 + 1
     });
 }
+
+/// A replica that was down stores the impression messages published meanwhile, many to one
+/// fsynced write (the messages ready together share it), and drops an invalid one alone.
+#[test]
+fn a_replica_catching_up_stores_the_impressions_published_meanwhile_in_few_writes() {
+    let Some(exe) = nats_server() else { return };
+    let dir = Scratch::new("fleet-impressions-catch-up");
+    let cluster = Cluster::start(&exe, &dir.join("nats"), 1);
+    let data = dir.join("a");
+    common::five_item_catalog(&data);
+    let experiments = dir.join("experiments.toml");
+    std::fs::write(
+        &experiments,
+        "[[experiment]]\nname = \"e\"\nsalt = \"s\"\n\n[[experiment.arm]]\nname = \"one\"\n\
+         share = 0.5\nselection = \"top\"\nmedoids = 1\n\n[[experiment.arm]]\nname = \"all\"\n\
+         share = 0.5\nselection = \"all\"\n",
+    )
+    .unwrap();
+    let urls = cluster.urls();
+    let args = [
+        "--fleet",
+        "--nats",
+        &urls,
+        "--partitions",
+        "1",
+        "--experiments",
+        experiments.to_str().unwrap(),
+    ];
+    let d = data.to_str().unwrap();
+    // The first start creates the impressions stream and this replica's consumer of it.
+    let mut a = RunningServer::start_with(d, &args);
+    wait_ready(&mut a);
+    a.kill9();
+
+    const MESSAGES: u64 = 300;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(urls.split(',').collect::<Vec<_>>())
+            .await
+            .unwrap();
+        let js = jetstream::new(client);
+        let mut acks = Vec::new();
+        for n in 0..MESSAGES {
+            let message = format!(
+                r#"{{"impressions":[{{"request_id":"r{n}","experiment":"e","arm":"{}","user":"u{}","time":{now},"items":[{{"item":"i{}"}}]}}]}}"#,
+                if n % 2 == 0 { "one" } else { "all" },
+                n % 7,
+                n % 5
+            );
+            acks.push(
+                js.publish("pinnersage.impressions.0", message.into())
+                    .await
+                    .unwrap(),
+            );
+        }
+        acks.push(
+            js.publish("pinnersage.impressions.0", "not json".into())
+                .await
+                .unwrap(),
+        );
+        for ack in acks {
+            ack.await.unwrap();
+        }
+    });
+
+    let mut a = RunningServer::start_with(d, &args);
+    wait_ready(&mut a);
+    wait_for("every impression message settled", 30, || {
+        metric(&a, "pinnersage_nats_impressions_acked_total") >= MESSAGES as f64
+            && metric(&a, "pinnersage_nats_impressions_terminated_total") >= 1.0
+    });
+    let writes = metric(&a, "pinnersage_nats_impressions_writes_total");
+    eprintln!("{MESSAGES} impression messages stored in {writes} writes");
+    assert!(
+        (1.0..=(MESSAGES / 10) as f64).contains(&writes),
+        "{MESSAGES} messages in {writes} writes"
+    );
+    let report = a.request(
+        "GET",
+        &format!(
+            "/v1/experiments/e/report?from={}&to={}",
+            now - 60,
+            now + 120
+        ),
+        "",
+    );
+    let v: serde_json::Value = serde_json::from_str(body(&report)).unwrap();
+    let impressions: u64 = v["arms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|arm| arm["impressions"].as_u64().unwrap())
+        .sum();
+    assert_eq!(impressions, MESSAGES, "{report}");
+}

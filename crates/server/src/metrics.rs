@@ -485,6 +485,11 @@ impl Collector for Observed {
                     &n.impressions_acked,
                 ),
                 (
+                    "pinnersage_nats_impressions_writes",
+                    "Fleet impression writes (one fsync each, storing the messages ready together).",
+                    &n.impressions_writes,
+                ),
+                (
                     "pinnersage_nats_impressions_nacked",
                     "Fleet impression messages to be redelivered (store failure).",
                     &n.impressions_nacked,

@@ -24,7 +24,7 @@ use crate::intake::IngestError;
 use crate::owned_store::OwnedStore;
 use pinnersage_engine::engine::Engine;
 use pinnersage_engine::serving::Serving;
-use pinnersage_store::impressions::{Impression, ImpressionError, ImpressionStore};
+use pinnersage_store::impressions::{Impression, ImpressionStore, check_impression};
 
 /// Where to consume from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +140,9 @@ pub struct NatsCounters {
     pub item_terminated: std::sync::atomic::AtomicU64,
     /// Fleet mode: impression messages stored and acknowledged.
     pub impressions_acked: std::sync::atomic::AtomicU64,
+    /// Fleet mode: fsynced writes of impression messages (each stores the messages ready
+    /// together).
+    pub impressions_writes: std::sync::atomic::AtomicU64,
     /// Fleet mode: impression messages to be redelivered (the store failed).
     pub impressions_nacked: std::sync::atomic::AtomicU64,
     /// Fleet mode: impression messages dropped as unprocessable (not JSON, invalid, or past the
@@ -518,54 +521,71 @@ struct ImpressionsMessage {
 }
 
 /// Stores every impression message in `store` and acknowledges it once fsynced; a message that
-/// cannot be stored ever (not JSON, invalid, past the retention) is dropped and logged, one the
+/// cannot be stored ever (not JSON, or an invalid impression) is dropped and logged, one the
 /// store failed on is redelivered. A redelivered one is stored once (same request id and time).
+/// The messages ready together (up to `per_write`: a replica catching up, or receiving the
+/// groups of many replicas) are stored by one fsynced write.
 async fn consume_impressions(
     messages: Vec<jetstream::consumer::pull::Stream>,
     store: Arc<ImpressionStore>,
     counters: Arc<NatsCounters>,
-    in_flight: usize,
+    per_write: usize,
 ) {
-    futures_util::stream::select_all(messages)
-        .for_each_concurrent(in_flight.max(1), |message| {
-            let (store, counters) = (store.clone(), counters.clone());
-            async move {
-                let Ok(message) = message else { return };
-                let parsed = serde_json::from_slice::<ImpressionsMessage>(&message.payload);
-                let kind = match parsed {
-                    Err(e) => {
-                        eprintln!("NATS impressions on {}: {e}; dropped", message.subject);
-                        AckKind::Term
-                    }
-                    Ok(m) => {
-                        let stored =
-                            tokio::task::spawn_blocking(move || store.record(&m.impressions)).await;
-                        match stored {
-                            Ok(Ok(())) => AckKind::Ack,
-                            Ok(Err(e @ ImpressionError::Invalid(_))) => {
-                                eprintln!("NATS impressions on {}: {e}; dropped", message.subject);
-                                AckKind::Term
-                            }
-                            Ok(Err(e)) => {
-                                eprintln!(
-                                    "NATS impressions on {}: {e}; will be redelivered",
-                                    message.subject
-                                );
-                                AckKind::Nak(Some(Duration::from_secs(1)))
-                            }
-                            Err(_) => AckKind::Nak(Some(Duration::from_secs(1))),
-                        }
-                    }
-                };
-                let counted = [
-                    &counters.impressions_acked,
-                    &counters.impressions_terminated,
-                    &counters.impressions_nacked,
-                ];
-                settle(&message, kind, counted).await;
+    let counted = [
+        &counters.impressions_acked,
+        &counters.impressions_terminated,
+        &counters.impressions_nacked,
+    ];
+    let mut ready = futures_util::stream::select_all(messages).ready_chunks(per_write.max(1));
+    while let Some(chunk) = ready.next().await {
+        let mut valid = Vec::with_capacity(chunk.len());
+        let mut impressions = Vec::new();
+        for message in chunk.into_iter().flatten() {
+            let parsed = serde_json::from_slice::<ImpressionsMessage>(&message.payload)
+                .map_err(|e| e.to_string())
+                .and_then(|m| {
+                    m.impressions
+                        .iter()
+                        .try_for_each(check_impression)
+                        .map_err(|e| e.to_string())?;
+                    Ok(m)
+                });
+            match parsed {
+                Ok(m) => {
+                    impressions.extend(m.impressions);
+                    valid.push(message);
+                }
+                Err(e) => {
+                    eprintln!("NATS impressions on {}: {e}; dropped", message.subject);
+                    settle(&message, AckKind::Term, counted).await;
+                }
             }
-        })
-        .await;
+        }
+        if valid.is_empty() {
+            continue;
+        }
+        let stored = {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || store.record(&impressions)).await
+        };
+        let kind = match stored {
+            Ok(Ok(())) => {
+                counters
+                    .impressions_writes
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                AckKind::Ack
+            }
+            Ok(Err(e)) => {
+                eprintln!(
+                    "NATS impressions ({} messages): {e}; will be redelivered",
+                    valid.len()
+                );
+                AckKind::Nak(Some(Duration::from_secs(1)))
+            }
+            Err(_) => AckKind::Nak(Some(Duration::from_secs(1))),
+        };
+        futures_util::future::join_all(valid.iter().map(|m| settle(m, kind, counted))).await;
+    }
 }
 
 /// The last sequence of `stream` (named `name`) now: a consumer's catch-up target.
