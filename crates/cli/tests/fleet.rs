@@ -1177,6 +1177,40 @@ fn r_partitions(map: &[(&str, &str)], name: &str) -> BTreeSet<u32> {
         .collect()
 }
 
+/// `DIR/experiments.toml`: experiment `e` (salted `salt`) of two arms, half the users each: the
+/// top interest alone ("one") and every interest ("all").
+fn two_arm_experiment(dir: &Path, salt: &str) -> PathBuf {
+    let path = dir.join("experiments.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[experiment]]\nname = \"e\"\nsalt = \"{salt}\"\n\n[[experiment.arm]]\nname = \"one\"\n\
+             share = 0.5\nselection = \"top\"\nmedoids = 1\n\n[[experiment.arm]]\nname = \"all\"\n\
+             share = 0.5\nselection = \"all\"\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The impressions and engagements of `server`'s report of experiment `e` from a minute before
+/// `now` to two after, summed over the arms ((0, 0) while it cannot report).
+fn reported(server: &RunningServer, now: u64) -> (u64, u64) {
+    let r = server.request(
+        "GET",
+        &format!(
+            "/v1/experiments/e/report?from={}&to={}",
+            now - 60,
+            now + 120
+        ),
+        "",
+    );
+    let v: serde_json::Value = serde_json::from_str(body(&r)).unwrap_or_default();
+    let arms = v["arms"].as_array().cloned().unwrap_or_default();
+    let sum = |field: &str| arms.iter().map(|a| a[field].as_u64().unwrap()).sum::<u64>();
+    (sum("impressions"), sum("engagements"))
+}
+
 /// A fleet's experiment: every replica publishes the impressions of its answers to the
 /// impressions stream, and each stores those of the partitions it holds. Users are answered by
 /// two replicas holding everything (as a load balancer without affinity would spread them) and,
@@ -1192,14 +1226,7 @@ fn a_fleets_experiment_is_reported_whole_by_every_replica_holding_the_users() {
     let s = |p: &Path| p.to_str().unwrap().to_owned();
     let seed = dir.join("seed");
     common::five_item_catalog(&seed);
-    let experiments = dir.join("experiments.toml");
-    std::fs::write(
-        &experiments,
-        "[[experiment]]\nname = \"e\"\nsalt = \"fleet\"\n\n[[experiment.arm]]\nname = \"one\"\n\
-         share = 0.5\nselection = \"top\"\nmedoids = 1\n\n[[experiment.arm]]\nname = \"all\"\n\
-         share = 0.5\nselection = \"all\"\n",
-    )
-    .unwrap();
+    let experiments = two_arm_experiment(&dir, "fleet");
     let urls = cluster.urls();
     let replica = |name: &str, held: &[&str]| {
         let data = dir.join(name);
@@ -1279,21 +1306,7 @@ fn a_fleets_experiment_is_reported_whole_by_every_replica_holding_the_users() {
         .iter()
         .filter(|c| in_c.iter().any(|u| c.contains(&format!("\"{u}\""))))
         .count();
-    let report = |server: &RunningServer| -> (u64, u64) {
-        let r = server.request(
-            "GET",
-            &format!(
-                "/v1/experiments/e/report?from={}&to={}",
-                now - 60,
-                now + 120
-            ),
-            "",
-        );
-        let v: serde_json::Value = serde_json::from_str(body(&r)).unwrap_or_default();
-        let arms = v["arms"].as_array().cloned().unwrap_or_default();
-        let sum = |field: &str| arms.iter().map(|a| a[field].as_u64().unwrap()).sum::<u64>();
-        (sum("impressions"), sum("engagements"))
-    };
+    let report = |server: &RunningServer| reported(server, now);
     let expected = (answers as u64, clicks.len() as u64);
     for (name, server) in [("A", &a), ("B", &b)] {
         wait_for(
@@ -1391,14 +1404,7 @@ fn a_replica_catching_up_stores_the_impressions_published_meanwhile_in_few_write
     let cluster = Cluster::start(&exe, &dir.join("nats"), 1);
     let data = dir.join("a");
     common::five_item_catalog(&data);
-    let experiments = dir.join("experiments.toml");
-    std::fs::write(
-        &experiments,
-        "[[experiment]]\nname = \"e\"\nsalt = \"s\"\n\n[[experiment.arm]]\nname = \"one\"\n\
-         share = 0.5\nselection = \"top\"\nmedoids = 1\n\n[[experiment.arm]]\nname = \"all\"\n\
-         share = 0.5\nselection = \"all\"\n",
-    )
-    .unwrap();
+    let experiments = two_arm_experiment(&dir, "s");
     let urls = cluster.urls();
     let args = [
         "--fleet",
@@ -1465,21 +1471,5 @@ fn a_replica_catching_up_stores_the_impressions_published_meanwhile_in_few_write
         (1.0..=(MESSAGES / 10) as f64).contains(&writes),
         "{MESSAGES} messages in {writes} writes"
     );
-    let report = a.request(
-        "GET",
-        &format!(
-            "/v1/experiments/e/report?from={}&to={}",
-            now - 60,
-            now + 120
-        ),
-        "",
-    );
-    let v: serde_json::Value = serde_json::from_str(body(&report)).unwrap();
-    let impressions: u64 = v["arms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|arm| arm["impressions"].as_u64().unwrap())
-        .sum();
-    assert_eq!(impressions, MESSAGES, "{report}");
+    assert_eq!(reported(&a, now).0, MESSAGES);
 }

@@ -168,14 +168,19 @@ impl Hnswlib {
         if ptr.is_null() {
             return Err(failed("cannot create the index", &err));
         }
-        Ok(Self {
+        Ok(Self::owning(ptr, dim))
+    }
+
+    /// The graph at `ptr` (from ps_hnswlib_new/load, not null), owned from now on.
+    fn owning(ptr: *mut c_void, dim: usize) -> Self {
+        Self {
             ptr,
             dim,
             changing: RwLock::new(()),
             beside_inserts: AtomicBool::new(false),
             unlocked_searches: RwLock::new(()),
             inserting: Mutex::new(()),
-        })
+        }
     }
 
     /// Loads a graph written by [`Hnswlib::save`].
@@ -195,14 +200,7 @@ impl Hnswlib {
         if ptr.is_null() {
             return Err(failed(&format!("cannot load {}", path.display()), &err));
         }
-        Ok(Self {
-            ptr,
-            dim,
-            changing: RwLock::new(()),
-            beside_inserts: AtomicBool::new(false),
-            unlocked_searches: RwLock::new(()),
-            inserting: Mutex::new(()),
-        })
+        Ok(Self::owning(ptr, dim))
     }
 
     /// Adds `vector` (of the index's dimension) under `row`.
