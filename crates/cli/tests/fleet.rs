@@ -1211,6 +1211,79 @@ fn reported(server: &RunningServer, now: u64) -> (u64, u64) {
     (sum("impressions"), sum("engagements"))
 }
 
+/// A replica stopped (SIGTERM) right after answering publishes the impressions of its last
+/// answers before it exits: its graceful stop waits for the impression writer while the
+/// connection to the stream still runs (the writer used to be joined as the runtime shut down,
+/// where its publish could neither finish nor fail: the replica hung, or the impressions were
+/// lost). Another replica's report counts every answer of every round; restarted, the replica
+/// is ready at once (its consumers ended their pull requests when it stopped) and stores its
+/// own last impressions from the stream.
+#[test]
+fn a_replica_stopped_right_after_answering_publishes_those_answers_impressions() {
+    let Some(exe) = nats_server() else { return };
+    let dir = Scratch::new("fleet-impressions-stop");
+    let cluster = Cluster::start(&exe, &dir.join("nats"), 1);
+    let s = |p: &Path| p.to_str().unwrap().to_owned();
+    let seed = dir.join("seed");
+    common::five_item_catalog(&seed);
+    let experiments = two_arm_experiment(&dir, "stop");
+    let urls = cluster.urls();
+    let args = [
+        "--fleet",
+        "--nats",
+        &urls,
+        "--partitions",
+        "1",
+        "--experiments",
+        experiments.to_str().unwrap(),
+    ];
+    let (a_dir, b_dir) = (dir.join("a"), dir.join("b"));
+    copy_seed(&seed, &a_dir);
+    copy_seed(&seed, &b_dir);
+    let mut b = RunningServer::start_with(&s(&b_dir), &args);
+    wait_ready(&mut b);
+    let history: Vec<u64> = (1..=7).collect();
+    let posted = b.request("POST", "/v1/events", &events_body(&history, NOW1));
+    assert_eq!(status(&posted), 202, "{posted}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    const ROUNDS: u64 = 5;
+    const ANSWERS: u64 = 7;
+    for round in 1..=ROUNDS {
+        let started = Instant::now();
+        let mut a = RunningServer::start_with(&s(&a_dir), &args);
+        wait_ready(&mut a);
+        if round == 1 {
+            wait_for("A's users' events", 30, || {
+                metric(&a, "pinnersage_events_stored_total") >= 7.0
+            });
+        } else {
+            // Its consumers ended their pull requests at the stop: what came after (its own
+            // impressions) waited in the stream, not in a subscription that was gone.
+            let ready_in = started.elapsed();
+            assert!(
+                ready_in < pinnersage_server::nats::ACK_WAIT / 2,
+                "round {round}: ready after {ready_in:?}"
+            );
+            wait_for(&format!("A's report before round {round}"), 30, || {
+                reported(&a, now).0 == (round - 1) * ANSWERS
+            });
+        }
+        for user in 0..ANSWERS {
+            let answer = a.request("GET", &format!("/v1/users/u{user}/recommendations?k=3"), "");
+            assert_eq!(status(&answer), 200, "{answer}");
+        }
+        // At once: the impressions are still in the writer's buffer.
+        let stopped = a.terminate();
+        assert!(stopped.success(), "round {round}: {stopped}");
+        wait_for(&format!("B's report after round {round}"), 30, || {
+            reported(&b, now).0 == round * ANSWERS
+        });
+    }
+}
+
 /// A fleet's experiment: every replica publishes the impressions of its answers to the
 /// impressions stream, and each stores those of the partitions it holds. Users are answered by
 /// two replicas holding everything (as a load balancer without affinity would spread them) and,

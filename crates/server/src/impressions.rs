@@ -23,7 +23,7 @@ use pinnersage_store::impressions::{
     Impression, ImpressionError, ImpressionStore, check_impression, day_of,
 };
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::clock::unix_now;
 use crate::fleet::Publisher;
@@ -105,16 +105,24 @@ struct Job {
     reply: Option<Reply>,
 }
 
-/// The impression writer. Dropping it writes what is queued and joins its thread.
+/// What the writer's queue carries.
+enum Message {
+    Write(Job),
+    /// Write what is queued before this, then stop ([`Recorder::finish`]).
+    Finish,
+}
+
+/// The impression writer. [`Recorder::finish`] (or dropping it) writes what is queued and joins
+/// its thread.
 pub struct Recorder {
-    tx: Option<SyncSender<Job>>,
+    tx: Option<SyncSender<Message>>,
     capacity: usize,
     durability: Durability,
     store: Arc<ImpressionStore>,
     counters: Arc<RecorderCounters>,
     /// A fleet replica's stream, once connected.
     outlet: Option<Arc<OnceLock<Outlet>>>,
-    thread: Option<JoinHandle<()>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// Where a fleet replica's writer publishes: the stream's publisher, and the runtime its
@@ -183,7 +191,22 @@ impl Recorder {
             store,
             counters,
             outlet,
-            thread: Some(thread),
+            thread: Mutex::new(Some(thread)),
+        }
+    }
+
+    /// Writes (or publishes) what is queued, then stops the writer and waits for it; impressions
+    /// after this are not recorded. A fleet replica calls it while its runtime still runs, off
+    /// the runtime's threads: the writer publishes on that runtime, so joining it as the runtime
+    /// shuts down could wait forever.
+    pub fn finish(&self) {
+        if let Some(tx) = &self.tx {
+            // Blocks while the queue is full: the writer is emptying it.
+            let _ = tx.send(Message::Finish);
+        }
+        let thread = self.thread.lock().map(|mut t| t.take()).unwrap_or_default();
+        if let Some(thread) = thread {
+            let _ = thread.join();
         }
     }
 
@@ -229,7 +252,7 @@ impl Recorder {
         let Some(tx) = &self.tx else {
             return Err(RecordError::Failed("the impression writer stopped".into()));
         };
-        tx.try_send(Job { impressions, reply })
+        tx.try_send(Message::Write(Job { impressions, reply }))
             .map_err(|e| match e {
                 TrySendError::Full(_) => RecordError::Busy(self.capacity),
                 TrySendError::Disconnected(_) => {
@@ -242,7 +265,8 @@ impl Recorder {
 impl Drop for Recorder {
     fn drop(&mut self) {
         self.tx.take();
-        if let Some(thread) = self.thread.take() {
+        let thread = self.thread.get_mut().map(Option::take).unwrap_or_default();
+        if let Some(thread) = thread {
             let _ = thread.join();
         }
     }
@@ -251,7 +275,7 @@ impl Drop for Recorder {
 /// The writer: takes the jobs of one [`gather`] as one write (or, in a fleet, one publish),
 /// answers its waiters, and expires past days as days pass (also while idle).
 fn write_loop(
-    rx: &Receiver<Job>,
+    rx: &Receiver<Message>,
     store: &ImpressionStore,
     counters: &RecorderCounters,
     outlet: Option<&OnceLock<Outlet>>,
@@ -266,11 +290,11 @@ fn write_loop(
             }
         }
         let first = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(job) => job,
+            Ok(Message::Write(job)) => job,
+            Ok(Message::Finish) | Err(RecvTimeoutError::Disconnected) => return,
             Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => return,
         };
-        let (jobs, total) = gather(rx, first);
+        let (jobs, total, finishing) = gather(rx, first);
         let mut batch = Vec::with_capacity(total);
         let mut replies = Vec::new();
         for job in jobs {
@@ -299,25 +323,34 @@ fn write_loop(
         for reply in replies {
             let _ = reply.send(outcome.clone());
         }
+        if finishing {
+            return;
+        }
     }
 }
 
 /// `first` and the jobs that follow it into one write: up to [`MAX_GROUP`] impressions. A
 /// buffered impression first lets [`BUFFER_WINDOW`] pass (asleep: the answers queueing meanwhile
 /// wake no thread) so that one fsync writes all of them; a job that waits for its write
-/// (acknowledged, or posted) takes only what is queued already.
-fn gather(rx: &Receiver<Job>, first: Job) -> (Vec<Job>, usize) {
+/// (acknowledged, or posted) takes only what is queued already. True with them when a
+/// [`Message::Finish`] came after them.
+fn gather(rx: &Receiver<Message>, first: Job) -> (Vec<Job>, usize, bool) {
     if first.reply.is_none() {
         std::thread::sleep(BUFFER_WINDOW);
     }
     let mut total = first.impressions.len();
     let mut jobs = vec![first];
     while total < MAX_GROUP {
-        let Ok(job) = rx.try_recv() else { break };
-        total += job.impressions.len();
-        jobs.push(job);
+        match rx.try_recv() {
+            Ok(Message::Write(job)) => {
+                total += job.impressions.len();
+                jobs.push(job);
+            }
+            Ok(Message::Finish) => return (jobs, total, true),
+            Err(_) => break,
+        }
     }
-    (jobs, total)
+    (jobs, total, false)
 }
 
 fn note(counters: &RecorderCounters, failing: Option<String>) {

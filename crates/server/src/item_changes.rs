@@ -142,13 +142,15 @@ const APPLY_CHUNK: usize = 512;
 /// commit, and its messages are acknowledged once it is durable and visible. A message that can
 /// never apply is terminated (and logged); a run the journal could not take is redelivered.
 pub async fn apply_in_order(
-    messages: jetstream::consumer::pull::Stream,
+    messages: impl futures_util::Stream<
+        Item = Result<jetstream::Message, jetstream::consumer::pull::MessagesError>,
+    >,
     prefix: String,
     serving: Arc<Serving>,
     counters: Arc<NatsCounters>,
 ) {
     use std::sync::atomic::Ordering::Relaxed;
-    let mut runs = messages.ready_chunks(APPLY_CHUNK);
+    let mut runs = std::pin::pin!(messages.ready_chunks(APPLY_CHUNK));
     while let Some(run) = runs.next().await {
         let rules = serving.engine().catalog().rules();
         let mut changes = Vec::with_capacity(run.len());

@@ -200,6 +200,57 @@ pub struct Consuming {
     pub task: tokio::task::JoinHandle<()>,
     /// In fleet mode, the publisher `POST /v1/events` hands events to.
     pub publisher: Option<Publisher>,
+    /// Stops the consumers gracefully.
+    pub stop: ConsumersStop,
+}
+
+/// One message of a pull consumer.
+type Pulled = Result<jetstream::Message, jetstream::consumer::pull::MessagesError>;
+
+/// The graceful stop of a server's consumers: each stops taking messages, settles those it
+/// holds, and drops its pull subscriptions, so JetStream stops delivering to it (a message sent
+/// to a subscription that is gone would wait [`ACK_WAIT`] before a restarted replica gets it).
+#[derive(Debug)]
+pub struct ConsumersStop {
+    signal: tokio::sync::watch::Sender<bool>,
+    /// Held by each consumer until it ends: [`ConsumersStop::stop`] waits for all to drop.
+    held: Option<tokio::sync::mpsc::Sender<()>>,
+    ended: tokio::sync::mpsc::Receiver<()>,
+}
+
+impl ConsumersStop {
+    fn new() -> Self {
+        let (held, ended) = tokio::sync::mpsc::channel(1);
+        Self {
+            signal: tokio::sync::watch::channel(false).0,
+            held: Some(held),
+            ended,
+        }
+    }
+
+    /// `messages` until the stop, and what its consumer holds until it has settled them.
+    fn until_stop<S: futures_util::Stream<Item = Pulled>>(
+        &self,
+        messages: S,
+    ) -> (
+        impl futures_util::Stream<Item = Pulled> + use<S>,
+        Option<tokio::sync::mpsc::Sender<()>>,
+    ) {
+        let mut signal = self.signal.subscribe();
+        let stopped = async move {
+            let _ = signal.wait_for(|stop| *stop).await;
+        };
+        (messages.take_until(stopped), self.held.clone())
+    }
+
+    /// Stops the consumers and waits for them, `patience` at most; false if one was still busy.
+    pub async fn stop(mut self, patience: Duration) -> bool {
+        self.signal.send_replace(true);
+        self.held.take();
+        tokio::time::timeout(patience, self.ended.recv())
+            .await
+            .is_ok()
+    }
 }
 
 /// Connects, ensures the stream and this replica's durable consumers exist, and spawns the
@@ -273,6 +324,7 @@ pub async fn start(
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let stop = ConsumersStop::new();
     if let Some(items) = items {
         eprintln!(
             "applying item changes from {}.* (stream {}, durable consumer {})",
@@ -280,24 +332,29 @@ pub async fn start(
             config.items_stream,
             items_consumer(&config, &replica)
         );
-        tokio::spawn(crate::item_changes::apply_in_order(
+        let (items, held) = stop.until_stop(items);
+        let applying = crate::item_changes::apply_in_order(
             items,
             config.items_subject.clone(),
             serving.clone(),
             counters.clone(),
-        ));
+        );
+        tokio::spawn(async move {
+            applying.await;
+            drop(held);
+        });
     }
     if let (Some(messages), Some(store)) = (impression_messages, impressions) {
         eprintln!(
             "storing impressions from {}.* (stream {})",
             config.impressions_subject, config.impressions_stream
         );
-        tokio::spawn(consume_impressions(
-            messages,
-            store,
-            counters.clone(),
-            config.in_flight,
-        ));
+        let (messages, held) = stop.until_stop(futures_util::stream::select_all(messages));
+        let storing = consume_impressions(messages, store, counters.clone(), config.in_flight);
+        tokio::spawn(async move {
+            storing.await;
+            drop(held);
+        });
     }
     tokio::spawn(watch_catch_up(catching_up, readiness));
     let publisher = config.fleet.as_ref().map(|fleet| {
@@ -313,21 +370,25 @@ pub async fn start(
             config.publish_patience,
         )
     });
-    let task = tokio::spawn(
-        futures_util::stream::select_all(events).for_each_concurrent(
-            config.in_flight.max(1),
-            move |message| {
-                let (engine, store, counters) = (serving.engine(), store.clone(), counters.clone());
-                async move {
-                    let Ok(message) = message else {
-                        return; // a transient consumer error: the client retries
-                    };
-                    handle(&message, &engine, &store, &counters).await;
-                }
-            },
-        ),
-    );
-    Ok(Consuming { task, publisher })
+    let (events, held) = stop.until_stop(futures_util::stream::select_all(events));
+    let consuming = events.for_each_concurrent(config.in_flight.max(1), move |message| {
+        let (engine, store, counters) = (serving.engine(), store.clone(), counters.clone());
+        async move {
+            let Ok(message) = message else {
+                return; // a transient consumer error: the client retries
+            };
+            handle(&message, &engine, &store, &counters).await;
+        }
+    });
+    let task = tokio::spawn(async move {
+        consuming.await;
+        drop(held);
+    });
+    Ok(Consuming {
+        task,
+        publisher,
+        stop,
+    })
 }
 
 /// How long a replica retries setting up its stream and consumers while JetStream does not
@@ -526,7 +587,7 @@ struct ImpressionsMessage {
 /// The messages ready together (up to `per_write`: a replica catching up, or receiving the
 /// groups of many replicas) are stored by one fsynced write.
 async fn consume_impressions(
-    messages: Vec<jetstream::consumer::pull::Stream>,
+    messages: impl futures_util::Stream<Item = Pulled>,
     store: Arc<ImpressionStore>,
     counters: Arc<NatsCounters>,
     per_write: usize,
@@ -536,7 +597,7 @@ async fn consume_impressions(
         &counters.impressions_terminated,
         &counters.impressions_nacked,
     ];
-    let mut ready = futures_util::stream::select_all(messages).ready_chunks(per_write.max(1));
+    let mut ready = std::pin::pin!(messages.ready_chunks(per_write.max(1)));
     while let Some(chunk) = ready.next().await {
         let mut valid = Vec::with_capacity(chunk.len());
         let mut impressions = Vec::new();

@@ -22,7 +22,7 @@ use crate::handoff::{ServerRecord, server_file};
 use crate::http::{AppState, DEFAULT_MAX_IN_FLIGHT, DEFAULT_REQUEST_TIMEOUT, Limits};
 use crate::impressions::Recorder;
 use crate::metrics::{Metrics, Observed};
-use crate::nats::{self, NatsConfig, NatsCounters, NatsError};
+use crate::nats::{self, ConsumersStop, NatsConfig, NatsCounters, NatsError};
 use crate::owned_store::OwnedStore;
 use crate::sink::{EventSink, Mode};
 use pinnersage_engine::engine::{Engine, EngineConfig, EngineError, Resample, Retrieval};
@@ -345,10 +345,12 @@ impl Server {
             .local_addr()
             .map_err(io("reading the listening address".into()))?;
         let (header_timeout, reload) = (self.config.header_timeout, self.config.reload);
-        let (state, data_dir) = self.prepare(addr, None).await?;
+        let (state, data_dir, consumers) = self.prepare(addr, None).await?;
         let front = Front::start_serving(listener, state.clone(), reload, header_timeout, shutdown)
             .map_err(io("reading the listening address".into()))?;
-        Running::record(front, &state, &data_dir)?.finish().await
+        Running::record(front, &state, &data_dir, consumers)?
+            .finish()
+            .await
     }
 
     /// Serves on `front`, a listener answering since before the server was opened (`/readyz`
@@ -356,16 +358,17 @@ impl Server {
     /// returns, until the shutdown given to [`Front::start`]; [`Running::finish`] waits for it.
     pub async fn start_on(self, front: Front) -> Result<Running, ServeError> {
         let reload = self.config.reload;
-        let (state, data_dir) = match self.prepare(front.local_addr(), Some(&front)).await {
-            Ok(prepared) => prepared,
-            Err(e) => {
-                front.close().await;
-                return Err(e);
-            }
-        };
+        let (state, data_dir, consumers) =
+            match self.prepare(front.local_addr(), Some(&front)).await {
+                Ok(prepared) => prepared,
+                Err(e) => {
+                    front.close().await;
+                    return Err(e);
+                }
+            };
         let mut front = front;
         front.install(state.clone(), reload);
-        Running::record(front, &state, &data_dir)
+        Running::record(front, &state, &data_dir, consumers)
     }
 
     /// Checks the address, starts the NATS consumer and the shipped-profiles watcher when
@@ -374,15 +377,15 @@ impl Server {
         self,
         addr: std::net::SocketAddr,
         front: Option<&Front>,
-    ) -> Result<(AppState, PathBuf), ServeError> {
+    ) -> Result<(AppState, PathBuf, Option<ConsumersStop>), ServeError> {
         self.config.auth.check_listen(addr)?;
         let readiness = Arc::new(Readiness::new(
             self.config.nats.is_some(),
             self.config.profiles_from.is_some(),
         ));
         let fleet = self.config.nats.as_ref().and_then(|n| n.fleet.clone());
-        let (nats, nats_task, publisher) = match self.config.nats.clone() {
-            None => (None, None, None),
+        let (nats, nats_task, publisher, consumers) = match self.config.nats.clone() {
+            None => (None, None, None, None),
             Some(mut config) => {
                 // Retries of a post end a second before its request would time out.
                 let answer_within = self
@@ -411,6 +414,7 @@ impl Server {
                     Some(counters),
                     Some(Arc::new(consuming.task)),
                     consuming.publisher,
+                    Some(consuming.stop),
                 )
             }
         };
@@ -462,31 +466,61 @@ impl Server {
             requests: Arc::new(crate::http::RequestIds::new()),
             recorder: self.recorder,
         };
-        Ok((state, self.data_dir))
+        Ok((state, self.data_dir, consumers))
     }
 }
+
+/// How long a graceful stop waits for the NATS consumers to settle the messages they hold.
+pub const CONSUMERS_STOP_PATIENCE: Duration = Duration::from_secs(10);
 
 /// A server answering its API, recorded in its data directory's [`server_file`].
 pub struct Running {
     front: Front,
     file: PathBuf,
+    consumers: Option<ConsumersStop>,
+    recorder: Option<Arc<Recorder>>,
 }
 
 impl Running {
     /// Records the server serving `state` in `data_dir`.
-    fn record(front: Front, state: &AppState, data_dir: &Path) -> Result<Self, ServeError> {
+    fn record(
+        front: Front,
+        state: &AppState,
+        data_dir: &Path,
+        consumers: Option<ConsumersStop>,
+    ) -> Result<Self, ServeError> {
         let file = server_file(data_dir);
         if let Some(identity) = &state.identity {
             identity
                 .write(&file)
                 .map_err(io(format!("writing {}", file.display())))?;
         }
-        Ok(Self { front, file })
+        Ok(Self {
+            front,
+            file,
+            consumers,
+            recorder: state.recorder.clone(),
+        })
     }
 
-    /// Waits for the shutdown and the requests in flight, then removes the record.
+    /// Waits for the shutdown and the requests in flight; stops the NATS consumers (each settles
+    /// the messages it holds); waits for the impressions of the last answers to be written (a
+    /// fleet replica's published, on this runtime, while its connection runs); then removes the
+    /// record.
     pub async fn finish(self) -> Result<(), ServeError> {
         let served = self.front.finish().await;
+        if let Some(consumers) = self.consumers
+            && !consumers.stop(CONSUMERS_STOP_PATIENCE).await
+        {
+            eprintln!(
+                "the NATS consumers were still busy {} s after the stop; their messages in \
+                 hand will be redelivered",
+                CONSUMERS_STOP_PATIENCE.as_secs()
+            );
+        }
+        if let Some(recorder) = self.recorder {
+            let _ = tokio::task::spawn_blocking(move || recorder.finish()).await;
+        }
         let _ = std::fs::remove_file(&self.file);
         served.map_err(io("serving".into()))
     }

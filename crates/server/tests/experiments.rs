@@ -484,24 +484,34 @@ share = 0.5
                     } else {
                         String::new()
                     };
-                    clicks.push(format!(
-                        r#"{{"user":"{user}","item":"{item}","ts":{},"action":"click"{named}}}"#,
-                        now + 1
-                    ));
+                    clicks.push((user.clone(), item, named));
                     break;
                 }
             }
         }
     }
     // The clicks come in after the sessions (a client's log), so every arm served the same
-    // batch profiles.
+    // batch profiles; they are timed after every answer (one without a request id is
+    // attributed to the user's last answer before it), however long the setup took.
+    let clicked_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 1;
+    let clicks: Vec<String> = (clicks.iter())
+        .map(|(user, item, named)| {
+            format!(
+                r#"{{"user":"{user}","item":"{item}","ts":{clicked_at},"action":"click"{named}}}"#
+            )
+        })
+        .collect();
     let (status, reply) = server.post_json("/v1/events", &events_body(&clicks));
     assert_eq!(status, 202, "{reply}");
     recorded(&server, (3 * SIM_USERS) as f64);
     let (status, report) = server.get_json(&format!(
         "/v1/experiments/interests/report?from={}&to={}",
         now - 60,
-        now + 120
+        clicked_at + 120
     ));
     assert_eq!(status, 200, "{report}");
     let arm = |name: &str| {

@@ -99,14 +99,28 @@ impl RunningServer {
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
     }
 
-    /// SIGTERM, then wait.
+    /// SIGTERM, then wait: a graceful stop that takes over a minute fails the test (and the
+    /// server is killed) rather than hang it.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let term = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
             .unwrap();
         assert!(term.success());
-        self.child.wait().unwrap()
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if std::time::Instant::now() > deadline {
+                self.kill9();
+                panic!(
+                    "the server did not stop within a minute of SIGTERM; its log: {}",
+                    self.rest_of_stderr()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     /// Lets the server run 150 to 400 ms (drawn from the xorshift state `rng`), then kills it
