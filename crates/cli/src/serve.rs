@@ -211,6 +211,12 @@ pub struct ServeArgs {
     /// that hold them (docs/fleet.md has the rule and an HAProxy config).
     #[arg(long, value_name = "LIST", value_delimiter = ',', requires = "fleet")]
     consume_partitions: Vec<PartitionRange>,
+    /// The fleet's replicas, HOST:PORT comma-separated (this one may be among them). A replica
+    /// holding some partitions then reports an experiment over the whole fleet: its part merged
+    /// with the other partitions' parts, fetched from these (the explorer shows the fleet's
+    /// report). Without it, its report counts the users of its partitions only.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', requires = "fleet")]
+    peers: Vec<String>,
     /// Replicas of the JetStream streams when this replica creates them (3 on a 3-node
     /// cluster).
     #[arg(long, default_value_t = 1, requires = "fleet")]
@@ -304,6 +310,7 @@ impl ServeArgs {
                 .flat_map(PartitionRange::partitions)
                 .collect(),
             stream_replicas: self.stream_replicas,
+            peers: self.peers.clone(),
         });
         if let Some(fleet) = &fleet {
             fleet.check()?;

@@ -1193,6 +1193,32 @@ fn two_arm_experiment(dir: &Path, salt: &str) -> PathBuf {
     path
 }
 
+/// Two reports of the same users count the same in every arm (the rates within rounding: a
+/// merged one adds the parts' sums in another order).
+fn assert_same_arms(one: &serde_json::Value, other: &serde_json::Value) {
+    let arms = |r: &serde_json::Value| r["arms"].as_array().cloned().unwrap_or_default();
+    assert_eq!(arms(one).len(), arms(other).len(), "{one} vs {other}");
+    for (m, w) in arms(one).iter().zip(&arms(other)) {
+        for field in [
+            "arm",
+            "users",
+            "impressions",
+            "items_shown",
+            "engagements",
+            "daily",
+        ] {
+            assert_eq!(m[field], w[field], "{field}: {m} vs {w}");
+        }
+        for rate in ["ctr", "engaged_user_rate"] {
+            let (x, y) = (&m[rate]["value"], &w[rate]["value"]);
+            assert!(
+                x == y || (x.as_f64().unwrap() - y.as_f64().unwrap()).abs() < 1e-12,
+                "{rate}: {m} vs {w}"
+            );
+        }
+    }
+}
+
 /// The impressions and engagements of `server`'s report of experiment `e` from a minute before
 /// `now` to two after, summed over the arms ((0, 0) while it cannot report).
 fn reported(server: &RunningServer, now: u64) -> (u64, u64) {
@@ -1427,29 +1453,46 @@ fn a_fleets_experiment_is_reported_whole_by_every_replica_holding_the_users() {
         "",
     );
     let whole: serde_json::Value = serde_json::from_str(body(&whole)).unwrap();
-    for (m, w) in merged["arms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .zip(whole["arms"].as_array().unwrap())
-    {
-        for field in [
-            "users",
-            "impressions",
-            "items_shown",
-            "engagements",
-            "daily",
-        ] {
-            assert_eq!(m[field], w[field], "{field}: {m} vs {w}");
-        }
-        for rate in ["ctr", "engaged_user_rate"] {
-            let (x, y) = (&m[rate]["value"], &w[rate]["value"]);
-            assert!(
-                x == y || (x.as_f64().unwrap() - y.as_f64().unwrap()).abs() < 1e-12,
-                "{rate}: {m} vs {w}"
-            );
-        }
-    }
+    assert_same_arms(&merged, &whole);
+    assert_eq!(
+        whole["partitions"],
+        serde_json::json!({"count": 4, "held": [0, 1, 2, 3]})
+    );
+    assert!(whole.get("parts").is_none(), "{whole}");
+
+    // A replica holding one partition says so in its report; one started with peers reports
+    // the fleet: its part merged with the others' from its peers, as the command line does.
+    let path = format!(
+        "/v1/experiments/e/report?from={}&to={}",
+        now - 60,
+        now + 120
+    );
+    let partial: serde_json::Value =
+        serde_json::from_str(body(&c.request("GET", &path, ""))).unwrap();
+    assert_eq!(
+        partial["partitions"],
+        serde_json::json!({"count": 4, "held": [1]})
+    );
+    let d = replica("d", &["--consume-partitions", "1", "--peers", &a.addr]);
+    wait_for("D's report of the fleet", 30, || report(&d) == expected);
+    let served: serde_json::Value =
+        serde_json::from_str(body(&d.request("GET", &path, ""))).unwrap();
+    assert_same_arms(&served, &whole);
+    assert_eq!(
+        served["partitions"],
+        serde_json::json!({"count": 4, "held": [0, 1, 2, 3]})
+    );
+    let parts = served["parts"].as_array().unwrap();
+    assert_eq!(parts.len(), 2, "{served}");
+    assert_eq!(
+        parts[0]["partitions"],
+        serde_json::json!([1]),
+        "D counts its own partition"
+    );
+    assert_eq!(
+        parts[1],
+        serde_json::json!({"server": a.addr, "partitions": [0, 2, 3]})
+    );
     // Without a holder of every partition the parts cannot make the fleet's report.
     let c_only = c.addr.clone();
     let mut argv = vec!["experiment", "report", "--name", "e", "--servers", &c_only];

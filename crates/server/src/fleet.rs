@@ -42,6 +42,9 @@ pub struct FleetConfig {
     pub consume: Vec<u32>,
     /// Replicas of the JetStream stream when this replica creates it (3 on a 3-node cluster).
     pub stream_replicas: usize,
+    /// The fleet's replicas (`HOST:PORT`): a report asked of a replica holding some partitions
+    /// fetches the other partitions' parts from them (empty: it reports its own users only).
+    pub peers: Vec<String>,
 }
 
 impl FleetConfig {
@@ -51,6 +54,7 @@ impl FleetConfig {
             partitions,
             consume: Vec::new(),
             stream_replicas: 1,
+            peers: Vec::new(),
         }
     }
 
@@ -95,6 +99,16 @@ impl FleetConfig {
                 "`stream_replicas` must be in 1..=5 (JetStream's limit), got {}",
                 self.stream_replicas
             )));
+        }
+        for peer in &self.peers {
+            let port = peer
+                .rsplit_once(':')
+                .map(|(host, port)| (host, port.parse::<u16>()));
+            if !matches!(port, Some((host, Ok(1..))) if !host.is_empty()) {
+                return Err(ServeError::Config(format!(
+                    "`peers`: {peer:?} is not HOST:PORT (e.g. 10.0.0.2:8080)"
+                )));
+            }
         }
         Ok(())
     }
@@ -669,6 +683,18 @@ mod tests {
         c.consume = vec![1, 1];
         assert!(c.check().unwrap_err().to_string().contains("twice"));
         assert!(FleetConfig::new(0).check().is_err());
+        let mut c = FleetConfig::new(4);
+        c.peers = vec![
+            "10.0.0.2:8080".into(),
+            "replica-b.internal:80".into(),
+            "[::1]:9".into(),
+        ];
+        assert!(c.check().is_ok());
+        for bad in ["10.0.0.2", ":8080", "host:0", "host:http", "host:65536"] {
+            c.peers = vec![bad.into()];
+            let e = c.check().unwrap_err().to_string();
+            assert!(e.contains("`peers`") && e.contains(bad), "{bad}: {e}");
+        }
     }
 
     #[test]

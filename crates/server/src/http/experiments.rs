@@ -320,9 +320,14 @@ fn asked<'a>(state: &'a AppState, name: &str, q: &ReportQuery) -> Result<Asked<'
 /// `GET /v1/experiments/{name}/report`: the experiment's report over the impressions this
 /// server recorded from `from` to `to` (default: the retention up to now) and the engagement
 /// events it stored, attributed within `window_hours` (default 24).
+///
+/// A fleet replica's report counts the users of the partitions it holds (`partitions` says
+/// which); one holding some partitions, started with peers, reports the whole fleet: its part
+/// merged with the other partitions' parts fetched from its peers (`parts` says from where).
 pub(super) async fn experiment_report(
     State(state): State<AppState>,
     place: Option<Extension<InFlight>>,
+    headers: axum::http::HeaderMap,
     name: Result<Path<String>, PathRejection>,
     query: Result<Query<ReportQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -336,28 +341,126 @@ pub(super) async fn experiment_report(
         window_hours,
     } = asked(&state, &name, &q)?;
     let (from, to) = (period.from, period.to);
-    let events = state.store.events().clone();
-    let report = blocking(place, move || {
-        report_from_stores(&arms, &period, recorder.store(), &events)
-    })
-    .await?
-    .map_err(|e| ApiError::of(&e, "report_failed"))?;
+    #[derive(Serialize)]
+    struct Coverage {
+        count: u32,
+        held: Vec<u32>,
+    }
+    #[derive(Serialize)]
+    struct Part {
+        server: String,
+        partitions: Vec<u32>,
+    }
     #[derive(Serialize)]
     struct ReportOut<'a> {
         experiment: &'a str,
         from: i64,
         to: i64,
         window_hours: f64,
+        /// In a fleet: the partitions whose users the report counts.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        partitions: Option<Coverage>,
+        /// A fleet's report merged here: each replica asked and the partitions it counted.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        parts: Vec<Part>,
         #[serde(flatten)]
         report: pinnersage_eval::online::OnlineReport,
     }
+    let fleet = match &state.mode {
+        crate::Mode::Replica(fleet) => Some(fleet),
+        crate::Mode::Standalone => None,
+    };
+    let held = fleet.map(|f| f.share().held_partitions());
+    let partial =
+        (fleet.zip(held.as_ref())).is_some_and(|(f, held)| held.len() < f.partitions as usize);
+    if let Some(fleet) = fleet.filter(|f| partial && !f.peers.is_empty()) {
+        let own = state.identity.as_ref().map(|record| reachable(record.addr));
+        let peers = fleet.peers.clone();
+        let token = (headers.get(header::AUTHORIZATION))
+            .and_then(|v| v.to_str().ok())
+            .and_then(super::layers::bearer_token)
+            .map(str::to_owned);
+        let asked = crate::fleet_report::ReportPeriod {
+            from: Some(from.to_string()),
+            to: Some(to.to_string()),
+            window_hours: Some(window_hours),
+        };
+        let name = experiment.name.clone();
+        let merged = blocking(place, move || {
+            let mut servers: Vec<std::net::SocketAddr> = own.into_iter().collect();
+            for peer in &peers {
+                servers.push(resolve(peer)?);
+            }
+            crate::fleet_report::fleet_report(&servers, &name, &asked, token.as_deref())
+                .map_err(|e| e.to_string())
+        })
+        .await?
+        .map_err(|m| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "fleet_report_failed",
+                format!("the fleet's report (this replica and its peers): {m}"),
+            )
+        })?;
+        return Ok(json_response(&ReportOut {
+            experiment: &experiment.name,
+            from,
+            to,
+            window_hours,
+            partitions: Some(Coverage {
+                count: merged.partitions,
+                held: (0..merged.partitions).collect(),
+            }),
+            parts: (merged.parts.iter())
+                .map(|(server, partitions)| Part {
+                    server: server.to_string(),
+                    partitions: partitions.clone(),
+                })
+                .collect(),
+            report: merged.report,
+        }));
+    }
+    let events = state.store.events().clone();
+    let report = blocking(place, move || {
+        report_from_stores(&arms, &period, recorder.store(), &events)
+    })
+    .await?
+    .map_err(|e| ApiError::of(&e, "report_failed"))?;
     Ok(json_response(&ReportOut {
         experiment: &experiment.name,
         from,
         to,
         window_hours,
+        partitions: fleet.zip(held).map(|(f, held)| Coverage {
+            count: f.partitions,
+            held,
+        }),
+        parts: Vec::new(),
         report,
     }))
+}
+
+/// Where this server answers itself: its listening address, loopback for a wildcard one.
+fn reachable(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            (std::net::Ipv4Addr::LOCALHOST, addr.port()).into()
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            (std::net::Ipv6Addr::LOCALHOST, addr.port()).into()
+        }
+        _ => addr,
+    }
+}
+
+/// The address of a peer `HOST:PORT` (resolved at each report: a name may move).
+fn resolve(peer: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    (peer
+        .to_socket_addrs()
+        .map_err(|e| format!("peer {peer}: {e}"))?)
+    .next()
+    .ok_or_else(|| format!("peer {peer}: the name has no address"))
 }
 
 /// `GET /v1/experiments/{name}/partial`: what the report counts, over the users of the given
