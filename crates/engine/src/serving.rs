@@ -33,6 +33,11 @@ pub const DEFAULT_FOLD_FRACTION: f64 = 0.2;
 /// How long an automatic fold waits after one failed.
 const FOLD_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// The nice value of a fold's threads, and of opening a new generation beside the served one
+/// (19, the lowest): on a serving machine they take the CPU that requests and live inserts
+/// leave, instead of competing with them. The swap itself, which holds the journal, does not.
+pub const FOLD_NICE: i32 = 19;
+
 /// How [`Serving::follow`] opens an index generation (as the server opened the first one).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IndexOpening {
@@ -159,21 +164,25 @@ impl Serving {
     fn swap_to(&self, old: &Arc<Engine>, started: Instant) -> Result<Swapped, EngineError> {
         let data_dir = old.data_dir().to_path_buf();
         let internal = |e: &dyn std::fmt::Display| EngineError::Internal(e.to_string());
-        // Off the request path: the generation, the changes journaled since, the graph.
-        let (records, read_to) =
-            pinnersage_catalog::journal::read_from(&data_dir, 0).map_err(|e| internal(&e))?;
-        let mut catalog =
-            Catalog::open_with_changes(&data_dir, records).map_err(|e| internal(&e))?;
-        catalog.build_hash_index();
-        let catalog = Arc::new(catalog);
-        let index = persist::open(
-            &data_dir,
-            catalog.clone(),
-            self.opening.ef_search,
-            self.opening.insert_ef,
-            self.opening.load_into_memory,
-        )
-        .map_err(|e| internal(&e))?;
+        // Off the request path, at the lowest priority (nothing the requests wait for is held):
+        // the generation, the changes journaled since, the graph taking the rows they added.
+        let (catalog, index, read_to) = at_low_priority(|| -> Result<_, EngineError> {
+            let (records, read_to) =
+                pinnersage_catalog::journal::read_from(&data_dir, 0).map_err(|e| internal(&e))?;
+            let mut catalog =
+                Catalog::open_with_changes(&data_dir, records).map_err(|e| internal(&e))?;
+            catalog.build_hash_index();
+            let catalog = Arc::new(catalog);
+            let index = persist::open(
+                &data_dir,
+                catalog.clone(),
+                self.opening.ef_search,
+                self.opening.insert_ef,
+                self.opening.load_into_memory,
+            )
+            .map_err(|e| internal(&e))?;
+            Ok((catalog, index, read_to))
+        })??;
         let replayed_on_open = catalog.applied_seq() - catalog.meta().journal_seq;
         let (opened_catalog, opened_index) = (catalog.dir().to_path_buf(), index.dir.clone());
         // The profiles stay while the successor is made; then, with the journal held, the
@@ -240,8 +249,25 @@ impl Serving {
         folded.map(Some)
     }
 
-    /// [`Serving::fold`], its turn taken.
+    /// [`Serving::fold`], its turn taken: the new generation and its index built at
+    /// [`FOLD_NICE`], then served.
     fn fold_now(&self, progress: &dyn Progress) -> Result<FoldReport, EngineError> {
+        let (folded, catalog_seconds, index_seconds) =
+            at_low_priority(|| self.build_folded(progress))??;
+        Ok(FoldReport {
+            folded,
+            catalog_seconds,
+            index_seconds,
+            swapped: self.follow()?,
+        })
+    }
+
+    /// Writes the folded generation and builds its index: what was folded, and the seconds of
+    /// each.
+    fn build_folded(
+        &self,
+        progress: &dyn Progress,
+    ) -> Result<(Option<Folded>, f64, f64), EngineError> {
         let internal = |e: &dyn std::fmt::Display| EngineError::Internal(e.to_string());
         let engine = self.engine();
         let data_dir = engine.data_dir().to_path_buf();
@@ -280,11 +306,50 @@ impl Serving {
         persist::build(&data_dir, &catalog, &options, progress).map_err(|e| internal(&e))?;
         drop(catalog);
         let index_seconds = built.elapsed().as_secs_f64();
-        Ok(FoldReport {
-            folded,
-            catalog_seconds,
-            index_seconds,
-            swapped: self.follow()?,
+        Ok((folded, catalog_seconds, index_seconds))
+    }
+}
+
+/// Runs `work` on a pool of the machine's parallelism whose threads run at [`FOLD_NICE`] (the
+/// parallel iterators inside `work` included).
+fn at_low_priority<T: Send>(work: impl FnOnce() -> T + Send) -> Result<T, EngineError> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("pinnersage-fold-{i}"))
+        .start_handler(|_| {
+            pinnersage_store::events::lower_calling_thread_priority(FOLD_NICE);
         })
+        .build()
+        .map_err(|e| EngineError::Internal(format!("starting the fold's threads: {e}")))?;
+    Ok(pool.install(work))
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// The nice value of the calling thread.
+    fn nice() -> i32 {
+        // SAFETY: plain syscalls on this thread's own id.
+        unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::getpriority(libc::PRIO_PROCESS, tid)
+        }
+    }
+
+    #[test]
+    fn a_folds_work_and_its_parallel_loops_run_at_the_lowest_priority() {
+        use rayon::prelude::*;
+        let before = nice();
+        let (outer, inner) = at_low_priority(|| {
+            let inner: Vec<i32> = (0..256).into_par_iter().map(|_| nice()).collect();
+            (nice(), inner)
+        })
+        .unwrap();
+        assert_eq!(outer, FOLD_NICE);
+        assert!(inner.iter().all(|&n| n == FOLD_NICE), "{inner:?}");
+        // The caller's own threads are left as they were.
+        assert_eq!(nice(), before);
+        let elsewhere: Vec<i32> = (0..256).into_par_iter().map(|_| nice()).collect();
+        assert!(elsewhere.iter().all(|&n| n == before), "{elsewhere:?}");
     }
 }
