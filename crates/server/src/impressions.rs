@@ -115,7 +115,7 @@ enum Message {
 /// The impression writer. [`Recorder::finish`] (or dropping it) writes what is queued and joins
 /// its thread.
 pub struct Recorder {
-    tx: Option<SyncSender<Message>>,
+    tx: SyncSender<Message>,
     capacity: usize,
     durability: Durability,
     store: Arc<ImpressionStore>,
@@ -185,7 +185,7 @@ impl Recorder {
             })
             .expect("spawning a thread");
         Self {
-            tx: Some(tx),
+            tx,
             capacity,
             durability,
             store,
@@ -200,10 +200,8 @@ impl Recorder {
     /// the runtime's threads: the writer publishes on that runtime, so joining it as the runtime
     /// shuts down could wait forever.
     pub fn finish(&self) {
-        if let Some(tx) = &self.tx {
-            // Blocks while the queue is full: the writer is emptying it.
-            let _ = tx.send(Message::Finish);
-        }
+        // Blocks while the queue is full: the writer is emptying it. Fails once it stopped.
+        let _ = self.tx.send(Message::Finish);
         let thread = self.thread.lock().map(|mut t| t.take()).unwrap_or_default();
         if let Some(thread) = thread {
             let _ = thread.join();
@@ -249,10 +247,8 @@ impl Recorder {
         for i in &impressions {
             check_impression(i)?;
         }
-        let Some(tx) = &self.tx else {
-            return Err(RecordError::Failed("the impression writer stopped".into()));
-        };
-        tx.try_send(Message::Write(Job { impressions, reply }))
+        self.tx
+            .try_send(Message::Write(Job { impressions, reply }))
             .map_err(|e| match e {
                 TrySendError::Full(_) => RecordError::Busy(self.capacity),
                 TrySendError::Disconnected(_) => {
@@ -264,11 +260,7 @@ impl Recorder {
 
 impl Drop for Recorder {
     fn drop(&mut self) {
-        self.tx.take();
-        let thread = self.thread.get_mut().map(Option::take).unwrap_or_default();
-        if let Some(thread) = thread {
-            let _ = thread.join();
-        }
+        self.finish();
     }
 }
 

@@ -207,6 +207,12 @@ pub struct Consuming {
 /// One message of a pull consumer.
 type Pulled = Result<jetstream::Message, jetstream::consumer::pull::MessagesError>;
 
+/// Resolves when a graceful stop begins.
+type StopSignal = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// A consumer's messages until the stop.
+type TakeUntilStop<S> = futures_util::stream::TakeUntil<S, StopSignal>;
+
 /// The graceful stop of a server's consumers: each stops taking messages, settles those it
 /// holds, and drops its pull subscriptions, so JetStream stops delivering to it (a message sent
 /// to a subscription that is gone would wait [`ACK_WAIT`] before a restarted replica gets it).
@@ -228,19 +234,27 @@ impl ConsumersStop {
         }
     }
 
-    /// `messages` until the stop, and what its consumer holds until it has settled them.
-    fn until_stop<S: futures_util::Stream<Item = Pulled>>(
+    /// Spawns the consumer `consume` makes of `messages`, which end at the stop; the stop waits
+    /// for it to return (having settled what it took).
+    fn spawn<S, F>(
         &self,
         messages: S,
-    ) -> (
-        impl futures_util::Stream<Item = Pulled> + use<S>,
-        Option<tokio::sync::mpsc::Sender<()>>,
-    ) {
+        consume: impl FnOnce(TakeUntilStop<S>) -> F,
+    ) -> tokio::task::JoinHandle<()>
+    where
+        S: futures_util::Stream<Item = Pulled>,
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
         let mut signal = self.signal.subscribe();
-        let stopped = async move {
+        let stopped: StopSignal = Box::pin(async move {
             let _ = signal.wait_for(|stop| *stop).await;
-        };
-        (messages.take_until(stopped), self.held.clone())
+        });
+        let consuming = consume(messages.take_until(stopped));
+        let held = self.held.clone();
+        tokio::spawn(async move {
+            consuming.await;
+            drop(held);
+        })
     }
 
     /// Stops the consumers and waits for them, `patience` at most; false if one was still busy.
@@ -332,16 +346,13 @@ pub async fn start(
             config.items_stream,
             items_consumer(&config, &replica)
         );
-        let (items, held) = stop.until_stop(items);
-        let applying = crate::item_changes::apply_in_order(
-            items,
+        let (prefix, serving, counters) = (
             config.items_subject.clone(),
             serving.clone(),
             counters.clone(),
         );
-        tokio::spawn(async move {
-            applying.await;
-            drop(held);
+        stop.spawn(items, |items| {
+            crate::item_changes::apply_in_order(items, prefix, serving, counters)
         });
     }
     if let (Some(messages), Some(store)) = (impression_messages, impressions) {
@@ -349,11 +360,9 @@ pub async fn start(
             "storing impressions from {}.* (stream {})",
             config.impressions_subject, config.impressions_stream
         );
-        let (messages, held) = stop.until_stop(futures_util::stream::select_all(messages));
-        let storing = consume_impressions(messages, store, counters.clone(), config.in_flight);
-        tokio::spawn(async move {
-            storing.await;
-            drop(held);
+        let (counters, per_write) = (counters.clone(), config.in_flight);
+        stop.spawn(futures_util::stream::select_all(messages), |messages| {
+            consume_impressions(messages, store, counters, per_write)
         });
     }
     tokio::spawn(watch_catch_up(catching_up, readiness));
@@ -370,19 +379,17 @@ pub async fn start(
             config.publish_patience,
         )
     });
-    let (events, held) = stop.until_stop(futures_util::stream::select_all(events));
-    let consuming = events.for_each_concurrent(config.in_flight.max(1), move |message| {
-        let (engine, store, counters) = (serving.engine(), store.clone(), counters.clone());
-        async move {
-            let Ok(message) = message else {
-                return; // a transient consumer error: the client retries
-            };
-            handle(&message, &engine, &store, &counters).await;
-        }
-    });
-    let task = tokio::spawn(async move {
-        consuming.await;
-        drop(held);
+    let in_flight = config.in_flight.max(1);
+    let task = stop.spawn(futures_util::stream::select_all(events), |events| {
+        events.for_each_concurrent(in_flight, move |message| {
+            let (engine, store, counters) = (serving.engine(), store.clone(), counters.clone());
+            async move {
+                let Ok(message) = message else {
+                    return; // a transient consumer error: the client retries
+                };
+                handle(&message, &engine, &store, &counters).await;
+            }
+        })
     });
     Ok(Consuming {
         task,

@@ -374,7 +374,7 @@ pub(super) async fn experiment_report(
     let partial =
         (fleet.zip(held.as_ref())).is_some_and(|(f, held)| held.len() < f.partitions as usize);
     if let Some(fleet) = fleet.filter(|f| partial && !f.peers.is_empty()) {
-        let own = state.identity.as_ref().map(|record| reachable(record.addr));
+        let own = state.identity.as_ref().map(|record| record.reach());
         let peers = fleet.peers.clone();
         let token = (headers.get(header::AUTHORIZATION))
             .and_then(|v| v.to_str().ok())
@@ -438,19 +438,6 @@ pub(super) async fn experiment_report(
         parts: Vec::new(),
         report,
     }))
-}
-
-/// Where this server answers itself: its listening address, loopback for a wildcard one.
-fn reachable(addr: std::net::SocketAddr) -> std::net::SocketAddr {
-    match addr.ip() {
-        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
-            (std::net::Ipv4Addr::LOCALHOST, addr.port()).into()
-        }
-        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
-            (std::net::Ipv6Addr::LOCALHOST, addr.port()).into()
-        }
-        _ => addr,
-    }
 }
 
 /// The address of a peer `HOST:PORT` (resolved at each report: a name may move).
