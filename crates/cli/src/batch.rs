@@ -46,6 +46,12 @@ pub struct BatchArgs {
     /// under half its users (refused otherwise: a mistyped --now would serve stale profiles).
     #[arg(long)]
     force: bool,
+    /// Also cut every user's clusters at these alphas (a comma list, or repeat the flag; at
+    /// most 4): variants stored beside the generation's profiles, for experiment arms that
+    /// compare alphas (`alpha = ...` in an arm of `serve --experiments`). Each costs a cut, not
+    /// a clustering.
+    #[arg(long = "variant-alpha", value_name = "ALPHA", value_delimiter = ',')]
+    variant_alphas: Vec<f64>,
 }
 
 /// Runs `pinnersage batch`.
@@ -56,6 +62,7 @@ pub fn run(args: &BatchArgs) -> Result<()> {
         chunk_users: args.chunk_users,
         parquet_out: args.out.clone(),
         force: args.force,
+        variant_alphas: args.variant_alphas.clone(),
     };
     batch(&args.data.data_dir, &config)
 }
@@ -92,6 +99,12 @@ fn print_summary(summary: &BatchSummary, served_by: Option<std::net::SocketAddr>
         summary.seconds,
         summary.users as f64 / summary.seconds.max(1e-9)
     );
+    for variant in &summary.variants {
+        println!(
+            "variant alpha {}: clusters per user mean {:.1}",
+            variant.alpha, variant.clusters_mean
+        );
+    }
     if summary.unknown_item_events > 0 || summary.users_without_known_items > 0 {
         println!(
             "skipped {} events on items not in the catalog ({} users had no known items)",

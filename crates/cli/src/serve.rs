@@ -320,6 +320,7 @@ impl ServeArgs {
             selection: self.selection,
             blend: self.blend,
             global: self.global_share,
+            alpha: None,
         };
         let experiments = match &self.experiments {
             Some(path) => Experiments::load(path, &retrieval).map_err(input)?,

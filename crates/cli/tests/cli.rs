@@ -602,6 +602,29 @@ fn events_batch_profile_end_to_end() {
         text.contains("skipped 1 events on items not in the catalog"),
         "{text}"
     );
+    // Variants: the same clusters cut at other alphas, for experiment arms.
+    let batch = |variants: &'static str| {
+        let flags = [
+            "batch",
+            "--data-dir",
+            s(&data),
+            "--now",
+            now,
+            "--alpha",
+            "0.5",
+        ];
+        let mut args = flags.to_vec();
+        args.extend(["--variant-alpha", variants]);
+        args
+    };
+    let text = succeeds(&batch("10,0.001"));
+    assert!(
+        text.contains("variant alpha 10: clusters per user mean 1.0")
+            && text.contains("variant alpha 0.001: clusters per user mean 3.0"),
+        "{text}"
+    );
+    let err = fails_with_code_2(&batch("0.5"));
+    assert!(err.contains("variant alpha 0.5 is given twice"), "{err}");
 
     let out = run(&["profile", "--data-dir", s(&data), "--user", "ann", "--json"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -423,22 +423,58 @@ impl Clusterer {
     /// with [`Actions::on_items`] are clustered as their distinct items, each weighted by its
     /// number of kept actions.
     pub fn profile(&mut self, actions: &Actions<'_>, now: i64) -> Result<Profile> {
+        let alpha = self.params.alpha;
+        let mut profiles = self.profiles(actions, now, &[alpha])?;
+        Ok(profiles.pop().expect("one profile per alpha"))
+    }
+
+    /// [`Clusterer::profile`] cut at each of `alphas` (merge thresholds, checked like
+    /// [`ProfileParams::alpha`]) from one dendrogram: the profiles a clusterer of each alpha
+    /// would give, for the cost of one clustering.
+    ///
+    /// ```
+    /// use pinnersage_core::{Actions, Clusterer, Embeddings, ProfileParams};
+    /// let data = [0.0, 0.0, 0.0, 0.1, 1.0, 1.0, 1.0, 1.1];
+    /// let actions = Actions::new(Embeddings::new(&data, 2).unwrap(), &[0, 0, 0, 0], None).unwrap();
+    /// let mut clusterer = Clusterer::new(ProfileParams::default()).unwrap();
+    /// let [fine, coarse] = <[_; 2]>::try_from(clusterer.profiles(&actions, 0, &[0.5, 10.0]).unwrap()).unwrap();
+    /// assert_eq!((fine.clusters.len(), coarse.clusters.len()), (2, 1));
+    /// ```
+    pub fn profiles(
+        &mut self,
+        actions: &Actions<'_>,
+        now: i64,
+        alphas: &[f64],
+    ) -> Result<Vec<Profile>> {
+        for &alpha in alphas {
+            ProfileParams {
+                alpha,
+                ..self.params.clone()
+            }
+            .validate()?;
+        }
         let kept = actions.most_recent(self.params.max_actions);
         let Some(item_of) = actions.item_of else {
-            return self.profile_rows(actions, &kept, now);
+            return self.profile_rows(actions, &kept, now, alphas);
         };
         let x = actions.embeddings;
         let mut points = std::mem::take(&mut self.points);
         points.group(&kept, item_of, x.rows());
         let mut gathered = std::mem::take(&mut self.gathered);
-        let result = self.profile_points(actions, &kept, &points, &mut gathered, now);
+        let result = self.profile_points(actions, &kept, &points, &mut gathered, now, alphas);
         self.gathered = gathered;
         self.points = points;
         result
     }
 
-    /// [`Clusterer::profile`] for actions with a row each: the `kept` rows are clustered.
-    fn profile_rows(&mut self, actions: &Actions<'_>, kept: &[usize], now: i64) -> Result<Profile> {
+    /// [`Clusterer::profiles`] for actions with a row each: the `kept` rows are clustered.
+    fn profile_rows(
+        &mut self,
+        actions: &Actions<'_>,
+        kept: &[usize],
+        now: i64,
+        alphas: &[f64],
+    ) -> Result<Vec<Profile>> {
         let full = actions.embeddings;
         let tree = if kept.len() == actions.len() {
             self.dendrogram(full)
@@ -452,20 +488,20 @@ impl Clusterer {
             self.gathered = gathered;
             tree
         };
-        let clusters = tree
-            .cut(self.params.alpha)
-            .into_iter()
-            .map(|local| local.iter().map(|&l| kept[l]).collect())
-            .collect();
-        Ok(Profile::from_clusters(
-            actions,
-            clusters,
-            now,
-            self.params.lambda,
-        ))
+        Ok(alphas
+            .iter()
+            .map(|&alpha| {
+                let clusters = tree
+                    .cut(alpha)
+                    .into_iter()
+                    .map(|local| local.iter().map(|&l| kept[l]).collect())
+                    .collect();
+                Profile::from_clusters(actions, clusters, now, self.params.lambda)
+            })
+            .collect())
     }
 
-    /// [`Clusterer::profile`] for actions on items: the distinct items of the `kept` actions
+    /// [`Clusterer::profiles`] for actions on items: the distinct items of the `kept` actions
     /// (`points`) are clustered as weighted points, and each cluster of points becomes the
     /// cluster of their actions.
     fn profile_points(
@@ -475,7 +511,8 @@ impl Clusterer {
         points: &Points,
         gathered: &mut Vec<f32>,
         now: i64,
-    ) -> Result<Profile> {
+        alphas: &[f64],
+    ) -> Result<Vec<Profile>> {
         let items = actions.embeddings;
         let x = if points.rows.iter().enumerate().all(|(p, &r)| p == r)
             && points.rows.len() == items.rows()
@@ -494,44 +531,42 @@ impl Clusterer {
             self.distances.compute_weighted(x, &points.counts);
             ward_weighted(&mut self.distances, &points.counts)
         };
-        let point_clusters = tree.cut(self.params.alpha);
-        let mut cluster_of_point = vec![0u32; points.rows.len()];
-        for (c, members) in point_clusters.iter().enumerate() {
-            for &p in members {
-                cluster_of_point[p] = c as u32;
+        let cut = |alpha: f64| {
+            let point_clusters = tree.cut(alpha);
+            let mut cluster_of_point = vec![0u32; points.rows.len()];
+            for (c, members) in point_clusters.iter().enumerate() {
+                for &p in members {
+                    cluster_of_point[p] = c as u32;
+                }
             }
-        }
-        let mut clusters: Vec<Vec<usize>> = point_clusters
-            .iter()
-            .map(|ps| Vec::with_capacity(ps.iter().map(|&p| points.counts[p] as usize).sum()))
-            .collect();
-        for (k, &a) in kept.iter().enumerate() {
-            clusters[cluster_of_point[points.point_of[k] as usize] as usize].push(a);
-        }
-        let (mut rows, mut counts) = (Vec::new(), Vec::new());
-        let with_medoids = point_clusters
-            .iter()
-            .zip(clusters)
-            .map(|(ps, members)| {
-                rows.clear();
-                counts.clear();
-                rows.extend(ps.iter().copied());
-                counts.extend(ps.iter().map(|&p| points.counts[p]));
-                let best = weighted_medoid(x, &rows, &counts).map_or(0, |k| ps[k]);
-                let medoid = kept
-                    .iter()
-                    .zip(&points.point_of)
-                    .find(|&(_, &p)| p as usize == best)
-                    .map_or(members[0], |(&a, _)| a);
-                (members, medoid)
-            })
-            .collect();
-        Ok(Profile::summarise(
-            actions,
-            with_medoids,
-            now,
-            self.params.lambda,
-        ))
+            let mut clusters: Vec<Vec<usize>> = point_clusters
+                .iter()
+                .map(|ps| Vec::with_capacity(ps.iter().map(|&p| points.counts[p] as usize).sum()))
+                .collect();
+            for (k, &a) in kept.iter().enumerate() {
+                clusters[cluster_of_point[points.point_of[k] as usize] as usize].push(a);
+            }
+            let (mut rows, mut counts) = (Vec::new(), Vec::new());
+            let with_medoids = point_clusters
+                .iter()
+                .zip(clusters)
+                .map(|(ps, members)| {
+                    rows.clear();
+                    counts.clear();
+                    rows.extend(ps.iter().copied());
+                    counts.extend(ps.iter().map(|&p| points.counts[p]));
+                    let best = weighted_medoid(x, &rows, &counts).map_or(0, |k| ps[k]);
+                    let medoid = kept
+                        .iter()
+                        .zip(&points.point_of)
+                        .find(|&(_, &p)| p as usize == best)
+                        .map_or(members[0], |(&a, _)| a);
+                    (members, medoid)
+                })
+                .collect();
+            Profile::summarise(actions, with_medoids, now, self.params.lambda)
+        };
+        Ok(alphas.iter().map(|&alpha| cut(alpha)).collect())
     }
 }
 

@@ -371,6 +371,43 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// One dendrogram cut at several alphas gives what a clusterer of each alpha gives alone,
+    /// for actions with a row each and for repeated items, with a cap.
+    #[test]
+    fn profiles_at_several_alphas_equal_one_clusterer_per_alpha(
+        shape in shape_strategy(),
+        items in 1usize..=40,
+        m in 1usize..=80,
+        d in 1usize..=8,
+        seed in any::<u64>(),
+        cap in 1usize..=80,
+        alphas in proptest::collection::vec(0.0f64..20.0, 1..5),
+    ) {
+        let x = make_data(shape, items, d, seed);
+        let mut rng = SplitMix64::new(seed ^ 11);
+        let item_of: Vec<u32> = (0..m).map(|_| (rng.next_u64() % items as u64) as u32).collect();
+        let now = 1_700_000_000i64;
+        let times: Vec<i64> = (0..m).map(|_| now - (rng.next_u64() % (90 * 86_400)) as i64).collect();
+        let rows: Vec<f32> = item_of.iter().flat_map(|&i| x[i as usize * d..(i as usize + 1) * d].to_vec()).collect();
+        let per_action = Actions::new(Embeddings::new(&rows, d).unwrap(), &times, None).unwrap();
+        let on_items = Actions::on_items(Embeddings::new(&x, d).unwrap(), &item_of, &times, None).unwrap();
+        let params = |alpha| ProfileParams { alpha, lambda: 0.02, max_actions: cap };
+        for actions in [&per_action, &on_items] {
+            let got = Clusterer::new(params(1.0)).unwrap().profiles(actions, now, &alphas).unwrap();
+            prop_assert_eq!(got.len(), alphas.len());
+            for (profile, &alpha) in got.iter().zip(&alphas) {
+                let alone = Clusterer::new(params(alpha)).unwrap().profile(actions, now).unwrap();
+                prop_assert_eq!(profile, &alone, "alpha {}", alpha);
+            }
+        }
+        let bad = Clusterer::new(params(1.0)).unwrap().profiles(&per_action, now, &[1.0, f64::NAN]);
+        prop_assert!(bad.is_err());
+    }
+}
+
 fn ordered(v: f64) -> i64 {
     // Importance values are positive and finite here; their bit patterns order like the values.
     v.to_bits() as i64

@@ -87,6 +87,9 @@ pub struct Retrieval {
     /// Share of the results given to the user's global interest (the importance-weighted mean
     /// of all their medoids, one more query); 0: none.
     pub global: f64,
+    /// The profiles' cut: `None` for the served generation's own alpha, or an alpha it holds a
+    /// variant of (`batch --variant-alpha`), for arms that compare alphas.
+    pub alpha: Option<f64>,
 }
 
 impl Retrieval {
@@ -104,7 +107,17 @@ impl Retrieval {
                 self.global
             )));
         }
-        Ok(())
+        check_alpha(self.alpha)
+    }
+}
+
+/// Checks a requested cut's alpha: finite and >= 0.
+fn check_alpha(alpha: Option<f64>) -> Result<(), EngineError> {
+    match alpha {
+        Some(a) if !(a.is_finite() && a >= 0.0) => Err(EngineError::BadRequest(format!(
+            "`alpha` must be finite and >= 0, got {a}"
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -116,6 +129,7 @@ impl Default for Retrieval {
             selection: Selection::Sample,
             blend: Blend::RoundRobin,
             global: 0.0,
+            alpha: None,
         }
     }
 }
@@ -139,6 +153,10 @@ pub struct EngineConfig {
     /// The operator's exclusion list: a file of item ids never to return (re-read when it
     /// changes, see [`crate::excluded`]).
     pub excluded: Option<PathBuf>,
+    /// Alphas the served profile generation must be cut at, as its own alpha or a variant's
+    /// (the experiment arms' `alpha`): a generation without one is refused when the engine
+    /// opens and is not served by a reload.
+    pub required_cuts: Vec<f64>,
 }
 
 impl Default for EngineConfig {
@@ -151,6 +169,7 @@ impl Default for EngineConfig {
             online_actions: DEFAULT_ONLINE_ACTIONS,
             excluded: None,
             online_users: DEFAULT_MAX_USERS,
+            required_cuts: Vec::new(),
         }
     }
 }
@@ -170,6 +189,8 @@ pub struct Request {
     /// Share of the results from the user's global interest (0 to 1; see
     /// [`Retrieval::global`]).
     pub global: f64,
+    /// The profiles' cut (see [`Retrieval::alpha`]).
+    pub alpha: Option<f64>,
     /// Leave out items the user engaged with.
     pub exclude_seen: bool,
     /// Unix seconds of the request (chooses the day of the sampling seed).
@@ -283,6 +304,61 @@ impl Profiles {
             .as_ref()
             .map_or(DEFAULT_ALPHA, |s| s.meta().settings.params.alpha)
     }
+
+    /// The variant a request for the cut at `alpha` reads: `None` for the generation's own
+    /// profiles (no alpha asked, the generation's own, or no generation at all); an error
+    /// naming what is served when the generation has no such cut.
+    fn variant(&self, alpha: Option<f64>) -> Result<Option<f64>, EngineError> {
+        let (Some(alpha), Some(store)) = (alpha, &self.store) else {
+            return Ok(None);
+        };
+        if alpha == self.alpha() {
+            return Ok(None);
+        }
+        if store.meta().variant_alphas.contains(&alpha) {
+            return Ok(Some(alpha));
+        }
+        Err(EngineError::BadRequest(format!(
+            "no profiles cut at alpha {alpha}: {}",
+            self.cuts()
+        )))
+    }
+
+    /// What the generation is cut at, in words (for errors).
+    fn cuts(&self) -> String {
+        let Some(store) = &self.store else {
+            return "no profile generation is served".into();
+        };
+        let meta = store.meta();
+        let name = store
+            .dir()
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy();
+        let variants = &meta.variant_alphas;
+        format!(
+            "profile generation {name} is cut at alpha {}{} (`pinnersage batch --variant-alpha A` adds cuts)",
+            meta.settings.params.alpha,
+            if variants.is_empty() {
+                ", with no variants".to_owned()
+            } else {
+                format!(" and at {variants:?} (its variants)")
+            }
+        )
+    }
+
+    /// Checks that the generation holds every cut of `required` (none without a generation).
+    fn check_cuts(&self, required: &[f64]) -> Result<(), EngineError> {
+        for &alpha in required {
+            self.variant(Some(alpha)).map_err(|_| {
+                EngineError::BadRequest(format!(
+                    "the experiments' arms read profiles cut at alpha {alpha}, but the {}",
+                    self.cuts()
+                ))
+            })?;
+        }
+        Ok(())
+    }
 }
 
 /// Where a served interest comes from.
@@ -384,6 +460,8 @@ pub struct Engine {
     pub(crate) changes: Option<Arc<crate::items::Changes>>,
     /// Rows deleted from the catalog that the graph may still hold.
     pub(crate) unlinked: std::sync::Mutex<Vec<u32>>,
+    /// The profile generation a reload refused (it lacks a required cut): not tried again.
+    refused: std::sync::Mutex<Option<PathBuf>>,
 }
 
 /// Counters of filtered searches.
@@ -405,7 +483,13 @@ impl Engine {
         index: OpenedIndex,
         config: EngineConfig,
     ) -> Result<Self, EngineError> {
+        check_alpha(config.retrieval.alpha)?;
+        config
+            .required_cuts
+            .iter()
+            .try_for_each(|&a| check_alpha(Some(a)))?;
         let profiles = load_profiles(data_dir, &catalog)?;
+        profiles.check_cuts(&config.required_cuts)?;
         let served = profiles.settings();
         let params = ProfileParams {
             max_actions: config.online_actions.max(1),
@@ -453,6 +537,7 @@ impl Engine {
             indexed_rows: AtomicUsize::new(indexed_rows),
             changes: shared.changes,
             unlinked: std::sync::Mutex::new(Vec::new()),
+            refused: std::sync::Mutex::new(None),
             excluded,
             attributes,
             filtered: shared.filtered,
@@ -584,7 +669,8 @@ impl Engine {
     ///
     /// Reloads are serialised (the reloader task and `POST /v1/admin/batch` may both call this;
     /// redb opens a file once per process) and monotonic: a generation older than the served
-    /// one is never installed.
+    /// one is never installed. A generation without a cut of [`EngineConfig::required_cuts`]
+    /// is refused, once (an error), and not tried again.
     pub fn reload_profiles(&self) -> Result<bool, EngineError> {
         let _one_at_a_time = self.hold_reloads();
         if self.is_retired() {
@@ -607,7 +693,16 @@ impl Engine {
         if number(current.as_deref()) <= number(served.as_deref()) {
             return Ok(false);
         }
+        let mut refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
+        if refused.is_some() && *refused == current {
+            return Ok(false); // said once
+        }
         let fresh = load_profiles(&self.data_dir, &self.catalog)?;
+        if let Err(e) = fresh.check_cuts(&self.config.required_cuts) {
+            *refused = current;
+            return Err(e);
+        }
+        drop(refused);
         // Drop what the new generation covers and cluster with its parameters, then serve it:
         // for a moment a request may miss the actions between the two boundaries, never count
         // them twice.
@@ -848,8 +943,18 @@ impl Engine {
                 req.global
             )));
         }
+        check_alpha(req.alpha)?;
         let profiles = self.served_profiles();
-        let online = self.online_user(user);
+        let variant = profiles.variant(req.alpha)?;
+        let alpha = variant.unwrap_or_else(|| profiles.alpha());
+        let online = match (self.online_user(user), variant) {
+            (Some(o), Some(alpha)) => {
+                Some(Arc::new(self.online.cut_at(&o, alpha).map_err(|e| {
+                    EngineError::Internal(format!("online actions cut at alpha {alpha}: {e}"))
+                })?))
+            }
+            (online, _) => online,
+        };
         let serve = |view: Option<ProfileView<'_>>| {
             let view = view.filter(|v| !v.clusters.is_empty());
             let medoids: Vec<(MedoidRef<'_>, f64)> = match (&view, &online) {
@@ -861,7 +966,7 @@ impl Engine {
                     .map(|c| (MedoidRef::Id(c.medoid), c.importance))
                     .collect(),
                 (_, Some(o)) => self
-                    .merged(view.as_ref(), Some(o), profiles.alpha(), 0)
+                    .merged(view.as_ref(), Some(o), alpha, 0)
                     .iter()
                     .map(|i| (MedoidRef::Row(i.medoid), i.importance))
                     .collect(),
@@ -883,9 +988,13 @@ impl Engine {
                 .flatten();
             self.personalised(user, &medoids, items.as_deref(), seen, req, filter)
         };
-        match &profiles.store {
-            None => serve(None),
-            Some(store) => store.with_profile(user, serve).map_err(internal)?,
+        match (&profiles.store, variant) {
+            (None, _) => serve(None),
+            (Some(store), None) => store.with_profile(user, serve).map_err(internal)?,
+            (Some(store), Some(alpha)) => store
+                .with_variant_profile(alpha, user, serve)
+                .map_err(internal)?
+                .ok_or_else(|| EngineError::Internal(format!("no variant cut at {alpha}")))?,
         }
     }
 

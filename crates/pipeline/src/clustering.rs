@@ -118,14 +118,28 @@ impl UserActions {
         vectors: &impl ItemVectors,
         now: i64,
     ) -> Result<Option<Profile>, CoreError> {
+        let alpha = clusterer.params().alpha;
+        let profiles = self.cluster_at(clusterer, vectors, now, &[alpha])?;
+        Ok(profiles.into_iter().next())
+    }
+
+    /// [`UserActions::cluster`] cut at each of `alphas` from one clustering
+    /// ([`Clusterer::profiles`]): one profile per alpha, none without actions.
+    pub fn cluster_at(
+        &mut self,
+        clusterer: &mut Clusterer,
+        vectors: &impl ItemVectors,
+        now: i64,
+        alphas: &[f64],
+    ) -> Result<Vec<Profile>, CoreError> {
         if self.is_empty() {
-            return Ok(None);
+            return Ok(Vec::new());
         }
         self.gathered.clear();
         vectors.gather(&self.items.rows, &mut self.gathered);
         let x = Embeddings::new(&self.gathered, vectors.dim())?;
         let actions = Actions::on_items(x, &self.items.item_of, &self.times, Some(&self.weights))?;
-        clusterer.profile(&actions, now).map(Some)
+        clusterer.profiles(&actions, now, alphas)
     }
 
     /// The item table row of action `m`.

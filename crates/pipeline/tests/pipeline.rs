@@ -106,6 +106,7 @@ fn config(shard: Option<Shard>) -> BatchConfig {
         chunk_users: 7,
         parquet_out: None,
         force: false,
+        variant_alphas: Vec::new(),
     }
 }
 
@@ -200,6 +201,72 @@ fn shards_partition_the_users_and_their_union_is_the_whole() {
         }
     }
     assert_eq!(union, whole);
+}
+
+/// Every user's profile in each variant of a generation (`None` when absent).
+fn variant_profiles(dir: &Path, alpha: f64, users: usize) -> BTreeMap<String, StoredProfile> {
+    let store = ProfileStore::open(dir).unwrap();
+    (0..users)
+        .filter_map(|u| {
+            let user = format!("u{u}");
+            let p = store
+                .with_variant_profile(alpha, &user, |v| v.map(|v| v.to_stored()))
+                .unwrap()
+                .expect("the generation has the variant")?;
+            Some((user, p))
+        })
+        .collect()
+}
+
+#[test]
+fn a_generations_variants_are_the_batch_run_at_their_alphas() {
+    let scratch_dir = scratch("variants");
+    let dir = scratch_dir.path();
+    topic_catalog(dir);
+    import_events(dir, &[events_csv(dir, 30)], &ImportOptions::default()).unwrap();
+    let alphas = [10.0, 0.01];
+    let with_variants = BatchConfig {
+        variant_alphas: alphas.to_vec(),
+        ..config(None)
+    };
+    let summary = run_batch(dir, &with_variants, &|_| {}).unwrap();
+    assert_eq!(summary.variants.len(), 2);
+    assert_eq!(summary.variants[0].alpha, 10.0);
+    assert!(summary.variants[0].clusters_mean < summary.clusters_mean);
+    assert!(summary.variants[1].clusters_mean > summary.clusters_mean);
+    let main = all_profiles(dir, 30);
+    let variants: Vec<_> = alphas
+        .iter()
+        .map(|&a| variant_profiles(dir, a, 30))
+        .collect();
+    assert_eq!(
+        ProfileStore::open(dir).unwrap().meta().variant_alphas,
+        alphas
+    );
+    // Each variant holds what a batch at its alpha stores as its main profiles.
+    for (&alpha, variant) in alphas.iter().zip(&variants) {
+        let mut alone = config(None);
+        alone.settings.params.alpha = alpha;
+        run_batch(dir, &alone, &|_| {}).unwrap();
+        assert_eq!(variant.len(), 30);
+        assert_eq!(variant, &all_profiles(dir, 30), "alpha {alpha}");
+        assert_ne!(variant, &main);
+    }
+    // Bad variants are refused before anything is clustered, naming the setting.
+    for bad in [
+        vec![0.5],
+        vec![1.0, 1.0],
+        vec![f64::NAN],
+        vec![1.0, 2.0, 3.0, 4.0, 6.0],
+    ] {
+        let refused = BatchConfig {
+            variant_alphas: bad.clone(),
+            ..config(None)
+        };
+        let err = run_batch(dir, &refused, &|_| {}).unwrap_err();
+        assert!(matches!(err, BatchError::Config(_)), "{bad:?}: {err}");
+        assert!(err.to_string().contains("variant alpha"), "{err}");
+    }
 }
 
 #[test]
@@ -402,6 +469,7 @@ fn synthetic_parquet_run_recovers_true_interests() {
         chunk_users: 64,
         parquet_out: Some(out.clone()),
         force: false,
+        variant_alphas: Vec::new(),
     };
     let summary = run_batch(dir, &batch, &|_| {}).unwrap();
     assert_eq!(summary.users, 150);

@@ -16,6 +16,8 @@
 //! [[experiment.arm]]
 //! name = "pinnersage"
 //! share = 0.5
+//! # alpha = 1.0              # profiles cut at another alpha: a variant of the served
+//!                             # generation (`batch --variant-alpha 1.0`)
 //!
 //! [experiment.force]          # users pinned to an arm, for debugging
 //! "user-1" = "pinnersage"
@@ -167,6 +169,7 @@ struct ArmIn {
     selection: Option<String>,
     blend: Option<String>,
     global_share: Option<f64>,
+    alpha: Option<f64>,
 }
 
 impl Experiments {
@@ -234,6 +237,21 @@ impl Experiments {
     /// The experiment assigning users now, if any.
     pub fn active(&self) -> Option<&Experiment> {
         self.all.iter().find(|e| e.active)
+    }
+
+    /// The alphas the active experiment's arms read profiles cut at (each once): the served
+    /// profile generation must hold them (its own alpha or a variant's).
+    pub fn required_cuts(&self) -> Vec<f64> {
+        let mut cuts: Vec<f64> = Vec::new();
+        let arms = self.active().map_or(&[][..], |e| &e.arms[..]);
+        for arm in arms {
+            if let ArmPlan::Retrieval(Retrieval { alpha: Some(a), .. }) = arm.plan
+                && !cuts.contains(&a)
+            {
+                cuts.push(a);
+            }
+        }
+        cuts
     }
 
     /// `user`'s arm in the active experiment, if one runs.
@@ -339,7 +357,8 @@ fn plan_of(a: &ArmIn, defaults: &Retrieval) -> Result<ArmPlan, String> {
     let settings = a.medoids.is_some()
         || a.selection.is_some()
         || a.blend.is_some()
-        || a.global_share.is_some();
+        || a.global_share.is_some()
+        || a.alpha.is_some();
     if a.external {
         return if settings {
             Err("an external arm takes no retrieval settings".into())
@@ -358,6 +377,7 @@ fn plan_of(a: &ArmIn, defaults: &Retrieval) -> Result<ArmPlan, String> {
             None => defaults.blend,
         },
         global: a.global_share.unwrap_or(defaults.global),
+        alpha: a.alpha.or(defaults.alpha),
     };
     retrieval.check().map_err(|e| e.to_string())?;
     Ok(ArmPlan::Retrieval(retrieval))
@@ -395,6 +415,8 @@ pub struct ArmView<'a> {
     blend: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     global_share: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    alpha: Option<f64>,
 }
 
 impl<'a> ArmView<'a> {
@@ -411,6 +433,7 @@ impl<'a> ArmView<'a> {
             selection: retrieval.map(|r| r.selection.as_str()),
             blend: retrieval.map(|r| r.blend.as_str()),
             global_share: retrieval.map(|r| r.global),
+            alpha: retrieval.and_then(|r| r.alpha),
         }
     }
 }

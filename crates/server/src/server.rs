@@ -269,6 +269,7 @@ impl Server {
                 online_actions: config.online_actions,
                 online_users: config.online_users,
                 excluded: config.excluded.clone(),
+                required_cuts: config.experiments.required_cuts(),
             },
         )?
         .with_journal(journal);

@@ -556,3 +556,159 @@ share = 0.5
         "{several}"
     );
 }
+
+/// The alpha of the variant the tests below cut the generation at (the data's own batch is at
+/// the default, 1.75): finer interests.
+const FINE: f64 = 0.4;
+
+const ALPHA_FILE: &str = r#"
+[[experiment]]
+name = "alpha"
+salt = "cuts"
+
+[[experiment.arm]]
+name = "default"
+share = 0.5
+
+[[experiment.arm]]
+name = "fine"
+share = 0.5
+alpha = 0.4
+"#;
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn batch_with(dir: &std::path::Path, now: i64, alpha: f64, variants: &[f64]) {
+    use pinnersage_pipeline::batch::{BatchConfig, run_batch};
+    let mut config = BatchConfig::new(now);
+    config.settings.params.alpha = alpha;
+    config.variant_alphas = variants.to_vec();
+    run_batch(dir, &config, &|_| {}).unwrap();
+}
+
+/// An arm (or a request) that asks for the profiles cut at another alpha is answered exactly as
+/// a server whose batch ran at that alpha answers, online actions included; a generation
+/// without that cut is refused at start and not served by a reload.
+#[test]
+fn an_arm_reads_the_generations_variant_at_its_alpha_as_a_batch_at_that_alpha_would_serve() {
+    let scratch = tempfile::tempdir().unwrap();
+    let (cut, alone) = (scratch.path().join("cut"), scratch.path().join("alone"));
+    make_data_dir(&cut);
+    copy_dir(&cut, &alone);
+    batch_with(&cut, NOW, 1.75, &[FINE]);
+    batch_with(&alone, NOW, FINE, &[]);
+    let experiments = config(ALPHA_FILE);
+    assert_eq!(experiments.experiments.required_cuts(), [FINE]);
+    let server = Server::start_with(&cut, experiments);
+    let reference = Server::start(&alone);
+    // Online actions after the batch, on both: each user's are clustered at the arm's alpha.
+    let online: Vec<String> = (0..40)
+        .filter(|u| u % 3 == 0)
+        .flat_map(|u| {
+            (0..4).map(move |e| {
+                event(
+                    &format!("u{u}"),
+                    7 * u + 13 * e,
+                    NOW + 60 * e as i64,
+                    &format!("o{u}-{e}"),
+                )
+            })
+        })
+        .collect();
+    for s in [&server, &reference] {
+        let (status, reply) = s.post_json("/v1/events", &events_body(&online));
+        assert_eq!(status, 202, "{reply}");
+    }
+    let (mut fine, mut finer_profiles) = (0, 0);
+    for u in 0..40 {
+        let path = format!("/v1/users/u{u}/recommendations?k=12&selection=all");
+        let (status, answer) = server.get_json(&path);
+        assert_eq!(status, 200, "{answer}");
+        let (_, asked) = server.get_json(&format!("{path}&alpha={FINE}"));
+        let (_, expected) = reference.get_json(&path);
+        // A request's alpha reads the variant; the arm's does the same.
+        assert_eq!(asked["items"], expected["items"], "u{u}");
+        assert_eq!(asked["medoids"], expected["medoids"], "u{u}");
+        if answer["arm"] == "fine" {
+            fine += 1;
+            assert_eq!(answer["items"], expected["items"], "u{u}");
+            assert_eq!(answer["medoids"], expected["medoids"], "u{u}");
+        } else {
+            let (_, own) = server.get_json(&format!("{path}&alpha=1.75"));
+            assert_eq!(answer["medoids"], own["medoids"], "u{u}");
+        }
+        let (_, coarse) = server.get_json(&format!("{path}&alpha=1.75"));
+        let count = |a: &serde_json::Value| a["medoids"].as_array().unwrap().len();
+        finer_profiles += usize::from(count(&expected) > count(&coarse));
+    }
+    assert!(fine > 5 && fine < 35, "{fine} users in the fine arm");
+    assert!(
+        finer_profiles > 10,
+        "the cut changes profiles: {finer_profiles} of 40"
+    );
+    let (_, listed) = server.get_json("/v1/admin/experiments");
+    assert_eq!(listed["experiments"][0]["arms"][1]["alpha"], FINE);
+
+    // A cut the generation does not hold, or no alpha at all: 400 naming what is served.
+    for bad in ["0.3", "-1", "NaN"] {
+        let (status, answer) =
+            server.get_json(&format!("/v1/users/u1/recommendations?alpha={bad}"));
+        assert_eq!(status, 400, "{bad}: {answer}");
+        assert_eq!(error_code(&answer), "bad_request");
+    }
+    let (_, answer) = server.get_json("/v1/users/u1/recommendations?alpha=0.3");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("0.3") && message.contains("--variant-alpha"),
+        "{message}"
+    );
+
+    // A new generation without the arm's cut is published (the server runs the batch: it owns
+    // the event store) but not served; one with it is served.
+    let (_, health) = server.get_json("/healthz");
+    let served = health["profiles"].clone();
+    let body = format!(r#"{{"now": {}}}"#, NOW + 60);
+    let (status, answer) = server.post_json("/v1/admin/batch", &body);
+    assert_eq!(status, 400, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("alpha 0.4") && message.contains("--variant-alpha"),
+        "{message}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300)); // reload ticks: still refused
+    assert_eq!(server.get_json("/healthz").1["profiles"], served);
+    let (_, answer) = server.get_json(&format!("/v1/users/u3/recommendations?alpha={FINE}"));
+    assert!(
+        answer["items"].as_array().is_some_and(|a| !a.is_empty()),
+        "{answer}"
+    );
+    let body = format!(r#"{{"now": {}, "variant_alphas": [0.4, 3.0]}}"#, NOW + 120);
+    let (status, answer) = server.post_json("/v1/admin/batch", &body);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["variants"][1]["alpha"], 3.0);
+    assert_ne!(server.get_json("/healthz").1["profiles"], served);
+    drop(server);
+
+    // At start: the current generation must hold every arm's cut.
+    batch_with(&cut, NOW + 180, 1.75, &[]);
+    assert!(pinnersage_server::Server::open(&cut, ServeConfig::default()).is_ok());
+    let refused = pinnersage_server::Server::open(&cut, config(ALPHA_FILE))
+        .err()
+        .expect("refused");
+    let message = refused.to_string();
+    assert!(
+        message.contains("alpha 0.4") && message.contains("--variant-alpha"),
+        "{message}"
+    );
+}

@@ -1,6 +1,10 @@
 //! Profile generations: each batch writes every user's clusters into a new redb file
 //! (`DATA_DIR/profiles/gen-NNNNNN/profiles.redb`) that becomes visible atomically when the batch
 //! publishes it; readers keep using the previous generation until then.
+//!
+//! A generation may also hold **variants**: the same users' dendrograms cut at other alphas
+//! (`batch --variant-alpha`), one table each, published with the main cut and served to the arms
+//! of an experiment that compare alphas.
 
 use std::path::{Path, PathBuf};
 
@@ -18,6 +22,18 @@ const WRITER_CACHE_BYTES: usize = 64 << 20;
 const READER_CACHE_BYTES: usize = 128 << 20;
 
 const PROFILES: TableDefinition<&str, &[u8]> = TableDefinition::new("profiles");
+/// Most variants a generation holds (each is a full table of profiles).
+pub const MAX_VARIANTS: usize = 4;
+
+/// The profiles table named `name`.
+fn profiles_table(name: &str) -> TableDefinition<'_, &'static str, &'static [u8]> {
+    TableDefinition::new(name)
+}
+
+/// The name of the table of a variant's profiles.
+fn variant_table_name(alpha: f64) -> String {
+    format!("profiles alpha={alpha}")
+}
 /// Most engaged items of the window: rank -> (item id, engagements).
 const POPULAR: TableDefinition<u32, (&str, u64)> = TableDefinition::new("popular");
 const FILE: &str = "profiles.redb";
@@ -251,6 +267,10 @@ pub struct GenerationMeta {
     pub shard: Option<(u32, u32)>,
     /// Number of users with a profile.
     pub users: u64,
+    /// The alphas of the generation's variants: the same dendrograms cut at other thresholds
+    /// than `alpha` (empty for most generations; see [`ProfileWriter::write_variant`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variant_alphas: Vec<f64>,
 }
 
 /// Errors of the profile store, naming the file concerned.
@@ -298,6 +318,7 @@ pub struct ProfileWriter {
     generations: Generations,
     db: Database,
     users: u64,
+    variant_alphas: Vec<f64>,
 }
 
 impl ProfileWriter {
@@ -321,25 +342,55 @@ impl ProfileWriter {
             generations,
             db,
             users: 0,
+            variant_alphas: Vec::new(),
         })
     }
 
     /// Writes a chunk of profiles in one transaction.
     pub fn write(&mut self, profiles: &[(String, StoredProfile)]) -> Result<(), ProfileStoreError> {
+        self.write_table(PROFILES, profiles)?;
+        self.users += profiles.len() as u64;
+        Ok(())
+    }
+
+    /// Writes a chunk of the profiles of the variant cut at `alpha` (the same users as the main
+    /// profiles, clustered with the same settings but `alpha`), in one transaction. At most
+    /// [`MAX_VARIANTS`] alphas, never the generation's own.
+    pub fn write_variant(
+        &mut self,
+        alpha: f64,
+        profiles: &[(String, StoredProfile)],
+    ) -> Result<(), ProfileStoreError> {
+        if !self.variant_alphas.contains(&alpha) {
+            if self.variant_alphas.len() >= MAX_VARIANTS {
+                return Err(ProfileStoreError::Io {
+                    path: self.staging.path().join(FILE),
+                    message: format!("a generation holds at most {MAX_VARIANTS} variants"),
+                });
+            }
+            self.variant_alphas.push(alpha);
+        }
+        let name = variant_table_name(alpha);
+        self.write_table(profiles_table(&name), profiles)
+    }
+
+    fn write_table(
+        &mut self,
+        table: TableDefinition<'_, &'static str, &'static [u8]>,
+        profiles: &[(String, StoredProfile)],
+    ) -> Result<(), ProfileStoreError> {
         let file = self.staging.path().join(FILE);
         let err = io(&file);
         let txn = self.db.begin_write().map_err(|e| err(&e))?;
         {
-            let mut table = txn.open_table(PROFILES).map_err(|e| err(&e))?;
+            let mut table = txn.open_table(table).map_err(|e| err(&e))?;
             for (user, profile) in profiles {
                 table
                     .insert(user.as_str(), profile.encode().as_slice())
                     .map_err(|e| err(&e))?;
             }
         }
-        txn.commit().map_err(|e| err(&e))?;
-        self.users += profiles.len() as u64;
-        Ok(())
+        txn.commit().map_err(|e| err(&e))
     }
 
     /// Records the window's most engaged items (best first), the fallback for users without a
@@ -364,7 +415,8 @@ impl ProfileWriter {
         self.users
     }
 
-    /// Writes `meta` (with the user count filled in) and makes the generation current.
+    /// Writes `meta` (with the user count and the variants' alphas filled in) and makes the
+    /// generation current.
     pub fn publish(self, mut meta: GenerationMeta) -> Result<PathBuf, ProfileStoreError> {
         let Self {
             _lock: _held_until_published,
@@ -372,9 +424,11 @@ impl ProfileWriter {
             generations,
             db,
             users,
+            variant_alphas,
         } = self;
         drop(db); // closes the file; every transaction was committed durably
         meta.users = users;
+        meta.variant_alphas = variant_alphas;
         let meta_path = staging.path().join(META);
         let json = serde_json::to_vec_pretty(&meta).expect("metadata serialises");
         let write = || -> std::io::Result<()> {
@@ -452,7 +506,7 @@ impl ProfileStore {
     /// the generation never wrote it.
     fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
         &self,
-        table: TableDefinition<'static, K, V>,
+        table: TableDefinition<'_, K, V>,
     ) -> Result<Option<redb::ReadOnlyTable<K, V>>, ProfileStoreError> {
         let file = self.dir.join(FILE);
         let err = io(&file);
@@ -486,9 +540,34 @@ impl ProfileStore {
         user: &str,
         f: impl FnOnce(Option<ProfileView<'_>>) -> R,
     ) -> Result<R, ProfileStoreError> {
+        self.with_profile_in(PROFILES, user, f)
+    }
+
+    /// [`ProfileStore::with_profile`] in the variant cut at `alpha`; `None` when the generation
+    /// has no such variant (see [`GenerationMeta::variant_alphas`]).
+    pub fn with_variant_profile<R>(
+        &self,
+        alpha: f64,
+        user: &str,
+        f: impl FnOnce(Option<ProfileView<'_>>) -> R,
+    ) -> Result<Option<R>, ProfileStoreError> {
+        if !self.meta.variant_alphas.contains(&alpha) {
+            return Ok(None);
+        }
+        let name = variant_table_name(alpha);
+        self.with_profile_in(profiles_table(&name), user, f)
+            .map(Some)
+    }
+
+    fn with_profile_in<R>(
+        &self,
+        table: TableDefinition<'_, &'static str, &'static [u8]>,
+        user: &str,
+        f: impl FnOnce(Option<ProfileView<'_>>) -> R,
+    ) -> Result<R, ProfileStoreError> {
         let file = self.dir.join(FILE);
         let err = io(&file);
-        let Some(table) = self.read_table(PROFILES)? else {
+        let Some(table) = self.read_table(table)? else {
             return Ok(f(None));
         };
         let Some(guard) = table.get(user).map_err(|e| err(&e))? else {
@@ -535,22 +614,30 @@ impl ProfileStore {
         Ok(out)
     }
 
-    /// Calls `f` with every profile's medoid ids (a medoid of several clusters once per
-    /// cluster): what a catalog fold keeps the vectors of.
+    /// Calls `f` with every profile's medoid ids, the variants' included (a medoid of several
+    /// clusters once per cluster): what a catalog fold keeps the vectors of.
     pub fn for_each_medoid(&self, mut f: impl FnMut(&str)) -> Result<(), ProfileStoreError> {
         let file = self.dir.join(FILE);
         let err = io(&file);
-        let Some(table) = self.read_table(PROFILES)? else {
-            return Ok(());
-        };
-        for entry in table.iter().map_err(|e| err(&e))? {
-            let (user, bytes) = entry.map_err(|e| err(&e))?;
-            let view =
-                ProfileView::parse(bytes.value()).ok_or_else(|| ProfileStoreError::Corrupt {
-                    path: file.clone(),
-                    user: user.value().to_owned(),
+        let variants = self
+            .meta
+            .variant_alphas
+            .iter()
+            .map(|&a| variant_table_name(a));
+        for name in std::iter::once("profiles".to_owned()).chain(variants) {
+            let Some(table) = self.read_table(profiles_table(&name))? else {
+                continue;
+            };
+            for entry in table.iter().map_err(|e| err(&e))? {
+                let (user, bytes) = entry.map_err(|e| err(&e))?;
+                let view = ProfileView::parse(bytes.value()).ok_or_else(|| {
+                    ProfileStoreError::Corrupt {
+                        path: file.clone(),
+                        user: user.value().to_owned(),
+                    }
                 })?;
-            view.clusters.iter().for_each(|c| f(c.medoid));
+                view.clusters.iter().for_each(|c| f(c.medoid));
+            }
         }
         Ok(())
     }

@@ -152,6 +152,7 @@ fn profile_generations_switch_atomically() {
         },
         shard: None,
         users: 0,
+        variant_alphas: Vec::new(),
     };
     let profile = |m: &str| StoredProfile {
         clusters: vec![StoredCluster {
@@ -178,11 +179,30 @@ fn profile_generations_switch_atomically() {
         .unwrap();
     w.write_popular(&[("x".into(), 7), ("y".into(), 3)])
         .unwrap();
+    // A variant: the same users cut at another alpha, in a table of its own.
+    w.write_variant(0.5, &[("alice".into(), profile("v"))])
+        .unwrap();
     let first = w.publish(meta.clone()).unwrap();
     let old = ProfileStore::open(dir).unwrap();
     assert_eq!(old.meta().users, 2);
+    assert_eq!(old.meta().variant_alphas, [0.5]);
     assert_eq!(old.get("alice").unwrap(), Some(profile("x")));
     assert_eq!(old.get("carol").unwrap(), None);
+    let variant = |alpha, user| {
+        old.with_variant_profile(alpha, user, |v| v.map(|v| v.to_stored()))
+            .unwrap()
+    };
+    assert_eq!(variant(0.5, "alice"), Some(Some(profile("v"))));
+    assert_eq!(variant(0.5, "bob"), Some(None));
+    assert_eq!(variant(0.25, "alice"), None, "no variant cut at 0.25");
+    let mut medoids = Vec::new();
+    old.for_each_medoid(|m| medoids.push(m.to_owned())).unwrap();
+    medoids.sort();
+    assert_eq!(
+        medoids,
+        ["v", "x", "y"],
+        "the variants' medoids are kept too"
+    );
     assert_eq!(
         old.popular().unwrap(),
         [("x".to_string(), 7), ("y".to_string(), 3)]

@@ -16,7 +16,7 @@ use pinnersage_catalog::parquet_io::ParquetIoError;
 use pinnersage_core::{Clusterer, CoreError, Profile, ProfileParams};
 use pinnersage_store::events::{ChunkUser, EventChunk, EventStore, EventStoreError};
 use pinnersage_store::profiles::{
-    GenerationMeta, ProfileStore, ProfileStoreError, ProfileWriter, StoredProfile,
+    GenerationMeta, MAX_VARIANTS, ProfileStore, ProfileStoreError, ProfileWriter, StoredProfile,
 };
 use pinnersage_store::settings::{GenerationSettings, SettingsError};
 use rayon::prelude::*;
@@ -53,6 +53,10 @@ pub struct BatchConfig {
     /// Publish even a generation that [`BatchError::Refused`] would keep out: one computed for
     /// an older `now` than the current generation's, or with under half its users.
     pub force: bool,
+    /// Also cut every user's dendrogram at these alphas: the generation's variants, served to
+    /// experiment arms that compare alphas (at most [`MAX_VARIANTS`], none equal to
+    /// `settings.params.alpha`).
+    pub variant_alphas: Vec<f64>,
 }
 
 impl BatchConfig {
@@ -79,6 +83,7 @@ impl BatchConfig {
             chunk_users: DEFAULT_CHUNK_USERS,
             parquet_out: None,
             force: false,
+            variant_alphas: Vec::new(),
         }
     }
 }
@@ -106,6 +111,18 @@ pub struct BatchSummary {
     pub clusters_p99: u32,
     /// Wall time in seconds.
     pub seconds: f64,
+    /// The generation's variants ([`BatchConfig::variant_alphas`]), in that order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<VariantSummary>,
+}
+
+/// One variant of a batch's generation: its users' dendrograms cut at another alpha.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VariantSummary {
+    /// The alpha it is cut at.
+    pub alpha: f64,
+    /// Mean number of clusters per user.
+    pub clusters_mean: f64,
 }
 
 /// Batch failures.
@@ -154,8 +171,38 @@ const CHUNKS_IN_FLIGHT: usize = 3;
 struct UserResult {
     user: String,
     profile: Option<StoredProfile>,
+    /// The user's profile in each variant (empty when `profile` is `None`).
+    variants: Vec<StoredProfile>,
     actions: u64,
     unknown: u64,
+}
+
+/// Checks a batch's variant alphas: valid alphas, distinct, none the generation's own, at most
+/// [`MAX_VARIANTS`].
+fn check_variants(config: &BatchConfig) -> Result<(), BatchError> {
+    let alphas = &config.variant_alphas;
+    let main = config.settings.params.alpha;
+    if alphas.len() > MAX_VARIANTS {
+        return Err(BatchError::Config(format!(
+            "at most {MAX_VARIANTS} variant alphas, got {}",
+            alphas.len()
+        )));
+    }
+    for (i, &alpha) in alphas.iter().enumerate() {
+        let params = ProfileParams {
+            alpha,
+            ..config.settings.params.clone()
+        };
+        params
+            .validate()
+            .map_err(|e| BatchError::Config(format!("variant alpha: {e}")))?;
+        if alpha == main || alphas[..i].contains(&alpha) {
+            return Err(BatchError::Config(format!(
+                "variant alpha {alpha} is given twice (the generation's own alpha is {main})"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Runs the batch over the data directory and publishes the new profile generation.
@@ -178,6 +225,7 @@ pub fn run_batch_on(
 ) -> Result<BatchSummary, BatchError> {
     let start = Instant::now();
     config.settings.validate()?;
+    check_variants(config)?;
     let settings = &config.settings;
     if !(1..=MAX_CHUNK_USERS).contains(&config.chunk_users) {
         return Err(BatchError::Config(format!(
@@ -198,6 +246,7 @@ pub fn run_batch_on(
     let (from, now) = settings.window().into_inner();
     let mut totals = (0u64, 0u64, 0u64, 0u64); // users seen, actions, unknown, users without items
     let mut cluster_counts: Vec<u32> = Vec::new();
+    let mut variant_clusters = vec![0u64; config.variant_alphas.len()];
     let engagements: Vec<AtomicU32> = (0..catalog.rows()).map(|_| AtomicU32::new(0)).collect();
     let workers = workers(&settings.params)?;
     let (mut writer, parquet) = std::thread::scope(|scope| {
@@ -228,10 +277,17 @@ pub fn run_batch_on(
                 }
             }
         });
-        let (to_writer, written) = std::sync::mpsc::sync_channel::<Vec<(String, StoredProfile)>>(1);
+        type Written = (
+            Vec<(String, StoredProfile)>,
+            Vec<Vec<(String, StoredProfile)>>,
+        );
+        let (to_writer, written) = std::sync::mpsc::sync_channel::<Written>(1);
         let writing = scope.spawn(move || -> Result<_, BatchError> {
-            for profiles in written {
+            for (profiles, variants) in written {
                 writer.write(&profiles)?;
+                for (&alpha, variant) in config.variant_alphas.iter().zip(&variants) {
+                    writer.write_variant(alpha, variant)?;
+                }
                 if let Some(out) = parquet.as_mut() {
                     out.write(&profiles).map_err(BatchError::Output)?;
                 }
@@ -244,6 +300,7 @@ pub fn run_batch_on(
                 let results = cluster_chunk(&catalog, config, &chunk, &engagements, &workers)?;
                 let _ = recycle.send(chunk);
                 let mut profiles = Vec::with_capacity(results.len());
+                let mut variants = vec![Vec::new(); config.variant_alphas.len()];
                 for r in results {
                     totals.0 += 1;
                     totals.1 += r.actions;
@@ -251,12 +308,16 @@ pub fn run_batch_on(
                     match r.profile {
                         Some(p) => {
                             cluster_counts.push(p.clusters.len() as u32);
+                            for (v, variant) in r.variants.into_iter().enumerate() {
+                                variant_clusters[v] += variant.clusters.len() as u64;
+                                variants[v].push((r.user.clone(), variant));
+                            }
                             profiles.push((r.user, p));
                         }
                         None => totals.3 += 1,
                     }
                 }
-                if to_writer.send(profiles).is_err() {
+                if to_writer.send((profiles, variants)).is_err() {
                     break; // the writer failed: its error is reported below
                 }
                 progress(totals.0);
@@ -287,6 +348,7 @@ pub fn run_batch_on(
         settings: settings.clone(),
         shard: config.shard.map(|s| (s.index, s.count)),
         users: 0,
+        variant_alphas: Vec::new(), // the writer records what it wrote
     })?;
     cluster_counts.sort_unstable();
     let pct = |q: f64| -> u32 {
@@ -296,20 +358,29 @@ pub fn run_batch_on(
         cluster_counts[((cluster_counts.len() - 1) as f64 * q).round() as usize]
     };
     let n = cluster_counts.len() as u64;
+    let mean = |clusters: u64| {
+        if n == 0 {
+            0.0
+        } else {
+            clusters as f64 / n as f64
+        }
+    };
     Ok(BatchSummary {
         generation,
         users: n,
         actions: totals.1,
         unknown_item_events: totals.2,
         users_without_known_items: totals.3,
-        clusters_mean: if n == 0 {
-            0.0
-        } else {
-            cluster_counts.iter().map(|&c| f64::from(c)).sum::<f64>() / n as f64
-        },
+        clusters_mean: mean(cluster_counts.iter().map(|&c| u64::from(c)).sum()),
         clusters_p50: pct(0.5),
         clusters_p99: pct(0.99),
         seconds: start.elapsed().as_secs_f64(),
+        variants: (config.variant_alphas.iter().zip(variant_clusters))
+            .map(|(&alpha, clusters)| VariantSummary {
+                alpha,
+                clusters_mean: mean(clusters),
+            })
+            .collect(),
     })
 }
 
@@ -322,7 +393,12 @@ pub fn run_batch_on(
 /// use pinnersage_pipeline::batch::{BatchConfig, check_replaces};
 /// use pinnersage_store::profiles::GenerationMeta;
 /// use pinnersage_store::settings::GenerationSettings;
-/// let current = GenerationMeta { settings: GenerationSettings::new(1_000), shard: None, users: 514 };
+/// let current = GenerationMeta {
+///     settings: GenerationSettings::new(1_000),
+///     shard: None,
+///     users: 514,
+///     variant_alphas: Vec::new(),
+/// };
 /// assert!(check_replaces(&current, &BatchConfig::new(2_000), 500).is_ok());
 /// assert!(check_replaces(&current, &BatchConfig::new(0), 514).unwrap_err().contains("older"));
 /// let few = check_replaces(&current, &BatchConfig::new(2_000), 1);
@@ -369,6 +445,21 @@ pub fn cluster_user(
     now: i64,
     buffers: &mut UserBuffers,
 ) -> Result<Option<Profile>, CoreError> {
+    let alpha = clusterer.params().alpha;
+    let profiles = cluster_user_at(clusterer, catalog, events, now, buffers, &[alpha])?;
+    Ok(profiles.into_iter().next())
+}
+
+/// [`cluster_user`] cut at each of `alphas` ([`UserActions::cluster_at`]): one profile per
+/// alpha, none if no item is known.
+pub fn cluster_user_at(
+    clusterer: &mut Clusterer,
+    catalog: &Catalog,
+    events: ChunkUser<'_>,
+    now: i64,
+    buffers: &mut UserBuffers,
+    alphas: &[f64],
+) -> Result<Vec<Profile>, CoreError> {
     catalog.rows_of(events.items(), &mut buffers.resolved);
     let actions = &mut buffers.actions;
     actions.clear();
@@ -377,7 +468,7 @@ pub fn cluster_user(
             actions.push(k, row, events.times[k], events.weights[k]);
         }
     }
-    actions.cluster(clusterer, catalog, now)
+    actions.cluster_at(clusterer, catalog, now, alphas)
 }
 
 /// Items kept in a generation's most-engaged list (the fallback for users without a profile).
@@ -438,8 +529,13 @@ fn cluster_chunk(
             let mut worker = worker.lock().unwrap_or_else(|e| e.into_inner());
             let (clusterer, buffers) = &mut *worker;
             let now = config.settings.now;
-            let profile = cluster_user(clusterer, catalog, events, now, buffers)
-                .map_err(|e| BatchError::Config(format!("user {user:?}: {e}")))?;
+            let alphas: Vec<f64> = std::iter::once(config.settings.params.alpha)
+                .chain(config.variant_alphas.iter().copied())
+                .collect();
+            let mut profiles = cluster_user_at(clusterer, catalog, events, now, buffers, &alphas)
+                .map_err(|e| BatchError::Config(format!("user {user:?}: {e}")))?
+                .into_iter();
+            let profile = profiles.next();
             let (actions, counts) = (&buffers.actions, &mut buffers.counts);
             let known = actions.len();
             counts.clear();
@@ -455,16 +551,18 @@ fn cluster_chunk(
                 return Ok(UserResult {
                     user: user.to_owned(),
                     profile: None,
+                    variants: Vec::new(),
                     actions: 0,
                     unknown,
                 });
             };
             let clustered = profile.clusters.iter().map(|c| c.size() as u64).sum();
             let lambda = config.settings.params.lambda;
-            let stored = actions.to_stored(&profile, now, lambda, |row| catalog.id(row));
+            let store = |p: &Profile| actions.to_stored(p, now, lambda, |row| catalog.id(row));
             Ok(UserResult {
                 user: user.to_owned(),
-                profile: Some(stored),
+                profile: Some(store(&profile)),
+                variants: profiles.map(|p| store(&p)).collect(),
                 actions: clustered,
                 unknown,
             })

@@ -11,9 +11,11 @@ use super::BatchConfig;
 ///
 /// ```
 /// use pinnersage_pipeline::batch::{BatchConfig, BatchRequest};
-/// let request: BatchRequest = serde_json::from_str(r#"{"alpha": 0.5}"#).unwrap();
+/// let request: BatchRequest =
+///     serde_json::from_str(r#"{"alpha": 0.5, "variant_alphas": [1.0]}"#).unwrap();
 /// let config = request.config(1_700_000_000);
 /// assert_eq!((config.settings.now, config.settings.params.alpha), (1_700_000_000, 0.5));
+/// assert_eq!(config.variant_alphas, [1.0]);
 /// let round_trip = BatchRequest::from(&config).config(0);
 /// assert_eq!(round_trip, config);
 /// assert!(serde_json::from_str::<BatchRequest>(r#"{"alpah": 0.5}"#).is_err());
@@ -39,6 +41,9 @@ pub struct BatchRequest {
     /// Publish even a generation that would be refused ([`BatchConfig::force`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force: Option<bool>,
+    /// Also cut at these alphas ([`BatchConfig::variant_alphas`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variant_alphas: Vec<f64>,
 }
 
 impl BatchRequest {
@@ -53,6 +58,7 @@ impl BatchRequest {
         params.max_actions = self.max_actions.unwrap_or(params.max_actions);
         settings.window_days = self.window_days.unwrap_or(settings.window_days);
         config.force = self.force.unwrap_or(false);
+        config.variant_alphas = self.variant_alphas.clone();
         config
     }
 }
@@ -73,6 +79,7 @@ impl From<&BatchConfig> for BatchRequest {
             lambda: Some(params.lambda),
             max_actions: Some(params.max_actions),
             force: Some(config.force),
+            variant_alphas: config.variant_alphas.clone(),
         }
     }
 }

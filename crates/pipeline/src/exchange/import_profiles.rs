@@ -266,6 +266,7 @@ pub fn import_profiles_of(
         settings: settings.clone(),
         shard: None,
         users: 0,
+        variant_alphas: Vec::new(),
     })?;
     Ok(ImportProfilesReport {
         generation,

@@ -550,6 +550,23 @@ impl OnlineProfiles {
         }
     }
 
+    /// `user`'s state with their kept actions clustered at `alpha` instead of the served
+    /// generation's: what an experiment arm that reads a variant of the generation (its
+    /// profiles cut at another alpha) merges them with. Clusters up to the kept actions
+    /// ([`DEFAULT_ONLINE_ACTIONS`]) per call. A state over another catalog than the served one
+    /// (a swap under way) is returned as it is.
+    pub fn cut_at(&self, user: &OnlineUser, alpha: f64) -> Result<OnlineUser, CoreError> {
+        let served = self.read_served();
+        if user.catalog != served.catalog.instance() {
+            return Ok(user.clone());
+        }
+        let mut clusterer = Clusterer::new(ProfileParams {
+            alpha,
+            ..served.params.clone()
+        })?;
+        Ok(self.build(&mut clusterer, user.actions.clone(), &served))
+    }
+
     /// Follows a newly served batch generation with `settings`: moves the boundary to its
     /// `now` and clusters with its `alpha` and `lambda` from now on (the number of online actions
     /// kept stays). Actions at or before the boundary are dropped and users left without actions

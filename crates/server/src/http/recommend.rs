@@ -12,6 +12,7 @@ pub(super) struct RecoQuery {
     selection: Option<String>,
     blend: Option<String>,
     global: Option<f64>,
+    alpha: Option<f64>,
     exclude_seen: Option<bool>,
 }
 
@@ -135,6 +136,7 @@ pub(super) async fn recommendations(
             Some(s) => s.parse().map_err(bad)?,
         },
         global: q.global.unwrap_or(defaults.global),
+        alpha: q.alpha.or(defaults.alpha),
         exclude_seen: q.exclude_seen.unwrap_or(true),
         now,
         nonce: crate::clock::unix_nanos(),
