@@ -298,6 +298,13 @@ impl Profiles {
         )
     }
 
+    /// The generation's variant alphas (none without a generation).
+    fn variant_alphas(&self) -> Vec<f64> {
+        self.store
+            .as_ref()
+            .map_or_else(Vec::new, |s| s.meta().variant_alphas.clone())
+    }
+
     /// The generation's merge threshold.
     fn alpha(&self) -> f64 {
         self.store
@@ -496,6 +503,7 @@ impl Engine {
             ..served.params
         };
         let online = OnlineProfiles::new(catalog.clone(), params, served.now)
+            .and_then(|o| o.with_variant_alphas(&profiles.variant_alphas()))
             .map_err(|e| EngineError::BadRequest(e.to_string()))?
             .with_max_users(config.online_users);
         Self::over(
@@ -707,7 +715,7 @@ impl Engine {
         // for a moment a request may miss the actions between the two boundaries, never count
         // them twice.
         self.online
-            .roll_over(&fresh.settings())
+            .roll_over(&fresh.settings(), &fresh.variant_alphas())
             .map_err(|e| EngineError::Internal(e.to_string()))?;
         *self
             .profiles

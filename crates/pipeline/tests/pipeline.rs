@@ -688,12 +688,37 @@ fn online_profiles_keep_the_latest_actions_after_the_boundary_and_roll_over() {
     assert_eq!(recovered.get("u1"), online.get("u1"));
     assert_eq!(recovered.users(), 2);
 
+    // Cut at the generation's variant alphas too: each variant holds the clusters a state at
+    // its alpha has, and `cut_at` gives them (clustering on the spot for another alpha).
+    for (alpha, clusters) in [(0.001, 4), (100.0, 1)] {
+        let state = |alpha, variants: &[f64]| {
+            let params = ProfileParams {
+                alpha,
+                ..params.clone()
+            };
+            let state = OnlineProfiles::new(catalog.clone(), params, 1_000).unwrap();
+            let state = state.with_variant_alphas(variants).unwrap();
+            state.recover(&store).unwrap();
+            state
+        };
+        let expected = state(alpha, &[]).get("u1").unwrap().clusters.clone();
+        assert_eq!(expected.len(), clusters, "alpha {alpha}");
+        let with_variants = state(params.alpha, &[100.0, 0.001]);
+        let u = with_variants.get("u1").unwrap();
+        assert_eq!(u.clusters, u1.clusters);
+        let variant = u.variants.iter().find(|(a, _)| *a == alpha).unwrap();
+        assert_eq!(variant.1, expected, "alpha {alpha}");
+        assert_eq!(with_variants.cut_at(&u, alpha).unwrap().clusters, expected);
+        assert_eq!(online.cut_at(&u1, alpha).unwrap().clusters, expected);
+    }
+    assert!(online.cut_at(&u1, f64::NAN).is_err());
+
     // A batch at 1_004 covers u1's first two kept actions; u2 stays whole.
     let at = |now| GenerationSettings {
         params: params.clone(),
         ..GenerationSettings::new(now)
     };
-    assert_eq!(online.roll_over(&at(1_004)).unwrap(), 0);
+    assert_eq!(online.roll_over(&at(1_004), &[]).unwrap(), 0);
     let times: Vec<i64> = online
         .get("u1")
         .unwrap()
@@ -703,7 +728,7 @@ fn online_profiles_keep_the_latest_actions_after_the_boundary_and_roll_over() {
         .collect();
     assert_eq!(times, vec![1_005, 1_006]);
     assert_eq!(online.since(), 1_004);
-    assert_eq!(online.roll_over(&at(5_000)).unwrap(), 2);
+    assert_eq!(online.roll_over(&at(5_000), &[]).unwrap(), 2);
     assert!(online.get("u1").is_none() && online.users() == 0);
 }
 

@@ -61,6 +61,9 @@ pub struct OnlineUser {
     pub actions: Vec<OnlineAction>,
     /// Their clusters, most important first.
     pub clusters: Vec<OnlineCluster>,
+    /// Their clusters cut at each variant alpha of the served generation (its profiles cut at
+    /// other alphas, read by experiment arms): `(alpha, clusters)`.
+    pub variants: Vec<(f64, Vec<OnlineCluster>)>,
     /// The [`Catalog::instance`] the rows are of.
     pub catalog: u64,
 }
@@ -148,6 +151,8 @@ struct Served {
     since: i64,
     /// The generation's alpha and lambda; `max_actions` is the number of latest actions kept.
     params: ProfileParams,
+    /// The generation's variant alphas: each user is also cut at these.
+    variant_alphas: Vec<f64>,
     /// The catalog rows are resolved through.
     catalog: Arc<Catalog>,
     /// The catalog served before it ([`OnlineProfiles::rebase`]): users whose rows are of it are
@@ -178,6 +183,7 @@ impl OnlineProfiles {
             served: RwLock::new(Served {
                 since,
                 params,
+                variant_alphas: Vec::new(),
                 catalog,
                 previous: None,
             }),
@@ -198,6 +204,18 @@ impl OnlineProfiles {
     pub fn with_max_users(mut self, max_users: usize) -> Self {
         self.max_users = max_users;
         self
+    }
+
+    /// Also cuts every user at `alphas` (the served generation's variant alphas, see
+    /// [`OnlineUser::variants`]; [`OnlineProfiles::roll_over`] follows a new generation's).
+    /// Invalid alphas change nothing.
+    pub fn with_variant_alphas(self, alphas: &[f64]) -> Result<Self, CoreError> {
+        {
+            let mut served = self.served.write().unwrap_or_else(PoisonError::into_inner);
+            check_variants(&served.params, alphas)?;
+            served.variant_alphas = alphas.to_vec();
+        }
+        Ok(self)
     }
 
     /// The event store evicted users are rebuilt from (the one events are applied from).
@@ -521,41 +539,56 @@ impl OnlineProfiles {
         for (k, a) in actions.iter().enumerate() {
             user.push(k, a.row as usize, a.time, a.weight);
         }
-        let profile = user.cluster(clusterer, &*served.catalog, since);
-        let times = &user.times;
-        let clusters = profile
-            .map(|profile| {
-                let clusters = profile.map(|p| p.clusters).unwrap_or_default();
-                clusters
-                    .into_iter()
-                    .map(|c| {
-                        let mut members = c.members.clone();
-                        members.sort_by_key(|&m| std::cmp::Reverse((times[m], m)));
-                        OnlineCluster {
-                            medoid: actions[c.medoid].row,
-                            importance: c.importance,
-                            members: members.iter().map(|&m| actions[m].row).collect(),
-                            latest_time: c.latest_time,
-                        }
-                    })
-                    .collect()
-            })
-            // Catalog embeddings are validated finite at import, so clustering cannot fail on
-            // them; an empty cluster list would only hide the user's online actions.
+        let alphas: Vec<f64> = std::iter::once(clusterer.params().alpha)
+            .chain(served.variant_alphas.iter().copied())
+            .collect();
+        // Catalog embeddings are validated finite at import and the alphas were checked, so
+        // clustering cannot fail; an empty cluster list would only hide the online actions.
+        let profiles = user
+            .cluster_at(clusterer, &*served.catalog, since, &alphas)
             .unwrap_or_default();
+        let times = &user.times;
+        let mut cuts = profiles.into_iter().map(|profile| {
+            profile
+                .clusters
+                .into_iter()
+                .map(|c| {
+                    let mut members = c.members.clone();
+                    members.sort_by_key(|&m| std::cmp::Reverse((times[m], m)));
+                    OnlineCluster {
+                        medoid: actions[c.medoid].row,
+                        importance: c.importance,
+                        members: members.iter().map(|&m| actions[m].row).collect(),
+                        latest_time: c.latest_time,
+                    }
+                })
+                .collect::<Vec<_>>()
+        });
+        let clusters = cuts.next().unwrap_or_default();
+        let variants = alphas[1..].iter().copied().zip(cuts).collect();
         OnlineUser {
             actions,
             clusters,
+            variants,
             catalog: served.catalog.instance(),
         }
     }
 
     /// `user`'s state with their kept actions clustered at `alpha` instead of the served
     /// generation's: what an experiment arm that reads a variant of the generation (its
-    /// profiles cut at another alpha) merges them with. Clusters up to the kept actions
-    /// ([`DEFAULT_ONLINE_ACTIONS`]) per call. A state over another catalog than the served one
-    /// (a swap under way) is returned as it is.
+    /// profiles cut at another alpha) merges them with. The cut made when the user last
+    /// changed for a variant alpha of the generation; for another alpha, clustered in this
+    /// call. A state over another catalog than the served one (a swap under way) is returned
+    /// as it is.
     pub fn cut_at(&self, user: &OnlineUser, alpha: f64) -> Result<OnlineUser, CoreError> {
+        if let Some((_, clusters)) = user.variants.iter().find(|(a, _)| *a == alpha) {
+            return Ok(OnlineUser {
+                actions: user.actions.clone(),
+                clusters: clusters.clone(),
+                variants: Vec::new(),
+                catalog: user.catalog,
+            });
+        }
         let served = self.read_served();
         if user.catalog != served.catalog.instance() {
             return Ok(user.clone());
@@ -567,12 +600,16 @@ impl OnlineProfiles {
         Ok(self.build(&mut clusterer, user.actions.clone(), &served))
     }
 
-    /// Follows a newly served batch generation with `settings`: moves the boundary to its
-    /// `now` and clusters with its `alpha` and `lambda` from now on (the number of online actions
-    /// kept stays). Actions at or before the boundary are dropped and users left without actions
-    /// are removed; the users whose actions changed are re-clustered, and every user when alpha or
-    /// lambda changed. Returns the number of users removed. Invalid parameters change nothing.
-    pub fn roll_over(&self, settings: &GenerationSettings) -> Result<usize, CoreError> {
+    /// Follows a newly served batch generation with `settings` and `variant_alphas`: moves the
+    /// boundary to its `now` and clusters with its `alpha` and `lambda` (and cuts at its variant
+    /// alphas) from now on (the number of online actions kept stays). Actions at or before the
+    /// boundary are dropped and users left without actions are removed; the users whose actions
+    /// changed are re-clustered, and every user when alpha, lambda or the variants changed. Returns the number of users removed. Invalid parameters change nothing.
+    pub fn roll_over(
+        &self,
+        settings: &GenerationSettings,
+        variant_alphas: &[f64],
+    ) -> Result<usize, CoreError> {
         let since = settings.now;
         let mut served = self.served.write().unwrap_or_else(PoisonError::into_inner);
         let params = ProfileParams {
@@ -581,9 +618,11 @@ impl OnlineProfiles {
             ..served.params.clone()
         };
         let mut clusterer = Clusterer::new(params.clone())?;
-        let recluster_all = params != served.params;
+        check_variants(&params, variant_alphas)?;
+        let recluster_all = params != served.params || variant_alphas != served.variant_alphas;
         served.since = since;
         served.params = params;
+        served.variant_alphas = variant_alphas.to_vec();
         let mut removed = 0;
         for shard in &self.shards {
             let users = &mut shard.lock().unwrap_or_else(PoisonError::into_inner).users;
@@ -650,4 +689,15 @@ impl OnlineProfiles {
         self.apply(&events, catalog.instance());
         Ok(read)
     }
+}
+
+/// Checks variant alphas as the generation's own alpha is checked.
+fn check_variants(params: &ProfileParams, alphas: &[f64]) -> Result<(), CoreError> {
+    alphas.iter().try_for_each(|&alpha| {
+        ProfileParams {
+            alpha,
+            ..params.clone()
+        }
+        .validate()
+    })
 }
