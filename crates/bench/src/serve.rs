@@ -53,6 +53,9 @@ pub struct BenchServeArgs {
     /// Seed of the user draw.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// More query parameters for every request, e.g. `alpha=1.0&selection=all`.
+    #[arg(long, value_name = "PARAMS")]
+    query: Option<String>,
 }
 
 /// Cumulative Zipf distribution over `n` ranks.
@@ -132,8 +135,12 @@ pub fn run(args: &BenchServeArgs) -> Result<()> {
                         let u = cdf
                             .partition_point(|&p| p < rng.next_f64())
                             .min(cdf.len() - 1);
-                        let path =
+                        let mut path =
                             format!("/v1/users/{}{u}/recommendations?k={}", args.prefix, args.k);
+                        if let Some(more) = &args.query {
+                            path.push('&');
+                            path.push_str(more);
+                        }
                         let (status, _) = conn.get(&path)?;
                         if status != 200 {
                             errors += 1;
