@@ -852,10 +852,21 @@ fn item_changes_reach_every_replica_and_a_late_one_catches_up_before_ready() {
 
 /// `haproxy -f config -db` on loopback, killed on drop; `None` (with a note) when HAProxy is not
 /// installed, unless `PINNERSAGE_REQUIRE_HAPROXY=1`.
-struct Haproxy(Child);
+struct Haproxy(Child, PathBuf);
 
 impl Haproxy {
+    /// Starts HAProxy on `config` (as `pinnersage fleet haproxy` wrote it) with every request
+    /// logged (`option httplog`) to `haproxy.log` beside it.
     fn start(config: &Path) -> Option<Self> {
+        let written = std::fs::read_to_string(config).unwrap();
+        let logged = written.replacen(
+            "defaults\n",
+            "global\n    log stdout format raw local0 info\n\ndefaults\n    log global\n    option httplog\n",
+            1,
+        );
+        assert_ne!(logged, written, "no defaults section: {written}");
+        std::fs::write(config, logged).unwrap();
+        let log = config.with_file_name("haproxy.log");
         let exe = [
             "/usr/sbin/haproxy",
             "/usr/bin/haproxy",
@@ -888,11 +899,22 @@ impl Haproxy {
             .arg("-db")
             .arg("-f")
             .arg(config)
-            .stdout(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        Some(Self(child))
+        Some(Self(child, log))
+    }
+
+    /// The logged requests not answered 200 (HTTP log format: the status, then the termination
+    /// state of each, which says who closed what and when).
+    fn unusual(&self) -> String {
+        let log = std::fs::read_to_string(&self.1).unwrap_or_default();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| !l.contains(" 200 ") && !l.contains(" 202 "))
+            .collect();
+        lines[lines.len().saturating_sub(100)..].join("\n")
     }
 }
 
@@ -1097,11 +1119,17 @@ fn haproxy_routes_every_user_to_a_holder_and_fails_over_to_the_other() {
     });
     eprintln!(
         "failover: {watched} (partition 0, A's) served by its other holder {killed:?} after A's \
-         kill -9; {reads} reads meanwhile, {} failed; {} events acknowledged",
+         kill -9; {reads} reads meanwhile, {} failed; {} events acknowledged; HAProxy's log of \
+         requests not answered 200 or 202:\n{}",
         failed_reads.len(),
-        acked.len()
+        acked.len(),
+        haproxy.unusual()
     );
-    assert!(failed_reads.is_empty(), "{failed_reads:?}");
+    assert!(
+        failed_reads.is_empty(),
+        "{failed_reads:?}\nHAProxy's log of requests not answered 200 or 202:\n{}",
+        haproxy.unusual()
+    );
     assert!(!acked.is_empty());
     wait_for("every acknowledged event in its user's profile", 60, || {
         acked.iter().all(|u| personalised(u) == (200, true))

@@ -631,3 +631,104 @@ fn a_partitioned_shipment_is_read_only_in_the_held_partitions_files() {
         .is_err()
     );
 }
+
+/// Every user's profile in the variant cut at `alpha` (users of the main profiles).
+fn variant_stored(dir: &Path, alpha: f64) -> Vec<(String, StoredProfile)> {
+    let users = stored(dir);
+    let store = ProfileStore::open(dir).unwrap();
+    users
+        .into_iter()
+        .filter_map(|(user, _)| {
+            let read =
+                |v: Option<pinnersage_store::profiles::ProfileView<'_>>| v.map(|v| v.to_stored());
+            let p = store.with_variant_profile(alpha, &user, read).unwrap()?;
+            Some((user, p?))
+        })
+        .collect()
+}
+
+#[test]
+fn variants_travel_through_the_table_a_shipment_and_a_replicas_import() {
+    use pinnersage_core::hash::Share;
+    use pinnersage_pipeline::exchange::ship::{import_shipped, ship_profiles};
+    let scratch_dir = scratch("variants");
+    let dir = scratch_dir.path();
+    data(dir);
+    import_items(dir, &dir.join("items.csv"), &Default::default()).unwrap();
+    import_events(dir, &[dir.join("events.csv")], &Default::default()).unwrap();
+    let table = dir.join("profiles.parquet");
+    let alphas = [0.5, 4.0];
+    let config = BatchConfig {
+        parquet_out: Some(table.clone()),
+        variant_alphas: alphas.to_vec(),
+        ..BatchConfig::with(settings(NOW))
+    };
+    run_batch(dir, &config, &|_| {}).unwrap();
+    let main = stored(dir);
+    let variants: Vec<_> = alphas.iter().map(|&a| variant_stored(dir, a)).collect();
+    assert!(variants.iter().all(|v| v.len() == main.len() && v != &main));
+
+    // The table imports as the same generation: its own cut, its variants.
+    let report = import_profiles(
+        dir,
+        std::slice::from_ref(&table),
+        &settings(NOW + 5),
+        &|_| {},
+    );
+    assert_eq!(report.unwrap().users as usize, main.len());
+    assert_eq!(stored(dir), main);
+    let store = ProfileStore::open(dir).unwrap();
+    assert_eq!(store.meta().variant_alphas, alphas);
+    let popular = store.popular().unwrap();
+    drop(store);
+    for (&alpha, variant) in alphas.iter().zip(&variants) {
+        assert_eq!(&variant_stored(dir, alpha), variant, "alpha {alpha}");
+    }
+    // The variants' rows do not count in the popular list: a table without them gives the same.
+    let plain = dir.join("plain.parquet");
+    let mut w = ParquetWriter::create(&plain, fields()).unwrap();
+    w.write(arrays(&main)).unwrap();
+    w.finish().unwrap();
+    import_profiles(dir, &[plain], &settings(NOW + 6), &|_| {}).unwrap();
+    assert_eq!(ProfileStore::open(dir).unwrap().popular().unwrap(), popular);
+
+    // Shipped in 4 partitions: a replica of partitions 1 and 3 has its users in every cut, and
+    // the whole generation's popular list.
+    let shared = dir.join("shared");
+    ship_profiles(
+        &shared,
+        std::slice::from_ref(&table),
+        &settings(NOW + 7),
+        1,
+        Some(4),
+    )
+    .unwrap();
+    let share = Share {
+        count: 4,
+        held: vec![1, 3],
+    };
+    import_shipped(dir, &shared, &share).unwrap().unwrap();
+    let held = |profiles: &[(String, StoredProfile)]| -> Vec<(String, StoredProfile)> {
+        (profiles.iter())
+            .filter(|(user, _)| share.holds(user).is_ok())
+            .cloned()
+            .collect()
+    };
+    assert_eq!(stored(dir), held(&main));
+    for (&alpha, variant) in alphas.iter().zip(&variants) {
+        assert_eq!(variant_stored(dir, alpha), held(variant), "alpha {alpha}");
+    }
+    assert_eq!(ProfileStore::open(dir).unwrap().popular().unwrap(), popular);
+
+    // A variant at the generation's own alpha is refused, naming the row; nothing published.
+    let before = ProfileStore::current_dir(dir).unwrap();
+    let mut own = settings(NOW + 8);
+    own.params.alpha = alphas[1];
+    let err = import_profiles(dir, &[table], &own, &|_| {}).unwrap_err();
+    assert!(matches!(err, ImportProfilesError::Row { .. }), "{err}");
+    assert!(
+        err.to_string().contains("alpha 4 is the generation's own"),
+        "{err}"
+    );
+    assert_eq!(ProfileStore::current_dir(dir).unwrap(), before);
+}

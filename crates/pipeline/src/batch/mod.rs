@@ -48,7 +48,8 @@ pub struct BatchConfig {
     /// Users per parallel chunk.
     pub chunk_users: usize,
     /// Also write the profiles to this Parquet file, one row per cluster in the
-    /// [`crate::exchange::profile_table`] schema (the one `import profiles` reads).
+    /// [`crate::exchange::profile_table`] schema (the one `import profiles` reads), the
+    /// variants' rows too (with their `alpha`).
     pub parquet_out: Option<PathBuf>,
     /// Publish even a generation that [`BatchError::Refused`] would keep out: one computed for
     /// an older `now` than the current generation's, or with under half its users.
@@ -240,7 +241,10 @@ pub fn run_batch_on(
     let mut parquet: Option<ProfilesParquet> = config
         .parquet_out
         .as_deref()
-        .map(ProfilesParquet::create)
+        .map(|out| match config.variant_alphas.is_empty() {
+            true => ProfilesParquet::create(out),
+            false => ProfilesParquet::with_variants(out),
+        })
         .transpose()
         .map_err(BatchError::Output)?;
     let (from, now) = settings.window().into_inner();
@@ -290,6 +294,10 @@ pub fn run_batch_on(
                 }
                 if let Some(out) = parquet.as_mut() {
                     out.write(&profiles).map_err(BatchError::Output)?;
+                    for (&alpha, variant) in config.variant_alphas.iter().zip(&variants) {
+                        out.write_variant(alpha, variant)
+                            .map_err(BatchError::Output)?;
+                    }
                 }
             }
             Ok((writer, parquet))

@@ -5,7 +5,8 @@
 //! (medoid and members in the catalog, the medoid among the members, finite non-negative
 //! importance, size at least the number of members), each user's ranks `0..k` exactly once and
 //! its rows together in one file. The first problem is an error naming the file and the row, and
-//! nothing is published.
+//! nothing is published. Rows with an `alpha` are the generation's variants (the users' clusters
+//! cut at that alpha, `batch --variant-alpha ... --out`): each is published as a variant.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -17,12 +18,13 @@ use pinnersage_catalog::parquet_io::{
     ParquetIoError, ParquetReader, number_column, text_column, text_list_column, vector_column,
 };
 use pinnersage_store::profiles::{
-    GenerationMeta, ProfileStoreError, ProfileWriter, StoredCluster, StoredItem, StoredProfile,
+    GenerationMeta, MAX_VARIANTS, ProfileStoreError, ProfileWriter, StoredCluster, StoredItem,
+    StoredProfile,
 };
 
 use pinnersage_store::settings::{GenerationSettings, SettingsError};
 
-use super::profile_table::{MEMBER_IMPORTANCE, REQUIRED_COLUMNS};
+use super::profile_table::{ALPHA, MEMBER_IMPORTANCE, REQUIRED_COLUMNS};
 use crate::batch::POPULAR_ITEMS;
 
 /// What an import published.
@@ -114,11 +116,15 @@ struct Row {
     members: Vec<String>,
     /// Each member's importance, when the file has them.
     member_importance: Option<Vec<f32>>,
+    /// The variant the row belongs to (`None`: the generation's own cut).
+    alpha: Option<f64>,
 }
 
 /// The user whose rows are being read and where they started.
 struct Pending {
     user: String,
+    /// The variant of the rows.
+    alpha: Option<f64>,
     first_row: usize,
     rows: Vec<(usize, Row)>,
 }
@@ -169,7 +175,9 @@ pub fn import_profiles_of(
     let mut catalog = Catalog::open(data_dir)?;
     catalog.build_hash_index();
     let mut writer = ProfileWriter::begin(data_dir)?;
-    let mut users_seen: HashSet<String> = HashSet::new();
+    // Users (and the variant, by the alpha's bits) whose rows were read.
+    let mut users_seen: HashSet<(String, Option<u64>)> = HashSet::new();
+    let mut variants: Vec<(f64, Vec<(String, StoredProfile)>)> = Vec::new();
     // The popular list is counted here unless it was given (then nothing is counted).
     let mut counted: Option<HashMap<usize, u64>> = popular.is_none().then(HashMap::new);
     let mut chunk: Vec<(String, StoredProfile)> = Vec::new();
@@ -193,27 +201,56 @@ pub fn import_profiles_of(
             })?;
             for (row, user, r) in rows {
                 clusters += 1;
+                let alpha = r.alpha;
+                if alpha == Some(settings.params.alpha) {
+                    return Err(row_err(
+                        row,
+                        format!(
+                            "{ALPHA} {} is the generation's own: leave it null for its own cut",
+                            settings.params.alpha
+                        ),
+                    ));
+                }
                 match &mut pending {
-                    Some(p) if p.user == user => p.rows.push((row, r)),
+                    Some(p) if p.user == user && p.alpha == alpha => p.rows.push((row, r)),
                     _ => {
                         if let Some(done) = pending.take() {
-                            let profile = assemble(&done, &catalog, counted.as_mut())
+                            let counting = counted.as_mut().filter(|_| done.alpha.is_none());
+                            let profile = assemble(&done, &catalog, counting)
                                 .map_err(|(row, m)| row_err(row, m))?;
                             if keep(&done.user) {
-                                chunk.push((done.user, profile));
+                                match done.alpha {
+                                    None => chunk.push((done.user, profile)),
+                                    Some(a) => {
+                                        variant_rows(&mut variants, a).push((done.user, profile))
+                                    }
+                                }
                             }
                         }
-                        if !users_seen.insert(user.clone()) {
+                        if !users_seen.insert((user.clone(), alpha.map(f64::to_bits))) {
+                            let cut = alpha.map_or(String::new(), |a| format!(" (at {ALPHA} {a})"));
                             return Err(row_err(
                                 row,
                                 format!(
-                                    "user {user:?} appears again after other users' rows (a user's \
-                                     rows must be together, in one file)"
+                                    "user {user:?}{cut} appears again after other users' rows (a \
+                                     user's rows must be together, in one file)"
                                 ),
                             ));
                         }
+                        if let Some(a) = alpha
+                            && !variants.iter().any(|(v, _)| *v == a)
+                        {
+                            if variants.len() >= MAX_VARIANTS {
+                                return Err(row_err(
+                                    row,
+                                    format!("more than {MAX_VARIANTS} variants ({ALPHA} {a})"),
+                                ));
+                            }
+                            variants.push((a, Vec::new()));
+                        }
                         pending = Some(Pending {
                             user,
+                            alpha,
                             first_row: row,
                             rows: vec![(row, r)],
                         });
@@ -225,16 +262,27 @@ pub fn import_profiles_of(
                 chunk.clear();
                 progress(users_seen.len() as u64);
             }
+            for (alpha, rows) in variants.iter_mut().filter(|(_, rows)| rows.len() >= 4096) {
+                writer.write_variant(*alpha, rows)?;
+                rows.clear();
+            }
         }
         if let Some(done) = pending.take() {
+            let counting = counted.as_mut().filter(|_| done.alpha.is_none());
             let profile =
-                assemble(&done, &catalog, counted.as_mut()).map_err(|(row, m)| row_err(row, m))?;
+                assemble(&done, &catalog, counting).map_err(|(row, m)| row_err(row, m))?;
             if keep(&done.user) {
-                chunk.push((done.user, profile));
+                match done.alpha {
+                    None => chunk.push((done.user, profile)),
+                    Some(a) => variant_rows(&mut variants, a).push((done.user, profile)),
+                }
             }
         }
     }
     writer.write(&chunk)?;
+    for (alpha, rows) in &variants {
+        writer.write_variant(*alpha, rows)?;
+    }
     progress(users_seen.len() as u64);
     if users_seen.is_empty() && popular.is_none() {
         return Err(ImportProfilesError::Empty(format!(
@@ -277,6 +325,15 @@ pub fn import_profiles_of(
     })
 }
 
+/// The profiles read of the variant cut at `alpha` (registered when its first row was read).
+fn variant_rows(
+    variants: &mut [(f64, Vec<(String, StoredProfile)>)],
+    alpha: f64,
+) -> &mut Vec<(String, StoredProfile)> {
+    let at = variants.iter().position(|(a, _)| *a == alpha);
+    &mut variants[at.expect("a variant is registered at its first row")].1
+}
+
 enum RowsError {
     Parquet(ParquetIoError),
     Row(usize, String),
@@ -303,6 +360,10 @@ fn read_rows(
     let mut members = text_list_column(batch, "members")?;
     let mut member_importance = match batch.column_by_name(MEMBER_IMPORTANCE) {
         Some(_) => vector_column(batch, MEMBER_IMPORTANCE)?,
+        None => vec![None; batch.num_rows()],
+    };
+    let alphas = match batch.column_by_name(ALPHA) {
+        Some(_) => number_column(batch, ALPHA)?,
         None => vec![None; batch.num_rows()],
     };
     let mut out = Vec::with_capacity(batch.num_rows());
@@ -375,6 +436,10 @@ fn read_rows(
         if let Some(unknown) = items.iter().find(|id| catalog.row_of(id).is_none()) {
             return Err(bad(format!("item {unknown:?} is not in the catalog")));
         }
+        let alpha = alphas[i];
+        if let Some(a) = alpha.filter(|a| !(a.is_finite() && *a >= 0.0)) {
+            return Err(bad(format!("{ALPHA} {a} must be finite and >= 0")));
+        }
         out.push((
             row,
             user,
@@ -388,6 +453,7 @@ fn read_rows(
                 },
                 members: items,
                 member_importance,
+                alpha,
             },
         ));
     }

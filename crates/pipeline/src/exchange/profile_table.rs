@@ -11,10 +11,12 @@
 //! | `latest_time` | int64          | the cluster's most recent action, unix seconds             |
 //! | `members`     | list\<string\> | the cluster's distinct items, most recent first            |
 //! | `member_importance` | list\<float32\> | each member's `Σ w·exp(−λ·age_days)`, in `members` order |
+//! | `alpha`       | float64, optional | the variant the row belongs to (the user's clusters cut at this alpha); null or absent: the generation's own cut |
 //!
 //! An item belongs to one cluster of a user (the first, in rank order, that holds it). The
 //! members' importance weights the user's global interest (their decay average); files
-//! written before it existed lack the column and are still read.
+//! written before it existed lack the column and are still read. Only a batch with variants
+//! (`batch --variant-alpha ... --out`) writes the `alpha` column.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,6 +41,10 @@ pub const COLUMNS: [&str; 8] = [
 
 /// The optional column: each member's importance (absent from files of older versions).
 pub const MEMBER_IMPORTANCE: &str = "member_importance";
+
+/// The optional column of a table with variants: the alpha a row's profile is cut at (null: the
+/// generation's own).
+pub const ALPHA: &str = "alpha";
 
 /// The columns every profile file must have.
 pub const REQUIRED_COLUMNS: [&str; 7] = [
@@ -181,21 +187,64 @@ pub fn arrays(profiles: &[(String, StoredProfile)]) -> Vec<ArrayRef> {
 }
 
 /// A Parquet file of profiles being written (the batch's `--out`).
-pub struct ProfilesParquet(ParquetWriter);
+pub struct ProfilesParquet {
+    writer: ParquetWriter,
+    /// Whether the file has the [`ALPHA`] column.
+    variants: bool,
+}
 
 impl ProfilesParquet {
     /// Creates `path` with the profile table's schema.
     pub fn create(path: &Path) -> Result<Self, ParquetIoError> {
-        ParquetWriter::create(path, fields()).map(Self)
+        let writer = ParquetWriter::create(path, fields())?;
+        Ok(Self {
+            writer,
+            variants: false,
+        })
+    }
+
+    /// Creates `path` with the profile table's schema and the [`ALPHA`] column, for a
+    /// generation's profiles and its variants' ([`ProfilesParquet::write_variant`]).
+    pub fn with_variants(path: &Path) -> Result<Self, ParquetIoError> {
+        let mut fields = fields();
+        fields.push(Field::new(ALPHA, DataType::Float64, true));
+        let writer = ParquetWriter::create(path, fields)?;
+        Ok(Self {
+            writer,
+            variants: true,
+        })
     }
 
     /// Appends `profiles` (one row group's worth or less).
     pub fn write(&mut self, profiles: &[(String, StoredProfile)]) -> Result<(), ParquetIoError> {
-        self.0.write(arrays(profiles))
+        self.write_cut(None, profiles)
+    }
+
+    /// Appends the profiles of the variant cut at `alpha` (a file made
+    /// [`ProfilesParquet::with_variants`]).
+    pub fn write_variant(
+        &mut self,
+        alpha: f64,
+        profiles: &[(String, StoredProfile)],
+    ) -> Result<(), ParquetIoError> {
+        self.write_cut(Some(alpha), profiles)
+    }
+
+    fn write_cut(
+        &mut self,
+        alpha: Option<f64>,
+        profiles: &[(String, StoredProfile)],
+    ) -> Result<(), ParquetIoError> {
+        let mut columns = arrays(profiles);
+        if self.variants {
+            let rows = columns[0].len();
+            columns.push(Arc::new(Float64Array::from(vec![alpha; rows])));
+        }
+        self.writer.write(columns)
     }
 
     /// Finishes the file and returns its path.
     pub fn finish(self) -> Result<PathBuf, ParquetIoError> {
-        self.0.finish()
+        self.writer.finish()
     }
 }

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 
 use arrow_array::UInt32Array;
 use pinnersage_catalog::parquet_io::{
-    ParquetIoError, ParquetReader, ParquetWriter, text_column, text_list_column,
+    ParquetIoError, ParquetReader, ParquetWriter, number_column, text_column, text_list_column,
 };
 use pinnersage_core::ProfileParams;
 use pinnersage_core::hash::{Share, partition_of};
@@ -32,7 +32,7 @@ use pinnersage_store::settings::{GenerationSettings, SettingsError};
 use super::import_profiles::{
     ImportProfilesError, ImportProfilesReport, import_profiles_of, parquet_files,
 };
-use super::profile_table::REQUIRED_COLUMNS;
+use super::profile_table::{ALPHA, REQUIRED_COLUMNS};
 use crate::batch::POPULAR_ITEMS;
 
 /// The manifest's file name inside a shipped generation.
@@ -269,6 +269,12 @@ fn split_by_partition(
             let (first, batch) = batch?;
             let users = text_column(&batch, "user")?;
             let members = text_list_column(&batch, "members")?;
+            // A variant's rows (a non-null alpha) are the same users' items again: the popular
+            // list counts the generation's own rows only.
+            let variant = match batch.column_by_name(ALPHA) {
+                Some(_) => number_column(&batch, ALPHA)?,
+                None => vec![None; batch.num_rows()],
+            };
             let mut rows: Vec<Vec<u32>> = vec![Vec::new(); count as usize];
             for (i, (user, members)) in users.iter().zip(members).enumerate() {
                 let user = user.as_deref().ok_or_else(|| ImportProfilesError::Row {
@@ -277,6 +283,9 @@ fn split_by_partition(
                     message: "user is null".into(),
                 })?;
                 rows[partition_of(user, count) as usize].push(i as u32);
+                if variant[i].is_some() {
+                    continue;
+                }
                 for item in members.into_iter().flatten().flatten() {
                     *popularity.entry(item).or_default() += 1;
                 }
