@@ -368,6 +368,17 @@ impl Profiles {
     }
 }
 
+/// The cut of the profiles a request reads (see [`Retrieval::alpha`]) and the user's online
+/// state cut the same way.
+struct Cut {
+    /// The variant read (`None`: the generation's own profiles).
+    variant: Option<f64>,
+    /// Its alpha.
+    alpha: f64,
+    /// The user's online state, clustered at `alpha`.
+    online: Option<Arc<OnlineUser>>,
+}
+
 /// Where a served interest comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -414,6 +425,8 @@ pub struct ServedProfile {
     pub interests: Vec<ServedInterest>,
     /// The batch generation's directory name, if the user has a batch profile.
     pub generation: Option<String>,
+    /// The alpha the profile is cut at (the generation's own, or a variant's).
+    pub alpha: f64,
     /// Online actions kept for the user.
     pub online_actions: usize,
     /// The online boundary: actions after this time are online.
@@ -724,19 +737,61 @@ impl Engine {
         Ok(true)
     }
 
-    /// The merged batch + online profile of `user`; `None` if they have neither.
+    /// The cut at `alpha` (see [`Retrieval::alpha`]) of the served `profiles` and `user`'s
+    /// online state cut the same way.
+    fn cut(&self, profiles: &Profiles, user: &str, alpha: Option<f64>) -> Result<Cut, EngineError> {
+        check_alpha(alpha)?;
+        let variant = profiles.variant(alpha)?;
+        let online = match (self.online_user(user), variant) {
+            (Some(o), Some(alpha)) => {
+                Some(Arc::new(self.online.cut_at(&o, alpha).map_err(|e| {
+                    EngineError::Internal(format!("online actions cut at alpha {alpha}: {e}"))
+                })?))
+            }
+            (online, _) => online,
+        };
+        Ok(Cut {
+            variant,
+            alpha: variant.unwrap_or_else(|| profiles.alpha()),
+            online,
+        })
+    }
+
+    /// Calls `f` with `user`'s stored profile in the `variant` of the served `profiles` (none
+    /// without a generation).
+    fn with_stored<R>(
+        profiles: &Profiles,
+        variant: Option<f64>,
+        user: &str,
+        f: impl FnOnce(Option<ProfileView<'_>>) -> R,
+    ) -> Result<R, EngineError> {
+        match (&profiles.store, variant) {
+            (None, _) => Ok(f(None)),
+            (Some(store), None) => store.with_profile(user, f).map_err(internal),
+            (Some(store), Some(alpha)) => store
+                .with_variant_profile(alpha, user, f)
+                .map_err(internal)?
+                .ok_or_else(|| EngineError::Internal(format!("no variant cut at {alpha}"))),
+        }
+    }
+
+    /// The merged batch + online profile of `user`, cut at `alpha` (see [`Retrieval::alpha`];
+    /// `None`: the generation's own); `None` if they have neither.
     pub fn profile(
         &self,
         user: &str,
         members: usize,
+        alpha: Option<f64>,
     ) -> Result<Option<ServedProfile>, EngineError> {
         let profiles = self.served_profiles();
-        let online = self.online_user(user);
-        let build = |view: Option<&ProfileView<'_>>| -> Option<ServedProfile> {
+        let cut = self.cut(&profiles, user, alpha)?;
+        let online = cut.online;
+        let build = |view: Option<ProfileView<'_>>| -> Option<ServedProfile> {
+            let view = view.as_ref();
             if view.is_none_or(|v| v.clusters.is_empty()) && online.is_none() {
                 return None;
             }
-            let interests = self.merged(view, online.as_deref(), profiles.alpha(), members);
+            let interests = self.merged(view, online.as_deref(), cut.alpha, members);
             let generation = view.and(profiles.store.as_ref()).and_then(|s| {
                 s.dir()
                     .file_name()
@@ -745,23 +800,20 @@ impl Engine {
             Some(ServedProfile {
                 interests,
                 generation,
+                alpha: cut.alpha,
                 online_actions: online.as_ref().map_or(0, |o| o.actions.len()),
                 online_since: self.online.since(),
             })
         };
-        match &profiles.store {
-            None => Ok(build(None)),
-            Some(store) => store
-                .with_profile(user, |view| build(view.as_ref()))
-                .map_err(internal),
-        }
+        Self::with_stored(&profiles, cut.variant, user, build)
     }
 
     /// The items of `user`'s merged profile projected on their first two principal components
     /// (computed per request: O(items · dim) per power-iteration round), with the interest each
-    /// belongs to. `None` if the user has no profile.
-    pub fn map(&self, user: &str) -> Result<Option<UserMap>, EngineError> {
-        let Some(profile) = self.profile(user, usize::MAX)? else {
+    /// belongs to, the profile cut at `alpha` as [`Engine::profile`]'s. `None` if the user has
+    /// no profile.
+    pub fn map(&self, user: &str, alpha: Option<f64>) -> Result<Option<UserMap>, EngineError> {
+        let Some(profile) = self.profile(user, usize::MAX, alpha)? else {
             return Ok(None);
         };
         let mut rows = Vec::new();
@@ -951,18 +1003,12 @@ impl Engine {
                 req.global
             )));
         }
-        check_alpha(req.alpha)?;
         let profiles = self.served_profiles();
-        let variant = profiles.variant(req.alpha)?;
-        let alpha = variant.unwrap_or_else(|| profiles.alpha());
-        let online = match (self.online_user(user), variant) {
-            (Some(o), Some(alpha)) => {
-                Some(Arc::new(self.online.cut_at(&o, alpha).map_err(|e| {
-                    EngineError::Internal(format!("online actions cut at alpha {alpha}: {e}"))
-                })?))
-            }
-            (online, _) => online,
-        };
+        let Cut {
+            variant,
+            alpha,
+            online,
+        } = self.cut(&profiles, user, req.alpha)?;
         let serve = |view: Option<ProfileView<'_>>| {
             let view = view.filter(|v| !v.clusters.is_empty());
             let medoids: Vec<(MedoidRef<'_>, f64)> = match (&view, &online) {
@@ -996,14 +1042,7 @@ impl Engine {
                 .flatten();
             self.personalised(user, &medoids, items.as_deref(), seen, req, filter)
         };
-        match (&profiles.store, variant) {
-            (None, _) => serve(None),
-            (Some(store), None) => store.with_profile(user, serve).map_err(internal)?,
-            (Some(store), Some(alpha)) => store
-                .with_variant_profile(alpha, user, serve)
-                .map_err(internal)?
-                .ok_or_else(|| EngineError::Internal(format!("no variant cut at {alpha}")))?,
-        }
+        Self::with_stored(&profiles, variant, user, serve)?
     }
 
     /// The user's items as catalog rows with their importance, over which their global interest

@@ -644,6 +644,21 @@ fn an_arm_reads_the_generations_variant_at_its_alpha_as_a_batch_at_that_alpha_wo
             fine += 1;
             assert_eq!(answer["items"], expected["items"], "u{u}");
             assert_eq!(answer["medoids"], expected["medoids"], "u{u}");
+            // The profile and the map (the explorer) show what the user is served.
+            for view in ["profile", "map"] {
+                let path = format!("/v1/users/u{u}/{view}");
+                let (status, shown) = server.get_json(&path);
+                assert_eq!(status, 200, "{shown}");
+                let (_, reference) = reference.get_json(&path);
+                let field = if view == "map" { "points" } else { "clusters" };
+                assert_eq!(shown[field], reference[field], "u{u} {view}");
+            }
+            assert_eq!(
+                server.get_json(&format!("/v1/users/u{u}/profile")).1["alpha"],
+                FINE
+            );
+            let (_, own) = server.get_json(&format!("/v1/users/u{u}/profile?alpha=1.75"));
+            assert_eq!(own["alpha"], 1.75);
         } else {
             let (_, own) = server.get_json(&format!("{path}&alpha=1.75"));
             assert_eq!(answer["medoids"], own["medoids"], "u{u}");

@@ -91,6 +91,15 @@ impl AppState {
             crate::sink::Mode::Standalone => Ok(()),
         }
     }
+
+    /// The alpha of the profiles `user` is served from by their experiment arm (`None`: the
+    /// generation's own), so that what the explorer shows of them is what they are served.
+    fn arm_alpha(&self, user: &str) -> Option<f64> {
+        match self.experiments.assign(user)?.plan {
+            crate::experiments::ArmPlan::Retrieval(r) => r.alpha,
+            crate::experiments::ArmPlan::External => None,
+        }
+    }
 }
 
 mod error;

@@ -6,6 +6,13 @@ use super::*;
 #[derive(Debug, Deserialize)]
 pub(super) struct ProfileQuery {
     members: Option<usize>,
+    alpha: Option<f64>,
+}
+
+/// The query of `GET /v1/users/{user}/map`.
+#[derive(Debug, Deserialize)]
+pub(super) struct MapQuery {
+    alpha: Option<f64>,
 }
 
 /// Most members listed per interest when a request asks for more.
@@ -58,13 +65,16 @@ pub(super) async fn user_map(
     State(state): State<AppState>,
     place: Option<Extension<InFlight>>,
     user: Result<Path<String>, PathRejection>,
+    query: Result<Query<MapQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Path(user) = user?;
     state.holds(&user)?;
+    let Query(q) = query?;
+    let alpha = q.alpha.or_else(|| state.arm_alpha(&user));
     let engine = state.engine();
     let u = user.clone();
     let served_by = engine.clone();
-    let map = blocking(place, move || served_by.map(&u))
+    let map = blocking(place, move || served_by.map(&u, alpha))
         .await??
         .ok_or_else(|| no_profile(&user))?;
     #[derive(Serialize)]
@@ -116,7 +126,8 @@ pub(super) async fn profile(
     let engine = state.engine();
     let u = user.clone();
     let served_by = engine.clone();
-    let served = blocking(place, move || served_by.profile(&u, members)).await??;
+    let alpha = q.alpha.or_else(|| state.arm_alpha(&user));
+    let served = blocking(place, move || served_by.profile(&u, members, alpha)).await??;
     let Some(p) = served else {
         return Err(no_profile(&user));
     };
@@ -134,6 +145,7 @@ pub(super) async fn profile(
     struct ProfileOut<'a> {
         user: &'a str,
         generation: Option<&'a str>,
+        alpha: f64,
         online_actions: usize,
         online_since: Option<i64>,
         clusters: Vec<ClusterOut<'a>>,
@@ -151,6 +163,7 @@ pub(super) async fn profile(
     Ok(json_response(&ProfileOut {
         user: &user,
         generation: p.generation.as_deref(),
+        alpha: p.alpha,
         online_actions: p.online_actions,
         online_since: (p.online_since != i64::MIN).then_some(p.online_since),
         clusters: p
