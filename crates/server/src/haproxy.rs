@@ -153,7 +153,11 @@ impl HaproxyFleet {
             "# pinnersage fleet: {} replicas, {p} partitions (crc32(user) % {p}).\n\
              # Written by `pinnersage fleet haproxy`; write it again when the map changes.\n\
              defaults\n    mode http\n    timeout connect 2s\n    timeout client 60s\n    \
-             timeout server 60s\n    option redispatch 1\n    retries 3\n    \
+             timeout server 60s\n    option redispatch 1\n    \
+             # A killed replica refuses at once but is taken out a few ms later: ten retries\n    \
+             # (each a refused connect, under a millisecond) outlast that; a dead host times\n    \
+             # out instead, and its checks take it out meanwhile.\n    \
+             retries 10\n    \
              # A request cut off by a dying replica is sent again, posts too: a retried\n    \
              # event is stored once, a retried item change leaves the same item.\n    \
              retry-on conn-failure empty-response response-timeout\n    \
