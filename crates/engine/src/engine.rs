@@ -239,6 +239,12 @@ pub enum EngineError {
     /// The item id is not in the catalog.
     #[error("unknown item {0:?}")]
     UnknownItem(String),
+    /// The served profile generation has no profiles cut at the asked alpha.
+    #[error("{0}")]
+    UnknownCut(String),
+    /// The profile generation lacks a cut the experiments' arms read: not served.
+    #[error("{0}")]
+    MissingCut(String),
     /// A bad parameter.
     #[error("{0}")]
     BadRequest(String),
@@ -325,7 +331,7 @@ impl Profiles {
         if store.meta().variant_alphas.contains(&alpha) {
             return Ok(Some(alpha));
         }
-        Err(EngineError::BadRequest(format!(
+        Err(EngineError::UnknownCut(format!(
             "no profiles cut at alpha {alpha}: {}",
             self.cuts()
         )))
@@ -358,7 +364,7 @@ impl Profiles {
     fn check_cuts(&self, required: &[f64]) -> Result<(), EngineError> {
         for &alpha in required {
             self.variant(Some(alpha)).map_err(|_| {
-                EngineError::BadRequest(format!(
+                EngineError::MissingCut(format!(
                     "the experiments' arms read profiles cut at alpha {alpha}, but the {}",
                     self.cuts()
                 ))
@@ -1529,7 +1535,8 @@ impl pinnersage_core::error::Kind for EngineError {
     fn kind(&self) -> pinnersage_core::error::ErrorKind {
         use pinnersage_core::error::ErrorKind::*;
         match self {
-            Self::UnknownItem(_) => NotFound,
+            Self::UnknownItem(_) | Self::UnknownCut(_) => NotFound,
+            Self::MissingCut(_) => Conflict,
             Self::BadRequest(_) => BadInput,
             Self::Internal(_) => Internal,
             Self::ReadOnly(_) => Conflict,

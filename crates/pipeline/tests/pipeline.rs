@@ -252,12 +252,23 @@ fn a_generations_variants_are_the_batch_run_at_their_alphas() {
         assert_eq!(variant, &all_profiles(dir, 30), "alpha {alpha}");
         assert_ne!(variant, &main);
     }
+    // A repeat, or the generation's own alpha, is cut once, as the generation's.
+    let repeated = BatchConfig {
+        variant_alphas: vec![0.5, 1.0, 1.0],
+        ..config(None)
+    };
+    let summary = run_batch(dir, &repeated, &|_| {}).unwrap();
+    let cut: Vec<f64> = summary.variants.iter().map(|v| v.alpha).collect();
+    assert_eq!(cut, [1.0]);
+    assert_eq!(
+        ProfileStore::open(dir).unwrap().meta().variant_alphas,
+        [1.0]
+    );
     // Bad variants are refused before anything is clustered, naming the setting.
     for bad in [
-        vec![0.5],
-        vec![1.0, 1.0],
         vec![f64::NAN],
-        vec![1.0, 2.0, 3.0, 4.0, 6.0],
+        vec![2e12],
+        vec![1.0, 2.0, 3.0, 4.0, 6.0, 0.5],
     ] {
         let refused = BatchConfig {
             variant_alphas: bad.clone(),

@@ -675,12 +675,20 @@ fn an_arm_reads_the_generations_variant_at_its_alpha_as_a_batch_at_that_alpha_wo
     let (_, listed) = server.get_json("/v1/admin/experiments");
     assert_eq!(listed["experiments"][0]["arms"][1]["alpha"], FINE);
 
-    // A cut the generation does not hold, or no alpha at all: 400 naming what is served.
-    for bad in ["0.3", "-1", "NaN"] {
-        let (status, answer) =
-            server.get_json(&format!("/v1/users/u1/recommendations?alpha={bad}"));
-        assert_eq!(status, 400, "{bad}: {answer}");
-        assert_eq!(error_code(&answer), "bad_request");
+    // A cut the generation does not hold: 404 naming what is served; no alpha at all: 400.
+    for (bad, status, code) in [
+        ("0.3", 404, "unknown_cut"),
+        ("-1", 400, "bad_request"),
+        ("NaN", 400, "bad_request"),
+    ] {
+        for view in ["recommendations", "profile", "map"] {
+            let (got, answer) = server.get_json(&format!("/v1/users/u1/{view}?alpha={bad}"));
+            assert_eq!(
+                (got, error_code(&answer)),
+                (status, code),
+                "{view} {bad}: {answer}"
+            );
+        }
     }
     let (_, answer) = server.get_json("/v1/users/u1/recommendations?alpha=0.3");
     let message = answer["error"]["message"].as_str().unwrap();
@@ -695,7 +703,11 @@ fn an_arm_reads_the_generations_variant_at_its_alpha_as_a_batch_at_that_alpha_wo
     let served = health["profiles"].clone();
     let body = format!(r#"{{"now": {}}}"#, NOW + 60);
     let (status, answer) = server.post_json("/v1/admin/batch", &body);
-    assert_eq!(status, 400, "{answer}");
+    assert_eq!(
+        (status, error_code(&answer)),
+        (409, "missing_cut"),
+        "{answer}"
+    );
     let message = answer["error"]["message"].as_str().unwrap();
     assert!(
         message.contains("alpha 0.4") && message.contains("--variant-alpha"),

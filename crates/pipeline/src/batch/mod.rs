@@ -55,8 +55,8 @@ pub struct BatchConfig {
     /// an older `now` than the current generation's, or with under half its users.
     pub force: bool,
     /// Also cut every user's dendrogram at these alphas: the generation's variants, served to
-    /// experiment arms that compare alphas (at most [`MAX_VARIANTS`], none equal to
-    /// `settings.params.alpha`).
+    /// experiment arms that compare alphas (at most [`MAX_VARIANTS`]; a repeat, or the
+    /// generation's own alpha, is cut once, as the generation's).
     pub variant_alphas: Vec<f64>,
 }
 
@@ -178,18 +178,12 @@ struct UserResult {
     unknown: u64,
 }
 
-/// Checks a batch's variant alphas: valid alphas, distinct, none the generation's own, at most
-/// [`MAX_VARIANTS`].
-fn check_variants(config: &BatchConfig) -> Result<(), BatchError> {
-    let alphas = &config.variant_alphas;
+/// A batch's variant alphas as cut: each valid, once, not the generation's own (which is
+/// dropped, as a repeat is: that cut exists already), at most [`MAX_VARIANTS`].
+fn variants_of(config: &BatchConfig) -> Result<Vec<f64>, BatchError> {
     let main = config.settings.params.alpha;
-    if alphas.len() > MAX_VARIANTS {
-        return Err(BatchError::Config(format!(
-            "at most {MAX_VARIANTS} variant alphas, got {}",
-            alphas.len()
-        )));
-    }
-    for (i, &alpha) in alphas.iter().enumerate() {
+    let mut alphas: Vec<f64> = Vec::with_capacity(config.variant_alphas.len());
+    for &alpha in &config.variant_alphas {
         let params = ProfileParams {
             alpha,
             ..config.settings.params.clone()
@@ -197,13 +191,17 @@ fn check_variants(config: &BatchConfig) -> Result<(), BatchError> {
         params
             .validate()
             .map_err(|e| BatchError::Config(format!("variant alpha: {e}")))?;
-        if alpha == main || alphas[..i].contains(&alpha) {
-            return Err(BatchError::Config(format!(
-                "variant alpha {alpha} is given twice (the generation's own alpha is {main})"
-            )));
+        if alpha != main && !alphas.contains(&alpha) {
+            alphas.push(alpha);
         }
     }
-    Ok(())
+    if alphas.len() > MAX_VARIANTS {
+        return Err(BatchError::Config(format!(
+            "at most {MAX_VARIANTS} variant alphas, got {}",
+            alphas.len()
+        )));
+    }
+    Ok(alphas)
 }
 
 /// Runs the batch over the data directory and publishes the new profile generation.
@@ -226,7 +224,10 @@ pub fn run_batch_on(
 ) -> Result<BatchSummary, BatchError> {
     let start = Instant::now();
     config.settings.validate()?;
-    check_variants(config)?;
+    let config = &BatchConfig {
+        variant_alphas: variants_of(config)?,
+        ..config.clone()
+    };
     let settings = &config.settings;
     if !(1..=MAX_CHUNK_USERS).contains(&config.chunk_users) {
         return Err(BatchError::Config(format!(

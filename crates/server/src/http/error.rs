@@ -108,6 +108,8 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         let code = match e {
             EngineError::UnknownItem(_) => "unknown_item",
+            EngineError::UnknownCut(_) => "unknown_cut",
+            EngineError::MissingCut(_) => "missing_cut",
             EngineError::BadRequest(_) => "bad_request",
             EngineError::Internal(_) => "internal",
             EngineError::ReadOnly(_) => "read_only",
