@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use pinnersage_generation::{Generations, PublishLock, Staging};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use serde::{Deserialize, Serialize};
 
 use crate::settings::GenerationSettings;
@@ -624,7 +624,7 @@ impl ProfileStore {
             .variant_alphas
             .iter()
             .map(|&a| variant_table_name(a));
-        for name in std::iter::once("profiles".to_owned()).chain(variants) {
+        for name in std::iter::once(PROFILES.name().to_owned()).chain(variants) {
             let Some(table) = self.read_table(profiles_table(&name))? else {
                 continue;
             };

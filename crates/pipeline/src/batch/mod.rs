@@ -527,6 +527,11 @@ fn cluster_chunk(
     engagements: &[AtomicU32],
     workers: &[Worker],
 ) -> Result<Vec<UserResult>, BatchError> {
+    // The generation's own alpha first, then its variants'.
+    let alphas: Vec<f64> = std::iter::once(config.settings.params.alpha)
+        .chain(config.variant_alphas.iter().copied())
+        .collect();
+    let alphas = &alphas;
     (0..chunk.len())
         .into_par_iter()
         .map(|u| {
@@ -538,10 +543,7 @@ fn cluster_chunk(
             let mut worker = worker.lock().unwrap_or_else(|e| e.into_inner());
             let (clusterer, buffers) = &mut *worker;
             let now = config.settings.now;
-            let alphas: Vec<f64> = std::iter::once(config.settings.params.alpha)
-                .chain(config.variant_alphas.iter().copied())
-                .collect();
-            let mut profiles = cluster_user_at(clusterer, catalog, events, now, buffers, &alphas)
+            let mut profiles = cluster_user_at(clusterer, catalog, events, now, buffers, alphas)
                 .map_err(|e| BatchError::Config(format!("user {user:?}: {e}")))?
                 .into_iter();
             let profile = profiles.next();

@@ -177,7 +177,7 @@ pub fn import_profiles_of(
     let mut writer = ProfileWriter::begin(data_dir)?;
     // Users (and the variant, by the alpha's bits) whose rows were read.
     let mut users_seen: HashSet<(String, Option<u64>)> = HashSet::new();
-    let mut variants: Vec<(f64, Vec<(String, StoredProfile)>)> = Vec::new();
+    let mut variants: Vec<(f64, CutRows)> = Vec::new();
     // The popular list is counted here unless it was given (then nothing is counted).
     let mut counted: Option<HashMap<usize, u64>> = popular.is_none().then(HashMap::new);
     let mut chunk: Vec<(String, StoredProfile)> = Vec::new();
@@ -215,17 +215,9 @@ pub fn import_profiles_of(
                     Some(p) if p.user == user && p.alpha == alpha => p.rows.push((row, r)),
                     _ => {
                         if let Some(done) = pending.take() {
-                            let counting = counted.as_mut().filter(|_| done.alpha.is_none());
-                            let profile = assemble(&done, &catalog, counting)
+                            let popularity = counted.as_mut();
+                            finish(done, &catalog, keep, &mut chunk, &mut variants, popularity)
                                 .map_err(|(row, m)| row_err(row, m))?;
-                            if keep(&done.user) {
-                                match done.alpha {
-                                    None => chunk.push((done.user, profile)),
-                                    Some(a) => {
-                                        variant_rows(&mut variants, a).push((done.user, profile))
-                                    }
-                                }
-                            }
                         }
                         if !users_seen.insert((user.clone(), alpha.map(f64::to_bits))) {
                             let cut = alpha.map_or(String::new(), |a| format!(" (at {ALPHA} {a})"));
@@ -268,15 +260,9 @@ pub fn import_profiles_of(
             }
         }
         if let Some(done) = pending.take() {
-            let counting = counted.as_mut().filter(|_| done.alpha.is_none());
-            let profile =
-                assemble(&done, &catalog, counting).map_err(|(row, m)| row_err(row, m))?;
-            if keep(&done.user) {
-                match done.alpha {
-                    None => chunk.push((done.user, profile)),
-                    Some(a) => variant_rows(&mut variants, a).push((done.user, profile)),
-                }
-            }
+            let popularity = counted.as_mut();
+            finish(done, &catalog, keep, &mut chunk, &mut variants, popularity)
+                .map_err(|(row, m)| row_err(row, m))?;
         }
     }
     writer.write(&chunk)?;
@@ -325,13 +311,35 @@ pub fn import_profiles_of(
     })
 }
 
-/// The profiles read of the variant cut at `alpha` (registered when its first row was read).
-fn variant_rows(
-    variants: &mut [(f64, Vec<(String, StoredProfile)>)],
-    alpha: f64,
-) -> &mut Vec<(String, StoredProfile)> {
-    let at = variants.iter().position(|(a, _)| *a == alpha);
-    &mut variants[at.expect("a variant is registered at its first row")].1
+/// Profiles read, of one cut.
+type CutRows = Vec<(String, StoredProfile)>;
+
+/// Assembles the rows of `done` ([`assemble`]; its members counted in `popularity` only for the
+/// generation's own cut) and adds the profile to the generation's `own` or to its variant's in
+/// `variants` (registered at its first row) when `keep` takes the user. Errors carry the row to
+/// name.
+fn finish(
+    done: Pending,
+    catalog: &Catalog,
+    keep: &dyn Fn(&str) -> bool,
+    own: &mut CutRows,
+    variants: &mut [(f64, CutRows)],
+    popularity: Option<&mut HashMap<usize, u64>>,
+) -> Result<(), (usize, String)> {
+    let popularity = popularity.filter(|_| done.alpha.is_none());
+    let profile = assemble(&done, catalog, popularity)?;
+    if !keep(&done.user) {
+        return Ok(());
+    }
+    let rows = match done.alpha {
+        None => own,
+        Some(alpha) => {
+            let at = variants.iter().position(|(a, _)| *a == alpha);
+            &mut variants[at.expect("a variant is registered at its first row")].1
+        }
+    };
+    rows.push((done.user, profile));
+    Ok(())
 }
 
 enum RowsError {
