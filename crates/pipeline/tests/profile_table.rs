@@ -61,6 +61,19 @@ struct Data {
 /// 400 items in 8 topics x 6 dims, 80 users; times on a coarse grid (many ties), repeated
 /// events (some with another weight), unknown items, events outside the window and one user
 /// far above the action cap.
+impl Data {
+    /// The events as the in-memory batch reads them.
+    fn events(&self) -> EventTable<'_> {
+        EventTable {
+            users: &self.users,
+            items: &self.items,
+            times: &self.times,
+            weights: Some(&self.weights),
+            actions: Some(&self.actions),
+        }
+    }
+}
+
 fn data(dir: &Path) -> Data {
     let mut rng = Rng(7);
     let dim = 6;
@@ -203,13 +216,7 @@ fn in_memory_profiles_equal_the_embedded_batch_for_both_vector_sources() {
             <= 60,
         "the cap applies"
     );
-    let events = EventTable {
-        users: &d.users,
-        items: &d.items,
-        times: &d.times,
-        weights: Some(&d.weights),
-        actions: Some(&d.actions),
-    };
+    let events = d.events();
     let config = settings(NOW);
     let x = Embeddings::new(&d.vectors, d.dim).unwrap();
     let by_table = build_profiles(
@@ -219,6 +226,7 @@ fn in_memory_profiles_equal_the_embedded_batch_for_both_vector_sources() {
             embeddings: x,
         },
         &config,
+        &[],
         2,
     )
     .unwrap();
@@ -249,10 +257,75 @@ fn in_memory_profiles_equal_the_embedded_batch_for_both_vector_sources() {
         },
         &Vectors::PerEvent(Embeddings::new(&joined, d.dim).unwrap()),
         &config,
+        &[],
         1,
     )
     .unwrap();
     assert_eq!(sorted(per_event.profiles), expected);
+}
+
+/// Every user's profile in the current generation's variant cut at `alpha`, sorted by user.
+fn stored_variant(dir: &Path, alpha: f64) -> Vec<(String, StoredProfile)> {
+    let store = ProfileStore::open(dir).unwrap();
+    let users = store.users("", usize::MAX).unwrap();
+    let mut out: Vec<(String, StoredProfile)> = (users.into_iter())
+        .map(|u| {
+            let p = store
+                .with_variant_profile(alpha, &u.user, |v| v.map(|v| v.to_stored()))
+                .unwrap()
+                .expect("the generation has the variant")
+                .expect("every user has a profile in each variant");
+            (u.user, p)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[test]
+fn in_memory_variants_equal_the_embedded_batchs_variants() {
+    let scratch_dir = scratch("variants");
+    let dir = scratch_dir.path();
+    let d = data(dir);
+    import_items(dir, &dir.join("items.csv"), &Default::default()).unwrap();
+    import_events(dir, &[dir.join("events.csv")], &Default::default()).unwrap();
+    // A repeat, and the generation's own alpha, are cut once, as the generation's.
+    let asked = [0.1, 20.0, params().alpha, 0.1];
+    let config = BatchConfig {
+        variant_alphas: asked.to_vec(),
+        ..BatchConfig::with(settings(NOW))
+    };
+    run_batch(dir, &config, &|_| {}).unwrap();
+    let events = d.events();
+    let vectors = Vectors::Items {
+        ids: &d.item_ids,
+        embeddings: Embeddings::new(&d.vectors, d.dim).unwrap(),
+    };
+    let got = build_profiles(&events, &vectors, &settings(NOW), &asked, 2).unwrap();
+    assert_eq!(sorted(got.profiles.clone()), stored(dir));
+    let alphas: Vec<f64> = got.variants.iter().map(|v| v.alpha).collect();
+    assert_eq!(alphas, [0.1, 20.0]);
+    for variant in &got.variants {
+        let expected = stored_variant(dir, variant.alpha);
+        assert_eq!(
+            sorted(variant.profiles.clone()),
+            expected,
+            "alpha {}",
+            variant.alpha
+        );
+        assert_ne!(
+            expected,
+            stored(dir),
+            "alpha {} cuts differently",
+            variant.alpha
+        );
+    }
+
+    // Bad variants are refused, naming the setting.
+    for bad in [vec![f64::NAN], vec![-1.0], vec![0.1, 0.2, 0.3, 0.4, 0.5]] {
+        let err = build_profiles(&events, &vectors, &settings(NOW), &bad, 1).unwrap_err();
+        assert!(err.to_string().contains("variant alpha"), "{bad:?}: {err}");
+    }
 }
 
 #[test]
@@ -273,9 +346,9 @@ fn bad_in_memory_input_names_the_row_or_column() {
         weights: None,
         actions: None,
     };
-    let err = build_profiles(&table(&[NOW, NOW]), &vectors, &config, 1).unwrap_err();
+    let err = build_profiles(&table(&[NOW, NOW]), &vectors, &config, &[], 1).unwrap_err();
     assert!(err.to_string().contains("event row 1"), "{err}");
-    let err = build_profiles(&table(&[NOW]), &vectors, &config, 1).unwrap_err();
+    let err = build_profiles(&table(&[NOW]), &vectors, &config, &[], 1).unwrap_err();
     assert!(err.to_string().contains("column \"time\""), "{err}");
     let bad = GenerationSettings {
         params: ProfileParams {
@@ -284,7 +357,7 @@ fn bad_in_memory_input_names_the_row_or_column() {
         },
         ..config
     };
-    let err = build_profiles(&table(&[NOW, NOW]), &vectors, &bad, 1).unwrap_err();
+    let err = build_profiles(&table(&[NOW, NOW]), &vectors, &bad, &[], 1).unwrap_err();
     assert!(err.to_string().contains("alpha"), "{err}");
 }
 

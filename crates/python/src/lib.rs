@@ -149,9 +149,10 @@ fn str_column<'a>(name: &str, arrays: &'a StrArrays<'_>) -> PyResult<StrColumn<'
 
 /// Profiles of many users from an event table; returns the profile table as Arrow IPC stream
 /// bytes and the counts as a dict. `embeddings` has one row per event when `item_ids` is `None`
-/// (joined upstream), else one row per item id.
+/// (joined upstream), else one row per item id. With `variant_alphas` (not empty) the table has
+/// the `alpha` column and each user's clusters cut at those alphas too.
 #[pyfunction]
-#[pyo3(signature = (users, items, times, weights, actions, item_ids, embeddings, now, window_days, alpha, lam, max_actions, threads))]
+#[pyo3(signature = (users, items, times, weights, actions, item_ids, embeddings, now, window_days, alpha, lam, max_actions, threads, variant_alphas=None))]
 #[allow(clippy::too_many_arguments)]
 fn profiles<'py>(
     py: Python<'py>,
@@ -168,7 +169,9 @@ fn profiles<'py>(
     lam: f64,
     max_actions: usize,
     threads: usize,
+    variant_alphas: Option<Vec<f64>>,
 ) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyDict>)> {
+    let variant_alphas = variant_alphas.unwrap_or_default();
     let users = str_column("user", &users)?;
     let items = str_column("item", &items)?;
     let actions = actions
@@ -208,14 +211,16 @@ fn profiles<'py>(
                 weights,
                 actions: actions.as_ref().map(|a| a as &dyn Strings),
             };
-            let result = build_profiles(&table, &vectors, &config, threads)?;
-            let ipc = profile_ipc(&result.profiles)
+            let result = build_profiles(&table, &vectors, &config, &variant_alphas, threads)?;
+            let ipc = profile_ipc(&result, !variant_alphas.is_empty())
                 .map_err(|e| Failure::new(ErrorKind::Internal, e.to_string()))?;
             Ok((ipc, result))
         })
         .map_err(raise)?;
     let stats = PyDict::new(py);
     stats.set_item("users", result.profiles.len())?;
+    let variants: Vec<f64> = result.variants.iter().map(|v| v.alpha).collect();
+    stats.set_item("variant_alphas", variants)?;
     stats.set_item("events", result.events)?;
     stats.set_item("duplicates", result.duplicates)?;
     stats.set_item("unknown_item_events", result.unknown_item_events)?;
@@ -226,11 +231,30 @@ fn profiles<'py>(
     Ok((PyBytes::new(py, &ipc), stats))
 }
 
-/// The profile table's Spark schema ([`spark_fields`](pinnersage_pipeline::exchange::profile_table::spark_fields))
-/// as an Arrow IPC stream without batches: the Spark job's output schema, typed in one place.
-fn spark_schema_ipc() -> Result<Vec<u8>, arrow_schema::ArrowError> {
+/// The variant alphas a batch with these parameters cuts at (repeats and `alpha` itself
+/// dropped), or the error naming the bad one: the Spark job checks them before any task runs.
+#[pyfunction]
+fn variant_alphas(
+    alpha: f64,
+    lam: f64,
+    max_actions: usize,
+    variants: Vec<f64>,
+) -> PyResult<Vec<f64>> {
+    let params = ProfileParams {
+        alpha,
+        lambda: lam,
+        max_actions,
+    };
+    params.validate().map_err(error)?;
+    pinnersage_pipeline::batch::variant_alphas(&params, &variants).map_err(error)
+}
+
+/// The profile table's Spark schema ([`spark_fields`](pinnersage_pipeline::exchange::profile_table::spark_fields),
+/// with the `alpha` column when `variants`) as an Arrow IPC stream without batches: the Spark
+/// job's output schema, typed in one place.
+fn spark_schema_ipc(variants: bool) -> Result<Vec<u8>, arrow_schema::ArrowError> {
     use pinnersage_pipeline::exchange::profile_table::spark_fields;
-    let schema = arrow_schema::Schema::new(spark_fields());
+    let schema = arrow_schema::Schema::new(spark_fields(variants));
     let mut out = Vec::new();
     let mut writer = arrow_ipc::writer::StreamWriter::try_new(&mut out, &schema)?;
     writer.finish()?;
@@ -238,18 +262,31 @@ fn spark_schema_ipc() -> Result<Vec<u8>, arrow_schema::ArrowError> {
     Ok(out)
 }
 
-/// The profile table (`pinnersage_pipeline::exchange::profile_table`) as one Arrow IPC stream.
+/// The profile table (`pinnersage_pipeline::exchange::profile_table`) as one Arrow IPC stream:
+/// the generation's own cut, then (with `variants`, in a table with the `alpha` column) each
+/// variant's.
 fn profile_ipc(
-    profiles: &[(String, pinnersage_pipeline::batch::memory::StoredProfile)],
+    result: &pinnersage_pipeline::batch::memory::Profiles,
+    variants: bool,
 ) -> Result<Vec<u8>, arrow_schema::ArrowError> {
-    use pinnersage_pipeline::exchange::profile_table::{arrays, fields};
-    let schema = std::sync::Arc::new(arrow_schema::Schema::new(fields()));
+    use pinnersage_pipeline::exchange::profile_table::{
+        arrays, cut_arrays, fields, variant_fields,
+    };
+    let fields = if variants { variant_fields() } else { fields() };
+    let schema = std::sync::Arc::new(arrow_schema::Schema::new(fields));
     let mut out = Vec::new();
     let mut writer = arrow_ipc::writer::StreamWriter::try_new(&mut out, &schema)?;
-    // Record batches of at most 64k users keep every string buffer far below 2 GiB.
-    for part in profiles.chunks(65_536) {
-        let batch = arrow_array::RecordBatch::try_new(schema.clone(), arrays(part))?;
-        writer.write(&batch)?;
+    let cuts = std::iter::once((None, &result.profiles))
+        .chain((result.variants.iter()).map(|v| (Some(v.alpha), &v.profiles)));
+    for (alpha, profiles) in cuts {
+        // Record batches of at most 64k users keep every string buffer far below 2 GiB.
+        for part in profiles.chunks(65_536) {
+            let columns = match variants {
+                true => cut_arrays(alpha, part),
+                false => arrays(part),
+            };
+            writer.write(&arrow_array::RecordBatch::try_new(schema.clone(), columns)?)?;
+        }
     }
     writer.finish()?;
     drop(writer);
@@ -391,6 +428,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("InternalError", m.py().get_type::<InternalError>())?;
     m.add_function(wrap_pyfunction!(cluster, m)?)?;
     m.add_function(wrap_pyfunction!(profiles, m)?)?;
+    m.add_function(wrap_pyfunction!(variant_alphas, m)?)?;
     m.add_function(wrap_pyfunction!(evaluate, m)?)?;
     m.add("DEFAULT_ALPHA", pinnersage_core::profile::DEFAULT_ALPHA)?;
     m.add(
@@ -403,10 +441,16 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     use pinnersage_pipeline::exchange::profile_table::{COLUMNS, spark_ddl};
     m.add("PROFILE_COLUMNS", COLUMNS.to_vec())?;
-    m.add("PROFILE_SCHEMA_DDL", spark_ddl())?;
-    let spark_schema =
-        spark_schema_ipc().map_err(|e| raise(Failure::new(ErrorKind::Internal, e.to_string())))?;
-    m.add("PROFILE_SPARK_SCHEMA", PyBytes::new(m.py(), &spark_schema))?;
+    m.add("PROFILE_SCHEMA_DDL", spark_ddl(false))?;
+    m.add("PROFILE_VARIANTS_SCHEMA_DDL", spark_ddl(true))?;
+    for (name, variants) in [
+        ("PROFILE_SPARK_SCHEMA", false),
+        ("PROFILE_VARIANTS_SPARK_SCHEMA", true),
+    ] {
+        let schema = spark_schema_ipc(variants)
+            .map_err(|e| raise(Failure::new(ErrorKind::Internal, e.to_string())))?;
+        m.add(name, PyBytes::new(m.py(), &schema))?;
+    }
     m.add(
         "DEFAULT_WINDOW_DAYS",
         pinnersage_store::settings::DEFAULT_WINDOW_DAYS,

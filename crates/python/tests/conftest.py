@@ -95,6 +95,10 @@ def weight_collisions(events) -> int:
 
 PARAMS = dict(alpha=1.2, lam=0.02, max_actions=60, window_days=30)
 
+#: The profile table's columns (the schema of `pinnersage batch --out`).
+PROFILE_COLUMNS = ["user", "rank", "medoid", "size", "importance", "latest_time", "members",
+                   "member_importance"]
+
 
 def write_inputs(directory: Path, events, items) -> tuple[Path, Path]:
     """Writes items (id, embedding list<float>) and events Parquet files as `import` reads them."""
@@ -117,19 +121,46 @@ def write_inputs(directory: Path, events, items) -> tuple[Path, Path]:
     return items_file, events_file
 
 
-def embedded_batch(binary: Path, data_dir: Path, events, items, params=PARAMS) -> pa.Table:
-    """Imports the data into `data_dir`, runs `pinnersage batch --out` and reads the output."""
+def embedded_batch(
+    binary: Path, data_dir: Path, events, items, params=PARAMS, variant_alphas=()
+) -> pa.Table:
+    """Imports the data into `data_dir`, runs `pinnersage batch --out` (with
+    `--variant-alpha` when given) and reads the output."""
     data_dir.mkdir(parents=True, exist_ok=True)
     items_file, events_file = write_inputs(data_dir.parent, events, items)
     run(binary, "import", "items", "--data-dir", data_dir, items_file)
     run(binary, "import", "events", "--data-dir", data_dir, events_file)
     out = data_dir.parent / "embedded.parquet"
+    variants = ["--variant-alpha", ",".join(map(str, variant_alphas))] if variant_alphas else []
     run(
         binary, "batch", "--data-dir", data_dir, "--now", NOW,
         "--window-days", params["window_days"], "--alpha", params["alpha"],
         "--lambda", params["lam"], "--max-actions", params["max_actions"], "--out", out,
+        *variants,
     )
     return pq.read_table(out)
+
+
+def cut(table: pa.Table, alpha) -> pa.Table:
+    """The rows of a profile table with variants that belong to the cut at `alpha` (`None`: the
+    generation's own), without the `alpha` column."""
+    import pyarrow.compute as pc
+
+    column = table.column("alpha")
+    keep = pc.is_null(column) if alpha is None else pc.equal(column, alpha)
+    return table.filter(keep).drop_columns(["alpha"])
+
+
+def assert_same_cuts(got: pa.Table, expected: pa.Table, alphas) -> None:
+    """Both tables hold the same profiles in the generation's own cut and in each variant."""
+    assert got.column_names == expected.column_names == [*PROFILE_COLUMNS, "alpha"]
+    held = sorted(a for a in set(got.column("alpha").to_pylist()) if a is not None)
+    assert held == sorted(alphas), held
+    for alpha in [None, *alphas]:
+        assert_same_profiles(cut(got, alpha), cut(expected, alpha))
+    own = rows(cut(expected, None))
+    for alpha in alphas:
+        assert rows(cut(expected, alpha)) != own, f"alpha {alpha} cuts like the generation's own"
 
 
 def rows(table: pa.Table) -> list[dict]:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import pinnersage
@@ -11,8 +15,10 @@ from conftest import (
     NOW,
     PARAMS,
     REPO,
+    assert_same_cuts,
     assert_same_profiles,
     embedded_batch,
+    run,
     synthetic,
     weight_collisions,
 )
@@ -48,6 +54,43 @@ def test_pandas_input_an_item_table_and_one_thread_give_the_same(data, expected)
     items = pa.table({"id": ids, "embedding": list(matrix)})
     got = pinnersage.profiles(frame, items, now=NOW, threads=1, **PARAMS)
     assert_same_profiles(got, expected)
+
+
+def test_variants_equal_the_embedded_batchs_and_are_published(
+    pinnersage_bin, tmp_path, data
+):
+    events, items = data
+    alphas = [0.6, 4.0]
+    data_dir = tmp_path / "data"
+    expected = embedded_batch(pinnersage_bin, data_dir, events, items, variant_alphas=alphas)
+    # A repeat, and the generation's own alpha, are cut once, as the embedded batch does.
+    asked = [0.6, 4.0, PARAMS["alpha"], 0.6]
+    got = pinnersage.profiles(events, items, now=NOW, variant_alphas=asked, **PARAMS)
+    assert_same_cuts(got, expected, alphas)
+    assert pinnersage.profile_stats(got)["variant_alphas"] == alphas
+
+    # `import profiles` publishes the table with its variants.
+    out = tmp_path / "python-profiles.parquet"
+    pq.write_table(got, out)
+    published = run(pinnersage_bin, "import", "profiles", "--data-dir", data_dir, "--now",
+                    NOW + 1, "--window-days", PARAMS["window_days"], "--alpha", PARAMS["alpha"],
+                    "--lambda", PARAMS["lam"], "--max-actions", PARAMS["max_actions"], out)
+    generation = Path(published.split(" as ")[1].split(" in ")[0])
+    meta = json.loads((data_dir / "profiles" / generation.name / "meta.json").read_text())
+    assert meta["variant_alphas"] == alphas, meta
+
+
+def test_bad_variant_alphas_are_refused_before_anything_runs(data):
+    events, items = data
+    for bad, message in [([float("nan")], "variant alpha"), ([-1.0], "variant alpha"),
+                         ([0.1, 0.2, 0.3, 0.4, 0.5], "at most 4 variant alphas")]:
+        with pytest.raises(pinnersage.PinnersageError, match=message):
+            pinnersage.profiles(events, items, now=NOW, variant_alphas=bad, **PARAMS)
+    # A single number is one variant; an empty list is none (the table keeps its schema).
+    one = pinnersage.profiles(events, items, now=NOW, variant_alphas=4.0, **PARAMS)
+    assert one.column_names[-1] == "alpha"
+    none = pinnersage.profiles(events, items, now=NOW, variant_alphas=[], **PARAMS)
+    assert none.column_names == list(pinnersage.PROFILE_COLUMNS)
 
 
 def test_timestamps_and_integer_ids_are_accepted():

@@ -12,8 +12,11 @@ import pytest
 from conftest import (
     NOW,
     PARAMS,
+    PROFILE_COLUMNS,
     Server,
+    assert_same_cuts,
     assert_same_profiles,
+    cut,
     embedded_batch,
     rows,
     run,
@@ -37,28 +40,33 @@ def spark_frames(spark, events, items):
     return events_df, items_df
 
 
-@pytest.mark.parametrize("broadcast", [True, False])
+@pytest.mark.parametrize("broadcast, variants", [(True, []), (False, [0.6, 4.0])])
 def test_spark_profiles_equal_the_embedded_batch_and_are_served(
-    spark, pinnersage_bin, tmp_path, data, broadcast
+    spark, pinnersage_bin, tmp_path, data, broadcast, variants
 ):
     from pinnersage.spark import build_profiles
 
     events, items = data
     assert weight_collisions(events) > 0, "the data must test which of two equal events wins"
     data_dir = tmp_path / "data"
-    expected = embedded_batch(pinnersage_bin, data_dir, events, items)
+    expected = embedded_batch(pinnersage_bin, data_dir, events, items, variant_alphas=variants)
     events_df, items_df = spark_frames(spark, events, items)
     profiles = build_profiles(
         spark, events_df, items_df, NOW, alpha=PARAMS["alpha"], lam=PARAMS["lam"],
         window_days=PARAMS["window_days"], max_actions=PARAMS["max_actions"],
-        broadcast_items=broadcast,
+        broadcast_items=broadcast, variant_alphas=variants or None,
     )
     out = tmp_path / "spark-profiles"
     profiles.write.parquet(str(out))
     got = pq.read_table(out)
-    assert got.column_names == ["user", "rank", "medoid", "size", "importance", "latest_time",
-                                "members", "member_importance"]
-    assert_same_profiles(got, expected)
+    if variants:
+        # Each user's clusters cut at the variant alphas too, as `batch --variant-alpha`.
+        assert_same_cuts(got, expected, variants)
+        own = cut(got, None)
+    else:
+        assert got.column_names == PROFILE_COLUMNS
+        assert_same_profiles(got, expected)
+        own = got
 
     # A server runs on the embedded batch's generation; publishing the Spark output switches it.
     run(pinnersage_bin, "index", "build", "--data-dir", data_dir, "--kind", "exact")
@@ -79,8 +87,15 @@ def test_spark_profiles_equal_the_embedded_batch_and_are_served(
         assert reco["fallback"] is False, reco
         assert len(reco["items"]) == 5, reco
         profile = server.get(f"/v1/users/{user}/profile")
-        medoids = [r["medoid"] for r in rows(got) if r["user"] == user]
+        medoids = [r["medoid"] for r in rows(own) if r["user"] == user]
         assert [c["medoid"] for c in profile["clusters"]][: len(medoids)] == medoids, profile
+        for alpha in variants:
+            # The published variant serves requests for its cut.
+            shown = server.get(f"/v1/users/{user}/profile?alpha={alpha}")
+            medoids = [r["medoid"] for r in rows(cut(got, alpha)) if r["user"] == user]
+            assert [c["medoid"] for c in shown["clusters"]][: len(medoids)] == medoids, shown
+            reco = server.get(f"/v1/users/{user}/recommendations?k=5&alpha={alpha}")
+            assert reco["fallback"] is False and len(reco["items"]) == 5, reco
     finally:
         server.stop()
 
@@ -104,6 +119,18 @@ def test_spark_input_with_timestamps_and_no_optional_columns(spark):
     by_user = {r["user"]: r for r in rows}
     assert set(by_user) == {"u1", "u2"}  # u3 only engaged an unknown item
     assert by_user["u1"]["size"] == 2 and sorted(by_user["u1"]["members"]) == ["a", "b"]
+
+
+def test_spark_bad_variant_alphas_fail_before_a_task_runs(spark):
+    from pinnersage import PinnersageError
+    from pinnersage.spark import build_profiles
+
+    events = spark.createDataFrame([("u", "x", NOW)], "user string, item string, time long")
+    items = spark.createDataFrame([("x", [1.0, 0.0])], "id string, embedding array<float>")
+    with pytest.raises(PinnersageError, match="variant alpha"):
+        build_profiles(spark, events, items, NOW, variant_alphas=[float("nan")])
+    with pytest.raises(PinnersageError, match="at most 4 variant alphas"):
+        build_profiles(spark, events, items, NOW, variant_alphas=[0.1, 0.2, 0.3, 0.4, 0.5])
 
 
 def test_spark_bad_columns_are_clear_errors(spark):

@@ -126,6 +126,8 @@ pub enum Vectors<'a> {
 pub struct Profiles {
     /// `(user, profile)` in the event store's user order.
     pub profiles: Vec<(String, StoredProfile)>,
+    /// The same users cut at each variant alpha asked for ([`build_profiles`]), in that order.
+    pub variants: Vec<Variant>,
     /// Events in the window (after deduplication).
     pub events: u64,
     /// Of those, events whose item has no embedding (skipped).
@@ -134,6 +136,16 @@ pub struct Profiles {
     pub duplicates: u64,
     /// Users with events in the window but none on a known item (no profile).
     pub users_without_known_items: u64,
+}
+
+/// Every user's profile cut at one variant alpha: what the embedded batch stores as the
+/// generation's variant ([`crate::batch::BatchConfig::variant_alphas`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Variant {
+    /// The merge threshold of this cut.
+    pub alpha: f64,
+    /// `(user, profile)`, the users of [`Profiles::profiles`] in the same order.
+    pub profiles: Vec<(String, StoredProfile)>,
 }
 
 /// Bad in-memory input; messages name the column and the row.
@@ -185,14 +197,20 @@ pub enum MemoryError {
 pub const MAX_THREADS: usize = 1024;
 
 /// Computes every user's profile from `events` and `vectors` with `threads` workers (0: all
-/// cores, at most [`MAX_THREADS`]); see the module documentation for why it equals the embedded batch.
+/// cores, at most [`MAX_THREADS`]), and its variants: the same dendrogram also cut at each of
+/// `variant_alphas` (checked, repeats and the settings' own alpha dropped, as the embedded batch
+/// does: [`crate::batch::variant_alphas`]). See the module documentation for why it equals the
+/// embedded batch.
 pub fn build_profiles(
     events: &EventTable<'_>,
     vectors: &Vectors<'_>,
     settings: &GenerationSettings,
+    variant_alphas: &[f64],
     threads: usize,
 ) -> Result<Profiles, MemoryError> {
     settings.validate()?;
+    let variant_alphas = crate::batch::variant_alphas(&settings.params, variant_alphas)
+        .map_err(MemoryError::Config)?;
     let n = events.users.len();
     let check_len = |column: &str, len: usize| {
         if len == n {
@@ -269,7 +287,7 @@ pub fn build_profiles(
         .num_threads(threads)
         .build()
         .map_err(|e| MemoryError::Config(format!("cannot start {threads} threads: {e}")))?;
-    pool.install(|| run(events, &*resolve, &*name, x, settings))
+    pool.install(|| run(events, &*resolve, &*name, x, settings, &variant_alphas))
 }
 
 /// One event in the window, keyed as the store keys it.
@@ -285,6 +303,7 @@ fn run<'n>(
     name: &(dyn Fn(usize) -> &'n str + Sync),
     x: Embeddings<'_>,
     settings: &GenerationSettings,
+    variant_alphas: &[f64],
 ) -> Result<Profiles, MemoryError> {
     let window = settings.window();
     let weight = |row: usize| events.weights.map_or(1.0, |w| w[row]);
@@ -325,7 +344,11 @@ fn run<'n>(
     let duplicates = (before - keyed.len()) as u64;
     let users: Vec<&[Keyed]> = keyed.chunk_by(|a, b| user_key(a) == user_key(b)).collect();
     let (now, lambda) = (settings.now, settings.params.lambda);
-    let results: Vec<(String, Option<StoredProfile>, u64)> = users
+    // The generation's own cut first, then the variants.
+    let alphas: Vec<f64> = std::iter::once(settings.params.alpha)
+        .chain(variant_alphas.iter().copied())
+        .collect();
+    let results: Vec<(String, Vec<StoredProfile>, u64)> = users
         .par_iter()
         .map_init(
             || {
@@ -341,12 +364,14 @@ fn run<'n>(
                 }
                 let user = events.users.get(user_events[0].row).to_owned();
                 let unknown = (user_events.len() - actions.len()) as u64;
-                let profile = actions.cluster(clusterer, &x, now);
-                let profile = profile.map_err(|source| MemoryError::Cluster {
+                let cuts = actions.cluster_at(clusterer, &x, now, &alphas);
+                let cuts = cuts.map_err(|source| MemoryError::Cluster {
                     user: user.clone(),
                     source,
                 })?;
-                let stored = profile.map(|p| actions.to_stored(&p, now, lambda, name));
+                let stored = (cuts.iter())
+                    .map(|p| actions.to_stored(p, now, lambda, name))
+                    .collect();
                 Ok((user, stored, unknown))
             },
         )
@@ -354,14 +379,25 @@ fn run<'n>(
     let mut out = Profiles {
         events: keyed.len() as u64,
         duplicates,
+        variants: (variant_alphas.iter())
+            .map(|&alpha| Variant {
+                alpha,
+                profiles: Vec::new(),
+            })
+            .collect(),
         ..Profiles::default()
     };
-    for (user, profile, unknown) in results {
+    for (user, cuts, unknown) in results {
         out.unknown_item_events += unknown;
-        match profile {
-            Some(p) => out.profiles.push((user, p)),
-            None => out.users_without_known_items += 1,
+        let mut cuts = cuts.into_iter();
+        let Some(own) = cuts.next() else {
+            out.users_without_known_items += 1;
+            continue;
+        };
+        for (variant, cut) in out.variants.iter_mut().zip(cuts) {
+            variant.profiles.push((user.clone(), cut));
         }
+        out.profiles.push((user, own));
     }
     Ok(out)
 }

@@ -178,30 +178,42 @@ struct UserResult {
     unknown: u64,
 }
 
-/// A batch's variant alphas as cut: each valid, once, not the generation's own (which is
-/// dropped, as a repeat is: that cut exists already), at most [`MAX_VARIANTS`].
-fn variants_of(config: &BatchConfig) -> Result<Vec<f64>, BatchError> {
-    let main = config.settings.params.alpha;
-    let mut alphas: Vec<f64> = Vec::with_capacity(config.variant_alphas.len());
-    for &alpha in &config.variant_alphas {
-        let params = ProfileParams {
+/// The variant alphas a batch cuts at, from those asked for: each valid, once, not the
+/// generation's own `params.alpha` (dropped, as a repeat is: that cut exists already), at most
+/// [`MAX_VARIANTS`]. The error names the setting. The embedded and the in-memory batch share it.
+///
+/// ```
+/// use pinnersage_core::ProfileParams;
+/// use pinnersage_pipeline::batch::variant_alphas;
+/// let params = ProfileParams { alpha: 1.0, ..ProfileParams::default() };
+/// assert_eq!(variant_alphas(&params, &[2.0, 1.0, 2.0, 0.5]).unwrap(), vec![2.0, 0.5]);
+/// assert!(variant_alphas(&params, &[f64::NAN]).unwrap_err().contains("variant alpha"));
+/// ```
+pub fn variant_alphas(params: &ProfileParams, asked: &[f64]) -> Result<Vec<f64>, String> {
+    let mut alphas: Vec<f64> = Vec::with_capacity(asked.len());
+    for &alpha in asked {
+        let variant = ProfileParams {
             alpha,
-            ..config.settings.params.clone()
+            ..params.clone()
         };
-        params
+        variant
             .validate()
-            .map_err(|e| BatchError::Config(format!("variant alpha: {e}")))?;
-        if alpha != main && !alphas.contains(&alpha) {
+            .map_err(|e| format!("variant alpha: {e}"))?;
+        if alpha != params.alpha && !alphas.contains(&alpha) {
             alphas.push(alpha);
         }
     }
     if alphas.len() > MAX_VARIANTS {
-        return Err(BatchError::Config(format!(
+        return Err(format!(
             "at most {MAX_VARIANTS} variant alphas, got {}",
             alphas.len()
-        )));
+        ));
     }
     Ok(alphas)
+}
+
+fn variants_of(config: &BatchConfig) -> Result<Vec<f64>, BatchError> {
+    variant_alphas(&config.settings.params, &config.variant_alphas).map_err(BatchError::Config)
 }
 
 /// Runs the batch over the data directory and publishes the new profile generation.

@@ -73,11 +73,19 @@ pub fn fields() -> Vec<Field> {
     ]
 }
 
-/// The profile table as Spark types it (the Spark job's output): [`fields`] with the unsigned
-/// columns (`rank`, `size`) signed, as Spark has no unsigned integers, and every column
-/// nullable, as a DDL schema's are.
-pub fn spark_fields() -> Vec<Field> {
-    fields()
+/// The Arrow fields of a profile table with variants: [`fields`] and the [`ALPHA`] column.
+pub fn variant_fields() -> Vec<Field> {
+    let mut fields = fields();
+    fields.push(Field::new(ALPHA, DataType::Float64, true));
+    fields
+}
+
+/// The profile table as Spark types it (the Spark job's output): [`fields`] (with `variants`,
+/// [`variant_fields`]) with the unsigned columns (`rank`, `size`) signed, as Spark has no
+/// unsigned integers, and every column nullable, as a DDL schema's are.
+pub fn spark_fields(variants: bool) -> Vec<Field> {
+    let fields = if variants { variant_fields() } else { fields() };
+    fields
         .into_iter()
         .map(|f| match f.data_type() {
             DataType::UInt32 => f.with_data_type(DataType::Int32),
@@ -91,10 +99,11 @@ pub fn spark_fields() -> Vec<Field> {
 ///
 /// ```
 /// use pinnersage_pipeline::exchange::profile_table::spark_ddl;
-/// assert!(spark_ddl().starts_with("user string, rank int, medoid string, size int,"));
-/// assert!(spark_ddl().ends_with("members array<string>, member_importance array<float>"));
+/// assert!(spark_ddl(false).starts_with("user string, rank int, medoid string, size int,"));
+/// assert!(spark_ddl(false).ends_with("members array<string>, member_importance array<float>"));
+/// assert!(spark_ddl(true).ends_with("member_importance array<float>, alpha double"));
 /// ```
-pub fn spark_ddl() -> String {
+pub fn spark_ddl(variants: bool) -> String {
     fn spark_type(t: &DataType) -> String {
         match t {
             DataType::Utf8 => "string".into(),
@@ -106,7 +115,7 @@ pub fn spark_ddl() -> String {
             other => unreachable!("the profile table has no {other} column"),
         }
     }
-    spark_fields()
+    spark_fields(variants)
         .iter()
         .map(|f| format!("{} {}", f.name(), spark_type(f.data_type())))
         .collect::<Vec<_>>()
@@ -186,6 +195,15 @@ pub fn arrays(profiles: &[(String, StoredProfile)]) -> Vec<ArrayRef> {
     ]
 }
 
+/// The columns (in [`variant_fields`] order) of `profiles` cut at `alpha` (`None`: the
+/// generation's own cut, a null [`ALPHA`]).
+pub fn cut_arrays(alpha: Option<f64>, profiles: &[(String, StoredProfile)]) -> Vec<ArrayRef> {
+    let mut columns = arrays(profiles);
+    let rows = columns[0].len();
+    columns.push(Arc::new(Float64Array::from(vec![alpha; rows])));
+    columns
+}
+
 /// A Parquet file of profiles being written (the batch's `--out`).
 pub struct ProfilesParquet {
     writer: ParquetWriter,
@@ -206,9 +224,7 @@ impl ProfilesParquet {
     /// Creates `path` with the profile table's schema and the [`ALPHA`] column, for a
     /// generation's profiles and its variants' ([`ProfilesParquet::write_variant`]).
     pub fn with_variants(path: &Path) -> Result<Self, ParquetIoError> {
-        let mut fields = fields();
-        fields.push(Field::new(ALPHA, DataType::Float64, true));
-        let writer = ParquetWriter::create(path, fields)?;
+        let writer = ParquetWriter::create(path, variant_fields())?;
         Ok(Self {
             writer,
             variants: true,
@@ -235,11 +251,10 @@ impl ProfilesParquet {
         alpha: Option<f64>,
         profiles: &[(String, StoredProfile)],
     ) -> Result<(), ParquetIoError> {
-        let mut columns = arrays(profiles);
-        if self.variants {
-            let rows = columns[0].len();
-            columns.push(Arc::new(Float64Array::from(vec![alpha; rows])));
-        }
+        let columns = match self.variants {
+            true => cut_arrays(alpha, profiles),
+            false => arrays(profiles),
+        };
         self.writer.write(columns)
     }
 

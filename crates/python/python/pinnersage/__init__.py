@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -373,6 +373,7 @@ def profiles(
     max_actions: int = DEFAULT_MAX_ACTIONS,
     window_days: int = DEFAULT_WINDOW_DAYS,
     threads: int = 0,
+    variant_alphas: Optional[Sequence[float]] = None,
 ):
     """Profiles of every user in ``events``, as the embedded batch computes them.
 
@@ -386,7 +387,13 @@ def profiles(
     Returns a ``pyarrow.Table`` with :data:`PROFILE_COLUMNS`, one row per cluster, identical to
     ``pinnersage batch --out`` on the same events and parameters. Its schema metadata
     ``pinnersage.stats`` holds the counts (users, events, duplicates, unknown_item_events,
-    users_without_known_items) as JSON.
+    users_without_known_items, variant_alphas) as JSON.
+
+    ``variant_alphas`` (at most 4) also cuts every user's clustering at those alphas, as
+    ``pinnersage batch --variant-alpha`` does for experiment arms that compare alphas: the table
+    then has an ``alpha`` column, null for the rows of the ``alpha`` cut and the variant's alpha
+    for the others (a repeat, or ``alpha`` itself, is cut once). ``pinnersage import profiles``
+    publishes such a table with its variants.
     """
     import pyarrow as pa
 
@@ -411,9 +418,19 @@ def profiles(
         float(lam),
         int(max_actions),
         int(threads),
+        _alphas(variant_alphas),
     )
     out = pa.ipc.open_stream(ipc).read_all()
     return out.replace_schema_metadata({"pinnersage.stats": json.dumps(stats)})
+
+
+def _alphas(variant_alphas: Optional[Sequence[float]]) -> Optional[List[float]]:
+    """``variant_alphas`` as the native functions take them (``None``: no variants)."""
+    if variant_alphas is None:
+        return None
+    if isinstance(variant_alphas, (int, float)):
+        variant_alphas = [variant_alphas]
+    return [float(a) for a in variant_alphas] or None
 
 
 def profile_stats(table) -> dict:

@@ -13,6 +13,7 @@ __all__ = [
     "InternalError",
     "cluster",
     "profiles",
+    "variant_alphas",
     "evaluate",
     "DEFAULT_ALPHA",
     "DEFAULT_LAMBDA",
@@ -20,6 +21,8 @@ __all__ = [
     "PROFILE_COLUMNS",
     "PROFILE_SCHEMA_DDL",
     "PROFILE_SPARK_SCHEMA",
+    "PROFILE_VARIANTS_SCHEMA_DDL",
+    "PROFILE_VARIANTS_SPARK_SCHEMA",
     "DEFAULT_WINDOW_DAYS",
 ]
 
@@ -30,6 +33,8 @@ DEFAULT_WINDOW_DAYS: int
 PROFILE_COLUMNS: List[str]
 PROFILE_SCHEMA_DDL: str
 PROFILE_SPARK_SCHEMA: bytes
+PROFILE_VARIANTS_SCHEMA_DDL: str
+PROFILE_VARIANTS_SPARK_SCHEMA: bytes
 
 class PinnersageError(ValueError):
     """Every pinnersage error; as itself, bad input or parameters (the message names the
@@ -72,7 +77,11 @@ def profiles(
     lam: float,
     max_actions: int,
     threads: int,
-) -> Tuple[bytes, Dict[str, int]]: ...
+    variant_alphas: Optional[List[float]] = None,
+) -> Tuple[bytes, Dict[str, object]]: ...
+def variant_alphas(
+    alpha: float, lam: float, max_actions: int, variants: List[float]
+) -> List[float]: ...
 def evaluate(
     item_ids: _StrBuffers,
     embeddings: npt.NDArray[np.float32],

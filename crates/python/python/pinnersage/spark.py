@@ -15,7 +15,8 @@ whole users, as Arrow record batches, to the same Rust code the embedded batch r
       -> sort within partitions by user
       -> mapInArrow: Rust clusters each user  (no Python loop over actions, no per-row UDF)
       -> one row per cluster: user, rank, medoid, size, importance, latest_time, members,
-         member_importance
+         member_importance (and alpha, with variant_alphas: each user's clusters also cut at
+         those alphas, one clustering for all of them)
 
 Write the result with ``df.write.parquet(path)`` and publish it with
 ``pinnersage import profiles --data-dir DIR --now NOW path``.
@@ -25,7 +26,7 @@ Requires ``pyspark`` (``pip install ./crates/python[spark]``) and pyarrow on the
 
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -38,6 +39,7 @@ from . import (
     TIME_COLUMNS,
     USER_COLUMNS,
     PinnersageError,
+    _alphas,
     _native,
     _numbers,
     _strings,
@@ -55,13 +57,24 @@ SECONDS_PER_DAY = 86_400
 #: as the Rust library defines it.
 PROFILE_SCHEMA_DDL: str = _native.PROFILE_SCHEMA_DDL
 
+#: The same with the ``alpha`` column: the output of a job with ``variant_alphas``.
+PROFILE_VARIANTS_SCHEMA_DDL: str = _native.PROFILE_VARIANTS_SCHEMA_DDL
 
-def _cluster_users(now: int, window_days: int, alpha: float, lam: float, max_actions: int):
+
+def _cluster_users(
+    now: int,
+    window_days: int,
+    alpha: float,
+    lam: float,
+    max_actions: int,
+    variant_alphas: Optional[list] = None,
+):
     """The mapInArrow function: record batches sorted by user in, profile rows out. A user's rows
     may span batches; the last user of a batch waits for the next one."""
     import pyarrow as pa
 
-    out_schema = pa.ipc.open_stream(_native.PROFILE_SPARK_SCHEMA).schema
+    schema = _native.PROFILE_VARIANTS_SPARK_SCHEMA if variant_alphas else _native.PROFILE_SPARK_SCHEMA
+    out_schema = pa.ipc.open_stream(schema).schema
 
     def run(table) -> Iterator["pa.RecordBatch"]:
         if table.num_rows == 0:
@@ -80,6 +93,7 @@ def _cluster_users(now: int, window_days: int, alpha: float, lam: float, max_act
             lam,
             max_actions,
             1,  # Spark runs one task per core: one thread per task
+            variant_alphas,
         )
         for batch in pa.ipc.open_stream(ipc):
             yield pa.RecordBatch.from_arrays(
@@ -229,6 +243,7 @@ def build_profiles(
     max_actions: int = DEFAULT_MAX_ACTIONS,
     partitions: Optional[int] = None,
     broadcast_items: Optional[bool] = None,
+    variant_alphas: Optional[Sequence[float]] = None,
     **columns: Optional[str],
 ):
     """Profiles of every user in ``events_df`` as a Spark DataFrame (one row per cluster).
@@ -249,14 +264,27 @@ def build_profiles(
     Of two events with the same user, time, item and action the first in input order (files
     and rows as Spark reads them) is kept, as ``import events`` of the same files keeps the
     first imported.
+
+    ``variant_alphas`` (at most 4) also cuts each user's clustering at those alphas, as
+    ``pinnersage batch --variant-alpha`` does: the output (schema
+    :data:`PROFILE_VARIANTS_SCHEMA_DDL`) then has an ``alpha`` column, null for the rows of the
+    ``alpha`` cut; ``pinnersage import profiles`` publishes it with the variants, which
+    experiment arms with their own ``alpha`` serve.
     """
     if not (alpha >= 0 and lam >= 0):
         raise PinnersageError(f"alpha and lam must be >= 0, got {alpha} and {lam}")
+    variants = _alphas(variant_alphas)
+    if variants is not None:
+        # Checked before Spark runs a task, by the rules of the native call.
+        _native.variant_alphas(float(alpha), float(lam), int(max_actions), variants)
     prepared = prepare_actions(
         spark, events_df, items_df, now, window_days=window_days, max_actions=max_actions,
         partitions=partitions, broadcast_items=broadcast_items, **columns,
     )
     return prepared.mapInArrow(
-        _cluster_users(int(now), int(window_days), float(alpha), float(lam), int(max_actions)),
-        PROFILE_SCHEMA_DDL,
+        _cluster_users(
+            int(now), int(window_days), float(alpha), float(lam), int(max_actions), variants
+        ),
+        PROFILE_VARIANTS_SCHEMA_DDL if variants else PROFILE_SCHEMA_DDL,
     )
+
