@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use pinnersage_pipeline::online::histogram::Histogram;
 use pinnersage_store::impressions::{
-    Impression, ImpressionError, ImpressionStore, check_impression, day_of,
+    EncodedImpression, Impression, ImpressionError, ImpressionHead, ImpressionStore, day_of,
 };
 
 use std::sync::{Arc, Mutex, OnceLock};
@@ -101,7 +101,7 @@ pub enum RecordError {
 type Reply = tokio::sync::oneshot::Sender<Result<(), String>>;
 
 struct Job {
-    impressions: Vec<Impression>,
+    impressions: Vec<EncodedImpression>,
     reply: Option<Reply>,
 }
 
@@ -218,12 +218,20 @@ impl Recorder {
         &self.counters
     }
 
-    /// Records the impression of an answer: queued (and dropped, counted, when the queue is
+    /// Records the impression of an answer (`head`, and its items as `(item, interest)`),
+    /// encoded here from the answer's strings: queued (and dropped, counted, when the queue is
     /// full), or with [`Durability::Acknowledged`] waited for until written.
-    pub async fn served(&self, impression: Impression) {
-        let outcome = match self.durability {
-            Durability::Buffered => self.send(vec![impression], None),
-            Durability::Acknowledged => self.acknowledged(vec![impression]).await,
+    pub async fn served<'a>(
+        &self,
+        head: ImpressionHead<'_>,
+        items: impl ExactSizeIterator<Item = (&'a str, Option<&'a str>)> + Clone,
+    ) {
+        let outcome = match EncodedImpression::new(head, items) {
+            Err(e) => Err(RecordError::Invalid(e)),
+            Ok(encoded) => match self.durability {
+                Durability::Buffered => self.send(vec![encoded], None),
+                Durability::Acknowledged => self.wait_for(vec![encoded]).await,
+            },
         };
         // A failed write is counted by the writer; the answer goes out either way.
         match outcome {
@@ -234,7 +242,15 @@ impl Recorder {
     }
 
     /// Records `impressions` and resolves once they are durable; an invalid one refuses them all.
-    pub async fn acknowledged(&self, impressions: Vec<Impression>) -> Result<(), RecordError> {
+    pub async fn acknowledged(&self, impressions: &[Impression]) -> Result<(), RecordError> {
+        let encoded = (impressions.iter())
+            .map(EncodedImpression::of)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.wait_for(encoded).await
+    }
+
+    /// Queues `impressions` and waits until they are written.
+    async fn wait_for(&self, impressions: Vec<EncodedImpression>) -> Result<(), RecordError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.send(impressions, Some(tx))?;
         rx.await
@@ -242,11 +258,12 @@ impl Recorder {
             .map_err(RecordError::Failed)
     }
 
-    /// Queues `impressions` after checking each (an invalid one would fail its whole group).
-    fn send(&self, impressions: Vec<Impression>, reply: Option<Reply>) -> Result<(), RecordError> {
-        for i in &impressions {
-            check_impression(i)?;
-        }
+    /// Queues `impressions` (checked when encoded: none can fail its whole group).
+    fn send(
+        &self,
+        impressions: Vec<EncodedImpression>,
+        reply: Option<Reply>,
+    ) -> Result<(), RecordError> {
         self.tx
             .try_send(Message::Write(Job { impressions, reply }))
             .map_err(|e| match e {
@@ -295,7 +312,7 @@ fn write_loop(
         }
         let started = Instant::now();
         let written = match outlet {
-            None => store.record(&batch).map_err(|e| describe(&e)),
+            None => store.record_encoded(&batch).map_err(|e| describe(&e)),
             Some(outlet) => publish(outlet, &batch),
         };
         counters.write_time.record(started.elapsed());
@@ -356,12 +373,16 @@ fn describe(e: &ImpressionError) -> String {
 }
 
 /// Publishes a group to a fleet's impressions stream and waits for JetStream's acknowledgement.
-fn publish(outlet: &OnceLock<Outlet>, batch: &[Impression]) -> Result<(), String> {
+fn publish(outlet: &OnceLock<Outlet>, batch: &[EncodedImpression]) -> Result<(), String> {
     let Some(outlet) = outlet.get() else {
         return Err("impressions not recorded: the impressions stream is not connected yet".into());
     };
+    let batch = (batch.iter())
+        .map(EncodedImpression::decode)
+        .collect::<Result<Vec<Impression>, _>>()
+        .map_err(|e| describe(&e))?;
     outlet
         .runtime
-        .block_on(outlet.publisher.publish_impressions(batch))
+        .block_on(outlet.publisher.publish_impressions(&batch))
         .map_err(|e| format!("impressions not recorded: {e}"))
 }

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{PoisonError, RwLock};
 
+use fjall::config::FilterPolicy;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 pub use crate::events::MAX_REQUEST_ID_BYTES;
@@ -106,6 +107,88 @@ pub fn day_of(time: i64) -> i64 {
     time.div_euclid(DAY_SECONDS)
 }
 
+/// The fields of an impression besides its items, borrowed: with the items, what
+/// [`EncodedImpression::new`] encodes without building an [`Impression`].
+#[derive(Debug, Clone, Copy)]
+pub struct ImpressionHead<'a> {
+    /// The answer's id (unique per answer).
+    pub request_id: &'a str,
+    /// The experiment.
+    pub experiment: &'a str,
+    /// The user's arm in it.
+    pub arm: &'a str,
+    /// The user shown.
+    pub user: &'a str,
+    /// Unix seconds.
+    pub time: i64,
+    /// How long the server took to answer, when it answered.
+    pub latency_micros: Option<u32>,
+}
+
+impl Impression {
+    /// The impression's fields besides its items.
+    pub fn head(&self) -> ImpressionHead<'_> {
+        ImpressionHead {
+            request_id: &self.request_id,
+            experiment: &self.experiment,
+            arm: &self.arm,
+            user: &self.user,
+            time: self.time,
+            latency_micros: self.latency_micros,
+        }
+    }
+
+    /// The items as `(item, interest)`, in the order shown.
+    fn shown(&self) -> impl ExactSizeIterator<Item = (&str, Option<&str>)> + Clone {
+        (self.items.iter()).map(|s| (s.item.as_str(), s.interest.as_deref()))
+    }
+}
+
+fn invalid<T>(message: String) -> Result<T, ImpressionError> {
+    Err(ImpressionError::Invalid(message))
+}
+
+/// Checks the fields besides the items and the number of items.
+fn check_head(h: &ImpressionHead<'_>, items: usize) -> Result<(), ImpressionError> {
+    for (field, value, limit) in [
+        ("request_id", h.request_id, MAX_REQUEST_ID_BYTES),
+        ("experiment", h.experiment, MAX_NAME_BYTES),
+        ("arm", h.arm, MAX_NAME_BYTES),
+        ("user", h.user, MAX_ID_BYTES),
+    ] {
+        if value.is_empty() {
+            return invalid(format!("`{field}` must not be empty"));
+        }
+        if value.len() > limit {
+            return invalid(format!("`{field}` is longer than {limit} bytes"));
+        }
+    }
+    if h.time < 0 {
+        return invalid(format!("`time` {} is before 1970", h.time));
+    }
+    if items > MAX_SHOWN {
+        return invalid(format!(
+            "{items} items shown; at most {MAX_SHOWN} per impression"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks item `k` of an impression.
+fn check_shown(k: usize, item: &str, interest: Option<&str>) -> Result<(), ImpressionError> {
+    if item.is_empty() || item.len() > MAX_ID_BYTES {
+        return invalid(format!(
+            "`items[{k}].item` must have 1 to {MAX_ID_BYTES} bytes"
+        ));
+    }
+    if interest.is_some_and(|m| m.len() > MAX_ID_BYTES) {
+        return invalid(format!(
+            "`items[{k}].interest` is longer than {MAX_ID_BYTES} bytes"
+        ));
+    }
+    Ok(())
+}
+
 /// Checks `impression` against the store's limits without storing it.
 ///
 /// ```
@@ -117,46 +200,110 @@ pub fn day_of(time: i64) -> i64 {
 /// assert_eq!(check_impression(&shown).unwrap_err().to_string(), "`arm` must not be empty");
 /// ```
 pub fn check_impression(i: &Impression) -> Result<(), ImpressionError> {
-    let invalid = |m: String| Err(ImpressionError::Invalid(m));
-    for (field, value, limit) in [
-        ("request_id", &i.request_id, MAX_REQUEST_ID_BYTES),
-        ("experiment", &i.experiment, MAX_NAME_BYTES),
-        ("arm", &i.arm, MAX_NAME_BYTES),
-        ("user", &i.user, MAX_ID_BYTES),
-    ] {
-        if value.is_empty() {
-            return invalid(format!("`{field}` must not be empty"));
-        }
-        if value.len() > limit {
-            return invalid(format!("`{field}` is longer than {limit} bytes"));
-        }
-    }
-    if i.time < 0 {
-        return invalid(format!("`time` {} is before 1970", i.time));
-    }
-    if i.items.len() > MAX_SHOWN {
-        return invalid(format!(
-            "{} items shown; at most {MAX_SHOWN} per impression",
-            i.items.len()
-        ));
-    }
-    for (k, shown) in i.items.iter().enumerate() {
-        if shown.item.is_empty() || shown.item.len() > MAX_ID_BYTES {
-            return invalid(format!(
-                "`items[{k}].item` must have 1 to {MAX_ID_BYTES} bytes"
-            ));
-        }
-        if shown
-            .interest
-            .as_ref()
-            .is_some_and(|m| m.len() > MAX_ID_BYTES)
-        {
-            return invalid(format!(
-                "`items[{k}].interest` is longer than {MAX_ID_BYTES} bytes"
-            ));
-        }
+    check_head(&i.head(), i.items.len())?;
+    for (k, (item, interest)) in i.shown().enumerate() {
+        check_shown(k, item, interest)?;
     }
     Ok(())
+}
+
+/// An impression checked and encoded as the store keeps it: what an answer's thread builds
+/// from the strings of its answer (one allocation, no [`Impression`]), so that the writer
+/// only stores it ([`ImpressionStore::record_encoded`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedImpression {
+    time: i64,
+    /// The key (`[time][request id]`), then the value.
+    bytes: Vec<u8>,
+    key_len: usize,
+}
+
+impl EncodedImpression {
+    /// Checks and encodes an impression: `head`, and `items` as `(item, interest)` in the order
+    /// shown.
+    ///
+    /// ```
+    /// use pinnersage_store::impressions::{EncodedImpression, Impression, ImpressionHead, Shown};
+    /// let head = ImpressionHead { request_id: "r1", experiment: "e", arm: "a", user: "u",
+    ///     time: 100, latency_micros: Some(900) };
+    /// let shown = [("x", Some("m")), ("y", None)];
+    /// let encoded = EncodedImpression::new(head, shown.iter().copied()).unwrap();
+    /// let decoded = encoded.decode().unwrap();
+    /// assert_eq!(decoded.items[0], Shown { item: "x".into(), interest: Some("m".into()) });
+    /// assert_eq!(EncodedImpression::of(&decoded).unwrap(), encoded);
+    /// ```
+    pub fn new<'a>(
+        head: ImpressionHead<'_>,
+        items: impl ExactSizeIterator<Item = (&'a str, Option<&'a str>)> + Clone,
+    ) -> Result<Self, ImpressionError> {
+        check_head(&head, items.len())?;
+        // An answer's items come from a few interests: each is written once, items refer to it.
+        let mut interests: Vec<&str> = Vec::new();
+        let mut size = 8 + head.request_id.len() + 16 + head.experiment.len() + head.arm.len();
+        size += head.user.len();
+        for (k, (item, interest)) in items.clone().enumerate() {
+            check_shown(k, item, interest)?;
+            size += 4 + item.len();
+            if let Some(m) = interest
+                && !interests.contains(&m)
+            {
+                interests.push(m);
+                size += 2 + m.len();
+            }
+        }
+        let mut out = Vec::with_capacity(size);
+        out.extend(time_key(head.time));
+        out.extend(head.request_id.as_bytes());
+        let key_len = out.len();
+        out.push(VERSION);
+        put_str(&mut out, head.experiment);
+        put_str(&mut out, head.arm);
+        put_str(&mut out, head.user);
+        out.extend(head.latency_micros.unwrap_or(NO_LATENCY).to_le_bytes());
+        out.extend((interests.len() as u16).to_le_bytes());
+        for m in &interests {
+            put_str(&mut out, m);
+        }
+        out.extend((items.len() as u16).to_le_bytes());
+        for (item, interest) in items {
+            put_str(&mut out, item);
+            let p = interest.map_or(NO_INTEREST, |m| {
+                interests
+                    .iter()
+                    .position(|&x| x == m)
+                    .expect("listed above") as u16
+            });
+            out.extend(p.to_le_bytes());
+        }
+        Ok(Self {
+            time: head.time,
+            bytes: out,
+            key_len,
+        })
+    }
+
+    /// [`EncodedImpression::new`] of an [`Impression`].
+    pub fn of(i: &Impression) -> Result<Self, ImpressionError> {
+        Self::new(i.head(), i.shown())
+    }
+
+    /// Unix seconds.
+    pub fn time(&self) -> i64 {
+        self.time
+    }
+
+    /// The impression again.
+    pub fn decode(&self) -> Result<Impression, ImpressionError> {
+        decode(self.key(), self.value()).map_err(ImpressionError::Invalid)
+    }
+
+    fn key(&self) -> &[u8] {
+        &self.bytes[..self.key_len]
+    }
+
+    fn value(&self) -> &[u8] {
+        &self.bytes[self.key_len..]
+    }
 }
 
 /// The impressions of a data directory (`DATA_DIR/impressions`).
@@ -177,6 +324,12 @@ impl std::fmt::Debug for ImpressionStore {
     }
 }
 
+/// A day's keyspace options: no filters (impressions are scanned by time, never read by key, so
+/// a filter would be built at every flush and compaction for nothing).
+fn day_options() -> KeyspaceCreateOptions {
+    KeyspaceCreateOptions::default().filter_policy(FilterPolicy::disabled())
+}
+
 fn day_name(day: i64) -> String {
     format!("day-{day:06}")
 }
@@ -189,45 +342,6 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     // Lengths are checked below u16::MAX by `check_impression`.
     out.extend((s.len() as u16).to_le_bytes());
     out.extend(s.as_bytes());
-}
-
-/// The stored value of `i` (see the module's layout).
-fn encode(i: &Impression) -> Vec<u8> {
-    let mut out = Vec::with_capacity(
-        16 + i.experiment.len()
-            + i.arm.len()
-            + i.user.len()
-            + i.items.iter().map(|s| 4 + s.item.len()).sum::<usize>(),
-    );
-    out.push(VERSION);
-    put_str(&mut out, &i.experiment);
-    put_str(&mut out, &i.arm);
-    put_str(&mut out, &i.user);
-    out.extend(i.latency_micros.unwrap_or(NO_LATENCY).to_le_bytes());
-    // An answer's items come from a few interests: each is written once, items refer to it.
-    let mut interests: Vec<&str> = Vec::new();
-    let positions: Vec<u16> = (i.items.iter())
-        .map(|shown| match shown.interest.as_deref() {
-            None => NO_INTEREST,
-            Some(m) => match interests.iter().position(|&x| x == m) {
-                Some(p) => p as u16,
-                None => {
-                    interests.push(m);
-                    (interests.len() - 1) as u16
-                }
-            },
-        })
-        .collect();
-    out.extend((interests.len() as u16).to_le_bytes());
-    for m in &interests {
-        put_str(&mut out, m);
-    }
-    out.extend((i.items.len() as u16).to_le_bytes());
-    for (shown, p) in i.items.iter().zip(positions) {
-        put_str(&mut out, &shown.item);
-        out.extend(p.to_le_bytes());
-    }
-    out
 }
 
 /// Reads a value back, with the time and request id of its key.
@@ -311,9 +425,7 @@ impl ImpressionStore {
         let mut days = BTreeMap::new();
         for name in db.list_keyspace_names() {
             if let Some(day) = day_of_name(&name) {
-                let keyspace = db
-                    .keyspace(&name, KeyspaceCreateOptions::default)
-                    .map_err(engine)?;
+                let keyspace = db.keyspace(&name, day_options).map_err(engine)?;
                 days.insert(day, keyspace);
             }
         }
@@ -354,7 +466,7 @@ impl ImpressionStore {
         }
         let keyspace = self
             .db
-            .keyspace(&day_name(day), KeyspaceCreateOptions::default)
+            .keyspace(&day_name(day), day_options)
             .map_err(|e| self.engine(e))?;
         days.insert(day, keyspace.clone());
         Ok(keyspace)
@@ -379,9 +491,14 @@ impl ImpressionStore {
     /// assert_eq!(read, vec![shown]);
     /// ```
     pub fn record(&self, impressions: &[Impression]) -> Result<(), ImpressionError> {
-        for i in impressions {
-            check_impression(i)?;
-        }
+        let encoded = (impressions.iter())
+            .map(EncodedImpression::of)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.record_encoded(&encoded)
+    }
+
+    /// [`ImpressionStore::record`] of impressions encoded already.
+    pub fn record_encoded(&self, impressions: &[EncodedImpression]) -> Result<(), ImpressionError> {
         let Some(newest) = impressions.iter().map(|i| day_of(i.time)).max() else {
             return Ok(());
         };
@@ -392,9 +509,7 @@ impl ImpressionStore {
             if day < oldest_kept {
                 continue;
             }
-            let mut key = time_key(i.time).to_vec();
-            key.extend(i.request_id.as_bytes());
-            batch.insert(&self.day(day)?, key, encode(i));
+            batch.insert(&self.day(day)?, i.key(), i.value());
         }
         batch.commit().map_err(|e| self.engine(e))
     }
@@ -607,7 +722,8 @@ mod tests {
     #[test]
     fn a_damaged_value_is_an_error_naming_the_day() {
         assert!(decode(&time_key(5), &[9]).is_err());
-        let mut value = encode(&shown("r", 5, &["x"]));
+        let encoded = EncodedImpression::of(&shown("r", 5, &["x"])).unwrap();
+        let mut value = encoded.value().to_vec();
         value.pop();
         assert_eq!(
             decode(&time_key(5), &value).unwrap_err(),

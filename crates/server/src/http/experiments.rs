@@ -215,7 +215,7 @@ pub(super) async fn post_impressions(
         .collect::<Result<Vec<Impression>, ApiError>>()?;
     let recorded = impressions.len();
     recorder
-        .acknowledged(impressions)
+        .acknowledged(&impressions)
         .await
         .map_err(|e| match e {
             RecordError::Busy(_) => {

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::experiments::ArmPlan;
-use pinnersage_store::impressions::{Impression, Shown};
+use pinnersage_store::impressions::ImpressionHead;
 
 #[derive(Debug, Deserialize)]
 pub(super) struct RecoQuery {
@@ -171,34 +171,21 @@ pub(super) async fn recommendations(
         fallback: reco.fallback,
     };
     if let (Some(assigned), Some(recorder)) = (assignment, &state.recorder) {
-        recorder
-            .served(impression_of(&body, assigned, now, started))
-            .await;
+        // Encoded from the answer's strings: one allocation, nothing copied twice.
+        let head = ImpressionHead {
+            request_id: &body.request_id,
+            experiment: assigned.experiment,
+            arm: assigned.arm,
+            user: body.user,
+            time: now,
+            latency_micros: Some(
+                u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX - 1),
+            ),
+        };
+        let shown = (body.items.iter()).map(|i| (i.item, i.medoid));
+        recorder.served(head, shown).await;
     }
     Ok(json_response(&body))
-}
-
-/// What an answer to a user in an experiment showed, timed from the request's start.
-fn impression_of(
-    answer: &RecommendationsOut<'_>,
-    assigned: crate::experiments::Assignment<'_>,
-    now: i64,
-    started: Instant,
-) -> Impression {
-    Impression {
-        request_id: answer.request_id.clone(),
-        experiment: assigned.experiment.to_owned(),
-        arm: assigned.arm.to_owned(),
-        user: answer.user.to_owned(),
-        time: now,
-        latency_micros: Some(u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX - 1)),
-        items: (answer.items.iter())
-            .map(|i| Shown {
-                item: i.item.to_owned(),
-                interest: i.medoid.map(str::to_owned),
-            })
-            .collect(),
-    }
 }
 
 #[derive(Debug, Deserialize)]
