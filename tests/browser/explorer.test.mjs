@@ -7,7 +7,8 @@
 // test engagement through the page and checks that the profile shows online actions, saves a
 // screenshot, then checks that number and list attributes render, and that the Experiments view
 // reports the quickstart's demo experiment with the answers and the engagement of this test
-// (attributed by the answer's request id) and draws its daily chart. Exits non-zero with a
+// (attributed by the answer's request id) and draws its daily chart, and that a partitioned
+// fleet replica's report carries a warning (a merged one names its parts). Exits non-zero with a
 // message on any failure.
 import { chromium } from "playwright-core";
 
@@ -95,6 +96,39 @@ try {
   check(errors.length === 0, `page errors in the Experiments view: ${errors.join("; ")}`);
   await page.screenshot({ path: screenshot.replace(/\.png$/, "") + "-experiments.png" });
   console.log(`experiment: ${arms.map((a) => `${a.arm} ${a.impressions} impressions, ${a.engagements} engagements`).join("; ")}`);
+  check((await page.locator("#exp-coverage").count()) === 0, "a single server's report must not speak of a fleet");
+
+  // A replica of a partitioned fleet reports its partitions' users only, and the view must warn
+  // of it; a report merged from the fleet names where each part came from. The reports are the
+  // server's, with a replica's coverage written in (what a replica puts there is checked by the
+  // fleet test, against a real partitioned fleet).
+  const coverages = [
+    [{ partitions: { held: [1], count: 3 } }, true, /Part of the fleet: this replica holds partitions 1 of 3/],
+    [
+      {
+        partitions: { held: [0, 1, 2], count: 3 },
+        parts: [{ server: "http://10.0.0.1:8080", partitions: [0, 1] }, { server: "http://10.0.0.2:8080", partitions: [2] }],
+      },
+      false,
+      /The fleet's report: partitions 0, 1 from http:\/\/10\.0\.0\.1:8080; partitions 2 from http:\/\/10\.0\.0\.2:8080/,
+    ],
+  ];
+  for (const [coverage, warns, expected] of coverages) {
+    await page.route("**/v1/experiments/*/report*", async (route) => {
+      const response = await route.fetch();
+      await route.fulfill({ response, json: { ...(await response.json()), ...coverage } });
+    });
+    await page.click("#tab-interests");
+    await page.click("#tab-experiments");
+    await page.waitForFunction(() => document.body.dataset.report, null, { timeout: 30000 });
+    const text = (await page.locator("#exp-coverage").innerText()).replace(/\s+/g, " ");
+    check(expected.test(text), `unexpected coverage note for ${JSON.stringify(coverage)}: ${text}`);
+    const bad = await page.locator("#exp-coverage.bad").count();
+    check(bad === (warns ? 1 : 0), `the coverage note should ${warns ? "" : "not "}be a warning: ${text}`);
+    check(errors.length === 0, `page errors with a fleet's report: ${errors.join("; ")}`);
+    console.log(`coverage: ${text.slice(0, 90)}`);
+    await page.unroute("**/v1/experiments/*/report*");
+  }
 } finally {
   await browser.close();
 }
