@@ -268,18 +268,18 @@ fn in_memory_profiles_equal_the_embedded_batch_for_both_vector_sources() {
 fn stored_variant(dir: &Path, alpha: f64) -> Vec<(String, StoredProfile)> {
     let store = ProfileStore::open(dir).unwrap();
     let users = store.users("", usize::MAX).unwrap();
-    let mut out: Vec<(String, StoredProfile)> = (users.into_iter())
-        .map(|u| {
-            let p = store
-                .with_variant_profile(alpha, &u.user, |v| v.map(|v| v.to_stored()))
-                .unwrap()
-                .expect("the generation has the variant")
-                .expect("every user has a profile in each variant");
-            (u.user, p)
-        })
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
+    sorted(
+        (users.into_iter())
+            .map(|u| {
+                let p = store
+                    .with_variant_profile(alpha, &u.user, |v| v.map(|v| v.to_stored()))
+                    .unwrap()
+                    .expect("the generation has the variant")
+                    .expect("every user has a profile in each variant");
+                (u.user, p)
+            })
+            .collect(),
+    )
 }
 
 #[test]

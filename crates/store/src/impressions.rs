@@ -237,19 +237,26 @@ impl EncodedImpression {
         items: impl ExactSizeIterator<Item = (&'a str, Option<&'a str>)> + Clone,
     ) -> Result<Self, ImpressionError> {
         check_head(&head, items.len())?;
-        // An answer's items come from a few interests: each is written once, items refer to it.
+        // An answer's items come from a few interests: each is written once, items refer to it
+        // by its position in the list.
         let mut interests: Vec<&str> = Vec::new();
+        let mut positions: Vec<u16> = Vec::with_capacity(items.len());
         let mut size = 8 + head.request_id.len() + 16 + head.experiment.len() + head.arm.len();
         size += head.user.len();
         for (k, (item, interest)) in items.clone().enumerate() {
             check_shown(k, item, interest)?;
             size += 4 + item.len();
-            if let Some(m) = interest
-                && !interests.contains(&m)
-            {
-                interests.push(m);
-                size += 2 + m.len();
-            }
+            positions.push(match interest {
+                None => NO_INTEREST,
+                Some(m) => match interests.iter().position(|&x| x == m) {
+                    Some(p) => p as u16,
+                    None => {
+                        interests.push(m);
+                        size += 2 + m.len();
+                        (interests.len() - 1) as u16
+                    }
+                },
+            });
         }
         let mut out = Vec::with_capacity(size);
         out.extend(time_key(head.time));
@@ -264,15 +271,9 @@ impl EncodedImpression {
         for m in &interests {
             put_str(&mut out, m);
         }
-        out.extend((items.len() as u16).to_le_bytes());
-        for (item, interest) in items {
+        out.extend((positions.len() as u16).to_le_bytes());
+        for ((item, _), p) in items.zip(positions) {
             put_str(&mut out, item);
-            let p = interest.map_or(NO_INTEREST, |m| {
-                interests
-                    .iter()
-                    .position(|&x| x == m)
-                    .expect("listed above") as u16
-            });
             out.extend(p.to_le_bytes());
         }
         Ok(Self {
@@ -285,11 +286,6 @@ impl EncodedImpression {
     /// [`EncodedImpression::new`] of an [`Impression`].
     pub fn of(i: &Impression) -> Result<Self, ImpressionError> {
         Self::new(i.head(), i.shown())
-    }
-
-    /// Unix seconds.
-    pub fn time(&self) -> i64 {
-        self.time
     }
 
     /// The impression again.

@@ -287,4 +287,3 @@ def build_profiles(
         ),
         PROFILE_VARIANTS_SCHEMA_DDL if variants else PROFILE_SCHEMA_DDL,
     )
-
