@@ -56,9 +56,40 @@ pub struct BenchServeArgs {
     /// More query parameters for every request, e.g. `alpha=1.0&selection=all`.
     #[arg(long, value_name = "PARAMS")]
     query: Option<String>,
+    /// Also print p50, p99 and max latency of each second of load (when stalls happen).
+    #[arg(long)]
+    timeline: bool,
 }
 
 /// Cumulative Zipf distribution over `n` ranks.
+/// A request: the millisecond of the run it was scheduled at, its latency in microseconds.
+type Timed = (u32, u32);
+
+/// One line per second of load: requests scheduled in it, their p50, p99 and max latency.
+fn print_timeline(requests: &[Timed]) {
+    let seconds = requests.iter().map(|&(ms, _)| ms / 1000).max().unwrap_or(0) as usize + 1;
+    let mut by_second = vec![Vec::new(); seconds];
+    for &(ms, us) in requests {
+        by_second[(ms / 1000) as usize].push(us);
+    }
+    println!("second  requests  p50 ms  p99 ms  max ms");
+    for (second, mut latencies) in by_second.into_iter().enumerate() {
+        if latencies.is_empty() {
+            continue;
+        }
+        latencies.sort_unstable();
+        let pct =
+            |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0;
+        println!(
+            "{second:>6}  {:>8}  {:>6.2}  {:>6.2}  {:>6.2}",
+            latencies.len(),
+            pct(0.5),
+            pct(0.99),
+            pct(1.0)
+        );
+    }
+}
+
 fn zipf_cdf(n: usize, s: f64) -> Vec<f64> {
     let mut acc = 0.0;
     let mut cdf: Vec<f64> = (1..=n)
@@ -105,11 +136,11 @@ pub fn run(args: &BenchServeArgs) -> Result<()> {
     let start = Instant::now() + Duration::from_millis(100);
     let per_conn_interval =
         (args.rate > 0.0).then(|| Duration::from_secs_f64(args.connections as f64 / args.rate));
-    let results: Vec<Result<(Vec<u32>, u64)>> = std::thread::scope(|scope| {
+    let results: Vec<Result<(Vec<Timed>, u64)>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..args.connections)
             .map(|c| {
                 let cdf = &cdf;
-                scope.spawn(move || -> Result<(Vec<u32>, u64)> {
+                scope.spawn(move || -> Result<(Vec<Timed>, u64)> {
                     let mut conn = connect(args.addr)?;
                     let mut rng = SplitMix64::new(args.seed ^ (c as u64).wrapping_mul(0x9E37_79B9));
                     let mut latencies_us = Vec::new();
@@ -145,7 +176,9 @@ pub fn run(args: &BenchServeArgs) -> Result<()> {
                         if status != 200 {
                             errors += 1;
                         }
-                        latencies_us.push(next.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                        let at_ms = next.duration_since(start).as_millis() as u32;
+                        let took_us = next.elapsed().as_micros().min(u32::MAX as u128) as u32;
+                        latencies_us.push((at_ms, took_us));
                         if let Some(interval) = per_conn_interval {
                             next += interval;
                         }
@@ -170,6 +203,10 @@ pub fn run(args: &BenchServeArgs) -> Result<()> {
     if all.is_empty() {
         bail!("no request completed");
     }
+    if args.timeline {
+        print_timeline(&all);
+    }
+    let mut all: Vec<u32> = all.into_iter().map(|(_, us)| us).collect();
     all.sort_unstable();
     let pct = |q: f64| all[((all.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0;
     let (hits1, misses1) = cache_counters(args.addr)?;

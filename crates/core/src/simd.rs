@@ -2,8 +2,10 @@
 //!
 //! The loops are written as plain, branch-free Rust over fixed-width chunks, which LLVM
 //! vectorises; [`multiversion!`] compiles one copy per x86-64 level (v4: AVX-512, v3: AVX2+FMA,
-//! and the baseline) and picks one at run time. No fast-math is involved, so every copy computes
-//! bit-identical results and profiles stay deterministic across machines.
+//! and the baseline) and picks one at run time. Where LLVM vectorises a loop badly, the copies
+//! are written in intrinsics instead, keeping the same operations in the same order
+//! (`scan::dot_rows`). No fast-math is involved, so every copy computes bit-identical results and
+//! profiles stay deterministic across machines.
 
 /// Instruction-set levels the hot loops are compiled for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,8 +20,13 @@ pub(crate) enum Level {
     Baseline,
 }
 
-/// The best level this CPU supports (std caches the detection).
+/// The best level this CPU supports (detected once).
 pub(crate) fn level() -> Level {
+    static LEVEL: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(detect)
+}
+
+fn detect() -> Level {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::is_x86_feature_detected as has;
