@@ -2,10 +2,13 @@
 //! whose profile holds that medoid (paper: −75% ANN calls).
 //!
 //! The catalog changes while it is served, so each list remembers how many catalog rows it
-//! covers. Rows are only ever appended, so a list is brought up to date by comparing the medoid
-//! with the rows appended since (`refresh` gets the stale entry): a new item nearer than the
-//! list's last one is in the very next answer, and the index is not searched again. Deleted
-//! rows are never removed from lists; every reader skips them (the engine's `hidden`).
+//! covers. Rows are only ever appended, so a list is brought up to date from the rows appended
+//! since (`refresh` gets the stale entry): compared with the medoid one by one when they are
+//! few; when they are many, the ones the graph links to the medoid and its first neighbours
+//! (a new item near the medoid is linked there when inserted), until so many were added since
+//! the list last considered every row that it is searched again. Either way a new item nearer
+//! than the list's last one is in the very next answer. Deleted rows are never removed from
+//! lists; every reader skips them (the engine's `hidden`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,13 +19,16 @@ pub type Neighbours = Arc<[(u32, f32)]>;
 /// Cache key: medoid row, number of neighbours fetched, index version.
 type Key = (u32, u32, u64);
 
-/// A cached list and the number of catalog rows it covers (rows from there on are not in it).
+/// A cached list and the catalog rows it covers (rows from there on are not in it).
 #[derive(Debug, Clone)]
 pub struct Cached {
     /// The neighbours.
     pub list: Neighbours,
-    /// The catalog rows `0..rows` the list was computed over.
+    /// The catalog rows `0..rows` the list was brought up to.
     pub rows: u32,
+    /// The rows `0..complete` were all considered (searched or compared); the rows from there
+    /// to `rows` only through the graph's links, which may miss a few.
+    pub complete: u32,
 }
 
 /// A memory-bounded concurrent cache (moka, TinyLFU admission) with hit/miss counters.
@@ -53,12 +59,12 @@ impl MedoidCache {
 
     /// The list for `(medoid, k, version)` over the catalog's first `rows` rows: the cached one
     /// if it covers them all, else what `refresh` makes of the stale entry (`None` on a miss),
-    /// which is then cached as covering `rows`. Errors are not cached.
+    /// which is then cached (it must cover `rows`). Errors are not cached.
     pub fn get_or_refresh<E>(
         &self,
         (medoid, k, version): Key,
         rows: u32,
-        refresh: impl FnOnce(Option<Cached>) -> Result<Neighbours, E>,
+        refresh: impl FnOnce(Option<Cached>) -> Result<Cached, E>,
     ) -> Result<Neighbours, E> {
         let key = (medoid, k, version);
         let stale = match self.inner.get(&key) {
@@ -75,14 +81,9 @@ impl MedoidCache {
                 None
             }
         };
-        let list = refresh(stale)?;
-        self.inner.insert(
-            key,
-            Cached {
-                list: list.clone(),
-                rows,
-            },
-        );
+        let fresh = refresh(stale)?;
+        let list = fresh.list.clone();
+        self.inner.insert(key, fresh);
         Ok(list)
     }
 
@@ -112,10 +113,18 @@ impl MedoidCache {
 mod tests {
     use super::*;
 
+    fn cached(list: Vec<(u32, f32)>, rows: u32) -> Cached {
+        Cached {
+            list: list.into(),
+            rows,
+            complete: rows,
+        }
+    }
+
     #[test]
     fn second_lookup_hits_and_versions_separate() {
         let cache = MedoidCache::new(1 << 20);
-        let fetch = |_| Ok::<_, ()>(Neighbours::from(vec![(1, 0.5)]));
+        let fetch = |_| Ok::<_, ()>(cached(vec![(1, 0.5)], 100));
         cache.get_or_refresh((7, 10, 1), 100, fetch).unwrap();
         cache.get_or_refresh((7, 10, 1), 100, |_| Err(())).unwrap();
         assert_eq!((cache.hits(), cache.misses()), (1, 1));
@@ -133,13 +142,13 @@ mod tests {
     #[test]
     fn rows_added_since_refresh_the_stale_list() {
         let cache = MedoidCache::new(1 << 20);
-        let first = |_| Ok::<_, ()>(Neighbours::from(vec![(1, 0.5)]));
+        let first = |_| Ok::<_, ()>(cached(vec![(1, 0.5)], 100));
         cache.get_or_refresh((7, 10, 1), 100, first).unwrap();
         let refreshed = cache
             .get_or_refresh((7, 10, 1), 102, |stale| {
                 let stale = stale.expect("the old entry");
                 assert_eq!((&stale.list[..], stale.rows), (&[(1, 0.5)][..], 100));
-                Ok::<_, ()>(Neighbours::from(vec![(101, 0.9), (1, 0.5)]))
+                Ok::<_, ()>(cached(vec![(101, 0.9), (1, 0.5)], 102))
             })
             .unwrap();
         assert_eq!(refreshed.len(), 2);

@@ -34,7 +34,7 @@ use pinnersage_pipeline::online::{
 use pinnersage_store::profiles::{ProfileStore, ProfileStoreError, ProfileView, UserSummary};
 use pinnersage_store::settings::GenerationSettings;
 
-use crate::cache::{MedoidCache, Neighbours};
+use crate::cache::{Cached, MedoidCache, Neighbours};
 use crate::excluded::{Excluded, ExclusionList};
 
 /// Largest `k` a request may ask for.
@@ -44,9 +44,14 @@ pub const MAX_MEDOIDS: usize = 20;
 /// Neighbours fetched per medoid are a power of two at least this (so the cache key varies
 /// little with `k`).
 const MIN_FETCH: usize = 32;
-/// A cached list behind by more added rows than this is searched again instead of compared
-/// with each of them.
+/// A cached list behind by more added rows than this is not compared with each of them.
 const MAX_COMPARED: usize = 2048;
+/// A cached list with more rows than this added since it last considered every row is searched
+/// again; with fewer, it takes the new rows linked, in the graph, to the medoid or to its first
+/// [`LINKED_FROM`] neighbours.
+const MAX_LINKED: usize = 32_768;
+/// The neighbours of a medoid whose graph links bring its list up to new rows (beside its own).
+const LINKED_FROM: usize = 32;
 
 /// Filters matching less than this share of the catalog are answered by an exact scan of the
 /// matching items instead of a filtered graph search (docs/benchmarks.md, query-time filters).
@@ -1330,18 +1335,77 @@ impl Engine {
     }
 
     /// Neighbours of catalog row `row`, through the cache: a cached list is brought up to the
-    /// rows added since by comparing them with the medoid (few: a search when there are many).
+    /// rows added since by comparing them with the medoid when they are few, else through the
+    /// graph's links for a while ([`Engine::with_linked`]), else by a search.
     fn neighbours(&self, row: u32, fetch: usize) -> Result<Neighbours, EngineError> {
         let rows = self.catalog.rows();
         let query = self.catalog.embedding(row as usize);
         let key = (row, fetch as u32, self.index.version);
-        self.cache
-            .get_or_refresh(key, rows as u32, |stale| match stale {
-                Some(stale) if rows - stale.rows as usize <= MAX_COMPARED => Ok(self
-                    .with_rows(query, stale.list.to_vec(), stale.rows as usize, fetch, None)
-                    .into()),
-                _ => self.search(query, fetch, None),
+        self.cache.get_or_refresh(key, rows as u32, |stale| {
+            let (list, complete) = match stale {
+                Some(stale) if rows - stale.rows as usize <= MAX_COMPARED => {
+                    // Every new row considered: the list is as complete as it was.
+                    let complete = if stale.complete == stale.rows {
+                        rows as u32
+                    } else {
+                        stale.complete
+                    };
+                    let from = stale.rows as usize;
+                    let list = self.with_rows(query, stale.list.to_vec(), from, fetch, None);
+                    (list, complete)
+                }
+                Some(stale) if rows - stale.complete as usize <= MAX_LINKED => {
+                    match self.with_linked(row, query, &stale, fetch) {
+                        Some(list) => (list, stale.complete),
+                        None => (self.search(query, fetch, None)?.to_vec(), rows as u32),
+                    }
+                }
+                _ => (self.search(query, fetch, None)?.to_vec(), rows as u32),
+            };
+            Ok(Cached {
+                list: list.into(),
+                rows: rows as u32,
+                complete,
             })
+        })
+    }
+
+    /// `stale.list` of the medoid at `row` brought up to the rows added since through the
+    /// graph: the new rows linked to the medoid or to its first [`LINKED_FROM`] neighbours
+    /// (where a new row near the medoid is, as a rule, linked when inserted) are compared with
+    /// it, and the rows not in the graph yet one by one. `None` when the index is no graph or
+    /// does not hold the medoid.
+    fn with_linked(
+        &self,
+        row: u32,
+        query: &[f32],
+        stale: &Cached,
+        fetch: usize,
+    ) -> Option<Vec<(u32, f32)>> {
+        let (from, indexed) = (
+            stale.rows as usize,
+            self.indexed_rows.load(Ordering::Acquire),
+        );
+        let graph = &self.index.index;
+        let mut linked = graph.graph_links(row)?;
+        for &(near, _) in stale.list.iter().take(LINKED_FROM) {
+            linked.extend(graph.graph_links(near).unwrap_or_default());
+        }
+        linked.retain(|&r| (from..indexed).contains(&(r as usize)));
+        linked.sort_unstable();
+        linked.dedup();
+        let metric = graph.metric();
+        let query_norm = pinnersage_core::scan::dot(query, query).sqrt();
+        let mut list = stale.list.to_vec();
+        for r in linked {
+            if self.catalog.is_deleted(r as usize) {
+                continue;
+            }
+            let (x, norm) = self.catalog.added_vector(r as usize)?;
+            let score = metric.score_of(pinnersage_core::scan::dot(query, x), query_norm, norm);
+            offer(&mut list, r, score, fetch);
+        }
+        Some(self.with_rows(query, list, indexed.max(from), fetch, None))
     }
 
     /// `list` (best first) with the catalog rows from `from` on that beat its last item or fill
@@ -1369,13 +1433,8 @@ impl Engine {
             let (x, norm) = self.catalog.added_vector(row).expect("an added row");
             let score = metric.score_of(pinnersage_core::scan::dot(query, x), query_norm, norm);
             let r = row as u32;
-            if (list.len() < fetch || list.last().is_some_and(|&(_, last)| score > last))
-                && !list.iter().any(|&(l, _)| l == r)
-                && keep.is_none_or(|k| k(r))
-            {
-                let at = list.partition_point(|&(_, s)| s >= score);
-                list.insert(at, (r, score));
-                list.truncate(fetch);
+            if makes_the_list(&list, score, fetch) && keep.is_none_or(|k| k(r)) {
+                offer(&mut list, r, score, fetch);
             }
         }
         list
@@ -1454,6 +1513,21 @@ impl std::hash::BuildHasher for BuildIdentity {
     type Hasher = IdentityHasher;
     fn build_hasher(&self) -> IdentityHasher {
         IdentityHasher(0)
+    }
+}
+
+/// Whether an item of `score` would enter `list` (best first, at most `fetch` long).
+fn makes_the_list(list: &[(u32, f32)], score: f32, fetch: usize) -> bool {
+    list.len() < fetch || list.last().is_some_and(|&(_, last)| score > last)
+}
+
+/// Puts row `r` of `score` into `list` (best first, at most `fetch` long) where it belongs,
+/// unless it does not make the list or is listed already.
+fn offer(list: &mut Vec<(u32, f32)>, r: u32, score: f32, fetch: usize) {
+    if makes_the_list(list, score, fetch) && !list.iter().any(|&(l, _)| l == r) {
+        let at = list.partition_point(|&(_, s)| s >= score);
+        list.insert(at, (r, score));
+        list.truncate(fetch);
     }
 }
 

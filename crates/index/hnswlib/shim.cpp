@@ -424,6 +424,29 @@ size_t ps_hnswlib_memory(void* index) {
     return bytes;
 }
 
+// The rows linked to `row` in the bottom layer, written into `rows` (room for `cap`): their
+// count (more than `cap` when they did not all fit), or -1 when the graph does not hold `row`.
+// Safe beside inserts: the node's links are read under the lock its inserts take, and a node is
+// linked to only once its label is written.
+long ps_hnswlib_links(void* index, uint32_t row, uint32_t* rows, size_t cap) {
+    hnswlib::HierarchicalNSW<float>* h = static_cast<PsIndex*>(index)->hnsw;
+    hnswlib::tableint id;
+    {
+        std::unique_lock<std::mutex> lock(h->label_lookup_lock);
+        auto found = h->label_lookup_.find(static_cast<hnswlib::labeltype>(row));
+        if (found == h->label_lookup_.end()) return -1;
+        id = found->second;
+    }
+    std::unique_lock<std::mutex> lock(h->link_list_locks_[id]);
+    hnswlib::linklistsizeint* list = h->get_linklist0(id);
+    const size_t n = h->getListCount(list);
+    const hnswlib::tableint* links = reinterpret_cast<const hnswlib::tableint*>(list + 1);
+    for (size_t i = 0; i < n && i < cap; i++) {
+        rows[i] = static_cast<uint32_t>(h->getExternalLabel(links[i]));
+    }
+    return static_cast<long>(n);
+}
+
 // The `k` nearest rows to `query` kept by `keep` (when not null), closest first, into `rows` and
 // `distances` (room for `k` each). `beside_inserts`: inserts may run meanwhile (the search takes
 // their per-node locks); else hnswlib's own search, which must have the graph to itself and

@@ -470,6 +470,12 @@ impl AnnIndex for HnswIndex {
             index.inserts_done();
         }
     }
+    fn graph_links(&self, row: u32) -> Option<Vec<u32>> {
+        match &self.backend {
+            Backend::Hnswlib(index) => index.links(row),
+            Backend::Usearch(_) => None,
+        }
+    }
     fn remove(&self, row: u32) -> Result<bool, IndexError> {
         let Backend::Hnswlib(index) = &self.backend else {
             return Err(self.refuses_changes());

@@ -61,6 +61,7 @@ unsafe extern "C" {
     fn ps_hnswlib_ef_construction(index: *mut c_void) -> usize;
     fn ps_hnswlib_len(index: *mut c_void) -> usize;
     fn ps_hnswlib_memory(index: *mut c_void) -> usize;
+    fn ps_hnswlib_links(index: *mut c_void, row: u32, rows: *mut u32, cap: usize) -> c_long;
     fn ps_hnswlib_search(
         index: *mut c_void,
         query: *const f32,
@@ -265,6 +266,24 @@ impl Hnswlib {
         if self.beside_inserts.load(Ordering::SeqCst) {
             let _alone = self.changing.write();
             self.beside_inserts.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// The rows linked to `row` in the graph's bottom layer (`None` when the graph lacks it).
+    /// Safe beside inserts and searches.
+    pub(crate) fn links(&self, row: u32) -> Option<Vec<u32>> {
+        let _shared = self.changing.read();
+        let mut rows = vec![0u32; 64];
+        loop {
+            // SAFETY: a live index, not moved meanwhile (`changing` is held), and room for
+            // `rows.len()` rows.
+            let n = unsafe { ps_hnswlib_links(self.ptr, row, rows.as_mut_ptr(), rows.len()) };
+            let n = usize::try_from(n).ok()?;
+            if n <= rows.len() {
+                rows.truncate(n);
+                return Some(rows);
+            }
+            rows.resize(n, 0);
         }
     }
 

@@ -217,6 +217,13 @@ pub trait AnnIndex: Send + Sync {
     /// Says that no insert follows for now: searches go back to their fastest form (an index
     /// where they have none does nothing).
     fn inserts_done(&self) {}
+    /// The rows next to catalog row `row` in the index's graph (`None` for an index that is
+    /// no graph, or lacks `row`): a new row that is near `row` is, as a rule, linked to it or
+    /// to its nearest neighbours once inserted. Safe beside inserts.
+    fn graph_links(&self, row: u32) -> Option<Vec<u32>> {
+        let _ = row;
+        None
+    }
     /// Stops returning catalog row `row`; `false` if the index did not hold it.
     fn remove(&self, row: u32) -> Result<bool, IndexError> {
         let _ = row;

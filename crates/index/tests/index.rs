@@ -536,3 +536,25 @@ fn searches_beside_inserts_return_whole_answers() {
         "only {searches} searches ran beside the inserts"
     );
 }
+
+#[test]
+fn a_row_inserted_next_to_another_is_linked_to_it_both_ways() {
+    use pinnersage_index::HnswIndex;
+    let dim = 16;
+    let data = vectors(2_000, dim, 5);
+    let rows: Vec<u32> = (0..2_000).collect();
+    let index = HnswIndex::build(&data, dim, &rows, &HnswParams::default(), &|_| {}).unwrap();
+    let exact = ExactIndex::new(&data[..], dim, Metric::Cosine).unwrap();
+    assert!(exact.graph_links(7).is_none(), "an exact scan has no graph");
+    assert!(index.graph_links(2_000).is_none(), "not in the graph yet");
+    let links = index.graph_links(7).unwrap();
+    assert!(!links.is_empty() && links.iter().all(|&r| r < 2_000 && r != 7));
+    // A new row a hair from row 7: its nearest, so each keeps the other among its links.
+    let near: Vec<f32> = data[7 * dim..8 * dim]
+        .iter()
+        .map(|x| x * 1.001 + 1e-4)
+        .collect();
+    index.insert(2_000, &near).unwrap();
+    assert!(index.graph_links(2_000).unwrap().contains(&7));
+    assert!(index.graph_links(7).unwrap().contains(&2_000));
+}
