@@ -61,7 +61,6 @@ pub struct BenchServeArgs {
     timeline: bool,
 }
 
-/// Cumulative Zipf distribution over `n` ranks.
 /// A request: the millisecond of the run it was scheduled at, its latency in microseconds.
 type Timed = (u32, u32);
 
@@ -90,6 +89,7 @@ fn print_timeline(requests: &[Timed]) {
     }
 }
 
+/// Cumulative Zipf distribution over `n` ranks.
 fn zipf_cdf(n: usize, s: f64) -> Vec<f64> {
     let mut acc = 0.0;
     let mut cdf: Vec<f64> = (1..=n)

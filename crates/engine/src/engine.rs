@@ -1297,7 +1297,7 @@ impl Engine {
         let Some(filter) = filter else {
             let hits = self.index.index.search(query, fetch).map_err(failed)?;
             return Ok(self
-                .with_rows(query, scored(hits), indexed, fetch, None)
+                .with_rows(query, scored(hits), self.added_from(indexed), fetch, None)
                 .into());
         };
         self.filtered.searches.fetch_add(1, Relaxed);
@@ -1330,7 +1330,13 @@ impl Engine {
             covered = self.catalog.base_rows();
         }
         Ok(self
-            .with_rows(query, scored(hits), covered, fetch, Some(&keep))
+            .with_rows(
+                query,
+                scored(hits),
+                self.added_from(covered),
+                fetch,
+                Some(&keep),
+            )
             .into())
     }
 
@@ -1350,8 +1356,8 @@ impl Engine {
                     } else {
                         stale.complete
                     };
-                    let from = stale.rows as usize;
-                    let list = self.with_rows(query, stale.list.to_vec(), from, fetch, None);
+                    let added = self.added_from(stale.rows as usize);
+                    let list = self.with_rows(query, stale.list.to_vec(), added, fetch, None);
                     (list, complete)
                 }
                 Some(stale) if rows - stale.complete as usize <= MAX_LINKED => {
@@ -1394,39 +1400,35 @@ impl Engine {
         linked.retain(|&r| (from..indexed).contains(&(r as usize)));
         linked.sort_unstable();
         linked.dedup();
-        let metric = graph.metric();
-        let query_norm = pinnersage_core::scan::dot(query, query).sqrt();
-        let mut list = stale.list.to_vec();
-        for r in linked {
-            if self.catalog.is_deleted(r as usize) {
-                continue;
-            }
-            let (x, norm) = self.catalog.added_vector(r as usize)?;
-            let score = metric.score_of(pinnersage_core::scan::dot(query, x), query_norm, norm);
-            offer(&mut list, r, score, fetch);
-        }
-        Some(self.with_rows(query, list, indexed.max(from), fetch, None))
+        let rows =
+            (linked.into_iter().map(|r| r as usize)).chain(self.added_from(indexed.max(from)));
+        Some(self.with_rows(query, stale.list.to_vec(), rows, fetch, None))
     }
 
-    /// `list` (best first) with the catalog rows from `from` on that beat its last item or fill
-    /// it to `fetch`, compared with `query` one by one; deleted rows, rows failing `keep` and
-    /// rows already listed are left out.
+    /// The rows added to the catalog since the generation, from row `from` on.
+    fn added_from(&self, from: usize) -> std::ops::Range<usize> {
+        from.max(self.catalog.base_rows())..self.catalog.rows()
+    }
+
+    /// `list` (best first) with those of the added catalog rows `rows` that beat its last item
+    /// or fill it to `fetch`, compared with `query` one by one; deleted rows, rows failing `keep`
+    /// and rows already listed are left out.
     fn with_rows(
         &self,
         query: &[f32],
         mut list: Vec<(u32, f32)>,
-        from: usize,
+        rows: impl IntoIterator<Item = usize>,
         fetch: usize,
         keep: Option<&(dyn Fn(u32) -> bool + Sync)>,
     ) -> Vec<(u32, f32)> {
-        let metric = self.index.index.metric();
-        let rows = self.catalog.rows();
-        if from >= rows {
+        let mut rows = rows.into_iter().peekable();
+        if rows.peek().is_none() {
             return list;
         }
+        let metric = self.index.index.metric();
         let query_norm = pinnersage_core::scan::dot(query, query).sqrt();
         // Most rows do not make the list: the score decides first, the rest is checked after.
-        for row in from.max(self.catalog.base_rows())..rows {
+        for row in rows {
             if self.catalog.is_deleted(row) {
                 continue;
             }
