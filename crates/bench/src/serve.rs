@@ -143,7 +143,16 @@ pub fn run(args: &BenchServeArgs) -> Result<()> {
                 scope.spawn(move || -> Result<(Vec<Timed>, u64)> {
                     let mut conn = connect(args.addr)?;
                     let mut rng = SplitMix64::new(args.seed ^ (c as u64).wrapping_mul(0x9E37_79B9));
-                    let mut latencies_us = Vec::new();
+                    // Room for every request of an open-loop run, written once before it
+                    // starts: a vector growing mid-run has this thread fault in fresh memory
+                    // (with transparent huge pages, 2 MiB zeroed at once, every connection at
+                    // the same moment), and the requests scheduled meanwhile would count it as
+                    // the server's latency.
+                    let planned = per_conn_interval
+                        .map_or(0, |i| (duration.as_secs_f64() / i.as_secs_f64()) as usize + 2);
+                    let mut latencies_us: Vec<Timed> = Vec::with_capacity(planned);
+                    latencies_us.resize(planned, (u32::MAX, u32::MAX));
+                    latencies_us.clear();
                     let mut errors = 0u64;
                     // Stagger connections evenly over one interval.
                     let mut next = start
