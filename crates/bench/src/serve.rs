@@ -148,8 +148,9 @@ pub fn run(args: &BenchServeArgs) -> Result<()> {
                     // (with transparent huge pages, 2 MiB zeroed at once, every connection at
                     // the same moment), and the requests scheduled meanwhile would count it as
                     // the server's latency.
-                    let planned = per_conn_interval
-                        .map_or(0, |i| (duration.as_secs_f64() / i.as_secs_f64()) as usize + 2);
+                    let planned = per_conn_interval.map_or(0, |i| {
+                        (duration.as_secs_f64() / i.as_secs_f64()) as usize + 2
+                    });
                     let mut latencies_us: Vec<Timed> = Vec::with_capacity(planned);
                     latencies_us.resize(planned, (u32::MAX, u32::MAX));
                     latencies_us.clear();

@@ -87,6 +87,19 @@ impl MedoidCache {
         Ok(list)
     }
 
+    /// The medoid rows and list lengths cached now, each once (whatever the index version).
+    pub fn medoids(&self) -> Vec<(u32, u32)> {
+        let mut medoids: Vec<(u32, u32)> = self.inner.iter().map(|(k, _)| (k.0, k.1)).collect();
+        medoids.sort_unstable();
+        medoids.dedup();
+        medoids
+    }
+
+    /// Caches `list` for `key` without counting a lookup: warming a cache no request uses yet.
+    pub fn warm(&self, key: Key, list: Cached) {
+        self.inner.insert(key, list);
+    }
+
     /// Lookups whose list was brought up to rows added to the catalog since it was cached.
     pub fn refreshed(&self) -> u64 {
         self.refreshed.load(Ordering::Relaxed)

@@ -618,6 +618,36 @@ impl Engine {
         )
     }
 
+    /// Fills this engine's medoid cache, before it is served, with fresh lists for the medoids
+    /// `previous` has cached (their items found again in this catalog; ones it lacks are
+    /// skipped), in parallel on the calling pool; returns how many. Without it every request
+    /// after a swap would search the graph again at once.
+    pub fn warm_cache_from(&self, previous: &Engine) -> usize {
+        use rayon::prelude::*;
+        let rows = self.catalog.rows() as u32;
+        let version = self.index.version;
+        let medoids = previous.cache.medoids();
+        medoids
+            .par_iter()
+            .filter(|&&(row, fetch)| {
+                let Some(new_row) = self.catalog.row_of(previous.catalog.id(row as usize)) else {
+                    return false;
+                };
+                let query = self.catalog.embedding(new_row);
+                let Ok(list) = self.search(query, fetch as usize, None) else {
+                    return false;
+                };
+                let list = Cached {
+                    list,
+                    rows,
+                    complete: rows,
+                };
+                self.cache.warm((new_row as u32, fetch, version), list);
+                true
+            })
+            .count()
+    }
+
     /// Keeps profile reloads and replacements of this engine (and its successors) out while
     /// the guard lives.
     pub fn hold_reloads(&self) -> std::sync::MutexGuard<'_, ()> {

@@ -58,6 +58,8 @@ pub struct Swapped {
     pub index: PathBuf,
     /// Journaled item changes applied on top of the catalog generation.
     pub replayed: usize,
+    /// Medoid lists made for the successor's cache before it was served.
+    pub warmed: usize,
     /// Seconds from noticing the generation to serving it.
     pub seconds: f64,
     /// Seconds item changes waited for the swap (the journal held).
@@ -189,6 +191,9 @@ impl Serving {
         // changes journaled since it was read, and the swap.
         let _reloads = old.hold_reloads();
         let new = old.successor(catalog, index)?;
+        // The medoids of the served cache get fresh lists in the successor's, off the request
+        // path: a cold cache would have every request search the graph at once after the swap.
+        let warmed = at_low_priority(|| new.warm_cache_from(old))?;
         let paused = Instant::now();
         let swapped = old.holding_journal(|| -> Result<u64, EngineError> {
             let (later, _) = pinnersage_catalog::journal::read_from(&data_dir, read_to)
@@ -214,6 +219,7 @@ impl Serving {
             catalog: opened_catalog,
             index: opened_index,
             replayed: (replayed_on_open + swapped) as usize,
+            warmed,
             seconds: started.elapsed().as_secs_f64(),
             paused_seconds: paused.elapsed().as_secs_f64(),
         })

@@ -197,11 +197,12 @@ async fn reload_every(state: AppState, reload: Duration) {
         let follower = serving.clone();
         tokio::task::spawn_blocking(move || match follower.follow() {
             Ok(Some(s)) => eprintln!(
-                "serving catalog {} with index {} ({} item changes replayed on top; {:.1} s, \
-                 item changes paused {:.0} ms)",
+                "serving catalog {} with index {} ({} item changes replayed on top, {} medoid \
+                 lists made for its cache; {:.1} s, item changes paused {:.0} ms)",
                 s.catalog.display(),
                 s.index.display(),
                 s.replayed,
+                s.warmed,
                 s.seconds,
                 s.paused_seconds * 1e3
             ),

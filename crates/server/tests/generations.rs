@@ -245,6 +245,55 @@ fn item_changes_and_requests_during_index_rebuilds_are_all_served() {
 }
 
 #[test]
+fn a_folded_generation_is_served_with_its_medoid_cache_warm() {
+    let dir = tempfile::tempdir().unwrap();
+    make_data_dir(dir.path());
+    let config = ServeConfig {
+        fold_fraction: 0.1, // 300 changes of the 3,000 items
+        ..ServeConfig::default()
+    };
+    let server = Server::start_with(dir.path(), config);
+    let misses = |server: &Server| {
+        metric(
+            &server.request("GET", "/metrics").1,
+            "pinnersage_medoid_cache_misses_total",
+        )
+    };
+    // Every medoid of 40 users: the same lookups each time.
+    let recommend_all = |server: &Server| {
+        for u in 0..40 {
+            let (status, body) = server.get_json(&format!(
+                "/v1/users/u{u}/recommendations?k=10&selection=all"
+            ));
+            assert_eq!(status, 200, "{body}");
+        }
+    };
+    recommend_all(&server);
+    assert!(misses(&server) > 0.0);
+    // 320 new items: over the fold's threshold.
+    for chunk in (0..320).collect::<Vec<usize>>().chunks(40) {
+        let items: Vec<Value> = chunk
+            .iter()
+            .map(|&k| {
+                let vector: Vec<f32> = (0..DIM).map(|d| ((k * 31 + d) as f32).cos()).collect();
+                json!({"id": format!("f{k}"), "embedding": vector})
+            })
+            .collect();
+        let (status, body) = put(&server, Value::Array(items));
+        assert_eq!(status, 202, "{body}");
+    }
+    wait_for_swaps(&server, 1.0);
+    // The successor's cache counts its own lookups: its lists were made before it was served.
+    let before = misses(&server);
+    recommend_all(&server);
+    assert_eq!(
+        misses(&server),
+        before,
+        "lookups after the swap searched the graph again"
+    );
+}
+
+#[test]
 fn changes_are_folded_into_a_new_generation_and_the_journal_shrinks() {
     let dir = tempfile::tempdir().unwrap();
     make_data_dir(dir.path());
