@@ -629,21 +629,17 @@ impl Engine {
         let medoids = previous.cache.medoids();
         medoids
             .par_iter()
-            .filter(|&&(row, fetch)| {
-                let Some(new_row) = self.catalog.row_of(previous.catalog.id(row as usize)) else {
-                    return false;
-                };
+            .filter_map(|&(row, fetch)| {
+                let new_row = self.catalog.row_of(previous.catalog.id(row as usize))?;
                 let query = self.catalog.embedding(new_row);
-                let Ok(list) = self.search(query, fetch as usize, None) else {
-                    return false;
-                };
+                let list = self.search(query, fetch as usize, None).ok()?;
                 let list = Cached {
                     list,
                     rows,
                     complete: rows,
                 };
                 self.cache.warm((new_row as u32, fetch, version), list);
-                true
+                Some(())
             })
             .count()
     }
@@ -1465,8 +1461,13 @@ impl Engine {
             let (x, norm) = self.catalog.added_vector(row).expect("an added row");
             let score = metric.score_of(pinnersage_core::scan::dot(query, x), query_norm, norm);
             let r = row as u32;
-            if makes_the_list(&list, score, fetch) && keep.is_none_or(|k| k(r)) {
-                offer(&mut list, r, score, fetch);
+            if (list.len() < fetch || list.last().is_some_and(|&(_, last)| score > last))
+                && !list.iter().any(|&(l, _)| l == r)
+                && keep.is_none_or(|k| k(r))
+            {
+                let at = list.partition_point(|&(_, s)| s >= score);
+                list.insert(at, (r, score));
+                list.truncate(fetch);
             }
         }
         list
@@ -1545,21 +1546,6 @@ impl std::hash::BuildHasher for BuildIdentity {
     type Hasher = IdentityHasher;
     fn build_hasher(&self) -> IdentityHasher {
         IdentityHasher(0)
-    }
-}
-
-/// Whether an item of `score` would enter `list` (best first, at most `fetch` long).
-fn makes_the_list(list: &[(u32, f32)], score: f32, fetch: usize) -> bool {
-    list.len() < fetch || list.last().is_some_and(|&(_, last)| score > last)
-}
-
-/// Puts row `r` of `score` into `list` (best first, at most `fetch` long) where it belongs,
-/// unless it does not make the list or is listed already.
-fn offer(list: &mut Vec<(u32, f32)>, r: u32, score: f32, fetch: usize) {
-    if makes_the_list(list, score, fetch) && !list.iter().any(|&(l, _)| l == r) {
-        let at = list.partition_point(|&(_, s)| s >= score);
-        list.insert(at, (r, score));
-        list.truncate(fetch);
     }
 }
 

@@ -41,8 +41,7 @@ pub struct Conn {
     authorization: String,
     /// The `x-pinnersage-*` headers of the last response, `(lowercase name, value)`.
     received: Vec<(String, String)>,
-    /// The request being sent, reused: a request leaves in one write (one TCP segment with
-    /// `TCP_NODELAY`), not one per formatted piece.
+    /// The request being sent, reused ([`Conn::send`]).
     request: Vec<u8>,
 }
 
@@ -72,14 +71,25 @@ impl Conn {
 
     /// GETs `path`; returns the status and body.
     pub fn get(&mut self, path: &str) -> Result<(u16, Vec<u8>), ClientError> {
-        self.request.clear();
-        write!(
-            self.request,
-            "GET {path} HTTP/1.1\r\n{}{}\r\n",
-            self.host, self.authorization
-        )?;
-        self.writer.write_all(&self.request)?;
+        let (host, authorization) = (&self.host, &self.authorization);
+        let head = format_args!("GET {path} HTTP/1.1\r\n{host}{authorization}\r\n");
+        Self::send(&mut self.writer, &mut self.request, head, b"")?;
         self.response()
+    }
+
+    /// Sends a request, `head` then `body`, in one write from the reused buffer `request`
+    /// (one TCP segment with `TCP_NODELAY`, not one per formatted piece).
+    fn send(
+        writer: &mut TcpStream,
+        request: &mut Vec<u8>,
+        head: std::fmt::Arguments<'_>,
+        body: &[u8],
+    ) -> Result<(), ClientError> {
+        request.clear();
+        request.write_fmt(head)?;
+        request.extend_from_slice(body);
+        writer.write_all(request)?;
+        Ok(())
     }
 
     /// GETs `path` with `extra` header lines (each ending in CRLF), without the API token;
@@ -89,13 +99,8 @@ impl Conn {
         path: &str,
         extra: &str,
     ) -> Result<(u16, Vec<u8>), ClientError> {
-        self.request.clear();
-        write!(
-            self.request,
-            "GET {path} HTTP/1.1\r\n{}{extra}\r\n",
-            self.host
-        )?;
-        self.writer.write_all(&self.request)?;
+        let head = format_args!("GET {path} HTTP/1.1\r\n{}{extra}\r\n", self.host);
+        Self::send(&mut self.writer, &mut self.request, head, b"")?;
         self.response()
     }
 
@@ -116,17 +121,13 @@ impl Conn {
     /// Sends a POST of a JSON `body` to `path` without waiting for the answer: read it with
     /// [`Conn::response`].
     pub fn send_json(&mut self, path: &str, body: &[u8]) -> Result<(), ClientError> {
-        self.request.clear();
-        write!(
-            self.request,
+        let head = format_args!(
             "POST {path} HTTP/1.1\r\n{}{}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             self.host,
             self.authorization,
             body.len()
-        )?;
-        self.request.extend_from_slice(body);
-        self.writer.write_all(&self.request)?;
-        Ok(())
+        );
+        Self::send(&mut self.writer, &mut self.request, head, body)
     }
 
     /// Reads the answer to the request sent last: the status and body.
